@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/initos-runtime/initos-runtime/runtime"
+)
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "create and run a container in a microVM, in the foreground",
+		ArgsUsage: "<container-id>",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "bundle", Aliases: []string{"b"}, Value: ".", Usage: "path to the root of the bundle directory"},
+			&cli.StringFlag{Name: "pid-file", Usage: "file to write the pid of the process that owns the container's VM to"},
+			&cli.BoolFlag{Name: "no-pivot", Usage: "accepted for runc compatibility"},
+			&cli.BoolFlag{Name: "no-new-keyring", Usage: "accepted for runc compatibility"},
+			&cli.BoolFlag{Name: "no-subreaper", Usage: "accepted for runc compatibility"},
+			&cli.BoolFlag{Name: "timings", Usage: "print the time of each phase to stderr when the container ends"},
+		},
+		Action: runAction,
+	}
+}
+
+func runAction(ctx *cli.Context) error {
+	if ctx.NArg() != 1 {
+		return fmt.Errorf("run: expected exactly one container id, got %d arguments", ctx.NArg())
+	}
+	c, err := loadConfig(ctx)
+	if err != nil {
+		return err
+	}
+	bundleDir, err := filepath.Abs(ctx.String("bundle"))
+	if err != nil {
+		return fmt.Errorf("resolving bundle path: %w", err)
+	}
+	if p := ctx.String("pid-file"); p != "" {
+		if err := writePidFile(p, os.Getpid()); err != nil {
+			return err
+		}
+	}
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+	res, err := runtime.Run(context.Background(), c, runtime.RunOptions{
+		BundleDir: bundleDir,
+		ID:        ctx.Args().First(),
+		Stdio:     runtime.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
+		Signals:   sigs,
+	})
+	if ctx.Bool("timings") {
+		t := res.Timings
+		fmt.Fprintf(os.Stderr, "vmm=%s accel=%s disk=%s initrd=%s boot=%s setup=%s run=%s teardown=%s\n",
+			res.Driver, res.Accel, t.Disk, t.Initrd, t.Boot, t.Setup, t.Run, t.Teardown)
+	}
+	if err != nil {
+		return err
+	}
+	return cli.Exit("", res.ExitStatus)
+}
+
+// forwardedSignals are relayed to the container's process by run, as runc
+// does; SIGCHLD, SIGPIPE, SIGURG and SIGWINCH stay the runtime's own.
+var forwardedSignals = []os.Signal{
+	syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGCONT,
+	syscall.SIGALRM, syscall.SIGTSTP,
+}

@@ -1,0 +1,423 @@
+package guestagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+)
+
+// basicMount is one of the filesystems the agent mounts at boot.
+type basicMount struct {
+	source, target, fstype string
+	flags                  uintptr
+	data                   string
+	mode                   os.FileMode
+}
+
+// basicMounts are mounted in order at boot.
+var basicMounts = []basicMount{
+	{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", 0o555},
+	{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", 0o555},
+	{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755", 0o755},
+	{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5", 0o755},
+	{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777", 0o1777},
+	{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755", 0o755},
+	{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777", 0o1777},
+}
+
+// mountBasics mounts basicMounts; one that is already there (EBUSY) is
+// fine.
+func mountBasics(mkdir func(string, os.FileMode) error, mount func(source, target, fstype string, flags uintptr, data string) error) error {
+	for _, m := range basicMounts {
+		if err := mkdir(m.target, m.mode); err != nil {
+			return fmt.Errorf("creating %q: %w", m.target, err)
+		}
+		if err := mount(m.source, m.target, m.fstype, m.flags, m.data); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("mounting %s on %q: %w", m.fstype, m.target, err)
+		}
+	}
+	return nil
+}
+
+// agent is the running PID 1.
+type agent struct {
+	version string
+	log     *logger
+	console *os.File
+	cmdline *Cmdline
+	reaper  *reaper
+	start   time.Time
+}
+
+// Main is the entry point of cmd/initos-agent. Re-executed as "initos-exec"
+// it is the process helper; otherwise it must be PID 1 of the initrd and
+// never returns.
+func Main(version string) {
+	if isHelper() {
+		os.Exit(runHelper())
+	}
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "initos-agent: must run as PID 1 (/init of the initrd)")
+		os.Exit(2)
+	}
+	a := &agent{version: version, log: newLogger(os.Stderr, false), start: time.Now()}
+	err := a.boot()
+	// boot returns only when something went wrong: say so and power off
+	// (PID 1 must not exit: the kernel would panic).
+	a.log.Printf("fatal: %v", err)
+	a.powerOff("")
+}
+
+// boot brings the guest up and runs the mode of the command line.
+func (a *agent) boot() error {
+	// PID 1 gets only the signals it handles, and Go's default handling of
+	// SIGTERM, SIGINT, SIGHUP and SIGQUIT would exit, which panics the
+	// kernel. Handled (not ignored: SIG_IGN would be inherited by the
+	// container's processes), they are logged.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPWR)
+	go func() {
+		for s := range sigs {
+			a.log.Debugf("ignoring signal %v", s)
+		}
+	}()
+	unix.Umask(0o022)
+
+	if err := mountBasics(os.MkdirAll, unix.Mount); err != nil {
+		return err
+	}
+	console, err := os.OpenFile("/dev/console", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return fmt.Errorf("opening /dev/console: %w", err)
+	}
+	// Without /dev/console in the initrd the kernel gave us no stdio: make
+	// 0, 1 and 2 the console, so panics and children's output show too.
+	for fd := 0; fd <= 2; fd++ {
+		if err := unix.Dup3(int(console.Fd()), fd, 0); err != nil {
+			return fmt.Errorf("making fd %d the console: %w", fd, err)
+		}
+	}
+	a.console = console
+	a.log = newLogger(console, false)
+
+	a.reaper = newReaper()
+	a.reaper.Run()
+
+	data, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return fmt.Errorf("reading the kernel command line: %w", err)
+	}
+	c, err := ParseCmdline(string(data))
+	if err != nil {
+		return err
+	}
+	a.cmdline = c
+	a.log.setDebug(c.Debug)
+	a.log.Debugf("initos-agent %s (protocol %s): %s", a.version, agentapi.Version, c)
+
+	a.loadModules()
+	if err := setupNetwork(realNetlink{}, c.Net, 5*time.Second); err != nil {
+		a.log.Printf("network: %v", err)
+	}
+	if c.Net != nil && c.Net.DNS.IsValid() {
+		// Kept for the container's /etc/resolv.conf, which is not written
+		// yet.
+		a.log.Debugf("resolv.conf for the container: %q", c.Net.ResolvConf())
+	}
+
+	switch c.Mode {
+	case ModeSwitchRoot:
+		return a.switchRoot()
+	case ModeSidecar:
+		return a.sidecar()
+	default:
+		return a.serveAgent()
+	}
+}
+
+// loadModules loads the requested groups of load.order; failures are
+// logged and boot goes on (what needs the module fails later, clearly).
+func (a *agent) loadModules() {
+	f, err := os.Open(filepath.Join(ModulesDir, "load.order"))
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			a.log.Printf("modules: %v", err)
+		}
+		return
+	}
+	entries, err := parseLoadOrder(f)
+	f.Close()
+	if err != nil {
+		a.log.Printf("modules: %v", err)
+		return
+	}
+	start := time.Now()
+	selected := selectModules(entries, a.cmdline.AllGroups, a.cmdline.Groups)
+	if err := loadModules(ModulesDir, selected, finitModule, a.log); err != nil {
+		a.log.Printf("modules: %v", err)
+	}
+	a.log.Debugf("modules: %d of %d loaded in %v", len(selected), len(entries), time.Since(start).Round(time.Millisecond))
+}
+
+// newService builds the service of this guest.
+func (a *agent) newService() *Service {
+	return newService(defaultServiceConfig(), osSystem{}, newHelperLauncher(a.reaper), a.log)
+}
+
+// serveAgent is agent mode: serve until the host calls Shutdown.
+func (a *agent) serveAgent() error {
+	svc := a.newService()
+	if err := a.serve(svc, true); err != nil {
+		return err
+	}
+	select {} // Shutdown powers off
+}
+
+// sidecar mounts the root disk, runs the program as process "init" on the
+// console and serves; the VM powers off when the program exits.
+func (a *agent) sidecar() error {
+	svc := a.newService()
+	done := make(chan exitInfo, 1)
+	svc.onExit = func(id string, e exitInfo) {
+		if id == "init" {
+			done <- e
+		}
+	}
+	ctx := context.Background()
+	if _, err := svc.Setup(ctx, &agentapi.SetupRequest{
+		RootDevice: a.cmdline.Root,
+		RootFstype: a.cmdline.RootFSType,
+		Mounts: []*agentapi.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev"}},
+		},
+	}); err != nil {
+		return err
+	}
+	spec := programSpec(a.cmdline.Program)
+	if _, err := svc.createProcess(ctx, "init", spec, a.console); err != nil {
+		return err
+	}
+	if _, err := svc.StartProcess(ctx, &agentapi.ProcessRequest{Id: "init"}); err != nil {
+		return err
+	}
+	if err := a.serve(svc, false); err != nil {
+		a.log.Printf("serving: %v", err)
+	}
+	e := <-done
+	a.log.Printf("program %q exited with status %d", a.cmdline.Program[0], e.Status)
+	_, _ = svc.Shutdown(ctx, &agentapi.Empty{})
+	select {} // Shutdown powers off
+}
+
+// defaultPath is the PATH of the command line's program.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// programSpec is the process of the command line's program.
+func programSpec(args []string) *specs.Process {
+	return &specs.Process{
+		Args: args,
+		Env:  []string{"PATH=" + defaultPath, "HOME=/", "TERM=linux"},
+		Cwd:  "/",
+	}
+}
+
+// serve serves svc on every transport there is and prints "ready". With
+// required, a guest without any transport is an error.
+func (a *agent) serve(svc *Service, required bool) error {
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		return fmt.Errorf("creating the ttrpc server: %w", err)
+	}
+	agentapi.RegisterAgentService(srv, svc)
+	ctx := context.Background()
+	var listeners []net.Listener
+	if _, err := os.Stat("/dev/vsock"); err == nil {
+		l, err := listenVsock(VsockPort)
+		if err != nil {
+			a.log.Printf("vsock: %v", err)
+		} else {
+			listeners = append(listeners, l)
+		}
+	}
+	portWait := 10 * time.Second
+	if len(listeners) > 0 {
+		portWait = 0 // vsock is there; the port is optional
+	}
+	dev, err := waitVirtioPort(ctx, "/sys/class/virtio-ports", "/dev", VirtioPortName, portWait)
+	if err == nil {
+		l := newDeviceListener(deviceAddr{"virtio-serial", dev}, func(ctx context.Context) (streamDevice, error) {
+			return openVirtioPort(ctx, dev)
+		})
+		l.readErr = func(err error) { a.log.Debugf("%s: connection ended: %v", dev, err) }
+		listeners = append(listeners, l)
+	} else if len(listeners) == 0 {
+		a.log.Debugf("%v", err)
+	}
+	if len(listeners) == 0 {
+		if required {
+			return errorf(ErrNotFound, "no transport: neither the virtio-serial port %q nor /dev/vsock", VirtioPortName)
+		}
+		a.log.Printf("no transport: serving nothing")
+		return nil
+	}
+	// Ready from here on: Ping must already see the time.
+	svc.setReady(bootMillis())
+	for _, l := range listeners {
+		go a.serveOn(srv, l)
+	}
+	a.log.Printf("ready")
+	a.log.Debugf("ready %v after the agent started, serving on %d transports", time.Since(a.start).Round(time.Millisecond), len(listeners))
+	return nil
+}
+
+// serveOn runs the server on one listener; it returns only when the
+// listener breaks.
+func (a *agent) serveOn(srv *ttrpc.Server, l net.Listener) {
+	if err := srv.Serve(context.Background(), l); err != nil && !errors.Is(err, ttrpc.ErrServerClosed) {
+		a.log.Printf("serving on %s: %v", l.Addr(), err)
+	}
+}
+
+// switchRootDir is where switchroot mode mounts the root disk: on the
+// initramfs itself, since /run moves into the new root.
+const switchRootDir = "/newroot"
+
+// switchRoot mounts the root disk, makes it / (util-linux switch_root:
+// free the initramfs, move /dev /proc /sys /run, mount --move, chroot) and
+// execs the program as PID 1. It returns only on failure.
+func (a *agent) switchRoot() error {
+	if err := waitDevice(context.Background(), os.Stat, a.cmdline.Root, 10*time.Second); err != nil {
+		return err
+	}
+	newRoot := switchRootDir
+	if err := os.MkdirAll(newRoot, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(a.cmdline.Root, newRoot, a.cmdline.RootFSType, 0, ""); err != nil {
+		return fmt.Errorf("mounting %q (%s) on %q: %w", a.cmdline.Root, a.cmdline.RootFSType, newRoot, err)
+	}
+	// /tmp lives in the initramfs and would be out of reach.
+	_ = unix.Unmount("/tmp", unix.MNT_DETACH)
+	for _, m := range []string{"/dev", "/proc", "/sys", "/run"} {
+		target := filepath.Join(newRoot, m)
+		if fi, err := os.Stat(target); err == nil && fi.IsDir() {
+			if err := unix.Mount(m, target, "", unix.MS_MOVE, ""); err != nil {
+				return fmt.Errorf("moving %s to %q: %w", m, target, err)
+			}
+			continue
+		}
+		a.log.Printf("switchroot: %s has no %s: unmounting it", newRoot, m)
+		_ = unix.Unmount(m, unix.MNT_DETACH)
+	}
+	if err := freeInitramfs("/", newRoot); err != nil {
+		a.log.Printf("switchroot: freeing the initramfs: %v", err)
+	}
+	if err := unix.Chdir(newRoot); err != nil {
+		return fmt.Errorf("chdir to %q: %w", newRoot, err)
+	}
+	if err := unix.Mount(newRoot, "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("moving %q to /: %w", newRoot, err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot to the new root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir to the new /: %w", err)
+	}
+	spec := programSpec(a.cmdline.Program)
+	path, err := lookPath(spec.Args[0], defaultPath)
+	if err != nil {
+		return err
+	}
+	a.log.Debugf("switchroot: exec %q", spec.Args)
+	a.reaper.Stop()
+	signal.Reset()
+	err = unix.Exec(path, spec.Args, spec.Env)
+	return fmt.Errorf("exec %q: %w", path, err)
+}
+
+// freeInitramfs removes the initramfs's files (what util-linux's
+// switch_root does) so that their memory comes back. It stays on the
+// filesystem of root and never enters keep.
+func freeInitramfs(root, keep string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		return err
+	}
+	if st.Type != unix.RAMFS_MAGIC && st.Type != unix.TMPFS_MAGIC {
+		return errorf(ErrFailedPrecondition, "%q is not an initramfs (filesystem type %#x)", root, st.Type)
+	}
+	var rootStat unix.Stat_t
+	if err := unix.Lstat(root, &rootStat); err != nil {
+		return err
+	}
+	var errs []error
+	var walk func(dir string)
+	walk = func(dir string) {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		for _, e := range entries {
+			p := filepath.Join(dir, e.Name())
+			if p == keep {
+				continue
+			}
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if st.Dev != rootStat.Dev {
+				continue // a mount point
+			}
+			if e.IsDir() {
+				walk(p)
+				if err := unix.Rmdir(p); err != nil {
+					errs = append(errs, fmt.Errorf("rmdir %q: %w", p, err))
+				}
+				continue
+			}
+			if err := unix.Unlink(p); err != nil {
+				errs = append(errs, fmt.Errorf("unlink %q: %w", p, err))
+			}
+		}
+	}
+	walk(root)
+	return errors.Join(errs...)
+}
+
+// powerOff syncs, unmounts the root filesystem (lazily when busy) and
+// powers the VM off. It does not return.
+func (a *agent) powerOff(reason string) {
+	if reason != "" {
+		a.log.Printf("powering off: %s", reason)
+	}
+	unix.Sync()
+	for _, m := range []string{RootfsDir, switchRootDir} {
+		if err := unix.Unmount(m, 0); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			_ = unix.Unmount(m, unix.MNT_DETACH)
+		}
+	}
+	unix.Sync()
+	for {
+		if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+			a.log.Printf("power off: %v", err)
+		}
+		time.Sleep(time.Second)
+	}
+}

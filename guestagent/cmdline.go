@@ -1,0 +1,175 @@
+package guestagent
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Mode is the run mode chosen by initos.mode=.
+type Mode string
+
+// The run modes of docs/contracts.md.
+const (
+	ModeAgent      Mode = "agent"
+	ModeSidecar    Mode = "sidecar"
+	ModeSwitchRoot Mode = "switchroot"
+)
+
+// Defaults of the command line keys.
+const (
+	DefaultRoot       = "/dev/vda"
+	DefaultRootFSType = "btrfs"
+)
+
+// NetConfig is the xip= argument: IP/PREFIX[,GW[,DNS]].
+type NetConfig struct {
+	Addr    netip.Prefix
+	Gateway netip.Addr // invalid when absent
+	DNS     netip.Addr // invalid when absent
+}
+
+// ResolvConf is the resolv.conf the DNS server of xip= asks for, or "".
+func (n *NetConfig) ResolvConf() string {
+	if n == nil || !n.DNS.IsValid() {
+		return ""
+	}
+	return "nameserver " + n.DNS.String() + "\n"
+}
+
+// Cmdline is what the agent takes from /proc/cmdline.
+type Cmdline struct {
+	// AllGroups is true when initos.load= is absent: every module loads.
+	AllGroups bool
+	// Groups are the module groups of initos.load=, when present.
+	Groups     []string
+	Root       string
+	RootFSType string
+	Mode       Mode
+	Debug      bool
+	Net        *NetConfig // nil without xip=
+	// Program is everything after the first "--", split on spaces.
+	Program []string
+}
+
+// ParseCmdline parses a kernel command line. Arguments are split on white
+// space; quoting is not supported. Unknown keys are ignored (the kernel's
+// own arguments share the line). A key given twice takes the last value.
+func ParseCmdline(s string) (*Cmdline, error) {
+	c := &Cmdline{
+		AllGroups:  true,
+		Root:       DefaultRoot,
+		RootFSType: DefaultRootFSType,
+		Mode:       ModeAgent,
+	}
+	fields := strings.Fields(s)
+	for i, f := range fields {
+		if f == "--" {
+			if rest := fields[i+1:]; len(rest) > 0 {
+				c.Program = rest
+			}
+			break
+		}
+		key, value, hasValue := strings.Cut(f, "=")
+		switch key {
+		case "initos.load":
+			c.AllGroups = false
+			c.Groups = nil
+			for _, g := range strings.Split(value, ",") {
+				if g != "" {
+					c.Groups = append(c.Groups, g)
+				}
+			}
+		case "initos.root":
+			if value == "" {
+				return nil, errorf(ErrInvalidArgument, "kernel command line: initos.root= is empty")
+			}
+			c.Root = value
+		case "initos.rootfstype":
+			if value == "" {
+				return nil, errorf(ErrInvalidArgument, "kernel command line: initos.rootfstype= is empty")
+			}
+			c.RootFSType = value
+		case "initos.mode":
+			switch m := Mode(value); m {
+			case ModeAgent, ModeSidecar, ModeSwitchRoot:
+				c.Mode = m
+			default:
+				return nil, errorf(ErrInvalidArgument, "kernel command line: initos.mode=%q: want agent, sidecar or switchroot", value)
+			}
+		case "initos.debug":
+			switch value {
+			case "1", "true", "yes", "on":
+				c.Debug = true
+			case "0", "false", "no", "off":
+				c.Debug = false
+			default:
+				if hasValue {
+					return nil, errorf(ErrInvalidArgument, "kernel command line: initos.debug=%q: want 1 or 0", value)
+				}
+				c.Debug = true // bare initos.debug
+			}
+		case "xip":
+			n, err := parseXIP(value)
+			if err != nil {
+				return nil, err
+			}
+			c.Net = n
+		}
+	}
+	if c.Mode != ModeAgent && len(c.Program) == 0 {
+		return nil, errorf(ErrInvalidArgument, "kernel command line: initos.mode=%s needs a program after \"-- \"", c.Mode)
+	}
+	return c, nil
+}
+
+// parseXIP parses IP/PREFIX[,GW[,DNS]]; empty GW or DNS parts mean none.
+func parseXIP(v string) (*NetConfig, error) {
+	bad := func(format string, args ...any) error {
+		return errorf(ErrInvalidArgument, "kernel command line: xip=%q: "+format, append([]any{v}, args...)...)
+	}
+	parts := strings.Split(v, ",")
+	if len(parts) > 3 {
+		return nil, bad("want IP/PREFIX[,GW[,DNS]]")
+	}
+	addr, err := netip.ParsePrefix(parts[0])
+	if err != nil {
+		return nil, bad("address: %w", err)
+	}
+	n := &NetConfig{Addr: addr}
+	if len(parts) > 1 && parts[1] != "" {
+		if n.Gateway, err = netip.ParseAddr(parts[1]); err != nil {
+			return nil, bad("gateway: %w", err)
+		}
+		if n.Gateway.Is4() != addr.Addr().Is4() {
+			return nil, bad("gateway %s is not of the address's family", n.Gateway)
+		}
+	}
+	// The DNS server may be of either family.
+	if len(parts) > 2 && parts[2] != "" {
+		if n.DNS, err = netip.ParseAddr(parts[2]); err != nil {
+			return nil, bad("dns: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// String renders the parsed line for the debug log.
+func (c *Cmdline) String() string {
+	load := "all"
+	if !c.AllGroups {
+		load = strings.Join(c.Groups, ",")
+	}
+	net := "none"
+	if c.Net != nil {
+		net = c.Net.Addr.String()
+		if c.Net.Gateway.IsValid() {
+			net += " via " + c.Net.Gateway.String()
+		}
+		if c.Net.DNS.IsValid() {
+			net += " dns " + c.Net.DNS.String()
+		}
+	}
+	return fmt.Sprintf("mode=%s root=%s (%s) load=%s net=%s debug=%t program=%q",
+		c.Mode, c.Root, c.RootFSType, load, net, c.Debug, c.Program)
+}

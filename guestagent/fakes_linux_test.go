@@ -1,0 +1,311 @@
+package guestagent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// fakeInfo is a fs.FileInfo of fakeSystem.
+type fakeInfo struct {
+	name string
+	mode fs.FileMode
+}
+
+func (i fakeInfo) Name() string       { return i.name }
+func (i fakeInfo) Size() int64        { return 0 }
+func (i fakeInfo) Mode() fs.FileMode  { return i.mode }
+func (i fakeInfo) ModTime() time.Time { return time.Time{} }
+func (i fakeInfo) IsDir() bool        { return i.mode.IsDir() }
+func (i fakeInfo) Sys() any           { return nil }
+
+// fakeSystem records what the service does and holds a tiny file tree.
+type fakeSystem struct {
+	mu         sync.Mutex
+	calls      []string
+	files      map[string]fs.FileMode
+	links      map[string]string
+	mounted    map[string]bool
+	failMount  map[string]error // by target
+	procs      []procInfo
+	killed     []string
+	onKill     func(pid int, sig unix.Signal) error
+	poweredOff chan struct{}
+}
+
+func newFakeSystem() *fakeSystem {
+	return &fakeSystem{
+		files:      map[string]fs.FileMode{"/": fs.ModeDir, "/dev": fs.ModeDir, "/dev/vda": fs.ModeDevice},
+		links:      map[string]string{},
+		mounted:    map[string]bool{},
+		failMount:  map[string]error{},
+		poweredOff: make(chan struct{}),
+	}
+}
+
+func (f *fakeSystem) record(format string, args ...any) {
+	f.calls = append(f.calls, fmt.Sprintf(format, args...))
+}
+
+// Calls returns the recorded calls whose text starts with one of prefixes.
+func (f *fakeSystem) Calls(prefixes ...string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, c := range f.calls {
+		for _, p := range prefixes {
+			if strings.HasPrefix(c, p) {
+				out = append(out, c)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func (f *fakeSystem) Lstat(p string) (fs.FileInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.links[p]; ok {
+		return fakeInfo{filepath.Base(p), fs.ModeSymlink}, nil
+	}
+	if m, ok := f.files[p]; ok {
+		return fakeInfo{filepath.Base(p), m}, nil
+	}
+	return nil, &fs.PathError{Op: "lstat", Path: p, Err: fs.ErrNotExist}
+}
+
+func (f *fakeSystem) Stat(p string) (fs.FileInfo, error) { return f.Lstat(p) }
+
+func (f *fakeSystem) Readlink(p string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t, ok := f.links[p]; ok {
+		return t, nil
+	}
+	return "", &fs.PathError{Op: "readlink", Path: p, Err: unix.EINVAL}
+}
+
+func (f *fakeSystem) Mount(source, target, fstype string, flags uintptr, data string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("mount %s %s %s %#x %s", source, target, fstype, flags, data)
+	if err := f.failMount[target]; err != nil && flags&unix.MS_REMOUNT == 0 {
+		return err
+	}
+	f.mounted[target] = true
+	return nil
+}
+
+func (f *fakeSystem) Unmount(target string, flags int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("umount %s %d", target, flags)
+	if !f.mounted[target] {
+		return unix.EINVAL
+	}
+	delete(f.mounted, target)
+	return nil
+}
+
+func (f *fakeSystem) MkdirAll(p string, perm fs.FileMode) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for d := p; d != "/" && d != "."; d = filepath.Dir(d) {
+		f.files[d] = fs.ModeDir | perm
+	}
+	return nil
+}
+
+func (f *fakeSystem) CreateFile(p string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("create %s", p)
+	if _, ok := f.files[p]; !ok {
+		f.files[p] = 0o644
+	}
+	return nil
+}
+
+func (f *fakeSystem) Remove(p string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("remove %s", p)
+	delete(f.files, p)
+	delete(f.links, p)
+	return nil
+}
+
+func (f *fakeSystem) Mknod(p string, mode uint32, dev uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("mknod %s %#o %d:%d", p, mode, unix.Major(dev), unix.Minor(dev))
+	f.files[p] = fs.ModeDevice
+	return nil
+}
+
+func (f *fakeSystem) Chmod(p string, mode uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("chmod %s %#o", p, mode)
+	return nil
+}
+
+func (f *fakeSystem) Lchown(p string, uid, gid int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("chown %s %d:%d", p, uid, gid)
+	return nil
+}
+
+func (f *fakeSystem) Symlink(target, link string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("symlink %s -> %s", link, target)
+	f.links[link] = target
+	return nil
+}
+
+func (f *fakeSystem) CopyTree(src, dst string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("copytree %s %s", src, dst)
+	return nil
+}
+
+func (f *fakeSystem) Sethostname(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("hostname %s", name)
+	return nil
+}
+
+func (f *fakeSystem) Sync() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("sync")
+}
+
+func (f *fakeSystem) Kill(pid int, sig unix.Signal) error {
+	f.mu.Lock()
+	f.record("kill %d %d", pid, sig)
+	f.killed = append(f.killed, fmt.Sprintf("%d:%d", pid, sig))
+	onKill := f.onKill
+	f.mu.Unlock()
+	if onKill != nil {
+		return onKill(pid, sig)
+	}
+	return nil
+}
+
+func (f *fakeSystem) ListProcs() ([]procInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]procInfo(nil), f.procs...), nil
+}
+
+func (f *fakeSystem) PowerOff() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("poweroff")
+	close(f.poweredOff)
+	return nil
+}
+
+// mountedTargets lists what is mounted now, sorted.
+func (f *fakeSystem) mountedTargets() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for t := range f.mounted {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// fakeProc is a process of fakeLauncher that a test drives.
+type fakeProc struct {
+	req      launchRequest
+	pid      int
+	stdin    *io.PipeReader // what the service wrote
+	stdout   *io.PipeWriter
+	stderr   *io.PipeWriter
+	exited   chan exitInfo
+	started  chan struct{}
+	startErr error
+	resized  []string
+}
+
+// exit ends the process with status after closing its output.
+func (p *fakeProc) exit(status int32) {
+	p.stdout.Close()
+	if p.stderr != nil {
+		p.stderr.Close()
+	}
+	p.exited <- exitInfo{Status: status, At: time.Unix(1700000000, 42)}
+}
+
+// fakeLauncher launches fakeProcs.
+type fakeLauncher struct {
+	mu        sync.Mutex
+	nextPid   int
+	procs     map[string]*fakeProc
+	launchErr error
+}
+
+func newFakeLauncher() *fakeLauncher {
+	return &fakeLauncher{nextPid: 100, procs: map[string]*fakeProc{}}
+}
+
+func (l *fakeLauncher) Launch(_ context.Context, req launchRequest) (*launched, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.launchErr != nil {
+		return nil, l.launchErr
+	}
+	l.nextPid++
+	p := &fakeProc{req: req, pid: l.nextPid, exited: make(chan exitInfo, 1), started: make(chan struct{})}
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	p.stdin, p.stdout = inR, outW
+	h := &launched{
+		Pid:    p.pid,
+		Stdin:  inW,
+		Stdout: outR,
+		Exited: p.exited,
+		Start: func(context.Context) error {
+			if p.startErr != nil {
+				return p.startErr
+			}
+			close(p.started)
+			return nil
+		},
+	}
+	if req.Process.Terminal {
+		h.Resize = func(w, hh uint16) error {
+			p.resized = append(p.resized, fmt.Sprintf("%dx%d", w, hh))
+			return nil
+		}
+	} else {
+		errR, errW := io.Pipe()
+		p.stderr = errW
+		h.Stderr = errR
+	}
+	l.procs[req.ID] = p
+	return h, nil
+}
+
+func (l *fakeLauncher) proc(id string) *fakeProc {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.procs[id]
+}

@@ -1,0 +1,243 @@
+package guestagent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// helperArg0 is argv[0] of the agent re-executed as a process helper.
+const helperArg0 = "initos-exec"
+
+// The helper's descriptors besides stdio.
+const (
+	helperConfigFd = 3 // helperConfig as JSON, then EOF
+	helperStartFd  = 4 // one byte: exec now; EOF: give up
+	helperStatusFd = 5 // "ready\n" or "error <text>\n"; close-on-exec
+)
+
+// Status lines of the helper.
+const (
+	helperReady       = "ready"
+	helperErrorPrefix = "error "
+)
+
+// helperConfig is what the agent sends the helper on fd 3.
+type helperConfig struct {
+	Process *specs.Process `json:"process"`
+	// Rootfs is the directory to chroot into.
+	Rootfs string `json:"rootfs"`
+	// Ctty makes stdin the controlling terminal of the new session.
+	Ctty bool `json:"ctty,omitempty"`
+	// TryCtty does the same where it can (the console of sidecar mode).
+	TryCtty bool `json:"tryCtty,omitempty"`
+}
+
+// rlimitResources maps the runtime-spec's rlimit names to resources.
+var rlimitResources = map[string]int{
+	"RLIMIT_AS":         unix.RLIMIT_AS,
+	"RLIMIT_CORE":       unix.RLIMIT_CORE,
+	"RLIMIT_CPU":        unix.RLIMIT_CPU,
+	"RLIMIT_DATA":       unix.RLIMIT_DATA,
+	"RLIMIT_FSIZE":      unix.RLIMIT_FSIZE,
+	"RLIMIT_LOCKS":      unix.RLIMIT_LOCKS,
+	"RLIMIT_MEMLOCK":    unix.RLIMIT_MEMLOCK,
+	"RLIMIT_MSGQUEUE":   unix.RLIMIT_MSGQUEUE,
+	"RLIMIT_NICE":       unix.RLIMIT_NICE,
+	"RLIMIT_NOFILE":     unix.RLIMIT_NOFILE,
+	"RLIMIT_NPROC":      unix.RLIMIT_NPROC,
+	"RLIMIT_RSS":        unix.RLIMIT_RSS,
+	"RLIMIT_RTPRIO":     unix.RLIMIT_RTPRIO,
+	"RLIMIT_RTTIME":     unix.RLIMIT_RTTIME,
+	"RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
+	"RLIMIT_STACK":      unix.RLIMIT_STACK,
+}
+
+// isHelper reports whether this process is the agent re-executed as a
+// process helper.
+func isHelper() bool { return len(os.Args) > 0 && os.Args[0] == helperArg0 }
+
+// runHelper is the helper's whole life: it prepares the process, reports
+// ready, waits for the start byte and execs. It returns only on failure,
+// with the exit code 127, after telling the agent why on fd 5.
+func runHelper() int {
+	for _, fd := range []int{helperConfigFd, helperStartFd, helperStatusFd} {
+		unix.CloseOnExec(fd) // none of them may reach the process
+	}
+	status := os.NewFile(helperStatusFd, "status")
+	fail := func(err error) int {
+		msg := strings.ReplaceAll(err.Error(), "\n", " ")
+		_, _ = status.WriteString(helperErrorPrefix + msg + "\n")
+		return 127
+	}
+
+	cfgFile := os.NewFile(helperConfigFd, "config")
+	var cfg helperConfig
+	err := json.NewDecoder(cfgFile).Decode(&cfg)
+	cfgFile.Close()
+	if err != nil {
+		return fail(fmt.Errorf("reading the process configuration: %w", err))
+	}
+	if cfg.Process == nil || len(cfg.Process.Args) == 0 {
+		return fail(errors.New("process args must not be empty"))
+	}
+	path, err := prepareExec(&cfg)
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := status.WriteString(helperReady + "\n"); err != nil {
+		return 127 // the agent is gone
+	}
+
+	start := os.NewFile(helperStartFd, "start")
+	var b [1]byte
+	if n, _ := start.Read(b[:]); n != 1 {
+		return 127 // the agent dropped the process before starting it
+	}
+	start.Close()
+	err = unix.Exec(path, cfg.Process.Args, cfg.Process.Env)
+	return fail(fmt.Errorf("exec %q: %w", path, err))
+}
+
+// prepareExec does everything before the exec that can fail, in the order
+// that keeps the privileges each step needs: chroot, cwd, rlimits, session
+// and terminal, groups, gid, uid, umask, no_new_privs, then the PATH
+// lookup. It returns the path to exec.
+func prepareExec(cfg *helperConfig) (string, error) {
+	p := cfg.Process
+	if cfg.Rootfs != "" {
+		if err := unix.Chroot(cfg.Rootfs); err != nil {
+			return "", fmt.Errorf("chroot to %q: %w", cfg.Rootfs, err)
+		}
+		if err := unix.Chdir("/"); err != nil {
+			return "", fmt.Errorf("chdir to / of the root filesystem: %w", err)
+		}
+	}
+	if err := enterCwd(p.Cwd); err != nil {
+		return "", err
+	}
+	for _, r := range p.Rlimits {
+		res, ok := rlimitResources[r.Type]
+		if !ok {
+			return "", fmt.Errorf("rlimit %q is not a Linux resource limit", r.Type)
+		}
+		// syscall.Setrlimit (not the raw syscall) so that Go's exec does
+		// not restore its saved RLIMIT_NOFILE afterwards.
+		if err := syscall.Setrlimit(res, &syscall.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
+			return "", fmt.Errorf("setting %s to %d:%d: %w", r.Type, r.Soft, r.Hard, err)
+		}
+	}
+	if _, err := unix.Setsid(); err != nil {
+		return "", fmt.Errorf("setsid: %w", err)
+	}
+	if cfg.Ctty || cfg.TryCtty {
+		if err := unix.IoctlSetInt(0, unix.TIOCSCTTY, 0); err != nil && cfg.Ctty {
+			return "", fmt.Errorf("making the terminal the controlling terminal: %w", err)
+		}
+	}
+	groups := make([]int, len(p.User.AdditionalGids))
+	for i, g := range p.User.AdditionalGids {
+		groups[i] = int(g)
+	}
+	// syscall's Setgroups/Setgid/Setuid change every thread of the process.
+	if err := syscall.Setgroups(groups); err != nil {
+		return "", fmt.Errorf("setting additional groups %v: %w", p.User.AdditionalGids, err)
+	}
+	if err := syscall.Setgid(int(p.User.GID)); err != nil {
+		return "", fmt.Errorf("setting gid %d: %w", p.User.GID, err)
+	}
+	if err := syscall.Setuid(int(p.User.UID)); err != nil {
+		return "", fmt.Errorf("setting uid %d: %w", p.User.UID, err)
+	}
+	if p.User.Umask != nil {
+		unix.Umask(int(*p.User.Umask))
+	}
+	if p.NoNewPrivileges {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return "", fmt.Errorf("setting no_new_privs: %w", err)
+		}
+	}
+	return lookPath(p.Args[0], envValue(p.Env, "PATH"))
+}
+
+// enterCwd changes to the process's working directory, creating it when
+// missing as runc does.
+func enterCwd(cwd string) error {
+	err := unix.Chdir(cwd)
+	if errors.Is(err, unix.ENOENT) {
+		if mkErr := os.MkdirAll(cwd, 0o755); mkErr != nil {
+			return fmt.Errorf("creating cwd %q: %w", cwd, mkErr)
+		}
+		err = unix.Chdir(cwd)
+	}
+	if err != nil {
+		return fmt.Errorf("chdir to cwd %q: %w", cwd, err)
+	}
+	return nil
+}
+
+// envValue is the value of the first key=value entry of env.
+func envValue(env []string, key string) string {
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+// lookPath finds file like execvp and runc: a name with a '/' is used as it
+// is; another is searched in the directories of path, an empty entry
+// meaning the working directory. It runs inside the chroot.
+func lookPath(file, path string) (string, error) {
+	if strings.Contains(file, "/") {
+		if err := isExecutable(file); err != nil {
+			return "", fmt.Errorf("executable %q: %w", file, err)
+		}
+		return file, nil
+	}
+	var denied error
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, file)
+		err := isExecutable(p)
+		if err == nil {
+			if !filepath.IsAbs(p) && !strings.HasPrefix(p, ".") {
+				p = "./" + p
+			}
+			return p, nil
+		}
+		if errors.Is(err, fs.ErrPermission) && denied == nil {
+			denied = fmt.Errorf("executable %q: %w", p, err)
+		}
+	}
+	if denied != nil {
+		return "", denied
+	}
+	return "", errorf(ErrNotFound, "executable file %q not found in $PATH", file)
+}
+
+// isExecutable checks that p is a regular file with an execute bit.
+func isExecutable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return errors.New("is a directory")
+	}
+	if fi.Mode()&0o111 == 0 {
+		return fs.ErrPermission
+	}
+	return nil
+}

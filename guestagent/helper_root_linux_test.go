@@ -1,0 +1,239 @@
+package guestagent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+)
+
+// busyboxRootfs makes a root filesystem of a static busybox and its applets.
+func busyboxRootfs(t *testing.T) string {
+	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("needs a static busybox: ", err)
+	}
+	root := t.TempDir()
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, applet := range []string{"sh", "cat", "id", "pwd", "echo", "sleep", "stty", "true"} {
+		if err := os.Symlink("busybox", filepath.Join(bin, applet)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "notadir"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "noexec"), []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Executable bits but no format execve knows: fails only at the exec.
+	if err := os.WriteFile(filepath.Join(bin, "badformat"), []byte("\x00\x01garbage"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// rootService is a Service with the real launcher and system, its rootfs a
+// busybox directory (no Setup: nothing is mounted).
+func rootService(t *testing.T) *Service {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the helper chroots and changes uid")
+	}
+	root := busyboxRootfs(t)
+	r := newReaper()
+	r.Run()
+	t.Cleanup(r.Stop)
+	cfg := defaultServiceConfig()
+	cfg.Rootfs = root
+	s := newService(cfg, osSystem{}, newHelperLauncher(r), newLogger(io.Discard, false))
+	s.state = guestSetUp
+	return s
+}
+
+func run(t *testing.T, s *Service, id string, p specs.Process, stdin string) (stdout, stderr string, status int32) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: id, ProcessJson: processJSON(t, p)}); err != nil {
+		t.Fatalf("CreateProcess: %v", err)
+	}
+	if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: id}); err != nil {
+		t.Fatalf("StartProcess: %v", err)
+	}
+	if stdin != "" {
+		if _, err := s.WriteStdin(ctx, &agentapi.WriteStdinRequest{Id: id, Data: []byte(stdin)}); err != nil {
+			t.Fatalf("WriteStdin: %v", err)
+		}
+	}
+	if !p.Terminal {
+		if _, err := s.CloseStdin(ctx, &agentapi.ProcessRequest{Id: id}); err != nil {
+			t.Fatalf("CloseStdin: %v", err)
+		}
+	}
+	stdout = readAllStream(t, s.ReadStdout, id)
+	stderr = readAllStream(t, s.ReadStderr, id)
+	w, err := s.WaitProcess(ctx, &agentapi.ProcessRequest{Id: id})
+	if err != nil {
+		t.Fatalf("WaitProcess: %v", err)
+	}
+	return stdout, stderr, w.ExitStatus
+}
+
+func TestHelperRunsProcess(t *testing.T) {
+	s := rootService(t)
+	umask := uint32(0o077)
+	p := specs.Process{
+		Args:    []string{"sh", "-c", `echo err >&2; pwd; id -u; id -g; id -G; echo "$FOO"; ulimit -n; ulimit -Hn; umask; cat; exit 7`},
+		Env:     []string{"PATH=/bin", "FOO=bar baz"},
+		Cwd:     "/work/dir", // missing: created, as runc does
+		User:    specs.User{UID: 1000, GID: 1001, AdditionalGids: []uint32{10, 20}, Umask: &umask},
+		Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 123, Hard: 456}},
+	}
+	stdout, stderr, status := run(t, s, "main", p, "from stdin\n")
+	want := "/work/dir\n1000\n1001\n1001 10 20\nbar baz\n123\n456\n0077\nfrom stdin\n"
+	if stdout != want {
+		t.Errorf("stdout\n got %q\nwant %q", stdout, want)
+	}
+	if stderr != "err\n" {
+		t.Errorf("stderr %q", stderr)
+	}
+	if status != 7 {
+		t.Errorf("status %d, want 7", status)
+	}
+}
+
+func TestHelperErrors(t *testing.T) {
+	s := rootService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tests := []struct {
+		name string
+		p    specs.Process
+		kind error
+		text string
+	}{
+		{"not in PATH", specs.Process{Args: []string{"nope"}, Env: []string{"PATH=/bin:/usr/bin"}, Cwd: "/"},
+			ErrNotFound, `executable file "nope" not found in $PATH`},
+		{"no PATH at all", specs.Process{Args: []string{"sh"}, Cwd: "/"}, ErrNotFound, `executable file "sh" not found in $PATH`},
+		{"missing path", specs.Process{Args: []string{"/bin/nope"}, Cwd: "/"}, nil, `"/bin/nope"`},
+		{"not executable", specs.Process{Args: []string{"/bin/noexec"}, Cwd: "/"}, nil, "permission denied"},
+		{"cwd is a file", specs.Process{Args: []string{"/bin/true"}, Cwd: "/notadir"}, nil, `cwd "/notadir"`},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := "e" + string(rune('0'+i))
+			_, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: id, ProcessJson: processJSON(t, tt.p)})
+			t.Logf("error: %v", err)
+			if err == nil || !strings.Contains(err.Error(), tt.text) || (tt.kind != nil && !errors.Is(err, tt.kind)) {
+				t.Errorf("CreateProcess = %v, want an error with %q", err, tt.text)
+			}
+			if _, err := s.lookup("test", id); !errors.Is(err, ErrNotFound) {
+				t.Errorf("a failed process stays registered: %v", err)
+			}
+		})
+	}
+}
+
+func TestHelperSignalAndTerminal(t *testing.T) {
+	s := rootService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	p := specs.Process{Args: []string{"sleep", "30"}, Env: []string{"PATH=/bin"}, Cwd: "/"}
+	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "sleeper", ProcessJson: processJSON(t, p)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: "sleeper"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SignalProcess(ctx, &agentapi.SignalRequest{Id: "sleeper", Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.WaitProcess(ctx, &agentapi.ProcessRequest{Id: "sleeper"})
+	if err != nil || w.ExitStatus != 137 {
+		t.Fatalf("WaitProcess = %v, %v; want 137", w, err)
+	}
+	if _, err := s.SignalProcess(ctx, &agentapi.SignalRequest{Id: "sleeper", Signal: 9}); err == nil || err.Error() != `process "sleeper" has exited` {
+		t.Errorf("signalling again = %v", err)
+	}
+
+	tp := specs.Process{
+		Terminal:    true,
+		ConsoleSize: &specs.Box{Height: 30, Width: 100},
+		Args:        []string{"sh", "-c", `stty size; read x; echo "got:$x"; exit 5`},
+		Env:         []string{"PATH=/bin"},
+		Cwd:         "/",
+	}
+	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "tty", ProcessJson: processJSON(t, tp)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: "tty"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WriteStdin(ctx, &agentapi.WriteStdinRequest{Id: "tty", Data: []byte("hello\n")}); err != nil {
+		t.Fatal(err)
+	}
+	out := readAllStream(t, s.ReadStdout, "tty")
+	if !strings.Contains(out, "30 100\r\n") || !strings.Contains(out, "got:hello\r\n") {
+		t.Errorf("terminal output %q: want the console size and the echoed line", out)
+	}
+	if w, err := s.WaitProcess(ctx, &agentapi.ProcessRequest{Id: "tty"}); err != nil || w.ExitStatus != 5 {
+		t.Errorf("WaitProcess = %v, %v; want 5", w, err)
+	}
+}
+
+func TestHelperExecFailsAfterStart(t *testing.T) {
+	s := rootService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p := specs.Process{Args: []string{"badformat"}, Env: []string{"PATH=/bin"}, Cwd: "/"}
+	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "bad", ProcessJson: processJSON(t, p)}); err != nil {
+		t.Fatalf("CreateProcess: %v", err)
+	}
+	_, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: "bad"})
+	if err == nil || !strings.Contains(err.Error(), "exec format error") || !strings.Contains(err.Error(), "/bin/badformat") {
+		t.Fatalf("StartProcess = %v, want the exec error", err)
+	}
+	w, err := s.WaitProcess(ctx, &agentapi.ProcessRequest{Id: "bad"})
+	if err != nil || w.ExitStatus != 127 {
+		t.Errorf("WaitProcess = %v, %v; want 127", w, err)
+	}
+	// Killed before it started: StartProcess says so.
+	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "early", ProcessJson: processJSON(t,
+		specs.Process{Args: []string{"true"}, Env: []string{"PATH=/bin"}, Cwd: "/"})}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SignalProcess(ctx, &agentapi.SignalRequest{Id: "early", Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := s.WaitProcess(ctx, &agentapi.ProcessRequest{Id: "early"}); err != nil || w.ExitStatus != 137 {
+		t.Errorf("WaitProcess = %v, %v; want 137", w, err)
+	}
+	if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: "early"}); !errors.Is(err, ErrFailedPrecondition) {
+		t.Errorf("starting a killed process = %v", err)
+	}
+}

@@ -1,0 +1,338 @@
+package guestagent
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// helperLauncher starts processes through the helper (helper_linux.go).
+type helperLauncher struct {
+	reaper *reaper
+	// exe is the agent's own binary, re-executed as the helper.
+	exe string
+	// readyTimeout bounds the wait for the helper's "ready" and for its
+	// exec after the start byte.
+	readyTimeout time.Duration
+}
+
+func newHelperLauncher(r *reaper) *helperLauncher {
+	return &helperLauncher{reaper: r, exe: "/proc/self/exe", readyTimeout: 10 * time.Second}
+}
+
+// Launch starts the helper with the process's stdio, sends it the
+// configuration and waits until it is ready to exec (or has failed).
+func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *launched, err error) {
+	var childEnds []*os.File // closed in the agent once the helper has them
+	var agentEnds []io.Closer
+	defer func() {
+		for _, f := range childEnds {
+			f.Close()
+		}
+		if err != nil {
+			for _, c := range agentEnds {
+				c.Close()
+			}
+		}
+	}()
+	pipe := func() (r, w *os.File, err error) {
+		r, w, err = os.Pipe()
+		if err != nil {
+			return nil, nil, fmt.Errorf("creating a pipe: %w", err)
+		}
+		return r, w, nil
+	}
+
+	h := &launched{}
+	var stdio [3]*os.File
+	cfg := helperConfig{Process: req.Process, Rootfs: req.Rootfs}
+	switch {
+	case req.Console != nil:
+		stdio = [3]*os.File{req.Console, req.Console, req.Console}
+		cfg.TryCtty = isTerminal(req.Console)
+	case req.Process.Terminal:
+		master, slave, err := openPty(ptmxFor(req.Rootfs))
+		if err != nil {
+			return nil, err
+		}
+		agentEnds = append(agentEnds, master)
+		childEnds = append(childEnds, slave)
+		if cs := req.Process.ConsoleSize; cs != nil {
+			if err := resizePty(master, uint16(cs.Width), uint16(cs.Height)); err != nil {
+				return nil, err
+			}
+		}
+		stdio = [3]*os.File{slave, slave, slave}
+		cfg.Ctty = true
+		h.Stdout = master
+		h.Stdin = ptyStdin{master}
+		h.Resize = func(w, hh uint16) error { return resizePty(master, w, hh) }
+	default:
+		inR, inW, err := pipe()
+		if err != nil {
+			return nil, err
+		}
+		agentEnds, childEnds = append(agentEnds, inW), append(childEnds, inR)
+		outR, outW, err := pipe()
+		if err != nil {
+			return nil, err
+		}
+		agentEnds, childEnds = append(agentEnds, outR), append(childEnds, outW)
+		errR, errW, err := pipe()
+		if err != nil {
+			return nil, err
+		}
+		agentEnds, childEnds = append(agentEnds, errR), append(childEnds, errW)
+		stdio = [3]*os.File{inR, outW, errW}
+		h.Stdin, h.Stdout, h.Stderr = inW, outR, errR
+	}
+
+	cfgR, cfgW, err := pipe()
+	if err != nil {
+		return nil, err
+	}
+	agentEnds, childEnds = append(agentEnds, cfgW), append(childEnds, cfgR)
+	startR, startW, err := pipe()
+	if err != nil {
+		return nil, err
+	}
+	agentEnds, childEnds = append(agentEnds, startW), append(childEnds, startR)
+	statusR, statusW, err := pipe()
+	if err != nil {
+		return nil, err
+	}
+	agentEnds, childEnds = append(agentEnds, statusR), append(childEnds, statusW)
+
+	files := []uintptr{stdio[0].Fd(), stdio[1].Fd(), stdio[2].Fd(), cfgR.Fd(), startR.Fd(), statusW.Fd()}
+	exited := make(chan exitInfo, 1)
+	pid, err := l.reaper.Start(func() (int, error) {
+		return syscall.ForkExec(l.exe, []string{helperArg0}, &syscall.ProcAttr{Env: []string{}, Files: files})
+	}, func(e exitInfo) { exited <- e })
+	if err != nil {
+		return nil, fmt.Errorf("starting the process helper %q: %w", l.exe, err)
+	}
+	h.Pid = pid
+	h.Exited = exited
+	helperFailed := false
+	defer func() {
+		if err == nil {
+			return
+		}
+		if helperFailed {
+			// It exits by itself right after saying why.
+			select {
+			case <-exited:
+				return
+			case <-time.After(l.readyTimeout):
+			}
+		}
+		_ = unix.Kill(pid, unix.SIGKILL) // the reaper collects it
+	}()
+	for _, f := range childEnds {
+		f.Close()
+	}
+	childEnds = nil
+
+	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
+		return nil, fmt.Errorf("sending the process configuration to the helper: %w", err)
+	}
+	cfgW.Close()
+
+	// "ready", or the reason it cannot run.
+	line, err := readStatus(ctx, statusR, l.readyTimeout)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("waiting for the process helper (pid %d): %w", pid, err)
+	case line == helperReady:
+	case strings.HasPrefix(line, helperErrorPrefix):
+		helperFailed = true
+		return nil, helperError(strings.TrimPrefix(line, helperErrorPrefix))
+	case line == "":
+		helperFailed = true
+		return nil, fmt.Errorf("the process helper (pid %d) exited before it was ready", pid)
+	default:
+		return nil, fmt.Errorf("the process helper (pid %d) said %q", pid, line)
+	}
+
+	// Start and Release share the pipes: Release waits for a Start in
+	// progress, whose read ends when the helper execs or exits.
+	var pipesMu sync.Mutex
+	pipesOpen := true
+	closePipes := func() {
+		if pipesOpen {
+			startW.Close()
+			statusR.Close()
+			pipesOpen = false
+		}
+	}
+	h.Release = func() {
+		pipesMu.Lock()
+		defer pipesMu.Unlock()
+		closePipes()
+	}
+	h.Start = func(ctx context.Context) error {
+		pipesMu.Lock()
+		defer pipesMu.Unlock()
+		if !pipesOpen {
+			return errorf(ErrFailedPrecondition, "the process exited before it started")
+		}
+		defer closePipes()
+		_, err := startW.Write([]byte{1})
+		if err != nil {
+			return errorf(ErrFailedPrecondition, "the process exited before it started: %w", err)
+		}
+		// A successful exec closes the status pipe (close-on-exec) with
+		// nothing written; a failed one writes why.
+		line, err := readStatus(ctx, statusR, l.readyTimeout)
+		switch {
+		case err != nil:
+			return fmt.Errorf("waiting for the exec: %w", err)
+		case line == "":
+			return nil
+		case strings.HasPrefix(line, helperErrorPrefix):
+			return helperError(strings.TrimPrefix(line, helperErrorPrefix))
+		default:
+			return fmt.Errorf("the process helper said %q", line)
+		}
+	}
+	return h, nil
+}
+
+// helperError turns the helper's error text into an error, keeping "not
+// found" recognisable.
+func helperError(msg string) error {
+	if strings.Contains(msg, "not found in $PATH") || strings.Contains(msg, "no such file or directory") {
+		return errorf(ErrNotFound, "%s", msg)
+	}
+	return errors.New(msg)
+}
+
+// readStatus reads one line, or "" at EOF, within timeout or ctx.
+func readStatus(ctx context.Context, r *os.File, timeout time.Duration) (string, error) {
+	if err := r.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return "", err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = r.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	line, err := bufio.NewReader(r).ReadString('\n')
+	switch {
+	case err == nil:
+		return strings.TrimSuffix(line, "\n"), nil
+	case errors.Is(err, io.EOF):
+		if line != "" {
+			return line, nil
+		}
+		return "", nil
+	case ctx.Err() != nil:
+		return "", ctx.Err()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "", fmt.Errorf("no answer within %v", timeout)
+	default:
+		return "", err
+	}
+}
+
+// ptyStdin writes to a pty master; closing it does nothing, as the master
+// is also stdout (see Service.CloseStdin).
+type ptyStdin struct{ *os.File }
+
+func (ptyStdin) Close() error { return nil }
+
+// ptmxFor picks the ptmx to open: the container's own devpts when Setup
+// mounted one, so that the process finds its terminal in /dev/pts, else the
+// agent's.
+func ptmxFor(rootfs string) string {
+	candidates := []string{"/dev/pts/ptmx", "/dev/ptmx"}
+	if rootfs != "" {
+		candidates = append([]string{filepath.Join(rootfs, "dev/pts/ptmx")}, candidates...)
+	}
+	for _, p := range candidates {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "/dev/ptmx"
+}
+
+// openPty opens a new pty pair from ptmx: the master (pollable) and the
+// slave (for the process).
+func openPty(ptmx string) (master, slave *os.File, err error) {
+	master, err = os.OpenFile(ptmx, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening %q: %w", ptmx, err)
+	}
+	defer func() {
+		if err != nil {
+			master.Close()
+		}
+	}()
+	rc, err := master.SyscallConn()
+	if err != nil {
+		return nil, nil, err
+	}
+	var slaveFd int
+	var ioctlErr error
+	if err := rc.Control(func(fd uintptr) {
+		// unlockpt
+		if ioctlErr = unix.IoctlSetPointerInt(int(fd), unix.TIOCSPTLCK, 0); ioctlErr != nil {
+			ioctlErr = fmt.Errorf("unlockpt: %w", ioctlErr)
+			return
+		}
+		// The slave without a path lookup (Linux 4.13+).
+		r, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, unix.TIOCGPTPEER, uintptr(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC))
+		if errno != 0 {
+			ioctlErr = fmt.Errorf("TIOCGPTPEER: %w", errno)
+			return
+		}
+		slaveFd = int(r)
+	}); err != nil {
+		return nil, nil, err
+	}
+	if ioctlErr != nil {
+		return nil, nil, fmt.Errorf("opening the pty slave of %q: %w", ptmx, ioctlErr)
+	}
+	return master, os.NewFile(uintptr(slaveFd), "pty-slave"), nil
+}
+
+// resizePty sets the window size of a pty through its master.
+func resizePty(master *os.File, width, height uint16) error {
+	rc, err := master.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ioctlErr error
+	if err := rc.Control(func(fd uintptr) {
+		ioctlErr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: height, Col: width})
+	}); err != nil {
+		return err
+	}
+	if ioctlErr != nil {
+		return fmt.Errorf("TIOCSWINSZ %dx%d: %w", width, height, ioctlErr)
+	}
+	return nil
+}
+
+// isTerminal reports whether f is a terminal.
+func isTerminal(f *os.File) bool {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	_ = rc.Control(func(fd uintptr) {
+		_, err := unix.IoctlGetTermios(int(fd), unix.TCGETS)
+		ok = err == nil
+	})
+	return ok
+}

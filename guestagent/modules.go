@@ -1,0 +1,88 @@
+package guestagent
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ModulesDir holds the initrd's modules and load.order (docs/contracts.md).
+const ModulesDir = "/lib/modules"
+
+// moduleEntry is one line of load.order: "<name>.ko <group>[,<group>...]".
+type moduleEntry struct {
+	File   string
+	Groups []string
+}
+
+// parseLoadOrder reads load.order. Blank lines and lines starting with '#'
+// are skipped; anything else must be a .ko file name and a group list.
+func parseLoadOrder(r io.Reader) ([]moduleEntry, error) {
+	var entries []moduleEntry
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) != 2 {
+			return nil, errorf(ErrInvalidArgument, "load.order line %d %q: want \"<name>.ko <group>[,<group>...]\"", n, line)
+		}
+		file := fields[0]
+		if !strings.HasSuffix(file, ".ko") || strings.Contains(file, "/") || file == ".ko" {
+			return nil, errorf(ErrInvalidArgument, "load.order line %d: %q is not a module file name", n, file)
+		}
+		var groups []string
+		for _, g := range strings.Split(fields[1], ",") {
+			if g != "" {
+				groups = append(groups, g)
+			}
+		}
+		if len(groups) == 0 {
+			return nil, errorf(ErrInvalidArgument, "load.order line %d: module %q has no group", n, file)
+		}
+		entries = append(entries, moduleEntry{File: file, Groups: groups})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading load.order: %w", err)
+	}
+	return entries, nil
+}
+
+// selectModules keeps the entries, in order, of which a group is requested;
+// all of them when initos.load= is absent.
+func selectModules(entries []moduleEntry, all bool, groups []string) []moduleEntry {
+	if all {
+		return entries
+	}
+	var out []moduleEntry
+	for _, e := range entries {
+		if slices.ContainsFunc(e.Groups, func(g string) bool { return slices.Contains(groups, g) }) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// loadModules loads each entry from dir with load, which must treat "already
+// loaded" as success. It goes on after a failure and returns every failure,
+// each naming its module.
+func loadModules(dir string, entries []moduleEntry, load func(path string) error, log *logger) error {
+	var errs []error
+	for _, e := range entries {
+		start := time.Now()
+		path := filepath.Join(dir, e.File)
+		if err := load(path); err != nil {
+			errs = append(errs, fmt.Errorf("loading module %q: %w", e.File, err))
+			continue
+		}
+		log.Debugf("module %s loaded in %v", e.File, time.Since(start).Round(time.Millisecond))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,105 @@
+package guestagent
+
+import (
+	"context"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// launchRequest is one process to prepare.
+type launchRequest struct {
+	ID      string
+	Process *specs.Process
+	Rootfs  string
+	// Console, when set, is the process's stdin, stdout and stderr (the
+	// sidecar program) instead of pipes or a pty.
+	Console *os.File
+}
+
+// launched is a prepared process: it is waiting for Start to exec.
+type launched struct {
+	Pid int
+	// Stdin is the agent's end of the process's stdin; nil with a console.
+	Stdin io.WriteCloser
+	// Stdout and Stderr are the agent's ends of the output; nil with a
+	// console, and Stderr is nil with a terminal.
+	Stdout io.ReadCloser
+	Stderr io.ReadCloser
+	// Resize sets the terminal size; nil without a terminal.
+	Resize func(width, height uint16) error
+	// Start lets the process exec and returns the exec error, if any.
+	Start func(ctx context.Context) error
+	// Exited delivers the exit once.
+	Exited <-chan exitInfo
+	// Release frees what the launcher still holds for the process (the
+	// start and status pipes of a process that never started); called
+	// once it has exited. May be nil.
+	Release func()
+}
+
+// launcher prepares processes. helperLauncher is the real one.
+type launcher interface {
+	Launch(ctx context.Context, req launchRequest) (*launched, error)
+}
+
+// procState is where a process is in its life.
+type procState string
+
+const (
+	procCreated procState = "created"
+	procRunning procState = "running"
+	procExited  procState = "exited"
+)
+
+// process is the agent's record of one process it started.
+type process struct {
+	id       string
+	pid      int
+	terminal bool
+	h        *launched
+	stdout   *outputBuffer
+	stderr   *outputBuffer
+
+	stdinMu sync.Mutex // orders writes
+
+	mu          sync.Mutex
+	state       procState
+	starting    bool
+	stdinClosed bool
+	exit        exitInfo
+	done        chan struct{} // closed at exit
+}
+
+func (p *process) getState() procState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state
+}
+
+// writeStdin writes all of data, honouring ctx when the writer supports
+// deadlines (pipes and pty masters do).
+func (p *process) writeStdin(ctx context.Context, data []byte) (int, error) {
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	w := p.h.Stdin
+	d, ok := w.(interface{ SetWriteDeadline(time.Time) error })
+	if ok {
+		if dl, has := ctx.Deadline(); has {
+			_ = d.SetWriteDeadline(dl)
+		}
+		stop := context.AfterFunc(ctx, func() { _ = d.SetWriteDeadline(time.Unix(1, 0)) })
+		defer func() {
+			stop()
+			_ = d.SetWriteDeadline(time.Time{})
+		}()
+	}
+	n, err := w.Write(data)
+	if err != nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return n, err
+}

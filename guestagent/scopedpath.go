@@ -1,0 +1,79 @@
+package guestagent
+
+import (
+	"errors"
+	"io/fs"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// maxSymlinks bounds the symlinks followed while resolving one path.
+const maxSymlinks = 255
+
+// linkReader is what scopedJoin needs of a filesystem.
+type linkReader interface {
+	Lstat(path string) (fs.FileInfo, error)
+	Readlink(path string) (string, error)
+}
+
+// scopedJoin joins unsafe to root as if root were "/": symlinks met on the
+// way are followed, absolute ones relative to root, and ".." stops at root,
+// so the result never leaves root (github.com/cyphar/filepath-securejoin's
+// rule). Components that do not exist are appended as they are. Container
+// images hold such links (/var/run -> /run); followed naively, a mount at
+// /var/run/x would land in the agent's own /run.
+func scopedJoin(fsys linkReader, root, unsafe string) (string, error) {
+	root = filepath.Clean(root)
+	var resolved string // relative to root, always clean, never starts with ".."
+	remaining := unsafe
+	links := 0
+	for remaining != "" {
+		var part string
+		part, remaining, _ = strings.Cut(strings.TrimLeft(remaining, "/"), "/")
+		switch part {
+		case "", ".":
+			continue
+		case "..":
+			resolved = parentWithin(resolved)
+			continue
+		}
+		candidate := path.Join(resolved, part)
+		full := filepath.Join(root, candidate)
+		fi, err := fsys.Lstat(full)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				// Nothing more to follow: append the rest as it is, still
+				// clamped at root.
+				resolved = path.Join("/", candidate, remaining)[1:]
+				remaining = ""
+				continue
+			}
+			return "", err
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			resolved = candidate
+			continue
+		}
+		if links++; links > maxSymlinks {
+			return "", errorf(ErrInvalidArgument, "resolving %q in %q: too many symlinks", unsafe, root)
+		}
+		target, err := fsys.Readlink(full)
+		if err != nil {
+			return "", err
+		}
+		if strings.HasPrefix(target, "/") {
+			resolved = ""
+		}
+		remaining = target + "/" + remaining
+	}
+	return filepath.Join(root, resolved), nil
+}
+
+// parentWithin is the parent of a root-relative clean path, "" at the top.
+func parentWithin(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}

@@ -1,0 +1,581 @@
+package guestagent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+)
+
+// RootfsDir is where Setup mounts the container's root filesystem.
+const RootfsDir = "/run/initos/rootfs"
+
+// serviceConfig tunes a Service.
+type serviceConfig struct {
+	Rootfs        string
+	KernelRelease string
+	// DeviceWait bounds the wait for the root device node.
+	DeviceWait time.Duration
+	// TermGrace is how long Shutdown waits after SIGTERM, and again after
+	// SIGKILL.
+	TermGrace time.Duration
+	// PowerOffDelay lets Shutdown's reply leave before the power goes.
+	PowerOffDelay time.Duration
+	// OutputLimit bounds the buffered output per stream.
+	OutputLimit int
+}
+
+func defaultServiceConfig() serviceConfig {
+	return serviceConfig{
+		Rootfs:        RootfsDir,
+		KernelRelease: kernelRelease(),
+		DeviceWait:    10 * time.Second,
+		TermGrace:     2 * time.Second,
+		PowerOffDelay: 100 * time.Millisecond,
+		OutputLimit:   DefaultOutputLimit,
+	}
+}
+
+// guestState is where the guest is in its life.
+type guestState string
+
+const (
+	guestBooted       guestState = "booted"
+	guestSettingUp    guestState = "setting up"
+	guestSetUp        guestState = "set up"
+	guestShuttingDown guestState = "shutting down"
+)
+
+// Service implements agentapi.AgentService.
+type Service struct {
+	cfg      serviceConfig
+	sys      system
+	launcher launcher
+	log      *logger
+	self     int
+
+	// onExit, if set, runs after a process has exited (sidecar mode powers
+	// off when its program ends).
+	onExit func(id string, e exitInfo)
+
+	mu         sync.Mutex
+	state      guestState
+	mounted    []string
+	procs      map[string]*process
+	mainID     string
+	bootMillis uint64
+}
+
+var _ agentapi.AgentService = (*Service)(nil)
+
+func newService(cfg serviceConfig, sys system, l launcher, log *logger) *Service {
+	return &Service{
+		cfg:      cfg,
+		sys:      sys,
+		launcher: l,
+		log:      log,
+		self:     os.Getpid(),
+		state:    guestBooted,
+		procs:    make(map[string]*process),
+	}
+}
+
+// setReady records CLOCK_BOOTTIME at the moment the agent serves.
+func (s *Service) setReady(millis uint64) {
+	s.mu.Lock()
+	s.bootMillis = millis
+	s.mu.Unlock()
+}
+
+// Ping reports the agent's protocol version, the kernel release and when
+// the agent became ready.
+func (s *Service) Ping(context.Context, *agentapi.PingRequest) (*agentapi.PingResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &agentapi.PingResponse{
+		AgentVersion:  agentapi.Version,
+		KernelRelease: s.cfg.KernelRelease,
+		BootMillis:    s.bootMillis,
+	}, nil
+}
+
+// Setup mounts the root disk and the spec's mounts, fixes up device nodes
+// and sets the hostname. It may run once; a failed Setup leaves nothing
+// mounted and may be retried.
+func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *agentapi.Empty, err error) {
+	s.mu.Lock()
+	if s.state != guestBooted {
+		state := s.state
+		s.mu.Unlock()
+		return nil, errorf(ErrFailedPrecondition, "setup: the guest is %s, want %s", state, guestBooted)
+	}
+	s.state = guestSettingUp
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err != nil {
+			s.state = guestBooted
+		} else {
+			s.state = guestSetUp
+		}
+	}()
+
+	start := time.Now()
+	mounted, err := s.setupRoot(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if req.Hostname != "" {
+		if err := s.sys.Sethostname(req.Hostname); err != nil {
+			s.unmountAll(mounted)
+			return nil, fmt.Errorf("setting hostname %q: %w", req.Hostname, err)
+		}
+	}
+	s.mu.Lock()
+	s.mounted = mounted
+	s.mu.Unlock()
+	s.log.Debugf("setup: %s on %s with %d mounts, %d device nodes in %v", req.RootDevice, s.cfg.Rootfs,
+		len(req.Mounts), len(req.DeviceNodes), time.Since(start).Round(time.Millisecond))
+	return &agentapi.Empty{}, nil
+}
+
+// validateProcess checks what the runtime-spec requires of a process.
+func validateProcess(p *specs.Process) error {
+	// config.md process.args: "at least one entry is REQUIRED (non-Windows)".
+	if len(p.Args) == 0 || p.Args[0] == "" {
+		return errorf(ErrInvalidArgument, "process args must not be empty")
+	}
+	// config.md process.cwd: "This value MUST be an absolute path."
+	if !filepath.IsAbs(p.Cwd) {
+		return errorf(ErrInvalidArgument, "process cwd %q is not an absolute path", p.Cwd)
+	}
+	seen := map[string]bool{}
+	for _, r := range p.Rlimits {
+		// config.md rlimits: "The runtime MUST generate an error for any
+		// values which cannot be mapped to a relevant kernel interface."
+		if _, ok := rlimitResources[r.Type]; !ok {
+			return errorf(ErrInvalidArgument, "rlimit %q is not a Linux resource limit", r.Type)
+		}
+		// "If rlimits contains duplicated entries with same type, the
+		// runtime MUST generate an error."
+		if seen[r.Type] {
+			return errorf(ErrInvalidArgument, "rlimit %q is given twice", r.Type)
+		}
+		seen[r.Type] = true
+		if r.Soft > r.Hard {
+			return errorf(ErrInvalidArgument, "rlimit %q: soft %d above hard %d", r.Type, r.Soft, r.Hard)
+		}
+	}
+	return nil
+}
+
+// CreateProcess prepares a process up to its exec and returns its pid.
+func (s *Service) CreateProcess(ctx context.Context, req *agentapi.CreateProcessRequest) (*agentapi.CreateProcessResponse, error) {
+	if req.Id == "" {
+		return nil, errorf(ErrInvalidArgument, "creating a process: id is empty")
+	}
+	var spec specs.Process
+	if err := json.Unmarshal(req.ProcessJson, &spec); err != nil {
+		return nil, errorf(ErrInvalidArgument, "creating process %q: process_json: %w", req.Id, err)
+	}
+	if err := validateProcess(&spec); err != nil {
+		return nil, fmt.Errorf("creating process %q: %w", req.Id, err)
+	}
+	p, err := s.createProcess(ctx, req.Id, &spec, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &agentapi.CreateProcessResponse{Pid: uint32(p.pid)}, nil
+}
+
+// createProcess launches id and records it; console, when set, is its stdio.
+func (s *Service) createProcess(ctx context.Context, id string, spec *specs.Process, console *os.File) (*process, error) {
+	s.mu.Lock()
+	if s.state != guestSetUp {
+		state := s.state
+		s.mu.Unlock()
+		return nil, errorf(ErrFailedPrecondition, "creating process %q: the guest is %s, Setup must come first", id, state)
+	}
+	if _, ok := s.procs[id]; ok {
+		s.mu.Unlock()
+		return nil, errorf(ErrAlreadyExists, "creating process %q: the id is taken", id)
+	}
+	s.procs[id] = nil // reserved while launching
+	s.mu.Unlock()
+
+	h, err := s.launcher.Launch(ctx, launchRequest{ID: id, Process: spec, Rootfs: s.cfg.Rootfs, Console: console})
+	if err != nil {
+		s.mu.Lock()
+		delete(s.procs, id)
+		s.mu.Unlock()
+		return nil, fmt.Errorf("creating process %q: %w", id, err)
+	}
+	p := &process{
+		id:       id,
+		pid:      h.Pid,
+		terminal: spec.Terminal,
+		h:        h,
+		state:    procCreated,
+		done:     make(chan struct{}),
+	}
+	p.stdout = s.startPump(h.Stdout)
+	p.stderr = s.startPump(h.Stderr)
+
+	s.mu.Lock()
+	s.procs[id] = p
+	if s.mainID == "" {
+		s.mainID = id // the first process is the container's
+	}
+	s.mu.Unlock()
+	go s.waitExit(p)
+	s.log.Debugf("process %q created: pid %d, args %q", id, p.pid, spec.Args)
+	return p, nil
+}
+
+// startPump buffers an output stream; nil gives a stream at EOF.
+func (s *Service) startPump(src interface {
+	Read([]byte) (int, error)
+	Close() error
+}) *outputBuffer {
+	if src == nil {
+		return newClosedOutputBuffer()
+	}
+	b := newOutputBuffer(s.cfg.OutputLimit)
+	go func() {
+		b.pump(src)
+		_ = src.Close()
+	}()
+	return b
+}
+
+// waitExit records the exit of p.
+func (s *Service) waitExit(p *process) {
+	e := <-p.h.Exited
+	p.mu.Lock()
+	p.state = procExited
+	p.exit = e
+	p.mu.Unlock()
+	close(p.done)
+	if p.h.Stdin != nil {
+		_ = p.h.Stdin.Close()
+	}
+	if p.h.Release != nil {
+		p.h.Release()
+	}
+	s.log.Debugf("process %q (pid %d) exited with status %d", p.id, p.pid, e.Status)
+	if s.onExit != nil {
+		s.onExit(p.id, e)
+	}
+}
+
+// lookup finds a process by id.
+func (s *Service) lookup(op, id string) (*process, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.procs[id]
+	if p == nil {
+		return nil, errorf(ErrNotFound, "%s: process %q not found", op, id)
+	}
+	return p, nil
+}
+
+// StartProcess lets a created process exec.
+func (s *Service) StartProcess(ctx context.Context, req *agentapi.ProcessRequest) (*agentapi.Empty, error) {
+	p, err := s.lookup("starting", req.Id)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	if p.state != procCreated || p.starting {
+		state := p.state
+		if p.starting {
+			state = "starting"
+		}
+		p.mu.Unlock()
+		return nil, errorf(ErrFailedPrecondition, "starting process %q: it is %s, not created", req.Id, state)
+	}
+	p.starting = true
+	p.mu.Unlock()
+
+	err = p.h.Start(ctx)
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.starting = false
+	if err != nil {
+		return nil, fmt.Errorf("starting process %q: %w", req.Id, err)
+	}
+	if p.state == procCreated {
+		p.state = procRunning
+	}
+	return &agentapi.Empty{}, nil
+}
+
+// WriteStdin writes all of data to the process's stdin.
+func (s *Service) WriteStdin(ctx context.Context, req *agentapi.WriteStdinRequest) (*agentapi.WriteStdinResponse, error) {
+	p, err := s.lookup("writing stdin", req.Id)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	state, closed := p.state, p.stdinClosed
+	p.mu.Unlock()
+	switch {
+	case p.h.Stdin == nil:
+		return nil, errorf(ErrFailedPrecondition, "writing stdin of process %q: its stdin is the console", req.Id)
+	case state == procExited:
+		return nil, errorf(ErrFailedPrecondition, "writing stdin: process %q has exited", req.Id)
+	case closed:
+		return nil, errorf(ErrFailedPrecondition, "writing stdin of process %q: stdin is closed", req.Id)
+	}
+	n, err := p.writeStdin(ctx, req.Data)
+	if err != nil {
+		return nil, fmt.Errorf("writing stdin of process %q after %d of %d bytes: %w", req.Id, n, len(req.Data), err)
+	}
+	return &agentapi.WriteStdinResponse{Written: uint32(n)}, nil
+}
+
+// CloseStdin closes the process's stdin pipe. With a terminal there is no
+// end-of-file to send apart from the line discipline's ^D, which the host
+// can write itself: CloseStdin only marks stdin closed, so further writes
+// fail.
+func (s *Service) CloseStdin(_ context.Context, req *agentapi.ProcessRequest) (*agentapi.Empty, error) {
+	p, err := s.lookup("closing stdin", req.Id)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	already := p.stdinClosed
+	p.stdinClosed = true
+	p.mu.Unlock()
+	if already || p.h.Stdin == nil || p.terminal {
+		return &agentapi.Empty{}, nil
+	}
+	// Wait for a write in progress so that its bytes come before EOF.
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	if err := p.h.Stdin.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return nil, fmt.Errorf("closing stdin of process %q: %w", req.Id, err)
+	}
+	return &agentapi.Empty{}, nil
+}
+
+// readLimit is the reply size for a ReadRequest.
+func readLimit(max uint32) int {
+	if max == 0 || max > agentapi.MaxReadBytes {
+		return agentapi.MaxReadBytes
+	}
+	return int(max)
+}
+
+// ReadStdout returns the next output; empty data means EOF.
+func (s *Service) ReadStdout(ctx context.Context, req *agentapi.ReadRequest) (*agentapi.ReadResponse, error) {
+	p, err := s.lookup("reading stdout", req.Id)
+	if err != nil {
+		return nil, err
+	}
+	data, err := p.stdout.Read(ctx, readLimit(req.MaxBytes))
+	if err != nil {
+		return nil, fmt.Errorf("reading stdout of process %q: %w", req.Id, err)
+	}
+	return &agentapi.ReadResponse{Data: data}, nil
+}
+
+// ReadStderr returns the next error output; empty data means EOF. With a
+// terminal it is at EOF at once.
+func (s *Service) ReadStderr(ctx context.Context, req *agentapi.ReadRequest) (*agentapi.ReadResponse, error) {
+	p, err := s.lookup("reading stderr", req.Id)
+	if err != nil {
+		return nil, err
+	}
+	data, err := p.stderr.Read(ctx, readLimit(req.MaxBytes))
+	if err != nil {
+		return nil, fmt.Errorf("reading stderr of process %q: %w", req.Id, err)
+	}
+	return &agentapi.ReadResponse{Data: data}, nil
+}
+
+// ResizePty sets the window size of the process's terminal.
+func (s *Service) ResizePty(_ context.Context, req *agentapi.ResizePtyRequest) (*agentapi.Empty, error) {
+	p, err := s.lookup("resizing the terminal", req.Id)
+	if err != nil {
+		return nil, err
+	}
+	if p.h.Resize == nil {
+		return nil, errorf(ErrFailedPrecondition, "resizing the terminal of process %q: it has no terminal", req.Id)
+	}
+	if p.getState() == procExited {
+		return nil, errorf(ErrFailedPrecondition, "resizing the terminal: process %q has exited", req.Id)
+	}
+	if req.Width > 0xffff || req.Height > 0xffff {
+		return nil, errorf(ErrInvalidArgument, "resizing the terminal of process %q: %dx%d is too large", req.Id, req.Width, req.Height)
+	}
+	if err := p.h.Resize(uint16(req.Width), uint16(req.Height)); err != nil {
+		return nil, fmt.Errorf("resizing the terminal of process %q: %w", req.Id, err)
+	}
+	return &agentapi.Empty{}, nil
+}
+
+// SignalProcess sends a signal to the process, or with all to every process
+// of the guest but the agent (only for the container's main process).
+func (s *Service) SignalProcess(_ context.Context, req *agentapi.SignalRequest) (*agentapi.Empty, error) {
+	p, err := s.lookup("signalling", req.Id)
+	if err != nil {
+		return nil, err
+	}
+	if req.Signal > 64 {
+		return nil, errorf(ErrInvalidArgument, "signalling process %q: %d is not a signal", req.Id, req.Signal)
+	}
+	sig := unix.Signal(req.Signal)
+	if req.All {
+		s.mu.Lock()
+		main := s.mainID
+		s.mu.Unlock()
+		if req.Id != main {
+			return nil, errorf(ErrInvalidArgument, "signalling all processes: %q is not the container's main process %q", req.Id, main)
+		}
+		if err := s.signalAll(sig); err != nil {
+			return nil, err
+		}
+		return &agentapi.Empty{}, nil
+	}
+	if p.getState() == procExited {
+		return nil, errorf(ErrFailedPrecondition, "process %q has exited", req.Id)
+	}
+	if err := s.sys.Kill(p.pid, sig); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil, errorf(ErrFailedPrecondition, "process %q has exited", req.Id)
+		}
+		return nil, fmt.Errorf("signalling process %q (pid %d) with %d: %w", req.Id, p.pid, sig, err)
+	}
+	return &agentapi.Empty{}, nil
+}
+
+// userProcs lists the processes of the guest apart from the agent (PID 1)
+// and kernel threads.
+func (s *Service) userProcs() ([]procInfo, error) {
+	all, err := s.sys.ListProcs()
+	if err != nil {
+		return nil, err
+	}
+	var out []procInfo
+	for _, p := range all {
+		if p.Pid == 1 || p.Pid == s.self || p.Kernel {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// signalAll sends sig to every user process; ones that are gone meanwhile
+// do not count as failures.
+func (s *Service) signalAll(sig unix.Signal) error {
+	procs, err := s.userProcs()
+	if err != nil {
+		return fmt.Errorf("signalling all processes: %w", err)
+	}
+	var errs []error
+	for _, p := range procs {
+		if err := s.sys.Kill(p.Pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("signalling pid %d (%s) with %d: %w", p.Pid, p.Comm, sig, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// WaitProcess blocks until the process exits, or ctx ends.
+func (s *Service) WaitProcess(ctx context.Context, req *agentapi.ProcessRequest) (*agentapi.WaitResponse, error) {
+	p, err := s.lookup("waiting for", req.Id)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for process %q: %w", req.Id, ctx.Err())
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return &agentapi.WaitResponse{ExitStatus: p.exit.Status, ExitedAtUnixNano: p.exit.At.UnixNano()}, nil
+}
+
+// ListProcesses lists the guest's processes apart from the agent and kernel
+// threads.
+func (s *Service) ListProcesses(context.Context, *agentapi.Empty) (*agentapi.ListProcessesResponse, error) {
+	procs, err := s.userProcs()
+	if err != nil {
+		return nil, err
+	}
+	resp := &agentapi.ListProcessesResponse{}
+	for _, p := range procs {
+		resp.Processes = append(resp.Processes, &agentapi.ProcessInfo{
+			Pid: uint32(p.Pid), Ppid: uint32(p.Ppid), Comm: p.Comm, Args: p.Args,
+		})
+	}
+	return resp, nil
+}
+
+// Shutdown stops every process (TERM, then KILL), syncs, unmounts, replies
+// and powers the VM off a moment later.
+func (s *Service) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty, error) {
+	s.mu.Lock()
+	if s.state == guestShuttingDown {
+		s.mu.Unlock()
+		return &agentapi.Empty{}, nil
+	}
+	s.state = guestShuttingDown
+	mounted := s.mounted
+	s.mounted = nil
+	s.mu.Unlock()
+
+	s.stopAll()
+	s.sys.Sync()
+	s.unmountAll(mounted)
+	s.sys.Sync()
+	s.log.Debugf("shutdown: powering off")
+	time.AfterFunc(s.cfg.PowerOffDelay, func() {
+		if err := s.sys.PowerOff(); err != nil {
+			s.log.Printf("power off: %v", err)
+		}
+	})
+	return &agentapi.Empty{}, nil
+}
+
+// stopAll sends SIGTERM to every process, waits up to TermGrace for them to
+// go, then SIGKILL and waits again.
+func (s *Service) stopAll() {
+	for _, sig := range []unix.Signal{unix.SIGTERM, unix.SIGKILL} {
+		if err := s.signalAll(sig); err != nil {
+			s.log.Printf("shutdown: %v", err)
+		}
+		deadline := time.Now().Add(s.cfg.TermGrace)
+		for {
+			procs, err := s.userProcs()
+			if err != nil {
+				s.log.Printf("shutdown: %v", err)
+				break
+			}
+			if len(procs) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				if sig == unix.SIGKILL {
+					s.log.Printf("shutdown: %d processes left after SIGKILL", len(procs))
+				}
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}

@@ -1,0 +1,578 @@
+package guestagent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+)
+
+const testRootfs = "/run/initos/rootfs"
+
+func newTestService(t *testing.T) (*Service, *fakeSystem, *fakeLauncher) {
+	t.Helper()
+	sys, l := newFakeSystem(), newFakeLauncher()
+	cfg := serviceConfig{
+		Rootfs:        testRootfs,
+		KernelRelease: "6.1.0-test",
+		DeviceWait:    50 * time.Millisecond,
+		TermGrace:     50 * time.Millisecond,
+		PowerOffDelay: time.Millisecond,
+		OutputLimit:   1 << 10,
+	}
+	return newService(cfg, sys, l, newLogger(io.Discard, true)), sys, l
+}
+
+func ctx5s(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// podmanMounts are the mounts podman's default spec asks for that the guest
+// can make itself.
+func podmanMounts() []*agentapi.Mount {
+	return []*agentapi.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"rprivate", "nosuid", "noexec", "nodev", "relatime", "ro"}},
+	}
+}
+
+func TestSetupPodmanSpec(t *testing.T) {
+	s, sys, _ := newTestService(t)
+	req := &agentapi.SetupRequest{
+		RootDevice:   "/dev/vda",
+		RootFstype:   "btrfs",
+		RootReadonly: true,
+		Hostname:     "box",
+		Mounts:       podmanMounts(),
+		DeviceNodes: []*agentapi.DeviceNode{
+			{Path: "/dev/null", Type: "c", Major: 1, Minor: 3, Mode: 0o666},
+			{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229, Mode: 0o600, Uid: 0, Gid: 5},
+		},
+	}
+	if _, err := s.Setup(ctx5s(t), req); err != nil {
+		t.Fatal(err)
+	}
+	r := testRootfs
+	wantMounts := []string{
+		fmt.Sprintf("mount /dev/vda %s btrfs 0x0 ", r),
+		fmt.Sprintf("mount proc %s/proc proc %#x ", r, unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV),
+		fmt.Sprintf("mount tmpfs %s/dev tmpfs %#x mode=755,size=65536k", r, unix.MS_NOSUID|unix.MS_STRICTATIME),
+		fmt.Sprintf("mount sysfs %s/sys sysfs %#x ", r, unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV|unix.MS_RDONLY),
+		fmt.Sprintf("mount devpts %s/dev/pts devpts %#x newinstance,ptmxmode=0666,mode=0620,gid=5", r, unix.MS_NOSUID|unix.MS_NOEXEC),
+		fmt.Sprintf("mount mqueue %s/dev/mqueue mqueue %#x ", r, unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV),
+		fmt.Sprintf("mount cgroup2 %s/sys/fs/cgroup cgroup2 %#x ", r, unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV|unix.MS_RELATIME|unix.MS_RDONLY),
+		fmt.Sprintf("mount  %s/sys/fs/cgroup  %#x ", r, unix.MS_PRIVATE|unix.MS_REC),
+		// config.md root.readonly, after everything else.
+		fmt.Sprintf("mount  %s  %#x ", r, unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY),
+	}
+	if got := sys.Calls("mount"); !reflect.DeepEqual(got, wantMounts) {
+		t.Errorf("mounts:\n got %q\nwant %q", got, wantMounts)
+	}
+	// The given nodes first, then the default devices the request did not
+	// name (null was named).
+	var nodes []string
+	for _, c := range sys.Calls("mknod") {
+		nodes = append(nodes, strings.Fields(c)[1])
+	}
+	wantNodes := []string{r + "/dev/null", r + "/dev/fuse", r + "/dev/zero", r + "/dev/full", r + "/dev/random", r + "/dev/urandom", r + "/dev/tty"}
+	if !reflect.DeepEqual(nodes, wantNodes) {
+		t.Errorf("device nodes:\n got %q\nwant %q", nodes, wantNodes)
+	}
+	fuse := []string{
+		"remove " + r + "/dev/fuse",
+		fmt.Sprintf("mknod %s/dev/fuse %#o 10:229", r, unix.S_IFCHR|0o600),
+		"chown " + r + "/dev/fuse 0:5",
+		"chmod " + r + "/dev/fuse 0600",
+	}
+	var gotFuse []string
+	for _, c := range sys.Calls("remove", "mknod", "chown", "chmod") {
+		if strings.Contains(c, "/dev/fuse") {
+			gotFuse = append(gotFuse, c)
+		}
+	}
+	if !reflect.DeepEqual(gotFuse, fuse) {
+		t.Errorf("recreating /dev/fuse:\n got %q\nwant %q", gotFuse, fuse)
+	}
+	wantLinks := []string{
+		"symlink " + r + "/dev/fd -> /proc/self/fd",
+		"symlink " + r + "/dev/stdin -> /proc/self/fd/0",
+		"symlink " + r + "/dev/stdout -> /proc/self/fd/1",
+		"symlink " + r + "/dev/stderr -> /proc/self/fd/2",
+		"symlink " + r + "/dev/ptmx -> pts/ptmx",
+	}
+	if got := sys.Calls("symlink"); !reflect.DeepEqual(got, wantLinks) {
+		t.Errorf("symlinks:\n got %q\nwant %q", got, wantLinks)
+	}
+	if got := sys.Calls("hostname"); !reflect.DeepEqual(got, []string{"hostname box"}) {
+		t.Errorf("hostname calls %q", got)
+	}
+
+	// Setup twice names the state.
+	_, err := s.Setup(ctx5s(t), req)
+	if !errors.Is(err, ErrFailedPrecondition) || !strings.Contains(err.Error(), "set up") {
+		t.Errorf("second Setup = %v, want ErrFailedPrecondition naming the state", err)
+	}
+}
+
+func TestSetupBindsGuestDevWithoutDevMount(t *testing.T) {
+	s, sys, _ := newTestService(t)
+	sys.files["/srv"] = fs.ModeDir | 0o755 // a directory in the guest
+	_, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{
+		RootDevice: "/dev/vda", RootFstype: "btrfs",
+		Mounts: []*agentapi.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/data", Type: "bind", Source: "/srv", Options: []string{"rbind", "ro", "nosuid"}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := testRootfs
+	want := []string{
+		fmt.Sprintf("mount /dev/vda %s btrfs 0x0 ", r),
+		fmt.Sprintf("mount /dev %s/dev  %#x ", r, unix.MS_BIND|unix.MS_REC),
+		fmt.Sprintf("mount proc %s/proc proc 0x0 ", r),
+		fmt.Sprintf("mount /srv %s/data  %#x ", r, unix.MS_BIND|unix.MS_REC),
+		fmt.Sprintf("mount  %s/data  %#x ", r, unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID),
+	}
+	if got := sys.Calls("mount"); !reflect.DeepEqual(got, want) {
+		t.Errorf("mounts:\n got %q\nwant %q", got, want)
+	}
+	if got := sys.Calls("mknod", "symlink"); len(got) != 0 {
+		t.Errorf("the guest's /dev must be left alone, got %q", got)
+	}
+}
+
+func TestSetupResolvesSymlinksInsideRootfs(t *testing.T) {
+	s, sys, _ := newTestService(t)
+	r := testRootfs
+	sys.files[r+"/var"] = fs.ModeDir
+	sys.links[r+"/var/run"] = "/run" // absolute: must stay in the rootfs
+	_, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{
+		RootDevice: "/dev/vda", RootFstype: "btrfs",
+		Mounts: []*agentapi.Mount{{Destination: "/var/run/x", Type: "tmpfs", Source: "tmpfs"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("mount tmpfs %s/run/x tmpfs 0x0 ", r)
+	if got := sys.Calls("mount tmpfs"); !reflect.DeepEqual(got, []string{want}) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestSetupHostBindFailsAndRollsBack(t *testing.T) {
+	s, sys, _ := newTestService(t)
+	req := &agentapi.SetupRequest{
+		RootDevice: "/dev/vda", RootFstype: "btrfs",
+		Mounts: []*agentapi.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/etc/hosts", Type: "bind", Source: "/var/lib/containers/hosts", Options: []string{"rbind"}},
+		},
+	}
+	_, err := s.Setup(ctx5s(t), req)
+	if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "shared directory") ||
+		!strings.Contains(err.Error(), "/var/lib/containers/hosts") {
+		t.Fatalf("Setup = %v, want ErrNotSupported naming the source and the shared directory", err)
+	}
+	if left := sys.mountedTargets(); len(left) != 0 {
+		t.Errorf("mounts left after the failed Setup: %q", left)
+	}
+	// Unmounted in reverse order.
+	want := []string{"umount " + testRootfs + "/proc 0", "umount " + testRootfs + "/dev 0", "umount " + testRootfs + " 0"}
+	if got := sys.Calls("umount"); !reflect.DeepEqual(got, want) {
+		t.Errorf("unmounts %q, want %q", got, want)
+	}
+	// A failed Setup may be retried.
+	req.Mounts = req.Mounts[:1]
+	if _, err := s.Setup(ctx5s(t), req); err != nil {
+		t.Errorf("retrying Setup: %v", err)
+	}
+}
+
+func TestSetupErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		req  *agentapi.SetupRequest
+		prep func(*fakeSystem)
+		kind error
+		text string
+	}{
+		{"no device", &agentapi.SetupRequest{RootDevice: "/dev/vdz", RootFstype: "btrfs"}, nil, ErrNotFound, `"/dev/vdz"`},
+		{"no fstype", &agentapi.SetupRequest{RootDevice: "/dev/vda"}, nil, ErrInvalidArgument, "root_fstype"},
+		{"mount fails", &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs"},
+			func(f *fakeSystem) { f.failMount[testRootfs] = unix.EINVAL }, unix.EINVAL, "/dev/vda"},
+		{"bad option", &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs",
+			Mounts: []*agentapi.Mount{{Destination: "/x", Type: "tmpfs", Options: []string{"idmap"}}}}, nil, ErrNotSupported, "idmap"},
+		{"no type", &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs",
+			Mounts: []*agentapi.Mount{{Destination: "/x", Source: "/y"}}}, nil, ErrInvalidArgument, `"/x"`},
+		{"bad device type", &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs",
+			DeviceNodes: []*agentapi.DeviceNode{{Path: "/dev/x", Type: "q"}}}, nil, ErrInvalidArgument, `"/dev/x"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, sys, _ := newTestService(t)
+			if tt.prep != nil {
+				tt.prep(sys)
+			}
+			_, err := s.Setup(ctx5s(t), tt.req)
+			if !errors.Is(err, tt.kind) || !strings.Contains(err.Error(), tt.text) {
+				t.Errorf("Setup = %v, want %v naming %s", err, tt.kind, tt.text)
+			}
+			if left := sys.mountedTargets(); len(left) != 0 {
+				t.Errorf("mounts left: %q", left)
+			}
+		})
+	}
+}
+
+func processJSON(t *testing.T, p specs.Process) []byte {
+	t.Helper()
+	data, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func setUpService(t *testing.T) (*Service, *fakeSystem, *fakeLauncher) {
+	t.Helper()
+	s, sys, l := newTestService(t)
+	if _, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs"}); err != nil {
+		t.Fatal(err)
+	}
+	return s, sys, l
+}
+
+func TestCreateProcessNeedsSetup(t *testing.T) {
+	s, _, _ := newTestService(t)
+	_, err := s.CreateProcess(ctx5s(t), &agentapi.CreateProcessRequest{Id: "c1",
+		ProcessJson: processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "/"})})
+	if !errors.Is(err, ErrFailedPrecondition) || !strings.Contains(err.Error(), "booted") {
+		t.Errorf("CreateProcess before Setup = %v", err)
+	}
+}
+
+func TestCreateProcessValidation(t *testing.T) {
+	s, _, _ := setUpService(t)
+	tests := []struct {
+		name string
+		json []byte
+		text string
+	}{
+		{"not json", []byte("{"), "process_json"},
+		{"no args", processJSON(t, specs.Process{Cwd: "/"}), "args"},
+		{"relative cwd", processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "tmp"}), `"tmp"`},
+		{"unknown rlimit", processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "/",
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_FOO"}}}), "RLIMIT_FOO"},
+		{"duplicate rlimit", processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "/",
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 1, Hard: 1}, {Type: "RLIMIT_NOFILE", Soft: 1, Hard: 1}}}), "twice"},
+		{"soft above hard", processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "/",
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 2, Hard: 1}}}), "soft"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.CreateProcess(ctx5s(t), &agentapi.CreateProcessRequest{Id: "x", ProcessJson: tt.json})
+			if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.text) {
+				t.Errorf("got %v, want ErrInvalidArgument naming %s", err, tt.text)
+			}
+		})
+	}
+	if _, err := s.CreateProcess(ctx5s(t), &agentapi.CreateProcessRequest{}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("empty id: %v", err)
+	}
+}
+
+func readAllStream(t *testing.T, read func(context.Context, *agentapi.ReadRequest) (*agentapi.ReadResponse, error), id string) string {
+	t.Helper()
+	var out []byte
+	for {
+		resp, err := read(ctx5s(t), &agentapi.ReadRequest{Id: id, MaxBytes: 4})
+		if err != nil {
+			t.Fatalf("reading %s: %v", id, err)
+		}
+		if len(resp.Data) == 0 {
+			return string(out)
+		}
+		if len(resp.Data) > 4 {
+			t.Fatalf("got %d bytes for max_bytes 4", len(resp.Data))
+		}
+		out = append(out, resp.Data...)
+	}
+}
+
+func TestProcessLifecycle(t *testing.T) {
+	s, sys, l := setUpService(t)
+	ctx := ctx5s(t)
+	resp, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "c1",
+		ProcessJson: processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "/", Env: []string{"A=1"}})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := l.proc("c1")
+	if resp.Pid != uint32(fp.pid) || fp.req.Rootfs != testRootfs || fp.req.Process.Env[0] != "A=1" {
+		t.Errorf("pid %d (want %d), request %+v", resp.Pid, fp.pid, fp.req)
+	}
+	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "c1",
+		ProcessJson: processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "/"})}); !errors.Is(err, ErrAlreadyExists) {
+		t.Errorf("duplicate id: %v", err)
+	}
+
+	if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-fp.started:
+	default:
+		t.Fatal("StartProcess did not start the process")
+	}
+	_, err = s.StartProcess(ctx, &agentapi.ProcessRequest{Id: "c1"})
+	if !errors.Is(err, ErrFailedPrecondition) || !strings.Contains(err.Error(), `"c1"`) || !strings.Contains(err.Error(), "running") {
+		t.Errorf("second StartProcess = %v, want an error naming c1 and its state", err)
+	}
+	if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: "nope"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("StartProcess of an unknown id = %v", err)
+	}
+
+	// stdin arrives in order; CloseStdin gives EOF.
+	got := make(chan string, 1)
+	go func() {
+		data, _ := io.ReadAll(fp.stdin)
+		got <- string(data)
+	}()
+	for _, chunk := range []string{"hello ", "world"} {
+		w, err := s.WriteStdin(ctx, &agentapi.WriteStdinRequest{Id: "c1", Data: []byte(chunk)})
+		if err != nil || w.Written != uint32(len(chunk)) {
+			t.Fatalf("WriteStdin = %v, %v", w, err)
+		}
+	}
+	if _, err := s.CloseStdin(ctx, &agentapi.ProcessRequest{Id: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if g := <-got; g != "hello world" {
+		t.Errorf("stdin got %q", g)
+	}
+	if _, err := s.WriteStdin(ctx, &agentapi.WriteStdinRequest{Id: "c1", Data: []byte("x")}); !errors.Is(err, ErrFailedPrecondition) {
+		t.Errorf("WriteStdin after CloseStdin = %v", err)
+	}
+
+	// Output, then exit: everything written before the exit arrives.
+	go func() {
+		fp.stdout.Write([]byte("out line\n"))
+		fp.stderr.Write([]byte("err line\n"))
+		fp.exit(3)
+	}()
+	// Two waiters.
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, err := s.WaitProcess(ctx, &agentapi.ProcessRequest{Id: "c1"})
+			if err != nil || w.ExitStatus != 3 || w.ExitedAtUnixNano != time.Unix(1700000000, 42).UnixNano() {
+				t.Errorf("WaitProcess = %v, %v", w, err)
+			}
+		}()
+	}
+	if out := readAllStream(t, s.ReadStdout, "c1"); out != "out line\n" {
+		t.Errorf("stdout %q", out)
+	}
+	if out := readAllStream(t, s.ReadStderr, "c1"); out != "err line\n" {
+		t.Errorf("stderr %q", out)
+	}
+	wg.Wait()
+
+	_, err = s.SignalProcess(ctx, &agentapi.SignalRequest{Id: "c1", Signal: 15})
+	if !errors.Is(err, ErrFailedPrecondition) || err.Error() != `process "c1" has exited` {
+		t.Errorf("signalling an exited process = %v", err)
+	}
+	if got := sys.Calls("kill"); len(got) != 0 {
+		t.Errorf("an exited process was signalled: %q", got)
+	}
+	if _, err := s.ResizePty(ctx, &agentapi.ResizePtyRequest{Id: "c1", Width: 80, Height: 24}); !errors.Is(err, ErrFailedPrecondition) {
+		t.Errorf("ResizePty without a terminal = %v", err)
+	}
+}
+
+func TestSignalProcess(t *testing.T) {
+	s, sys, _ := setUpService(t)
+	ctx := ctx5s(t)
+	for _, id := range []string{"main", "exec1"} {
+		if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: id,
+			ProcessJson: processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "/"})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.SignalProcess(ctx, &agentapi.SignalRequest{Id: "exec1", Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sys.Calls("kill"); !reflect.DeepEqual(got, []string{"kill 102 9"}) {
+		t.Errorf("kills %q", got)
+	}
+	if _, err := s.SignalProcess(ctx, &agentapi.SignalRequest{Id: "nope", Signal: 9}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown id: %v", err)
+	}
+	if _, err := s.SignalProcess(ctx, &agentapi.SignalRequest{Id: "exec1", Signal: 9, All: true}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("all for an exec: %v", err)
+	}
+	// A process that died before the reaper noticed: ESRCH reads as exited.
+	sys.onKill = func(int, unix.Signal) error { return unix.ESRCH }
+	if _, err := s.SignalProcess(ctx, &agentapi.SignalRequest{Id: "exec1", Signal: 15}); !errors.Is(err, ErrFailedPrecondition) ||
+		!strings.Contains(err.Error(), "has exited") {
+		t.Errorf("ESRCH: %v", err)
+	}
+	sys.onKill = nil
+
+	sys.procs = []procInfo{
+		{Pid: 1, Comm: "init"}, {Pid: 2, Comm: "kthreadd", Kernel: true},
+		{Pid: s.self, Comm: "self"}, {Pid: 101, Comm: "sh"}, {Pid: 150, Comm: "daemon"},
+	}
+	sys.calls = nil
+	if _, err := s.SignalProcess(ctx, &agentapi.SignalRequest{Id: "main", Signal: 9, All: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sys.Calls("kill"), []string{"kill 101 9", "kill 150 9"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("kill --all signalled %q, want %q", got, want)
+	}
+}
+
+func TestTerminalProcess(t *testing.T) {
+	s, _, l := setUpService(t)
+	ctx := ctx5s(t)
+	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "t",
+		ProcessJson: processJSON(t, specs.Process{Terminal: true, Args: []string{"sh"}, Cwd: "/"})}); err != nil {
+		t.Fatal(err)
+	}
+	fp := l.proc("t")
+	if _, err := s.ResizePty(ctx, &agentapi.ResizePtyRequest{Id: "t", Width: 100, Height: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(fp.resized, []string{"100x30"}) {
+		t.Errorf("resized %q", fp.resized)
+	}
+	// stderr is at EOF at once with a terminal.
+	if resp, err := s.ReadStderr(ctx, &agentapi.ReadRequest{Id: "t", MaxBytes: 10}); err != nil || len(resp.Data) != 0 {
+		t.Errorf("ReadStderr = %v, %v; want EOF", resp, err)
+	}
+	// CloseStdin with a terminal only marks stdin closed.
+	if _, err := s.CloseStdin(ctx, &agentapi.ProcessRequest{Id: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WriteStdin(ctx, &agentapi.WriteStdinRequest{Id: "t", Data: []byte("x")}); !errors.Is(err, ErrFailedPrecondition) {
+		t.Errorf("WriteStdin after CloseStdin: %v", err)
+	}
+}
+
+func TestReadHonoursContext(t *testing.T) {
+	s, _, _ := setUpService(t)
+	if _, err := s.CreateProcess(ctx5s(t), &agentapi.CreateProcessRequest{Id: "c",
+		ProcessJson: processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "/"})}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := s.ReadStdout(ctx, &agentapi.ReadRequest{Id: "c"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("ReadStdout = %v, want the deadline", err)
+	}
+	if _, err := s.WaitProcess(ctx, &agentapi.ProcessRequest{Id: "c"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitProcess = %v, want the deadline", err)
+	}
+}
+
+func TestStartErrorAndLaunchError(t *testing.T) {
+	s, _, l := setUpService(t)
+	ctx := ctx5s(t)
+	l.launchErr = errorf(ErrNotFound, `executable file "nope" not found in $PATH`)
+	_, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "x",
+		ProcessJson: processJSON(t, specs.Process{Args: []string{"nope"}, Cwd: "/"})})
+	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `executable file "nope" not found in $PATH`) {
+		t.Errorf("CreateProcess = %v", err)
+	}
+	l.launchErr = nil
+	// The id is free again.
+	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "x",
+		ProcessJson: processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "/"})}); err != nil {
+		t.Fatal(err)
+	}
+	l.proc("x").startErr = errors.New(`exec "/bin/sh": permission denied`)
+	if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: "x"}); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("StartProcess = %v", err)
+	}
+}
+
+func TestListProcesses(t *testing.T) {
+	s, sys, _ := newTestService(t)
+	sys.procs = []procInfo{
+		{Pid: 1, Comm: "init", Args: []string{"/init"}},
+		{Pid: 2, Comm: "kthreadd", Kernel: true},
+		{Pid: 40, Ppid: 1, Comm: "sh", Args: []string{"sh", "-c", "x"}},
+	}
+	resp, err := s.ListProcesses(ctx5s(t), &agentapi.Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Processes) != 1 || resp.Processes[0].Pid != 40 || resp.Processes[0].Ppid != 1 ||
+		resp.Processes[0].Comm != "sh" || !reflect.DeepEqual(resp.Processes[0].Args, []string{"sh", "-c", "x"}) {
+		t.Errorf("ListProcesses = %v", resp.Processes)
+	}
+}
+
+func TestPing(t *testing.T) {
+	s, _, _ := newTestService(t)
+	s.setReady(1234)
+	resp, err := s.Ping(ctx5s(t), &agentapi.PingRequest{})
+	if err != nil || resp.AgentVersion != agentapi.Version || resp.KernelRelease != "6.1.0-test" || resp.BootMillis != 1234 {
+		t.Errorf("Ping = %v, %v", resp, err)
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	s, sys, _ := setUpService(t)
+	// A process that ignores SIGTERM and dies on SIGKILL.
+	sys.procs = []procInfo{{Pid: 1, Comm: "init"}, {Pid: 77, Comm: "stubborn"}}
+	sys.onKill = func(pid int, sig unix.Signal) error {
+		if sig == unix.SIGKILL {
+			sys.mu.Lock()
+			sys.procs = sys.procs[:1]
+			sys.mu.Unlock()
+		}
+		return nil
+	}
+	if _, err := s.Shutdown(ctx5s(t), &agentapi.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sys.Calls("kill"), []string{"kill 77 15", "kill 77 9"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("kills %q, want %q", got, want)
+	}
+	if left := sys.mountedTargets(); len(left) != 0 {
+		t.Errorf("still mounted after Shutdown: %q", left)
+	}
+	select {
+	case <-sys.poweredOff:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no power off after Shutdown")
+	}
+	// Power off comes after the sync and the unmounts.
+	calls := sys.Calls("sync", "umount", "poweroff")
+	if calls[len(calls)-1] != "poweroff" {
+		t.Errorf("calls end with %q, want poweroff last", calls[len(calls)-1])
+	}
+}

@@ -1,0 +1,382 @@
+package guestagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+)
+
+// defaultDevice is one of the runtime-spec's default devices.
+type defaultDevice struct {
+	name         string
+	major, minor uint32
+}
+
+// defaultDevices: config-linux.md "Default Devices": "In addition to any
+// devices configured with this setting, the runtime MUST also supply:
+// /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom, /dev/tty".
+var defaultDevices = []defaultDevice{
+	{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7},
+	{"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
+}
+
+// devSymlinks: runtime-linux.md "Dev symbolic links": "runtimes MUST create
+// the following symlinks if the source file exists after processing mounts".
+var devSymlinks = [][2]string{
+	{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+	{"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+}
+
+// setupRoot mounts the root disk and the spec's mounts under s.cfg.Rootfs
+// and fixes up /dev. On failure everything it mounted is unmounted again.
+// It returns the mount points in mount order.
+func (s *Service) setupRoot(ctx context.Context, req *agentapi.SetupRequest) (mounted []string, err error) {
+	rootfs := s.cfg.Rootfs
+	defer func() {
+		if err != nil {
+			s.unmountAll(mounted)
+			mounted = nil
+		}
+	}()
+	if req.RootDevice == "" || req.RootFstype == "" {
+		return nil, errorf(ErrInvalidArgument, "setup: root_device and root_fstype are required")
+	}
+	if err := waitDevice(ctx, s.sys.Stat, req.RootDevice, s.cfg.DeviceWait); err != nil {
+		return nil, err
+	}
+	if err := s.sys.MkdirAll(rootfs, 0o755); err != nil {
+		return nil, fmt.Errorf("creating %q: %w", rootfs, err)
+	}
+	// Mount read-write even for a read-only root: device nodes and mount
+	// points are fixed up first, then the mount is made read-only (runc's
+	// order). A device that cannot be written gets a read-only mount.
+	rootRO := false
+	if err := s.sys.Mount(req.RootDevice, rootfs, req.RootFstype, 0, ""); err != nil {
+		if !req.RootReadonly {
+			return nil, fmt.Errorf("mounting %q (%s) on %q: %w", req.RootDevice, req.RootFstype, rootfs, err)
+		}
+		if err2 := s.sys.Mount(req.RootDevice, rootfs, req.RootFstype, unix.MS_RDONLY, ""); err2 != nil {
+			return nil, fmt.Errorf("mounting %q (%s) read-only on %q: %w", req.RootDevice, req.RootFstype, rootfs, err2)
+		}
+		rootRO = true
+	}
+	mounted = append(mounted, rootfs)
+
+	devFromSpec := slices.ContainsFunc(req.Mounts, func(m *agentapi.Mount) bool { return path.Clean("/"+m.Destination) == "/dev" })
+	if !devFromSpec {
+		// No /dev in the spec: the container gets the guest's devtmpfs.
+		target, err := s.mountTarget(rootfs, "/dev", true)
+		if err != nil {
+			return mounted, err
+		}
+		if err := s.sys.Mount("/dev", target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return mounted, fmt.Errorf("binding the guest's /dev on %q: %w", target, err)
+		}
+		mounted = append(mounted, target)
+	}
+
+	devptsMounted := false
+	for _, m := range req.Mounts {
+		targets, err := s.mountOne(rootfs, m)
+		mounted = append(mounted, targets...)
+		if err != nil {
+			return mounted, err
+		}
+		if m.Type == "devpts" && path.Clean("/"+m.Destination) == "/dev/pts" {
+			devptsMounted = true
+		}
+	}
+
+	for _, d := range req.DeviceNodes {
+		if err := s.makeDevice(rootfs, d); err != nil {
+			return mounted, err
+		}
+	}
+	if devFromSpec {
+		if err := s.populateDev(rootfs, req.DeviceNodes, devptsMounted); err != nil {
+			return mounted, err
+		}
+	}
+
+	if req.RootReadonly && !rootRO {
+		// config.md root.readonly: "If true then the root filesystem MUST
+		// be read-only inside the container".
+		if err := s.sys.Mount("", rootfs, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+			return mounted, fmt.Errorf("making %q read-only: %w", rootfs, err)
+		}
+	}
+	return mounted, nil
+}
+
+// waitDevice waits up to wait for a device node to appear (devtmpfs creates
+// it shortly after the driver probes the disk).
+func waitDevice(ctx context.Context, stat func(string) (fs.FileInfo, error), dev string, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		_, err := stat(dev)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("root device %q: %w", dev, err)
+		}
+		if time.Now().After(deadline) {
+			return errorf(ErrNotFound, "root device %q did not appear within %v (is its module group loaded?)", dev, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for root device %q: %w", dev, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// mountTarget resolves dest inside rootfs and creates it: a directory, or an
+// empty file when dir is false.
+func (s *Service) mountTarget(rootfs, dest string, dir bool) (string, error) {
+	target, err := scopedJoin(s.sys, rootfs, dest)
+	if err != nil {
+		return "", fmt.Errorf("mount destination %q: %w", dest, err)
+	}
+	if dir {
+		if err := s.sys.MkdirAll(target, 0o755); err != nil {
+			return "", fmt.Errorf("creating mount point %q: %w", dest, err)
+		}
+		return target, nil
+	}
+	if err := s.sys.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return "", fmt.Errorf("creating the directory of mount point %q: %w", dest, err)
+	}
+	if err := s.sys.CreateFile(target); err != nil {
+		return "", fmt.Errorf("creating mount point %q: %w", dest, err)
+	}
+	return target, nil
+}
+
+// mountOne makes one of the spec's mounts. It returns what it mounted, also
+// on error, so that the caller can undo it.
+func (s *Service) mountOne(rootfs string, m *agentapi.Mount) ([]string, error) {
+	if m.Destination == "" {
+		return nil, errorf(ErrInvalidArgument, "mount of %q: destination is empty", m.Source)
+	}
+	opts, err := parseMountOptions(m.Options)
+	if err != nil {
+		return nil, fmt.Errorf("mount %q: %w", m.Destination, err)
+	}
+	if m.Type == "bind" || opts.Bind() {
+		return s.bindMount(rootfs, m, opts)
+	}
+	if m.Type == "" || m.Type == "none" {
+		return nil, errorf(ErrInvalidArgument, "mount %q: no type and not a bind mount", m.Destination)
+	}
+	target, err := s.mountTarget(rootfs, m.Destination, true)
+	if err != nil {
+		return nil, err
+	}
+	fstype, source := m.Type, m.Source
+	switch m.Type {
+	case "devpts":
+		// A devpts of its own for the container, whose ptmx anyone may open.
+		if !opts.hasData("newinstance") {
+			opts.Data = append(opts.Data, "newinstance")
+		}
+		if !opts.hasData("ptmxmode") {
+			opts.Data = append(opts.Data, "ptmxmode=0666")
+		}
+	case "cgroup", "cgroup2":
+		// The guest is cgroup v2 only; v1 options (controllers, name=)
+		// mean nothing to cgroup2.
+		fstype, source, opts.Data = "cgroup2", "cgroup2", nil
+	}
+	if source == "" {
+		source = fstype
+	}
+	flags := opts.Flags &^ unix.MS_REMOUNT
+	if opts.CopyUp && fstype == "tmpfs" {
+		if err := s.copyUpTmpfs(source, target, flags, opts.DataString()); err != nil {
+			return nil, fmt.Errorf("mounting tmpfs with copy-up on %q: %w", m.Destination, err)
+		}
+	} else if err := s.sys.Mount(source, target, fstype, flags, opts.DataString()); err != nil {
+		return nil, fmt.Errorf("mounting %s %q on %q: %w", fstype, source, m.Destination, err)
+	}
+	if err := s.propagate(target, opts); err != nil {
+		return []string{target}, fmt.Errorf("mount %q: %w", m.Destination, err)
+	}
+	return []string{target}, nil
+}
+
+// bindMount binds a path of the guest into the rootfs. Host paths need the
+// shared directory, which the agent does not mount yet.
+func (s *Service) bindMount(rootfs string, m *agentapi.Mount, opts mountOpts) ([]string, error) {
+	if m.Source == "" || !filepath.IsAbs(m.Source) {
+		return nil, errorf(ErrInvalidArgument, "bind mount %q: source %q is not an absolute path", m.Destination, m.Source)
+	}
+	st, err := s.sys.Stat(m.Source)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errorf(ErrNotSupported, "bind mount %q: source %q is not in the guest: host bind mounts need the shared directory (not supported yet)", m.Destination, m.Source)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bind mount %q: source %q: %w", m.Destination, m.Source, err)
+	}
+	target, err := s.mountTarget(rootfs, m.Destination, st.IsDir())
+	if err != nil {
+		return nil, err
+	}
+	bindFlags := unix.MS_BIND | opts.Flags&unix.MS_REC
+	if err := s.sys.Mount(m.Source, target, "", uintptr(bindFlags), ""); err != nil {
+		return nil, fmt.Errorf("binding %q on %q: %w", m.Source, m.Destination, err)
+	}
+	// A bind ignores every other flag: they need a remount of the bind.
+	if rest := opts.Flags &^ (unix.MS_BIND | unix.MS_REC | unix.MS_REMOUNT); rest != 0 {
+		if err := s.sys.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|rest, ""); err != nil {
+			return []string{target}, fmt.Errorf("remounting bind %q with its options: %w", m.Destination, err)
+		}
+	}
+	if err := s.propagate(target, opts); err != nil {
+		return []string{target}, fmt.Errorf("bind mount %q: %w", m.Destination, err)
+	}
+	return []string{target}, nil
+}
+
+// propagate applies the propagation options in order.
+func (s *Service) propagate(target string, opts mountOpts) error {
+	for _, p := range opts.Propagation {
+		if err := s.sys.Mount("", target, "", p, ""); err != nil {
+			return fmt.Errorf("setting propagation %#x: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// copyUpTmpfs mounts a tmpfs that starts with what target held: it is
+// mounted aside, filled, and moved onto target.
+func (s *Service) copyUpTmpfs(source, target string, flags uintptr, data string) (err error) {
+	aside := filepath.Join(filepath.Dir(s.cfg.Rootfs), "copyup")
+	if err := s.sys.MkdirAll(aside, 0o700); err != nil {
+		return err
+	}
+	if err := s.sys.Mount(source, aside, "tmpfs", flags, data); err != nil {
+		return err
+	}
+	moved := false
+	defer func() {
+		if !moved {
+			_ = s.sys.Unmount(aside, unix.MNT_DETACH)
+		}
+	}()
+	if err := s.sys.CopyTree(target, aside); err != nil {
+		return err
+	}
+	if err := s.sys.Mount(aside, target, "", unix.MS_MOVE, ""); err != nil {
+		return err
+	}
+	moved = true
+	return nil
+}
+
+// makeDevice (re)creates one device node: mkfs.btrfs 6.2 writes device
+// nodes as 0,0.
+func (s *Service) makeDevice(rootfs string, d *agentapi.DeviceNode) error {
+	var kind uint32
+	switch d.Type {
+	case "c", "u":
+		kind = unix.S_IFCHR
+	case "b":
+		kind = unix.S_IFBLK
+	case "p":
+		kind = unix.S_IFIFO
+	default:
+		return errorf(ErrInvalidArgument, "device %q: type %q: want c, b, u or p", d.Path, d.Type)
+	}
+	if d.Mode&^0o7777 != 0 {
+		return errorf(ErrInvalidArgument, "device %q: mode %#o has bits beyond permissions", d.Path, d.Mode)
+	}
+	target, err := scopedJoin(s.sys, rootfs, d.Path)
+	if err != nil {
+		return fmt.Errorf("device %q: %w", d.Path, err)
+	}
+	if target == filepath.Clean(rootfs) {
+		return errorf(ErrInvalidArgument, "device %q: not a file path", d.Path)
+	}
+	if err := s.sys.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return fmt.Errorf("device %q: creating its directory: %w", d.Path, err)
+	}
+	if err := s.sys.Remove(target); err != nil {
+		return fmt.Errorf("device %q: removing what is there: %w", d.Path, err)
+	}
+	if err := s.sys.Mknod(target, kind|d.Mode, unix.Mkdev(d.Major, d.Minor)); err != nil {
+		return fmt.Errorf("device %q: %w", d.Path, err)
+	}
+	if err := s.sys.Lchown(target, int(d.Uid), int(d.Gid)); err != nil {
+		return fmt.Errorf("device %q: chown %d:%d: %w", d.Path, d.Uid, d.Gid, err)
+	}
+	// After chown, which may clear setuid/setgid; mknod's mode is masked
+	// by the umask.
+	if err := s.sys.Chmod(target, d.Mode); err != nil {
+		return fmt.Errorf("device %q: chmod %#o: %w", d.Path, d.Mode, err)
+	}
+	return nil
+}
+
+// populateDev completes a /dev the spec mounted itself (usually a tmpfs):
+// the default devices the request did not name, the /dev/fd links and
+// /dev/ptmx.
+func (s *Service) populateDev(rootfs string, given []*agentapi.DeviceNode, devpts bool) error {
+	dev, err := scopedJoin(s.sys, rootfs, "/dev")
+	if err != nil {
+		return err
+	}
+	for _, d := range defaultDevices {
+		p := "/dev/" + d.name
+		if slices.ContainsFunc(given, func(g *agentapi.DeviceNode) bool { return path.Clean(g.Path) == p }) {
+			continue
+		}
+		if _, err := s.sys.Lstat(filepath.Join(dev, d.name)); err == nil {
+			continue
+		}
+		if err := s.makeDevice(rootfs, &agentapi.DeviceNode{Path: p, Type: "c", Major: d.major, Minor: d.minor, Mode: 0o666}); err != nil {
+			return err
+		}
+	}
+	for _, l := range devSymlinks {
+		if _, err := s.sys.Lstat(filepath.Join(dev, l[1])); err == nil {
+			continue
+		}
+		if err := s.sys.Symlink(l[0], filepath.Join(dev, l[1])); err != nil {
+			return fmt.Errorf("linking /dev/%s to %s: %w", l[1], l[0], err)
+		}
+	}
+	if devpts {
+		// config-linux.md: /dev/ptmx, "A bind-mount or symlink of the
+		// container's /dev/pts/ptmx".
+		ptmx := filepath.Join(dev, "ptmx")
+		if err := s.sys.Remove(ptmx); err != nil {
+			return fmt.Errorf("replacing /dev/ptmx: %w", err)
+		}
+		if err := s.sys.Symlink("pts/ptmx", ptmx); err != nil {
+			return fmt.Errorf("linking /dev/ptmx to pts/ptmx: %w", err)
+		}
+	}
+	return nil
+}
+
+// unmountAll unmounts mount points in reverse order, lazily when busy.
+// Failures are logged: this runs on the way out.
+func (s *Service) unmountAll(mounted []string) {
+	for i := len(mounted) - 1; i >= 0; i-- {
+		if err := s.sys.Unmount(mounted[i], 0); err != nil {
+			if err := s.sys.Unmount(mounted[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+				s.log.Printf("unmounting %q: %v", mounted[i], err)
+			}
+		}
+	}
+}

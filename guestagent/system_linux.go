@@ -1,0 +1,207 @@
+package guestagent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// system is what the service does to the guest apart from starting
+// processes. osSystem is the real one; tests use fakeSystem.
+type system interface {
+	linkReader
+	Stat(path string) (fs.FileInfo, error)
+	Mount(source, target, fstype string, flags uintptr, data string) error
+	Unmount(target string, flags int) error
+	MkdirAll(path string, perm fs.FileMode) error
+	// CreateFile creates an empty file unless path exists.
+	CreateFile(path string) error
+	// Remove removes path; a missing path is not an error.
+	Remove(path string) error
+	Mknod(path string, mode uint32, dev uint64) error
+	Chmod(path string, mode uint32) error
+	Lchown(path string, uid, gid int) error
+	Symlink(target, link string) error
+	// CopyTree copies the contents of directory src into directory dst,
+	// keeping modes, owners and symlinks (runc's tmpcopyup).
+	CopyTree(src, dst string) error
+	Sethostname(name string) error
+	Sync()
+	Kill(pid int, sig unix.Signal) error
+	ListProcs() ([]procInfo, error)
+	PowerOff() error
+}
+
+// osSystem is the guest itself.
+type osSystem struct{}
+
+func (osSystem) Lstat(p string) (fs.FileInfo, error) { return os.Lstat(p) }
+func (osSystem) Stat(p string) (fs.FileInfo, error)  { return os.Stat(p) }
+func (osSystem) Readlink(p string) (string, error)   { return os.Readlink(p) }
+
+func (osSystem) Mount(source, target, fstype string, flags uintptr, data string) error {
+	if err := unix.Mount(source, target, fstype, flags, data); err != nil {
+		return &os.PathError{Op: "mount", Path: target, Err: err}
+	}
+	return nil
+}
+
+func (osSystem) Unmount(target string, flags int) error {
+	if err := unix.Unmount(target, flags); err != nil {
+		return &os.PathError{Op: "umount", Path: target, Err: err}
+	}
+	return nil
+}
+
+func (osSystem) MkdirAll(p string, perm fs.FileMode) error { return os.MkdirAll(p, perm) }
+
+func (osSystem) CreateFile(p string) error {
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDONLY|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func (osSystem) Remove(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func (osSystem) Mknod(p string, mode uint32, dev uint64) error {
+	if err := unix.Mknod(p, mode, int(dev)); err != nil {
+		return &os.PathError{Op: "mknod", Path: p, Err: err}
+	}
+	return nil
+}
+
+func (osSystem) Chmod(p string, mode uint32) error {
+	if err := unix.Fchmodat(unix.AT_FDCWD, p, mode, 0); err != nil {
+		return &os.PathError{Op: "chmod", Path: p, Err: err}
+	}
+	return nil
+}
+
+func (osSystem) Lchown(p string, uid, gid int) error { return os.Lchown(p, uid, gid) }
+func (osSystem) Symlink(target, link string) error   { return os.Symlink(target, link) }
+
+func (osSystem) CopyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		if rel == "." {
+			return nil
+		}
+		return copyEntry(p, filepath.Join(dst, rel))
+	})
+}
+
+// copyEntry copies one directory, file, symlink or device node, keeping
+// mode, owner and modification time.
+func copyEntry(src, dst string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(src, &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: src, Err: err}
+	}
+	perm := st.Mode &^ unix.S_IFMT
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		if err := os.Mkdir(dst, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	case unix.S_IFLNK:
+		target, err := os.Readlink(src)
+		if err != nil {
+			return err
+		}
+		if err := os.Symlink(target, dst); err != nil {
+			return err
+		}
+	case unix.S_IFREG:
+		if err := copyFile(src, dst); err != nil {
+			return err
+		}
+	default: // devices, fifos, sockets
+		if err := unix.Mknod(dst, st.Mode, int(st.Rdev)); err != nil {
+			return &os.PathError{Op: "mknod", Path: dst, Err: err}
+		}
+	}
+	if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		if err := unix.Chmod(dst, perm); err != nil {
+			return &os.PathError{Op: "chmod", Path: dst, Err: err}
+		}
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "utimes", Path: dst, Err: err}
+	}
+	return nil
+}
+
+func copyFile(src, dst string) (err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	if _, err := io.Copy(out, in); err != nil {
+		return fmt.Errorf("copying %q to %q: %w", src, dst, err)
+	}
+	return nil
+}
+
+func (osSystem) Sethostname(name string) error { return unix.Sethostname([]byte(name)) }
+func (osSystem) Sync()                         { unix.Sync() }
+
+func (osSystem) Kill(pid int, sig unix.Signal) error { return unix.Kill(pid, sig) }
+
+func (osSystem) ListProcs() ([]procInfo, error) { return listProcs("/proc") }
+
+func (osSystem) PowerOff() error {
+	unix.Sync()
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
+
+// bootMillis is CLOCK_BOOTTIME in milliseconds: time since the kernel
+// started, suspend included.
+func bootMillis() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return uint64(time.Duration(ts.Nano()) / time.Millisecond)
+}
+
+// kernelRelease is uname -r.
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}

@@ -1,0 +1,28 @@
+// Package initrd turns an extracted Debian kernel package and the guest agent
+// into the two boot artefacts of a microVM: the ELF vmlinux and the initrd.
+//
+// The kernel side works on a directory where a linux-image deb was unpacked
+// with dpkg-deb -x (FindKernel). ExtractVmlinux pulls the ELF vmlinux out of
+// the compressed bzImage: booting it through its PVH entry saves the 7-8 s
+// that decompressing the XZ payload costs under TCG. Debian's payload is XZ
+// with the x86 BCJ filter, which github.com/ulikunitz/xz does not support:
+// the xz container and the BCJ filter are decoded here, the LZMA2 data by
+// that module's lzma package. gzip, zstd (through the zstd program) and LZ4
+// legacy payloads work too. Vmlinux caches the extraction by the content of
+// the vmlinuz.
+//
+// Debian's package carries no modules.dep, so the module closure is computed
+// here from each .ko's .modinfo section (NewIndex, Resolve, ResolveGroups):
+// depends= gives the hard dependencies, softdep= pre: entries are loaded
+// first and post: entries after the module when the tree has them; softdep
+// names may be aliases (btrfs wants "crypto-crc32c", which crc32c_generic
+// provides), and modules.builtin / modules.builtin.modinfo satisfy names that
+// are compiled into the kernel.
+//
+// Build writes the initrd of docs/contracts.md as an uncompressed, deterministic
+// newc cpio archive: /init is the agent, /lib/modules/<name>.ko the modules and
+// /lib/modules/load.order the order the agent loads them in, each line naming
+// the module groups that need it. The archive is cached under a key derived
+// from its contents, so the same agent and modules give the same file and the
+// same bytes.
+package initrd

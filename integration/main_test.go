@@ -1,0 +1,236 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/initos-runtime/initos-runtime/runtime"
+)
+
+// env is what TestMain prepared for every test of the run.
+var env struct {
+	skip       string // non-empty: why the tests skip
+	bin        string // the built initos-runtime
+	config     string // the run's config file
+	cfg        runtime.Config
+	busybox    string // a busybox root filesystem shared by the tests
+	repo       string
+	runTimeout time.Duration
+}
+
+func TestMain(m *testing.M) {
+	code, err := setup()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "integration: %v\n", err)
+		os.Exit(1)
+	}
+	if code >= 0 {
+		os.Exit(code)
+	}
+	code = m.Run()
+	if env.skip == "" {
+		os.RemoveAll(filepath.Dir(env.config))
+	}
+	os.Exit(code)
+}
+
+// setup builds the binaries, writes the run's config and builds the shared
+// kernel/initrd once. It returns -1 to go on with the tests.
+func setup() (int, error) {
+	required := os.Getenv("INITOS_INTEGRATION") == "1"
+	kernelRoot := os.Getenv("INITOS_KERNEL_ROOT")
+	if kernelRoot == "" {
+		kernelRoot = filepath.Join(runtime.DefaultDataDir, "kernel")
+	}
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "mkfs.btrfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		missing = append(missing, "/bin/busybox (busybox-static)")
+	}
+	if _, err := os.Stat(filepath.Join(kernelRoot, "boot")); err != nil {
+		missing = append(missing, "a guest kernel in "+kernelRoot+" (scripts/fetch-kernel.sh)")
+	}
+	if len(missing) > 0 {
+		msg := "integration tests need " + strings.Join(missing, ", ")
+		if required {
+			return 1, fmt.Errorf("%s (INITOS_INTEGRATION=1 makes that a failure)", msg)
+		}
+		env.skip = msg
+		return -1, nil
+	}
+
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		return 1, err
+	}
+	env.repo = repo
+	work, err := os.MkdirTemp("", "initos-integration-")
+	if err != nil {
+		return 1, err
+	}
+	env.bin = filepath.Join(work, "bin", "initos-runtime")
+	build := func(extraEnv []string, out, pkg string) error {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Dir = repo
+		cmd.Env = append(os.Environ(), extraEnv...)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("building %s: %v\n%s", pkg, err, b)
+		}
+		return nil
+	}
+	if err := build(nil, env.bin, "./cmd/initos-runtime"); err != nil {
+		return 1, err
+	}
+	// The runtime finds the agent next to its own executable.
+	if err := build([]string{"CGO_ENABLED=0"}, filepath.Join(work, "bin", "initos-agent"), "./cmd/initos-agent"); err != nil {
+		return 1, err
+	}
+	env.cfg = runtime.Config{
+		Root:        filepath.Join(work, "state"),
+		DataDir:     filepath.Join(work, "data"),
+		KernelRoot:  kernelRoot,
+		AgentPath:   filepath.Join(work, "bin", "initos-agent"),
+		VMM:         "qemu",
+		BootTimeout: runtime.Duration(3 * time.Minute),
+	}.WithDefaults()
+	b, _ := json.Marshal(env.cfg)
+	env.config = filepath.Join(work, "config.json")
+	if err := os.WriteFile(env.config, b, 0o644); err != nil {
+		return 1, err
+	}
+	t0 := time.Now()
+	driver, ird, err := runtime.Prepare(env.cfg)
+	if err != nil {
+		return 1, fmt.Errorf("preparing kernel and initrd: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "integration: %s, initrd %s ready in %s\n", driver, ird, time.Since(t0).Round(time.Millisecond))
+
+	env.busybox = filepath.Join(work, "busybox")
+	cmd := exec.Command(filepath.Join(repo, "scripts", "busybox-bundle.sh"), env.busybox, "true")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return 1, fmt.Errorf("making the busybox rootfs: %v\n%s", err, b)
+	}
+	// A user for the uid/gid tests.
+	if err := appendFile(filepath.Join(env.busybox, "rootfs", "etc", "passwd"), "user:x:1000:1000::/tmp:/bin/sh\n"); err != nil {
+		return 1, err
+	}
+	env.runTimeout = 10 * time.Minute
+	return -1, nil
+}
+
+func appendFile(path, s string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.WriteString(s)
+	return err
+}
+
+func needVMs(t testing.TB) {
+	t.Helper()
+	if env.skip != "" {
+		t.Skip(env.skip)
+	}
+}
+
+// busyboxSpec is the shared busybox bundle's config with args.
+func busyboxSpec(t testing.TB, args ...string) *specs.Spec {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(env.busybox, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	s.Root.Path = filepath.Join(env.busybox, "rootfs")
+	s.Process.Args = args
+	return &s
+}
+
+// writeBundle writes a bundle dir for spec (its root.path is absolute).
+func writeBundle(t testing.TB, s *specs.Spec) string {
+	t.Helper()
+	dir := t.TempDir()
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+type result struct {
+	stdout, stderr []byte
+	code           int
+}
+
+// runtimeCmd runs initos-runtime with the run's config.
+func runtimeCmd(t testing.TB, stdin []byte, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), env.runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, env.bin, append([]string{"--config", env.config}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("running initos-runtime %v: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("initos-runtime %v did not finish within %s; stderr:\n%s", args, env.runTimeout, errb.Bytes())
+	}
+	return result{stdout: out.Bytes(), stderr: errb.Bytes(), code: code}
+}
+
+// assertNothingLeft checks that container id left no state, disk or VMM.
+func assertNothingLeft(t testing.TB, id string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(env.cfg.Root, id)); err == nil {
+		t.Errorf("state dir of %q left behind", id)
+	}
+	disks, _ := filepath.Glob(filepath.Join(env.cfg.DataDir, "disks", id+"-*"))
+	if len(disks) > 0 {
+		t.Errorf("disk images of %q left behind: %v", id, disks)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if bytes.Contains(b, []byte("qemu")) && bytes.Contains(b, []byte(filepath.Join(env.cfg.Root, id)+"/")) {
+			t.Errorf("a VMM of %q is still running: %s", id, strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+}

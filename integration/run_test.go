@@ -1,0 +1,182 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// TestRunBusybox runs the busybox bundle in VMs and checks what runc run's
+// caller would see: the two output streams, stdin, exit codes, env, cwd,
+// and user. Each case is its own VM; they run in parallel.
+func TestRunBusybox(t *testing.T) {
+	needVMs(t)
+	type tc struct {
+		name       string
+		args       []string
+		edit       func(*specs.Spec)
+		stdin      []byte
+		wantOut    string
+		wantErr    string
+		wantStatus int
+	}
+	cases := []tc{
+		{name: "stdout-and-stderr", args: []string{"sh", "-c", "echo to-stdout; echo to-stderr >&2; echo more-stdout"},
+			wantOut: "to-stdout\nmore-stdout\n", wantErr: "to-stderr\n", wantStatus: 0},
+		{name: "exit-3", args: []string{"sh", "-c", "echo bye; exit 3"}, wantOut: "bye\n", wantStatus: 3},
+		{name: "killed-by-sigkill", args: []string{"sh", "-c", "kill -9 $$; echo not-reached"}, wantStatus: 137},
+		{name: "stdin-through-cat", args: []string{"cat"}, stdin: []byte("line one\nline two\n\x00binary\xff\n"),
+			wantOut: "line one\nline two\n\x00binary\xff\n"},
+		{name: "env-cwd-user", args: []string{"sh", "-c", `echo "FOO=$FOO"; pwd; id -u; id -g; id -G; echo "HOME=$HOME"`},
+			edit: func(s *specs.Spec) {
+				s.Process.Env = append(s.Process.Env, "FOO=bar baz", "HOME=/tmp")
+				s.Process.Cwd = "/etc"
+				s.Process.User.UID, s.Process.User.GID = 1000, 1000
+				s.Process.User.AdditionalGids = []uint32{10, 20}
+			},
+			wantOut: "FOO=bar baz\n/etc\n1000\n1000\n1000 10 20\nHOME=/tmp\n"},
+		{name: "command-not-found", args: []string{"no-such-command"}, wantStatus: -1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			s := busyboxSpec(t, c.args...)
+			if c.edit != nil {
+				c.edit(s)
+			}
+			id := "bb-" + c.name
+			r := runtimeCmd(t, c.stdin, "run", "--bundle", writeBundle(t, s), id)
+			defer assertNothingLeft(t, id)
+			if c.wantStatus == -1 {
+				// runc run fails (status 1..127, never 0) and names the executable.
+				if r.code == 0 || !strings.Contains(string(r.stderr), "no-such-command") {
+					t.Fatalf("exit %d, stderr %q: want a failure naming the missing executable", r.code, r.stderr)
+				}
+				return
+			}
+			if r.code != c.wantStatus {
+				t.Errorf("exit status %d, want %d; stderr:\n%s", r.code, c.wantStatus, r.stderr)
+			}
+			if string(r.stdout) != c.wantOut {
+				t.Errorf("stdout %q, want %q", r.stdout, c.wantOut)
+			}
+			if string(r.stderr) != c.wantErr {
+				t.Errorf("stderr %q, want %q", r.stderr, c.wantErr)
+			}
+		})
+	}
+}
+
+// TestRunLargeOutput checks that 10 MB of output (text and binary) arrives
+// byte-exact and in order on stdout, while stderr stays separate.
+func TestRunLargeOutput(t *testing.T) {
+	needVMs(t)
+	t.Parallel()
+	const n = 1250000 // seq 1..n is 9.6 MB of text
+	s := busyboxSpec(t, "sh", "-c", fmt.Sprintf("seq 1 %d; cat /bin/busybox; echo done >&2", n))
+	id := "bb-large-output"
+	r := runtimeCmd(t, nil, "run", "--bundle", writeBundle(t, s), id)
+	defer assertNothingLeft(t, id)
+	var want bytes.Buffer
+	for i := 1; i <= n; i++ {
+		want.WriteString(strconv.Itoa(i))
+		want.WriteByte('\n')
+	}
+	bb, err := os.ReadFile(filepath.Join(env.busybox, "rootfs", "bin", "busybox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.Write(bb)
+	if want.Len() < 10<<20 {
+		t.Fatalf("test data is only %d bytes", want.Len())
+	}
+	if r.code != 0 {
+		t.Fatalf("exit status %d; stderr:\n%s", r.code, r.stderr)
+	}
+	if !bytes.Equal(r.stdout, want.Bytes()) {
+		t.Fatalf("stdout: %d bytes (sha256 %x), want %d bytes (sha256 %x)", len(r.stdout), sha256.Sum256(r.stdout), want.Len(), sha256.Sum256(want.Bytes()))
+	}
+	if string(r.stderr) != "done\n" {
+		t.Errorf("stderr %q, want %q", r.stderr, "done\n")
+	}
+}
+
+// TestRunDebianMinbase runs dpkg -l in a Debian minbase image built with
+// debootstrap (scripts/minbase.sh; INITOS_MINBASE names it).
+func TestRunDebianMinbase(t *testing.T) {
+	needVMs(t)
+	root := os.Getenv("INITOS_MINBASE")
+	if root == "" {
+		if os.Getenv("INITOS_INTEGRATION") == "1" {
+			t.Fatal("INITOS_MINBASE is not set: scripts/test.sh builds the Debian minbase image and sets it")
+		}
+		t.Skip("INITOS_MINBASE not set (scripts/minbase.sh DIR builds one)")
+	}
+	t.Parallel()
+	s := busyboxSpec(t, "sh", "-c", "dpkg -l | tail -n +6 | wc -l; dpkg -l dpkg | tail -1; cat /etc/debian_version")
+	s.Root.Path = root
+	s.Process.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+	id := "debian-minbase"
+	r := runtimeCmd(t, nil, "run", "--bundle", writeBundle(t, s), id)
+	defer assertNothingLeft(t, id)
+	if r.code != 0 {
+		t.Fatalf("exit status %d; stdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(string(r.stdout)), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("stdout %q: want 3 lines", r.stdout)
+	}
+	count, err := strconv.Atoi(strings.TrimSpace(lines[0]))
+	if err != nil || count < 50 {
+		t.Errorf("dpkg -l listed %q packages, want a minbase system (at least 50)", lines[0])
+	}
+	if !strings.HasPrefix(lines[1], "ii  dpkg ") {
+		t.Errorf("dpkg -l dpkg: %q, want it installed (ii)", lines[1])
+	}
+	if !strings.HasPrefix(lines[2], "12.") {
+		t.Errorf("/etc/debian_version %q, want bookworm (12.x)", lines[2])
+	}
+}
+
+// TestRunErrors checks that bad input fails before any VM starts, with an
+// error naming the problem, and leaves nothing behind.
+func TestRunErrors(t *testing.T) {
+	needVMs(t)
+	t.Parallel()
+	s := busyboxSpec(t, "true")
+	s.Process.Cwd = "relative/dir"
+	r := runtimeCmd(t, nil, "run", "--bundle", writeBundle(t, s), "bad-cwd")
+	if r.code == 0 || !strings.Contains(string(r.stderr), "cwd") {
+		t.Errorf("relative cwd: exit %d, stderr %q: want an error naming cwd", r.code, r.stderr)
+	}
+	assertNothingLeft(t, "bad-cwd")
+
+	r = runtimeCmd(t, nil, "run", "--bundle", t.TempDir(), "no-config")
+	if r.code == 0 || !strings.Contains(string(r.stderr), "config.json") {
+		t.Errorf("missing config.json: exit %d, stderr %q", r.code, r.stderr)
+	}
+	assertNothingLeft(t, "no-config")
+}
+
+// TestCheck runs `initos-runtime check` on this host.
+func TestCheck(t *testing.T) {
+	needVMs(t)
+	cmd := exec.Command(env.bin, "--config", env.config, "check")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+	for _, want := range []string{"kvm", "qemu", "vmm", "kernel", "agent", "mkfs.btrfs"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+}

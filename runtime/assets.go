@@ -1,0 +1,90 @@
+package runtime
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/initos-runtime/initos-runtime/initrd"
+	"github.com/initos-runtime/initos-runtime/vmm"
+)
+
+// agentSearchPath lists where the guest agent is looked for after
+// Config.AgentPath: next to the running executable, then libexec.
+func agentSearchPath() []string {
+	var dirs []string
+	if exe, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "initos-agent"))
+	}
+	return append(dirs,
+		"/usr/local/libexec/initos-runtime/initos-agent",
+		"/usr/libexec/initos-runtime/initos-agent",
+	)
+}
+
+// findAgent returns the guest agent binary to put into the initrd.
+func findAgent(c Config) (string, error) {
+	if c.AgentPath != "" {
+		if _, err := os.Stat(c.AgentPath); err != nil {
+			return "", fmt.Errorf("%w: %v", ErrNoAgent, err)
+		}
+		return c.AgentPath, nil
+	}
+	candidates := agentSearchPath()
+	for _, p := range candidates {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w: looked in %q (build it with `make build`, or set agentPath)", ErrNoAgent, candidates)
+}
+
+// Assets are the host files every VM of this host boots from.
+type Assets struct {
+	Kernel  *initrd.Kernel
+	Vmlinux string
+	Agent   string
+}
+
+// FindAssets locates the kernel (extracting its vmlinux once) and the agent.
+func FindAssets(c Config) (*Assets, error) {
+	k, err := initrd.FindKernel(c.KernelRoot)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w (run scripts/setup.sh to fetch Debian's linux-image-amd64)", ErrNoKernel, err)
+	}
+	vmlinux, err := initrd.Vmlinux(k, c.cacheDir())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoKernel, err)
+	}
+	agent, err := findAgent(c)
+	if err != nil {
+		return nil, err
+	}
+	return &Assets{Kernel: k, Vmlinux: vmlinux, Agent: agent}, nil
+}
+
+// Initrd returns the cached initrd with the module groups a driver needs.
+func (a *Assets) Initrd(c Config, groups []string) (string, error) {
+	p, err := initrd.Build(initrd.Options{Kernel: a.Kernel, AgentPath: a.Agent, Groups: groups, CacheDir: c.cacheDir()})
+	if err != nil {
+		return "", fmt.Errorf("building initrd: %w", err)
+	}
+	return p, nil
+}
+
+// Prepare finds the kernel and the agent and builds the initrd that a VM of
+// the driver chosen for this host boots from, so that the first container
+// does not pay for it. Safe to run concurrently with containers starting:
+// the caches are written atomically.
+func Prepare(c Config) (driver, initrdPath string, err error) {
+	driver, err = chooseDriver(c, vmm.DetectAccel())
+	if err != nil {
+		return "", "", err
+	}
+	a, err := FindAssets(c)
+	if err != nil {
+		return "", "", err
+	}
+	initrdPath, err = a.Initrd(c, moduleGroups(driver, vmm.Config{}))
+	return driver, initrdPath, err
+}

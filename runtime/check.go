@@ -1,0 +1,100 @@
+package runtime
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+
+	"github.com/initos-runtime/initos-runtime/initrd"
+	"github.com/initos-runtime/initos-runtime/vmm"
+)
+
+// CheckResult is one line of `initos-runtime check`.
+type CheckResult struct {
+	Name   string
+	OK     bool
+	Detail string
+}
+
+// checkDeps are Check's probes, injectable for tests.
+type checkDeps struct {
+	detectAccel func() vmm.Accel
+	lookPath    func(string) (string, error)
+	findKernel  func(root string) (*initrd.Kernel, error)
+	findAgent   func(Config) (string, error)
+}
+
+// Check reports, in plain words, what this host has and lacks to run
+// containers: usable KVM, the VMM binaries, mkfs.btrfs, the guest kernel
+// and the agent for the initrd. ok is false when no container can run.
+func Check(c Config) (results []CheckResult, ok bool) {
+	return check(c, checkDeps{detectAccel: vmm.DetectAccel, lookPath: exec.LookPath, findKernel: initrd.FindKernel, findAgent: findAgent})
+}
+
+func check(c Config, d checkDeps) ([]CheckResult, bool) {
+	var rs []CheckResult
+	ok := true
+	add := func(name string, good, required bool, detail string) {
+		rs = append(rs, CheckResult{Name: name, OK: good, Detail: detail})
+		if required && !good {
+			ok = false
+		}
+	}
+	accel := d.detectAccel()
+	add("kvm", accel.Name == "kvm", false, accel.Reason)
+
+	q := c.QemuBinary
+	if q == "" {
+		q = "qemu-system-x86_64"
+	}
+	qp, qerr := d.lookPath(q)
+	chv := c.CloudHypervisorBinary
+	if chv == "" {
+		chv = "cloud-hypervisor"
+	}
+	cp, cerr := d.lookPath(chv)
+	add("qemu", qerr == nil, false, found(q, qp, qerr))
+	add("cloud-hypervisor", cerr == nil, false, found(chv, cp, cerr)+kvmNote(cerr == nil, accel))
+	driver, derr := chooseDriver(c, accel)
+	if derr != nil {
+		add("vmm", false, true, derr.Error())
+	} else {
+		add("vmm", true, true, fmt.Sprintf("containers will run under %s (%s)", driver, accelWords(driver, accel)))
+	}
+
+	mp, merr := d.lookPath("mkfs.btrfs")
+	add("mkfs.btrfs", merr == nil, true, found("mkfs.btrfs", mp, merr)+" (builds the disk images; Debian package btrfs-progs)")
+
+	if k, err := d.findKernel(c.KernelRoot); err != nil {
+		add("kernel", false, true, fmt.Sprintf("no guest kernel under %s: %v (scripts/setup.sh fetches Debian's linux-image-amd64)", c.KernelRoot, err))
+	} else {
+		add("kernel", true, true, fmt.Sprintf("Linux %s from %s", k.Release, k.Vmlinuz))
+	}
+	if a, err := d.findAgent(c); err != nil {
+		add("agent", false, true, err.Error())
+	} else {
+		add("agent", true, true, "guest agent for the initrd: "+a+" (initrds are built from it on first use and cached in "+c.cacheDir()+")")
+	}
+	return rs, ok
+}
+
+func found(name, path string, err error) string {
+	if err != nil {
+		return name + " not found in PATH"
+	}
+	return path
+}
+
+func kvmNote(present bool, a vmm.Accel) string {
+	if present && a.Name != "kvm" {
+		return "; unusable without KVM"
+	}
+	return ""
+}
+
+func accelWords(driver string, a vmm.Accel) string {
+	if a.Name == "kvm" {
+		return "KVM"
+	}
+	return "TCG software emulation, boots take seconds: " + strings.TrimSpace(a.Reason)
+}

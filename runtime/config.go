@@ -1,0 +1,152 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Defaults of Config. The data directory holds the guest kernel (kernel/,
+// the extracted Debian package), caches (vmlinux, initrds) and disk images.
+const (
+	DefaultRoot        = "/run/initos-runtime"
+	DefaultDataDir     = "/var/lib/initos-runtime"
+	DefaultConfigFile  = "/etc/initos-runtime/config.json"
+	DefaultMemoryMiB   = 512
+	MinMemoryMiB       = 128
+	DefaultCPUs        = 1
+	DefaultFreeSpace   = 256 << 20
+	DefaultBootTimeout = 120 * time.Second
+)
+
+// Config is what the runtime needs beyond the bundle. Zero fields take the
+// defaults above; a JSON file (DefaultConfigFile or --config) and the CLI's
+// global flags fill it.
+type Config struct {
+	// Root is the state directory (runc's --root).
+	Root string `json:"root,omitempty"`
+	// DataDir holds kernel/, cache/ and disks/.
+	DataDir string `json:"dataDir,omitempty"`
+	// KernelRoot is a directory where a Debian linux-image package was
+	// extracted (default DataDir/kernel).
+	KernelRoot string `json:"kernelRoot,omitempty"`
+	// AgentPath is the static guest agent binary (default: initos-agent next
+	// to the runtime's executable, then the libexec directories).
+	AgentPath string `json:"agentPath,omitempty"`
+	// VMM is "qemu", "cloud-hypervisor" or "auto" (cloud-hypervisor when
+	// installed and KVM is usable, else qemu).
+	VMM string `json:"vmm,omitempty"`
+	// QemuBinary and CloudHypervisorBinary override the VMM executables.
+	QemuBinary            string `json:"qemuBinary,omitempty"`
+	CloudHypervisorBinary string `json:"cloudHypervisorBinary,omitempty"`
+	// MemoryMiB and CPUs size a VM whose spec sets no limits.
+	MemoryMiB int `json:"memoryMiB,omitempty"`
+	CPUs      int `json:"cpus,omitempty"`
+	// FreeSpace is the free space in bytes added to each disk image.
+	FreeSpace int64 `json:"freeSpace,omitempty"`
+	// BootTimeout bounds VMM start to agent ready.
+	BootTimeout Duration `json:"bootTimeout,omitempty"`
+	// Debug makes the guest agent log each step to the console log.
+	Debug bool `json:"debug,omitempty"`
+}
+
+// Duration is a time.Duration that reads "90s" style strings from JSON.
+type Duration time.Duration
+
+// UnmarshalJSON accepts a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"90s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("parsing duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// LoadConfigFile reads a JSON config file. A missing file is not an error
+// when optional is true.
+func LoadConfigFile(path string, optional bool) (Config, error) {
+	var c Config
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if optional && errors.Is(err, os.ErrNotExist) {
+			return c, nil
+		}
+		return c, fmt.Errorf("reading config %q: %w", path, err)
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("parsing config %q: %w", path, err)
+	}
+	return c, nil
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.Root == "" {
+		c.Root = DefaultRoot
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.KernelRoot == "" {
+		c.KernelRoot = filepath.Join(c.DataDir, "kernel")
+	}
+	if c.VMM == "" {
+		c.VMM = "auto"
+	}
+	if c.MemoryMiB == 0 {
+		c.MemoryMiB = DefaultMemoryMiB
+	}
+	if c.CPUs == 0 {
+		c.CPUs = DefaultCPUs
+	}
+	if c.FreeSpace == 0 {
+		c.FreeSpace = DefaultFreeSpace
+	}
+	if c.BootTimeout == 0 {
+		c.BootTimeout = Duration(DefaultBootTimeout)
+	}
+	return c
+}
+
+// Validate reports the first field that cannot work.
+func (c Config) Validate() error {
+	switch c.VMM {
+	case "auto", "qemu", "cloud-hypervisor":
+	default:
+		return fmt.Errorf("config: vmm %q: must be auto, qemu or cloud-hypervisor", c.VMM)
+	}
+	if c.MemoryMiB < MinMemoryMiB {
+		return fmt.Errorf("config: memoryMiB %d is below the minimum of %d", c.MemoryMiB, MinMemoryMiB)
+	}
+	if c.CPUs < 1 {
+		return fmt.Errorf("config: cpus %d must be at least 1", c.CPUs)
+	}
+	if c.FreeSpace < 0 {
+		return fmt.Errorf("config: freeSpace %d must not be negative", c.FreeSpace)
+	}
+	for name, p := range map[string]string{"root": c.Root, "dataDir": c.DataDir, "kernelRoot": c.KernelRoot} {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("config: %s %q must be an absolute path", name, p)
+		}
+	}
+	return nil
+}
+
+// cacheDir holds the extracted vmlinux and the initrds.
+func (c Config) cacheDir() string { return filepath.Join(c.DataDir, "cache") }
+
+// disksDir holds the containers' disk images.
+func (c Config) disksDir() string { return filepath.Join(c.DataDir, "disks") }

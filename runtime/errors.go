@@ -1,0 +1,20 @@
+package runtime
+
+import "errors"
+
+// Sentinel errors of the runtime layer. Callers test them with errors.Is; the
+// CLI and the shim map them to their own codes at their edge.
+var (
+	// ErrNoKernel: no usable guest kernel was found.
+	ErrNoKernel = errors.New("no guest kernel")
+	// ErrNoAgent: the guest agent binary was not found.
+	ErrNoAgent = errors.New("no guest agent binary")
+	// ErrContainerExists: the id is already used under the state root.
+	ErrContainerExists = errors.New("container already exists")
+	// ErrBootTimeout: the VM did not reach its agent before the deadline.
+	ErrBootTimeout = errors.New("guest agent not ready before the deadline")
+	// ErrVMExited: the VMM exited while the runtime still needed it.
+	ErrVMExited = errors.New("virtual machine exited")
+	// ErrUnsupported: the spec asks for something a VM cannot give.
+	ErrUnsupported = errors.New("not supported")
+)

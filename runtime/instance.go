@@ -1,0 +1,367 @@
+package runtime
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/bundle"
+	"github.com/initos-runtime/initos-runtime/vmm"
+)
+
+// Timings are the phases of one container's life, for benchmarks and logs.
+type Timings struct {
+	Disk     time.Duration // rootfs → btrfs image
+	Initrd   time.Duration // kernel lookup + initrd (cached after the first)
+	Boot     time.Duration // VMM start → agent answers Ping
+	Setup    time.Duration // mounts and device nodes in the guest
+	Run      time.Duration // process start → exit status
+	Teardown time.Duration // shutdown, VMM exit, cleanup
+}
+
+// Instance is one booted VM with its agent connection.
+type Instance struct {
+	ID       string
+	Bundle   *bundle.Bundle
+	StateDir string
+	Disk     string
+	Driver   string
+	Accel    vmm.Accel
+	Agent    agentapi.AgentService
+	Timings  Timings
+
+	vm         VM
+	client     *ttrpc.Client
+	consoleLog string
+
+	exited  chan struct{} // closed once the VMM process has exited
+	waitErr error         // VMM exit error, valid after exited is closed
+	once    sync.Once
+}
+
+// bootDeps are the side effects of Boot, injectable for tests.
+type bootDeps struct {
+	newVM       newVMFunc
+	detectAccel func() vmm.Accel
+	buildDisk   func(ctx context.Context, rootfs, image string, opts bundle.DiskOptions) (*bundle.DiskInfo, error)
+	assets      func(c Config, groups []string) (vmlinux, initrd string, err error)
+}
+
+func defaultBootDeps() bootDeps {
+	return bootDeps{
+		newVM:       newVM,
+		detectAccel: vmm.DetectAccel,
+		buildDisk:   bundle.BuildDisk,
+		assets: func(c Config, groups []string) (string, string, error) {
+			a, err := FindAssets(c)
+			if err != nil {
+				return "", "", err
+			}
+			ird, err := a.Initrd(c, groups)
+			if err != nil {
+				return "", "", err
+			}
+			return a.Vmlinux, ird, nil
+		},
+	}
+}
+
+// Boot builds the disk, starts the VM for bundle b and waits for its agent;
+// the container's mounts and devices are set up, no process is created yet.
+// On error everything it made is removed again.
+func Boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string) (*Instance, error) {
+	return boot(ctx, c, b, id, stateDir, defaultBootDeps())
+}
+
+func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, d bootDeps) (_ *Instance, retErr error) {
+	mounts, err := guestMounts(b.Spec)
+	if err != nil {
+		return nil, err
+	}
+	memMiB, cpus := vmSize(c, b.Spec)
+	accel := d.detectAccel()
+	driver, err := chooseDriver(c, accel)
+	if err != nil {
+		return nil, err
+	}
+	inst := &Instance{ID: id, Bundle: b, StateDir: stateDir, Driver: driver, Accel: accel, exited: make(chan struct{}),
+		consoleLog: filepath.Join(stateDir, "console.log")}
+	defer func() {
+		if retErr != nil {
+			inst.destroy()
+		}
+	}()
+
+	t0 := time.Now()
+	if err := os.MkdirAll(c.disksDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("creating disks dir: %w", err)
+	}
+	inst.Disk = filepath.Join(c.disksDir(), id+"-"+randomSuffix()+".img")
+	info, err := d.buildDisk(ctx, b.Rootfs, inst.Disk, bundle.DiskOptions{FreeSpace: c.FreeSpace})
+	if err != nil {
+		return nil, fmt.Errorf("building disk for container %q: %w", id, err)
+	}
+	inst.Timings.Disk = time.Since(t0)
+
+	t0 = time.Now()
+	vcfg := vmm.Config{
+		ID:         id,
+		Disks:      []vmm.Disk{{Path: inst.Disk, ReadOnly: false}},
+		MemoryMiB:  memMiB,
+		CPUs:       cpus,
+		StateDir:   stateDir,
+		ConsoleLog: inst.consoleLog,
+	}
+	groups := moduleGroups(driver, vcfg)
+	vcfg.Kernel, vcfg.Initrd, err = d.assets(c, groups)
+	if err != nil {
+		return nil, err
+	}
+	vcfg.Cmdline = guestCmdline(groups, c.Debug)
+	inst.Timings.Initrd = time.Since(t0)
+
+	t0 = time.Now()
+	vm, err := d.newVM(driver, vcfg, c)
+	if err != nil {
+		return nil, fmt.Errorf("configuring %s for container %q: %w", driver, id, err)
+	}
+	if err := vm.Start(ctx); err != nil {
+		return nil, fmt.Errorf("starting %s for container %q: %w", driver, id, err)
+	}
+	inst.vm = vm
+	go func() {
+		inst.waitErr = vm.Wait()
+		close(inst.exited)
+	}()
+
+	if err := inst.connect(ctx, time.Duration(c.BootTimeout)); err != nil {
+		return nil, err
+	}
+	inst.Timings.Boot = time.Since(t0)
+
+	t0 = time.Now()
+	setup := &agentapi.SetupRequest{
+		RootDevice:   "/dev/vda",
+		RootFstype:   "btrfs",
+		RootReadonly: b.Spec.Root.Readonly,
+		Hostname:     b.Spec.Hostname,
+		DeviceNodes:  deviceNodes(info.Devices),
+		Mounts:       mounts,
+	}
+	if err := inst.call(ctx, callTimeout, func(ctx context.Context) error {
+		_, err := inst.Agent.Setup(ctx, setup)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("setting up container %q in the guest: %w", id, err)
+	}
+	inst.Timings.Setup = time.Since(t0)
+	return inst, nil
+}
+
+// callTimeout bounds agent calls that do not wait for the container.
+const callTimeout = 60 * time.Second
+
+// connect dials the agent and waits for Ping, failing early when the VMM
+// exits and with the console's last lines when the deadline passes.
+func (inst *Instance) connect(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-inst.exited:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	conn, err := inst.vm.DialAgent(ctx)
+	if err == nil {
+		inst.client = ttrpc.NewClient(conn)
+		inst.Agent = agentapi.NewAgentClient(inst.client)
+		_, err = inst.Agent.Ping(ctx, &agentapi.PingRequest{})
+	}
+	if err == nil {
+		// From here on the connection is the agent's lifeline: when the
+		// VMM exits, closing it fails every pending call at once.
+		go func() {
+			<-inst.exited
+			inst.client.Close()
+		}()
+		return nil
+	}
+	select {
+	case <-inst.exited:
+		return fmt.Errorf("%w before its agent answered (container %q, %v); last console output:\n%s",
+			ErrVMExited, inst.ID, inst.waitErr, vmm.ConsoleTail(inst.consoleLog, 20))
+	default:
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: container %q after %s (%s, accel %s); last console output:\n%s",
+			ErrBootTimeout, inst.ID, timeout, inst.Driver, inst.Accel.Name, vmm.ConsoleTail(inst.consoleLog, 20))
+	}
+	return fmt.Errorf("connecting to the agent of container %q: %w", inst.ID, err)
+}
+
+// call runs f with a deadline; a VMM exit turns into ErrVMExited.
+func (inst *Instance) call(ctx context.Context, timeout time.Duration, f func(context.Context) error) error {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	err := f(ctx)
+	if err != nil {
+		select {
+		case <-inst.exited:
+			return fmt.Errorf("%w (%v): %w", ErrVMExited, inst.waitErr, err)
+		default:
+		}
+	}
+	return err
+}
+
+// Exited is closed once the VMM has exited.
+func (inst *Instance) Exited() <-chan struct{} { return inst.exited }
+
+// ConsoleTail returns the last n lines the guest wrote to its console.
+func (inst *Instance) ConsoleTail(n int) string { return vmm.ConsoleTail(inst.consoleLog, n) }
+
+// Shutdown asks the agent to power the VM off, waits for the VMM to exit
+// within timeout, then stops it by force and removes the disk image.
+func (inst *Instance) Shutdown(ctx context.Context, timeout time.Duration) error {
+	t0 := time.Now()
+	defer func() { inst.Timings.Teardown = time.Since(t0) }()
+	if inst.Agent != nil {
+		select {
+		case <-inst.exited:
+		default:
+			// The agent replies, then powers off; a lost reply is fine
+			// because the VMM's exit below is what counts.
+			_ = inst.call(ctx, 10*time.Second, func(ctx context.Context) error {
+				_, err := inst.Agent.Shutdown(ctx, &agentapi.Empty{})
+				return err
+			})
+		}
+	}
+	if inst.vm != nil {
+		select {
+		case <-inst.exited:
+		case <-time.After(timeout):
+		}
+	}
+	return inst.destroy()
+}
+
+// destroy stops the VMM and removes the disk image; safe to call twice.
+func (inst *Instance) destroy() error {
+	var errs []error
+	inst.once.Do(func() {
+		if inst.client != nil {
+			inst.client.Close()
+		}
+		if inst.vm != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := inst.vm.Stop(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stopping vm of container %q: %w", inst.ID, err))
+			}
+			cancel()
+			<-inst.exited
+		}
+		if inst.Disk != "" {
+			if err := os.Remove(inst.Disk); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("removing disk %q: %w", inst.Disk, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// guestCmdline is the runtime's part of the kernel command line
+// (docs/contracts.md); the driver adds console and timing arguments.
+func guestCmdline(groups []string, debug bool) string {
+	args := []string{"initos.load=" + strings.Join(groups, ","), "initos.root=/dev/vda", "initos.rootfstype=btrfs"}
+	if debug {
+		args = append(args, "initos.debug=1")
+	}
+	return strings.Join(args, " ")
+}
+
+// vmSize sizes the VM from the spec's resources, else from the config.
+func vmSize(c Config, s *specs.Spec) (memMiB, cpus int) {
+	memMiB, cpus = c.MemoryMiB, c.CPUs
+	if s.Linux == nil || s.Linux.Resources == nil {
+		return memMiB, cpus
+	}
+	r := s.Linux.Resources
+	if r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
+		memMiB = int(*r.Memory.Limit >> 20)
+		if memMiB < MinMemoryMiB {
+			memMiB = MinMemoryMiB
+		}
+	}
+	if r.CPU != nil && r.CPU.Quota != nil && *r.CPU.Quota > 0 && r.CPU.Period != nil && *r.CPU.Period > 0 {
+		q, p := *r.CPU.Quota, int64(*r.CPU.Period)
+		cpus = int((q + p - 1) / p)
+	}
+	if cpus < 1 {
+		cpus = 1
+	}
+	return memMiB, cpus
+}
+
+// guestMounts converts the spec's mounts for the agent. Host bind mounts
+// need the shared directory of the volumes work; until then they are
+// refused here, before anything boots.
+func guestMounts(s *specs.Spec) ([]*agentapi.Mount, error) {
+	var out []*agentapi.Mount
+	for _, m := range s.Mounts {
+		if m.Type == "bind" || hasOption(m.Options, "bind") || hasOption(m.Options, "rbind") {
+			return nil, fmt.Errorf("bind mount of %q on %q: %w: host bind mounts need the VM's shared directory", m.Source, m.Destination, ErrUnsupported)
+		}
+		out = append(out, &agentapi.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
+	}
+	return out, nil
+}
+
+func hasOption(opts []string, o string) bool {
+	for _, x := range opts {
+		if x == o {
+			return true
+		}
+	}
+	return false
+}
+
+func deviceNodes(devs []bundle.DeviceNode) []*agentapi.DeviceNode {
+	out := make([]*agentapi.DeviceNode, 0, len(devs))
+	for _, d := range devs {
+		out = append(out, &agentapi.DeviceNode{Path: d.Path, Type: d.Type, Major: d.Major, Minor: d.Minor, Mode: d.Mode, Uid: d.UID, Gid: d.GID})
+	}
+	return out
+}
+
+// processJSON is the spec's process as the agent takes it.
+func processJSON(p *specs.Process) ([]byte, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encoding process: %w", err)
+	}
+	return b, nil
+}
+
+func randomSuffix() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

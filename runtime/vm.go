@@ -1,0 +1,95 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+
+	"github.com/initos-runtime/initos-runtime/vmm"
+	"github.com/initos-runtime/initos-runtime/vmm/cloudhypervisor"
+	"github.com/initos-runtime/initos-runtime/vmm/qemu"
+)
+
+// VM is what the runtime needs of a VMM driver: qemu and cloud-hypervisor
+// both implement it.
+type VM interface {
+	// Start launches the VMM; it returns once the VMM runs, not once the
+	// guest has booted.
+	Start(ctx context.Context) error
+	// DialAgent returns one stream connection to the guest agent.
+	DialAgent(ctx context.Context) (net.Conn, error)
+	// Stop ends the VMM (gracefully, then by force) and removes its sockets.
+	Stop(ctx context.Context) error
+	// Wait blocks until the VMM process has exited.
+	Wait() error
+	// Pid is the VMM process id.
+	Pid() int
+}
+
+// newVMFunc builds a VM for a driver name; tests replace it with a fake.
+type newVMFunc func(driver string, cfg vmm.Config, c Config) (VM, error)
+
+// newVM is the production newVMFunc.
+func newVM(driver string, cfg vmm.Config, c Config) (VM, error) {
+	switch driver {
+	case "qemu":
+		return qemu.New(cfg, qemu.Options{Binary: c.QemuBinary})
+	case "cloud-hypervisor":
+		return cloudhypervisor.New(cfg, cloudhypervisor.Options{Binary: c.CloudHypervisorBinary})
+	}
+	return nil, fmt.Errorf("unknown vmm driver %q", driver)
+}
+
+// lookPath is exec.LookPath; tests replace it.
+var lookPath = exec.LookPath
+
+// chooseDriver resolves "auto": cloud-hypervisor needs KVM, so without
+// usable KVM (as on PVM hosts) qemu with TCG is the only choice.
+func chooseDriver(c Config, accel vmm.Accel) (string, error) {
+	switch c.VMM {
+	case "qemu", "cloud-hypervisor":
+		if c.VMM == "cloud-hypervisor" && accel.Name != "kvm" {
+			return "", fmt.Errorf("vmm cloud-hypervisor needs KVM: %s", accel.Reason)
+		}
+		return c.VMM, nil
+	}
+	chv := c.CloudHypervisorBinary
+	if chv == "" {
+		chv = "cloud-hypervisor"
+	}
+	if _, err := lookPath(chv); err == nil && accel.Name == "kvm" {
+		return "cloud-hypervisor", nil
+	}
+	q := c.QemuBinary
+	if q == "" {
+		q = "qemu-system-x86_64"
+	}
+	if _, err := lookPath(q); err != nil {
+		return "", fmt.Errorf("no usable vmm: %s not found and cloud-hypervisor unusable (%s)", q, accel.Reason)
+	}
+	return "qemu", nil
+}
+
+// moduleGroups lists the initrd module groups a driver's guest needs
+// (docs/contracts.md): loading only those keeps boots short under TCG.
+func moduleGroups(driver string, cfg vmm.Config) []string {
+	var g []string
+	switch driver {
+	case "cloud-hypervisor":
+		g = []string{"pci", "blk", "btrfs", "console", "vsock"}
+	default:
+		g = []string{"mmio", "blk", "btrfs", "console"}
+	}
+	if cfg.Share != nil {
+		if cfg.Share.Mode == "virtiofs" {
+			g = append(g, "virtiofs")
+		} else {
+			g = append(g, "9p")
+		}
+	}
+	if len(cfg.NICs) > 0 {
+		g = append(g, "net")
+	}
+	return g
+}

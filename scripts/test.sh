@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine (as root): installs what it needs
+# (scripts/setup.sh), then lint, unit tests and the integration tests that boot real VMs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PATH:/usr/local/go/bin
+./scripts/setup.sh
+# The Debian minbase test image, built once with debootstrap from Debian's packages.
+./scripts/minbase.sh /var/cache/initos-runtime/minbase-bookworm
+make lint
+make test
+INITOS_MINBASE=/var/cache/initos-runtime/minbase-bookworm make integration

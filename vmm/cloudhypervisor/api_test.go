@@ -1,0 +1,115 @@
+package cloudhypervisor
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/initos-runtime/initos-runtime/vmm"
+)
+
+// fakeAPI serves HTTP on a unix socket, recording "METHOD PATH" of each
+// request and answering with status (and body) from respond.
+func fakeAPI(t *testing.T, respond func(r *http.Request) (int, string)) (string, <-chan string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "api.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan string, 100)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Method + " " + r.URL.Path
+		status, body := respond(r)
+		w.WriteHeader(status)
+		w.Write([]byte(body))
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return path, seen
+}
+
+func TestAPIClient(t *testing.T) {
+	path, seen := fakeAPI(t, func(r *http.Request) (int, string) {
+		if r.Method == http.MethodPut && r.ContentLength != 0 {
+			return http.StatusBadRequest, "unexpected body"
+		}
+		if r.URL.Path == "/api/v1/vmm.ping" {
+			return http.StatusOK, `{"version":"v48.0"}`
+		}
+		return http.StatusNoContent, ""
+	})
+	a := newAPIClient(path)
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		call func(context.Context) error
+		want string
+	}{
+		{"ping", a.ping, "GET /api/v1/vmm.ping"},
+		{"vm shutdown", a.shutdownVM, "PUT /api/v1/vm.shutdown"},
+		{"vmm shutdown", a.shutdownVMM, "PUT /api/v1/vmm.shutdown"},
+		{"pause", a.pause, "PUT /api/v1/vm.pause"},
+		{"resume", a.resume, "PUT /api/v1/vm.resume"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := <-seen; got != tt.want {
+				t.Errorf("request %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAPIClientErrors(t *testing.T) {
+	path, _ := fakeAPI(t, func(r *http.Request) (int, string) {
+		return http.StatusInternalServerError, "Error from API: The VM could not be paused: " + strings.Repeat("x", 10000)
+	})
+	err := newAPIClient(path).pause(context.Background())
+	if !errors.Is(err, vmm.ErrVMMRequest) || !strings.Contains(err.Error(), "500 Internal Server Error: Error from API: The VM could not be paused") {
+		t.Fatalf("pause = %v", err)
+	}
+	if len(err.Error()) > maxErrorBody+200 {
+		t.Errorf("error message of %d bytes: the body is not bounded", len(err.Error()))
+	}
+
+	// No server: a clear dial error, quickly.
+	err = newAPIClient(filepath.Join(t.TempDir(), "none.sock")).ping(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "GET vmm.ping") {
+		t.Errorf("ping without server = %v", err)
+	}
+
+	// A server that never answers: the ctx deadline ends the request.
+	mute := filepath.Join(t.TempDir(), "mute.sock")
+	l, err := net.Listen("unix", mute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	if err := newAPIClient(mute).pause(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("pause on a mute server = %v, want deadline exceeded", err)
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Errorf("took %s past a 200ms deadline", d)
+	}
+}

@@ -1,0 +1,165 @@
+package vmm
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Share modes.
+const (
+	Share9p       = "9p"
+	ShareVirtiofs = "virtiofs"
+)
+
+// Limits checked by Validate.
+const (
+	MinMemoryMiB = 64
+	MaxCPUs      = 255
+	// MaxSocketName is the longest socket file name a driver puts in
+	// StateDir; Validate keeps StateDir short enough for all of them.
+	MaxSocketName = 16
+	// maxUnixPath is sun_path's size minus its terminating NUL.
+	maxUnixPath = 107
+	// maxTagLen is virtio-fs's tag limit (36 bytes); 9p allows more, but
+	// one limit for both keeps a share movable between modes.
+	maxTagLen = 36
+	// maxIfName is IFNAMSIZ minus the NUL.
+	maxIfName = 15
+)
+
+// Config describes one VM. Drivers add their own devices and kernel
+// arguments; everything here is what the runtime decides.
+type Config struct {
+	ID         string
+	Kernel     string // ELF vmlinux (qemu also takes a bzImage, slower)
+	Initrd     string
+	Cmdline    string // the runtime's kernel arguments; drivers prepend their own
+	Disks      []Disk // the first one is /dev/vda
+	MemoryMiB  int
+	CPUs       int
+	StateDir   string // the driver puts its sockets and logs here
+	ConsoleLog string // file the guest console goes to
+	Share      *Share // may be nil
+	NICs       []NIC
+}
+
+// Disk is a raw disk image.
+type Disk struct {
+	Path     string
+	ReadOnly bool
+}
+
+// Share is a host directory the guest mounts by tag.
+type Share struct {
+	Dir  string
+	Tag  string
+	Mode string // Share9p or ShareVirtiofs
+}
+
+// NIC is a tap device on the host and the guest interface's MAC address.
+type NIC struct {
+	Tap string
+	MAC string
+}
+
+// SocketPath is the path of a driver's socket in the state dir.
+func (c *Config) SocketPath(name string) string { return filepath.Join(c.StateDir, name) }
+
+// Validate reports every problem of the config at once, wrapped in
+// ErrInvalidConfig. It checks that the files it names exist.
+func (c *Config) Validate() error {
+	var p []string
+	add := func(format string, a ...any) { p = append(p, fmt.Sprintf(format, a...)) }
+
+	if c.ID == "" {
+		add("id is empty")
+	}
+	if c.Kernel == "" {
+		add("kernel is empty")
+	} else if err := regularFile(c.Kernel); err != nil {
+		add("kernel: %v", err)
+	}
+	if c.Initrd != "" {
+		if err := regularFile(c.Initrd); err != nil {
+			add("initrd: %v", err)
+		}
+	}
+	if strings.ContainsAny(c.Cmdline, "\n\x00") {
+		add("cmdline contains a newline or NUL")
+	}
+	if c.MemoryMiB < MinMemoryMiB {
+		add("memory %d MiB is below the minimum of %d MiB", c.MemoryMiB, MinMemoryMiB)
+	}
+	if c.CPUs < 1 || c.CPUs > MaxCPUs {
+		add("cpus %d is outside 1..%d", c.CPUs, MaxCPUs)
+	}
+	switch {
+	case c.StateDir == "":
+		add("state dir is empty")
+	case !filepath.IsAbs(c.StateDir):
+		add("state dir %q is not an absolute path", c.StateDir)
+	case len(c.StateDir)+1+MaxSocketName > maxUnixPath:
+		add("state dir %q is too long for unix socket paths (at most %d bytes)", c.StateDir, maxUnixPath-1-MaxSocketName)
+	}
+	if c.ConsoleLog == "" {
+		add("console log is empty")
+	} else if !filepath.IsAbs(c.ConsoleLog) {
+		add("console log %q is not an absolute path", c.ConsoleLog)
+	}
+	for i, d := range c.Disks {
+		if d.Path == "" {
+			add("disk %d: path is empty", i)
+		} else if err := regularFile(d.Path); err != nil {
+			add("disk %d: %v", i, err)
+		}
+	}
+	if s := c.Share; s != nil {
+		if s.Mode != Share9p && s.Mode != ShareVirtiofs {
+			add("share mode %q is neither %q nor %q", s.Mode, Share9p, ShareVirtiofs)
+		}
+		if s.Tag == "" || len(s.Tag) > maxTagLen || strings.ContainsAny(s.Tag, ", =\t\n\x00") {
+			add("share tag %q must be 1..%d bytes without commas, '=' or whitespace", s.Tag, maxTagLen)
+		}
+		if fi, err := os.Stat(s.Dir); err != nil {
+			add("share dir: %v", err)
+		} else if !fi.IsDir() {
+			add("share dir %q is not a directory", s.Dir)
+		}
+	}
+	taps := map[string]bool{}
+	for i, n := range c.NICs {
+		if n.Tap == "" || len(n.Tap) > maxIfName || strings.ContainsAny(n.Tap, ",=/ \t\n\x00") {
+			add("nic %d: tap name %q must be 1..%d bytes without ',', '=', '/' or whitespace", i, n.Tap, maxIfName)
+		} else if taps[n.Tap] {
+			add("nic %d: tap %q is used twice", i, n.Tap)
+		}
+		taps[n.Tap] = true
+		mac, err := net.ParseMAC(n.MAC)
+		switch {
+		case err != nil:
+			add("nic %d: mac %q: %v", i, n.MAC, err)
+		case len(mac) != 6:
+			add("nic %d: mac %q is not a 48-bit address", i, n.MAC)
+		case mac[0]&1 != 0:
+			add("nic %d: mac %q is a multicast address", i, n.MAC)
+		}
+	}
+	if len(p) > 0 {
+		return fmt.Errorf("%w %q: %s", ErrInvalidConfig, c.ID, strings.Join(p, "; "))
+	}
+	return nil
+}
+
+func regularFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%q is not a regular file", path)
+	}
+	return nil
+}

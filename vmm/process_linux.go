@@ -1,0 +1,194 @@
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+	"time"
+)
+
+// killWait bounds the wait for a SIGKILLed process group to be reaped.
+const killWait = 10 * time.Second
+
+// Process is a child a driver started: the VMM or a helper (virtiofsd).
+// It runs in its own process group, gets SIGKILL when the thread that
+// started it dies, and its stdout and stderr go to a log file.
+type Process struct {
+	name    string
+	logPath string
+	pid     int
+	done    chan struct{}
+	err     error // cmd.Wait's result, set before done is closed
+}
+
+// StartProcess starts bin with args as described at Process; logPath is
+// truncated first.
+func StartProcess(name, bin string, args []string, logPath string) (*Process, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s log: %w", name, err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+
+	p := &Process{name: name, logPath: logPath, done: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		// Pdeathsig fires when the forking *thread* exits, and Go retires
+		// threads whose goroutine exits while locked. So fork from a locked
+		// thread and keep it locked until the child is reaped: the thread
+		// then outlives the child, and is retired only after it.
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		p.pid = cmd.Process.Pid
+		started <- nil
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("starting %s %q: %w", name, bin, err)
+	}
+	return p, nil
+}
+
+// Pid is the process id (and process group id).
+func (p *Process) Pid() int { return p.pid }
+
+// Done is closed once the process has exited and been reaped.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Wait blocks until the process exited and returns cmd.Wait's result:
+// nil for exit status 0, else an *exec.ExitError.
+func (p *Process) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// ExitError describes how the process ended, with the last lines of its
+// log; call it after Done is closed.
+func (p *Process) ExitError() error {
+	status := "exit status 0"
+	if p.err != nil {
+		status = p.err.Error()
+	}
+	if tail := p.LogTail(10); tail != "" {
+		return fmt.Errorf("%s (pid %d) exited: %s; last lines of %s:\n%s", p.name, p.pid, status, p.logPath, tail)
+	}
+	return fmt.Errorf("%s (pid %d) exited: %s", p.name, p.pid, status)
+}
+
+// LogTail returns the last n lines of the process's log.
+func (p *Process) LogTail(n int) string { return ConsoleTail(p.logPath, n) }
+
+// Signal sends sig to the process group; a group that is gone is not an error.
+func (p *Process) Signal(sig syscall.Signal) error {
+	if p.Exited() {
+		return nil
+	}
+	if err := syscall.Kill(-p.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("sending %v to %s (pid %d): %w", sig, p.name, p.pid, err)
+	}
+	return nil
+}
+
+// Kill SIGKILLs the process group and waits (bounded) until it is reaped.
+func (p *Process) Kill() error {
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(killWait):
+		return fmt.Errorf("%s (pid %d) still running %s after SIGKILL", p.name, p.pid, killWait)
+	}
+}
+
+// Terminate sends sig, waits for the exit until ctx is done, then kills.
+func (p *Process) Terminate(ctx context.Context, sig syscall.Signal) error {
+	if err := p.Signal(sig); err != nil {
+		return errors.Join(err, p.Kill())
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		return p.Kill()
+	}
+}
+
+// WaitForSocket waits until path exists as a socket, failing when p exits
+// first or ctx ends. It only looks at the file: connecting would count as
+// the one client of a vhost-user backend such as virtiofsd.
+func WaitForSocket(ctx context.Context, path string, p *Process) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if fi, err := os.Stat(path); err == nil && fi.Mode()&fs.ModeSocket != 0 {
+			return nil
+		}
+		select {
+		case <-p.Done():
+			return fmt.Errorf("waiting for socket %q: %w", path, p.ExitError())
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for socket %q of %s (pid %d): %w", path, p.name, p.pid, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// ClaimSocket makes path free for a new listener: a stale socket file is
+// removed, one that accepts connections means another VMM uses the state
+// dir (ErrStateDirInUse). Anything else at path is left alone and reported.
+func ClaimSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("checking socket %q: %w", path, err)
+	}
+	if fi.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("%q exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return fmt.Errorf("%w: %q accepts connections", ErrStateDirInUse, path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing stale socket %q: %w", path, err)
+	}
+	return nil
+}
+
+// RemoveSockets removes the socket files at paths; missing ones are fine.
+func RemoveSockets(paths ...string) error {
+	var errs []error
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("removing socket %q: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}

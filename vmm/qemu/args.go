@@ -1,0 +1,131 @@
+package qemu
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/initos-runtime/initos-runtime/vmm"
+)
+
+// Files the driver creates in the state dir.
+const (
+	agentSocket    = "agent.sock"
+	qmpSocket      = "qmp.sock"
+	virtiofsSocket = "virtiofs.sock"
+	qemuLog        = "qemu.log"
+	virtiofsdLog   = "virtiofsd.log"
+)
+
+// AgentPortName is the virtio-serial port the guest agent serves on
+// (docs/contracts.md).
+const AgentPortName = "org.initos.agent"
+
+// hostParams are the host-dependent inputs of the command line.
+type hostParams struct {
+	accel  string // vmm.AccelKVM or vmm.AccelTCG
+	tscKHz int
+}
+
+// KernelCmdline is the full guest command line: the driver's arguments,
+// then the runtime's.
+func KernelCmdline(cfg *vmm.Config, tscKHz int) string {
+	// panic=-1 reboots at once on a panic, and -no-reboot turns that
+	// reboot into qemu's exit. tsc_early_khz: design §8.
+	s := "console=ttyS0 panic=-1 quiet tsc_early_khz=" + strconv.Itoa(tscKHz)
+	if cfg.Cmdline != "" {
+		s += " " + cfg.Cmdline
+	}
+	return s
+}
+
+// optValue escapes a value inside a qemu -opt key=value,... list, where a
+// doubled comma stands for one comma.
+func optValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// buildArgs is qemu's command line for cfg (microvm, design §8). Devices
+// come in a fixed order: disks first, so the first disk is /dev/vda.
+func buildArgs(cfg *vmm.Config, h hostParams) []string {
+	machine := "microvm,x-option-roms=off,rtc=on"
+	virtiofs := cfg.Share != nil && cfg.Share.Mode == vmm.ShareVirtiofs
+	if virtiofs {
+		// vhost-user-fs needs guest memory virtiofsd can map.
+		machine += ",memory-backend=mem"
+	}
+	a := []string{"-M", machine}
+	if h.accel == vmm.AccelKVM {
+		a = append(a, "-accel", "kvm", "-cpu", "host")
+	} else {
+		a = append(a, "-accel", "tcg,thread=multi", "-cpu", "max")
+	}
+	a = append(a,
+		"-smp", strconv.Itoa(cfg.CPUs),
+		"-m", strconv.Itoa(cfg.MemoryMiB),
+	)
+	if virtiofs {
+		a = append(a, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", cfg.MemoryMiB))
+	}
+	a = append(a,
+		"-global", "virtio-mmio.force-legacy=false",
+		"-nodefaults", "-no-reboot", "-nographic",
+		"-chardev", "file,id=console,path="+optValue(cfg.ConsoleLog),
+		"-serial", "chardev:console",
+		"-chardev", "socket,id=qmp,path="+optValue(cfg.SocketPath(qmpSocket))+",server=on,wait=off",
+		"-mon", "chardev=qmp,mode=control",
+		"-kernel", cfg.Kernel,
+	)
+	if cfg.Initrd != "" {
+		a = append(a, "-initrd", cfg.Initrd)
+	}
+	a = append(a, "-append", KernelCmdline(cfg, h.tscKHz))
+
+	for i, d := range cfg.Disks {
+		drive := fmt.Sprintf("id=d%d,file=%s,format=raw,if=none", i, optValue(d.Path))
+		if d.ReadOnly {
+			drive += ",readonly=on"
+		}
+		a = append(a, "-drive", drive, "-device", fmt.Sprintf("virtio-blk-device,drive=d%d", i))
+	}
+	a = append(a,
+		"-device", "virtio-serial-device",
+		"-chardev", "socket,id=agent,path="+optValue(cfg.SocketPath(agentSocket))+",server=on,wait=off",
+		"-device", "virtserialport,chardev=agent,name="+AgentPortName,
+	)
+	if s := cfg.Share; s != nil {
+		if virtiofs {
+			a = append(a,
+				"-chardev", "socket,id=vfs,path="+optValue(cfg.SocketPath(virtiofsSocket)),
+				"-device", "vhost-user-fs-device,chardev=vfs,tag="+s.Tag,
+			)
+		} else {
+			a = append(a,
+				"-fsdev", "local,id=fs0,path="+optValue(s.Dir)+",security_model=none",
+				"-device", "virtio-9p-device,fsdev=fs0,mount_tag="+s.Tag,
+			)
+		}
+	}
+	for i, n := range cfg.NICs {
+		a = append(a,
+			"-netdev", fmt.Sprintf("tap,id=n%d,ifname=%s,script=no,downscript=no", i, n.Tap),
+			"-device", fmt.Sprintf("virtio-net-device,netdev=n%d,mac=%s", i, n.MAC),
+		)
+	}
+	return a
+}
+
+// ModuleGroups are the initrd module groups (docs/contracts.md) a guest
+// of this driver needs for cfg, in initrd order.
+func ModuleGroups(cfg *vmm.Config) []string {
+	g := []string{"mmio", "blk", "btrfs", "console"}
+	if len(cfg.NICs) > 0 {
+		g = append(g, "net")
+	}
+	if cfg.Share != nil {
+		if cfg.Share.Mode == vmm.ShareVirtiofs {
+			g = append(g, "virtiofs")
+		} else {
+			g = append(g, "9p")
+		}
+	}
+	return g
+}

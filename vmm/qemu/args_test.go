@@ -1,0 +1,121 @@
+package qemu
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/initos-runtime/initos-runtime/vmm"
+)
+
+// golden command lines, one per config shape.
+func TestBuildArgs(t *testing.T) {
+	base := func() vmm.Config {
+		return vmm.Config{
+			ID: "c1", Kernel: "/k/vmlinux", Initrd: "/k/initrd.img", Cmdline: "initos.load=mmio,blk",
+			Disks: []vmm.Disk{{Path: "/d/root.img"}}, MemoryMiB: 512, CPUs: 2,
+			StateDir: "/run/x", ConsoleLog: "/run/x/console.log",
+		}
+	}
+	head := func(machine, accel, cpu string) []string {
+		return []string{"-M", machine, "-accel", accel, "-cpu", cpu, "-smp", "2", "-m", "512"}
+	}
+	common := []string{
+		"-global", "virtio-mmio.force-legacy=false", "-nodefaults", "-no-reboot", "-nographic",
+		"-chardev", "file,id=console,path=/run/x/console.log", "-serial", "chardev:console",
+		"-chardev", "socket,id=qmp,path=/run/x/qmp.sock,server=on,wait=off", "-mon", "chardev=qmp,mode=control",
+		"-kernel", "/k/vmlinux", "-initrd", "/k/initrd.img",
+		"-append", "console=ttyS0 panic=-1 quiet tsc_early_khz=2095986 initos.load=mmio,blk",
+	}
+	rootDisk := []string{"-drive", "id=d0,file=/d/root.img,format=raw,if=none", "-device", "virtio-blk-device,drive=d0"}
+	agent := []string{
+		"-device", "virtio-serial-device",
+		"-chardev", "socket,id=agent,path=/run/x/agent.sock,server=on,wait=off",
+		"-device", "virtserialport,chardev=agent,name=org.initos.agent",
+	}
+	cat := func(parts ...[]string) []string {
+		var out []string
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	const machine = "microvm,x-option-roms=off,rtc=on"
+
+	tests := []struct {
+		name   string
+		mutate func(c *vmm.Config)
+		accel  string
+		want   []string
+	}{
+		{"tcg", func(c *vmm.Config) {}, vmm.AccelTCG,
+			cat(head(machine, "tcg,thread=multi", "max"), common, rootDisk, agent)},
+		{"kvm", func(c *vmm.Config) {}, vmm.AccelKVM,
+			cat(head(machine, "kvm", "host"), common, rootDisk, agent)},
+		{"readonly second disk", func(c *vmm.Config) {
+			c.Disks = append(c.Disks, vmm.Disk{Path: "/d/data.img", ReadOnly: true})
+		}, vmm.AccelTCG,
+			cat(head(machine, "tcg,thread=multi", "max"), common, rootDisk,
+				[]string{"-drive", "id=d1,file=/d/data.img,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=d1"},
+				agent)},
+		{"9p share", func(c *vmm.Config) {
+			c.Share = &vmm.Share{Dir: "/srv/vol", Tag: "z", Mode: vmm.Share9p}
+		}, vmm.AccelTCG,
+			cat(head(machine, "tcg,thread=multi", "max"), common, rootDisk, agent,
+				[]string{"-fsdev", "local,id=fs0,path=/srv/vol,security_model=none", "-device", "virtio-9p-device,fsdev=fs0,mount_tag=z"})},
+		{"virtiofs share", func(c *vmm.Config) {
+			c.Share = &vmm.Share{Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}
+		}, vmm.AccelTCG,
+			cat([]string{"-M", machine + ",memory-backend=mem", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "512",
+				"-object", "memory-backend-memfd,id=mem,size=512M,share=on"},
+				common, rootDisk, agent,
+				[]string{"-chardev", "socket,id=vfs,path=/run/x/virtiofs.sock", "-device", "vhost-user-fs-device,chardev=vfs,tag=z"})},
+		{"two nics", func(c *vmm.Config) {
+			c.NICs = []vmm.NIC{{Tap: "tap0", MAC: "02:00:00:00:00:01"}, {Tap: "tap1", MAC: "02:00:00:00:00:02"}}
+		}, vmm.AccelTCG,
+			cat(head(machine, "tcg,thread=multi", "max"), common, rootDisk, agent,
+				[]string{"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no", "-device", "virtio-net-device,netdev=n0,mac=02:00:00:00:00:01",
+					"-netdev", "tap,id=n1,ifname=tap1,script=no,downscript=no", "-device", "virtio-net-device,netdev=n1,mac=02:00:00:00:00:02"})},
+		{"commas in paths are doubled", func(c *vmm.Config) {
+			c.Disks[0].Path = "/d/a,b.img"
+			c.ConsoleLog = "/run/x/con,sole.log"
+		}, vmm.AccelTCG,
+			cat(head(machine, "tcg,thread=multi", "max"),
+				[]string{"-global", "virtio-mmio.force-legacy=false", "-nodefaults", "-no-reboot", "-nographic",
+					"-chardev", "file,id=console,path=/run/x/con,,sole.log"},
+				common[7:],
+				[]string{"-drive", "id=d0,file=/d/a,,b.img,format=raw,if=none", "-device", "virtio-blk-device,drive=d0"},
+				agent)},
+		{"no initrd, no cmdline", func(c *vmm.Config) { c.Initrd, c.Cmdline = "", "" }, vmm.AccelTCG,
+			cat(head(machine, "tcg,thread=multi", "max"), common[:15],
+				[]string{"-append", "console=ttyS0 panic=-1 quiet tsc_early_khz=2095986"}, rootDisk, agent)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base()
+			tt.mutate(&c)
+			got := buildArgs(&c, hostParams{accel: tt.accel, tscKHz: 2095986})
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("buildArgs:\n got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestModuleGroups(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  vmm.Config
+		want string
+	}{
+		{"plain", vmm.Config{}, "mmio,blk,btrfs,console"},
+		{"9p", vmm.Config{Share: &vmm.Share{Mode: vmm.Share9p}}, "mmio,blk,btrfs,console,9p"},
+		{"virtiofs and net", vmm.Config{Share: &vmm.Share{Mode: vmm.ShareVirtiofs}, NICs: []vmm.NIC{{}}}, "mmio,blk,btrfs,console,net,virtiofs"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := strings.Join(ModuleGroups(&tt.cfg), ","); got != tt.want {
+				t.Errorf("ModuleGroups = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,204 @@
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Supervisor is the driver-independent life of a VMM process: claim the
+// sockets, start virtiofsd and the VMM, wait until the VMM is ready, stop
+// it gracefully then by force, and clean up. Drivers fill in the fields
+// before the first call; its methods are safe for concurrent use and Start
+// succeeds at most once.
+type Supervisor struct {
+	Cfg          *Config
+	Name         string   // the VMM's name in messages: "qemu"
+	Bin          string   // its executable
+	Args         []string // its arguments
+	Log          string   // file for its stdout and stderr
+	Sockets      []string // sockets it creates: claimed before Start, removed by Stop
+	StartTimeout time.Duration
+	StopTimeout  time.Duration
+	// Ready reports whether the started VMM is up; Start polls it.
+	Ready func(ctx context.Context) error
+	// Shutdown asks the VMM to exit; on error Stop sends SIGTERM.
+	Shutdown func(ctx context.Context) error
+	// Virtiofsd, when set, is started first to serve Cfg.Share.Dir on
+	// VirtiofsSocket (also removed by Stop), logging to VirtiofsdLog.
+	Virtiofsd      string
+	VirtiofsSocket string
+	VirtiofsdLog   string
+
+	mu       sync.Mutex // serialises Start and Stop, guards the fields below
+	started  bool
+	proc     *Process
+	vfsd     *Process
+	stopping atomic.Bool
+}
+
+func (s *Supervisor) sockets() []string {
+	if s.Virtiofsd == "" {
+		return s.Sockets
+	}
+	return append(append([]string{}, s.Sockets...), s.VirtiofsSocket)
+}
+
+// Start launches virtiofsd (if any) and the VMM and returns once Ready
+// succeeds. On failure everything it started is killed and its sockets are
+// removed.
+func (s *Supervisor) Start(ctx context.Context) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return fmt.Errorf("starting vm %q: %w", s.Cfg.ID, ErrAlreadyStarted)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.StartTimeout)
+	defer cancel()
+
+	if err := os.MkdirAll(s.Cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("creating state dir of vm %q: %w", s.Cfg.ID, err)
+	}
+	for _, sock := range s.sockets() {
+		if err := ClaimSocket(sock); err != nil {
+			return fmt.Errorf("starting vm %q: %w", s.Cfg.ID, err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			_ = s.kill()
+			s.proc, s.vfsd = nil, nil
+		}
+	}()
+	if s.Virtiofsd != "" {
+		s.vfsd, err = StartVirtiofsd(ctx, s.Virtiofsd, s.VirtiofsSocket, s.Cfg.Share.Dir, s.VirtiofsdLog)
+		if err != nil {
+			return fmt.Errorf("starting virtiofsd for vm %q: %w", s.Cfg.ID, err)
+		}
+	}
+	s.proc, err = StartProcess(s.Name, s.Bin, s.Args, s.Log)
+	if err != nil {
+		return fmt.Errorf("vm %q: %w", s.Cfg.ID, err)
+	}
+	if err := s.waitReady(ctx); err != nil {
+		return fmt.Errorf("starting vm %q: %w", s.Cfg.ID, err)
+	}
+	s.started = true
+	return nil
+}
+
+// waitReady polls Ready until it succeeds, the VMM exits or ctx ends.
+func (s *Supervisor) waitReady(ctx context.Context) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := s.Ready(rctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-s.proc.Done():
+			return fmt.Errorf("%w: %w", ErrVMExited, s.proc.ExitError())
+		case <-ctx.Done():
+			return fmt.Errorf("%s (pid %d) not ready after %s: %w (last: %v)", s.Name, s.proc.Pid(), s.StartTimeout, ctx.Err(), err)
+		case <-tick.C:
+		}
+	}
+}
+
+// Running returns the VMM process once Start succeeded, else ErrNotStarted.
+func (s *Supervisor) Running() (*Process, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.started {
+		return nil, fmt.Errorf("vm %q: %w", s.Cfg.ID, ErrNotStarted)
+	}
+	return s.proc, nil
+}
+
+// ExitedError says that the VMM is gone, why, and what the guest printed
+// last; it wraps ErrVMExited.
+func (s *Supervisor) ExitedError(p *Process) error {
+	return fmt.Errorf("vm %q: %w: %w; last console output:\n%s",
+		s.Cfg.ID, ErrVMExited, p.ExitError(), ConsoleTail(s.Cfg.ConsoleLog, 20))
+}
+
+// Stop asks the VMM to exit (Shutdown, else SIGTERM), SIGKILLs it when it
+// has not exited within StopTimeout or ctx, kills virtiofsd and removes
+// the sockets. Stopping a VM that never started or already stopped is a
+// no-op.
+func (s *Supervisor) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return nil
+	}
+	var errs []error
+	if !s.proc.Exited() {
+		// Only an exit Stop causes is a clean one for Wait: a crash
+		// before it still reports.
+		s.stopping.Store(true)
+		gctx, cancel := context.WithTimeout(ctx, s.StopTimeout)
+		if err := s.Shutdown(gctx); err != nil {
+			if err := s.proc.Signal(syscall.SIGTERM); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		select {
+		case <-s.proc.Done():
+		case <-gctx.Done():
+		}
+		cancel()
+	}
+	if err := s.kill(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("stopping vm %q: %w", s.Cfg.ID, errors.Join(errs...))
+	}
+	return nil
+}
+
+// kill SIGKILLs what still runs and removes the sockets.
+func (s *Supervisor) kill() error {
+	var errs []error
+	if s.proc != nil {
+		errs = append(errs, s.proc.Kill())
+	}
+	if s.vfsd != nil {
+		errs = append(errs, s.vfsd.Kill())
+	}
+	errs = append(errs, RemoveSockets(s.sockets()...))
+	return errors.Join(errs...)
+}
+
+// Wait blocks until the VMM exited. It returns nil when the VMM exited
+// with status 0 (the guest powered off) or because Stop ended it, else
+// ExitedError.
+func (s *Supervisor) Wait() error {
+	p, err := s.Running()
+	if err != nil {
+		return err
+	}
+	if err := p.Wait(); err == nil || s.stopping.Load() {
+		return nil
+	}
+	return s.ExitedError(p)
+}
+
+// Pid is the VMM's process id, 0 before Start.
+func (s *Supervisor) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return 0
+	}
+	return s.proc.Pid()
+}

@@ -1,0 +1,94 @@
+package vmm
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// VirtiofsdCandidates are where FindVirtiofsd looks, in order: the Rust
+// virtiofsd (Debian ≥ 13's virtiofsd package, most distributions), then
+// the C one Debian 12's qemu ships, then PATH.
+var VirtiofsdCandidates = []string{"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", "virtiofsd"}
+
+// FindVirtiofsd returns explicit if it is set (and exists), else the first
+// of VirtiofsdCandidates that exists; ErrNoVirtiofsd if none does.
+func FindVirtiofsd(explicit string) (string, error) {
+	cands := VirtiofsdCandidates
+	if explicit != "" {
+		cands = []string{explicit}
+	}
+	for _, c := range cands {
+		if p, err := exec.LookPath(c); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w (looked for %s): install virtiofsd or use a %q share", ErrNoVirtiofsd, strings.Join(cands, ", "), Share9p)
+}
+
+// VirtiofsdFlavor is the command-line dialect of a virtiofsd binary.
+type VirtiofsdFlavor int
+
+const (
+	// VirtiofsdC is qemu's C virtiofsd (qemu ≤ 7.2): -o source=DIR.
+	VirtiofsdC VirtiofsdFlavor = iota
+	// VirtiofsdRust is gitlab.com/virtio-fs/virtiofsd: --shared-dir=DIR.
+	VirtiofsdRust
+)
+
+// VirtiofsdFlavorOf tells the dialect from a binary's --help output.
+func VirtiofsdFlavorOf(help []byte) (VirtiofsdFlavor, error) {
+	switch {
+	case bytes.Contains(help, []byte("--shared-dir")):
+		return VirtiofsdRust, nil
+	case bytes.Contains(help, []byte("source=")):
+		return VirtiofsdC, nil
+	}
+	return 0, fmt.Errorf("virtiofsd --help names neither --shared-dir nor -o source=")
+}
+
+// VirtiofsdArgs are the arguments for serving dir on socket without
+// caching (the guest sees host changes at once).
+func VirtiofsdArgs(f VirtiofsdFlavor, socket, dir string) []string {
+	if f == VirtiofsdRust {
+		return []string{"--socket-path=" + socket, "--shared-dir=" + dir, "--cache=never"}
+	}
+	// The C virtiofsd parses -o with libfuse's fuse_opt, where ',' splits
+	// options and '\' escapes the next character.
+	esc := strings.NewReplacer(`\`, `\\`, `,`, `\,`).Replace(dir)
+	return []string{"--socket-path=" + socket, "-o", "source=" + esc, "-o", "cache=none"}
+}
+
+// StartVirtiofsd starts virtiofsd for dir on socket and waits until the
+// socket exists; on failure nothing is left running.
+func StartVirtiofsd(ctx context.Context, bin, socket, dir, logPath string) (_ *Process, err error) {
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	help, herr := exec.CommandContext(hctx, bin, "--help").CombinedOutput()
+	flavor, err := VirtiofsdFlavorOf(help)
+	if err != nil {
+		return nil, fmt.Errorf("running %s --help (%v): %w", bin, herr, err)
+	}
+	if err := ClaimSocket(socket); err != nil {
+		return nil, err
+	}
+	p, err := StartProcess("virtiofsd", bin, VirtiofsdArgs(flavor, socket, dir), logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = p.Kill()
+			_ = RemoveSockets(socket)
+		}
+	}()
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := WaitForSocket(wctx, socket, p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}

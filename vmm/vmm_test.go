@@ -1,0 +1,237 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeFile(t *testing.T, path, content string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func validConfig(t *testing.T) Config {
+	dir := t.TempDir()
+	share := filepath.Join(dir, "share")
+	if err := os.Mkdir(share, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return Config{
+		ID:         "c1",
+		Kernel:     writeFile(t, filepath.Join(dir, "vmlinux"), "k"),
+		Initrd:     writeFile(t, filepath.Join(dir, "initrd"), "i"),
+		Cmdline:    "initos.load=mmio",
+		Disks:      []Disk{{Path: writeFile(t, filepath.Join(dir, "root.img"), "d")}},
+		MemoryMiB:  256,
+		CPUs:       2,
+		StateDir:   filepath.Join(dir, "state"),
+		ConsoleLog: filepath.Join(dir, "console.log"),
+		Share:      &Share{Dir: share, Tag: "z", Mode: ShareVirtiofs},
+		NICs:       []NIC{{Tap: "tap0", MAC: "02:00:00:00:00:01"}},
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(c *Config)
+		want   []string // substrings of the error; none: valid
+	}{
+		{"valid", func(c *Config) {}, nil},
+		{"no share, no nics, no initrd", func(c *Config) { c.Share, c.NICs, c.Initrd = nil, nil, "" }, nil},
+		{"empty id", func(c *Config) { c.ID = "" }, []string{"id is empty"}},
+		{"missing kernel", func(c *Config) { c.Kernel = "/nonexistent/vmlinux" }, []string{"kernel:", "no such file"}},
+		{"kernel is a dir", func(c *Config) { c.Kernel = c.Share.Dir }, []string{"kernel:", "not a regular file"}},
+		{"missing initrd", func(c *Config) { c.Initrd = "/nonexistent/initrd" }, []string{"initrd:"}},
+		{"little memory", func(c *Config) { c.MemoryMiB = 8 }, []string{"memory 8 MiB is below the minimum of 64 MiB"}},
+		{"no cpus", func(c *Config) { c.CPUs = 0 }, []string{"cpus 0 is outside 1..255"}},
+		{"relative state dir", func(c *Config) { c.StateDir = "state" }, []string{`state dir "state" is not an absolute path`}},
+		{"long state dir", func(c *Config) { c.StateDir = "/" + strings.Repeat("x", 100) }, []string{"too long for unix socket paths"}},
+		{"relative console", func(c *Config) { c.ConsoleLog = "c.log" }, []string{"console log \"c.log\" is not an absolute path"}},
+		{"missing disk", func(c *Config) { c.Disks = append(c.Disks, Disk{Path: "/nonexistent.img"}) }, []string{"disk 1:"}},
+		{"bad share mode", func(c *Config) { c.Share.Mode = "nfs" }, []string{`share mode "nfs"`}},
+		{"bad share tag", func(c *Config) { c.Share.Tag = "a,b" }, []string{`share tag "a,b"`}},
+		{"long share tag", func(c *Config) { c.Share.Tag = strings.Repeat("t", 37) }, []string{"share tag"}},
+		{"share dir is a file", func(c *Config) { c.Share.Dir = c.Kernel }, []string{"is not a directory"}},
+		{"bad mac", func(c *Config) { c.NICs[0].MAC = "zz" }, []string{`nic 0: mac "zz"`}},
+		{"multicast mac", func(c *Config) { c.NICs[0].MAC = "01:00:5e:00:00:01" }, []string{"multicast"}},
+		{"long tap", func(c *Config) { c.NICs[0].Tap = "tap-name-too-long" }, []string{"tap name"}},
+		{"tap twice", func(c *Config) { c.NICs = append(c.NICs, NIC{Tap: "tap0", MAC: "02:00:00:00:00:02"}) }, []string{`tap "tap0" is used twice`}},
+		{"newline in cmdline", func(c *Config) { c.Cmdline = "a\nb" }, []string{"cmdline contains a newline"}},
+		{"all problems at once", func(c *Config) { c.ID, c.CPUs, c.MemoryMiB = "", 0, 0 }, []string{"id is empty", "cpus 0", "memory 0"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig(t)
+			tt.mutate(&c)
+			err := c.Validate()
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("Validate = %v, want ErrInvalidConfig", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConsoleTail(t *testing.T) {
+	dir := t.TempDir()
+	var long strings.Builder
+	for i := 0; i < 20000; i++ {
+		fmt.Fprintf(&long, "line %d\n", i)
+	}
+	tests := []struct {
+		name, content string
+		n             int
+		want          string
+	}{
+		{"last two", "a\nb\nc\n", 2, "b\nc"},
+		{"more than there is", "a\nb\n", 5, "a\nb"},
+		{"no trailing newline", "a\nb", 1, "b"},
+		{"blank lines skipped", "a\n\n\r\nb\n\n", 2, "a\nb"},
+		{"crlf and escapes", "\x1b[0mboot\r\n\x1b[1;31mpanic\x1b[0m\x07\r\n", 2, "boot\npanic"},
+		{"invalid utf8", "ok\xff\n", 1, "ok?"},
+		{"zero lines", "a\n", 0, ""},
+		{"large file keeps the end", long.String(), 3, "line 19997\nline 19998\nline 19999"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := writeFile(t, filepath.Join(dir, fmt.Sprint(i)), tt.content)
+			if got := ConsoleTail(p, tt.n); got != tt.want {
+				t.Errorf("ConsoleTail = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	if got := ConsoleTail(filepath.Join(dir, "missing"), 3); got != "" {
+		t.Errorf("ConsoleTail(missing) = %q, want empty", got)
+	}
+}
+
+func TestDetectAccelWith(t *testing.T) {
+	tests := []struct {
+		name    string
+		exists  []string
+		openErr error
+		want    string
+		reason  string
+	}{
+		{"no /dev/kvm", nil, nil, AccelTCG, "/dev/kvm does not exist"},
+		{"cannot open", []string{devKVM, sysModKVMIntel}, fs.ErrPermission, AccelTCG, "opening /dev/kvm: permission denied"},
+		{"intel", []string{devKVM, sysModKVMIntel}, nil, AccelKVM, "kvm_intel"},
+		{"amd", []string{devKVM, sysModKVMAMD}, nil, AccelKVM, "kvm_amd"},
+		{"pvm only", []string{devKVM, sysModKVMPVM}, nil, AccelTCG, "no usable KVM for a stock kernel: /dev/kvm is PVM (kvm_pvm), stock kernels hang under it; using TCG"},
+		{"pvm and intel", []string{devKVM, sysModKVMPVM, sysModKVMIntel}, nil, AccelKVM, "kvm_intel"},
+		{"no vendor module", []string{devKVM}, nil, AccelTCG, "neither kvm_intel nor kvm_amd"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set := map[string]bool{}
+			for _, e := range tt.exists {
+				set[e] = true
+			}
+			p := AccelProbes{
+				Exists: func(path string) bool { return set[path] },
+				Open: func(path string) error {
+					if !set[path] {
+						return fs.ErrNotExist
+					}
+					return tt.openErr
+				},
+			}
+			got := DetectAccelWith(p)
+			if got.Name != tt.want || !strings.Contains(got.Reason, tt.reason) {
+				t.Errorf("DetectAccelWith = %+v, want %s with reason containing %q", got, tt.want, tt.reason)
+			}
+		})
+	}
+}
+
+func TestTSCKHz(t *testing.T) {
+	cpuinfo := "processor\t: 0\nmodel name\t: X\ncpu MHz\t\t: 2095.986\ncache size\t: 1 KB\n"
+	tests := []struct {
+		name  string
+		files map[string]string
+		want  int
+	}{
+		{"sysfs wins", map[string]string{"/sys/devices/system/cpu/cpu0/tsc_freq_khz": "2904000\n", "/proc/cpuinfo": cpuinfo}, 2904000},
+		{"cpuinfo", map[string]string{"/proc/cpuinfo": cpuinfo}, 2095986},
+		{"bad sysfs falls back to cpuinfo", map[string]string{"/sys/devices/system/cpu/cpu0/tsc_freq_khz": "x", "/proc/cpuinfo": cpuinfo}, 2095986},
+		{"no cpu MHz", map[string]string{"/proc/cpuinfo": "processor : 0\n"}, DefaultTSCKHz},
+		{"garbage MHz", map[string]string{"/proc/cpuinfo": "cpu MHz : fast\n"}, DefaultTSCKHz},
+		{"nothing", nil, DefaultTSCKHz},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			read := func(p string) ([]byte, error) {
+				if s, ok := tt.files[p]; ok {
+					return []byte(s), nil
+				}
+				return nil, fs.ErrNotExist
+			}
+			if got := tscKHz(read); got != tt.want {
+				t.Errorf("tscKHz = %d, want %d", got, tt.want)
+			}
+		})
+	}
+	if k := TSCKHz(); k <= 0 {
+		t.Errorf("TSCKHz() = %d on this host", k)
+	}
+}
+
+func TestVirtiofsdFlavor(t *testing.T) {
+	tests := []struct {
+		name, help string
+		want       VirtiofsdFlavor
+		args       []string
+	}{
+		{"C", "    -o source=PATH             shared directory tree\n", VirtiofsdC,
+			[]string{"--socket-path=/s/v.sock", "-o", `source=/d/a\,b\\c`, "-o", "cache=none"}},
+		{"Rust", "      --shared-dir <SHARED_DIR>  Shared directory path\n", VirtiofsdRust,
+			[]string{"--socket-path=/s/v.sock", `--shared-dir=/d/a,b\c`, "--cache=never"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := VirtiofsdFlavorOf([]byte(tt.help))
+			if err != nil || f != tt.want {
+				t.Fatalf("VirtiofsdFlavorOf = %v, %v; want %v", f, err, tt.want)
+			}
+			got := VirtiofsdArgs(f, "/s/v.sock", `/d/a,b\c`)
+			if strings.Join(got, "|") != strings.Join(tt.args, "|") {
+				t.Errorf("VirtiofsdArgs = %q, want %q", got, tt.args)
+			}
+		})
+	}
+	if _, err := VirtiofsdFlavorOf([]byte("usage: something else")); err == nil {
+		t.Error("VirtiofsdFlavorOf(unknown help) succeeded")
+	}
+}
+
+func TestFindVirtiofsd(t *testing.T) {
+	if _, err := FindVirtiofsd("/nonexistent/virtiofsd"); !errors.Is(err, ErrNoVirtiofsd) {
+		t.Errorf("FindVirtiofsd(missing) = %v, want ErrNoVirtiofsd", err)
+	}
+	exe := writeFile(t, filepath.Join(t.TempDir(), "vfsd"), "#!/bin/sh\n")
+	if err := os.Chmod(exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := FindVirtiofsd(exe); err != nil || got != exe {
+		t.Errorf("FindVirtiofsd(%q) = %q, %v", exe, got, err)
+	}
+}

@@ -338,7 +338,10 @@ type SetupRequest struct {
 	// their numbers.
 	DeviceNodes []*DeviceNode `protobuf:"bytes,5,rep,name=device_nodes,json=deviceNodes,proto3" json:"device_nodes,omitempty"`
 	// The spec's mounts, in order.
-	Mounts        []*Mount `protobuf:"bytes,6,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	Mounts []*Mount `protobuf:"bytes,6,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	// Owner and mode of the root directory of the root filesystem, which
+	// mkfs.btrfs 6.2 always writes as 0755 0:0; absent: leave it.
+	RootAttrs     *FileAttrs `protobuf:"bytes,7,opt,name=root_attrs,json=rootAttrs,proto3" json:"root_attrs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -415,6 +418,74 @@ func (x *SetupRequest) GetMounts() []*Mount {
 	return nil
 }
 
+func (x *SetupRequest) GetRootAttrs() *FileAttrs {
+	if x != nil {
+		return x.RootAttrs
+	}
+	return nil
+}
+
+type FileAttrs struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Permission bits plus setuid/setgid/sticky (no file type bits).
+	Mode          uint32 `protobuf:"varint,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	Uid           uint32 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileAttrs) Reset() {
+	*x = FileAttrs{}
+	mi := &file_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileAttrs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileAttrs) ProtoMessage() {}
+
+func (x *FileAttrs) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileAttrs.ProtoReflect.Descriptor instead.
+func (*FileAttrs) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *FileAttrs) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *FileAttrs) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *FileAttrs) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
 type CreateProcessRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique per VM; the container's main process uses the container id.
@@ -428,7 +499,7 @@ type CreateProcessRequest struct {
 
 func (x *CreateProcessRequest) Reset() {
 	*x = CreateProcessRequest{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +511,7 @@ func (x *CreateProcessRequest) String() string {
 func (*CreateProcessRequest) ProtoMessage() {}
 
 func (x *CreateProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,7 +524,7 @@ func (x *CreateProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProcessRequest.ProtoReflect.Descriptor instead.
 func (*CreateProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateProcessRequest) GetId() string {
@@ -479,7 +550,7 @@ type CreateProcessResponse struct {
 
 func (x *CreateProcessResponse) Reset() {
 	*x = CreateProcessResponse{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +562,7 @@ func (x *CreateProcessResponse) String() string {
 func (*CreateProcessResponse) ProtoMessage() {}
 
 func (x *CreateProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +575,7 @@ func (x *CreateProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProcessResponse.ProtoReflect.Descriptor instead.
 func (*CreateProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateProcessResponse) GetPid() uint32 {
@@ -523,7 +594,7 @@ type ProcessRequest struct {
 
 func (x *ProcessRequest) Reset() {
 	*x = ProcessRequest{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +606,7 @@ func (x *ProcessRequest) String() string {
 func (*ProcessRequest) ProtoMessage() {}
 
 func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +619,7 @@ func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessRequest.ProtoReflect.Descriptor instead.
 func (*ProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ProcessRequest) GetId() string {
@@ -568,7 +639,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +651,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +664,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WriteStdinRequest) GetId() string {
@@ -619,7 +690,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +702,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +715,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WriteStdinResponse) GetWritten() uint32 {
@@ -664,7 +735,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +747,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +760,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReadRequest) GetId() string {
@@ -715,7 +786,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +798,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +811,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadResponse) GetData() []byte {
@@ -761,7 +832,7 @@ type ResizePtyRequest struct {
 
 func (x *ResizePtyRequest) Reset() {
 	*x = ResizePtyRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +844,7 @@ func (x *ResizePtyRequest) String() string {
 func (*ResizePtyRequest) ProtoMessage() {}
 
 func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +857,7 @@ func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResizePtyRequest) GetId() string {
@@ -822,7 +893,7 @@ type SignalRequest struct {
 
 func (x *SignalRequest) Reset() {
 	*x = SignalRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +905,7 @@ func (x *SignalRequest) String() string {
 func (*SignalRequest) ProtoMessage() {}
 
 func (x *SignalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +918,7 @@ func (x *SignalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
 func (*SignalRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SignalRequest) GetId() string {
@@ -883,7 +954,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +966,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +979,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WaitResponse) GetExitStatus() int32 {
@@ -937,7 +1008,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1020,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1033,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ProcessInfo) GetPid() uint32 {
@@ -1002,7 +1073,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1085,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1098,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
@@ -1062,7 +1133,7 @@ const file_agent_proto_rawDesc = "" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions\"\x81\x02\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xbc\x02\n" +
 	"\fSetupRequest\x12\x1f\n" +
 	"\vroot_device\x18\x01 \x01(\tR\n" +
 	"rootDevice\x12\x1f\n" +
@@ -1071,7 +1142,13 @@ const file_agent_proto_rawDesc = "" +
 	"\rroot_readonly\x18\x03 \x01(\bR\frootReadonly\x12\x1a\n" +
 	"\bhostname\x18\x04 \x01(\tR\bhostname\x12>\n" +
 	"\fdevice_nodes\x18\x05 \x03(\v2\x1b.initos.agent.v1.DeviceNodeR\vdeviceNodes\x12.\n" +
-	"\x06mounts\x18\x06 \x03(\v2\x16.initos.agent.v1.MountR\x06mounts\"I\n" +
+	"\x06mounts\x18\x06 \x03(\v2\x16.initos.agent.v1.MountR\x06mounts\x129\n" +
+	"\n" +
+	"root_attrs\x18\a \x01(\v2\x1a.initos.agent.v1.FileAttrsR\trootAttrs\"C\n" +
+	"\tFileAttrs\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\"I\n" +
 	"\x14CreateProcessRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fprocess_json\x18\x02 \x01(\fR\vprocessJson\")\n" +
@@ -1139,7 +1216,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: initos.agent.v1.Empty
 	(*PingRequest)(nil),           // 1: initos.agent.v1.PingRequest
@@ -1147,54 +1224,56 @@ var file_agent_proto_goTypes = []any{
 	(*DeviceNode)(nil),            // 3: initos.agent.v1.DeviceNode
 	(*Mount)(nil),                 // 4: initos.agent.v1.Mount
 	(*SetupRequest)(nil),          // 5: initos.agent.v1.SetupRequest
-	(*CreateProcessRequest)(nil),  // 6: initos.agent.v1.CreateProcessRequest
-	(*CreateProcessResponse)(nil), // 7: initos.agent.v1.CreateProcessResponse
-	(*ProcessRequest)(nil),        // 8: initos.agent.v1.ProcessRequest
-	(*WriteStdinRequest)(nil),     // 9: initos.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),    // 10: initos.agent.v1.WriteStdinResponse
-	(*ReadRequest)(nil),           // 11: initos.agent.v1.ReadRequest
-	(*ReadResponse)(nil),          // 12: initos.agent.v1.ReadResponse
-	(*ResizePtyRequest)(nil),      // 13: initos.agent.v1.ResizePtyRequest
-	(*SignalRequest)(nil),         // 14: initos.agent.v1.SignalRequest
-	(*WaitResponse)(nil),          // 15: initos.agent.v1.WaitResponse
-	(*ProcessInfo)(nil),           // 16: initos.agent.v1.ProcessInfo
-	(*ListProcessesResponse)(nil), // 17: initos.agent.v1.ListProcessesResponse
+	(*FileAttrs)(nil),             // 6: initos.agent.v1.FileAttrs
+	(*CreateProcessRequest)(nil),  // 7: initos.agent.v1.CreateProcessRequest
+	(*CreateProcessResponse)(nil), // 8: initos.agent.v1.CreateProcessResponse
+	(*ProcessRequest)(nil),        // 9: initos.agent.v1.ProcessRequest
+	(*WriteStdinRequest)(nil),     // 10: initos.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),    // 11: initos.agent.v1.WriteStdinResponse
+	(*ReadRequest)(nil),           // 12: initos.agent.v1.ReadRequest
+	(*ReadResponse)(nil),          // 13: initos.agent.v1.ReadResponse
+	(*ResizePtyRequest)(nil),      // 14: initos.agent.v1.ResizePtyRequest
+	(*SignalRequest)(nil),         // 15: initos.agent.v1.SignalRequest
+	(*WaitResponse)(nil),          // 16: initos.agent.v1.WaitResponse
+	(*ProcessInfo)(nil),           // 17: initos.agent.v1.ProcessInfo
+	(*ListProcessesResponse)(nil), // 18: initos.agent.v1.ListProcessesResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: initos.agent.v1.SetupRequest.device_nodes:type_name -> initos.agent.v1.DeviceNode
 	4,  // 1: initos.agent.v1.SetupRequest.mounts:type_name -> initos.agent.v1.Mount
-	16, // 2: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
-	1,  // 3: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
-	5,  // 4: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
-	6,  // 5: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
-	8,  // 6: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
-	9,  // 7: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
-	8,  // 8: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
-	11, // 9: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
-	11, // 10: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
-	13, // 11: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
-	14, // 12: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
-	8,  // 13: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
-	0,  // 14: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.Empty
-	0,  // 15: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
-	2,  // 16: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
-	0,  // 17: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
-	7,  // 18: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
-	0,  // 19: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
-	10, // 20: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
-	0,  // 21: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
-	12, // 22: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
-	12, // 23: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
-	0,  // 24: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
-	0,  // 25: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
-	15, // 26: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
-	17, // 27: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
-	0,  // 28: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
-	16, // [16:29] is the sub-list for method output_type
-	3,  // [3:16] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	6,  // 2: initos.agent.v1.SetupRequest.root_attrs:type_name -> initos.agent.v1.FileAttrs
+	17, // 3: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
+	1,  // 4: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
+	5,  // 5: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
+	7,  // 6: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
+	9,  // 7: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
+	10, // 8: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
+	9,  // 9: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
+	12, // 10: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
+	12, // 11: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
+	14, // 12: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
+	15, // 13: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
+	9,  // 14: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
+	0,  // 15: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.Empty
+	0,  // 16: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
+	2,  // 17: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
+	0,  // 18: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
+	8,  // 19: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
+	0,  // 20: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
+	11, // 21: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
+	0,  // 22: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
+	13, // 23: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
+	13, // 24: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
+	0,  // 25: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
+	0,  // 26: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
+	16, // 27: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
+	18, // 28: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
+	0,  // 29: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
+	17, // [17:30] is the sub-list for method output_type
+	4,  // [4:17] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1208,7 +1287,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

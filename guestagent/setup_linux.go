@@ -96,6 +96,16 @@ func (s *Service) setupRoot(ctx context.Context, req *agentapi.SetupRequest) (mo
 		}
 	}
 
+	if a := req.RootAttrs; a != nil {
+		// mkfs.btrfs --rootdir writes the root directory as 0755 0:0;
+		// give it the bundle rootfs's owner and mode back.
+		if err := s.sys.Lchown(rootfs, int(a.Uid), int(a.Gid)); err != nil {
+			return mounted, fmt.Errorf("restoring the owner of %q: %w", rootfs, err)
+		}
+		if err := s.sys.Chmod(rootfs, a.Mode); err != nil {
+			return mounted, fmt.Errorf("restoring the mode of %q: %w", rootfs, err)
+		}
+	}
 	for _, d := range req.DeviceNodes {
 		if err := s.makeDevice(rootfs, d); err != nil {
 			return mounted, err

@@ -131,6 +131,18 @@ func setup() (int, error) {
 	if err := appendFile(filepath.Join(env.busybox, "rootfs", "etc", "passwd"), "user:x:1000:1000::/tmp:/bin/sh\n"); err != nil {
 		return 1, err
 	}
+	// mkfs.btrfs loses device numbers and the root directory's mode: the
+	// guest agent restores both; the rootfs test case checks them.
+	rootfs := filepath.Join(env.busybox, "rootfs")
+	if err := os.Chmod(rootfs, 0o751); err != nil {
+		return 1, err
+	}
+	if err := os.MkdirAll(filepath.Join(rootfs, "lib"), 0o755); err != nil {
+		return 1, err
+	}
+	if b, err := exec.Command("mknod", "-m", "0640", filepath.Join(rootfs, "lib", "null-dev"), "c", "1", "3").CombinedOutput(); err != nil {
+		return 1, fmt.Errorf("mknod: %v: %s", err, b)
+	}
 	env.runTimeout = 10 * time.Minute
 	return -1, nil
 }

@@ -43,6 +43,8 @@ func TestRunBusybox(t *testing.T) {
 				s.Process.User.AdditionalGids = []uint32{10, 20}
 			},
 			wantOut: "FOO=bar baz\n/etc\n1000\n1000\n1000 10 20\nHOME=/tmp\n"},
+		{name: "rootfs-attributes", args: []string{"sh", "-c", "stat -c '%a %u:%g' /; stat -c '%t,%T %a %F' /lib/null-dev; echo x > /lib/null-dev && echo writable; ls /dev/null /dev/zero /dev/urandom; hostname"},
+			wantOut: "751 0:0\n1,3 640 character special file\nwritable\n/dev/null\n/dev/urandom\n/dev/zero\ninitos\n"},
 		{name: "command-not-found", args: []string{"no-such-command"}, wantStatus: -1},
 	}
 	for _, c := range cases {

@@ -159,6 +159,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		Hostname:     b.Spec.Hostname,
 		DeviceNodes:  deviceNodes(info.Devices),
 		Mounts:       mounts,
+		RootAttrs:    &agentapi.FileAttrs{Mode: info.RootMode, Uid: info.RootUID, Gid: info.RootGID},
 	}
 	if err := inst.call(ctx, callTimeout, func(ctx context.Context) error {
 		_, err := inst.Agent.Setup(ctx, setup)

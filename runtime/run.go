@@ -20,7 +20,14 @@ type RunOptions struct {
 	// Signals received by the caller are forwarded to the container's
 	// process, as runc run does.
 	Signals <-chan os.Signal
+	// Terminal, when the process has a terminal (process.terminal), makes
+	// the caller's terminal ready (raw mode) and returns its size changes
+	// and a function that restores it; nil: no caller terminal.
+	Terminal func() (sizes <-chan WindowSize, restore func(), err error)
 }
+
+// WindowSize is a terminal size in characters.
+type WindowSize struct{ Width, Height uint32 }
 
 // RunResult is what Run reports besides an error.
 type RunResult struct {
@@ -66,6 +73,18 @@ func Run(ctx context.Context, c Config, o RunOptions) (res RunResult, err error)
 		return res, err
 	}
 	go forwardSignals(ctx, p, o.Signals)
+	if b.Spec.Process.Terminal && o.Terminal != nil {
+		sizes, restore, err := o.Terminal()
+		if err != nil {
+			return res, err
+		}
+		if restore != nil {
+			defer restore()
+		}
+		if sizes != nil {
+			go forwardResizes(ctx, p, sizes)
+		}
+	}
 
 	progress := make(chan struct{}, 1)
 	pumpCtx, stopPump := context.WithCancel(ctx)
@@ -117,6 +136,20 @@ func forwardSignals(ctx context.Context, p *Process, sigs <-chan os.Signal) {
 			if n, ok := s.(syscall.Signal); ok {
 				_ = p.Signal(ctx, uint32(n), false)
 			}
+		}
+	}
+}
+
+func forwardResizes(ctx context.Context, p *Process, sizes <-chan WindowSize) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ws, ok := <-sizes:
+			if !ok {
+				return
+			}
+			_ = p.Resize(ctx, ws.Width, ws.Height)
 		}
 	}
 }

@@ -55,6 +55,7 @@ func runAction(ctx *cli.Context) error {
 		ID:        ctx.Args().First(),
 		Stdio:     runtime.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
 		Signals:   sigs,
+		Terminal:  hostTerminalFunc,
 	})
 	if ctx.Bool("timings") {
 		t := res.Timings

@@ -2,6 +2,8 @@ GO ?= go
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
+# The guest kernel unpacked by scripts/fetch-kernel.sh; tests that read a real kernel skip without it.
+export INITOS_KERNEL_ROOT ?= $(wildcard /var/lib/initos-runtime/kernel)
 
 .PHONY: build test integration lint bench proto clean
 

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,8 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/initos-runtime/initos-runtime/runtime"
 )
 
 // TestRunBusybox runs the busybox bundle in VMs and checks what runc run's
@@ -166,6 +170,34 @@ func TestRunErrors(t *testing.T) {
 		t.Errorf("missing config.json: exit %d, stderr %q", r.code, r.stderr)
 	}
 	assertNothingLeft(t, "no-config")
+}
+
+// TestRunBootDeadline checks that a VM that does not reach its agent in
+// time is killed and the error shows the console's last lines.
+func TestRunBootDeadline(t *testing.T) {
+	needVMs(t)
+	t.Parallel()
+	cfg := env.cfg
+	cfg.BootTimeout = runtime.Duration(50 * time.Millisecond)
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(conf, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := "bb-boot-deadline"
+	out, err := exec.Command(env.bin, "--config", conf, "run", "--bundle", writeBundle(t, busyboxSpec(t, "true")), id).CombinedOutput()
+	if err == nil {
+		t.Fatalf("run succeeded within a 50ms boot deadline:\n%s", out)
+	}
+	for _, want := range []string{"guest agent not ready before the deadline", `container "bb-boot-deadline" after 50ms`, "last console output"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("error lacks %q:\n%s", want, out)
+		}
+	}
+	assertNothingLeft(t, id)
 }
 
 // TestCheck runs `initos-runtime check` on this host.

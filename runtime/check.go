@@ -11,9 +11,11 @@ import (
 
 // CheckResult is one line of `initos-runtime check`.
 type CheckResult struct {
-	Name   string
-	OK     bool
-	Detail string
+	Name string
+	OK   bool
+	// Required: without it no container can run on this host.
+	Required bool
+	Detail   string
 }
 
 // checkDeps are Check's probes, injectable for tests.
@@ -35,7 +37,7 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 	var rs []CheckResult
 	ok := true
 	add := func(name string, good, required bool, detail string) {
-		rs = append(rs, CheckResult{Name: name, OK: good, Detail: detail})
+		rs = append(rs, CheckResult{Name: name, OK: good, Required: required, Detail: detail})
 		if required && !good {
 			ok = false
 		}

@@ -17,6 +17,7 @@ if [ -f "$dir/boot/vmlinuz-$release" ] && [ -d "$dir/lib/modules/$release/kernel
 fi
 log "fetching $pkg into $dir"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+chmod 0755 "$work" # apt's _apt user downloads into it
 (cd "$work" && apt-get download -q "$pkg" >/dev/null)
 rm -rf "$dir.new" && mkdir -p "$dir.new"
 dpkg-deb -x "$work"/"$pkg"_*.deb "$dir.new"

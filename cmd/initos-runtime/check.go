@@ -20,8 +20,11 @@ func checkCommand() *cli.Command {
 			results, ok := runtime.Check(c)
 			for _, r := range results {
 				mark := "ok"
-				if !r.OK {
+				switch {
+				case !r.OK && r.Required:
 					mark = "MISSING"
+				case !r.OK:
+					mark = "no"
 				}
 				fmt.Fprintf(ctx.App.Writer, "%-17s %-8s %s\n", r.Name, mark, r.Detail)
 			}

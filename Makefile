@@ -31,7 +31,7 @@ bench:
 
 # proto: regenerate agentapi from agent.proto (needs protoc, protoc-gen-go, protoc-gen-go-ttrpc)
 proto:
-	$(GO) generate ./agentapi/
+	$(GO) generate ./agentapi/ ./monitorapi/
 
 clean:
 	rm -rf bin

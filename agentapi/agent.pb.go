@@ -341,7 +341,11 @@ type SetupRequest struct {
 	Mounts []*Mount `protobuf:"bytes,6,rep,name=mounts,proto3" json:"mounts,omitempty"`
 	// Owner and mode of the root directory of the root filesystem, which
 	// mkfs.btrfs 6.2 always writes as 0755 0:0; absent: leave it.
-	RootAttrs     *FileAttrs `protobuf:"bytes,7,opt,name=root_attrs,json=rootAttrs,proto3" json:"root_attrs,omitempty"`
+	RootAttrs *FileAttrs `protobuf:"bytes,7,opt,name=root_attrs,json=rootAttrs,proto3" json:"root_attrs,omitempty"`
+	// The VM's shared directory, mounted before the spec's mounts; bind
+	// mounts of host paths arrive with their source rewritten to a path
+	// under its mount point. Absent: no share.
+	Share         *Share `protobuf:"bytes,8,opt,name=share,proto3" json:"share,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -425,6 +429,76 @@ func (x *SetupRequest) GetRootAttrs() *FileAttrs {
 	return nil
 }
 
+func (x *SetupRequest) GetShare() *Share {
+	if x != nil {
+		return x.Share
+	}
+	return nil
+}
+
+type Share struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The virtio device's tag.
+	Tag string `protobuf:"bytes,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	// "9p" or "virtiofs".
+	Fstype string `protobuf:"bytes,2,opt,name=fstype,proto3" json:"fstype,omitempty"`
+	// Where the guest mounts it, e.g. "/z" (outside the container's root).
+	MountPoint    string `protobuf:"bytes,3,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Share) Reset() {
+	*x = Share{}
+	mi := &file_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Share) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Share) ProtoMessage() {}
+
+func (x *Share) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Share.ProtoReflect.Descriptor instead.
+func (*Share) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Share) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *Share) GetFstype() string {
+	if x != nil {
+		return x.Fstype
+	}
+	return ""
+}
+
+func (x *Share) GetMountPoint() string {
+	if x != nil {
+		return x.MountPoint
+	}
+	return ""
+}
+
 type FileAttrs struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Permission bits plus setuid/setgid/sticky (no file type bits).
@@ -437,7 +511,7 @@ type FileAttrs struct {
 
 func (x *FileAttrs) Reset() {
 	*x = FileAttrs{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +523,7 @@ func (x *FileAttrs) String() string {
 func (*FileAttrs) ProtoMessage() {}
 
 func (x *FileAttrs) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +536,7 @@ func (x *FileAttrs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileAttrs.ProtoReflect.Descriptor instead.
 func (*FileAttrs) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FileAttrs) GetMode() uint32 {
@@ -499,7 +573,7 @@ type CreateProcessRequest struct {
 
 func (x *CreateProcessRequest) Reset() {
 	*x = CreateProcessRequest{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +585,7 @@ func (x *CreateProcessRequest) String() string {
 func (*CreateProcessRequest) ProtoMessage() {}
 
 func (x *CreateProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +598,7 @@ func (x *CreateProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProcessRequest.ProtoReflect.Descriptor instead.
 func (*CreateProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateProcessRequest) GetId() string {
@@ -550,7 +624,7 @@ type CreateProcessResponse struct {
 
 func (x *CreateProcessResponse) Reset() {
 	*x = CreateProcessResponse{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +636,7 @@ func (x *CreateProcessResponse) String() string {
 func (*CreateProcessResponse) ProtoMessage() {}
 
 func (x *CreateProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +649,7 @@ func (x *CreateProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProcessResponse.ProtoReflect.Descriptor instead.
 func (*CreateProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateProcessResponse) GetPid() uint32 {
@@ -594,7 +668,7 @@ type ProcessRequest struct {
 
 func (x *ProcessRequest) Reset() {
 	*x = ProcessRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -606,7 +680,7 @@ func (x *ProcessRequest) String() string {
 func (*ProcessRequest) ProtoMessage() {}
 
 func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -619,7 +693,7 @@ func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessRequest.ProtoReflect.Descriptor instead.
 func (*ProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ProcessRequest) GetId() string {
@@ -639,7 +713,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +725,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +738,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WriteStdinRequest) GetId() string {
@@ -690,7 +764,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +776,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +789,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WriteStdinResponse) GetWritten() uint32 {
@@ -735,7 +809,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +821,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +834,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadRequest) GetId() string {
@@ -786,7 +860,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +872,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +885,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReadResponse) GetData() []byte {
@@ -832,7 +906,7 @@ type ResizePtyRequest struct {
 
 func (x *ResizePtyRequest) Reset() {
 	*x = ResizePtyRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +918,7 @@ func (x *ResizePtyRequest) String() string {
 func (*ResizePtyRequest) ProtoMessage() {}
 
 func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +931,7 @@ func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResizePtyRequest) GetId() string {
@@ -893,7 +967,7 @@ type SignalRequest struct {
 
 func (x *SignalRequest) Reset() {
 	*x = SignalRequest{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +979,7 @@ func (x *SignalRequest) String() string {
 func (*SignalRequest) ProtoMessage() {}
 
 func (x *SignalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +992,7 @@ func (x *SignalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
 func (*SignalRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SignalRequest) GetId() string {
@@ -954,7 +1028,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1040,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1053,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WaitResponse) GetExitStatus() int32 {
@@ -1008,7 +1082,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1094,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1107,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ProcessInfo) GetPid() uint32 {
@@ -1073,7 +1147,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1159,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1172,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
@@ -1133,7 +1207,7 @@ const file_agent_proto_rawDesc = "" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xbc\x02\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xea\x02\n" +
 	"\fSetupRequest\x12\x1f\n" +
 	"\vroot_device\x18\x01 \x01(\tR\n" +
 	"rootDevice\x12\x1f\n" +
@@ -1144,7 +1218,13 @@ const file_agent_proto_rawDesc = "" +
 	"\fdevice_nodes\x18\x05 \x03(\v2\x1b.initos.agent.v1.DeviceNodeR\vdeviceNodes\x12.\n" +
 	"\x06mounts\x18\x06 \x03(\v2\x16.initos.agent.v1.MountR\x06mounts\x129\n" +
 	"\n" +
-	"root_attrs\x18\a \x01(\v2\x1a.initos.agent.v1.FileAttrsR\trootAttrs\"C\n" +
+	"root_attrs\x18\a \x01(\v2\x1a.initos.agent.v1.FileAttrsR\trootAttrs\x12,\n" +
+	"\x05share\x18\b \x01(\v2\x16.initos.agent.v1.ShareR\x05share\"R\n" +
+	"\x05Share\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\tR\x03tag\x12\x16\n" +
+	"\x06fstype\x18\x02 \x01(\tR\x06fstype\x12\x1f\n" +
+	"\vmount_point\x18\x03 \x01(\tR\n" +
+	"mountPoint\"C\n" +
 	"\tFileAttrs\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
@@ -1216,7 +1296,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: initos.agent.v1.Empty
 	(*PingRequest)(nil),           // 1: initos.agent.v1.PingRequest
@@ -1224,56 +1304,58 @@ var file_agent_proto_goTypes = []any{
 	(*DeviceNode)(nil),            // 3: initos.agent.v1.DeviceNode
 	(*Mount)(nil),                 // 4: initos.agent.v1.Mount
 	(*SetupRequest)(nil),          // 5: initos.agent.v1.SetupRequest
-	(*FileAttrs)(nil),             // 6: initos.agent.v1.FileAttrs
-	(*CreateProcessRequest)(nil),  // 7: initos.agent.v1.CreateProcessRequest
-	(*CreateProcessResponse)(nil), // 8: initos.agent.v1.CreateProcessResponse
-	(*ProcessRequest)(nil),        // 9: initos.agent.v1.ProcessRequest
-	(*WriteStdinRequest)(nil),     // 10: initos.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),    // 11: initos.agent.v1.WriteStdinResponse
-	(*ReadRequest)(nil),           // 12: initos.agent.v1.ReadRequest
-	(*ReadResponse)(nil),          // 13: initos.agent.v1.ReadResponse
-	(*ResizePtyRequest)(nil),      // 14: initos.agent.v1.ResizePtyRequest
-	(*SignalRequest)(nil),         // 15: initos.agent.v1.SignalRequest
-	(*WaitResponse)(nil),          // 16: initos.agent.v1.WaitResponse
-	(*ProcessInfo)(nil),           // 17: initos.agent.v1.ProcessInfo
-	(*ListProcessesResponse)(nil), // 18: initos.agent.v1.ListProcessesResponse
+	(*Share)(nil),                 // 6: initos.agent.v1.Share
+	(*FileAttrs)(nil),             // 7: initos.agent.v1.FileAttrs
+	(*CreateProcessRequest)(nil),  // 8: initos.agent.v1.CreateProcessRequest
+	(*CreateProcessResponse)(nil), // 9: initos.agent.v1.CreateProcessResponse
+	(*ProcessRequest)(nil),        // 10: initos.agent.v1.ProcessRequest
+	(*WriteStdinRequest)(nil),     // 11: initos.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),    // 12: initos.agent.v1.WriteStdinResponse
+	(*ReadRequest)(nil),           // 13: initos.agent.v1.ReadRequest
+	(*ReadResponse)(nil),          // 14: initos.agent.v1.ReadResponse
+	(*ResizePtyRequest)(nil),      // 15: initos.agent.v1.ResizePtyRequest
+	(*SignalRequest)(nil),         // 16: initos.agent.v1.SignalRequest
+	(*WaitResponse)(nil),          // 17: initos.agent.v1.WaitResponse
+	(*ProcessInfo)(nil),           // 18: initos.agent.v1.ProcessInfo
+	(*ListProcessesResponse)(nil), // 19: initos.agent.v1.ListProcessesResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: initos.agent.v1.SetupRequest.device_nodes:type_name -> initos.agent.v1.DeviceNode
 	4,  // 1: initos.agent.v1.SetupRequest.mounts:type_name -> initos.agent.v1.Mount
-	6,  // 2: initos.agent.v1.SetupRequest.root_attrs:type_name -> initos.agent.v1.FileAttrs
-	17, // 3: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
-	1,  // 4: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
-	5,  // 5: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
-	7,  // 6: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
-	9,  // 7: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
-	10, // 8: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
-	9,  // 9: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
-	12, // 10: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
-	12, // 11: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
-	14, // 12: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
-	15, // 13: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
-	9,  // 14: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
-	0,  // 15: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.Empty
-	0,  // 16: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
-	2,  // 17: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
-	0,  // 18: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
-	8,  // 19: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
-	0,  // 20: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
-	11, // 21: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
-	0,  // 22: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
-	13, // 23: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
-	13, // 24: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
-	0,  // 25: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
-	0,  // 26: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
-	16, // 27: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
-	18, // 28: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
-	0,  // 29: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
-	17, // [17:30] is the sub-list for method output_type
-	4,  // [4:17] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	7,  // 2: initos.agent.v1.SetupRequest.root_attrs:type_name -> initos.agent.v1.FileAttrs
+	6,  // 3: initos.agent.v1.SetupRequest.share:type_name -> initos.agent.v1.Share
+	18, // 4: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
+	1,  // 5: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
+	5,  // 6: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
+	8,  // 7: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
+	10, // 8: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
+	11, // 9: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
+	10, // 10: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
+	13, // 11: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
+	13, // 12: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
+	15, // 13: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
+	16, // 14: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
+	10, // 15: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
+	0,  // 16: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.Empty
+	0,  // 17: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
+	2,  // 18: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
+	0,  // 19: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
+	9,  // 20: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
+	0,  // 21: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
+	12, // 22: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
+	0,  // 23: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
+	14, // 24: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
+	14, // 25: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
+	0,  // 26: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
+	0,  // 27: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
+	17, // 28: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
+	19, // 29: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
+	0,  // 30: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
+	18, // [18:31] is the sub-list for method output_type
+	5,  // [5:18] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1287,7 +1369,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

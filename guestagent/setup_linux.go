@@ -71,6 +71,14 @@ func (s *Service) setupRoot(ctx context.Context, req *agentapi.SetupRequest) (mo
 	}
 	mounted = append(mounted, rootfs)
 
+	if sh := req.Share; sh != nil {
+		mp, err := s.mountShare(sh)
+		if err != nil {
+			return mounted, err
+		}
+		mounted = append(mounted, mp)
+	}
+
 	devFromSpec := slices.ContainsFunc(req.Mounts, func(m *agentapi.Mount) bool { return path.Clean("/"+m.Destination) == "/dev" })
 	if !devFromSpec {
 		// No /dev in the spec: the container gets the guest's devtmpfs.
@@ -224,6 +232,30 @@ func (s *Service) mountOne(rootfs string, m *agentapi.Mount) ([]string, error) {
 	return []string{target}, nil
 }
 
+// mountShare mounts the VM's shared directory (design section 6: 9p or
+// virtiofs, at /z); the host has rewritten the sources of host bind mounts
+// to paths under it.
+func (s *Service) mountShare(sh *agentapi.Share) (string, error) {
+	if sh.Tag == "" || !filepath.IsAbs(sh.MountPoint) {
+		return "", errorf(ErrInvalidArgument, "share: tag %q and absolute mount point %q are required", sh.Tag, sh.MountPoint)
+	}
+	var data string
+	switch sh.Fstype {
+	case "9p":
+		data = "trans=virtio,version=9p2000.L,msize=262144"
+	case "virtiofs":
+	default:
+		return "", errorf(ErrInvalidArgument, "share: filesystem %q: want 9p or virtiofs", sh.Fstype)
+	}
+	if err := s.sys.MkdirAll(sh.MountPoint, 0o755); err != nil {
+		return "", fmt.Errorf("creating %q: %w", sh.MountPoint, err)
+	}
+	if err := s.sys.Mount(sh.Tag, sh.MountPoint, sh.Fstype, 0, data); err != nil {
+		return "", fmt.Errorf("mounting %s share %q on %q: %w", sh.Fstype, sh.Tag, sh.MountPoint, err)
+	}
+	return sh.MountPoint, nil
+}
+
 // bindMount binds a path of the guest into the rootfs. Host paths need the
 // shared directory, which the agent does not mount yet.
 func (s *Service) bindMount(rootfs string, m *agentapi.Mount, opts mountOpts) ([]string, error) {
@@ -232,7 +264,7 @@ func (s *Service) bindMount(rootfs string, m *agentapi.Mount, opts mountOpts) ([
 	}
 	st, err := s.sys.Stat(m.Source)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, errorf(ErrNotSupported, "bind mount %q: source %q is not in the guest: host bind mounts need the shared directory (not supported yet)", m.Destination, m.Source)
+		return nil, errorf(ErrNotSupported, "bind mount %q: source %q is not in the guest (host paths arrive through the shared directory)", m.Destination, m.Source)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("bind mount %q: source %q: %w", m.Destination, m.Source, err)

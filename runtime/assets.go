@@ -63,9 +63,11 @@ func FindAssets(c Config) (*Assets, error) {
 	return &Assets{Kernel: k, Vmlinux: vmlinux, Agent: agent}, nil
 }
 
-// Initrd returns the cached initrd with the module groups a driver needs.
-func (a *Assets) Initrd(c Config, groups []string) (string, error) {
-	p, err := initrd.Build(initrd.Options{Kernel: a.Kernel, AgentPath: a.Agent, Groups: groups, CacheDir: c.cacheDir()})
+// Initrd returns the cached initrd: one per kernel and agent, holding every
+// module group; each VM's kernel command line (initos.load=) picks the
+// groups its devices need.
+func (a *Assets) Initrd(c Config) (string, error) {
+	p, err := initrd.Build(initrd.Options{Kernel: a.Kernel, AgentPath: a.Agent, CacheDir: c.cacheDir()})
 	if err != nil {
 		return "", fmt.Errorf("building initrd: %w", err)
 	}
@@ -85,6 +87,6 @@ func Prepare(c Config) (driver, initrdPath string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	initrdPath, err = a.Initrd(c, moduleGroups(driver, vmm.Config{}))
+	initrdPath, err = a.Initrd(c)
 	return driver, initrdPath, err
 }

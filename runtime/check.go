@@ -57,7 +57,7 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 	cp, cerr := d.lookPath(chv)
 	add("qemu", qerr == nil, false, found(q, qp, qerr))
 	add("cloud-hypervisor", cerr == nil, false, found(chv, cp, cerr)+kvmNote(cerr == nil, accel))
-	driver, derr := chooseDriver(c, accel)
+	driver, derr := chooseDriverWith(c, accel, d.lookPath)
 	if derr != nil {
 		add("vmm", false, true, derr.Error())
 	} else {

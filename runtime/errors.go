@@ -18,3 +18,11 @@ var (
 	// ErrUnsupported: the spec asks for something a VM cannot give.
 	ErrUnsupported = errors.New("not supported")
 )
+
+// Lifecycle errors (runtime-spec runtime.md "Operations").
+var (
+	// ErrNotExist: no container with that id under the state root.
+	ErrNotExist = errors.New("container does not exist")
+	// ErrWrongState: the operation is not allowed in the container's state.
+	ErrWrongState = errors.New("operation not allowed in this state")
+)

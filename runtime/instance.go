@@ -46,6 +46,13 @@ type Instance struct {
 	client     *ttrpc.Client
 	consoleLog string
 
+	// share is the VM's shared directory of host bind mounts (nil: none).
+	share *share
+
+	// keepDisk leaves the disk image to delete (the monitor's containers
+	// keep their disk across their life; run's are removed at once).
+	keepDisk bool
+
 	exited  chan struct{} // closed once the VMM process has exited
 	waitErr error         // VMM exit error, valid after exited is closed
 	once    sync.Once
@@ -56,7 +63,7 @@ type bootDeps struct {
 	newVM       newVMFunc
 	detectAccel func() vmm.Accel
 	buildDisk   func(ctx context.Context, rootfs, image string, opts bundle.DiskOptions) (*bundle.DiskInfo, error)
-	assets      func(c Config, groups []string) (vmlinux, initrd string, err error)
+	assets      func(c Config) (vmlinux, initrd string, err error)
 }
 
 func defaultBootDeps() bootDeps {
@@ -64,12 +71,12 @@ func defaultBootDeps() bootDeps {
 		newVM:       newVM,
 		detectAccel: vmm.DetectAccel,
 		buildDisk:   bundle.BuildDisk,
-		assets: func(c Config, groups []string) (string, string, error) {
+		assets: func(c Config) (string, string, error) {
 			a, err := FindAssets(c)
 			if err != nil {
 				return "", "", err
 			}
-			ird, err := a.Initrd(c, groups)
+			ird, err := a.Initrd(c)
 			if err != nil {
 				return "", "", err
 			}
@@ -86,10 +93,6 @@ func Boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string) 
 }
 
 func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, d bootDeps) (_ *Instance, retErr error) {
-	mounts, err := guestMounts(b.Spec)
-	if err != nil {
-		return nil, err
-	}
 	memMiB, cpus := vmSize(c, b.Spec)
 	accel := d.detectAccel()
 	driver, err := chooseDriver(c, accel)
@@ -103,6 +106,12 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 			inst.destroy()
 		}
 	}()
+
+	mounts, sh, err := guestMounts(b.Spec, stateDir)
+	if err != nil {
+		return nil, err
+	}
+	inst.share = sh
 
 	t0 := time.Now()
 	if err := os.MkdirAll(c.disksDir(), 0o700); err != nil {
@@ -123,9 +132,10 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		CPUs:       cpus,
 		StateDir:   stateDir,
 		ConsoleLog: inst.consoleLog,
+		Share:      sh.vmmShare(),
 	}
 	groups := moduleGroups(driver, vcfg)
-	vcfg.Kernel, vcfg.Initrd, err = d.assets(c, groups)
+	vcfg.Kernel, vcfg.Initrd, err = d.assets(c)
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +170,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		DeviceNodes:  deviceNodes(info.Devices),
 		Mounts:       mounts,
 		RootAttrs:    &agentapi.FileAttrs{Mode: info.RootMode, Uid: info.RootUID, Gid: info.RootGID},
+		Share:        sh.agentShare(),
 	}
 	if err := inst.call(ctx, callTimeout, func(ctx context.Context) error {
 		_, err := inst.Agent.Setup(ctx, setup)
@@ -201,11 +212,9 @@ func (inst *Instance) connect(ctx context.Context, timeout time.Duration) error 
 		}()
 		return nil
 	}
-	select {
-	case <-inst.exited:
+	if inst.vmGone(err) {
 		return fmt.Errorf("%w before its agent answered (container %q, %v); last console output:\n%s",
 			ErrVMExited, inst.ID, inst.waitErr, vmm.ConsoleTail(inst.consoleLog, 20))
-	default:
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w: container %q after %s (%s, accel %s); last console output:\n%s",
@@ -222,14 +231,34 @@ func (inst *Instance) call(ctx context.Context, timeout time.Duration, f func(co
 		defer cancel()
 	}
 	err := f(ctx)
-	if err != nil {
-		select {
-		case <-inst.exited:
-			return fmt.Errorf("%w (%v): %w", ErrVMExited, inst.waitErr, err)
-		default:
-		}
+	if err != nil && inst.vmGone(err) {
+		return fmt.Errorf("%w (%v): %w", ErrVMExited, inst.waitErr, err)
 	}
 	return err
+}
+
+// exitSettle bounds how long a broken agent connection waits for the VMM's
+// exit to be seen: a dying VMM's sockets close a moment before its Wait
+// returns.
+const exitSettle = 2 * time.Second
+
+// vmGone reports whether the VMM has exited. When err says the connection
+// broke or the VMM is gone, it first waits up to exitSettle for the exit.
+func (inst *Instance) vmGone(err error) bool {
+	if errors.Is(err, ttrpc.ErrClosed) || errors.Is(err, vmm.ErrVMExited) {
+		select {
+		case <-inst.exited:
+			return true
+		case <-time.After(exitSettle):
+			return false
+		}
+	}
+	select {
+	case <-inst.exited:
+		return true
+	default:
+		return false
+	}
 }
 
 // Exited is closed once the VMM has exited.
@@ -279,7 +308,10 @@ func (inst *Instance) destroy() error {
 			cancel()
 			<-inst.exited
 		}
-		if inst.Disk != "" {
+		if err := inst.share.remove(); err != nil {
+			errs = append(errs, err)
+		}
+		if inst.Disk != "" && !inst.keepDisk {
 			if err := os.Remove(inst.Disk); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("removing disk %q: %w", inst.Disk, err))
 			}
@@ -319,20 +351,6 @@ func vmSize(c Config, s *specs.Spec) (memMiB, cpus int) {
 		cpus = 1
 	}
 	return memMiB, cpus
-}
-
-// guestMounts converts the spec's mounts for the agent. Host bind mounts
-// need the shared directory of the volumes work; until then they are
-// refused here, before anything boots.
-func guestMounts(s *specs.Spec) ([]*agentapi.Mount, error) {
-	var out []*agentapi.Mount
-	for _, m := range s.Mounts {
-		if m.Type == "bind" || hasOption(m.Options, "bind") || hasOption(m.Options, "rbind") {
-			return nil, fmt.Errorf("bind mount of %q on %q: %w: host bind mounts need the VM's shared directory", m.Source, m.Destination, ErrUnsupported)
-		}
-		out = append(out, &agentapi.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
-	}
-	return out, nil
 }
 
 func hasOption(opts []string, o string) bool {

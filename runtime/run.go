@@ -39,7 +39,12 @@ type RunResult struct {
 
 // Run is runc's foreground run: create, start, relay stdio and signals,
 // wait, delete. Its result carries the process's exit status.
-func Run(ctx context.Context, c Config, o RunOptions) (res RunResult, err error) {
+func Run(ctx context.Context, c Config, o RunOptions) (RunResult, error) {
+	return run(ctx, c, o, defaultBootDeps())
+}
+
+// run is Run with its boot side effects injected.
+func run(ctx context.Context, c Config, o RunOptions, d bootDeps) (res RunResult, err error) {
 	res.ExitStatus = -1
 	b, err := bundle.Load(o.BundleDir)
 	if err != nil {
@@ -49,9 +54,15 @@ func Run(ctx context.Context, c Config, o RunOptions) (res RunResult, err error)
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(stateDir)
+	defer func() {
+		// Shutdown has unmounted the share; if it could not, keep the
+		// state dir rather than reach into a host directory bound there.
+		if removeShareDir(filepath.Join(stateDir, shareDirName)) == nil {
+			os.RemoveAll(stateDir)
+		}
+	}()
 
-	inst, err := Boot(ctx, c, b, o.ID, stateDir)
+	inst, err := boot(ctx, c, b, o.ID, stateDir, d)
 	if err != nil {
 		return res, err
 	}

@@ -47,6 +47,12 @@ var lookPath = exec.LookPath
 // chooseDriver resolves "auto": cloud-hypervisor needs KVM, so without
 // usable KVM (as on PVM hosts) qemu with TCG is the only choice.
 func chooseDriver(c Config, accel vmm.Accel) (string, error) {
+	return chooseDriverWith(c, accel, lookPath)
+}
+
+// chooseDriverWith is chooseDriver with its PATH lookup given, so that
+// Check decides with the same probe it reports.
+func chooseDriverWith(c Config, accel vmm.Accel, lookPath func(string) (string, error)) (string, error) {
 	switch c.VMM {
 	case "qemu", "cloud-hypervisor":
 		if c.VMM == "cloud-hypervisor" && accel.Name != "kvm" {

@@ -92,19 +92,3 @@ func TestVMSize(t *testing.T) {
 		})
 	}
 }
-
-func TestGuestMountsRefusesHostBinds(t *testing.T) {
-	s := &specs.Spec{Mounts: []specs.Mount{
-		{Destination: "/proc", Type: "proc", Source: "proc"},
-		{Destination: "/data", Type: "none", Source: "/srv/data", Options: []string{"rbind", "ro"}},
-	}}
-	_, err := guestMounts(s)
-	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), `"/srv/data" on "/data"`) {
-		t.Fatalf("err %v", err)
-	}
-	s.Mounts = s.Mounts[:1]
-	m, err := guestMounts(s)
-	if err != nil || len(m) != 1 || m[0].Destination != "/proc" {
-		t.Fatalf("mounts %v, %v", m, err)
-	}
-}

@@ -19,8 +19,12 @@ func main() {
 		Version:              version,
 		EnableBashCompletion: false,
 		Flags:                globalFlags(),
-		Commands:             []*cli.Command{runCommand(), checkCommand()},
-		ExitErrHandler:       exitErrHandler,
+		Commands: []*cli.Command{
+			createCommand(), startCommand(), runCommand(), stateCommand(), killCommand(), deleteCommand(),
+			execCommand(), psCommand(), listCommand(), pauseCommand(), resumeCommand(), checkCommand(),
+			monitorCommand(), execWaiterCommand(),
+		},
+		ExitErrHandler: exitErrHandler,
 	}
 	if err := app.Run(os.Args); err != nil {
 		exitErrHandler(nil, err)

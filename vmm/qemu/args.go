@@ -99,7 +99,7 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 			)
 		} else {
 			a = append(a,
-				"-fsdev", "local,id=fs0,path="+optValue(s.Dir)+",security_model=none",
+				"-fsdev", "local,id=fs0,path="+optValue(s.Dir)+",security_model=none,multidevs=remap",
 				"-device", "virtio-9p-device,fsdev=fs0,mount_tag="+s.Tag,
 			)
 		}

@@ -61,7 +61,7 @@ func TestBuildArgs(t *testing.T) {
 			c.Share = &vmm.Share{Dir: "/srv/vol", Tag: "z", Mode: vmm.Share9p}
 		}, vmm.AccelTCG,
 			cat(head(machine, "tcg,thread=multi", "max"), common, rootDisk, agent,
-				[]string{"-fsdev", "local,id=fs0,path=/srv/vol,security_model=none", "-device", "virtio-9p-device,fsdev=fs0,mount_tag=z"})},
+				[]string{"-fsdev", "local,id=fs0,path=/srv/vol,security_model=none,multidevs=remap", "-device", "virtio-9p-device,fsdev=fs0,mount_tag=z"})},
 		{"virtiofs share", func(c *vmm.Config) {
 			c.Share = &vmm.Share{Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}
 		}, vmm.AccelTCG,

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/urfave/cli/v2"
+
+	"github.com/initos-runtime/initos-runtime/runtime"
+)
+
+// execWaiterCommand is internal: exec --detach re-executes the binary with
+// it; the process relays the exec'd process's stdio and exits with its
+// status (conmon waits for it).
+func execWaiterCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "exec-waiter",
+		Hidden:    true,
+		ArgsUsage: "<container-id>",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "process", Required: true},
+			&cli.StringFlag{Name: "console-socket"},
+		},
+		Action: func(ctx *cli.Context) error {
+			id, err := oneID(ctx)
+			if err != nil {
+				return err
+			}
+			c, err := internalConfig()
+			if err != nil {
+				return err
+			}
+			ready := os.NewFile(runtime.ReadyFD, "ready")
+			if ready == nil {
+				return fmt.Errorf("exec-waiter: no ready pipe on fd %d (started by exec --detach only)", runtime.ReadyFD)
+			}
+			b, err := os.ReadFile(ctx.String("process"))
+			os.Remove(ctx.String("process"))
+			var p specs.Process
+			if err == nil {
+				err = json.Unmarshal(b, &p)
+			}
+			if err != nil {
+				fmt.Fprintf(ready, "error: reading the process to exec: %v\n", err)
+				ready.Close()
+				return cli.Exit("", 1)
+			}
+			status, err := runtime.Exec(context.Background(), c, runtime.ExecOptions{
+				ID: id, Process: &p, ConsoleSocket: ctx.String("console-socket"),
+				Stdio: runtime.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
+				Ready: ready,
+			})
+			if err != nil {
+				// Before ready the error went to exec; after, stderr is
+				// the process's: report on our exit code only.
+				return cli.Exit("", 255)
+			}
+			return cli.Exit("", status)
+		},
+	}
+}

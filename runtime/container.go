@@ -1,0 +1,286 @@
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/ttrpc"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/bundle"
+	"github.com/initos-runtime/initos-runtime/monitorapi"
+)
+
+// CreateOptions are create's inputs. Monitor is the command that runs the
+// monitor (the CLI re-executing itself); Create adds the ready pipe as its
+// fd 3 and starts it in a session of its own, inheriting stdio.
+type CreateOptions struct {
+	BundleDir string
+	ID        string
+	Monitor   *exec.Cmd
+}
+
+// ReadyFD is the fd of the ready pipe in the monitor and in exec's waiter.
+const ReadyFD = 3
+
+// Create validates the bundle, claims the id, starts the monitor and waits
+// until it has created the container (VM up, process created, not
+// started). It returns the monitor's pid, for --pid-file.
+func Create(ctx context.Context, c Config, o CreateOptions) (pid int, err error) {
+	if err := ValidateID(o.ID); err != nil {
+		return 0, err
+	}
+	if _, err := bundle.Load(o.BundleDir); err != nil {
+		return 0, err
+	}
+	dir, err := createStateDir(c, o.ID)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	return spawnReady(ctx, o.Monitor, time.Duration(c.BootTimeout)+5*time.Minute, fmt.Sprintf("creating container %q", o.ID))
+}
+
+// spawnReady starts cmd in a session of its own with the write end of a
+// ready pipe as its fd 3, and waits (up to deadline) for it to write "ok\n"
+// or "error: ...\n". On failure the process is stopped and reaped.
+func spawnReady(ctx context.Context, cmd *exec.Cmd, deadline time.Duration, what string) (int, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 0, fmt.Errorf("%s: creating the ready pipe: %w", what, err)
+	}
+	defer r.Close()
+	cmd.ExtraFiles = []*os.File{w}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setsid = true
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return 0, fmt.Errorf("%s: starting %s: %w", what, cmd.Path, err)
+	}
+	w.Close()
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(r).ReadString('\n')
+		line <- s
+	}()
+	select {
+	case s := <-line:
+		if s == "ok\n" {
+			return cmd.Process.Pid, nil
+		}
+		<-exited
+		if msg, ok := strings.CutPrefix(strings.TrimSpace(s), "error: "); ok {
+			return 0, errors.New(msg)
+		}
+		return 0, fmt.Errorf("%s: the helper process exited (%v) before it was ready", what, cmd.ProcessState)
+	case <-time.After(deadline):
+		stopMonitor(cmd.Process, exited)
+		return 0, fmt.Errorf("%s: not ready within %s", what, deadline)
+	case <-ctx.Done():
+		stopMonitor(cmd.Process, exited)
+		return 0, fmt.Errorf("%s: %w", what, ctx.Err())
+	}
+}
+
+// stopMonitor asks a monitor to tear its VM down (SIGTERM), then kills it.
+func stopMonitor(p *os.Process, exited <-chan struct{}) {
+	p.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		p.Kill()
+		<-exited
+	}
+}
+
+// State returns the container's state, its status settled against its
+// monitor's liveness.
+func StateOf(c Config, id string) (*State, error) { return loadState(c, id) }
+
+// controlConn is a connection to a container's monitor.
+type controlConn struct {
+	client  *ttrpc.Client
+	Agent   agentapi.AgentService
+	Monitor monitorapi.MonitorService
+}
+
+func (cc *controlConn) Close() { cc.client.Close() }
+
+func dialMonitor(c Config, id string) (*controlConn, error) {
+	path := filepath.Join(stateDir(c, id), monitorSock)
+	conn, err := net.DialTimeout("unix", path, 10*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the monitor of container %q: %w", id, err)
+	}
+	cl := ttrpc.NewClient(conn)
+	return &controlConn{client: cl, Agent: agentapi.NewAgentClient(cl), Monitor: monitorapi.NewMonitorClient(cl)}, nil
+}
+
+// withRunning loads the state, checks it is one of allowed, and calls f
+// with a connection to the monitor.
+func withMonitor(ctx context.Context, c Config, id string, allowed []Status, what string, f func(context.Context, *State, *controlConn) error) error {
+	st, err := loadState(c, id)
+	if err != nil {
+		return err
+	}
+	ok := false
+	for _, s := range allowed {
+		ok = ok || st.Status == s
+	}
+	if !ok {
+		return fmt.Errorf("cannot %s container %q: it is %s: %w", what, id, st.Status, ErrWrongState)
+	}
+	cc, err := dialMonitor(c, id)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	return f(ctx, st, cc)
+}
+
+// Start runs the created container's process.
+func Start(ctx context.Context, c Config, id string) error {
+	// runtime.md "start": "Attempting to start a container that is not
+	// created MUST have no effect on the container and MUST generate an
+	// error." (the monitor checks again under its lock).
+	return withMonitor(ctx, c, id, []Status{StatusCreated}, "start", func(ctx context.Context, st *State, cc *controlConn) error {
+		_, err := cc.Agent.StartProcess(ctx, &agentapi.ProcessRequest{Id: id})
+		if err != nil {
+			return fmt.Errorf("starting container %q: %w", id, err)
+		}
+		return nil
+	})
+}
+
+// Kill sends sig to the container's process, or with all to all of its
+// processes.
+func Kill(ctx context.Context, c Config, id string, sig syscall.Signal, all bool) error {
+	// runtime.md "kill": "Attempting to send a signal to a container that
+	// is neither created nor running MUST have no effect on the container
+	// and MUST generate an error."
+	return withMonitor(ctx, c, id, []Status{StatusCreated, StatusRunning, StatusPaused}, "kill", func(ctx context.Context, st *State, cc *controlConn) error {
+		_, err := cc.Agent.SignalProcess(ctx, &agentapi.SignalRequest{Id: id, Signal: uint32(sig), All: all})
+		if err != nil {
+			return fmt.Errorf("signalling container %q with %d: %w", id, sig, err)
+		}
+		return nil
+	})
+}
+
+// Pause freezes the container's VM; Resume thaws it.
+func Pause(ctx context.Context, c Config, id string) error {
+	return withMonitor(ctx, c, id, []Status{StatusRunning, StatusCreated}, "pause", func(ctx context.Context, st *State, cc *controlConn) error {
+		_, err := cc.Monitor.Pause(ctx, &monitorapi.Empty{})
+		return err
+	})
+}
+
+func Resume(ctx context.Context, c Config, id string) error {
+	return withMonitor(ctx, c, id, []Status{StatusPaused}, "resume", func(ctx context.Context, st *State, cc *controlConn) error {
+		_, err := cc.Monitor.Resume(ctx, &monitorapi.Empty{})
+		return err
+	})
+}
+
+// Processes lists the processes of the container in its VM.
+func Processes(ctx context.Context, c Config, id string) ([]*agentapi.ProcessInfo, error) {
+	var out []*agentapi.ProcessInfo
+	err := withMonitor(ctx, c, id, []Status{StatusCreated, StatusRunning, StatusPaused}, "list processes of", func(ctx context.Context, st *State, cc *controlConn) error {
+		resp, err := cc.Agent.ListProcesses(ctx, &agentapi.Empty{})
+		if err != nil {
+			return err
+		}
+		out = resp.Processes
+		return nil
+	})
+	return out, err
+}
+
+// Delete removes a stopped container: its disk image and state. With
+// force a container in any state is stopped first (its VM torn down).
+func Delete(ctx context.Context, c Config, id string, force bool) error {
+	st, err := loadState(c, id)
+	if err != nil {
+		return err
+	}
+	dir := stateDir(c, id)
+	unlock, err := lockState(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if st.Status != StatusStopped {
+		// runtime.md "delete": "Attempting to delete a container that is
+		// not stopped MUST have no effect on the container and MUST
+		// generate an error."
+		if !force {
+			return fmt.Errorf("cannot delete container %q: it is %s, not stopped (use --force): %w", id, st.Status, ErrWrongState)
+		}
+		if st.MonitorPid > 0 && monitorAlive(st) {
+			if err := terminateMonitor(st); err != nil {
+				return err
+			}
+		}
+	}
+	// The shared directory first: it may hold bind mounts of host paths,
+	// which the removal of the state directory must never reach.
+	if err := removeShareDir(filepath.Join(dir, shareDirName)); err != nil {
+		return fmt.Errorf("deleting container %q: %w", id, err)
+	}
+	if st.Disk != "" {
+		if err := os.Remove(st.Disk); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removing the disk of container %q: %w", id, err)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("removing the state of container %q: %w", id, err)
+	}
+	return nil
+}
+
+// terminateMonitor stops a live monitor: SIGTERM (it tears its VM down),
+// then SIGKILL (its VMM dies with it by Pdeathsig).
+func terminateMonitor(st *State) error {
+	p, err := os.FindProcess(st.MonitorPid)
+	if err != nil {
+		return nil
+	}
+	p.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(15 * time.Second)
+	for monitorAlive(st) {
+		if time.Now().After(deadline) {
+			p.Signal(syscall.SIGKILL)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := 0; i < 500 && monitorAlive(st); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if monitorAlive(st) {
+		return fmt.Errorf("the monitor %d of container %q does not exit", st.MonitorPid, st.ID)
+	}
+	return nil
+}

@@ -1,0 +1,387 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/bundle"
+	"github.com/initos-runtime/initos-runtime/monitorapi"
+)
+
+// MonitorOptions are the inputs of the monitor process that create leaves
+// behind (design section 2: the pid conmon waits for).
+type MonitorOptions struct {
+	BundleDir     string
+	ID            string
+	ConsoleSocket string
+	// Ready receives "ok\n" once the container is created, or the error
+	// that stopped it; create waits for it.
+	Ready io.WriteCloser
+	// Stdio is what the monitor inherited (conmon's pipes): the container
+	// process's stdio unless it has a terminal.
+	Stdio Stdio
+	// Log receives the monitor's own messages (never the container's
+	// stderr).
+	Log *log.Logger
+}
+
+// monitor is the state of a running monitor process.
+type monitor struct {
+	c     Config
+	dir   string
+	inst  *Instance
+	main  *Process
+	log   *log.Logger
+	mu    sync.Mutex // guards st and its file
+	st    *State
+	spec  *specs.Spec
+	start chan struct{} // closed when the main process is started
+}
+
+// RunMonitor boots the container's VM, creates its process, reports ready
+// and serves the control socket until the process has exited; it returns
+// the process's exit status (the monitor's own exit code, which conmon
+// records).
+func RunMonitor(ctx context.Context, c Config, o MonitorOptions) int {
+	m := &monitor{c: c, dir: stateDir(c, o.ID), log: o.Log, start: make(chan struct{})}
+	if m.log == nil {
+		m.log = log.New(io.Discard, "", 0)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// delete --force and conmon's stop end the monitor with SIGTERM: tear
+	// the VM down instead of leaving it.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	terminated := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			m.log.Printf("monitor: %v: stopping the VM", s)
+			close(terminated)
+			cancel()
+			if m.inst != nil {
+				m.inst.destroy()
+			}
+		case <-ctx.Done():
+		}
+	}()
+
+	stdio, err := m.create(ctx, o)
+	if err != nil {
+		m.log.Printf("monitor: %v", err)
+		fmt.Fprintf(o.Ready, "error: %v\n", err)
+		o.Ready.Close()
+		return 1
+	}
+	fmt.Fprintf(o.Ready, "ok\n")
+	o.Ready.Close()
+
+	status := m.serve(ctx, stdio)
+	select {
+	case <-terminated:
+		status = 128 + int(syscall.SIGKILL)
+	default:
+	}
+	m.setStopped(status)
+	if err := m.inst.Shutdown(context.Background(), 10*time.Second); err != nil {
+		m.log.Printf("monitor: %v", err)
+	}
+	os.Remove(filepath.Join(m.dir, monitorSock))
+	return status
+}
+
+// create boots the VM, creates the main process and the console, writes
+// the state and starts serving the control socket.
+func (m *monitor) create(ctx context.Context, o MonitorOptions) (stdio Stdio, err error) {
+	b, err := bundle.Load(o.BundleDir)
+	if err != nil {
+		return stdio, err
+	}
+	m.spec = b.Spec
+	if b.Spec.Process.Terminal && o.ConsoleSocket == "" {
+		return stdio, fmt.Errorf("container %q: process.terminal is set: --console-socket is required", o.ID)
+	}
+	inst, err := Boot(ctx, m.c, b, o.ID, m.dir)
+	if err != nil {
+		return stdio, err
+	}
+	inst.keepDisk = true
+	m.inst = inst
+	defer func() {
+		if err != nil {
+			inst.keepDisk = false
+			inst.destroy()
+		}
+	}()
+	p, err := inst.CreateProcess(ctx, o.ID, b.Spec.Process)
+	if err != nil {
+		return stdio, err
+	}
+	m.main = p
+	stdio = o.Stdio
+	if b.Spec.Process.Terminal {
+		stdio, err = m.console(ctx, o.ConsoleSocket, p)
+		if err != nil {
+			return stdio, err
+		}
+	}
+	start, _ := processStartTime(os.Getpid())
+	m.st = &State{
+		ID: o.ID, Bundle: b.Dir, Rootfs: b.Rootfs, Created: time.Now().UTC(), Status: StatusCreated,
+		Annotations: b.Spec.Annotations, Owner: "", MonitorPid: os.Getpid(), MonitorStart: start,
+		GuestPid: p.Pid, Disk: inst.Disk,
+	}
+	if err := saveState(m.dir, m.st); err != nil {
+		return stdio, err
+	}
+	if err := m.listen(ctx); err != nil {
+		return stdio, err
+	}
+	return stdio, nil
+}
+
+// console makes the host pty whose master goes to the console socket and
+// bridges its slave with the guest pty.
+func (m *monitor) console(ctx context.Context, socket string, p *Process) (Stdio, error) {
+	master, slave, err := openPty()
+	if err != nil {
+		return Stdio{}, err
+	}
+	defer master.Close() // the receiver has its own copy
+	if err := sendConsole(socket, master); err != nil {
+		slave.Close()
+		return Stdio{}, err
+	}
+	if err := takeControllingTerminal(slave); err != nil {
+		m.log.Printf("monitor: %v (resizes will not reach the guest)", err)
+	}
+	go followWindowSize(ctx, p, slave)
+	return Stdio{Stdin: slave, Stdout: slave}, nil
+}
+
+// followWindowSize sends the host pty's size to the guest now and at every
+// SIGWINCH.
+func followWindowSize(ctx context.Context, p *Process, tty *os.File) {
+	winch := make(chan os.Signal, 4)
+	signal.Notify(winch, syscall.SIGWINCH)
+	defer signal.Stop(winch)
+	var last WindowSize
+	for {
+		if ws, err := windowSize(int(tty.Fd())); err == nil && ws != last && ws.Width > 0 && ws.Height > 0 {
+			if err := p.Resize(ctx, ws.Width, ws.Height); err == nil {
+				last = ws
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-winch:
+		}
+	}
+}
+
+// listen serves the control socket: the Monitor service, and the Agent
+// service forwarded to the guest.
+func (m *monitor) listen(ctx context.Context) error {
+	path := filepath.Join(m.dir, monitorSock)
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("listening on %q: %w", path, err)
+	}
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("creating control server: %w", err)
+	}
+	agentapi.RegisterAgentService(srv, &agentProxy{m: m})
+	monitorapi.RegisterMonitorService(srv, &monitorService{m: m})
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	go srv.Serve(ctx, l)
+	return nil
+}
+
+// serve relays the main process's stdio until it has exited and returns
+// its status.
+func (m *monitor) serve(ctx context.Context, stdio Stdio) int {
+	progress := make(chan struct{}, 1)
+	pumped := make(chan error, 1)
+	go func() { pumped <- m.main.Pump(ctx, stdio, progress) }()
+	status, err := m.main.Wait(ctx)
+	if err != nil {
+		m.log.Printf("monitor: %v; console:\n%s", err, m.inst.ConsoleTail(20))
+		return 255
+	}
+	if err := drain(pumped, progress, drainGrace); err != nil {
+		m.log.Printf("monitor: %v", err)
+	}
+	return status
+}
+
+func (m *monitor) setStatus(s Status) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.st.Status = s
+	return saveState(m.dir, m.st)
+}
+
+func (m *monitor) setStopped(status int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.st == nil {
+		return
+	}
+	m.st.Status = StatusStopped
+	m.st.ExitStatus = &status
+	if err := saveState(m.dir, m.st); err != nil {
+		m.log.Printf("monitor: %v", err)
+	}
+}
+
+// pauser is what pause/resume need of a VM; both drivers have it.
+type pauser interface {
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+}
+
+type monitorService struct{ m *monitor }
+
+func (s *monitorService) Pause(ctx context.Context, _ *monitorapi.Empty) (*monitorapi.Empty, error) {
+	return s.freeze(ctx, true)
+}
+
+func (s *monitorService) Resume(ctx context.Context, _ *monitorapi.Empty) (*monitorapi.Empty, error) {
+	return s.freeze(ctx, false)
+}
+
+func (s *monitorService) freeze(ctx context.Context, pause bool) (*monitorapi.Empty, error) {
+	m := s.m
+	p, ok := m.inst.vm.(pauser)
+	if !ok {
+		return nil, fmt.Errorf("container %q: %w: the %s driver cannot pause", m.st.ID, ErrUnsupported, m.inst.Driver)
+	}
+	m.mu.Lock()
+	cur := m.st.Status
+	m.mu.Unlock()
+	if pause && cur != StatusRunning && cur != StatusCreated {
+		return nil, fmt.Errorf("container %q is %s, not running: %w", m.st.ID, cur, ErrWrongState)
+	}
+	if !pause && cur != StatusPaused {
+		return nil, fmt.Errorf("container %q is %s, not paused: %w", m.st.ID, cur, ErrWrongState)
+	}
+	next := StatusPaused
+	var err error
+	if pause {
+		err = p.Pause(ctx)
+	} else {
+		err = p.Resume(ctx)
+		next = StatusRunning
+		select {
+		case <-m.start:
+		default:
+			next = StatusCreated
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &monitorapi.Empty{}, m.setStatus(next)
+}
+
+// agentProxy forwards the guest agent's service to the control socket's
+// clients, keeping the container's state in step with StartProcess.
+type agentProxy struct{ m *monitor }
+
+func (a *agentProxy) agent() agentapi.AgentService { return a.m.inst.Agent }
+
+func (a *agentProxy) Ping(ctx context.Context, r *agentapi.PingRequest) (*agentapi.PingResponse, error) {
+	return a.agent().Ping(ctx, r)
+}
+
+func (a *agentProxy) Setup(context.Context, *agentapi.SetupRequest) (*agentapi.Empty, error) {
+	return nil, fmt.Errorf("container %q is set up by its monitor: %w", a.m.st.ID, ErrWrongState)
+}
+
+func (a *agentProxy) CreateProcess(ctx context.Context, r *agentapi.CreateProcessRequest) (*agentapi.CreateProcessResponse, error) {
+	if r.Id == a.m.st.ID {
+		return nil, fmt.Errorf("process id %q is the container's own: %w", r.Id, ErrWrongState)
+	}
+	return a.agent().CreateProcess(ctx, r)
+}
+
+func (a *agentProxy) StartProcess(ctx context.Context, r *agentapi.ProcessRequest) (*agentapi.Empty, error) {
+	m := a.m
+	if r.Id != m.st.ID {
+		return a.agent().StartProcess(ctx, r)
+	}
+	m.mu.Lock()
+	cur := m.st.Status
+	m.mu.Unlock()
+	// runtime.md "start": "Attempting to start a container that is not
+	// created MUST have no effect on the container and MUST generate an
+	// error."
+	if cur != StatusCreated {
+		return nil, fmt.Errorf("container %q is %s, not created: %w", m.st.ID, cur, ErrWrongState)
+	}
+	resp, err := a.agent().StartProcess(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	close(m.start)
+	return resp, m.setStatus(StatusRunning)
+}
+
+func (a *agentProxy) WriteStdin(ctx context.Context, r *agentapi.WriteStdinRequest) (*agentapi.WriteStdinResponse, error) {
+	return a.agent().WriteStdin(ctx, r)
+}
+
+func (a *agentProxy) CloseStdin(ctx context.Context, r *agentapi.ProcessRequest) (*agentapi.Empty, error) {
+	return a.agent().CloseStdin(ctx, r)
+}
+
+func (a *agentProxy) ReadStdout(ctx context.Context, r *agentapi.ReadRequest) (*agentapi.ReadResponse, error) {
+	return a.agent().ReadStdout(ctx, r)
+}
+
+func (a *agentProxy) ReadStderr(ctx context.Context, r *agentapi.ReadRequest) (*agentapi.ReadResponse, error) {
+	return a.agent().ReadStderr(ctx, r)
+}
+
+func (a *agentProxy) ResizePty(ctx context.Context, r *agentapi.ResizePtyRequest) (*agentapi.Empty, error) {
+	return a.agent().ResizePty(ctx, r)
+}
+
+func (a *agentProxy) SignalProcess(ctx context.Context, r *agentapi.SignalRequest) (*agentapi.Empty, error) {
+	return a.agent().SignalProcess(ctx, r)
+}
+
+func (a *agentProxy) WaitProcess(ctx context.Context, r *agentapi.ProcessRequest) (*agentapi.WaitResponse, error) {
+	return a.agent().WaitProcess(ctx, r)
+}
+
+func (a *agentProxy) ListProcesses(ctx context.Context, r *agentapi.Empty) (*agentapi.ListProcessesResponse, error) {
+	return a.agent().ListProcesses(ctx, r)
+}
+
+func (a *agentProxy) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty, error) {
+	return nil, errors.New("shutdown is the monitor's: use kill or delete --force")
+}

@@ -1,0 +1,182 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/vmm"
+)
+
+// Host bind mounts reach the guest through one shared directory per VM
+// (design section 6, the seed's /z): <state>/share holds one entry per
+// bind mount, a bind mount of its source and nothing else, so a file bind
+// does not reveal its siblings. The guest mounts the share at shareMount
+// and binds each entry into place.
+const (
+	shareDirName = "share"
+	shareTag     = "initos-share"
+	shareMount   = "/z"
+)
+
+// mountFunc and unmountFunc are mount(2) and umount2(2); tests replace them.
+var (
+	mountFunc   = unix.Mount
+	unmountFunc = unix.Unmount
+	statfsFunc  = unix.Statfs
+)
+
+// share is the prepared shared directory of one VM.
+type share struct {
+	dir     string
+	entries []string // bind-mounted entries, to unmount
+}
+
+// guestMounts turns the spec's mounts into the agent's: host bind mounts
+// get an entry in the shared directory (made under stateDir) and a source
+// under shareMount; a bind of /dev/shm becomes a guest tmpfs of the same
+// size (a host tmpfs cannot be shared with a VM's memory). On error
+// nothing stays mounted.
+func guestMounts(s *specs.Spec, stateDir string) (_ []*agentapi.Mount, _ *share, err error) {
+	var out []*agentapi.Mount
+	var sh *share
+	defer func() {
+		if err != nil && sh != nil {
+			sh.remove()
+		}
+	}()
+	for _, m := range s.Mounts {
+		if !isBind(m) {
+			out = append(out, &agentapi.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
+			continue
+		}
+		if !filepath.IsAbs(m.Source) {
+			return nil, nil, fmt.Errorf("bind mount on %q: source %q is not an absolute path", m.Destination, m.Source)
+		}
+		if filepath.Clean(m.Destination) == "/dev/shm" {
+			out = append(out, shmMount(m))
+			continue
+		}
+		if sh == nil {
+			sh = &share{dir: filepath.Join(stateDir, shareDirName)}
+			if err := os.Mkdir(sh.dir, 0o700); err != nil {
+				return nil, nil, fmt.Errorf("creating shared directory %q: %w", sh.dir, err)
+			}
+		}
+		entry, err := sh.add(m)
+		if err != nil {
+			return nil, nil, err
+		}
+		out = append(out, &agentapi.Mount{Destination: m.Destination, Type: "bind", Source: filepath.Join(shareMount, entry), Options: m.Options})
+	}
+	return out, sh, nil
+}
+
+func isBind(m specs.Mount) bool {
+	return m.Type == "bind" || hasOption(m.Options, "bind") || hasOption(m.Options, "rbind")
+}
+
+// shmMount is a guest tmpfs for a bind of a host /dev/shm, sized like it.
+func shmMount(m specs.Mount) *agentapi.Mount {
+	opts := []string{"nosuid", "nodev", "noexec", "mode=1777"}
+	var st unix.Statfs_t
+	if err := statfsFunc(m.Source, &st); err == nil && st.Blocks > 0 {
+		opts = append(opts, "size="+strconv.FormatUint(st.Blocks*uint64(st.Bsize), 10))
+	}
+	return &agentapi.Mount{Destination: m.Destination, Type: "tmpfs", Source: "shm", Options: opts}
+}
+
+// add binds m's source into the share and returns the entry's name.
+func (sh *share) add(m specs.Mount) (string, error) {
+	fi, err := os.Stat(m.Source)
+	if err != nil {
+		return "", fmt.Errorf("bind mount on %q: %w", m.Destination, err)
+	}
+	name := strconv.Itoa(len(sh.entries))
+	entry := filepath.Join(sh.dir, name)
+	if fi.IsDir() {
+		err = os.Mkdir(entry, 0o700)
+	} else {
+		var f *os.File
+		if f, err = os.OpenFile(entry, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err == nil {
+			err = f.Close()
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("creating share entry for %q: %w", m.Destination, err)
+	}
+	flags := uintptr(unix.MS_BIND)
+	if hasOption(m.Options, "rbind") {
+		flags |= unix.MS_REC
+	}
+	if err := mountFunc(m.Source, entry, "", flags, ""); err != nil {
+		os.Remove(entry)
+		return "", fmt.Errorf("binding %q into the shared directory: %w", m.Source, err)
+	}
+	sh.entries = append(sh.entries, entry)
+	// The guest makes its bind read-only too, but its root could undo
+	// that: a read-only source is read-only on the host side as well.
+	if hasOption(m.Options, "ro") {
+		if err := mountFunc("", entry, "", flags|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return "", fmt.Errorf("making the share entry of %q read-only: %w", m.Source, err)
+		}
+	}
+	return name, nil
+}
+
+// vmmShare is the VMM's view of the share (9p: qemu without virtiofsd).
+func (sh *share) vmmShare() *vmm.Share {
+	if sh == nil {
+		return nil
+	}
+	return &vmm.Share{Dir: sh.dir, Tag: shareTag, Mode: vmm.Share9p}
+}
+
+// agentShare tells the agent where to mount the share.
+func (sh *share) agentShare() *agentapi.Share {
+	if sh == nil {
+		return nil
+	}
+	return &agentapi.Share{Tag: shareTag, Fstype: "9p", MountPoint: shareMount}
+}
+
+// remove unmounts every entry and removes the directory.
+func (sh *share) remove() error {
+	if sh == nil {
+		return nil
+	}
+	return removeShareDir(sh.dir)
+}
+
+// removeShareDir unmounts whatever is mounted on the entries of a shared
+// directory and removes it; it also serves delete after a crashed monitor.
+// It never removes recursively: an entry still mounted (EBUSY) or not empty
+// stops it, so a host directory bound into the share is never touched.
+func removeShareDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading shared directory %q: %w", dir, err)
+	}
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		if err := unmountFunc(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("unmounting %q: %w", p, err)
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removing share entry %q: %w", p, err)
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing shared directory %q: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,142 @@
+package runtime
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// fakeMounts records mount(2)/umount2(2) calls instead of making them.
+type fakeMounts struct {
+	mounts   []string
+	unmounts []string
+	failOn   string
+}
+
+func (f *fakeMounts) install(t *testing.T) {
+	om, ou, osf := mountFunc, unmountFunc, statfsFunc
+	t.Cleanup(func() { mountFunc, unmountFunc, statfsFunc = om, ou, osf })
+	mountFunc = func(src, dst, fstype string, flags uintptr, data string) error {
+		if f.failOn != "" && src == f.failOn {
+			return unix.EPERM
+		}
+		kind := "bind"
+		if flags&unix.MS_REMOUNT != 0 {
+			kind = "remount-ro"
+		}
+		f.mounts = append(f.mounts, kind+" "+src+" "+filepath.Base(dst))
+		return nil
+	}
+	unmountFunc = func(p string, flags int) error {
+		f.unmounts = append(f.unmounts, filepath.Base(p))
+		return nil
+	}
+	statfsFunc = func(p string, st *unix.Statfs_t) error {
+		st.Blocks, st.Bsize = 2048, 4096
+		return nil
+	}
+}
+
+func TestGuestMountsShare(t *testing.T) {
+	src := t.TempDir()
+	file := filepath.Join(src, "hosts")
+	if err := os.WriteFile(file, []byte("127.0.0.1 x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var f fakeMounts
+	f.install(t)
+	state := t.TempDir()
+	s := &specs.Spec{Mounts: []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc"},
+		{Destination: "/etc/hosts", Type: "bind", Source: file, Options: []string{"rbind", "ro"}},
+		{Destination: "/data", Type: "none", Source: src, Options: []string{"bind"}},
+		{Destination: "/dev/shm", Type: "bind", Source: "/run/x/shm", Options: []string{"bind"}},
+	}}
+	mounts, sh, err := guestMounts(s, state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range mounts {
+		got = append(got, m.Type+" "+m.Source+" "+m.Destination)
+	}
+	want := []string{"proc proc /proc", "bind /z/0 /etc/hosts", "bind /z/1 /data", "tmpfs shm /dev/shm"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("guest mounts %q, want %q", got, want)
+	}
+	if size := mounts[3].Options[len(mounts[3].Options)-1]; size != "size=8388608" {
+		t.Errorf("shm size option %q, want the source's size", size)
+	}
+	wantMounts := []string{"bind " + file + " 0", "remount-ro  0", "bind " + src + " 1"}
+	if !reflect.DeepEqual(f.mounts, wantMounts) {
+		t.Errorf("host mounts %q, want %q", f.mounts, wantMounts)
+	}
+	if st, err := os.Stat(filepath.Join(state, "share", "0")); err != nil || st.IsDir() {
+		t.Errorf("file entry: %v", err)
+	}
+	if sh.vmmShare().Tag != shareTag || sh.agentShare().MountPoint != "/z" {
+		t.Errorf("share %+v %+v", sh.vmmShare(), sh.agentShare())
+	}
+	if err := sh.remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(state, "share")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("share dir left: %v", err)
+	}
+	if !reflect.DeepEqual(f.unmounts, []string{"0", "1"}) {
+		t.Errorf("unmounts %q", f.unmounts)
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Errorf("the bound source was touched: %v", err)
+	}
+}
+
+func TestGuestMountsRollback(t *testing.T) {
+	src := t.TempDir()
+	var f fakeMounts
+	f.failOn = "/nonexistent-is-not-reached"
+	f.install(t)
+	state := t.TempDir()
+	s := &specs.Spec{Mounts: []specs.Mount{
+		{Destination: "/a", Type: "bind", Source: src},
+		{Destination: "/b", Type: "bind", Source: filepath.Join(src, "missing")},
+	}}
+	if _, _, err := guestMounts(s, state); err == nil {
+		t.Fatal("a missing source was accepted")
+	}
+	if _, err := os.Stat(filepath.Join(state, "share")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("share dir left after a failure: %v", err)
+	}
+	if !reflect.DeepEqual(f.unmounts, []string{"0"}) {
+		t.Errorf("unmounts %q, want the first entry undone", f.unmounts)
+	}
+	s.Mounts = []specs.Mount{{Destination: "/c", Type: "bind", Source: "relative"}}
+	if _, _, err := guestMounts(s, state); err == nil {
+		t.Fatal("a relative source was accepted")
+	}
+}
+
+func TestRemoveShareDirNeverRecurses(t *testing.T) {
+	var f fakeMounts
+	f.install(t)
+	dir := filepath.Join(t.TempDir(), "share")
+	// An entry that still holds files (as a bind mount that did not go
+	// away would) must stop the removal.
+	if err := os.MkdirAll(filepath.Join(dir, "0"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "0", "precious"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeShareDir(dir); err == nil {
+		t.Fatal("removeShareDir removed a non-empty entry")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "0", "precious")); err != nil {
+		t.Fatalf("file under an entry was removed: %v", err)
+	}
+}

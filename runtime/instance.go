@@ -306,7 +306,11 @@ func (inst *Instance) destroy() error {
 				errs = append(errs, fmt.Errorf("stopping vm of container %q: %w", inst.ID, err))
 			}
 			cancel()
-			<-inst.exited
+			select {
+			case <-inst.exited:
+			case <-time.After(15 * time.Second):
+				errs = append(errs, fmt.Errorf("vm of container %q (pid %d) did not exit after stop", inst.ID, inst.vm.Pid()))
+			}
 		}
 		if err := inst.share.remove(); err != nil {
 			errs = append(errs, err)

@@ -1,0 +1,142 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/initos-runtime/initos-runtime/initrd"
+	"github.com/initos-runtime/initos-runtime/vmm"
+)
+
+func TestCheck(t *testing.T) {
+	pvm := vmm.Accel{Name: vmm.AccelTCG, Reason: "no usable KVM for a stock kernel: /dev/kvm is PVM (kvm_pvm), stock kernels hang under it; using TCG"}
+	kvm := vmm.Accel{Name: vmm.AccelKVM, Reason: "/dev/kvm opens and kvm_intel is loaded"}
+	all := []string{"qemu-system-x86_64", "cloud-hypervisor", "mkfs.btrfs"}
+	kernel := &initrd.Kernel{Release: "6.1.0-56-amd64", Vmlinuz: "/k/boot/vmlinuz-6.1.0-56-amd64"}
+	noKernel := errors.New("no boot/vmlinuz-* under /k")
+	noAgent := fmt.Errorf("%w: looked in [/usr/libexec/initos-runtime/initos-agent]", ErrNoAgent)
+
+	type line struct {
+		ok   bool
+		want []string // substrings of the detail
+	}
+	for _, tc := range []struct {
+		name      string
+		vmm       string
+		accel     vmm.Accel
+		installed []string
+		kernelErr error
+		agentErr  error
+		wantOK    bool
+		lines     map[string]line
+	}{
+		{
+			name: "pvm host runs qemu under tcg", vmm: "auto", accel: pvm, installed: all, wantOK: true,
+			lines: map[string]line{
+				"kvm":              {false, []string{"kvm_pvm"}},
+				"cloud-hypervisor": {true, []string{"/usr/bin/cloud-hypervisor", "unusable without KVM"}},
+				"vmm":              {true, []string{"run under qemu", "TCG software emulation", "kvm_pvm"}},
+				"kernel":           {true, []string{"Linux 6.1.0-56-amd64"}},
+				"agent":            {true, []string{"/opt/initos-agent"}},
+			},
+		},
+		{
+			name: "kvm host runs cloud-hypervisor", vmm: "auto", accel: kvm, installed: all, wantOK: true,
+			lines: map[string]line{
+				"kvm": {true, []string{"kvm_intel"}},
+				"vmm": {true, []string{"run under cloud-hypervisor (KVM)"}},
+			},
+		},
+		{
+			name: "missing kernel", vmm: "auto", accel: pvm, installed: all, kernelErr: noKernel, wantOK: false,
+			lines: map[string]line{
+				"kernel": {false, []string{"no guest kernel under /k", "no boot/vmlinuz-*", "scripts/setup.sh"}},
+				"vmm":    {true, nil},
+			},
+		},
+		{
+			name: "missing agent", vmm: "auto", accel: pvm, installed: all, agentErr: noAgent, wantOK: false,
+			lines: map[string]line{"agent": {false, []string{"no guest agent binary", "/usr/libexec/initos-runtime/initos-agent"}}},
+		},
+		{
+			name: "missing mkfs.btrfs", vmm: "auto", accel: pvm, installed: []string{"qemu-system-x86_64"}, wantOK: false,
+			lines: map[string]line{
+				"mkfs.btrfs": {false, []string{"mkfs.btrfs not found in PATH", "btrfs-progs"}},
+				"vmm":        {true, []string{"qemu"}},
+			},
+		},
+		{
+			name: "no vmm at all", vmm: "auto", accel: pvm, installed: []string{"mkfs.btrfs"}, wantOK: false,
+			lines: map[string]line{
+				"qemu": {false, []string{"qemu-system-x86_64 not found in PATH"}},
+				"vmm":  {false, []string{"no usable vmm", "qemu-system-x86_64 not found"}},
+			},
+		},
+		{
+			name: "cloud-hypervisor asked for without kvm", vmm: "cloud-hypervisor", accel: pvm, installed: all, wantOK: false,
+			lines: map[string]line{"vmm": {false, []string{"needs KVM", "kvm_pvm"}}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{VMM: tc.vmm, KernelRoot: "/k", DataDir: "/d"}
+			d := checkDeps{
+				detectAccel: func() vmm.Accel { return tc.accel },
+				lookPath: func(name string) (string, error) {
+					for _, i := range tc.installed {
+						if i == name {
+							return "/usr/bin/" + name, nil
+						}
+					}
+					return "", fmt.Errorf("exec: %q: executable file not found in $PATH", name)
+				},
+				findKernel: func(root string) (*initrd.Kernel, error) {
+					if root != c.KernelRoot {
+						t.Errorf("findKernel(%q), want the config's %q", root, c.KernelRoot)
+					}
+					if tc.kernelErr != nil {
+						return nil, tc.kernelErr
+					}
+					return kernel, nil
+				},
+				findAgent: func(Config) (string, error) {
+					if tc.agentErr != nil {
+						return "", tc.agentErr
+					}
+					return "/opt/initos-agent", nil
+				},
+			}
+			rs, ok := check(c, d)
+			if ok != tc.wantOK {
+				t.Errorf("ok = %v, want %v; results %+v", ok, tc.wantOK, rs)
+			}
+			got := map[string]CheckResult{}
+			for _, r := range rs {
+				got[r.Name] = r
+			}
+			for _, name := range []string{"kvm", "qemu", "cloud-hypervisor", "vmm", "mkfs.btrfs", "kernel", "agent"} {
+				if _, ok := got[name]; !ok {
+					t.Errorf("no %q line in %+v", name, rs)
+				}
+			}
+			for name, r := range got {
+				want := name != "kvm" && name != "qemu" && name != "cloud-hypervisor"
+				if r.Required != want {
+					t.Errorf("%s: Required = %v, want %v", name, r.Required, want)
+				}
+			}
+			for name, l := range tc.lines {
+				r := got[name]
+				if r.OK != l.ok {
+					t.Errorf("%s: OK = %v, want %v (%s)", name, r.OK, l.ok, r.Detail)
+				}
+				for _, w := range l.want {
+					if !strings.Contains(r.Detail, w) {
+						t.Errorf("%s: detail %q does not contain %q", name, r.Detail, w)
+					}
+				}
+			}
+		})
+	}
+}

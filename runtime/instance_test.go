@@ -1,0 +1,390 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/initos-runtime/initos-runtime/bundle"
+	"github.com/initos-runtime/initos-runtime/vmm"
+)
+
+// fakeHost provides bootDeps that need no root, qemu or kernel: a disk
+// "image" is a small file, the assets are plain files, the accelerator is
+// TCG and every VM is a fakeVM serving agent.
+type fakeHost struct {
+	t        *testing.T
+	agent    *fakeAgent
+	vmScript fakeVMScript
+	// buildErr makes buildDisk fail after writing a partial image.
+	buildErr error
+	// devices are the device nodes buildDisk reports.
+	devices []bundle.DeviceNode
+
+	mu      sync.Mutex
+	vms     []*fakeVM
+	vmCfgs  []vmm.Config
+	images  []string
+	kernel  string
+	initrd  string
+	drivers []string
+}
+
+func newFakeHost(t *testing.T) *fakeHost {
+	dir := t.TempDir()
+	h := &fakeHost{t: t, agent: newFakeAgent(), kernel: filepath.Join(dir, "vmlinux"), initrd: filepath.Join(dir, "initrd.img")}
+	for _, p := range []string{h.kernel, h.initrd} {
+		if err := os.WriteFile(p, []byte("not really "+filepath.Base(p)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h
+}
+
+func (h *fakeHost) deps() bootDeps {
+	return bootDeps{
+		newVM: func(driver string, cfg vmm.Config, c Config) (VM, error) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			v := newFakeVM(cfg, h.agent, h.vmScript)
+			h.vms = append(h.vms, v)
+			h.vmCfgs = append(h.vmCfgs, cfg)
+			h.drivers = append(h.drivers, driver)
+			return v, nil
+		},
+		detectAccel: func() vmm.Accel {
+			return vmm.Accel{Name: vmm.AccelTCG, Reason: "test host: /dev/kvm does not exist; using TCG"}
+		},
+		buildDisk: func(ctx context.Context, rootfs, image string, opts bundle.DiskOptions) (*bundle.DiskInfo, error) {
+			h.mu.Lock()
+			h.images = append(h.images, image)
+			h.mu.Unlock()
+			data := []byte("btrfs image of " + rootfs)
+			if err := os.WriteFile(image, data, 0o600); err != nil {
+				return nil, err
+			}
+			if h.buildErr != nil {
+				return nil, h.buildErr
+			}
+			return &bundle.DiskInfo{Path: image, Size: int64(len(data)), Files: 1, Devices: h.devices,
+				RootMode: 0o711, RootUID: 42, RootGID: 43}, nil
+		},
+		assets: func(c Config) (string, string, error) {
+			return h.kernel, h.initrd, nil
+		},
+	}
+}
+
+// vm returns the only VM booted, failing the test unless there is one.
+func (h *fakeHost) vm() *fakeVM {
+	h.t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.vms) != 1 {
+		h.t.Fatalf("%d VMs were made, want 1", len(h.vms))
+	}
+	return h.vms[0]
+}
+
+func (h *fakeHost) vmCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.vms)
+}
+
+// assertNothingLeft fails when a disk image remains or a VM still runs.
+func (h *fakeHost) assertNothingLeft(c Config) {
+	h.t.Helper()
+	h.mu.Lock()
+	images, vms := append([]string(nil), h.images...), append([]*fakeVM(nil), h.vms...)
+	h.mu.Unlock()
+	for _, img := range images {
+		if _, err := os.Stat(img); !errors.Is(err, os.ErrNotExist) {
+			h.t.Errorf("disk image %s left behind (stat: %v)", img, err)
+		}
+	}
+	if ents, err := os.ReadDir(c.disksDir()); err == nil && len(ents) > 0 {
+		h.t.Errorf("disks dir %s not empty: %d entries, first %s", c.disksDir(), len(ents), ents[0].Name())
+	}
+	for i, v := range vms {
+		if v.started && !v.hasExited() {
+			h.t.Errorf("vm %d still running", i)
+		}
+	}
+}
+
+// testConfig is a Config whose directories live under the test's temp dir.
+func testConfig(t *testing.T) Config {
+	dir := t.TempDir()
+	return Config{
+		Root:        filepath.Join(dir, "state"),
+		DataDir:     filepath.Join(dir, "data"),
+		VMM:         "qemu",
+		BootTimeout: Duration(10 * time.Second),
+	}.WithDefaults()
+}
+
+// writeBundle writes a bundle running args and returns its directory.
+func writeBundle(t *testing.T, edit func(*specs.Spec)) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "rootfs", "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := &specs.Spec{
+		Version:  specs.Version,
+		Root:     &specs.Root{Path: "rootfs"},
+		Hostname: "box",
+		Process:  &specs.Process{Args: []string{"/bin/cat"}, Cwd: "/", Env: []string{"PATH=/bin"}},
+		Mounts:   []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc"}},
+	}
+	if edit != nil {
+		edit(s)
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func loadBundle(t *testing.T, edit func(*specs.Spec)) *bundle.Bundle {
+	t.Helper()
+	b, err := bundle.Load(writeBundle(t, edit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mkStateDir(t *testing.T, c Config, id string) string {
+	t.Helper()
+	d := filepath.Join(c.Root, id)
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestBootFailuresLeaveNothing(t *testing.T) {
+	const id = "c1"
+	for _, tc := range []struct {
+		name    string
+		setup   func(h *fakeHost, c *Config)
+		wantIs  error
+		want    []string
+		wantVM  bool // a VM was made and must have been stopped
+		maxTime time.Duration
+	}{
+		{
+			name: "vm exits before the agent answers",
+			setup: func(h *fakeHost, c *Config) {
+				h.agent.pingHangs = true
+				h.vmScript = fakeVMScript{
+					console:     []string{"Linux version 6.1.0-56-amd64", "Run /init as init process"},
+					exitAfter:   50 * time.Millisecond,
+					exitConsole: []string{"Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"},
+					exitErr:     errors.New("exit status 1"),
+				}
+			},
+			wantIs: ErrVMExited,
+			want:   []string{`container "c1"`, "exit status 1", "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"},
+			wantVM: true,
+		},
+		{
+			name: "agent never answers",
+			setup: func(h *fakeHost, c *Config) {
+				h.agent.pingHangs = true
+				h.vmScript.console = []string{"Linux version 6.1.0-56-amd64", "initos: loading 4 module groups"}
+				c.BootTimeout = Duration(200 * time.Millisecond)
+			},
+			wantIs:  ErrBootTimeout,
+			want:    []string{`container "c1"`, "after 200ms", "qemu, accel tcg", "initos: loading 4 module groups"},
+			wantVM:  true,
+			maxTime: 200*time.Millisecond + 2*time.Second,
+		},
+		{
+			name: "setup fails",
+			setup: func(h *fakeHost, c *Config) {
+				h.agent.setupErr = errors.New("mounting /dev/vda on /mnt/root: invalid argument")
+			},
+			want:   []string{`setting up container "c1" in the guest`, "mounting /dev/vda on /mnt/root: invalid argument"},
+			wantVM: true,
+		},
+		{
+			name: "vm start fails",
+			setup: func(h *fakeHost, c *Config) {
+				h.vmScript.startErr = errors.New("qemu-system-x86_64: -machine microvm: unsupported")
+			},
+			want: []string{`starting qemu for container "c1"`, "microvm: unsupported"},
+		},
+		{
+			name: "disk build fails",
+			setup: func(h *fakeHost, c *Config) {
+				h.buildErr = errors.New("mkfs.btrfs: exit status 1")
+			},
+			want: []string{`building disk for container "c1"`, "mkfs.btrfs: exit status 1"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFakeHost(t)
+			c := testConfig(t)
+			tc.setup(h, &c)
+			b := loadBundle(t, nil)
+			t0 := time.Now()
+			inst, err := boot(context.Background(), c, b, id, mkStateDir(t, c, id), h.deps())
+			elapsed := time.Since(t0)
+			if err == nil {
+				inst.Shutdown(context.Background(), time.Second)
+				t.Fatal("boot succeeded")
+			}
+			if inst != nil {
+				t.Errorf("boot returned an instance with its error")
+			}
+			if tc.wantIs != nil && !errors.Is(err, tc.wantIs) {
+				t.Errorf("error does not wrap %v: %v", tc.wantIs, err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q:\n%v", w, err)
+				}
+			}
+			if tc.maxTime > 0 && elapsed > tc.maxTime {
+				t.Errorf("boot failed after %s, want at most %s", elapsed, tc.maxTime)
+			}
+			if tc.wantIs == ErrBootTimeout && elapsed < time.Duration(c.BootTimeout) {
+				t.Errorf("boot timed out after %s, before the configured %s", elapsed, time.Duration(c.BootTimeout))
+			}
+			if tc.wantVM {
+				if n := h.vm().stops(); n < 1 {
+					t.Errorf("Stop called %d times, want at least 1", n)
+				}
+			}
+			h.assertNothingLeft(c)
+		})
+	}
+}
+
+// TestBootVMExitsDuringSetup: a VMM that dies while a call is in flight
+// turns into ErrVMExited with the console's explanation, not into a bare
+// "ttrpc: closed".
+func TestBootVMExitsDuringSetup(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		h := newFakeHost(t)
+		c := testConfig(t)
+		h.agent.setupHangs = true
+		h.vmScript = fakeVMScript{exitAfter: 30 * time.Millisecond, exitErr: errors.New("exit status 137"),
+			exitConsole: []string{"Out of memory: Killed process 1 (init)"}}
+		_, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), h.deps())
+		if !errors.Is(err, ErrVMExited) || !strings.Contains(err.Error(), `setting up container "c1"`) {
+			t.Fatalf("run %d: error %v, want ErrVMExited while setting up container \"c1\"", i, err)
+		}
+		h.assertNothingLeft(c)
+	}
+}
+
+// TestBootVMExitRace repeats the exit-before-ready case: the VMM's exit
+// breaks the agent connection a moment before Wait returns, as a real
+// process's death does; the error must still say the VM exited.
+func TestBootVMExitRace(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		h := newFakeHost(t)
+		c := testConfig(t)
+		h.agent.pingHangs = true
+		h.vmScript = fakeVMScript{exitAfter: 5 * time.Millisecond, exitErr: errors.New("exit status 1"),
+			exitConsole: []string{"initos: no /dev/vda"}}
+		_, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), h.deps())
+		if !errors.Is(err, ErrVMExited) || !strings.Contains(err.Error(), "initos: no /dev/vda") {
+			t.Fatalf("run %d: error %v, want ErrVMExited with the console tail", i, err)
+		}
+		h.assertNothingLeft(c)
+	}
+}
+
+func TestBootAndShutdown(t *testing.T) {
+	h := newFakeHost(t)
+	h.devices = []bundle.DeviceNode{{Path: "/dev/null", Type: "c", Major: 1, Minor: 3, Mode: 0o666}}
+	c := testConfig(t)
+	b := loadBundle(t, func(s *specs.Spec) {
+		lim := int64(256 << 20)
+		s.Linux = &specs.Linux{Resources: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &lim}}}
+		s.Root.Readonly = true
+	})
+	sd := mkStateDir(t, c, "web")
+	inst, err := boot(context.Background(), c, b, "web", sd, h.deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := h.vm()
+	cfg := h.vmCfgs[0]
+	if h.drivers[0] != "qemu" || inst.Driver != "qemu" || inst.Accel.Name != vmm.AccelTCG {
+		t.Errorf("driver %q/%q accel %q", h.drivers[0], inst.Driver, inst.Accel.Name)
+	}
+	if len(cfg.Disks) != 1 || cfg.Disks[0].Path != inst.Disk || inst.Disk != h.images[0] || filepath.Dir(inst.Disk) != c.disksDir() {
+		t.Errorf("vm disks %+v, instance disk %q, built %q", cfg.Disks, inst.Disk, h.images)
+	}
+	if _, err := os.Stat(inst.Disk); err != nil {
+		t.Errorf("disk image missing while the VM runs: %v", err)
+	}
+	if cfg.Kernel != h.kernel || cfg.Initrd != h.initrd || cfg.MemoryMiB != 256 || cfg.CPUs != 1 || cfg.StateDir != sd ||
+		cfg.ConsoleLog != filepath.Join(sd, "console.log") {
+		t.Errorf("vm config %+v", cfg)
+	}
+	if want := "initos.load=mmio,blk,btrfs,console initos.root=/dev/vda initos.rootfstype=btrfs"; cfg.Cmdline != want {
+		t.Errorf("cmdline %q, want %q", cfg.Cmdline, want)
+	}
+	if len(h.agent.setups) != 1 {
+		t.Fatalf("%d Setup calls", len(h.agent.setups))
+	}
+	s := h.agent.setups[0]
+	if s.RootDevice != "/dev/vda" || s.RootFstype != "btrfs" || !s.RootReadonly || s.Hostname != "box" {
+		t.Errorf("setup root %q %q ro=%v host %q", s.RootDevice, s.RootFstype, s.RootReadonly, s.Hostname)
+	}
+	if len(s.DeviceNodes) != 1 || s.DeviceNodes[0].Path != "/dev/null" || s.DeviceNodes[0].Major != 1 || s.DeviceNodes[0].Minor != 3 || s.DeviceNodes[0].Mode != 0o666 {
+		t.Errorf("setup devices %v", s.DeviceNodes)
+	}
+	if len(s.Mounts) != 1 || s.Mounts[0].Destination != "/proc" || s.Mounts[0].Type != "proc" {
+		t.Errorf("setup mounts %v", s.Mounts)
+	}
+	if s.RootAttrs == nil || s.RootAttrs.Mode != 0o711 || s.RootAttrs.Uid != 42 || s.RootAttrs.Gid != 43 {
+		t.Errorf("setup root attrs %v", s.RootAttrs)
+	}
+	select {
+	case <-inst.Exited():
+		t.Fatal("Exited closed while the VM runs")
+	default:
+	}
+
+	if err := inst.Shutdown(context.Background(), 5*time.Second); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if n := h.agent.shutdownCalls(); n != 1 {
+		t.Errorf("agent Shutdown called %d times", n)
+	}
+	select {
+	case <-inst.Exited():
+	default:
+		t.Error("Exited not closed after Shutdown")
+	}
+	if err := v.Wait(); err != nil {
+		t.Errorf("vm exit %v, want the clean power-off", err)
+	}
+	if got := inst.ConsoleTail(1); got != "reboot: Power down" {
+		t.Errorf("console tail %q", got)
+	}
+	h.assertNothingLeft(c)
+	if err := inst.Shutdown(context.Background(), time.Second); err != nil {
+		t.Errorf("second Shutdown: %v", err)
+	}
+}

@@ -147,6 +147,7 @@ func (m *monitor) create(ctx context.Context, o MonitorOptions) (stdio Stdio, er
 		Annotations: b.Spec.Annotations, Owner: "", MonitorPid: os.Getpid(), MonitorStart: start,
 		GuestPid: p.Pid, Disk: inst.Disk,
 	}
+	m.st.MemoryMiB, m.st.CPUs = vmSize(m.c, b.Spec)
 	if err := saveState(m.dir, m.st); err != nil {
 		return stdio, err
 	}

@@ -48,8 +48,9 @@ type State struct {
 	Disk string `json:"disk,omitempty"`
 	// ExitStatus is set once the container's process has exited.
 	ExitStatus *int `json:"exitStatus,omitempty"`
-	// Paused is true while the VM is paused.
-	Paused bool `json:"paused,omitempty"`
+	// MemoryMiB and CPUs are the VM's size, fixed at create.
+	MemoryMiB int `json:"memoryMiB,omitempty"`
+	CPUs      int `json:"cpus,omitempty"`
 }
 
 const (

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/bundle"
@@ -220,7 +222,8 @@ func Processes(ctx context.Context, c Config, id string) ([]*agentapi.ProcessInf
 
 // Delete removes a stopped container: its disk image and state. With
 // force a container in any state is stopped first (its VM torn down).
-func Delete(ctx context.Context, c Config, id string, force bool) error {
+// Warnings (a failing poststop hook) go to warn.
+func Delete(ctx context.Context, c Config, id string, force bool, warn io.Writer) error {
 	st, err := loadState(c, id)
 	if err != nil {
 		return err
@@ -256,6 +259,16 @@ func Delete(ctx context.Context, c Config, id string, force bool) error {
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("removing the state of container %q: %w", id, err)
+	}
+	// runtime.md "Lifecycle" step 13: poststop hooks after the container
+	// is deleted; "If any poststop hook fails, the runtime MUST log a
+	// warning, but the remaining hooks and lifecycle continue".
+	if b, err := bundle.Load(st.Bundle); err == nil && b.Spec.Hooks != nil && len(b.Spec.Hooks.Poststop) > 0 {
+		ost := st.OCIState()
+		ost.Status = specs.StateStopped
+		if err := RunHooks(ctx, b.Spec.Hooks.Poststop, ost, HookPoststop); err != nil && warn != nil {
+			fmt.Fprintf(warn, "initos-runtime: warning: %v\n", err)
+		}
 	}
 	return nil
 }

@@ -151,10 +151,49 @@ func (m *monitor) create(ctx context.Context, o MonitorOptions) (stdio Stdio, er
 	if err := saveState(m.dir, m.st); err != nil {
 		return stdio, err
 	}
+	// runtime.md "Lifecycle" steps 4-5: prestart and createRuntime hooks
+	// run once the runtime environment exists, then createContainer; "If
+	// any ... hook fails, the runtime MUST generate an error, stop the
+	// container, and continue the lifecycle at step 12" (the deferred
+	// teardown above).
+	for _, stage := range []string{HookPrestart, HookCreateRuntime, HookCreateContainer} {
+		if err := m.runHooks(ctx, stage); err != nil {
+			return stdio, err
+		}
+	}
 	if err := m.listen(ctx); err != nil {
 		return stdio, err
 	}
 	return stdio, nil
+}
+
+// runHooks runs one stage of the spec's hooks on the host with the
+// container's current state.
+func (m *monitor) runHooks(ctx context.Context, stage string) error {
+	h := m.spec.Hooks
+	if h == nil {
+		return nil
+	}
+	var hooks []specs.Hook
+	switch stage {
+	case HookPrestart:
+		hooks = h.Prestart //nolint:staticcheck // deprecated by the spec, still run
+	case HookCreateRuntime:
+		hooks = h.CreateRuntime
+	case HookCreateContainer:
+		hooks = h.CreateContainer
+	case HookStartContainer:
+		hooks = h.StartContainer
+	case HookPoststart:
+		hooks = h.Poststart
+	}
+	if len(hooks) == 0 {
+		return nil
+	}
+	m.mu.Lock()
+	st := m.st.OCIState()
+	m.mu.Unlock()
+	return RunHooks(ctx, hooks, st, stage)
 }
 
 // console makes the host pty whose master goes to the console socket and
@@ -343,12 +382,36 @@ func (a *agentProxy) StartProcess(ctx context.Context, r *agentapi.ProcessReques
 	if cur != StatusCreated {
 		return nil, fmt.Errorf("container %q is %s, not created: %w", m.st.ID, cur, ErrWrongState)
 	}
+	// Lifecycle step 7: startContainer hooks before the user program.
+	// (They run on the host: the guest has no hook runner.)
+	if err := m.runHooks(ctx, HookStartContainer); err != nil {
+		m.kill()
+		return nil, err
+	}
 	resp, err := a.agent().StartProcess(ctx, r)
 	if err != nil {
 		return nil, err
 	}
 	close(m.start)
-	return resp, m.setStatus(StatusRunning)
+	if err := m.setStatus(StatusRunning); err != nil {
+		return nil, err
+	}
+	// Step 9: poststart hooks; a failure MUST produce an error and stop
+	// the container.
+	if err := m.runHooks(ctx, HookPoststart); err != nil {
+		m.kill()
+		return nil, err
+	}
+	return resp, nil
+}
+
+// kill ends the container's process (a failed hook stops the container).
+func (m *monitor) kill() {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if err := m.main.Signal(ctx, uint32(syscall.SIGKILL), true); err != nil {
+		m.log.Printf("monitor: %v", err)
+	}
 }
 
 func (a *agentProxy) WriteStdin(ctx context.Context, r *agentapi.WriteStdinRequest) (*agentapi.WriteStdinResponse, error) {

@@ -26,7 +26,7 @@ func deleteCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			err = runtime.Delete(context.Background(), c, id, ctx.Bool("force"))
+			err = runtime.Delete(context.Background(), c, id, ctx.Bool("force"), ctx.App.ErrWriter)
 			if ctx.Bool("force") && errors.Is(err, runtime.ErrNotExist) {
 				// runc: delete --force of a container that does not exist
 				// succeeds.

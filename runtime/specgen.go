@@ -1,0 +1,153 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/initos-runtime/initos-runtime/bundle"
+)
+
+// ErrSpecExists is WriteSpec's refusal to overwrite config.json, worded as
+// runc's spec command words it. It matches fs.ErrExist with errors.Is.
+var ErrSpecExists error = specExistsError{}
+
+type specExistsError struct{}
+
+func (specExistsError) Error() string {
+	return "File " + bundle.ConfigName + " exists. Remove it first"
+}
+func (specExistsError) Is(target error) bool { return target == fs.ErrExist }
+
+// DefaultSpec is the starter configuration of `initos-runtime spec`: runc's
+// `runc spec` (libcontainer/specconv.Example, and ToRootless for rootless)
+// field by field, minus what a VM does not apply:
+//
+//   - process.capabilities: the guest agent does not set capabilities (the
+//     process keeps root's full set inside the VM, which is the boundary);
+//     listing runc's three would promise a confinement that does not happen.
+//   - linux.resources.devices (deny all): that is the cgroup device
+//     controller of the host; the guest's devices are the VM's.
+//   - linux.maskedPaths and linux.readonlyPaths: they hide the host
+//     kernel's /proc and /sys files from the container; here those are the
+//     guest kernel's, and the agent does not apply them.
+//
+// Values that differ: ociVersion is the version this runtime implements,
+// and hostname is "initos". For rootless, runc's bind of the host's /sys
+// (an unprivileged user namespace cannot mount sysfs) stays a sysfs mount:
+// the guest has its own kernel and sysfs, and a bind of a host path would
+// have to travel through the VM's shared directory and expose the host's
+// /sys to the guest.
+func DefaultSpec(rootless bool) *specs.Spec {
+	s := &specs.Spec{
+		Version: specs.Version,
+		Process: &specs.Process{
+			Terminal: true,
+			User:     specs.User{},
+			Args:     []string{"sh"},
+			Env: []string{
+				"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+				"TERM=xterm",
+			},
+			Cwd:             "/",
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
+			NoNewPrivileges: true,
+		},
+		Root:     &specs.Root{Path: "rootfs", Readonly: true},
+		Hostname: "initos",
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs",
+				Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts",
+				Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm",
+				Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue",
+				Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs",
+				Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup",
+				Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+		},
+		Linux: &specs.Linux{
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace},
+				{Type: specs.NetworkNamespace},
+				{Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace},
+				{Type: specs.MountNamespace},
+			},
+		},
+	}
+	if rootless {
+		toRootless(s)
+	}
+	return s
+}
+
+// toRootless is runc's specconv.ToRootless without the /sys bind (see
+// DefaultSpec): no network namespace, a user namespace mapping the caller's
+// euid and egid to root, no uid= or gid= mount options, no resources.
+func toRootless(s *specs.Spec) {
+	var ns []specs.LinuxNamespace
+	for _, n := range s.Linux.Namespaces {
+		if n.Type != specs.NetworkNamespace && n.Type != specs.UserNamespace {
+			ns = append(ns, n)
+		}
+	}
+	s.Linux.Namespaces = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace})
+	s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(os.Geteuid()), Size: 1}}
+	s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(os.Getegid()), Size: 1}}
+	for i := range s.Mounts {
+		var opts []string
+		for _, o := range s.Mounts[i].Options {
+			if !strings.HasPrefix(o, "uid=") && !strings.HasPrefix(o, "gid=") {
+				opts = append(opts, o)
+			}
+		}
+		s.Mounts[i].Options = opts
+	}
+	s.Linux.Resources = nil
+}
+
+// WriteSpec writes s as bundleDir/config.json (bundleDir "" is the working
+// directory), tab-indented like runc's. It never overwrites: an existing
+// config.json is ErrSpecExists, and a failed write leaves no file behind.
+func WriteSpec(bundleDir string, s *specs.Spec) (err error) {
+	if s == nil {
+		return errors.New("writing the bundle's config.json: no spec")
+	}
+	data, err := json.MarshalIndent(s, "", "\t")
+	if err != nil {
+		return fmt.Errorf("encoding the spec: %w", err)
+	}
+	path := filepath.Join(bundleDir, bundle.ConfigName)
+	// O_EXCL: the check and the creation are one step, so a file created
+	// meanwhile is not overwritten either. 0666 less the umask, as runc.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	if errors.Is(err, fs.ErrExist) {
+		return ErrSpecExists
+	}
+	if err != nil {
+		return fmt.Errorf("creating %q: %w", path, err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("writing %q: %w", path, cerr)
+		}
+		if err != nil {
+			os.Remove(path)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("writing %q: %w", path, err)
+	}
+	return nil
+}

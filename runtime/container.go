@@ -53,6 +53,10 @@ func Create(ctx context.Context, c Config, o CreateOptions) (pid int, err error)
 			os.RemoveAll(dir)
 		}
 	}()
+	if o.Monitor.SysProcAttr == nil {
+		o.Monitor.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	o.Monitor.SysProcAttr.Cloneflags |= monitorCloneFlags
 	return spawnReady(ctx, o.Monitor, time.Duration(c.BootTimeout)+5*time.Minute, fmt.Sprintf("creating container %q", o.ID))
 }
 
@@ -150,6 +154,10 @@ func withMonitor(ctx context.Context, c Config, id string, allowed []Status, wha
 		ok = ok || st.Status == s
 	}
 	if !ok {
+		if st.Status == StatusStopped {
+			// runc's words, which engines match on.
+			return fmt.Errorf("cannot %s container %q: container not running (it is stopped): %w", what, id, ErrWrongState)
+		}
 		return fmt.Errorf("cannot %s container %q: it is %s: %w", what, id, st.Status, ErrWrongState)
 	}
 	cc, err := dialMonitor(c, id)

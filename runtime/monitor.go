@@ -50,6 +50,7 @@ type monitor struct {
 	st    *State
 	spec  *specs.Spec
 	start chan struct{} // closed when the main process is started
+	self  hostIdentity
 }
 
 // RunMonitor boots the container's VM, creates its process, reports ready
@@ -82,7 +83,12 @@ func RunMonitor(ctx context.Context, c Config, o MonitorOptions) int {
 		}
 	}()
 
-	stdio, err := m.create(ctx, o)
+	self, err := enterMonitorNamespaces()
+	m.self = self
+	var stdio Stdio
+	if err == nil {
+		stdio, err = m.create(ctx, o)
+	}
 	if err != nil {
 		m.log.Printf("monitor: %v", err)
 		fmt.Fprintf(o.Ready, "error: %v\n", err)
@@ -141,10 +147,9 @@ func (m *monitor) create(ctx context.Context, o MonitorOptions) (stdio Stdio, er
 			return stdio, err
 		}
 	}
-	start, _ := processStartTime(os.Getpid())
 	m.st = &State{
 		ID: o.ID, Bundle: b.Dir, Rootfs: b.Rootfs, Created: time.Now().UTC(), Status: StatusCreated,
-		Annotations: b.Spec.Annotations, Owner: "", MonitorPid: os.Getpid(), MonitorStart: start,
+		Annotations: b.Spec.Annotations, Owner: "", MonitorPid: m.self.pid, MonitorStart: m.self.start,
 		GuestPid: p.Pid, Disk: inst.Disk,
 	}
 	m.st.MemoryMiB, m.st.CPUs = vmSize(m.c, b.Spec)

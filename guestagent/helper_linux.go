@@ -224,7 +224,7 @@ func lookPath(file, path string) (string, error) {
 	if denied != nil {
 		return "", denied
 	}
-	return "", errorf(ErrNotFound, "executable file %q not found in $PATH", file)
+	return "", errorf(ErrNotFound, "exec: %q: executable file not found in $PATH", file)
 }
 
 // isExecutable checks that p is a regular file with an execute bit.

@@ -137,8 +137,8 @@ func TestHelperErrors(t *testing.T) {
 		text string
 	}{
 		{"not in PATH", specs.Process{Args: []string{"nope"}, Env: []string{"PATH=/bin:/usr/bin"}, Cwd: "/"},
-			ErrNotFound, `executable file "nope" not found in $PATH`},
-		{"no PATH at all", specs.Process{Args: []string{"sh"}, Cwd: "/"}, ErrNotFound, `executable file "sh" not found in $PATH`},
+			ErrNotFound, `exec: "nope": executable file not found in $PATH`},
+		{"no PATH at all", specs.Process{Args: []string{"sh"}, Cwd: "/"}, ErrNotFound, `exec: "sh": executable file not found in $PATH`},
 		{"missing path", specs.Process{Args: []string{"/bin/nope"}, Cwd: "/"}, nil, `"/bin/nope"`},
 		{"not executable", specs.Process{Args: []string{"/bin/noexec"}, Cwd: "/"}, nil, "permission denied"},
 		{"cwd is a file", specs.Process{Args: []string{"/bin/true"}, Cwd: "/notadir"}, nil, `cwd "/notadir"`},

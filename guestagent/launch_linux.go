@@ -212,7 +212,7 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 // helperError turns the helper's error text into an error, keeping "not
 // found" recognisable.
 func helperError(msg string) error {
-	if strings.Contains(msg, "not found in $PATH") || strings.Contains(msg, "no such file or directory") {
+	if strings.Contains(msg, "executable file not found in $PATH") || strings.Contains(msg, "no such file or directory") {
 		return errorf(ErrNotFound, "%s", msg)
 	}
 	return errors.New(msg)

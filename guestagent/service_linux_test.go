@@ -500,10 +500,10 @@ func TestReadHonoursContext(t *testing.T) {
 func TestStartErrorAndLaunchError(t *testing.T) {
 	s, _, l := setUpService(t)
 	ctx := ctx5s(t)
-	l.launchErr = errorf(ErrNotFound, `executable file "nope" not found in $PATH`)
+	l.launchErr = errorf(ErrNotFound, `exec: "nope": executable file not found in $PATH`)
 	_, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "x",
 		ProcessJson: processJSON(t, specs.Process{Args: []string{"nope"}, Cwd: "/"})})
-	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `executable file "nope" not found in $PATH`) {
+	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `exec: "nope": executable file not found in $PATH`) {
 		t.Errorf("CreateProcess = %v", err)
 	}
 	l.launchErr = nil

@@ -178,7 +178,7 @@ func Start(ctx context.Context, c Config, id string) error {
 	return withMonitor(ctx, c, id, []Status{StatusCreated}, "start", func(ctx context.Context, st *State, cc *controlConn) error {
 		_, err := cc.Agent.StartProcess(ctx, &agentapi.ProcessRequest{Id: id})
 		if err != nil {
-			return fmt.Errorf("starting container %q: %w", id, err)
+			return fmt.Errorf("starting container %q: %w", id, agentError(err))
 		}
 		return nil
 	})
@@ -193,7 +193,7 @@ func Kill(ctx context.Context, c Config, id string, sig syscall.Signal, all bool
 	return withMonitor(ctx, c, id, []Status{StatusCreated, StatusRunning, StatusPaused}, "kill", func(ctx context.Context, st *State, cc *controlConn) error {
 		_, err := cc.Agent.SignalProcess(ctx, &agentapi.SignalRequest{Id: id, Signal: uint32(sig), All: all})
 		if err != nil {
-			return fmt.Errorf("signalling container %q with %d: %w", id, sig, err)
+			return fmt.Errorf("signalling container %q with %d: %w", id, sig, agentError(err))
 		}
 		return nil
 	})
@@ -203,14 +203,14 @@ func Kill(ctx context.Context, c Config, id string, sig syscall.Signal, all bool
 func Pause(ctx context.Context, c Config, id string) error {
 	return withMonitor(ctx, c, id, []Status{StatusRunning, StatusCreated}, "pause", func(ctx context.Context, st *State, cc *controlConn) error {
 		_, err := cc.Monitor.Pause(ctx, &monitorapi.Empty{})
-		return err
+		return agentError(err)
 	})
 }
 
 func Resume(ctx context.Context, c Config, id string) error {
 	return withMonitor(ctx, c, id, []Status{StatusPaused}, "resume", func(ctx context.Context, st *State, cc *controlConn) error {
 		_, err := cc.Monitor.Resume(ctx, &monitorapi.Empty{})
-		return err
+		return agentError(err)
 	})
 }
 
@@ -220,7 +220,7 @@ func Processes(ctx context.Context, c Config, id string) ([]*agentapi.ProcessInf
 	err := withMonitor(ctx, c, id, []Status{StatusCreated, StatusRunning, StatusPaused}, "list processes of", func(ctx context.Context, st *State, cc *controlConn) error {
 		resp, err := cc.Agent.ListProcesses(ctx, &agentapi.Empty{})
 		if err != nil {
-			return err
+			return agentError(err)
 		}
 		out = resp.Processes
 		return nil

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
@@ -233,6 +235,29 @@ func (inst *Instance) call(ctx context.Context, timeout time.Duration, f func(co
 	err := f(ctx)
 	if err != nil && inst.vmGone(err) {
 		return fmt.Errorf("%w (%v): %w", ErrVMExited, inst.waitErr, err)
+	}
+	return agentError(err)
+}
+
+// AgentError is an error the guest agent (or a monitor) returned: its
+// message as the agent wrote it, and the ttrpc status code, which the
+// shim maps at its edge.
+type AgentError struct {
+	Code codes.Code
+	Msg  string
+}
+
+func (e *AgentError) Error() string { return e.Msg }
+
+// agentError unwraps a ttrpc status into an AgentError, so that messages
+// read as the agent wrote them ("exec: \"x\": executable file not found
+// in $PATH", which engines match on) rather than as "rpc error: ...".
+func agentError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if st, ok := status.FromError(err); ok && st.Code() != codes.OK {
+		return &AgentError{Code: st.Code(), Msg: st.Message()}
 	}
 	return err
 }

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/bundle"

@@ -1,0 +1,343 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPodman drives Debian's podman and conmon with the runtime under test
+// (initos-runtime; INITOS_PODMAN_RUNTIME=runc runs the same checks against
+// runc) on a busybox image imported into an isolated store. Each subtest has
+// its own containers and runs in parallel with the others; with
+// initos-runtime every container is a VM, so checks that need a running
+// container share one where that stays readable.
+func TestPodman(t *testing.T) {
+	p := newPodman(t)
+	t.Run("run-rm", func(t *testing.T) { t.Parallel(); testPodmanRunRm(t, p) })
+	t.Run("exit-status", func(t *testing.T) { t.Parallel(); testPodmanExitStatus(t, p) })
+	t.Run("kill-and-stop", func(t *testing.T) { t.Parallel(); testPodmanKillAndStop(t, p) })
+	t.Run("stop-timeout", func(t *testing.T) { t.Parallel(); testPodmanStopTimeout(t, p) })
+	t.Run("detached-logs-wait", func(t *testing.T) { t.Parallel(); testPodmanDetached(t, p) })
+	t.Run("run-it", func(t *testing.T) { t.Parallel(); testPodmanRunTerminal(t, p) })
+	t.Run("lifecycle", func(t *testing.T) { t.Parallel(); testPodmanLifecycle(t, p) })
+}
+
+// testPodmanRunRm: `podman run --rm` keeps stdout and stderr apart, exits 0
+// and leaves nothing behind.
+func testPodmanRunRm(t *testing.T, p *podman) {
+	name := "initos-pm-run-rm"
+	p.removeLater(t, name)
+	cidfile := filepath.Join(t.TempDir(), "cid")
+	r := p.run(t, nil, "run", "--rm", "--cidfile", cidfile, "--name", name, "--network", "none", podmanImage,
+		"sh", "-c", "echo hello from podman; echo to-stderr >&2")
+	if r.code != 0 || string(r.stdout) != "hello from podman\n" || string(r.stderr) != "to-stderr\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 0, %q, %q", r.code, r.stdout, r.stderr, "hello from podman\n", "to-stderr\n")
+	}
+	id, err := os.ReadFile(cidfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.assertRemoved(t, strings.TrimSpace(string(id)))
+}
+
+// testPodmanExitStatus: podman run's status is the container process's.
+func testPodmanExitStatus(t *testing.T, p *podman) {
+	type tc struct {
+		name       string
+		args       []string
+		wantStatus int
+		wantOut    string
+		wantErr    string // a substring of stderr
+	}
+	cases := []tc{
+		{name: "exit-3", args: []string{"sh", "-c", "echo bye; exit 3"}, wantStatus: 3, wantOut: "bye\n"},
+		{name: "sigkill-self", args: []string{"sh", "-c", "kill -9 $$; echo survived"}, wantStatus: 137},
+		// podman maps the runtime's "executable file not found" or "no such
+		// file or directory" error text to 127.
+		{name: "not-found", args: []string{"no-such-command"}, wantStatus: 127, wantErr: "no-such-command"},
+	}
+	if p.pid1 {
+		// The kernel drops a SIGKILL sent to a PID namespace's init from
+		// inside it: the shell carries on.
+		cases[1].wantStatus, cases[1].wantOut = 0, "survived\n"
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			name := "initos-pm-" + c.name
+			p.removeLater(t, name)
+			r := p.run(t, nil, append([]string{"run", "--rm", "--name", name, "--network", "none", podmanImage}, c.args...)...)
+			if r.code != c.wantStatus || string(r.stdout) != c.wantOut || !strings.Contains(string(r.stderr), c.wantErr) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want %d, %q, stderr with %q",
+					r.code, r.stdout, r.stderr, c.wantStatus, c.wantOut, c.wantErr)
+			}
+		})
+	}
+}
+
+// testPodmanKillAndStop: `podman kill -s USR1` reaches the process's trap
+// and leaves it running; `podman stop` sends TERM, which the process obeys
+// with the status its trap chooses.
+func testPodmanKillAndStop(t *testing.T, p *podman) {
+	name := "initos-pm-kill-stop"
+	p.detached(t, name, "sh", "-c", `trap 'echo got-usr1' USR1; trap 'echo got-term; exit 143' TERM; echo ready; while :; do sleep 0.2; done`)
+	p.waitLogs(t, name, "ready", settleTimeout)
+	p.ok(t, "kill", "--signal", "USR1", name)
+	p.waitLogs(t, name, "got-usr1", settleTimeout)
+	if s := p.inspect(t, name, "{{.State.Status}}"); s != "running" {
+		t.Fatalf("status %q after SIGUSR1, want running", s)
+	}
+	t0 := time.Now()
+	p.ok(t, "stop", "--time", "60", name)
+	if took := time.Since(t0); took > 30*time.Second {
+		t.Errorf("podman stop took %s: the TERM trap should end the process at once", took.Round(time.Millisecond))
+	}
+	if got := p.inspect(t, name, "{{.State.Status}} {{.State.ExitCode}}"); got != "exited 143" {
+		t.Errorf("state %q after podman stop, want exited 143", got)
+	}
+	if got := p.ok(t, "wait", name); got != "143" {
+		t.Errorf("podman wait printed %q, want 143", got)
+	}
+	if out, _ := p.logs(t, name); !hasLine(out, "got-term") {
+		t.Errorf("logs %q: no got-term from the TERM trap", out)
+	}
+}
+
+// testPodmanStopTimeout: `podman stop -t 2` of a process that ignores TERM
+// kills it after 2 s: status 137.
+func testPodmanStopTimeout(t *testing.T, p *podman) {
+	name := "initos-pm-stop-timeout"
+	p.detached(t, name, "sh", "-c", `trap '' TERM; echo ready; while :; do sleep 0.2; done`)
+	p.waitLogs(t, name, "ready", settleTimeout)
+	t0 := time.Now()
+	p.ok(t, "stop", "--time", "2", name)
+	took := time.Since(t0)
+	if took < 2*time.Second || took > 60*time.Second {
+		t.Errorf("podman stop -t 2 took %s, want 2 s and the SIGKILL", took.Round(time.Millisecond))
+	}
+	if got := p.inspect(t, name, "{{.State.Status}} {{.State.ExitCode}}"); got != "exited 137" {
+		t.Errorf("state %q after podman stop -t 2, want exited 137", got)
+	}
+	if got := p.ok(t, "wait", name); got != "137" {
+		t.Errorf("podman wait printed %q, want 137", got)
+	}
+}
+
+// testPodmanDetached: `podman run -d`, then `wait` gives the status and
+// `logs` the two streams apart, complete once the container ended.
+func testPodmanDetached(t *testing.T, p *podman) {
+	name := "initos-pm-detached"
+	id := p.detached(t, name, "sh", "-c", "echo out-1; echo err-1 >&2; sleep 1; echo out-2; exit 7")
+	if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(id) {
+		t.Fatalf("podman run -d printed %q, want a container ID", id)
+	}
+	if got := p.ok(t, "wait", name); got != "7" {
+		t.Errorf("podman wait printed %q, want 7", got)
+	}
+	if out, errs := p.logs(t, name); out != "out-1\nout-2\n" || errs != "err-1\n" {
+		t.Errorf("logs: stdout %q, stderr %q; want %q, %q", out, errs, "out-1\nout-2\n", "err-1\n")
+	}
+	if got := p.inspect(t, name, "{{.State.Status}} {{.State.ExitCode}}"); got != "exited 7" {
+		t.Errorf("state %q, want exited 7", got)
+	}
+}
+
+// prompt is busybox sh's interactive prompt.
+var prompt = regexp.MustCompile(`# `)
+
+// checkTerminal checks, in an interactive shell on tm, that the shell's
+// stdin is a pty of rows×cols, then resizes tm and waits until the shell
+// sees the new size.
+func checkTerminal(t *testing.T, tm *terminal, rows, cols uint16) {
+	t.Helper()
+	// The typed line echoes back as "end-$((6*7))": only the output matches.
+	tm.send("tty; stty size; echo end-$((6*7))\r")
+	m := tm.expect(regexp.MustCompile(`([^\r\n]*)\r\n([^\r\n]*)\r\nend-42\r\n`), settleTimeout)
+	if !regexp.MustCompile(`^/dev/pts/[0-9]+$`).MatchString(m[1]) {
+		t.Errorf("tty printed %q, want a /dev/pts path", m[1])
+	}
+	if want := fmt.Sprintf("%d %d", rows, cols); m[2] != want {
+		t.Errorf("stty size printed %q, want %q", m[2], want)
+	}
+
+	rows, cols = rows+13, cols+31
+	tm.resize(rows, cols)
+	want := fmt.Sprintf("%d %d", rows, cols)
+	// The new size travels through podman and conmon (and the VM) to the
+	// container's pty: ask until it arrives.
+	poll(t, settleTimeout, "terminal size "+want+" in the container", func() (bool, string) {
+		tm.send("stty size; echo end-$((6*7))\r")
+		m := tm.expect(regexp.MustCompile(`([^\r\n]*)\r\nend-42\r\n`), settleTimeout)
+		return m[1] == want, fmt.Sprintf("stty size printed %q", m[1])
+	})
+}
+
+// testPodmanRunTerminal: `podman run -it` on a real terminal gives the
+// process a pty of the terminal's size that follows its resizes; the
+// shell's exit status is podman's.
+func testPodmanRunTerminal(t *testing.T, p *podman) {
+	name := "initos-pm-run-it"
+	p.removeLater(t, name)
+	tm := p.startTerminal(t, 33, 101, "run", "-it", "--rm", "--name", name, "--network", "none", podmanImage, "sh")
+	tm.expect(prompt, podmanTimeout)
+	checkTerminal(t, tm, 33, 101)
+	tm.send("exit 5\r")
+	if code := tm.wait(settleTimeout); code != 5 {
+		t.Errorf("podman run -it exited %d, want 5 (the shell's exit)", code)
+	}
+}
+
+// testPodmanLifecycle runs one container and, in order: execs of every
+// kind, top, pause/unpause, and rm -f, which must leave nothing behind.
+func testPodmanLifecycle(t *testing.T, p *podman) {
+	name := "initos-pm-lifecycle"
+	id := p.detached(t, name, "sh", "-c", "sleep 31415 & echo ready; while :; do echo tick; sleep 0.2; done")
+	p.waitLogs(t, name, "ready", settleTimeout)
+
+	t.Run("exec", func(t *testing.T) {
+		type tc struct {
+			name       string
+			flags      []string
+			args       []string
+			stdin      []byte
+			wantStatus int
+			wantOut    string
+			wantErr    string // exact, but for not-found: a substring
+		}
+		cases := []tc{
+			{name: "plain", args: []string{"echo", "hello"}, wantOut: "hello\n"},
+			{name: "status-and-stderr", args: []string{"sh", "-c", "echo bye; echo oops >&2; exit 5"}, wantStatus: 5, wantOut: "bye\n", wantErr: "oops\n"},
+			{name: "env", flags: []string{"-e", "FOO=bar baz"}, args: []string{"sh", "-c", `echo "$FOO"`}, wantOut: "bar baz\n"},
+			{name: "uid-gid", flags: []string{"-u", "1000:1000"}, args: []string{"sh", "-c", "id -u; id -g"}, wantOut: "1000\n1000\n"},
+			{name: "user-name", flags: []string{"--user", "user"}, args: []string{"sh", "-c", "id -u; id -g"}, wantOut: "1000\n1000\n"},
+			{name: "workdir", flags: []string{"-w", "/etc"}, args: []string{"pwd"}, wantOut: "/etc\n"},
+			{name: "stdin", flags: []string{"-i"}, args: []string{"cat"}, stdin: []byte("line one\nline two\n"), wantOut: "line one\nline two\n"},
+			// An exec'd process is never its PID namespace's init.
+			{name: "sigkill-self", args: []string{"sh", "-c", "kill -9 $$; echo survived"}, wantStatus: 137},
+			{name: "not-found", args: []string{"no-such-command"}, wantStatus: 127, wantErr: "no-such-command"},
+		}
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				t.Parallel()
+				args := append(append(append([]string{"exec"}, c.flags...), name), c.args...)
+				r := p.run(t, c.stdin, args...)
+				errOK := string(r.stderr) == c.wantErr
+				if c.name == "not-found" {
+					errOK = strings.Contains(string(r.stderr), c.wantErr)
+				}
+				if r.code != c.wantStatus || string(r.stdout) != c.wantOut || !errOK {
+					t.Errorf("podman %s: exit %d, stdout %q, stderr %q; want %d, %q, %q",
+						strings.Join(args, " "), r.code, r.stdout, r.stderr, c.wantStatus, c.wantOut, c.wantErr)
+				}
+			})
+		}
+	})
+
+	t.Run("exec-it", func(t *testing.T) {
+		tm := p.startTerminal(t, 27, 90, "exec", "-it", name, "sh")
+		tm.expect(prompt, settleTimeout)
+		checkTerminal(t, tm, 27, 90)
+		tm.send("exit 6\r")
+		if code := tm.wait(settleTimeout); code != 6 {
+			t.Errorf("podman exec -it exited %d, want 6 (the shell's exit)", code)
+		}
+	})
+
+	t.Run("top", func(t *testing.T) {
+		// podman's own ps (psgo) reads /proc in the namespaces of the
+		// container's pid. Under runc those are the container's; under
+		// initos the pid is the monitor's, which runs in a PID namespace of
+		// its own with the VMM: top shows the container's host processes
+		// (monitor and VMM) and nothing else of the host. Guest processes
+		// are the ps(1) form's (top-ps below).
+		out := p.ok(t, "top", name)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) < 2 || !strings.HasSuffix(strings.TrimSpace(lines[0]), "COMMAND") {
+			t.Fatalf("podman top printed %q, want a table ending with COMMAND", out)
+		}
+		want, others := "sleep 31415", []string{"conmon", "podman", "qemu", "initos-runtime"}
+		if p.initos {
+			want, others = "qemu-system-x86_64", []string{"conmon", "podman", "sleep 31415"}
+			if len(lines) != 3 {
+				t.Errorf("podman top listed %d processes, want the monitor and its VMM:\n%s", len(lines)-1, out)
+			}
+		}
+		found := false
+		for _, l := range lines[1:] {
+			if strings.Contains(l, want) {
+				found = true
+			}
+			for _, o := range others {
+				if strings.Contains(l, o) {
+					t.Errorf("podman top lists %q: %q", o, l)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("podman top printed %q: no %s", out, want)
+		}
+	})
+
+	t.Run("top-ps", func(t *testing.T) {
+		// ps(1) options psgo does not know make podman run ps in the container.
+		out := p.ok(t, "top", name, "-o", "pid,args")
+		if !regexp.MustCompile(`(?m)^\s*[0-9]+\s+sleep 31415\s*$`).MatchString(out) {
+			t.Errorf("podman top %s -o pid,args printed %q: no sleep 31415", name, out)
+		}
+	})
+
+	t.Run("pause-unpause", func(t *testing.T) {
+		ticks := func() int {
+			out, _ := p.logs(t, name)
+			return strings.Count(out, "tick\n")
+		}
+		p.ok(t, "pause", name)
+		if s := p.inspect(t, name, "{{.State.Status}}"); s != "paused" {
+			t.Fatalf("status %q after podman pause, want paused", s)
+		}
+		// A tick written just before the pause may still be on its way.
+		time.Sleep(500 * time.Millisecond)
+		before := ticks()
+		time.Sleep(2 * time.Second)
+		if after := ticks(); after != before {
+			t.Errorf("%d ticks logged in 2 s of pause: the container kept running", after-before)
+		}
+		p.ok(t, "unpause", name)
+		if s := p.inspect(t, name, "{{.State.Status}}"); s != "running" {
+			t.Fatalf("status %q after podman unpause, want running", s)
+		}
+		poll(t, settleTimeout, "tick after unpause", func() (bool, string) {
+			n := ticks()
+			return n > before, fmt.Sprintf("%d ticks, %d before", n, before)
+		})
+	})
+
+	t.Run("rm-f", func(t *testing.T) {
+		pid, err := strconv.Atoi(p.inspect(t, name, "{{.State.Pid}}"))
+		if err != nil || pid <= 0 {
+			t.Fatalf("container pid %d (%v): want the running container's", pid, err)
+		}
+		conmon, err := strconv.Atoi(p.inspect(t, name, "{{.State.ConmonPid}}"))
+		if err != nil || conmon <= 0 {
+			t.Fatalf("conmon pid %d (%v)", conmon, err)
+		}
+		procs := []proc{procOf(t, pid), procOf(t, conmon)}
+		// The leftover check must be able to fail: it sees the running ones.
+		if running := processesOf(id, p.stateDir(id)); len(running) == 0 {
+			t.Fatalf("no process names container %s or holds its state dir while it runs", id)
+		}
+		if p.initos {
+			if disks, _ := filepath.Glob(filepath.Join(env.cfg.DataDir, "disks", id+"-*")); len(disks) != 1 {
+				t.Fatalf("disk images of the running container %s: %v, want one", id, disks)
+			}
+		}
+		p.ok(t, "rm", "--force", name)
+		p.assertRemoved(t, id, procs...)
+	})
+}

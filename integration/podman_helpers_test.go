@@ -60,7 +60,13 @@ type podman struct {
 // INITOS_PODMAN_RUNTIME selects the runtime under test: empty or "initos"
 // is the built initos-runtime, "runc" or another name or path a runc-like
 // runtime, to validate the tests themselves.
-func newPodman(t *testing.T) *podman {
+func newPodman(t testing.TB) *podman {
+	t.Helper()
+	return newPodmanFor(t, os.Getenv("INITOS_PODMAN_RUNTIME"))
+}
+
+// newPodmanFor is newPodman for a given runtime ("" or "initos": ours).
+func newPodmanFor(t testing.TB, rt string) *podman {
 	t.Helper()
 	needVMs(t)
 	var missing []string
@@ -84,7 +90,7 @@ func newPodman(t *testing.T) *podman {
 	// CONTAINERS_CONF reaches conmon).
 	p.runtime = filepath.Join(p.dir, podmanRuntimeName)
 	var wrapper string
-	switch rt := os.Getenv("INITOS_PODMAN_RUNTIME"); rt {
+	switch rt {
 	case "", "initos":
 		p.initos = true
 		// The run's config (data dir, kernel) reaches initos-runtime as

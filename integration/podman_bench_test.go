@@ -1,0 +1,45 @@
+package integration
+
+import (
+	"fmt"
+	"os/exec"
+	"testing"
+)
+
+// BenchmarkPodman times `podman run --rm IMG true` and `podman exec C true`
+// under runc, crun (where it runs: Debian's crun 1.8 fails under podman on
+// these hosts, and is skipped then) and initos-runtime, in one run.
+func BenchmarkPodman(b *testing.B) {
+	needVMs(b)
+	for _, rt := range []string{"runc", "crun", "initos"} {
+		b.Run(rt, func(b *testing.B) {
+			if rt != "initos" {
+				if _, err := exec.LookPath(rt); err != nil {
+					b.Skipf("%s not installed", rt)
+				}
+			}
+			p := newPodmanFor(b, rt)
+			if r := p.run(b, nil, "run", "--rm", "--network", "none", podmanImage, "true"); r.code != 0 {
+				if rt == "initos" {
+					b.Fatalf("initos-runtime under podman: exit %d: %s", r.code, r.stderr)
+				}
+				b.Skipf("%s does not run under podman here: exit %d: %s", rt, r.code, r.stderr)
+			}
+			b.Run("run-rm-true", func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					p.ok(b, "run", "--rm", "--network", "none", podmanImage, "true")
+				}
+			})
+			b.Run("exec-true", func(b *testing.B) {
+				name := fmt.Sprintf("bench-exec-%s", rt)
+				p.detached(b, name, "sleep", "3600")
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					p.ok(b, "exec", name, "true")
+				}
+				b.StopTimer()
+				p.ok(b, "rm", "-f", "-t", "0", name)
+			})
+		})
+	}
+}

@@ -133,6 +133,11 @@ func TestRuntimeToolsValidation(t *testing.T) {
 		}
 	})
 	t.Run("others", func(t *testing.T) {
+		// The other programs take about 11 minutes under TCG and only
+		// report (docs/runtime-tools.md lists their results): opt in.
+		if os.Getenv("INITOS_RUNTIME_TOOLS_ALL") != "1" {
+			t.Skip("set INITOS_RUNTIME_TOOLS_ALL=1 to run the non-lifecycle validation programs too")
+		}
 		for _, name := range suite.programs {
 			if lifecycle[name] {
 				continue

@@ -7,6 +7,9 @@ export PATH=$PATH:/usr/local/go/bin
 ./scripts/setup.sh
 # The Debian minbase test image, built once with debootstrap from Debian's packages.
 ./scripts/minbase.sh /var/cache/initos-runtime/minbase-bookworm
+# The OCI runtime-tools validation programs, built from the Go module proxy at a pinned version.
+./scripts/runtime-tools.sh /var/cache/initos-runtime/runtime-tools
 make lint
 make test
-INITOS_MINBASE=/var/cache/initos-runtime/minbase-bookworm make integration
+INITOS_MINBASE=/var/cache/initos-runtime/minbase-bookworm \
+  INITOS_RUNTIME_TOOLS=/var/cache/initos-runtime/runtime-tools make integration

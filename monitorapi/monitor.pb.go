@@ -64,15 +64,93 @@ func (*Empty) Descriptor() ([]byte, []int) {
 	return file_monitor_proto_rawDescGZIP(), []int{0}
 }
 
+type StatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CPU time of the VMM process (all vCPUs and device emulation).
+	CpuNanos uint64 `protobuf:"varint,1,opt,name=cpu_nanos,json=cpuNanos,proto3" json:"cpu_nanos,omitempty"`
+	// Resident memory of the VMM process.
+	MemoryBytes uint64 `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	// The VM's memory size.
+	MemoryLimitBytes uint64 `protobuf:"varint,3,opt,name=memory_limit_bytes,json=memoryLimitBytes,proto3" json:"memory_limit_bytes,omitempty"`
+	// Processes in the guest, apart from the agent.
+	Pids          uint32 `protobuf:"varint,4,opt,name=pids,proto3" json:"pids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_monitor_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_monitor_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_monitor_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StatsResponse) GetCpuNanos() uint64 {
+	if x != nil {
+		return x.CpuNanos
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryLimitBytes() uint64 {
+	if x != nil {
+		return x.MemoryLimitBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetPids() uint32 {
+	if x != nil {
+		return x.Pids
+	}
+	return 0
+}
+
 var File_monitor_proto protoreflect.FileDescriptor
 
 const file_monitor_proto_rawDesc = "" +
 	"\n" +
 	"\rmonitor.proto\x12\x11initos.monitor.v1\"\a\n" +
-	"\x05Empty2\x84\x01\n" +
+	"\x05Empty\"\x91\x01\n" +
+	"\rStatsResponse\x12\x1b\n" +
+	"\tcpu_nanos\x18\x01 \x01(\x04R\bcpuNanos\x12!\n" +
+	"\fmemory_bytes\x18\x02 \x01(\x04R\vmemoryBytes\x12,\n" +
+	"\x12memory_limit_bytes\x18\x03 \x01(\x04R\x10memoryLimitBytes\x12\x12\n" +
+	"\x04pids\x18\x04 \x01(\rR\x04pids2\xc9\x01\n" +
 	"\aMonitor\x12;\n" +
 	"\x05Pause\x12\x18.initos.monitor.v1.Empty\x1a\x18.initos.monitor.v1.Empty\x12<\n" +
-	"\x06Resume\x12\x18.initos.monitor.v1.Empty\x1a\x18.initos.monitor.v1.EmptyB@Z>github.com/initos-runtime/initos-runtime/monitorapi;monitorapib\x06proto3"
+	"\x06Resume\x12\x18.initos.monitor.v1.Empty\x1a\x18.initos.monitor.v1.Empty\x12C\n" +
+	"\x05Stats\x12\x18.initos.monitor.v1.Empty\x1a .initos.monitor.v1.StatsResponseB@Z>github.com/initos-runtime/initos-runtime/monitorapi;monitorapib\x06proto3"
 
 var (
 	file_monitor_proto_rawDescOnce sync.Once
@@ -86,17 +164,20 @@ func file_monitor_proto_rawDescGZIP() []byte {
 	return file_monitor_proto_rawDescData
 }
 
-var file_monitor_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_monitor_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_monitor_proto_goTypes = []any{
-	(*Empty)(nil), // 0: initos.monitor.v1.Empty
+	(*Empty)(nil),         // 0: initos.monitor.v1.Empty
+	(*StatsResponse)(nil), // 1: initos.monitor.v1.StatsResponse
 }
 var file_monitor_proto_depIdxs = []int32{
 	0, // 0: initos.monitor.v1.Monitor.Pause:input_type -> initos.monitor.v1.Empty
 	0, // 1: initos.monitor.v1.Monitor.Resume:input_type -> initos.monitor.v1.Empty
-	0, // 2: initos.monitor.v1.Monitor.Pause:output_type -> initos.monitor.v1.Empty
-	0, // 3: initos.monitor.v1.Monitor.Resume:output_type -> initos.monitor.v1.Empty
-	2, // [2:4] is the sub-list for method output_type
-	0, // [0:2] is the sub-list for method input_type
+	0, // 2: initos.monitor.v1.Monitor.Stats:input_type -> initos.monitor.v1.Empty
+	0, // 3: initos.monitor.v1.Monitor.Pause:output_type -> initos.monitor.v1.Empty
+	0, // 4: initos.monitor.v1.Monitor.Resume:output_type -> initos.monitor.v1.Empty
+	1, // 5: initos.monitor.v1.Monitor.Stats:output_type -> initos.monitor.v1.StatsResponse
+	3, // [3:6] is the sub-list for method output_type
+	0, // [0:3] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -113,7 +194,7 @@ func file_monitor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_monitor_proto_rawDesc), len(file_monitor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -10,6 +10,7 @@ import (
 type MonitorService interface {
 	Pause(context.Context, *Empty) (*Empty, error)
 	Resume(context.Context, *Empty) (*Empty, error)
+	Stats(context.Context, *Empty) (*StatsResponse, error)
 }
 
 func RegisterMonitorService(srv *ttrpc.Server, svc MonitorService) {
@@ -28,6 +29,13 @@ func RegisterMonitorService(srv *ttrpc.Server, svc MonitorService) {
 					return nil, err
 				}
 				return svc.Resume(ctx, &req)
+			},
+			"Stats": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req Empty
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Stats(ctx, &req)
 			},
 		},
 	})
@@ -54,6 +62,14 @@ func (c *monitorClient) Pause(ctx context.Context, req *Empty) (*Empty, error) {
 func (c *monitorClient) Resume(ctx context.Context, req *Empty) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "initos.monitor.v1.Monitor", "Resume", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *monitorClient) Stats(ctx context.Context, req *Empty) (*StatsResponse, error) {
+	var resp StatsResponse
+	if err := c.client.Call(ctx, "initos.monitor.v1.Monitor", "Stats", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -254,6 +254,12 @@ func Delete(ctx context.Context, c Config, id string, force bool, warn io.Writer
 				return err
 			}
 		}
+	} else if st.MonitorPid > 0 && monitorAlive(st) {
+		// Stopped, and the monitor is still tearing the VM down: let it
+		// finish, so that nothing of the container outlives delete.
+		if err := waitMonitor(st, 30*time.Second); err != nil {
+			return err
+		}
 	}
 	// The shared directory first: it may hold bind mounts of host paths,
 	// which the removal of the state directory must never reach.
@@ -281,6 +287,18 @@ func Delete(ctx context.Context, c Config, id string, force bool, warn io.Writer
 	return nil
 }
 
+// waitMonitor waits for a monitor to exit on its own, then ends it.
+func waitMonitor(st *State, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for monitorAlive(st) {
+		if time.Now().After(deadline) {
+			return terminateMonitor(st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
 // terminateMonitor stops a live monitor: SIGTERM (it tears its VM down),
 // then SIGKILL (its VMM dies with it by Pdeathsig).
 func terminateMonitor(st *State) error {
@@ -304,4 +322,16 @@ func terminateMonitor(st *State) error {
 		return fmt.Errorf("the monitor %d of container %q does not exit", st.MonitorPid, st.ID)
 	}
 	return nil
+}
+
+// Stats is the container's resource use: the VM as the host sees it, and
+// the number of processes in the guest.
+func Stats(ctx context.Context, c Config, id string) (*monitorapi.StatsResponse, error) {
+	var out *monitorapi.StatsResponse
+	err := withMonitor(ctx, c, id, []Status{StatusCreated, StatusRunning, StatusPaused}, "read stats of", func(ctx context.Context, st *State, cc *controlConn) error {
+		var err error
+		out, err = cc.Monitor.Stats(ctx, &monitorapi.Empty{})
+		return agentError(err)
+	})
+	return out, err
 }

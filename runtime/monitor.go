@@ -454,3 +454,16 @@ func (a *agentProxy) ListProcesses(ctx context.Context, r *agentapi.Empty) (*age
 func (a *agentProxy) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty, error) {
 	return nil, errors.New("shutdown is the monitor's: use kill or delete --force")
 }
+
+func (s *monitorService) Stats(ctx context.Context, _ *monitorapi.Empty) (*monitorapi.StatsResponse, error) {
+	m := s.m
+	cpu, rss, err := procUsage(m.inst.vm.Pid())
+	if err != nil {
+		return nil, fmt.Errorf("reading the VMM's usage for container %q: %w", m.st.ID, err)
+	}
+	resp := &monitorapi.StatsResponse{CpuNanos: cpu, MemoryBytes: rss, MemoryLimitBytes: uint64(m.st.MemoryMiB) << 20}
+	if procs, err := m.inst.Agent.ListProcesses(ctx, &agentapi.Empty{}); err == nil {
+		resp.Pids = uint32(len(procs.Processes))
+	}
+	return resp, nil
+}

@@ -22,7 +22,7 @@ func main() {
 		Commands: []*cli.Command{
 			createCommand(), startCommand(), runCommand(), stateCommand(), killCommand(), deleteCommand(),
 			execCommand(), psCommand(), listCommand(), pauseCommand(), resumeCommand(), checkCommand(),
-			updateCommand(), specCommand(), featuresCommand(), monitorCommand(), execWaiterCommand(),
+			updateCommand(), eventsCommand(), specCommand(), featuresCommand(), monitorCommand(), execWaiterCommand(),
 		},
 		ExitErrHandler: exitErrHandler,
 	}

@@ -25,6 +25,8 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "no-new-keyring", Usage: "accepted for runc compatibility"},
 			&cli.BoolFlag{Name: "no-subreaper", Usage: "accepted for runc compatibility"},
 			&cli.BoolFlag{Name: "timings", Usage: "print the time of each phase to stderr when the container ends"},
+			&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "detach from the container's process: create and start it, leaving its monitor"},
+			&cli.StringFlag{Name: "console-socket", Usage: "with --detach: path to an AF_UNIX socket which will receive a file descriptor referencing the master end of the console's pseudoterminal"},
 		},
 		Action: runAction,
 	}
@@ -41,6 +43,9 @@ func runAction(ctx *cli.Context) error {
 	bundleDir, err := filepath.Abs(ctx.String("bundle"))
 	if err != nil {
 		return fmt.Errorf("resolving bundle path: %w", err)
+	}
+	if ctx.Bool("detach") {
+		return runDetached(ctx, c, bundleDir)
 	}
 	if p := ctx.String("pid-file"); p != "" {
 		if err := writePidFile(p, os.Getpid()); err != nil {
@@ -66,6 +71,25 @@ func runAction(ctx *cli.Context) error {
 		return err
 	}
 	return cli.Exit("", res.ExitStatus)
+}
+
+// runDetached is run -d: create (leaving the monitor) then start.
+func runDetached(ctx *cli.Context, c runtime.Config, bundleDir string) error {
+	id := ctx.Args().First()
+	mon, err := selfCommand(c, "monitor", "--bundle", bundleDir, "--console-socket", ctx.String("console-socket"), id)
+	if err != nil {
+		return err
+	}
+	pid, err := runtime.Create(context.Background(), c, runtime.CreateOptions{BundleDir: bundleDir, ID: id, Monitor: mon})
+	if err != nil {
+		return err
+	}
+	if p := ctx.String("pid-file"); p != "" {
+		if err := writePidFile(p, pid); err != nil {
+			return err
+		}
+	}
+	return runtime.Start(context.Background(), c, id)
 }
 
 // forwardedSignals are relayed to the container's process by run, as runc

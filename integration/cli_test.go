@@ -1,0 +1,117 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCLIVerbs drives one detached container through the runc verbs that
+// podman does not exercise: run -d, list, ps, events --stats, update,
+// exec, and the lifecycle errors the spec requires.
+func TestCLIVerbs(t *testing.T) {
+	needVMs(t)
+	t.Parallel()
+	id := "cli-verbs"
+	dir := writeBundle(t, busyboxSpec(t, "sh", "-c", "echo ready; exec sleep 3600"))
+	defer assertNothingLeft(t, id)
+	defer runtimeCmd(t, nil, "delete", "--force", id)
+	// The monitor keeps the stdio it inherits (the container's): give it
+	// files, not the pipes runtimeCmd would wait on.
+	logPath := filepath.Join(t.TempDir(), "out")
+	out, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(env.bin, "--config", env.config, "run", "--detach", "--bundle", dir, id)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		b, _ := os.ReadFile(logPath)
+		t.Fatalf("run -d: %v: %s", err, b)
+	}
+
+	var states []struct{ ID, Status string }
+	r := runtimeCmd(t, nil, "list", "--format", "json")
+	if err := json.Unmarshal(r.stdout, &states); err != nil {
+		t.Fatalf("list -f json: %v: %s", err, r.stdout)
+	}
+	if len(states) != 1 || states[0].ID != id || states[0].Status != "running" {
+		t.Fatalf("list: %+v", states)
+	}
+
+	// runtime.md "create": an id already in use MUST be an error.
+	if r := runtimeCmd(t, nil, "create", "--bundle", dir, id); r.code == 0 || !strings.Contains(string(r.stderr), "already exists") {
+		t.Errorf("create of a used id: exit %d, %s", r.code, r.stderr)
+	}
+	// start of a container that is not created MUST be an error.
+	if r := runtimeCmd(t, nil, "start", id); r.code == 0 || !strings.Contains(string(r.stderr), "it is running") {
+		t.Errorf("start of a running container: exit %d, %s", r.code, r.stderr)
+	}
+	// delete of a container that is not stopped MUST be an error.
+	if r := runtimeCmd(t, nil, "delete", id); r.code == 0 || !strings.Contains(string(r.stderr), "not stopped") {
+		t.Errorf("delete of a running container: exit %d, %s", r.code, r.stderr)
+	}
+
+	r = runtimeCmd(t, nil, "ps", "--format", "json", id)
+	var pids []int
+	if err := json.Unmarshal(r.stdout, &pids); err != nil || len(pids) == 0 {
+		t.Errorf("ps -f json: %v %q", err, r.stdout)
+	}
+	if r := runtimeCmd(t, nil, "ps", id); !strings.Contains(string(r.stdout), "sleep 3600") {
+		t.Errorf("ps lists no sleep: %s", r.stdout)
+	}
+
+	r = runtimeCmd(t, nil, "events", "--stats", id)
+	var ev struct {
+		Type string
+		ID   string
+		Data struct {
+			CPU struct{ Usage struct{ Total uint64 } }
+			Memory struct {
+				Usage struct{ Usage, Limit uint64 }
+			}
+			Pids struct{ Current uint64 }
+		}
+	}
+	if err := json.Unmarshal(r.stdout, &ev); err != nil {
+		t.Fatalf("events --stats: %v: %s %s", err, r.stdout, r.stderr)
+	}
+	if ev.Type != "stats" || ev.ID != id || ev.Data.CPU.Usage.Total == 0 || ev.Data.Memory.Usage.Usage == 0 ||
+		ev.Data.Memory.Usage.Limit != 512<<20 || ev.Data.Pids.Current == 0 {
+		t.Errorf("events --stats: %+v", ev)
+	}
+
+	if r := runtimeCmd(t, nil, "update", "--memory", "1073741824", id); r.code == 0 || !strings.Contains(string(r.stderr), "memory limit (512 MiB → 1024 MiB)") {
+		t.Errorf("update --memory: exit %d, %s", r.code, r.stderr)
+	}
+	if r := runtimeCmd(t, nil, "update", "--memory", "536870912", id); r.code != 0 {
+		t.Errorf("update to the same size: exit %d, %s", r.code, r.stderr)
+	}
+
+	r = runtimeCmd(t, []byte("piped\n"), "exec", id, "sh", "-c", "cat; exit 9")
+	if r.code != 9 || string(r.stdout) != "piped\n" {
+		t.Errorf("exec: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	if r := runtimeCmd(t, nil, "kill", id, "KILL"); r.code != 0 {
+		t.Fatalf("kill: %s", r.stderr)
+	}
+	poll(t, env.runTimeout, "the container to stop", func() (bool, string) {
+		r := runtimeCmd(t, nil, "state", id)
+		return strings.Contains(string(r.stdout), `"status": "stopped"`), string(r.stdout)
+	})
+	// kill of a stopped container MUST be an error.
+	if r := runtimeCmd(t, nil, "kill", id); r.code == 0 || !strings.Contains(string(r.stderr), "container not running") {
+		t.Errorf("kill of a stopped container: exit %d, %s", r.code, r.stderr)
+	}
+	if r := runtimeCmd(t, nil, "delete", id); r.code != 0 {
+		t.Errorf("delete of a stopped container: exit %d, %s", r.code, r.stderr)
+	}
+	if b, _ := os.ReadFile(logPath); string(b) != "ready\n" {
+		t.Errorf("the container's output %q, want ready", b)
+	}
+}

@@ -70,7 +70,7 @@ func TestCLIVerbs(t *testing.T) {
 		Type string
 		ID   string
 		Data struct {
-			CPU struct{ Usage struct{ Total uint64 } }
+			CPU    struct{ Usage struct{ Total uint64 } }
 			Memory struct {
 				Usage struct{ Usage, Limit uint64 }
 			}

@@ -16,9 +16,19 @@ func TestCLIVerbs(t *testing.T) {
 	needVMs(t)
 	t.Parallel()
 	id := "cli-verbs"
+	// A state root of its own: list must see this container only.
+	root := t.TempDir()
+	rt := func(stdin []byte, args ...string) result {
+		return runtimeCmd(t, stdin, append([]string{"--root", root}, args...)...)
+	}
 	dir := writeBundle(t, busyboxSpec(t, "sh", "-c", "echo ready; exec sleep 3600"))
-	defer assertNothingLeft(t, id)
-	defer runtimeCmd(t, nil, "delete", "--force", id)
+	defer func() {
+		if _, err := os.Stat(filepath.Join(root, id)); err == nil {
+			t.Errorf("state dir of %q left behind", id)
+		}
+		assertNothingLeft(t, id)
+	}()
+	defer rt(nil, "delete", "--force", id)
 	// The monitor keeps the stdio it inherits (the container's): give it
 	// files, not the pipes runtimeCmd would wait on.
 	logPath := filepath.Join(t.TempDir(), "out")
@@ -27,7 +37,7 @@ func TestCLIVerbs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	cmd := exec.Command(env.bin, "--config", env.config, "run", "--detach", "--bundle", dir, id)
+	cmd := exec.Command(env.bin, "--config", env.config, "--root", root, "run", "--detach", "--bundle", dir, id)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
 		b, _ := os.ReadFile(logPath)
@@ -35,7 +45,7 @@ func TestCLIVerbs(t *testing.T) {
 	}
 
 	var states []struct{ ID, Status string }
-	r := runtimeCmd(t, nil, "list", "--format", "json")
+	r := rt(nil, "list", "--format", "json")
 	if err := json.Unmarshal(r.stdout, &states); err != nil {
 		t.Fatalf("list -f json: %v: %s", err, r.stdout)
 	}
@@ -44,28 +54,28 @@ func TestCLIVerbs(t *testing.T) {
 	}
 
 	// runtime.md "create": an id already in use MUST be an error.
-	if r := runtimeCmd(t, nil, "create", "--bundle", dir, id); r.code == 0 || !strings.Contains(string(r.stderr), "already exists") {
+	if r := rt(nil, "create", "--bundle", dir, id); r.code == 0 || !strings.Contains(string(r.stderr), "already exists") {
 		t.Errorf("create of a used id: exit %d, %s", r.code, r.stderr)
 	}
 	// start of a container that is not created MUST be an error.
-	if r := runtimeCmd(t, nil, "start", id); r.code == 0 || !strings.Contains(string(r.stderr), "it is running") {
+	if r := rt(nil, "start", id); r.code == 0 || !strings.Contains(string(r.stderr), "it is running") {
 		t.Errorf("start of a running container: exit %d, %s", r.code, r.stderr)
 	}
 	// delete of a container that is not stopped MUST be an error.
-	if r := runtimeCmd(t, nil, "delete", id); r.code == 0 || !strings.Contains(string(r.stderr), "not stopped") {
+	if r := rt(nil, "delete", id); r.code == 0 || !strings.Contains(string(r.stderr), "not stopped") {
 		t.Errorf("delete of a running container: exit %d, %s", r.code, r.stderr)
 	}
 
-	r = runtimeCmd(t, nil, "ps", "--format", "json", id)
+	r = rt(nil, "ps", "--format", "json", id)
 	var pids []int
 	if err := json.Unmarshal(r.stdout, &pids); err != nil || len(pids) == 0 {
 		t.Errorf("ps -f json: %v %q", err, r.stdout)
 	}
-	if r := runtimeCmd(t, nil, "ps", id); !strings.Contains(string(r.stdout), "sleep 3600") {
+	if r := rt(nil, "ps", id); !strings.Contains(string(r.stdout), "sleep 3600") {
 		t.Errorf("ps lists no sleep: %s", r.stdout)
 	}
 
-	r = runtimeCmd(t, nil, "events", "--stats", id)
+	r = rt(nil, "events", "--stats", id)
 	var ev struct {
 		Type string
 		ID   string
@@ -85,30 +95,30 @@ func TestCLIVerbs(t *testing.T) {
 		t.Errorf("events --stats: %+v", ev)
 	}
 
-	if r := runtimeCmd(t, nil, "update", "--memory", "1073741824", id); r.code == 0 || !strings.Contains(string(r.stderr), "memory limit (512 MiB → 1024 MiB)") {
+	if r := rt(nil, "update", "--memory", "1073741824", id); r.code == 0 || !strings.Contains(string(r.stderr), "memory limit (512 MiB → 1024 MiB)") {
 		t.Errorf("update --memory: exit %d, %s", r.code, r.stderr)
 	}
-	if r := runtimeCmd(t, nil, "update", "--memory", "536870912", id); r.code != 0 {
+	if r := rt(nil, "update", "--memory", "536870912", id); r.code != 0 {
 		t.Errorf("update to the same size: exit %d, %s", r.code, r.stderr)
 	}
 
-	r = runtimeCmd(t, []byte("piped\n"), "exec", id, "sh", "-c", "cat; exit 9")
+	r = rt([]byte("piped\n"), "exec", id, "sh", "-c", "cat; exit 9")
 	if r.code != 9 || string(r.stdout) != "piped\n" {
 		t.Errorf("exec: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 
-	if r := runtimeCmd(t, nil, "kill", id, "KILL"); r.code != 0 {
+	if r := rt(nil, "kill", id, "KILL"); r.code != 0 {
 		t.Fatalf("kill: %s", r.stderr)
 	}
 	poll(t, env.runTimeout, "the container to stop", func() (bool, string) {
-		r := runtimeCmd(t, nil, "state", id)
+		r := rt(nil, "state", id)
 		return strings.Contains(string(r.stdout), `"status": "stopped"`), string(r.stdout)
 	})
 	// kill of a stopped container MUST be an error.
-	if r := runtimeCmd(t, nil, "kill", id); r.code == 0 || !strings.Contains(string(r.stderr), "container not running") {
+	if r := rt(nil, "kill", id); r.code == 0 || !strings.Contains(string(r.stderr), "container not running") {
 		t.Errorf("kill of a stopped container: exit %d, %s", r.code, r.stderr)
 	}
-	if r := runtimeCmd(t, nil, "delete", id); r.code != 0 {
+	if r := rt(nil, "delete", id); r.code != 0 {
 		t.Errorf("delete of a stopped container: exit %d, %s", r.code, r.stderr)
 	}
 	if b, _ := os.ReadFile(logPath); string(b) != "ready\n" {

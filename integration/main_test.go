@@ -241,7 +241,7 @@ func assertNothingLeft(t testing.TB, id string) {
 		if err != nil {
 			continue
 		}
-		if bytes.Contains(b, []byte("qemu")) && bytes.Contains(b, []byte(filepath.Join(env.cfg.Root, id)+"/")) {
+		if bytes.Contains(b, []byte("qemu")) && bytes.Contains(b, []byte("/"+id+"/")) {
 			t.Errorf("a VMM of %q is still running: %s", id, strings.ReplaceAll(string(b), "\x00", " "))
 		}
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/bundle"
+	"github.com/initos-runtime/initos-runtime/network"
 	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
@@ -50,6 +51,9 @@ type Instance struct {
 
 	// share is the VM's shared directory of host bind mounts (nil: none).
 	share *share
+	// net is the VM's attachment to the engine's network namespace (nil:
+	// no network but the guest's loopback).
+	net *network.Attachment
 
 	// keepDisk leaves the disk image to delete (the monitor's containers
 	// keep their disk across their life; run's are removed at once).
@@ -127,6 +131,12 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	inst.Timings.Disk = time.Since(t0)
 
 	t0 = time.Now()
+	att, err := attachNetwork(b.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("connecting container %q to its network: %w", id, err)
+	}
+	inst.net = att
+
 	vcfg := vmm.Config{
 		ID:         id,
 		Disks:      []vmm.Disk{{Path: inst.Disk, ReadOnly: false}},
@@ -136,12 +146,19 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		ConsoleLog: inst.consoleLog,
 		Share:      sh.vmmShare(),
 	}
+	if att != nil {
+		vcfg.Netns = att.NetnsPath
+		vcfg.NICs = []vmm.NIC{{Tap: att.Tap, MAC: att.MAC.String()}}
+	}
 	groups := moduleGroups(driver, vcfg)
 	vcfg.Kernel, vcfg.Initrd, err = d.assets(c)
 	if err != nil {
 		return nil, err
 	}
 	vcfg.Cmdline = guestCmdline(groups, c.Debug)
+	if att != nil {
+		vcfg.Cmdline += " " + att.KernelArg()
+	}
 	inst.Timings.Initrd = time.Since(t0)
 
 	t0 = time.Now()
@@ -335,6 +352,11 @@ func (inst *Instance) destroy() error {
 			case <-inst.exited:
 			case <-time.After(15 * time.Second):
 				errs = append(errs, fmt.Errorf("vm of container %q (pid %d) did not exit after stop", inst.ID, inst.vm.Pid()))
+			}
+		}
+		if inst.net != nil {
+			if err := inst.net.Detach(); err != nil {
+				errs = append(errs, fmt.Errorf("detaching container %q from its network: %w", inst.ID, err))
 			}
 		}
 		if err := inst.share.remove(); err != nil {

@@ -44,6 +44,9 @@ type Config struct {
 	ConsoleLog string // file the guest console goes to
 	Share      *Share // may be nil
 	NICs       []NIC
+	// Netns is the network namespace the VMM runs in (the engine's, whose
+	// interface its NICs' taps are redirected to); "" for the caller's.
+	Netns string
 }
 
 // Disk is a raw disk image.

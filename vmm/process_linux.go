@@ -1,6 +1,8 @@
 package vmm
 
 import (
+	"golang.org/x/sys/unix"
+
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +32,14 @@ type Process struct {
 // StartProcess starts bin with args as described at Process; logPath is
 // truncated first.
 func StartProcess(name, bin string, args []string, logPath string) (*Process, error) {
+	return StartProcessIn("", name, bin, args, logPath)
+}
+
+// StartProcessIn is StartProcess with the child in the network namespace
+// at netnsPath ("" for the caller's): the forking thread joins it, and
+// being locked and then retired with the child, never serves other
+// goroutines from there.
+func StartProcessIn(netnsPath, name, bin string, args []string, logPath string) (*Process, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("creating %s log: %w", name, err)
@@ -47,6 +57,12 @@ func StartProcess(name, bin string, args []string, logPath string) (*Process, er
 		// thread and keep it locked until the child is reaped: the thread
 		// then outlives the child, and is retired only after it.
 		runtime.LockOSThread()
+		if netnsPath != "" {
+			if err := joinNetns(netnsPath); err != nil {
+				started <- err
+				return // the goroutine exits locked: the thread is retired
+			}
+		}
 		if err := cmd.Start(); err != nil {
 			started <- err
 			return
@@ -191,4 +207,17 @@ func RemoveSockets(paths ...string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// joinNetns moves the calling (locked) thread into a network namespace.
+func joinNetns(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("opening network namespace %q: %w", path, err)
+	}
+	defer f.Close()
+	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("joining network namespace %q: %w", path, err)
+	}
+	return nil
 }

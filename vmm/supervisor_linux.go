@@ -81,7 +81,7 @@ func (s *Supervisor) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("starting virtiofsd for vm %q: %w", s.Cfg.ID, err)
 		}
 	}
-	s.proc, err = StartProcess(s.Name, s.Bin, s.Args, s.Log)
+	s.proc, err = StartProcessIn(s.Cfg.Netns, s.Name, s.Bin, s.Args, s.Log)
 	if err != nil {
 		return fmt.Errorf("vm %q: %w", s.Cfg.ID, err)
 	}

@@ -145,6 +145,8 @@ func writeBundle(t *testing.T, edit func(*specs.Spec)) string {
 		Hostname: "box",
 		Process:  &specs.Process{Args: []string{"/bin/cat"}, Cwd: "/", Env: []string{"PATH=/bin"}},
 		Mounts:   []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc"}},
+		// A new network namespace: loopback only (no path, no attach).
+		Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.NetworkNamespace}}},
 	}
 	if edit != nil {
 		edit(s)
@@ -318,7 +320,7 @@ func TestBootAndShutdown(t *testing.T) {
 	c := testConfig(t)
 	b := loadBundle(t, func(s *specs.Spec) {
 		lim := int64(256 << 20)
-		s.Linux = &specs.Linux{Resources: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &lim}}}
+		s.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &lim}}
 		s.Root.Readonly = true
 	})
 	sd := mkStateDir(t, c, "web")

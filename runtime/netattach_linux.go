@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"errors"
+	"fmt"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -21,7 +22,14 @@ var attachNetworkFunc = network.AttachToNetns
 // and MAC. A namespace with only loopback (--network none) or no path (a
 // new, empty namespace) gives the guest loopback only.
 func attachNetwork(s *specs.Spec) (*network.Attachment, error) {
-	path := netnsPath(s)
+	path, ok := netnsPath(s)
+	if !ok {
+		// config-linux.md: "If a namespace type is not specified in the
+		// namespaces array, the container MUST inherit the runtime
+		// namespace of that type" — the host's network stack, which a VM
+		// cannot share.
+		return nil, fmt.Errorf("%w: the spec has no network namespace, so the container would share the host's network stack (--network host), which a VM cannot do; give it a network namespace", ErrUnsupported)
+	}
 	if path == "" {
 		return nil, nil
 	}
@@ -32,16 +40,16 @@ func attachNetwork(s *specs.Spec) (*network.Attachment, error) {
 	return att, err
 }
 
-// netnsPath is the path of the spec's network namespace, "" if it asks for
-// a new one or none.
-func netnsPath(s *specs.Spec) string {
+// netnsPath is the path of the spec's network namespace ("" for a new
+// one); ok is false when the spec has none (the host's).
+func netnsPath(s *specs.Spec) (path string, ok bool) {
 	if s.Linux == nil {
-		return ""
+		return "", false
 	}
 	for _, ns := range s.Linux.Namespaces {
 		if ns.Type == specs.NetworkNamespace {
-			return ns.Path
+			return ns.Path, true
 		}
 	}
-	return ""
+	return "", false
 }

@@ -27,7 +27,9 @@ func TestAttachNetwork(t *testing.T) {
 	spec := func(ns ...specs.LinuxNamespace) *specs.Spec {
 		return &specs.Spec{Linux: &specs.Linux{Namespaces: ns}}
 	}
-	netns := func(p string) specs.LinuxNamespace { return specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: p} }
+	netns := func(p string) specs.LinuxNamespace {
+		return specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: p}
+	}
 	for _, tc := range []struct {
 		name    string
 		s       *specs.Spec

@@ -45,6 +45,11 @@ func TestPodmanNetwork(t *testing.T) {
 	if !p.initos {
 		return
 	}
+	// A VM cannot share the host's network stack: refused, clearly.
+	r = p.run(t, nil, "run", "--rm", "--network", "host", podmanImage, "true")
+	if r.code == 0 || !strings.Contains(string(r.stderr), "host's network stack") {
+		t.Errorf("--network host: exit %d, stderr %q; want a refusal naming the host's network stack", r.code, r.stderr)
+	}
 	// The guest has the engine's address on eth0, not a second stack.
 	addr := strings.TrimSpace(p.inspect(t, srv, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"))
 	r = p.run(t, nil, "exec", srv, "ip", "-4", "addr", "show", "eth0")

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -397,6 +398,11 @@ func vmSize(c Config, s *specs.Spec) (memMiB, cpus int) {
 	if r.CPU != nil && r.CPU.Quota != nil && *r.CPU.Quota > 0 && r.CPU.Period != nil && *r.CPU.Period > 0 {
 		q, p := *r.CPU.Quota, int64(*r.CPU.Period)
 		cpus = int((q + p - 1) / p)
+	} else if r.CPU != nil && r.CPU.Cpus != "" {
+		// A cpuset ("0-1,4") sizes the VM by its CPU count.
+		if n := cpusetCount(r.CPU.Cpus); n > 0 {
+			cpus = n
+		}
 	}
 	if cpus < 1 {
 		cpus = 1
@@ -434,4 +440,25 @@ func randomSuffix() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// cpusetCount counts the CPUs of a cpuset list such as "0-3,6"; 0 when it
+// does not parse.
+func cpusetCount(list string) int {
+	n := 0
+	for _, part := range strings.Split(list, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil || a < 0 {
+			return 0
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return 0
+			}
+		}
+		n += b - a + 1
+	}
+	return n
 }

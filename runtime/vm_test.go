@@ -82,6 +82,8 @@ func TestVMSize(t *testing.T) {
 		{"memory limit", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(1 << 30)}}, 1024, 1},
 		{"tiny memory gets the minimum", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(8 << 20)}}, MinMemoryMiB, 1},
 		{"quota 1.5 cpus rounds up", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(150000), Period: u64(100000)}}, 512, 2},
+		{"cpuset counts", &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "0-2,5"}}, 512, 4},
+		{"bad cpuset keeps the default", &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "3-1"}}, 512, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &specs.Spec{Linux: &specs.Linux{Resources: tc.res}}

@@ -9,9 +9,14 @@ import (
 )
 
 func startCommand() *cli.Command {
+	return idCommand("start", "run the process of a created container", runtime.Start)
+}
+
+// idCommand is a verb that takes one container id and no flags of its own.
+func idCommand(name, usage string, action func(context.Context, runtime.Config, string) error) *cli.Command {
 	return &cli.Command{
-		Name:      "start",
-		Usage:     "run the process of a created container",
+		Name:      name,
+		Usage:     usage,
 		ArgsUsage: "<container-id>",
 		Action: func(ctx *cli.Context) error {
 			id, err := oneID(ctx)
@@ -22,7 +27,7 @@ func startCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return runtime.Start(context.Background(), c, id)
+			return action(context.Background(), c, id)
 		},
 	}
 }

@@ -132,8 +132,6 @@ func (a *agent) boot() error {
 		a.log.Printf("network: %v", err)
 	}
 	if c.Net != nil && c.Net.DNS.IsValid() {
-		// Kept for the container's /etc/resolv.conf, which is not written
-		// yet.
 		a.log.Debugf("resolv.conf for the container: %q", c.Net.ResolvConf())
 	}
 
@@ -173,7 +171,11 @@ func (a *agent) loadModules() {
 
 // newService builds the service of this guest.
 func (a *agent) newService() *Service {
-	return newService(defaultServiceConfig(), osSystem{}, newHelperLauncher(a.reaper), a.log)
+	cfg := defaultServiceConfig()
+	if c := a.cmdline; c != nil && c.Net != nil && c.Net.DNS.IsValid() {
+		cfg.ResolvConf = c.Net.ResolvConf()
+	}
+	return newService(cfg, osSystem{}, newHelperLauncher(a.reaper), a.log)
 }
 
 // serveAgent is agent mode: serve until the host calls Shutdown.

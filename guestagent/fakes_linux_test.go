@@ -135,6 +135,14 @@ func (f *fakeSystem) CreateFile(p string) error {
 	return nil
 }
 
+func (f *fakeSystem) WriteFile(p string, data []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("write %s %q", p, data)
+	f.files[p] = 0o644
+	return nil
+}
+
 func (f *fakeSystem) Remove(p string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

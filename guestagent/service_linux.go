@@ -32,6 +32,9 @@ type serviceConfig struct {
 	PowerOffDelay time.Duration
 	// OutputLimit bounds the buffered output per stream.
 	OutputLimit int
+	// ResolvConf, from xip='s DNS, becomes the container's
+	// /etc/resolv.conf unless the spec mounts one.
+	ResolvConf string
 }
 
 func defaultServiceConfig() serviceConfig {

@@ -125,6 +125,19 @@ func (s *Service) setupRoot(ctx context.Context, req *agentapi.SetupRequest) (mo
 		}
 	}
 
+	if s.cfg.ResolvConf != "" && !slices.ContainsFunc(req.Mounts, func(m *agentapi.Mount) bool { return path.Clean("/"+m.Destination) == "/etc/resolv.conf" }) {
+		// The DNS server of xip= (bridge mode): the container's resolver.
+		if err := s.sys.MkdirAll(filepath.Join(rootfs, "etc"), 0o755); err != nil {
+			return mounted, fmt.Errorf("creating /etc: %w", err)
+		}
+		target, err := scopedJoin(s.sys, rootfs, "/etc/resolv.conf")
+		if err != nil {
+			return mounted, fmt.Errorf("/etc/resolv.conf: %w", err)
+		}
+		if err := s.sys.WriteFile(target, []byte(s.cfg.ResolvConf)); err != nil {
+			return mounted, fmt.Errorf("writing /etc/resolv.conf: %w", err)
+		}
+	}
 	if req.RootReadonly && !rootRO {
 		// config.md root.readonly: "If true then the root filesystem MUST
 		// be read-only inside the container".

@@ -22,6 +22,9 @@ type system interface {
 	MkdirAll(path string, perm fs.FileMode) error
 	// CreateFile creates an empty file unless path exists.
 	CreateFile(path string) error
+	// WriteFile replaces the content of a regular file (never through a
+	// symlink).
+	WriteFile(path string, data []byte) error
 	// Remove removes path; a missing path is not an error.
 	Remove(path string) error
 	Mknod(path string, mode uint32, dev uint64) error
@@ -64,6 +67,18 @@ func (osSystem) MkdirAll(p string, perm fs.FileMode) error { return os.MkdirAll(
 func (osSystem) CreateFile(p string) error {
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDONLY|unix.O_NOFOLLOW, 0o644)
 	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func (osSystem) WriteFile(p string, data []byte) error {
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
 		return err
 	}
 	return f.Close()

@@ -12,14 +12,16 @@ import (
 // Defaults of Config. The data directory holds the guest kernel (kernel/,
 // the extracted Debian package), caches (vmlinux, initrds) and disk images.
 const (
-	DefaultRoot        = "/run/initos-runtime"
-	DefaultDataDir     = "/var/lib/initos-runtime"
-	DefaultConfigFile  = "/etc/initos-runtime/config.json"
-	DefaultMemoryMiB   = 512
-	MinMemoryMiB       = 128
-	DefaultCPUs        = 1
-	DefaultFreeSpace   = 256 << 20
-	DefaultBootTimeout = 120 * time.Second
+	DefaultRoot         = "/run/initos-runtime"
+	DefaultDataDir      = "/var/lib/initos-runtime"
+	DefaultConfigFile   = "/etc/initos-runtime/config.json"
+	DefaultMemoryMiB    = 512
+	MinMemoryMiB        = 128
+	DefaultCPUs         = 1
+	DefaultFreeSpace    = 256 << 20
+	DefaultBootTimeout  = 120 * time.Second
+	DefaultBridge       = "initos0"
+	DefaultBridgeSubnet = "10.213.0.0/24"
 )
 
 // Config is what the runtime needs beyond the bundle. Zero fields take the
@@ -51,6 +53,12 @@ type Config struct {
 	BootTimeout Duration `json:"bootTimeout,omitempty"`
 	// Debug makes the guest agent log each step to the console log.
 	Debug bool `json:"debug,omitempty"`
+	// Bridge and BridgeSubnet are the seed's per-host bridge and its /24
+	// (`initos-runtime network setup` creates them). A container whose
+	// spec asks for a new network namespace joins the bridge when it
+	// exists.
+	Bridge       string `json:"bridge,omitempty"`
+	BridgeSubnet string `json:"bridgeSubnet,omitempty"`
 }
 
 // Duration is a time.Duration that reads "90s" style strings from JSON.
@@ -115,6 +123,12 @@ func (c Config) WithDefaults() Config {
 	if c.FreeSpace == 0 {
 		c.FreeSpace = DefaultFreeSpace
 	}
+	if c.Bridge == "" {
+		c.Bridge = DefaultBridge
+	}
+	if c.BridgeSubnet == "" {
+		c.BridgeSubnet = DefaultBridgeSubnet
+	}
 	if c.BootTimeout == 0 {
 		c.BootTimeout = Duration(DefaultBootTimeout)
 	}
@@ -147,6 +161,13 @@ func (c Config) Validate() error {
 
 // cacheDir holds the extracted vmlinux and the initrds.
 func (c Config) cacheDir() string { return filepath.Join(c.DataDir, "cache") }
+
+// leasesDir holds the bridge IPAM's leases.
+func (c Config) leasesDir() string { return filepath.Join(c.DataDir, "leases") }
+
+// HostsFile is the bridge's name → address file; its directory is what
+// dnsmasq's --hostsdir watches.
+func (c Config) HostsFile() string { return filepath.Join(c.DataDir, "dns", "hosts") }
 
 // disksDir holds the containers' disk images.
 func (c Config) disksDir() string { return filepath.Join(c.DataDir, "disks") }

@@ -55,6 +55,8 @@ type Instance struct {
 	// net is the VM's attachment to the engine's network namespace (nil:
 	// no network but the guest's loopback).
 	net *network.Attachment
+	// bridge is the VM's address and tap on the seed's bridge (nil: none).
+	bridge *bridgeLease
 
 	// keepDisk leaves the disk image to delete (the monitor's containers
 	// keep their disk across their life; run's are removed at once).
@@ -137,6 +139,12 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		return nil, fmt.Errorf("connecting container %q to its network: %w", id, err)
 	}
 	inst.net = att
+	if p, ok := netnsPath(b.Spec); ok && p == "" && bridgeExists(c.Bridge) {
+		// A new network namespace on a host with the seed's bridge.
+		if inst.bridge, err = attachBridge(c, id); err != nil {
+			return nil, fmt.Errorf("connecting container %q to bridge %s: %w", id, c.Bridge, err)
+		}
+	}
 
 	vcfg := vmm.Config{
 		ID:         id,
@@ -151,6 +159,9 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		vcfg.Netns = att.NetnsPath
 		vcfg.NICs = []vmm.NIC{{Tap: att.Tap, MAC: att.MAC.String()}}
 	}
+	if inst.bridge != nil {
+		vcfg.NICs = []vmm.NIC{inst.bridge.nic()}
+	}
 	groups := moduleGroups(driver, vcfg)
 	vcfg.Kernel, vcfg.Initrd, err = d.assets(c)
 	if err != nil {
@@ -159,6 +170,9 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	vcfg.Cmdline = guestCmdline(groups, c.Debug)
 	if att != nil {
 		vcfg.Cmdline += " " + att.KernelArg()
+	}
+	if inst.bridge != nil {
+		vcfg.Cmdline += " " + inst.bridge.kernelArg()
 	}
 	inst.Timings.Initrd = time.Since(t0)
 
@@ -353,6 +367,11 @@ func (inst *Instance) destroy() error {
 			case <-inst.exited:
 			case <-time.After(15 * time.Second):
 				errs = append(errs, fmt.Errorf("vm of container %q (pid %d) did not exit after stop", inst.ID, inst.vm.Pid()))
+			}
+		}
+		if inst.bridge != nil {
+			if err := inst.bridge.release(); err != nil {
+				errs = append(errs, fmt.Errorf("releasing the bridge address of container %q: %w", inst.ID, err))
 			}
 		}
 		if inst.net != nil {

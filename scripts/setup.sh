@@ -16,8 +16,9 @@ command -v go >/dev/null || { log "Go 1.26 is required (https://go.dev/dl) and w
 
 # Debian packages: the VMM, mkfs.btrfs, busybox for the demo and tests, debootstrap for the
 # Debian test image, runc to compare against, iproute2 for the tests' network namespaces,
-# podman with conmon, netavark and iptables (podman run --runtime initos-runtime, -p), crun for make bench.
-pkgs=(qemu-system-x86 btrfs-progs busybox-static debootstrap runc iproute2 ca-certificates podman conmon netavark iptables crun)
+# podman with conmon, netavark and iptables (podman run --runtime initos-runtime, -p), dnsmasq for
+# the bridge's names, crun for make bench.
+pkgs=(qemu-system-x86 btrfs-progs busybox-static debootstrap runc iproute2 ca-certificates podman conmon netavark iptables dnsmasq-base crun)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

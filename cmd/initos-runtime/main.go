@@ -22,7 +22,8 @@ func main() {
 		Commands: []*cli.Command{
 			createCommand(), startCommand(), runCommand(), stateCommand(), killCommand(), deleteCommand(),
 			execCommand(), psCommand(), listCommand(), pauseCommand(), resumeCommand(), checkCommand(),
-			updateCommand(), eventsCommand(), specCommand(), featuresCommand(), monitorCommand(), execWaiterCommand(),
+			updateCommand(), eventsCommand(), specCommand(), featuresCommand(), networkCommand(),
+			monitorCommand(), execWaiterCommand(),
 		},
 		ExitErrHandler: exitErrHandler,
 	}

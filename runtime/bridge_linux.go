@@ -93,10 +93,15 @@ func attachBridge(c Config, id string) (_ *bridgeLease, retErr error) {
 	if err := network.CreateTap(l.tap, c.Bridge, 0); err != nil {
 		return nil, err
 	}
-	if err := network.WriteHost(c.HostsFile(), id, ip.IP); err != nil {
+	switch err := network.WriteHost(c.HostsFile(), id, ip.IP); {
+	case errors.Is(err, network.ErrInvalidArgument):
+		// An id that is no DNS name (runc allows "+"): no name, still
+		// an address.
+	case err != nil:
 		return nil, err
+	default:
+		l.hosts = true
 	}
-	l.hosts = true
 	return l, nil
 }
 
@@ -133,4 +138,20 @@ func (l *bridgeLease) release() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// releaseBridge releases whatever container id may still hold on the
+// bridge (delete after a crashed monitor); nothing held is not an error.
+func releaseBridge(c Config, id string) error {
+	if _, err := os.Stat(c.leasesDir()); err != nil {
+		return nil // bridge mode never used here
+	}
+	l := &bridgeLease{c: c, id: id, tap: tapName(id), hosts: true}
+	if _, err := os.Stat(c.HostsFile()); err != nil {
+		l.hosts = false
+	}
+	if err := l.release(); err != nil && !errors.Is(err, network.ErrInvalidArgument) {
+		return err
+	}
+	return nil
 }

@@ -261,6 +261,11 @@ func Delete(ctx context.Context, c Config, id string, force bool, warn io.Writer
 			return err
 		}
 	}
+	// A monitor that crashed left its bridge address, tap and name:
+	// release them (each step is a no-op when already done).
+	if err := releaseBridge(c, id); err != nil {
+		return fmt.Errorf("deleting container %q: %w", id, err)
+	}
 	// The shared directory first: it may hold bind mounts of host paths,
 	// which the removal of the state directory must never reach.
 	if err := removeShareDir(filepath.Join(dir, shareDirName)); err != nil {

@@ -39,20 +39,26 @@ func createCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("resolving bundle path: %w", err)
 			}
-			mon, err := selfCommand(c, "monitor", "--bundle", bundleDir, "--console-socket", ctx.String("console-socket"), id)
-			if err != nil {
-				return err
-			}
-			pid, err := runtime.Create(context.Background(), c, runtime.CreateOptions{BundleDir: bundleDir, ID: id, Monitor: mon})
-			if err != nil {
-				return err
-			}
-			if p := ctx.String("pid-file"); p != "" {
-				return writePidFile(p, pid)
-			}
-			return nil
+			return createContainer(ctx, c, bundleDir, id)
 		},
 	}
+}
+
+// createContainer starts the container's monitor (create, and run
+// --detach) and writes its pid to --pid-file.
+func createContainer(ctx *cli.Context, c runtime.Config, bundleDir, id string) error {
+	mon, err := selfCommand(c, "monitor", "--bundle", bundleDir, "--console-socket", ctx.String("console-socket"), id)
+	if err != nil {
+		return err
+	}
+	pid, err := runtime.Create(context.Background(), c, runtime.CreateOptions{BundleDir: bundleDir, ID: id, Monitor: mon})
+	if err != nil {
+		return err
+	}
+	if p := ctx.String("pid-file"); p != "" {
+		return writePidFile(p, pid)
+	}
+	return nil
 }
 
 // configEnv carries the resolved config to the re-executed monitor and

@@ -25,17 +25,9 @@ func execWaiterCommand() *cli.Command {
 			&cli.StringFlag{Name: "console-socket"},
 		},
 		Action: func(ctx *cli.Context) error {
-			id, err := oneID(ctx)
+			id, c, ready, err := internalStart(ctx, "exec --detach")
 			if err != nil {
 				return err
-			}
-			c, err := internalConfig()
-			if err != nil {
-				return err
-			}
-			ready := os.NewFile(runtime.ReadyFD, "ready")
-			if ready == nil {
-				return fmt.Errorf("exec-waiter: no ready pipe on fd %d (started by exec --detach only)", runtime.ReadyFD)
 			}
 			b, err := os.ReadFile(ctx.String("process"))
 			os.Remove(ctx.String("process"))

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/initos-runtime/initos-runtime/runtime"
 )
@@ -26,17 +27,9 @@ func monitorCommand() *cli.Command {
 			&cli.StringFlag{Name: "console-socket"},
 		},
 		Action: func(ctx *cli.Context) error {
-			id, err := oneID(ctx)
+			id, c, ready, err := internalStart(ctx, "create")
 			if err != nil {
 				return err
-			}
-			c, err := internalConfig()
-			if err != nil {
-				return err
-			}
-			ready := os.NewFile(runtime.ReadyFD, "ready")
-			if ready == nil {
-				return fmt.Errorf("monitor: no ready pipe on fd %d (started by create only)", runtime.ReadyFD)
 			}
 			logf, err := os.OpenFile(filepath.Join(c.Root, id, "monitor.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 			if err != nil {
@@ -54,6 +47,25 @@ func monitorCommand() *cli.Command {
 			return cli.Exit("", status)
 		},
 	}
+}
+
+// internalStart is the common start of the internal verbs: the id, the
+// config the verb that re-executed us resolved, and the ready pipe on
+// ReadyFD (checked to be a pipe: only that verb can have given it).
+func internalStart(ctx *cli.Context, startedBy string) (string, runtime.Config, *os.File, error) {
+	id, err := oneID(ctx)
+	if err != nil {
+		return "", runtime.Config{}, nil, err
+	}
+	c, err := internalConfig()
+	if err != nil {
+		return "", c, nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(runtime.ReadyFD, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return "", c, nil, fmt.Errorf("%s: no ready pipe on fd %d (started by %s only)", ctx.Command.Name, runtime.ReadyFD, startedBy)
+	}
+	return id, c, os.NewFile(runtime.ReadyFD, "ready"), nil
 }
 
 // internalConfig is the config the verb that re-executed us resolved.

@@ -76,18 +76,8 @@ func runAction(ctx *cli.Context) error {
 // runDetached is run -d: create (leaving the monitor) then start.
 func runDetached(ctx *cli.Context, c runtime.Config, bundleDir string) error {
 	id := ctx.Args().First()
-	mon, err := selfCommand(c, "monitor", "--bundle", bundleDir, "--console-socket", ctx.String("console-socket"), id)
-	if err != nil {
+	if err := createContainer(ctx, c, bundleDir, id); err != nil {
 		return err
-	}
-	pid, err := runtime.Create(context.Background(), c, runtime.CreateOptions{BundleDir: bundleDir, ID: id, Monitor: mon})
-	if err != nil {
-		return err
-	}
-	if p := ctx.String("pid-file"); p != "" {
-		if err := writePidFile(p, pid); err != nil {
-			return err
-		}
 	}
 	return runtime.Start(context.Background(), c, id)
 }

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -51,6 +52,8 @@ type monitor struct {
 	spec  *specs.Spec
 	start chan struct{} // closed when the main process is started
 	self  hostIdentity
+	// mainExited is set once the container's process has exited.
+	mainExited atomic.Bool
 }
 
 // RunMonitor boots the container's VM, creates its process, reports ready
@@ -104,10 +107,14 @@ func RunMonitor(ctx context.Context, c Config, o MonitorOptions) int {
 		status = 128 + int(syscall.SIGKILL)
 	default:
 	}
-	m.setStopped(status)
+	// The state says stopped once the VM is gone, just before the monitor
+	// exits: until then the container is stopping, kill has no effect and
+	// succeeds (runc's window between the exit and "stopped" is as short),
+	// so an engine's last SIGKILL never fails and skips its delete.
 	if err := m.inst.Shutdown(context.Background(), 10*time.Second); err != nil {
 		m.log.Printf("monitor: %v", err)
 	}
+	m.setStopped(status)
 	os.Remove(filepath.Join(m.dir, monitorSock))
 	return status
 }
@@ -272,6 +279,7 @@ func (m *monitor) serve(ctx context.Context, stdio Stdio) int {
 	pumped := make(chan error, 1)
 	go func() { pumped <- m.main.Pump(ctx, stdio, progress) }()
 	status, err := m.main.Wait(ctx)
+	m.mainExited.Store(true)
 	if err != nil {
 		m.log.Printf("monitor: %v; console:\n%s", err, m.inst.ConsoleTail(20))
 		return 255
@@ -440,6 +448,11 @@ func (a *agentProxy) ResizePty(ctx context.Context, r *agentapi.ResizePtyRequest
 }
 
 func (a *agentProxy) SignalProcess(ctx context.Context, r *agentapi.SignalRequest) (*agentapi.Empty, error) {
+	if r.Id == a.m.st.ID && a.m.mainExited.Load() {
+		// The process has exited and the VM is being torn down: the
+		// signal has nothing left to reach.
+		return &agentapi.Empty{}, nil
+	}
 	return a.agent().SignalProcess(ctx, r)
 }
 

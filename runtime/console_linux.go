@@ -33,28 +33,31 @@ func openPty() (master, slave *os.File, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening %s: %w", name, err)
 	}
-	if err := makeRaw(int(slave.Fd())); err != nil {
+	if _, err := MakeRaw(int(slave.Fd())); err != nil {
 		slave.Close()
 		return nil, nil, err
 	}
 	return master, slave, nil
 }
 
-func makeRaw(fd int) error {
-	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+// MakeRaw puts the terminal on fd in raw mode (no echo, no line editing,
+// no signals from keys, 8-bit) and returns the modes it had.
+func MakeRaw(fd int) (saved *unix.Termios, err error) {
+	saved, err = unix.IoctlGetTermios(fd, unix.TCGETS)
 	if err != nil {
-		return fmt.Errorf("reading terminal modes: %w", err)
+		return nil, fmt.Errorf("reading terminal modes: %w", err)
 	}
+	t := *saved
 	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
 	t.Oflag &^= unix.OPOST
 	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
 	t.Cflag &^= unix.CSIZE | unix.PARENB
 	t.Cflag |= unix.CS8
 	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, t); err != nil {
-		return fmt.Errorf("setting raw terminal mode: %w", err)
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &t); err != nil {
+		return nil, fmt.Errorf("setting raw terminal mode: %w", err)
 	}
-	return nil
+	return saved, nil
 }
 
 // sendConsole passes the pty master to the listener on socketPath by

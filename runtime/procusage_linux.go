@@ -14,17 +14,11 @@ const clockTicks = 100
 // procUsage reads a process's CPU time (utime+stime) in nanoseconds and its
 // resident memory in bytes from /proc (of the caller's PID namespace).
 func procUsage(pid int) (cpuNanos, rssBytes uint64, err error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := procStat(pid)
 	if err != nil {
 		return 0, 0, err
 	}
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("parsing /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3; utime and stime are fields 14 and 15.
+	// utime and stime are fields 14 and 15.
 	if len(f) < 13 {
 		return 0, 0, fmt.Errorf("parsing /proc/%d/stat: %d fields", pid, len(f))
 	}

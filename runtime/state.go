@@ -126,20 +126,28 @@ func monitorAlive(st *State) bool {
 	return start == st.MonitorStart
 }
 
-// processStartTime reads field 22 (starttime) of /proc/PID/stat; zombies
-// count as gone.
-func processStartTime(pid int) (uint64, error) {
+// procStat returns the fields of /proc/PID/stat after the command name,
+// so that f[0] is field 3 (state) and field N is f[N-3].
+func procStat(pid int) ([]string, error) {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("parsing /proc/%d/stat", pid)
+		return nil, fmt.Errorf("parsing /proc/%d/stat", pid)
 	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); starttime is field 22 → f[19].
+	return strings.Fields(s[i+1:]), nil
+}
+
+// processStartTime reads field 22 (starttime) of /proc/PID/stat; zombies
+// count as gone.
+func processStartTime(pid int) (uint64, error) {
+	f, err := procStat(pid)
+	if err != nil {
+		return 0, err
+	}
 	if len(f) < 20 {
 		return 0, fmt.Errorf("parsing /proc/%d/stat: %d fields", pid, len(f))
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -24,19 +23,12 @@ type hostTerminal struct {
 // pty is then bridged over plain pipes.
 func openHostTerminal() (*hostTerminal, error) {
 	fd := int(os.Stdin.Fd())
-	saved, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return nil, nil
+	if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+		return nil, nil // not a terminal
 	}
-	raw := *saved
-	raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	raw.Oflag &^= unix.OPOST
-	raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	raw.Cflag &^= unix.CSIZE | unix.PARENB
-	raw.Cflag |= unix.CS8
-	raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &raw); err != nil {
-		return nil, fmt.Errorf("setting the terminal to raw mode: %w", err)
+	saved, err := runtime.MakeRaw(fd)
+	if err != nil {
+		return nil, err
 	}
 	return &hostTerminal{fd: fd, saved: saved}, nil
 }

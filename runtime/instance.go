@@ -481,3 +481,55 @@ func cpusetCount(list string) int {
 	}
 	return n
 }
+
+// VMSize is the memory (MiB) and CPU count a VM for spec s gets under c.
+func VMSize(c Config, s *specs.Spec) (memMiB, cpus int) { return vmSize(c, s) }
+
+// VMPid is the VMM's process id (0 before it started).
+func (inst *Instance) VMPid() int {
+	if inst.vm == nil {
+		return 0
+	}
+	return inst.vm.Pid()
+}
+
+// Pause freezes the whole VM; Resume lets it run again.
+func (inst *Instance) Pause(ctx context.Context) error { return inst.freeze(ctx, true) }
+
+// Resume undoes Pause.
+func (inst *Instance) Resume(ctx context.Context) error { return inst.freeze(ctx, false) }
+
+func (inst *Instance) freeze(ctx context.Context, pause bool) error {
+	p, ok := inst.vm.(pauser)
+	if !ok {
+		return fmt.Errorf("container %q: %w: the %s driver cannot pause", inst.ID, ErrUnsupported, inst.Driver)
+	}
+	if pause {
+		return p.Pause(ctx)
+	}
+	return p.Resume(ctx)
+}
+
+// Usage is the VMM process's CPU time and resident memory: what the VM
+// costs the host.
+func (inst *Instance) Usage() (cpuNanos, rssBytes uint64, err error) {
+	cpu, rss, err := procUsage(inst.VMPid())
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the VMM's usage for container %q: %w", inst.ID, err)
+	}
+	return cpu, rss, nil
+}
+
+// Processes lists the guest's processes apart from the agent.
+func (inst *Instance) Processes(ctx context.Context) ([]*agentapi.ProcessInfo, error) {
+	var resp *agentapi.ListProcessesResponse
+	err := inst.call(ctx, callTimeout, func(ctx context.Context) error {
+		var err error
+		resp, err = inst.Agent.ListProcesses(ctx, &agentapi.Empty{})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the processes of container %q: %w", inst.ID, err)
+	}
+	return resp.Processes, nil
+}

@@ -328,10 +328,6 @@ func (s *monitorService) Resume(ctx context.Context, _ *monitorapi.Empty) (*moni
 
 func (s *monitorService) freeze(ctx context.Context, pause bool) (*monitorapi.Empty, error) {
 	m := s.m
-	p, ok := m.inst.vm.(pauser)
-	if !ok {
-		return nil, fmt.Errorf("container %q: %w: the %s driver cannot pause", m.st.ID, ErrUnsupported, m.inst.Driver)
-	}
 	m.mu.Lock()
 	cur := m.st.Status
 	m.mu.Unlock()
@@ -344,9 +340,9 @@ func (s *monitorService) freeze(ctx context.Context, pause bool) (*monitorapi.Em
 	next := StatusPaused
 	var err error
 	if pause {
-		err = p.Pause(ctx)
+		err = m.inst.Pause(ctx)
 	} else {
-		err = p.Resume(ctx)
+		err = m.inst.Resume(ctx)
 		next = StatusRunning
 		select {
 		case <-m.start:
@@ -470,9 +466,9 @@ func (a *agentProxy) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty
 
 func (s *monitorService) Stats(ctx context.Context, _ *monitorapi.Empty) (*monitorapi.StatsResponse, error) {
 	m := s.m
-	cpu, rss, err := procUsage(m.inst.vm.Pid())
+	cpu, rss, err := m.inst.Usage()
 	if err != nil {
-		return nil, fmt.Errorf("reading the VMM's usage for container %q: %w", m.st.ID, err)
+		return nil, err
 	}
 	resp := &monitorapi.StatsResponse{CpuNanos: cpu, MemoryBytes: rss, MemoryLimitBytes: uint64(m.st.MemoryMiB) << 20}
 	if procs, err := m.inst.Agent.ListProcesses(ctx, &agentapi.Empty{}); err == nil {

@@ -203,3 +203,9 @@ func ValidateID(id string) error {
 	}
 	return nil
 }
+
+// Drain is drain with the runtime's grace: after a process exited, wait
+// for its output to end while it keeps arriving.
+func Drain(pumped <-chan error, progress <-chan struct{}) error {
+	return drain(pumped, progress, drainGrace)
+}

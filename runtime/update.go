@@ -20,13 +20,20 @@ func Update(c Config, id string, r *specs.LinuxResources) error {
 	if st.Status == StatusStopped {
 		return fmt.Errorf("cannot update container %q: it is stopped: %w", id, ErrWrongState)
 	}
-	want, cpus := vmSize(Config{MemoryMiB: st.MemoryMiB, CPUs: st.CPUs}, &specs.Spec{Linux: &specs.Linux{Resources: r}})
+	return CheckUpdate(id, st.MemoryMiB, st.CPUs, r)
+}
+
+// CheckUpdate decides an update of a running VM sized memMiB and cpus: a
+// request that would change anything is refused, naming each limit that
+// cannot change; a request that changes nothing succeeds, as with runc.
+func CheckUpdate(id string, memMiB, cpus int, r *specs.LinuxResources) error {
+	want, wantCPUs := vmSize(Config{MemoryMiB: memMiB, CPUs: cpus}, &specs.Spec{Linux: &specs.Linux{Resources: r}})
 	var refused []string
-	if want != st.MemoryMiB {
-		refused = append(refused, fmt.Sprintf("memory limit (%d MiB → %d MiB)", st.MemoryMiB, want))
+	if want != memMiB {
+		refused = append(refused, fmt.Sprintf("memory limit (%d MiB → %d MiB)", memMiB, want))
 	}
-	if cpus != st.CPUs {
-		refused = append(refused, fmt.Sprintf("CPU quota (%d → %d CPUs)", st.CPUs, cpus))
+	if wantCPUs != cpus {
+		refused = append(refused, fmt.Sprintf("CPU quota (%d → %d CPUs)", cpus, wantCPUs))
 	}
 	if r != nil {
 		if r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit > 0 {

@@ -1,0 +1,16 @@
+// Command containerd-shim-initos-v2 is the containerd shim of
+// initos-runtime: containerd runs it for --runtime io.containerd.initos.v2.
+package main
+
+import (
+	"context"
+
+	cshim "github.com/containerd/containerd/v2/pkg/shim"
+
+	"github.com/initos-runtime/initos-runtime/shim"
+)
+
+func main() {
+	shim.Register()
+	cshim.RunShim(context.Background(), shim.NewManager(shim.RuntimeName), shim.BinaryOpts)
+}

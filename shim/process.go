@@ -1,0 +1,149 @@
+package shim
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/initos-runtime/initos-runtime/runtime"
+)
+
+// taskProcess is a task's process as containerd sees it: the container's
+// init (execID "") or an exec.
+type taskProcess struct {
+	containerID string
+	execID      string
+	pid         uint32 // what containerd is told (the VMM's for init)
+	gp          guestProcess
+	stdio       stdioPaths
+	io          *processIO
+
+	// mu orders the start event before the exit event and guards the
+	// fields below.
+	mu         sync.Mutex
+	started    bool
+	exitStatus int
+	exitedAt   time.Time
+	exited     chan struct{} // closed once the exit is recorded
+}
+
+func newTaskProcess(containerID, execID string, pid uint32, gp guestProcess, paths stdioPaths, pio *processIO) *taskProcess {
+	return &taskProcess{containerID: containerID, execID: execID, pid: pid, gp: gp, stdio: paths, io: pio, exited: make(chan struct{})}
+}
+
+// name is how errors name the process.
+func (p *taskProcess) name() string {
+	if p.execID == "" {
+		return fmt.Sprintf("task %q", p.containerID)
+	}
+	return fmt.Sprintf("exec %q of task %q", p.execID, p.containerID)
+}
+
+// hasExited reports whether the exit is recorded.
+func (p *taskProcess) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// status is the process's containerd status; paused applies to a live
+// process of a paused VM.
+func (p *taskProcess) status(paused bool) task.Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.hasExited():
+		return task.Status_STOPPED
+	case paused:
+		return task.Status_PAUSED
+	case p.started:
+		return task.Status_RUNNING
+	}
+	return task.Status_CREATED
+}
+
+// start lets the process run and sends the start event (under mu, so the
+// exit event cannot overtake it).
+func (p *taskProcess) start(ctx context.Context, send func(any)) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hasExited() {
+		return fmt.Errorf("%s has exited: %w", p.name(), errdefs.ErrFailedPrecondition)
+	}
+	if p.started {
+		return fmt.Errorf("%s is already started: %w", p.name(), errdefs.ErrFailedPrecondition)
+	}
+	if err := p.gp.Start(ctx); err != nil {
+		return err
+	}
+	p.started = true
+	send(startEvent(p))
+	return nil
+}
+
+// run relays stdio and waits for the exit; beforeExit runs between the
+// exit and its event (init: end the execs first), onExit sends the event.
+func (p *taskProcess) run(ctx context.Context, beforeExit func(), send func(any)) {
+	progress := make(chan struct{}, 1)
+	pumped := make(chan error, 1)
+	go func() { pumped <- p.gp.Pump(ctx, p.io.stdio(), progress) }()
+	status, err := p.gp.Wait(ctx)
+	if err != nil {
+		log.G(ctx).WithError(err).Warnf("%s: lost the guest process", p.name())
+		status = 128 + int(syscall.SIGKILL)
+	} else if err := runtime.Drain(pumped, progress); err != nil {
+		log.G(ctx).WithError(err).Warnf("%s: output", p.name())
+	}
+	if err := p.io.Close(); err != nil {
+		log.G(ctx).WithError(err).Warnf("%s: closing stdio", p.name())
+	}
+	if beforeExit != nil {
+		beforeExit()
+	}
+	p.mu.Lock()
+	p.exitStatus, p.exitedAt = status, time.Now()
+	send(exitEvent(p))
+	close(p.exited)
+	p.mu.Unlock()
+}
+
+// exit returns the recorded exit (valid once exited is closed).
+func (p *taskProcess) exit() (int, time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exitStatus, p.exitedAt
+}
+
+// kill signals the process (all: every process of the container).
+// containerd expects NotFound for a process that has exited.
+func (p *taskProcess) kill(ctx context.Context, sig uint32, all bool) error {
+	if p.hasExited() {
+		return fmt.Errorf("%s: process already finished: %w", p.name(), errdefs.ErrNotFound)
+	}
+	if err := p.gp.Signal(ctx, sig, all); err != nil {
+		if p.hasExitedWithin(2 * time.Second) {
+			return fmt.Errorf("%s: process already finished: %w", p.name(), errdefs.ErrNotFound)
+		}
+		return err
+	}
+	return nil
+}
+
+// hasExitedWithin waits up to d for the exit to be recorded.
+func (p *taskProcess) hasExitedWithin(d time.Duration) bool {
+	select {
+	case <-p.exited:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}

@@ -1,0 +1,64 @@
+package shim
+
+import (
+	"context"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/bundle"
+	"github.com/initos-runtime/initos-runtime/runtime"
+)
+
+// sandbox is what the shim needs of a container's booted VM
+// (runtime.Instance); fakes_test.go has a fake.
+type sandbox interface {
+	CreateProcess(ctx context.Context, id string, p *specs.Process) (guestProcess, error)
+	Processes(ctx context.Context) ([]*agentapi.ProcessInfo, error)
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+	Usage() (cpuNanos, rssBytes uint64, err error)
+	Shutdown(ctx context.Context, timeout time.Duration) error
+	VMPid() int
+	Disk() string
+}
+
+// guestProcess is one process in the guest (runtime.Process).
+type guestProcess interface {
+	Pid() uint32
+	Start(ctx context.Context) error
+	Signal(ctx context.Context, sig uint32, all bool) error
+	Resize(ctx context.Context, width, height uint32) error
+	Wait(ctx context.Context) (int, error)
+	Pump(ctx context.Context, s runtime.Stdio, progress chan<- struct{}) error
+}
+
+// bootFunc boots a VM for bundle b (runtime.Boot in production).
+type bootFunc func(ctx context.Context, c runtime.Config, b *bundle.Bundle, id, stateDir string) (sandbox, error)
+
+func bootInstance(ctx context.Context, c runtime.Config, b *bundle.Bundle, id, stateDir string) (sandbox, error) {
+	inst, err := runtime.Boot(ctx, c, b, id, stateDir)
+	if err != nil {
+		return nil, err
+	}
+	return instance{inst}, nil
+}
+
+// instance adapts runtime.Instance to sandbox.
+type instance struct{ *runtime.Instance }
+
+func (i instance) CreateProcess(ctx context.Context, id string, p *specs.Process) (guestProcess, error) {
+	gp, err := i.Instance.CreateProcess(ctx, id, p)
+	if err != nil {
+		return nil, err
+	}
+	return process{gp}, nil
+}
+
+func (i instance) Disk() string { return i.Instance.Disk }
+
+// process adapts runtime.Process to guestProcess.
+type process struct{ *runtime.Process }
+
+func (p process) Pid() uint32 { return p.Process.Pid }

@@ -345,9 +345,19 @@ type SetupRequest struct {
 	// The VM's shared directory, mounted before the spec's mounts; bind
 	// mounts of host paths arrive with their source rewritten to a path
 	// under its mount point. Absent: no share.
-	Share         *Share `protobuf:"bytes,8,opt,name=share,proto3" json:"share,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Share *Share `protobuf:"bytes,8,opt,name=share,proto3" json:"share,omitempty"`
+	// The container this sets up. "" is the VM's default container (one
+	// container per VM, or a pod's sandbox); other ids are pod members,
+	// each with its own root under /run/initos/c/<id>/rootfs.
+	ContainerId string `protobuf:"bytes,9,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Find the root disk by its virtio serial instead of root_device
+	// (disks attached after boot), waiting for it to have a size.
+	RootSerial string `protobuf:"bytes,10,opt,name=root_serial,json=rootSerial,proto3" json:"root_serial,omitempty"`
+	// The container's processes get a PID namespace of their own: the
+	// first one created is its PID 1, later ones join it.
+	OwnPidNamespace bool `protobuf:"varint,11,opt,name=own_pid_namespace,json=ownPidNamespace,proto3" json:"own_pid_namespace,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SetupRequest) Reset() {
@@ -436,6 +446,115 @@ func (x *SetupRequest) GetShare() *Share {
 	return nil
 }
 
+func (x *SetupRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *SetupRequest) GetRootSerial() string {
+	if x != nil {
+		return x.RootSerial
+	}
+	return ""
+}
+
+func (x *SetupRequest) GetOwnPidNamespace() bool {
+	if x != nil {
+		return x.OwnPidNamespace
+	}
+	return false
+}
+
+type ContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerRequest) Reset() {
+	*x = ContainerRequest{}
+	mi := &file_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerRequest) ProtoMessage() {}
+
+func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
+func (*ContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type ListProcessesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessesRequest) Reset() {
+	*x = ListProcessesRequest{}
+	mi := &file_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessesRequest) ProtoMessage() {}
+
+func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
+func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListProcessesRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
 type Share struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The virtio device's tag.
@@ -450,7 +569,7 @@ type Share struct {
 
 func (x *Share) Reset() {
 	*x = Share{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +581,7 @@ func (x *Share) String() string {
 func (*Share) ProtoMessage() {}
 
 func (x *Share) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +594,7 @@ func (x *Share) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Share.ProtoReflect.Descriptor instead.
 func (*Share) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Share) GetTag() string {
@@ -511,7 +630,7 @@ type FileAttrs struct {
 
 func (x *FileAttrs) Reset() {
 	*x = FileAttrs{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +642,7 @@ func (x *FileAttrs) String() string {
 func (*FileAttrs) ProtoMessage() {}
 
 func (x *FileAttrs) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +655,7 @@ func (x *FileAttrs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileAttrs.ProtoReflect.Descriptor instead.
 func (*FileAttrs) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FileAttrs) GetMode() uint32 {
@@ -566,14 +685,16 @@ type CreateProcessRequest struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// JSON of the runtime-spec Process (github.com/opencontainers/runtime-spec
 	// specs-go Process): args, env, cwd, user, rlimits, terminal, consoleSize.
-	ProcessJson   []byte `protobuf:"bytes,2,opt,name=process_json,json=processJson,proto3" json:"process_json,omitempty"`
+	ProcessJson []byte `protobuf:"bytes,2,opt,name=process_json,json=processJson,proto3" json:"process_json,omitempty"`
+	// The container the process runs in ("" is the default one).
+	ContainerId   string `protobuf:"bytes,3,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateProcessRequest) Reset() {
 	*x = CreateProcessRequest{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +706,7 @@ func (x *CreateProcessRequest) String() string {
 func (*CreateProcessRequest) ProtoMessage() {}
 
 func (x *CreateProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +719,7 @@ func (x *CreateProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProcessRequest.ProtoReflect.Descriptor instead.
 func (*CreateProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateProcessRequest) GetId() string {
@@ -615,6 +736,13 @@ func (x *CreateProcessRequest) GetProcessJson() []byte {
 	return nil
 }
 
+func (x *CreateProcessRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
 type CreateProcessResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
@@ -624,7 +752,7 @@ type CreateProcessResponse struct {
 
 func (x *CreateProcessResponse) Reset() {
 	*x = CreateProcessResponse{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +764,7 @@ func (x *CreateProcessResponse) String() string {
 func (*CreateProcessResponse) ProtoMessage() {}
 
 func (x *CreateProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +777,7 @@ func (x *CreateProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProcessResponse.ProtoReflect.Descriptor instead.
 func (*CreateProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateProcessResponse) GetPid() uint32 {
@@ -668,7 +796,7 @@ type ProcessRequest struct {
 
 func (x *ProcessRequest) Reset() {
 	*x = ProcessRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +808,7 @@ func (x *ProcessRequest) String() string {
 func (*ProcessRequest) ProtoMessage() {}
 
 func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +821,7 @@ func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessRequest.ProtoReflect.Descriptor instead.
 func (*ProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ProcessRequest) GetId() string {
@@ -713,7 +841,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +853,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +866,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WriteStdinRequest) GetId() string {
@@ -764,7 +892,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +904,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +917,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WriteStdinResponse) GetWritten() uint32 {
@@ -809,7 +937,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +949,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +962,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReadRequest) GetId() string {
@@ -860,7 +988,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +1000,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +1013,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReadResponse) GetData() []byte {
@@ -906,7 +1034,7 @@ type ResizePtyRequest struct {
 
 func (x *ResizePtyRequest) Reset() {
 	*x = ResizePtyRequest{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1046,7 @@ func (x *ResizePtyRequest) String() string {
 func (*ResizePtyRequest) ProtoMessage() {}
 
 func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1059,7 @@ func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResizePtyRequest) GetId() string {
@@ -959,7 +1087,8 @@ type SignalRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Signal uint32                 `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"`
-	// Signal every process of the container, not only the one named by id.
+	// Signal every process of the process's container, not only the one
+	// named by id (only for a container's first process).
 	All           bool `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -967,7 +1096,7 @@ type SignalRequest struct {
 
 func (x *SignalRequest) Reset() {
 	*x = SignalRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1108,7 @@ func (x *SignalRequest) String() string {
 func (*SignalRequest) ProtoMessage() {}
 
 func (x *SignalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1121,7 @@ func (x *SignalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
 func (*SignalRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SignalRequest) GetId() string {
@@ -1028,7 +1157,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1169,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1182,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WaitResponse) GetExitStatus() int32 {
@@ -1082,7 +1211,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1223,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1236,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ProcessInfo) GetPid() uint32 {
@@ -1147,7 +1276,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1288,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1301,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
@@ -1207,7 +1336,7 @@ const file_agent_proto_rawDesc = "" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xea\x02\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xda\x03\n" +
 	"\fSetupRequest\x12\x1f\n" +
 	"\vroot_device\x18\x01 \x01(\tR\n" +
 	"rootDevice\x12\x1f\n" +
@@ -1219,7 +1348,16 @@ const file_agent_proto_rawDesc = "" +
 	"\x06mounts\x18\x06 \x03(\v2\x16.initos.agent.v1.MountR\x06mounts\x129\n" +
 	"\n" +
 	"root_attrs\x18\a \x01(\v2\x1a.initos.agent.v1.FileAttrsR\trootAttrs\x12,\n" +
-	"\x05share\x18\b \x01(\v2\x16.initos.agent.v1.ShareR\x05share\"R\n" +
+	"\x05share\x18\b \x01(\v2\x16.initos.agent.v1.ShareR\x05share\x12!\n" +
+	"\fcontainer_id\x18\t \x01(\tR\vcontainerId\x12\x1f\n" +
+	"\vroot_serial\x18\n" +
+	" \x01(\tR\n" +
+	"rootSerial\x12*\n" +
+	"\x11own_pid_namespace\x18\v \x01(\bR\x0fownPidNamespace\"5\n" +
+	"\x10ContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"9\n" +
+	"\x14ListProcessesRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"R\n" +
 	"\x05Share\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\tR\x03tag\x12\x16\n" +
 	"\x06fstype\x18\x02 \x01(\tR\x06fstype\x12\x1f\n" +
@@ -1228,10 +1366,11 @@ const file_agent_proto_rawDesc = "" +
 	"\tFileAttrs\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
-	"\x03gid\x18\x03 \x01(\rR\x03gid\"I\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\"l\n" +
 	"\x14CreateProcessRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
-	"\fprocess_json\x18\x02 \x01(\fR\vprocessJson\")\n" +
+	"\fprocess_json\x18\x02 \x01(\fR\vprocessJson\x12!\n" +
+	"\fcontainer_id\x18\x03 \x01(\tR\vcontainerId\")\n" +
 	"\x15CreateProcessResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\" \n" +
 	"\x0eProcessRequest\x12\x0e\n" +
@@ -1264,7 +1403,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x04comm\x18\x03 \x01(\tR\x04comm\x12\x12\n" +
 	"\x04args\x18\x04 \x03(\tR\x04args\"S\n" +
 	"\x15ListProcessesResponse\x12:\n" +
-	"\tprocesses\x18\x01 \x03(\v2\x1c.initos.agent.v1.ProcessInfoR\tprocesses2\xd6\a\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x1c.initos.agent.v1.ProcessInfoR\tprocesses2\xb3\b\n" +
 	"\x05Agent\x12C\n" +
 	"\x04Ping\x12\x1c.initos.agent.v1.PingRequest\x1a\x1d.initos.agent.v1.PingResponse\x12>\n" +
 	"\x05Setup\x12\x1d.initos.agent.v1.SetupRequest\x1a\x16.initos.agent.v1.Empty\x12^\n" +
@@ -1280,8 +1419,9 @@ const file_agent_proto_rawDesc = "" +
 	"ReadStderr\x12\x1c.initos.agent.v1.ReadRequest\x1a\x1d.initos.agent.v1.ReadResponse\x12F\n" +
 	"\tResizePty\x12!.initos.agent.v1.ResizePtyRequest\x1a\x16.initos.agent.v1.Empty\x12G\n" +
 	"\rSignalProcess\x12\x1e.initos.agent.v1.SignalRequest\x1a\x16.initos.agent.v1.Empty\x12M\n" +
-	"\vWaitProcess\x12\x1f.initos.agent.v1.ProcessRequest\x1a\x1d.initos.agent.v1.WaitResponse\x12O\n" +
-	"\rListProcesses\x12\x16.initos.agent.v1.Empty\x1a&.initos.agent.v1.ListProcessesResponse\x12:\n" +
+	"\vWaitProcess\x12\x1f.initos.agent.v1.ProcessRequest\x1a\x1d.initos.agent.v1.WaitResponse\x12^\n" +
+	"\rListProcesses\x12%.initos.agent.v1.ListProcessesRequest\x1a&.initos.agent.v1.ListProcessesResponse\x12L\n" +
+	"\x0fRemoveContainer\x12!.initos.agent.v1.ContainerRequest\x1a\x16.initos.agent.v1.Empty\x12:\n" +
 	"\bShutdown\x12\x16.initos.agent.v1.Empty\x1a\x16.initos.agent.v1.EmptyB<Z:github.com/initos-runtime/initos-runtime/agentapi;agentapib\x06proto3"
 
 var (
@@ -1296,7 +1436,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: initos.agent.v1.Empty
 	(*PingRequest)(nil),           // 1: initos.agent.v1.PingRequest
@@ -1304,55 +1444,59 @@ var file_agent_proto_goTypes = []any{
 	(*DeviceNode)(nil),            // 3: initos.agent.v1.DeviceNode
 	(*Mount)(nil),                 // 4: initos.agent.v1.Mount
 	(*SetupRequest)(nil),          // 5: initos.agent.v1.SetupRequest
-	(*Share)(nil),                 // 6: initos.agent.v1.Share
-	(*FileAttrs)(nil),             // 7: initos.agent.v1.FileAttrs
-	(*CreateProcessRequest)(nil),  // 8: initos.agent.v1.CreateProcessRequest
-	(*CreateProcessResponse)(nil), // 9: initos.agent.v1.CreateProcessResponse
-	(*ProcessRequest)(nil),        // 10: initos.agent.v1.ProcessRequest
-	(*WriteStdinRequest)(nil),     // 11: initos.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),    // 12: initos.agent.v1.WriteStdinResponse
-	(*ReadRequest)(nil),           // 13: initos.agent.v1.ReadRequest
-	(*ReadResponse)(nil),          // 14: initos.agent.v1.ReadResponse
-	(*ResizePtyRequest)(nil),      // 15: initos.agent.v1.ResizePtyRequest
-	(*SignalRequest)(nil),         // 16: initos.agent.v1.SignalRequest
-	(*WaitResponse)(nil),          // 17: initos.agent.v1.WaitResponse
-	(*ProcessInfo)(nil),           // 18: initos.agent.v1.ProcessInfo
-	(*ListProcessesResponse)(nil), // 19: initos.agent.v1.ListProcessesResponse
+	(*ContainerRequest)(nil),      // 6: initos.agent.v1.ContainerRequest
+	(*ListProcessesRequest)(nil),  // 7: initos.agent.v1.ListProcessesRequest
+	(*Share)(nil),                 // 8: initos.agent.v1.Share
+	(*FileAttrs)(nil),             // 9: initos.agent.v1.FileAttrs
+	(*CreateProcessRequest)(nil),  // 10: initos.agent.v1.CreateProcessRequest
+	(*CreateProcessResponse)(nil), // 11: initos.agent.v1.CreateProcessResponse
+	(*ProcessRequest)(nil),        // 12: initos.agent.v1.ProcessRequest
+	(*WriteStdinRequest)(nil),     // 13: initos.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),    // 14: initos.agent.v1.WriteStdinResponse
+	(*ReadRequest)(nil),           // 15: initos.agent.v1.ReadRequest
+	(*ReadResponse)(nil),          // 16: initos.agent.v1.ReadResponse
+	(*ResizePtyRequest)(nil),      // 17: initos.agent.v1.ResizePtyRequest
+	(*SignalRequest)(nil),         // 18: initos.agent.v1.SignalRequest
+	(*WaitResponse)(nil),          // 19: initos.agent.v1.WaitResponse
+	(*ProcessInfo)(nil),           // 20: initos.agent.v1.ProcessInfo
+	(*ListProcessesResponse)(nil), // 21: initos.agent.v1.ListProcessesResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: initos.agent.v1.SetupRequest.device_nodes:type_name -> initos.agent.v1.DeviceNode
 	4,  // 1: initos.agent.v1.SetupRequest.mounts:type_name -> initos.agent.v1.Mount
-	7,  // 2: initos.agent.v1.SetupRequest.root_attrs:type_name -> initos.agent.v1.FileAttrs
-	6,  // 3: initos.agent.v1.SetupRequest.share:type_name -> initos.agent.v1.Share
-	18, // 4: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
+	9,  // 2: initos.agent.v1.SetupRequest.root_attrs:type_name -> initos.agent.v1.FileAttrs
+	8,  // 3: initos.agent.v1.SetupRequest.share:type_name -> initos.agent.v1.Share
+	20, // 4: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
 	1,  // 5: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
 	5,  // 6: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
-	8,  // 7: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
-	10, // 8: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
-	11, // 9: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
-	10, // 10: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
-	13, // 11: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
-	13, // 12: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
-	15, // 13: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
-	16, // 14: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
-	10, // 15: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
-	0,  // 16: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.Empty
-	0,  // 17: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
-	2,  // 18: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
-	0,  // 19: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
-	9,  // 20: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
-	0,  // 21: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
-	12, // 22: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
-	0,  // 23: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
-	14, // 24: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
-	14, // 25: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
-	0,  // 26: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
-	0,  // 27: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
-	17, // 28: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
-	19, // 29: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
-	0,  // 30: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
-	18, // [18:31] is the sub-list for method output_type
-	5,  // [5:18] is the sub-list for method input_type
+	10, // 7: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
+	12, // 8: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
+	13, // 9: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
+	12, // 10: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
+	15, // 11: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
+	15, // 12: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
+	17, // 13: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
+	18, // 14: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
+	12, // 15: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
+	7,  // 16: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.ListProcessesRequest
+	6,  // 17: initos.agent.v1.Agent.RemoveContainer:input_type -> initos.agent.v1.ContainerRequest
+	0,  // 18: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
+	2,  // 19: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
+	0,  // 20: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
+	11, // 21: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
+	0,  // 22: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
+	14, // 23: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
+	0,  // 24: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
+	16, // 25: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
+	16, // 26: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
+	0,  // 27: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
+	0,  // 28: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
+	19, // 29: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
+	21, // 30: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
+	0,  // 31: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
+	0,  // 32: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
+	19, // [19:33] is the sub-list for method output_type
+	5,  // [5:19] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -1369,7 +1513,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,7 +19,8 @@ type AgentService interface {
 	ResizePty(context.Context, *ResizePtyRequest) (*Empty, error)
 	SignalProcess(context.Context, *SignalRequest) (*Empty, error)
 	WaitProcess(context.Context, *ProcessRequest) (*WaitResponse, error)
-	ListProcesses(context.Context, *Empty) (*ListProcessesResponse, error)
+	ListProcesses(context.Context, *ListProcessesRequest) (*ListProcessesResponse, error)
+	RemoveContainer(context.Context, *ContainerRequest) (*Empty, error)
 	Shutdown(context.Context, *Empty) (*Empty, error)
 }
 
@@ -104,11 +105,18 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 				return svc.WaitProcess(ctx, &req)
 			},
 			"ListProcesses": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
-				var req Empty
+				var req ListProcessesRequest
 				if err := unmarshal(&req); err != nil {
 					return nil, err
 				}
 				return svc.ListProcesses(ctx, &req)
+			},
+			"RemoveContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.RemoveContainer(ctx, &req)
 			},
 			"Shutdown": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req Empty
@@ -219,9 +227,17 @@ func (c *agentClient) WaitProcess(ctx context.Context, req *ProcessRequest) (*Wa
 	return &resp, nil
 }
 
-func (c *agentClient) ListProcesses(ctx context.Context, req *Empty) (*ListProcessesResponse, error) {
+func (c *agentClient) ListProcesses(ctx context.Context, req *ListProcessesRequest) (*ListProcessesResponse, error) {
 	var resp ListProcessesResponse
 	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "ListProcesses", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) RemoveContainer(ctx context.Context, req *ContainerRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "RemoveContainer", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -209,7 +209,7 @@ func (a *agent) sidecar() error {
 		return err
 	}
 	spec := programSpec(a.cmdline.Program)
-	if _, err := svc.createProcess(ctx, "init", spec, a.console); err != nil {
+	if _, err := svc.createProcess(ctx, "", "init", spec, a.console); err != nil {
 		return err
 	}
 	if _, err := svc.StartProcess(ctx, &agentapi.ProcessRequest{Id: "init"}); err != nil {

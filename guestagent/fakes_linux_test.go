@@ -39,6 +39,7 @@ type fakeSystem struct {
 	killed     []string
 	onKill     func(pid int, sig unix.Signal) error
 	poweredOff chan struct{}
+	fileData   map[string][]byte // ReadFile contents (sysfs attributes)
 }
 
 func newFakeSystem() *fakeSystem {
@@ -48,6 +49,7 @@ func newFakeSystem() *fakeSystem {
 		mounted:    map[string]bool{},
 		failMount:  map[string]error{},
 		poweredOff: make(chan struct{}),
+		fileData:   map[string][]byte{},
 	}
 }
 
@@ -218,6 +220,34 @@ func (f *fakeSystem) ListProcs() ([]procInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]procInfo(nil), f.procs...), nil
+}
+
+func (f *fakeSystem) ReadFile(p string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if b, ok := f.fileData[p]; ok {
+		return b, nil
+	}
+	return nil, &fs.PathError{Op: "open", Path: p, Err: fs.ErrNotExist}
+}
+
+func (f *fakeSystem) ReadDir(p string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var names []string
+	for k := range f.fileData {
+		if filepath.Dir(filepath.Dir(k)) == p {
+			names = append(names, filepath.Base(filepath.Dir(k)))
+		}
+	}
+	return names, nil
+}
+
+func (f *fakeSystem) FlushBuffers(dev string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("flush %s", dev)
+	return nil
 }
 
 func (f *fakeSystem) PowerOff() error {

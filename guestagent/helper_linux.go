@@ -39,6 +39,10 @@ type helperConfig struct {
 	Ctty bool `json:"ctty,omitempty"`
 	// TryCtty does the same where it can (the console of sidecar mode).
 	TryCtty bool `json:"tryCtty,omitempty"`
+	// MountProc, when set, gets a new proc mount before the chroot: the
+	// helper is PID 1 of a new PID namespace and the container's /proc
+	// must show that namespace.
+	MountProc string `json:"mountProc,omitempty"`
 }
 
 // rlimitResources maps the runtime-spec's rlimit names to resources.
@@ -113,6 +117,11 @@ func runHelper() int {
 // lookup. It returns the path to exec.
 func prepareExec(cfg *helperConfig) (string, error) {
 	p := cfg.Process
+	if cfg.MountProc != "" {
+		if err := unix.Mount("proc", cfg.MountProc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			return "", fmt.Errorf("mounting the PID namespace's proc on %q: %w", cfg.MountProc, err)
+		}
+	}
 	if cfg.Rootfs != "" {
 		if err := unix.Chroot(cfg.Rootfs); err != nil {
 			return "", fmt.Errorf("chroot to %q: %w", cfg.Rootfs, err)

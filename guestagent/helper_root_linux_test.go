@@ -1,6 +1,7 @@
 package guestagent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
 )
@@ -71,6 +73,7 @@ func rootService(t *testing.T) *Service {
 	cfg.Rootfs = root
 	s := newService(cfg, osSystem{}, newHelperLauncher(r), newLogger(io.Discard, false))
 	s.state = guestSetUp
+	s.containers[""] = &guestContainer{rootfs: root}
 	return s
 }
 
@@ -235,5 +238,55 @@ func TestHelperExecFailsAfterStart(t *testing.T) {
 	}
 	if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: "early"}); !errors.Is(err, ErrFailedPrecondition) {
 		t.Errorf("starting a killed process = %v", err)
+	}
+}
+
+// TestHelperPodMemberPidns: a pod member's first process is PID 1 of a
+// new PID namespace with its own /proc; the next one joins it.
+func TestHelperPodMemberPidns(t *testing.T) {
+	s := rootService(t)
+	root := s.containers[""].rootfs
+	if err := os.MkdirAll(filepath.Join(root, "proc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for unix.Unmount(filepath.Join(root, "proc"), unix.MNT_DETACH) == nil {
+		}
+	})
+	s.containers["m1"] = &guestContainer{id: "m1", rootfs: root, ownPidns: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sleeper := specs.Process{Args: []string{"sleep", "30"}, Env: []string{"PATH=/bin"}, Cwd: "/"}
+	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "m1-main", ContainerId: "m1", ProcessJson: processJSON(t, sleeper)}); err != nil {
+		t.Fatalf("CreateProcess: %v", err)
+	}
+	if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: "m1-main"}); err != nil {
+		t.Fatalf("StartProcess: %v", err)
+	}
+	p := specs.Process{Args: []string{"sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; echo $$"}, Env: []string{"PATH=/bin"}, Cwd: "/"}
+	buf := &bytes.Buffer{}
+	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "m1-exec", ContainerId: "m1", ProcessJson: processJSON(t, p)}); err != nil {
+		t.Fatalf("CreateProcess in the member: %v", err)
+	}
+	if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: "m1-exec"}); err != nil {
+		t.Fatalf("StartProcess: %v", err)
+	}
+	buf.WriteString(readAllStream(t, s.ReadStdout, "m1-exec"))
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || strings.TrimSpace(lines[0]) != "sleep 30" || lines[1] == "1" {
+		t.Errorf("the exec saw %q, want PID 1 to be \"sleep 30\" and itself another pid", buf.String())
+	}
+	procs, err := s.ListProcesses(ctx, &agentapi.ListProcessesRequest{ContainerId: "m1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(procs.Processes) == 0 {
+		t.Error("ListProcesses of m1 is empty")
+	}
+	if _, err := s.SignalProcess(ctx, &agentapi.SignalRequest{Id: "m1-main", Signal: 9, All: true}); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := s.WaitProcess(ctx, &agentapi.ProcessRequest{Id: "m1-main"}); err != nil || w.ExitStatus != 137 {
+		t.Errorf("WaitProcess = %v, %v; want 137", w, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -57,6 +58,10 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	h := &launched{}
 	var stdio [3]*os.File
 	cfg := helperConfig{Process: req.Process, Rootfs: req.Rootfs}
+	if req.NewPidns && req.Rootfs != "" {
+		// PID 1 of the new namespace mounts a /proc that shows it.
+		cfg.MountProc = filepath.Join(req.Rootfs, "proc")
+	}
 	switch {
 	case req.Console != nil:
 		stdio = [3]*os.File{req.Console, req.Console, req.Console}
@@ -116,8 +121,15 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 
 	files := []uintptr{stdio[0].Fd(), stdio[1].Fd(), stdio[2].Fd(), cfgR.Fd(), startR.Fd(), statusW.Fd()}
 	exited := make(chan exitInfo, 1)
+	attr := &syscall.ProcAttr{Env: []string{}, Files: files}
+	if req.NewPidns {
+		attr.Sys = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	}
 	pid, err := l.reaper.Start(func() (int, error) {
-		return syscall.ForkExec(l.exe, []string{helperArg0}, &syscall.ProcAttr{Env: []string{}, Files: files})
+		if req.JoinPidnsOf > 0 {
+			return forkExecInPidns(req.JoinPidnsOf, l.exe, []string{helperArg0}, attr)
+		}
+		return syscall.ForkExec(l.exe, []string{helperArg0}, attr)
 	}, func(e exitInfo) { exited <- e })
 	if err != nil {
 		return nil, fmt.Errorf("starting the process helper %q: %w", l.exe, err)
@@ -335,4 +347,32 @@ func isTerminal(f *os.File) bool {
 		ok = err == nil
 	})
 	return ok
+}
+
+// forkExecInPidns starts a process in the PID namespace of pid: on a
+// thread of its own that joins the namespace for its children and is
+// never reused (locked, it exits with its goroutine).
+func forkExecInPidns(pid int, exe string, args []string, attr *syscall.ProcAttr) (int, error) {
+	type result struct {
+		pid int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		goruntime.LockOSThread()
+		ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/pid", pid))
+		if err != nil {
+			done <- result{0, fmt.Errorf("opening the PID namespace of pid %d: %w", pid, err)}
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWPID); err != nil {
+			done <- result{0, fmt.Errorf("joining the PID namespace of pid %d: %w", pid, err)}
+			return
+		}
+		child, err := syscall.ForkExec(exe, args, attr)
+		done <- result{child, err}
+	}()
+	r := <-done
+	return r.pid, r.err
 }

@@ -18,6 +18,11 @@ type launchRequest struct {
 	// Console, when set, is the process's stdin, stdout and stderr (the
 	// sidecar program) instead of pipes or a pty.
 	Console *os.File
+	// NewPidns starts the process as PID 1 of a new PID namespace, with a
+	// /proc of its own at Rootfs/proc.
+	NewPidns bool
+	// JoinPidnsOf, when set, starts the process in that pid's namespace.
+	JoinPidnsOf int
 }
 
 // launched is a prepared process: it is waiting for Start to exec.
@@ -57,12 +62,13 @@ const (
 
 // process is the agent's record of one process it started.
 type process struct {
-	id       string
-	pid      int
-	terminal bool
-	h        *launched
-	stdout   *outputBuffer
-	stderr   *outputBuffer
+	id        string
+	container string // the id of the container it runs in
+	pid       int
+	terminal  bool
+	h         *launched
+	stdout    *outputBuffer
+	stderr    *outputBuffer
 
 	stdinMu sync.Mutex // orders writes
 

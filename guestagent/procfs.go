@@ -22,6 +22,9 @@ type procInfo struct {
 	Comm   string
 	Args   []string
 	Kernel bool // a kernel thread
+	// Pidns is the target of /proc/PID/ns/pid ("pid:[inode]"): which
+	// container's PID namespace the process is in ("" if unknown).
+	Pidns string
 }
 
 // parseStat parses /proc/PID/stat. comm may hold spaces and parentheses, so
@@ -84,6 +87,7 @@ func listProcs(root string) ([]procInfo, error) {
 			if cmdline = bytes.TrimRight(cmdline, "\x00"); len(cmdline) > 0 {
 				p.Args = strings.Split(string(cmdline), "\x00")
 			}
+			p.Pidns, _ = os.Readlink(filepath.Join(dir, "ns", "pid"))
 		}
 		out = append(out, p)
 	}

@@ -70,11 +70,16 @@ type Service struct {
 	// off when its program ends).
 	onExit func(id string, e exitInfo)
 
-	mu         sync.Mutex
-	state      guestState
-	mounted    []string
+	mu    sync.Mutex
+	state guestState
+	// containers are the set-up containers by id ("" is the default
+	// one); a nil entry is one being set up.
+	containers map[string]*guestContainer
+	// vmMounted are the mounts of the whole VM (the share), unmounted
+	// after every container's.
+	vmMounted  []string
 	procs      map[string]*process
-	mainID     string
+	selfPidns  string
 	bootMillis uint64
 }
 
@@ -82,13 +87,15 @@ var _ agentapi.AgentService = (*Service)(nil)
 
 func newService(cfg serviceConfig, sys system, l launcher, log *logger) *Service {
 	return &Service{
-		cfg:      cfg,
-		sys:      sys,
-		launcher: l,
-		log:      log,
-		self:     os.Getpid(),
-		state:    guestBooted,
-		procs:    make(map[string]*process),
+		cfg:        cfg,
+		sys:        sys,
+		launcher:   l,
+		log:        log,
+		self:       os.Getpid(),
+		state:      guestBooted,
+		procs:      make(map[string]*process),
+		containers: make(map[string]*guestContainer),
+		selfPidns:  pidnsOf(sys, os.Getpid()),
 	}
 }
 
@@ -109,47 +116,6 @@ func (s *Service) Ping(context.Context, *agentapi.PingRequest) (*agentapi.PingRe
 		KernelRelease: s.cfg.KernelRelease,
 		BootMillis:    s.bootMillis,
 	}, nil
-}
-
-// Setup mounts the root disk and the spec's mounts, fixes up device nodes
-// and sets the hostname. It may run once; a failed Setup leaves nothing
-// mounted and may be retried.
-func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *agentapi.Empty, err error) {
-	s.mu.Lock()
-	if s.state != guestBooted {
-		state := s.state
-		s.mu.Unlock()
-		return nil, errorf(ErrFailedPrecondition, "setup: the guest is %s, want %s", state, guestBooted)
-	}
-	s.state = guestSettingUp
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if err != nil {
-			s.state = guestBooted
-		} else {
-			s.state = guestSetUp
-		}
-	}()
-
-	start := time.Now()
-	mounted, err := s.setupRoot(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	if req.Hostname != "" {
-		if err := s.sys.Sethostname(req.Hostname); err != nil {
-			s.unmountAll(mounted)
-			return nil, fmt.Errorf("setting hostname %q: %w", req.Hostname, err)
-		}
-	}
-	s.mu.Lock()
-	s.mounted = mounted
-	s.mu.Unlock()
-	s.log.Debugf("setup: %s on %s with %d mounts, %d device nodes in %v", req.RootDevice, s.cfg.Rootfs,
-		len(req.Mounts), len(req.DeviceNodes), time.Since(start).Round(time.Millisecond))
-	return &agentapi.Empty{}, nil
 }
 
 // validateProcess checks what the runtime-spec requires of a process.
@@ -194,29 +160,47 @@ func (s *Service) CreateProcess(ctx context.Context, req *agentapi.CreateProcess
 	if err := validateProcess(&spec); err != nil {
 		return nil, fmt.Errorf("creating process %q: %w", req.Id, err)
 	}
-	p, err := s.createProcess(ctx, req.Id, &spec, nil)
+	p, err := s.createProcess(ctx, req.ContainerId, req.Id, &spec, nil)
 	if err != nil {
 		return nil, err
 	}
 	return &agentapi.CreateProcessResponse{Pid: uint32(p.pid)}, nil
 }
 
-// createProcess launches id and records it; console, when set, is its stdio.
-func (s *Service) createProcess(ctx context.Context, id string, spec *specs.Process, console *os.File) (*process, error) {
+// createProcess launches id in container cid and records it; console,
+// when set, is its stdio.
+func (s *Service) createProcess(ctx context.Context, cid, id string, spec *specs.Process, console *os.File) (*process, error) {
 	s.mu.Lock()
 	if s.state != guestSetUp {
 		state := s.state
 		s.mu.Unlock()
 		return nil, errorf(ErrFailedPrecondition, "creating process %q: the guest is %s, Setup must come first", id, state)
 	}
+	c := s.containers[cid]
+	if c == nil {
+		s.mu.Unlock()
+		return nil, errorf(ErrFailedPrecondition, "creating process %q: container %q is not set up", id, cid)
+	}
 	if _, ok := s.procs[id]; ok {
 		s.mu.Unlock()
 		return nil, errorf(ErrAlreadyExists, "creating process %q: the id is taken", id)
 	}
 	s.procs[id] = nil // reserved while launching
+	req := launchRequest{ID: id, Process: spec, Rootfs: c.rootfs, Console: console}
+	if c.ownPidns {
+		if c.mainID == "" {
+			req.NewPidns = true
+		} else if m := s.procs[c.mainID]; m != nil && m.getState() != procExited {
+			req.JoinPidnsOf = m.pid
+		} else {
+			delete(s.procs, id)
+			s.mu.Unlock()
+			return nil, errorf(ErrFailedPrecondition, "creating process %q: container %q has no running process whose PID namespace it could join", id, cid)
+		}
+	}
 	s.mu.Unlock()
 
-	h, err := s.launcher.Launch(ctx, launchRequest{ID: id, Process: spec, Rootfs: s.cfg.Rootfs, Console: console})
+	h, err := s.launcher.Launch(ctx, req)
 	if err != nil {
 		s.mu.Lock()
 		delete(s.procs, id)
@@ -224,20 +208,28 @@ func (s *Service) createProcess(ctx context.Context, id string, spec *specs.Proc
 		return nil, fmt.Errorf("creating process %q: %w", id, err)
 	}
 	p := &process{
-		id:       id,
-		pid:      h.Pid,
-		terminal: spec.Terminal,
-		h:        h,
-		state:    procCreated,
-		done:     make(chan struct{}),
+		id:        id,
+		container: cid,
+		pid:       h.Pid,
+		terminal:  spec.Terminal,
+		h:         h,
+		state:     procCreated,
+		done:      make(chan struct{}),
 	}
 	p.stdout = s.startPump(h.Stdout)
 	p.stderr = s.startPump(h.Stderr)
 
+	pidns := ""
+	if req.NewPidns {
+		pidns = pidnsOf(s.sys, p.pid)
+	}
 	s.mu.Lock()
 	s.procs[id] = p
-	if s.mainID == "" {
-		s.mainID = id // the first process is the container's
+	if c.mainID == "" {
+		c.mainID = id // the first process is the container's
+		if req.NewPidns {
+			c.pidns = pidns
+		}
 	}
 	s.mu.Unlock()
 	go s.waitExit(p)
@@ -442,12 +434,16 @@ func (s *Service) SignalProcess(_ context.Context, req *agentapi.SignalRequest) 
 	sig := unix.Signal(req.Signal)
 	if req.All {
 		s.mu.Lock()
-		main := s.mainID
-		s.mu.Unlock()
-		if req.Id != main {
-			return nil, errorf(ErrInvalidArgument, "signalling all processes: %q is not the container's main process %q", req.Id, main)
+		c := s.containers[p.container]
+		main := ""
+		if c != nil {
+			main = c.mainID
 		}
-		if err := s.signalAll(sig); err != nil {
+		s.mu.Unlock()
+		if c == nil || req.Id != main {
+			return nil, errorf(ErrInvalidArgument, "signalling all processes: %q is not the main process %q of container %q", req.Id, main, p.container)
+		}
+		if err := s.signalAll(c, sig); err != nil {
 			return nil, err
 		}
 		return &agentapi.Empty{}, nil
@@ -465,8 +461,9 @@ func (s *Service) SignalProcess(_ context.Context, req *agentapi.SignalRequest) 
 }
 
 // userProcs lists the processes of the guest apart from the agent (PID 1)
-// and kernel threads.
-func (s *Service) userProcs() ([]procInfo, error) {
+// and kernel threads; with c, only those in c's PID namespace (the
+// default container's is the agent's own).
+func (s *Service) userProcs(c *guestContainer) ([]procInfo, error) {
 	all, err := s.sys.ListProcs()
 	if err != nil {
 		return nil, err
@@ -476,15 +473,18 @@ func (s *Service) userProcs() ([]procInfo, error) {
 		if p.Pid == 1 || p.Pid == s.self || p.Kernel {
 			continue
 		}
+		if c != nil && p.Pidns != s.pidnsOfContainer(c) {
+			continue
+		}
 		out = append(out, p)
 	}
 	return out, nil
 }
 
-// signalAll sends sig to every user process; ones that are gone meanwhile
-// do not count as failures.
-func (s *Service) signalAll(sig unix.Signal) error {
-	procs, err := s.userProcs()
+// signalAll sends sig to every user process of c (nil: of the guest);
+// ones that are gone meanwhile do not count as failures.
+func (s *Service) signalAll(c *guestContainer, sig unix.Signal) error {
+	procs, err := s.userProcs(c)
 	if err != nil {
 		return fmt.Errorf("signalling all processes: %w", err)
 	}
@@ -513,10 +513,19 @@ func (s *Service) WaitProcess(ctx context.Context, req *agentapi.ProcessRequest)
 	return &agentapi.WaitResponse{ExitStatus: p.exit.Status, ExitedAtUnixNano: p.exit.At.UnixNano()}, nil
 }
 
-// ListProcesses lists the guest's processes apart from the agent and kernel
-// threads.
-func (s *Service) ListProcesses(context.Context, *agentapi.Empty) (*agentapi.ListProcessesResponse, error) {
-	procs, err := s.userProcs()
+// ListProcesses lists a container's processes (the agent and kernel
+// threads never).
+func (s *Service) ListProcesses(_ context.Context, req *agentapi.ListProcessesRequest) (*agentapi.ListProcessesResponse, error) {
+	s.mu.Lock()
+	c := s.containers[req.ContainerId]
+	s.mu.Unlock()
+	if c == nil && req.ContainerId == "" {
+		c = &guestContainer{} // the agent's own PID namespace
+	}
+	if c == nil {
+		return nil, errorf(ErrNotFound, "listing processes: container %q is not set up", req.ContainerId)
+	}
+	procs, err := s.userProcs(c)
 	if err != nil {
 		return nil, err
 	}
@@ -538,8 +547,18 @@ func (s *Service) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty, e
 		return &agentapi.Empty{}, nil
 	}
 	s.state = guestShuttingDown
-	mounted := s.mounted
-	s.mounted = nil
+	var mounted []string
+	if c := s.containers[""]; c != nil {
+		mounted = append(mounted, c.mounted...)
+	}
+	for id, c := range s.containers {
+		if id != "" && c != nil {
+			mounted = append(mounted, c.mounted...)
+		}
+	}
+	mounted = append(append([]string(nil), s.vmMounted...), mounted...)
+	s.containers = map[string]*guestContainer{}
+	s.vmMounted = nil
 	s.mu.Unlock()
 
 	s.stopAll()
@@ -559,12 +578,12 @@ func (s *Service) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty, e
 // go, then SIGKILL and waits again.
 func (s *Service) stopAll() {
 	for _, sig := range []unix.Signal{unix.SIGTERM, unix.SIGKILL} {
-		if err := s.signalAll(sig); err != nil {
+		if err := s.signalAll(nil, sig); err != nil {
 			s.log.Printf("shutdown: %v", err)
 		}
 		deadline := time.Now().Add(s.cfg.TermGrace)
 		for {
-			procs, err := s.userProcs()
+			procs, err := s.userProcs(nil)
 			if err != nil {
 				s.log.Printf("shutdown: %v", err)
 				break

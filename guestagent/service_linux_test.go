@@ -525,7 +525,7 @@ func TestListProcesses(t *testing.T) {
 		{Pid: 2, Comm: "kthreadd", Kernel: true},
 		{Pid: 40, Ppid: 1, Comm: "sh", Args: []string{"sh", "-c", "x"}},
 	}
-	resp, err := s.ListProcesses(ctx5s(t), &agentapi.Empty{})
+	resp, err := s.ListProcesses(ctx5s(t), &agentapi.ListProcessesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

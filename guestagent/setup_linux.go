@@ -36,21 +36,20 @@ var devSymlinks = [][2]string{
 	{"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
 }
 
-// setupRoot mounts the root disk and the spec's mounts under s.cfg.Rootfs
+// setupRoot mounts the root disk dev and the spec's mounts under rootfs
 // and fixes up /dev. On failure everything it mounted is unmounted again.
 // It returns the mount points in mount order.
-func (s *Service) setupRoot(ctx context.Context, req *agentapi.SetupRequest) (mounted []string, err error) {
-	rootfs := s.cfg.Rootfs
+func (s *Service) setupRoot(ctx context.Context, rootfs, dev string, req *agentapi.SetupRequest) (mounted []string, err error) {
 	defer func() {
 		if err != nil {
 			s.unmountAll(mounted)
 			mounted = nil
 		}
 	}()
-	if req.RootDevice == "" || req.RootFstype == "" {
-		return nil, errorf(ErrInvalidArgument, "setup: root_device and root_fstype are required")
+	if dev == "" || req.RootFstype == "" {
+		return nil, errorf(ErrInvalidArgument, "setup: root_device (or root_serial) and root_fstype are required")
 	}
-	if err := waitDevice(ctx, s.sys.Stat, req.RootDevice, s.cfg.DeviceWait); err != nil {
+	if err := waitDevice(ctx, s.sys.Stat, dev, s.cfg.DeviceWait); err != nil {
 		return nil, err
 	}
 	if err := s.sys.MkdirAll(rootfs, 0o755); err != nil {
@@ -60,24 +59,16 @@ func (s *Service) setupRoot(ctx context.Context, req *agentapi.SetupRequest) (mo
 	// points are fixed up first, then the mount is made read-only (runc's
 	// order). A device that cannot be written gets a read-only mount.
 	rootRO := false
-	if err := s.sys.Mount(req.RootDevice, rootfs, req.RootFstype, 0, ""); err != nil {
+	if err := s.sys.Mount(dev, rootfs, req.RootFstype, 0, ""); err != nil {
 		if !req.RootReadonly {
-			return nil, fmt.Errorf("mounting %q (%s) on %q: %w", req.RootDevice, req.RootFstype, rootfs, err)
+			return nil, fmt.Errorf("mounting %q (%s) on %q: %w", dev, req.RootFstype, rootfs, err)
 		}
-		if err2 := s.sys.Mount(req.RootDevice, rootfs, req.RootFstype, unix.MS_RDONLY, ""); err2 != nil {
-			return nil, fmt.Errorf("mounting %q (%s) read-only on %q: %w", req.RootDevice, req.RootFstype, rootfs, err2)
+		if err2 := s.sys.Mount(dev, rootfs, req.RootFstype, unix.MS_RDONLY, ""); err2 != nil {
+			return nil, fmt.Errorf("mounting %q (%s) read-only on %q: %w", dev, req.RootFstype, rootfs, err2)
 		}
 		rootRO = true
 	}
 	mounted = append(mounted, rootfs)
-
-	if sh := req.Share; sh != nil {
-		mp, err := s.mountShare(sh)
-		if err != nil {
-			return mounted, err
-		}
-		mounted = append(mounted, mp)
-	}
 
 	devFromSpec := slices.ContainsFunc(req.Mounts, func(m *agentapi.Mount) bool { return path.Clean("/"+m.Destination) == "/dev" })
 	if !devFromSpec {

@@ -39,6 +39,13 @@ type system interface {
 	Kill(pid int, sig unix.Signal) error
 	ListProcs() ([]procInfo, error)
 	PowerOff() error
+	// ReadFile reads a small file (sysfs attributes).
+	ReadFile(path string) ([]byte, error)
+	// ReadDir lists the names in a directory.
+	ReadDir(path string) ([]string, error)
+	// FlushBuffers drops a block device's cached pages (BLKFLSBUF): a disk
+	// slot reused for another image must not show the old one's blocks.
+	FlushBuffers(dev string) error
 }
 
 // osSystem is the guest itself.
@@ -196,6 +203,29 @@ func (osSystem) Sync()                         { unix.Sync() }
 func (osSystem) Kill(pid int, sig unix.Signal) error { return unix.Kill(pid, sig) }
 
 func (osSystem) ListProcs() ([]procInfo, error) { return listProcs("/proc") }
+
+func (osSystem) ReadFile(p string) ([]byte, error) { return os.ReadFile(p) }
+
+func (osSystem) ReadDir(p string) ([]string, error) {
+	es, err := os.ReadDir(p)
+	names := make([]string, 0, len(es))
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	return names, err
+}
+
+func (osSystem) FlushBuffers(dev string) error {
+	f, err := os.Open(dev)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.BLKFLSBUF, 0); err != nil {
+		return &os.PathError{Op: "BLKFLSBUF", Path: dev, Err: err}
+	}
+	return nil
+}
 
 func (osSystem) PowerOff() error {
 	unix.Sync()

@@ -323,7 +323,7 @@ func (a *fakeAgent) WaitProcess(ctx context.Context, r *agentapi.ProcessRequest)
 	}
 }
 
-func (a *fakeAgent) ListProcesses(context.Context, *agentapi.Empty) (*agentapi.ListProcessesResponse, error) {
+func (a *fakeAgent) ListProcesses(context.Context, *agentapi.ListProcessesRequest) (*agentapi.ListProcessesResponse, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out agentapi.ListProcessesResponse
@@ -331,6 +331,10 @@ func (a *fakeAgent) ListProcesses(context.Context, *agentapi.Empty) (*agentapi.L
 		out.Processes = append(out.Processes, &agentapi.ProcessInfo{Comm: p.id, Args: p.spec.Args})
 	}
 	return &out, nil
+}
+
+func (a *fakeAgent) RemoveContainer(context.Context, *agentapi.ContainerRequest) (*agentapi.Empty, error) {
+	return nil, errors.New("fake agent: no pod members")
 }
 
 func (a *fakeAgent) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty, error) {

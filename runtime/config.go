@@ -22,6 +22,7 @@ const (
 	DefaultBootTimeout  = 120 * time.Second
 	DefaultBridge       = "initos0"
 	DefaultBridgeSubnet = "10.213.0.0/24"
+	DefaultPodSlots     = 6
 )
 
 // Config is what the runtime needs beyond the bundle. Zero fields take the
@@ -59,6 +60,10 @@ type Config struct {
 	// exists.
 	Bridge       string `json:"bridge,omitempty"`
 	BridgeSubnet string `json:"bridgeSubnet,omitempty"`
+	// PodSlots is how many containers a pod's VM can hold besides its
+	// sandbox: qemu's microvm has no disk hotplug, so it boots with that
+	// many empty disk slots.
+	PodSlots int `json:"podSlots,omitempty"`
 }
 
 // Duration is a time.Duration that reads "90s" style strings from JSON.
@@ -129,6 +134,9 @@ func (c Config) WithDefaults() Config {
 	if c.BridgeSubnet == "" {
 		c.BridgeSubnet = DefaultBridgeSubnet
 	}
+	if c.PodSlots == 0 {
+		c.PodSlots = DefaultPodSlots
+	}
 	if c.BootTimeout == 0 {
 		c.BootTimeout = Duration(DefaultBootTimeout)
 	}
@@ -147,6 +155,9 @@ func (c Config) Validate() error {
 	}
 	if c.CPUs < 1 {
 		return fmt.Errorf("config: cpus %d must be at least 1", c.CPUs)
+	}
+	if c.PodSlots < 1 || c.PodSlots > 16 {
+		return fmt.Errorf("config: podSlots %d must be between 1 and 16", c.PodSlots)
 	}
 	if c.FreeSpace < 0 {
 		return fmt.Errorf("config: freeSpace %d must not be negative", c.FreeSpace)

@@ -218,7 +218,7 @@ func Resume(ctx context.Context, c Config, id string) error {
 func Processes(ctx context.Context, c Config, id string) ([]*agentapi.ProcessInfo, error) {
 	var out []*agentapi.ProcessInfo
 	err := withMonitor(ctx, c, id, []Status{StatusCreated, StatusRunning, StatusPaused}, "list processes of", func(ctx context.Context, st *State, cc *controlConn) error {
-		resp, err := cc.Agent.ListProcesses(ctx, &agentapi.Empty{})
+		resp, err := cc.Agent.ListProcesses(ctx, &agentapi.ListProcessesRequest{})
 		if err != nil {
 			return agentError(err)
 		}

@@ -62,6 +62,16 @@ type Instance struct {
 	// keep their disk across their life; run's are removed at once).
 	keepDisk bool
 
+	// containerID is the agent's name of this container: "" for the VM's
+	// default container, the member's id in a pod.
+	containerID string
+	// pod is the sandbox whose VM a pod member shares (nil: this instance
+	// owns its VM); serial is the member's attached disk.
+	pod    *Instance
+	serial string
+	// memberShare is a member's part of the pod's shared directory.
+	memberShare string
+
 	exited  chan struct{} // closed once the VMM process has exited
 	waitErr error         // VMM exit error, valid after exited is closed
 	once    sync.Once
@@ -98,10 +108,17 @@ func defaultBootDeps() bootDeps {
 // the container's mounts and devices are set up, no process is created yet.
 // On error everything it made is removed again.
 func Boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string) (*Instance, error) {
-	return boot(ctx, c, b, id, stateDir, defaultBootDeps())
+	return boot(ctx, c, b, id, stateDir, 0, defaultBootDeps())
 }
 
-func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, d bootDeps) (_ *Instance, retErr error) {
+// BootSandbox is Boot for a pod's sandbox: the VM also gets PodSlots
+// empty disk slots and a shared directory for the members that
+// AddContainer adds later.
+func BootSandbox(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string) (*Instance, error) {
+	return boot(ctx, c, b, id, stateDir, c.PodSlots, defaultBootDeps())
+}
+
+func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, slots int, d bootDeps) (_ *Instance, retErr error) {
 	memMiB, cpus := vmSize(c, b.Spec)
 	accel := d.detectAccel()
 	driver, err := chooseDriver(c, accel)
@@ -116,7 +133,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		}
 	}()
 
-	mounts, sh, err := guestMounts(b.Spec, stateDir)
+	mounts, sh, err := guestMounts(b.Spec, stateDir, slots > 0)
 	if err != nil {
 		return nil, err
 	}
@@ -146,9 +163,17 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		}
 	}
 
+	disks := []vmm.Disk{{Path: inst.Disk, ReadOnly: false}}
+	for i := 1; i <= slots; i++ {
+		slot := filepath.Join(stateDir, fmt.Sprintf("slot%d.img", i))
+		if err := os.WriteFile(slot, nil, 0o600); err != nil {
+			return nil, fmt.Errorf("creating disk slot %q: %w", slot, err)
+		}
+		disks = append(disks, vmm.Disk{Path: slot, Serial: fmt.Sprintf("initos-s%d", i), Slot: true})
+	}
 	vcfg := vmm.Config{
 		ID:         id,
-		Disks:      []vmm.Disk{{Path: inst.Disk, ReadOnly: false}},
+		Disks:      disks,
 		MemoryMiB:  memMiB,
 		CPUs:       cpus,
 		StateDir:   stateDir,
@@ -327,6 +352,9 @@ func (inst *Instance) ConsoleTail(n int) string { return vmm.ConsoleTail(inst.co
 // Shutdown asks the agent to power the VM off, waits for the VMM to exit
 // within timeout, then stops it by force and removes the disk image.
 func (inst *Instance) Shutdown(ctx context.Context, timeout time.Duration) error {
+	if inst.pod != nil {
+		return inst.memberShutdown(ctx)
+	}
 	t0 := time.Now()
 	defer func() { inst.Timings.Teardown = time.Since(t0) }()
 	if inst.Agent != nil {
@@ -500,6 +528,9 @@ func (inst *Instance) Pause(ctx context.Context) error { return inst.freeze(ctx,
 func (inst *Instance) Resume(ctx context.Context) error { return inst.freeze(ctx, false) }
 
 func (inst *Instance) freeze(ctx context.Context, pause bool) error {
+	if inst.pod != nil {
+		return fmt.Errorf("container %q: %w: pausing one container of a pod's VM (pause the pod's sandbox %q)", inst.ID, ErrUnsupported, inst.pod.ID)
+	}
 	p, ok := inst.vm.(pauser)
 	if !ok {
 		return fmt.Errorf("container %q: %w: the %s driver cannot pause", inst.ID, ErrUnsupported, inst.Driver)
@@ -525,7 +556,7 @@ func (inst *Instance) Processes(ctx context.Context) ([]*agentapi.ProcessInfo, e
 	var resp *agentapi.ListProcessesResponse
 	err := inst.call(ctx, callTimeout, func(ctx context.Context) error {
 		var err error
-		resp, err = inst.Agent.ListProcesses(ctx, &agentapi.Empty{})
+		resp, err = inst.Agent.ListProcesses(ctx, &agentapi.ListProcessesRequest{ContainerId: inst.containerID})
 		return err
 	})
 	if err != nil {

@@ -245,7 +245,7 @@ func TestBootFailuresLeaveNothing(t *testing.T) {
 			tc.setup(h, &c)
 			b := loadBundle(t, nil)
 			t0 := time.Now()
-			inst, err := boot(context.Background(), c, b, id, mkStateDir(t, c, id), h.deps())
+			inst, err := boot(context.Background(), c, b, id, mkStateDir(t, c, id), 0, h.deps())
 			elapsed := time.Since(t0)
 			if err == nil {
 				inst.Shutdown(context.Background(), time.Second)
@@ -288,7 +288,7 @@ func TestBootVMExitsDuringSetup(t *testing.T) {
 		h.agent.setupHangs = true
 		h.vmScript = fakeVMScript{exitAfter: 30 * time.Millisecond, exitErr: errors.New("exit status 137"),
 			exitConsole: []string{"Out of memory: Killed process 1 (init)"}}
-		_, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), h.deps())
+		_, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), 0, h.deps())
 		if !errors.Is(err, ErrVMExited) || !strings.Contains(err.Error(), `setting up container "c1"`) {
 			t.Fatalf("run %d: error %v, want ErrVMExited while setting up container \"c1\"", i, err)
 		}
@@ -306,7 +306,7 @@ func TestBootVMExitRace(t *testing.T) {
 		h.agent.pingHangs = true
 		h.vmScript = fakeVMScript{exitAfter: 5 * time.Millisecond, exitErr: errors.New("exit status 1"),
 			exitConsole: []string{"initos: no /dev/vda"}}
-		_, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), h.deps())
+		_, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), 0, h.deps())
 		if !errors.Is(err, ErrVMExited) || !strings.Contains(err.Error(), "initos: no /dev/vda") {
 			t.Fatalf("run %d: error %v, want ErrVMExited with the console tail", i, err)
 		}
@@ -324,7 +324,7 @@ func TestBootAndShutdown(t *testing.T) {
 		s.Root.Readonly = true
 	})
 	sd := mkStateDir(t, c, "web")
-	inst, err := boot(context.Background(), c, b, "web", sd, h.deps())
+	inst, err := boot(context.Background(), c, b, "web", sd, 0, h.deps())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -456,8 +456,12 @@ func (a *agentProxy) WaitProcess(ctx context.Context, r *agentapi.ProcessRequest
 	return a.agent().WaitProcess(ctx, r)
 }
 
-func (a *agentProxy) ListProcesses(ctx context.Context, r *agentapi.Empty) (*agentapi.ListProcessesResponse, error) {
+func (a *agentProxy) ListProcesses(ctx context.Context, r *agentapi.ListProcessesRequest) (*agentapi.ListProcessesResponse, error) {
 	return a.agent().ListProcesses(ctx, r)
+}
+
+func (a *agentProxy) RemoveContainer(context.Context, *agentapi.ContainerRequest) (*agentapi.Empty, error) {
+	return nil, fmt.Errorf("container %q is the VM's only container: use delete: %w", a.m.st.ID, ErrWrongState)
 }
 
 func (a *agentProxy) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty, error) {
@@ -471,7 +475,7 @@ func (s *monitorService) Stats(ctx context.Context, _ *monitorapi.Empty) (*monit
 		return nil, err
 	}
 	resp := &monitorapi.StatsResponse{CpuNanos: cpu, MemoryBytes: rss, MemoryLimitBytes: uint64(m.st.MemoryMiB) << 20}
-	if procs, err := m.inst.Agent.ListProcesses(ctx, &agentapi.Empty{}); err == nil {
+	if procs, err := m.inst.Agent.ListProcesses(ctx, &agentapi.ListProcessesRequest{}); err == nil {
 		resp.Pids = uint32(len(procs.Processes))
 	}
 	return resp, nil

@@ -29,7 +29,7 @@ func (inst *Instance) CreateProcess(ctx context.Context, id string, p *specs.Pro
 	}
 	var resp *agentapi.CreateProcessResponse
 	err = inst.call(ctx, callTimeout, func(ctx context.Context) error {
-		resp, err = inst.Agent.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: id, ProcessJson: pj})
+		resp, err = inst.Agent.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: id, ProcessJson: pj, ContainerId: inst.containerID})
 		return err
 	})
 	if err != nil {

@@ -62,7 +62,7 @@ func run(ctx context.Context, c Config, o RunOptions, d bootDeps) (res RunResult
 		}
 	}()
 
-	inst, err := boot(ctx, c, b, o.ID, stateDir, d)
+	inst, err := boot(ctx, c, b, o.ID, stateDir, 0, d)
 	if err != nil {
 		return res, err
 	}

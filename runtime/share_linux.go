@@ -43,39 +43,55 @@ type share struct {
 // under shareMount; a bind of /dev/shm becomes a guest tmpfs of the same
 // size (a host tmpfs cannot be shared with a VM's memory). On error
 // nothing stays mounted.
-func guestMounts(s *specs.Spec, stateDir string) (_ []*agentapi.Mount, _ *share, err error) {
-	var out []*agentapi.Mount
+//
+// always makes the shared directory even without bind mounts (a pod's,
+// whose members bring theirs later).
+func guestMounts(s *specs.Spec, stateDir string, always bool) (_ []*agentapi.Mount, _ *share, err error) {
 	var sh *share
 	defer func() {
 		if err != nil && sh != nil {
 			sh.remove()
 		}
 	}()
+	if always {
+		sh = &share{dir: filepath.Join(stateDir, shareDirName)}
+		if err := os.Mkdir(sh.dir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("creating shared directory %q: %w", sh.dir, err)
+		}
+	}
+	out, err := shareMounts(s, &sh, filepath.Join(stateDir, shareDirName), shareMount)
+	return out, sh, err
+}
+
+// shareMounts converts the mounts of s; host binds get an entry in the
+// share *shp (made at dir when nil), seen by the guest under guestDir.
+func shareMounts(s *specs.Spec, shp **share, dir, guestDir string) ([]*agentapi.Mount, error) {
+	var out []*agentapi.Mount
 	for _, m := range s.Mounts {
 		if !isBind(m) {
 			out = append(out, &agentapi.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
 			continue
 		}
 		if !filepath.IsAbs(m.Source) {
-			return nil, nil, fmt.Errorf("bind mount on %q: source %q is not an absolute path", m.Destination, m.Source)
+			return nil, fmt.Errorf("bind mount on %q: source %q is not an absolute path", m.Destination, m.Source)
 		}
 		if filepath.Clean(m.Destination) == "/dev/shm" {
 			out = append(out, shmMount(m))
 			continue
 		}
-		if sh == nil {
-			sh = &share{dir: filepath.Join(stateDir, shareDirName)}
-			if err := os.Mkdir(sh.dir, 0o700); err != nil {
-				return nil, nil, fmt.Errorf("creating shared directory %q: %w", sh.dir, err)
+		if *shp == nil {
+			*shp = &share{dir: dir}
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				return nil, fmt.Errorf("creating shared directory %q: %w", dir, err)
 			}
 		}
-		entry, err := sh.add(m)
+		entry, err := (*shp).add(m)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		out = append(out, &agentapi.Mount{Destination: m.Destination, Type: "bind", Source: filepath.Join(shareMount, entry), Options: m.Options})
+		out = append(out, &agentapi.Mount{Destination: m.Destination, Type: "bind", Source: filepath.Join(guestDir, entry), Options: m.Options})
 	}
-	return out, sh, nil
+	return out, nil
 }
 
 func isBind(m specs.Mount) bool {

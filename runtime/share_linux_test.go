@@ -57,7 +57,7 @@ func TestGuestMountsShare(t *testing.T) {
 		{Destination: "/data", Type: "none", Source: src, Options: []string{"bind"}},
 		{Destination: "/dev/shm", Type: "bind", Source: "/run/x/shm", Options: []string{"bind"}},
 	}}
-	mounts, sh, err := guestMounts(s, state)
+	mounts, sh, err := guestMounts(s, state, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestGuestMountsRollback(t *testing.T) {
 		{Destination: "/a", Type: "bind", Source: src},
 		{Destination: "/b", Type: "bind", Source: filepath.Join(src, "missing")},
 	}}
-	if _, _, err := guestMounts(s, state); err == nil {
+	if _, _, err := guestMounts(s, state, false); err == nil {
 		t.Fatal("a missing source was accepted")
 	}
 	if _, err := os.Stat(filepath.Join(state, "share")); !errors.Is(err, os.ErrNotExist) {
@@ -116,7 +116,7 @@ func TestGuestMountsRollback(t *testing.T) {
 		t.Errorf("unmounts %q, want the first entry undone", f.unmounts)
 	}
 	s.Mounts = []specs.Mount{{Destination: "/c", Type: "bind", Source: "relative"}}
-	if _, _, err := guestMounts(s, state); err == nil {
+	if _, _, err := guestMounts(s, state, false); err == nil {
 		t.Fatal("a relative source was accepted")
 	}
 }

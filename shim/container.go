@@ -28,6 +28,11 @@ type container struct {
 	paused bool
 }
 
+// isMember reports whether the container joins a pod sandbox's VM.
+func (c *container) isMember() bool {
+	return c.spec.Annotations[annotationContainerType] == "container" && c.spec.Annotations[annotationSandboxID] != ""
+}
+
 // process finds the init ("") or an exec.
 func (c *container) process(execID string) (*taskProcess, error) {
 	if execID == "" {

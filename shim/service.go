@@ -47,7 +47,16 @@ type Service struct {
 
 	mu         sync.Mutex
 	containers map[string]*container
+	// pods are the VMs of the pod sandboxes this shim serves, by sandbox
+	// id: the CRI groups a pod's containers into one shim.
+	pods map[string]podVM
 }
+
+// The CRI's annotations of a pod's containers.
+const (
+	annotationContainerType = "io.kubernetes.cri.container-type" // "sandbox" or "container"
+	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"
+)
 
 // NewService makes the task service; publisher receives the events.
 func NewService(ctx context.Context, publisher cshim.Publisher, sd shutdown.Service) (*Service, error) {
@@ -60,6 +69,7 @@ func NewService(ctx context.Context, publisher cshim.Publisher, sd shutdown.Serv
 		boot:       bootInstance,
 		events:     make(chan any, 128),
 		containers: map[string]*container{},
+		pods:       map[string]podVM{},
 	}
 	go s.forward(ctx)
 	return s, nil
@@ -201,17 +211,23 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		}
 	}
 	c.memMiB, c.cpus = runtime.VMSize(cfg, b.Spec)
-	vm, err := s.boot(ctx, cfg, b, name, rec.StateDir)
+	vm, err := s.vmFor(ctx, cfg, b, r.ID, name, rec.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("task %q: %w", r.ID, err)
 	}
 	c.vm = vm
-	rec.VMMPid, rec.Disk = vm.VMPid(), vm.Disk()
+	rec.Disk = vm.Disk()
+	if !c.isMember() {
+		rec.VMMPid = vm.VMPid()
+	}
 	defer func() {
 		if retErr != nil {
 			if err := vm.Shutdown(context.WithoutCancel(ctx), 5*time.Second); err != nil {
 				log.G(ctx).WithError(err).Warnf("task %q: stopping the VM after a failed create", r.ID)
 			}
+			s.mu.Lock()
+			delete(s.pods, r.ID)
+			s.mu.Unlock()
 		}
 	}()
 	if err := rec.save(r.Bundle); err != nil {
@@ -240,6 +256,36 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	})
 	go c.init.run(s.ctx, func() { c.endExecs(s.ctx) }, s.send)
 	return c, nil
+}
+
+// vmFor boots the container's VM, or for a pod's container joins the
+// sandbox's VM (design section 7: one VM per pod).
+func (s *Service) vmFor(ctx context.Context, cfg runtime.Config, b *bundle.Bundle, id, name, stateDir string) (sandbox, error) {
+	kind, sandboxID := b.Spec.Annotations[annotationContainerType], b.Spec.Annotations[annotationSandboxID]
+	if kind == "container" && sandboxID != "" {
+		s.mu.Lock()
+		pod := s.pods[sandboxID]
+		s.mu.Unlock()
+		if pod == nil {
+			return nil, fmt.Errorf("pod sandbox %q has no VM in this shim: %w", sandboxID, errdefs.ErrFailedPrecondition)
+		}
+		return pod.AddMember(ctx, cfg, b, id)
+	}
+	vm, err := s.boot(ctx, cfg, b, name, stateDir, kind == "sandbox")
+	if err != nil {
+		return nil, err
+	}
+	if kind == "sandbox" {
+		pod, ok := vm.(podVM)
+		if !ok {
+			_ = vm.Shutdown(context.WithoutCancel(ctx), 5*time.Second)
+			return nil, fmt.Errorf("pod sandbox %q: its VM cannot take members", id)
+		}
+		s.mu.Lock()
+		s.pods[id] = pod
+		s.mu.Unlock()
+	}
+	return vm, nil
 }
 
 // newNetns gives a spec that asks for a new network namespace one the
@@ -327,6 +373,7 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 	}
 	s.mu.Lock()
 	delete(s.containers, r.ID)
+	delete(s.pods, r.ID)
 	s.mu.Unlock()
 	s.send(&eventstypes.TaskDelete{ContainerID: r.ID, ID: r.ID, Pid: p.pid, ExitStatus: uint32(status), ExitedAt: timestamppb.New(at)})
 	return resp, nil

@@ -34,15 +34,35 @@ type guestProcess interface {
 	Pump(ctx context.Context, s runtime.Stdio, progress chan<- struct{}) error
 }
 
-// bootFunc boots a VM for bundle b (runtime.Boot in production).
-type bootFunc func(ctx context.Context, c runtime.Config, b *bundle.Bundle, id, stateDir string) (sandbox, error)
+// podVM is a pod sandbox's VM, which takes the pod's other containers.
+type podVM interface {
+	sandbox
+	AddMember(ctx context.Context, c runtime.Config, b *bundle.Bundle, id string) (sandbox, error)
+}
 
-func bootInstance(ctx context.Context, c runtime.Config, b *bundle.Bundle, id, stateDir string) (sandbox, error) {
-	inst, err := runtime.Boot(ctx, c, b, id, stateDir)
+// bootFunc boots a VM for bundle b (runtime.Boot in production); a pod
+// sandbox's VM (pod set) can take members.
+type bootFunc func(ctx context.Context, c runtime.Config, b *bundle.Bundle, id, stateDir string, pod bool) (sandbox, error)
+
+func bootInstance(ctx context.Context, c runtime.Config, b *bundle.Bundle, id, stateDir string, pod bool) (sandbox, error) {
+	boot := runtime.Boot
+	if pod {
+		boot = runtime.BootSandbox
+	}
+	inst, err := boot(ctx, c, b, id, stateDir)
 	if err != nil {
 		return nil, err
 	}
 	return instance{inst}, nil
+}
+
+// AddMember adds a pod member to the sandbox's VM.
+func (i instance) AddMember(ctx context.Context, c runtime.Config, b *bundle.Bundle, id string) (sandbox, error) {
+	m, err := i.Instance.AddContainer(ctx, c, b, id)
+	if err != nil {
+		return nil, err
+	}
+	return instance{m}, nil
 }
 
 // instance adapts runtime.Instance to sandbox.

@@ -53,7 +53,17 @@ type Config struct {
 type Disk struct {
 	Path     string
 	ReadOnly bool
+	// Serial is the disk's virtio serial (at most 20 bytes); the guest
+	// finds attached disks by it.
+	Serial string
+	// Slot marks an empty image reserved for a disk attached after boot
+	// (qemu's microvm has no hotplug: AttachDisk fills a slot and grows
+	// it with block_resize).
+	Slot bool
 }
+
+// MaxSerial is virtio-blk's serial length.
+const MaxSerial = 20
 
 // Share is a host directory the guest mounts by tag.
 type Share struct {

@@ -26,4 +26,6 @@ var (
 	ErrNoKVM = errors.New("no usable kvm")
 	// ErrVMMRequest: the VMM's control API (QMP, REST) refused a request.
 	ErrVMMRequest = errors.New("vmm control request failed")
+	// ErrNoSlot: a disk cannot be attached, every slot is taken.
+	ErrNoSlot = errors.New("no free disk slot")
 )

@@ -87,6 +87,9 @@ func buildArgs(cfg *vmm.Config) []string {
 			if d.ReadOnly {
 				s += ",readonly=on"
 			}
+			if d.Serial != "" {
+				s += ",serial=" + d.Serial
+			}
 			a = append(a, s)
 		}
 	}

@@ -84,7 +84,11 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 		if d.ReadOnly {
 			drive += ",readonly=on"
 		}
-		a = append(a, "-drive", drive, "-device", fmt.Sprintf("virtio-blk-device,drive=d%d", i))
+		dev := fmt.Sprintf("virtio-blk-device,drive=d%d", i)
+		if d.Serial != "" {
+			dev += ",serial=" + optValue(d.Serial)
+		}
+		a = append(a, "-drive", drive, "-device", dev)
 	}
 	a = append(a,
 		"-device", "virtio-serial-device",

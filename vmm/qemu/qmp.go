@@ -99,7 +99,16 @@ func (q *qmpConn) read() (*qmpMessage, error) {
 // execute runs one command and returns its "return" value, skipping the
 // asynchronous events that may come first.
 func (q *qmpConn) execute(command string) (json.RawMessage, error) {
-	req, err := json.Marshal(map[string]string{"execute": command})
+	return q.executeArgs(command, nil)
+}
+
+// executeArgs is execute with arguments.
+func (q *qmpConn) executeArgs(command string, args any) (json.RawMessage, error) {
+	msg := map[string]any{"execute": command}
+	if args != nil {
+		msg["arguments"] = args
+	}
+	req, err := json.Marshal(msg)
 	if err != nil {
 		return nil, err
 	}

@@ -36,6 +36,9 @@ type VM struct {
 	tsc   int
 	sup   vmm.Supervisor
 	qmpMu sync.Mutex // one QMP session at a time
+
+	slotMu   sync.Mutex
+	slotUsed map[int]bool // disk slots holding an attached image, by index
 }
 
 // New checks cfg and the host (binaries, acceleration); nothing runs yet.

@@ -1,0 +1,240 @@
+package guestagent
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+)
+
+// guestContainer is one container of the VM: its root, its mounts and
+// its first process.
+type guestContainer struct {
+	id      string
+	rootfs  string
+	mounted []string // in mount order
+	mainID  string   // its first process
+	// ownPidns: its processes live in a PID namespace of their own, whose
+	// link target ("pid:[inode]") pidns is once the first one runs.
+	ownPidns bool
+	pidns    string
+}
+
+// rootfsOf is where container id's root is mounted: the default
+// container's at cfg.Rootfs, a pod member's under /run/initos/c/<id>.
+func (s *Service) rootfsOf(id string) string {
+	if id == "" {
+		return s.cfg.Rootfs
+	}
+	return filepath.Join(filepath.Dir(s.cfg.Rootfs), "c", id, "rootfs")
+}
+
+// checkContainerID refuses ids that are no single path element.
+func checkContainerID(id string) error {
+	if id == "" {
+		return nil
+	}
+	if id == "." || id == ".." || strings.ContainsAny(id, "/\x00") || len(id) > 128 {
+		return errorf(ErrInvalidArgument, "container id %q: want a name of at most 128 bytes without '/'", id)
+	}
+	return nil
+}
+
+// pidnsOf is the PID namespace of pid ("" when it cannot be read).
+func pidnsOf(sys system, pid int) string {
+	l, err := sys.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/pid")
+	if err != nil {
+		return ""
+	}
+	return l
+}
+
+// pidnsOfContainer is the namespace whose processes belong to c.
+func (s *Service) pidnsOfContainer(c *guestContainer) string {
+	if c.ownPidns {
+		return c.pidns
+	}
+	return s.selfPidns
+}
+
+// Setup mounts a container's root disk and the spec's mounts, fixes up
+// device nodes and sets the hostname. The default container ("") is set up
+// once per VM; pod members may follow. A failed Setup leaves nothing
+// mounted and may be retried.
+func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *agentapi.Empty, err error) {
+	id := req.ContainerId
+	if err := checkContainerID(id); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	switch {
+	case s.state == guestShuttingDown || s.state == guestSettingUp && id == "":
+		state := s.state
+		s.mu.Unlock()
+		return nil, errorf(ErrFailedPrecondition, "setup of container %q: the guest is %s", id, state)
+	case id == "" && s.state != guestBooted:
+		state := s.state
+		s.mu.Unlock()
+		return nil, errorf(ErrFailedPrecondition, "setup: the guest is %s, want %s", state, guestBooted)
+	}
+	if _, ok := s.containers[id]; ok {
+		s.mu.Unlock()
+		return nil, errorf(ErrAlreadyExists, "setup: container %q exists", id)
+	}
+	s.containers[id] = nil // reserved while it is set up
+	prev := s.state
+	if s.state == guestBooted {
+		s.state = guestSettingUp
+	}
+	s.mu.Unlock()
+	c := &guestContainer{id: id, rootfs: s.rootfsOf(id), ownPidns: req.OwnPidNamespace}
+	defer func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err != nil {
+			delete(s.containers, id)
+			if s.state == guestSettingUp {
+				s.state = prev
+			}
+			return
+		}
+		s.containers[id] = c
+		s.state = guestSetUp
+	}()
+
+	start := time.Now()
+	if sh := req.Share; sh != nil {
+		if err := s.ensureShare(sh); err != nil {
+			return nil, err
+		}
+	}
+	dev := req.RootDevice
+	if req.RootSerial != "" {
+		if dev, err = s.findDisk(ctx, req.RootSerial); err != nil {
+			return nil, fmt.Errorf("setup of container %q: %w", id, err)
+		}
+		// A disk slot may have held another image before.
+		if err := s.sys.FlushBuffers(dev); err != nil {
+			return nil, fmt.Errorf("setup of container %q: %w", id, err)
+		}
+	}
+	c.mounted, err = s.setupRoot(ctx, c.rootfs, dev, req)
+	if err != nil {
+		return nil, err
+	}
+	if req.Hostname != "" {
+		if err := s.sys.Sethostname(req.Hostname); err != nil {
+			s.unmountAll(c.mounted)
+			return nil, fmt.Errorf("setting hostname %q: %w", req.Hostname, err)
+		}
+	}
+	s.log.Debugf("setup of container %q: %s on %s with %d mounts, %d device nodes in %v", id, dev, c.rootfs,
+		len(req.Mounts), len(req.DeviceNodes), time.Since(start).Round(time.Millisecond))
+	return &agentapi.Empty{}, nil
+}
+
+// ensureShare mounts the VM's shared directory once, for every container.
+func (s *Service) ensureShare(sh *agentapi.Share) error {
+	s.mu.Lock()
+	for _, m := range s.vmMounted {
+		if m == path.Clean(sh.MountPoint) {
+			s.mu.Unlock()
+			return nil
+		}
+	}
+	s.mu.Unlock()
+	mp, err := s.mountShare(sh)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.vmMounted = append(s.vmMounted, path.Clean(mp))
+	s.mu.Unlock()
+	return nil
+}
+
+// diskWait bounds the wait for an attached disk to show up with a size.
+const diskWait = 30 * time.Second
+
+// findDisk finds the virtio disk whose serial is serial and waits until
+// it has a size (a qemu slot grows when its image is attached).
+func (s *Service) findDisk(ctx context.Context, serial string) (string, error) {
+	deadline := time.Now().Add(diskWait)
+	for {
+		names, err := s.sys.ReadDir("/sys/block")
+		if err != nil {
+			return "", fmt.Errorf("listing /sys/block: %w", err)
+		}
+		for _, n := range names {
+			b, err := s.sys.ReadFile(filepath.Join("/sys/block", n, "serial"))
+			if err != nil || strings.TrimSpace(string(b)) != serial {
+				continue
+			}
+			size, err := s.sys.ReadFile(filepath.Join("/sys/block", n, "size"))
+			if err == nil && strings.TrimSpace(string(size)) != "0" {
+				return "/dev/" + n, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", errorf(ErrNotFound, "no disk with serial %q and a size after %s", serial, diskWait)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// RemoveContainer kills a pod member's processes and unmounts its root.
+func (s *Service) RemoveContainer(_ context.Context, req *agentapi.ContainerRequest) (*agentapi.Empty, error) {
+	id := req.ContainerId
+	if id == "" {
+		return nil, errorf(ErrInvalidArgument, "removing a container: the default container lives as long as the VM")
+	}
+	s.mu.Lock()
+	c := s.containers[id]
+	if c == nil {
+		s.mu.Unlock()
+		return nil, errorf(ErrNotFound, "removing container %q: not set up", id)
+	}
+	delete(s.containers, id)
+	s.mu.Unlock()
+	// Its own processes, and in its own PID namespace whatever they
+	// started.
+	s.mu.Lock()
+	var own []*process
+	for _, p := range s.procs {
+		if p != nil && p.container == id {
+			own = append(own, p)
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range own {
+		if p.getState() != procExited {
+			_ = s.sys.Kill(p.pid, unix.SIGKILL)
+		}
+	}
+	if c.ownPidns && c.pidns != "" {
+		deadline := time.Now().Add(s.cfg.TermGrace)
+		for {
+			_ = s.signalAll(c, unix.SIGKILL)
+			procs, err := s.userProcs(c)
+			if err != nil || len(procs) == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	s.sys.Sync()
+	s.unmountAll(c.mounted)
+	s.log.Debugf("container %q removed", id)
+	return &agentapi.Empty{}, nil
+}

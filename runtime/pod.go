@@ -1,0 +1,130 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/bundle"
+)
+
+// diskAttacher is what a pod needs of its VM: disks given to the guest
+// after boot. Both drivers have it (qemu through its disk slots).
+type diskAttacher interface {
+	AttachDisk(ctx context.Context, path string) (serial string, err error)
+	DetachDisk(ctx context.Context, serial string) error
+}
+
+// AddContainer adds container id of bundle b to the pod whose sandbox is
+// inst: its own disk, attached to the running VM, its own root and PID
+// namespace in the guest, its bind mounts in the pod's shared directory.
+// The member shares the sandbox's VM and agent; its Shutdown removes only
+// what is its own. On error nothing of it is left.
+func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bundle, id string) (_ *Instance, retErr error) {
+	if inst.pod != nil {
+		return nil, fmt.Errorf("adding container %q: %q is itself a pod member: %w", id, inst.ID, ErrWrongState)
+	}
+	att, ok := inst.vm.(diskAttacher)
+	if !ok {
+		return nil, fmt.Errorf("adding container %q to the VM of %q: %w: the %s driver cannot attach disks", id, inst.ID, ErrUnsupported, inst.Driver)
+	}
+	if inst.share == nil {
+		return nil, fmt.Errorf("adding container %q to the VM of %q: it was not booted as a pod sandbox: %w", id, inst.ID, ErrWrongState)
+	}
+	m := &Instance{
+		ID: id, Bundle: b, StateDir: inst.StateDir, Driver: inst.Driver, Accel: inst.Accel, Agent: inst.Agent,
+		vm: inst.vm, consoleLog: inst.consoleLog, exited: inst.exited, containerID: id, pod: inst,
+	}
+	defer func() {
+		if retErr != nil {
+			m.removeMember(context.WithoutCancel(ctx))
+		}
+	}()
+	name := "m-" + randomSuffix()
+	var msh *share
+	mounts, err := shareMounts(b.Spec, &msh, filepath.Join(inst.share.dir, name), filepath.Join(shareMount, name))
+	if msh != nil {
+		m.memberShare = msh.dir
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.Disk = filepath.Join(c.disksDir(), id+"-"+randomSuffix()+".img")
+	info, err := bundle.BuildDisk(ctx, b.Rootfs, m.Disk, bundle.DiskOptions{FreeSpace: c.FreeSpace})
+	if err != nil {
+		return nil, fmt.Errorf("building disk for container %q: %w", id, err)
+	}
+	serial, err := att.AttachDisk(ctx, m.Disk)
+	if err != nil {
+		return nil, fmt.Errorf("attaching the disk of container %q: %w", id, err)
+	}
+	m.serial = serial
+	setup := &agentapi.SetupRequest{
+		ContainerId:     id,
+		RootSerial:      serial,
+		RootFstype:      "btrfs",
+		RootReadonly:    b.Spec.Root.Readonly,
+		Hostname:        b.Spec.Hostname,
+		DeviceNodes:     deviceNodes(info.Devices),
+		Mounts:          mounts,
+		RootAttrs:       &agentapi.FileAttrs{Mode: info.RootMode, Uid: info.RootUID, Gid: info.RootGID},
+		Share:           inst.share.agentShare(),
+		OwnPidNamespace: true,
+	}
+	if err := m.call(ctx, callTimeout, func(ctx context.Context) error {
+		_, err := m.Agent.Setup(ctx, setup)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("setting up container %q in the VM of %q: %w", id, inst.ID, err)
+	}
+	return m, nil
+}
+
+// removeMember ends a pod member: its processes and mounts in the guest,
+// its disk (detached, removed) and its share entries.
+func (m *Instance) removeMember(ctx context.Context) error {
+	var errs []error
+	m.once.Do(func() {
+		select {
+		case <-m.exited:
+		default:
+			err := m.call(ctx, callTimeout, func(ctx context.Context) error {
+				_, err := m.Agent.RemoveContainer(ctx, &agentapi.ContainerRequest{ContainerId: m.containerID})
+				return err
+			})
+			var ae *AgentError
+			if err != nil && !(errors.As(err, &ae) && ae.Code == codes.NotFound) {
+				errs = append(errs, fmt.Errorf("removing container %q from the VM of %q: %w", m.ID, m.pod.ID, err))
+			}
+			if m.serial != "" {
+				if err := m.vm.(diskAttacher).DetachDisk(ctx, m.serial); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		if m.memberShare != "" {
+			if err := removeShareDir(m.memberShare); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if m.Disk != "" {
+			if err := os.Remove(m.Disk); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("removing disk %q: %w", m.Disk, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// memberShutdown is Shutdown for a pod member: the VM stays.
+func (m *Instance) memberShutdown(ctx context.Context) error {
+	t0 := time.Now()
+	defer func() { m.Timings.Teardown = time.Since(t0) }()
+	return m.removeMember(ctx)
+}

@@ -1,0 +1,174 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/events"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/bundle"
+	"github.com/initos-runtime/initos-runtime/runtime"
+)
+
+// fakeVM is a sandbox whose processes print their args and exit with the
+// status the test sets.
+type fakeVM struct {
+	mu       sync.Mutex
+	procs    map[string]*fakeProc
+	shutdown bool
+	members  []string
+	nextPid  uint32
+}
+
+func newFakeVM() *fakeVM { return &fakeVM{procs: map[string]*fakeProc{}, nextPid: 100} }
+
+func (v *fakeVM) CreateProcess(_ context.Context, id string, p *specs.Process) (guestProcess, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.shutdown {
+		return nil, errors.New("fake vm is shut down")
+	}
+	v.nextPid++
+	fp := &fakeProc{pid: v.nextPid, args: p.Args, started: make(chan struct{}), exit: make(chan int, 1)}
+	v.procs[id] = fp
+	return fp, nil
+}
+
+func (v *fakeVM) proc(id string) *fakeProc {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.procs[id]
+}
+
+func (v *fakeVM) Processes(context.Context) ([]*agentapi.ProcessInfo, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []*agentapi.ProcessInfo
+	for _, p := range v.procs {
+		out = append(out, &agentapi.ProcessInfo{Pid: p.pid})
+	}
+	return out, nil
+}
+
+func (v *fakeVM) Pause(context.Context) error    { return nil }
+func (v *fakeVM) Resume(context.Context) error   { return nil }
+func (v *fakeVM) Usage() (uint64, uint64, error) { return 5_000_000, 64 << 20, nil }
+func (v *fakeVM) VMPid() int                     { return 4242 }
+func (v *fakeVM) Disk() string                   { return "" }
+func (v *fakeVM) Shutdown(context.Context, time.Duration) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.shutdown = true
+	for _, p := range v.procs {
+		p.end(137)
+	}
+	return nil
+}
+
+func (v *fakeVM) AddMember(_ context.Context, _ runtime.Config, _ *bundle.Bundle, id string) (sandbox, error) {
+	v.mu.Lock()
+	v.members = append(v.members, id)
+	v.mu.Unlock()
+	return v, nil
+}
+
+// fakeProc is one process of a fakeVM: it writes its args on start and
+// exits when the test calls end (or on SIGKILL/SIGTERM).
+type fakeProc struct {
+	pid     uint32
+	args    []string
+	once    sync.Once
+	started chan struct{}
+	exit    chan int
+	endOnce sync.Once
+}
+
+func (p *fakeProc) Pid() uint32 { return p.pid }
+
+func (p *fakeProc) Start(context.Context) error {
+	p.once.Do(func() { close(p.started) })
+	return nil
+}
+
+func (p *fakeProc) end(status int) {
+	p.endOnce.Do(func() { p.exit <- status })
+}
+
+func (p *fakeProc) Signal(_ context.Context, sig uint32, _ bool) error {
+	if sig == 9 || sig == 15 {
+		p.end(128 + int(sig))
+	}
+	return nil
+}
+
+func (p *fakeProc) Resize(context.Context, uint32, uint32) error { return nil }
+
+func (p *fakeProc) Wait(ctx context.Context) (int, error) {
+	select {
+	case s := <-p.exit:
+		p.exit <- s
+		return s, nil
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+}
+
+func (p *fakeProc) Pump(ctx context.Context, s runtime.Stdio, _ chan<- struct{}) error {
+	select {
+	case <-p.started:
+		if s.Stdout != nil {
+			for _, a := range p.args {
+				s.Stdout.Write([]byte(a + "\n"))
+			}
+		}
+	case <-p.exit:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// fakePublisher records the topics of published events.
+type fakePublisher struct {
+	mu     sync.Mutex
+	topics []string
+	events []events.Event
+}
+
+func (f *fakePublisher) Publish(_ context.Context, topic string, e events.Event) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.topics = append(f.topics, topic)
+	f.events = append(f.events, e)
+	return nil
+}
+
+func (f *fakePublisher) Close() error { return nil }
+
+func (f *fakePublisher) seen() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.topics...)
+}
+
+// fakeShutdown is shutdown.Service.
+type fakeShutdown struct {
+	mu   sync.Mutex
+	done bool
+	ch   chan struct{}
+}
+
+func (f *fakeShutdown) Shutdown() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.done {
+		f.done = true
+		close(f.ch)
+	}
+}
+func (f *fakeShutdown) RegisterCallback(func(context.Context) error) {}
+func (f *fakeShutdown) Done() <-chan struct{}                        { return f.ch }
+func (f *fakeShutdown) Err() error                                   { return nil }

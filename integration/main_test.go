@@ -21,6 +21,7 @@ import (
 var env struct {
 	skip       string // non-empty: why the tests skip
 	bin        string // the built initos-runtime
+	shim       string // the built containerd-shim-initos-v2, beside bin
 	config     string // the run's config file
 	cfg        runtime.Config
 	busybox    string // a busybox root filesystem shared by the tests
@@ -100,6 +101,12 @@ func setup() (int, error) {
 	}
 	// The runtime finds the agent next to its own executable.
 	if err := build([]string{"CGO_ENABLED=0"}, filepath.Join(work, "bin", "initos-agent"), "./cmd/initos-agent"); err != nil {
+		return 1, err
+	}
+	// containerd runs the shim of runtime io.containerd.initos.v2 from its
+	// PATH: the private containerds of the tests get this directory first.
+	env.shim = filepath.Join(work, "bin", "containerd-shim-initos-v2")
+	if err := build(nil, env.shim, "./cmd/containerd-shim-initos-v2"); err != nil {
 		return 1, err
 	}
 	env.cfg = runtime.Config{

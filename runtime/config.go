@@ -64,6 +64,11 @@ type Config struct {
 	// sandbox: qemu's microvm has no disk hotplug, so it boots with that
 	// many empty disk slots.
 	PodSlots int `json:"podSlots,omitempty"`
+	// ShareFS is the shared directory's filesystem: "auto" (virtiofs
+	// where virtiofsd is installed, else 9p), "virtiofs" or "9p".
+	ShareFS string `json:"shareFS,omitempty"`
+	// VirtiofsdBinary overrides the virtiofsd executable.
+	VirtiofsdBinary string `json:"virtiofsdBinary,omitempty"`
 }
 
 // Duration is a time.Duration that reads "90s" style strings from JSON.
@@ -134,6 +139,9 @@ func (c Config) WithDefaults() Config {
 	if c.BridgeSubnet == "" {
 		c.BridgeSubnet = DefaultBridgeSubnet
 	}
+	if c.ShareFS == "" {
+		c.ShareFS = "auto"
+	}
 	if c.PodSlots == 0 {
 		c.PodSlots = DefaultPodSlots
 	}
@@ -155,6 +163,11 @@ func (c Config) Validate() error {
 	}
 	if c.CPUs < 1 {
 		return fmt.Errorf("config: cpus %d must be at least 1", c.CPUs)
+	}
+	switch c.ShareFS {
+	case "auto", "virtiofs", "9p":
+	default:
+		return fmt.Errorf("config: shareFS %q: must be auto, virtiofs or 9p", c.ShareFS)
 	}
 	if c.PodSlots < 1 || c.PodSlots > 16 {
 		return fmt.Errorf("config: podSlots %d must be between 1 and 16", c.PodSlots)

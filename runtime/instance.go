@@ -138,6 +138,11 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		return nil, err
 	}
 	inst.share = sh
+	if sh != nil {
+		if sh.fs, err = shareFS(c, driver); err != nil {
+			return nil, err
+		}
+	}
 
 	t0 := time.Now()
 	if err := os.MkdirAll(c.disksDir(), 0o700); err != nil {

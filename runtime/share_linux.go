@@ -36,6 +36,8 @@ var (
 type share struct {
 	dir     string
 	entries []string // bind-mounted entries, to unmount
+	// fs is vmm.ShareVirtiofs or vmm.Share9p.
+	fs string
 }
 
 // guestMounts turns the spec's mounts into the agent's: host bind mounts
@@ -146,12 +148,39 @@ func (sh *share) add(m specs.Mount) (string, error) {
 	return name, nil
 }
 
-// vmmShare is the VMM's view of the share (9p: qemu without virtiofsd).
+// vmmShare is the VMM's view of the share.
 func (sh *share) vmmShare() *vmm.Share {
 	if sh == nil {
 		return nil
 	}
-	return &vmm.Share{Dir: sh.dir, Tag: shareTag, Mode: vmm.Share9p}
+	return &vmm.Share{Dir: sh.dir, Tag: shareTag, Mode: sh.fs}
+}
+
+// findVirtiofsd is vmm.FindVirtiofsd; tests replace it.
+var findVirtiofsd = vmm.FindVirtiofsd
+
+// shareFS picks the share's filesystem for a driver (design section 6):
+// virtiofs by default where virtiofsd exists, 9p where it does not (qemu
+// only: cloud-hypervisor has no 9p) or when the config says so.
+func shareFS(c Config, driver string) (string, error) {
+	switch c.ShareFS {
+	case vmm.Share9p:
+		if driver == "cloud-hypervisor" {
+			return "", fmt.Errorf("config: shareFS %q: cloud-hypervisor has no 9p: %w", c.ShareFS, ErrUnsupported)
+		}
+		return vmm.Share9p, nil
+	case vmm.ShareVirtiofs:
+		if _, err := findVirtiofsd(c.VirtiofsdBinary); err != nil {
+			return "", err
+		}
+		return vmm.ShareVirtiofs, nil
+	}
+	if _, err := findVirtiofsd(c.VirtiofsdBinary); err == nil {
+		return vmm.ShareVirtiofs, nil
+	} else if driver == "cloud-hypervisor" {
+		return "", err
+	}
+	return vmm.Share9p, nil
 }
 
 // agentShare tells the agent where to mount the share.
@@ -159,7 +188,7 @@ func (sh *share) agentShare() *agentapi.Share {
 	if sh == nil {
 		return nil
 	}
-	return &agentapi.Share{Tag: shareTag, Fstype: "9p", MountPoint: shareMount}
+	return &agentapi.Share{Tag: shareTag, Fstype: sh.fs, MountPoint: shareMount}
 }
 
 // remove unmounts every entry and removes the directory.

@@ -9,6 +9,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
 // fakeMounts records mount(2)/umount2(2) calls instead of making them.
@@ -138,5 +140,35 @@ func TestRemoveShareDirNeverRecurses(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "0", "precious")); err != nil {
 		t.Fatalf("file under an entry was removed: %v", err)
+	}
+}
+
+func TestShareFS(t *testing.T) {
+	found := func(string) (string, error) { return "/usr/lib/qemu/virtiofsd", nil }
+	missing := func(string) (string, error) { return "", vmm.ErrNoVirtiofsd }
+	tests := []struct {
+		config, driver string
+		find           func(string) (string, error)
+		want           string
+		wantErr        error
+	}{
+		{"auto", "qemu", found, vmm.ShareVirtiofs, nil},
+		{"auto", "qemu", missing, vmm.Share9p, nil},
+		{"auto", "cloud-hypervisor", missing, "", vmm.ErrNoVirtiofsd},
+		{"9p", "qemu", found, vmm.Share9p, nil},
+		{"9p", "cloud-hypervisor", found, "", ErrUnsupported},
+		{"virtiofs", "qemu", missing, "", vmm.ErrNoVirtiofsd},
+		{"virtiofs", "cloud-hypervisor", found, vmm.ShareVirtiofs, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.config+"/"+tc.driver, func(t *testing.T) {
+			old := findVirtiofsd
+			findVirtiofsd = tc.find
+			defer func() { findVirtiofsd = old }()
+			got, err := shareFS(Config{ShareFS: tc.config}, tc.driver)
+			if got != tc.want || !errors.Is(err, tc.wantErr) {
+				t.Errorf("shareFS = %q, %v; want %q, %v", got, err, tc.want, tc.wantErr)
+			}
+		})
 	}
 }

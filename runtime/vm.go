@@ -34,9 +34,9 @@ type newVMFunc func(driver string, cfg vmm.Config, c Config) (VM, error)
 func newVM(driver string, cfg vmm.Config, c Config) (VM, error) {
 	switch driver {
 	case "qemu":
-		return qemu.New(cfg, qemu.Options{Binary: c.QemuBinary})
+		return qemu.New(cfg, qemu.Options{Binary: c.QemuBinary, Virtiofsd: c.VirtiofsdBinary})
 	case "cloud-hypervisor":
-		return cloudhypervisor.New(cfg, cloudhypervisor.Options{Binary: c.CloudHypervisorBinary})
+		return cloudhypervisor.New(cfg, cloudhypervisor.Options{Binary: c.CloudHypervisorBinary, Virtiofsd: c.VirtiofsdBinary})
 	}
 	return nil, fmt.Errorf("unknown vmm driver %q", driver)
 }

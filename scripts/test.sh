@@ -9,6 +9,9 @@ export PATH=$PATH:/usr/local/go/bin
 ./scripts/minbase.sh /var/cache/initos-runtime/minbase-bookworm
 # The OCI runtime-tools validation programs, built from the Go module proxy at a pinned version.
 ./scripts/runtime-tools.sh /var/cache/initos-runtime/runtime-tools
+# containerd, ctr, containerd-shim-runc-v2, nerdctl and crictl at pinned versions (built from the Go
+# module proxy, cached in /var/cache/initos-runtime/tools) and Debian's CNI plugins.
+./scripts/containerd-setup.sh
 make lint
 make test
 INITOS_MINBASE=/var/cache/initos-runtime/minbase-bookworm \

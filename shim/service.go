@@ -100,6 +100,10 @@ func (s *Service) container(id string) (*container, error) {
 	if !ok {
 		return nil, fmt.Errorf("task %q: %w", id, errdefs.ErrNotFound)
 	}
+	if c == nil {
+		// Reserved: its Create has not returned yet.
+		return nil, fmt.Errorf("task %q is being created: %w", id, errdefs.ErrNotFound)
+	}
 	return c, nil
 }
 

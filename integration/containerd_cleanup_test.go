@@ -2,6 +2,8 @@ package integration
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -70,12 +72,14 @@ func (c *containerd) cleanup(t testing.TB) {
 	} else if len(mounts) > 0 {
 		t.Errorf("mounts left under %s: %s", c.dir, strings.Join(mounts, ", "))
 	}
-	if entries, err := os.ReadDir(c.initosRoot); err == nil && len(entries) > 0 {
-		var names []string
-		for _, e := range entries {
-			names = append(names, e.Name())
+	for _, root := range []string{c.initosRoot, c.initosRoot + "-shim"} {
+		if entries, err := os.ReadDir(root); err == nil && len(entries) > 0 {
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			t.Errorf("state of the initos runtime left in %s: %s", root, strings.Join(names, ", "))
 		}
-		t.Errorf("state of the initos runtime left in %s: %s", c.initosRoot, strings.Join(names, ", "))
 	}
 	// CNI's bridge plugin never removes its bridge.
 	for _, br := range []string{c.criBridge, c.nerdctlBridge} {
@@ -205,13 +209,27 @@ func (c *containerd) assertGone(t testing.TB, id string) {
 	if len(left) > 0 {
 		t.Errorf("processes of container %s left %s after its removal: %s", id, settleTimeout, strings.Join(left, "; "))
 	}
-	// The shim may keep a state dir per namespace: <root>/<id> or <root>/<ns>/<id>.
-	for _, pattern := range []string{filepath.Join(c.initosRoot, id), filepath.Join(c.initosRoot, "*", id)} {
-		if found, _ := filepath.Glob(pattern); len(found) > 0 {
-			t.Errorf("state of container %s left behind: %s", id, strings.Join(found, ", "))
+	// The shim keeps a container's VM state in <root>-shim/<name>, name a
+	// hash of namespace and id (shim.stateDirName); disk images are named
+	// after it, or after the id for a pod's member.
+	var names []string
+	for _, ns := range []string{nerdctlNamespace, criNamespace} {
+		dir := c.shimStateDir(ns, id)
+		names = append(names, filepath.Base(dir))
+		if _, err := os.Stat(dir); err == nil {
+			t.Errorf("state of container %s left behind: %s", id, dir)
 		}
 	}
-	if disks, _ := filepath.Glob(filepath.Join(env.cfg.DataDir, "disks", id+"-*")); len(disks) > 0 {
-		t.Errorf("disk images of container %s left behind: %s", id, strings.Join(disks, ", "))
+	for _, name := range append(names, id) {
+		if disks, _ := filepath.Glob(filepath.Join(env.cfg.DataDir, "disks", name+"-*")); len(disks) > 0 {
+			t.Errorf("disk images of container %s left behind: %s", id, strings.Join(disks, ", "))
+		}
 	}
+}
+
+// shimStateDir is where the shim keeps the VM state of container id of
+// namespace ns: <root>-shim/c<hash> (shim.stateDirName).
+func (c *containerd) shimStateDir(ns, id string) string {
+	h := sha256.Sum256([]byte(ns + "/" + id))
+	return filepath.Join(c.initosRoot+"-shim", "c"+hex.EncodeToString(h[:8]))
 }

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"syscall"
@@ -10,6 +11,7 @@ import (
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"google.golang.org/grpc/codes"
 
 	"github.com/initos-runtime/initos-runtime/runtime"
 )
@@ -31,10 +33,11 @@ type taskProcess struct {
 	exitStatus int
 	exitedAt   time.Time
 	exited     chan struct{} // closed once the exit is recorded
+	ioDone     chan struct{} // closed once the output is drained and stdio closed
 }
 
 func newTaskProcess(containerID, execID string, pid uint32, gp guestProcess, paths stdioPaths, pio *processIO) *taskProcess {
-	return &taskProcess{containerID: containerID, execID: execID, pid: pid, gp: gp, stdio: paths, io: pio, exited: make(chan struct{})}
+	return &taskProcess{containerID: containerID, execID: execID, pid: pid, gp: gp, stdio: paths, io: pio, exited: make(chan struct{}), ioDone: make(chan struct{})}
 }
 
 // name is how errors name the process.
@@ -91,7 +94,10 @@ func (p *taskProcess) start(ctx context.Context, send func(any)) error {
 }
 
 // run relays stdio and waits for the exit; beforeExit runs between the
-// exit and its event (init: end the execs first), onExit sends the event.
+// exit and its event (init: end the execs first). As with runc's shim the
+// exit is reported at once; the output is drained and the stdio closed
+// after it (ioDone), and Delete waits for that: a client reads its fifos
+// to their end before it deletes.
 func (p *taskProcess) run(ctx context.Context, beforeExit func(), send func(any)) {
 	progress := make(chan struct{}, 1)
 	pumped := make(chan error, 1)
@@ -100,11 +106,6 @@ func (p *taskProcess) run(ctx context.Context, beforeExit func(), send func(any)
 	if err != nil {
 		log.G(ctx).WithError(err).Warnf("%s: lost the guest process", p.name())
 		status = 128 + int(syscall.SIGKILL)
-	} else if err := runtime.Drain(pumped, progress); err != nil {
-		log.G(ctx).WithError(err).Warnf("%s: output", p.name())
-	}
-	if err := p.io.Close(); err != nil {
-		log.G(ctx).WithError(err).Warnf("%s: closing stdio", p.name())
 	}
 	if beforeExit != nil {
 		beforeExit()
@@ -114,6 +115,25 @@ func (p *taskProcess) run(ctx context.Context, beforeExit func(), send func(any)
 	send(exitEvent(p))
 	close(p.exited)
 	p.mu.Unlock()
+	if err == nil {
+		if err := runtime.Drain(pumped, progress); err != nil {
+			log.G(ctx).WithError(err).Warnf("%s: output", p.name())
+		}
+	}
+	if err := p.io.Close(); err != nil {
+		log.G(ctx).WithError(err).Warnf("%s: closing stdio", p.name())
+	}
+	close(p.ioDone)
+}
+
+// waitIO waits (up to d) until the output is drained and stdio closed.
+func (p *taskProcess) waitIO(d time.Duration) bool {
+	select {
+	case <-p.ioDone:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // exit returns the recorded exit (valid once exited is closed).
@@ -130,7 +150,10 @@ func (p *taskProcess) kill(ctx context.Context, sig uint32, all bool) error {
 		return fmt.Errorf("%s: process already finished: %w", p.name(), errdefs.ErrNotFound)
 	}
 	if err := p.gp.Signal(ctx, sig, all); err != nil {
-		if p.hasExitedWithin(2 * time.Second) {
+		// The agent refuses a process that has exited (its exit is on
+		// its way here).
+		var ae *runtime.AgentError
+		if (errors.As(err, &ae) && ae.Code == codes.FailedPrecondition) || p.hasExitedWithin(2*time.Second) {
 			return fmt.Errorf("%s: process already finished: %w", p.name(), errdefs.ErrNotFound)
 		}
 		return err

@@ -44,6 +44,9 @@ type Service struct {
 	sd        shutdown.Service
 	boot      bootFunc
 	events    chan any
+	// pending counts events sent and not yet published: Shutdown waits
+	// for them, or the last ones (TaskDelete) would die with the process.
+	pending sync.WaitGroup
 
 	mu         sync.Mutex
 	containers map[string]*container
@@ -51,6 +54,12 @@ type Service struct {
 	// id: the CRI groups a pod's containers into one shim.
 	pods map[string]podVM
 }
+
+// ioDrainTimeout bounds Delete's wait for a process's output to end.
+const ioDrainTimeout = 30 * time.Second
+
+// eventsDrainTimeout bounds Shutdown's wait for the last events.
+const eventsDrainTimeout = 10 * time.Second
 
 // The CRI's annotations of a pod's containers.
 const (
@@ -82,7 +91,10 @@ func (s *Service) RegisterTTRPC(server *ttrpc.Server) error {
 }
 
 // send queues an event; forward publishes them in order.
-func (s *Service) send(e any) { s.events <- e }
+func (s *Service) send(e any) {
+	s.pending.Add(1)
+	s.events <- e
+}
 
 func (s *Service) forward(ctx context.Context) {
 	ctx = namespaces.WithNamespace(context.WithoutCancel(ctx), s.ns)
@@ -90,6 +102,7 @@ func (s *Service) forward(ctx context.Context) {
 		if err := s.publisher.Publish(ctx, cruntime.GetTopic(e), e); err != nil {
 			log.G(ctx).WithError(err).Error("publishing event")
 		}
+		s.pending.Done()
 	}
 }
 
@@ -363,6 +376,9 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 		if !p.hasExitedWithin(30 * time.Second) {
 			return nil, fmt.Errorf("%s did not end after SIGKILL", p.name())
 		}
+	}
+	if !p.waitIO(ioDrainTimeout) {
+		log.G(ctx).Warnf("%s: output not drained after %s; deleting", p.name(), ioDrainTimeout)
 	}
 	status, at := p.exit()
 	resp := &taskAPI.DeleteResponse{Pid: p.pid, ExitStatus: uint32(status), ExitedAt: timestamppb.New(at)}
@@ -682,6 +698,16 @@ func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*em
 	s.mu.Unlock()
 	if n > 0 && !r.Now {
 		return &emptypb.Empty{}, nil
+	}
+	published := make(chan struct{})
+	go func() {
+		s.pending.Wait()
+		close(published)
+	}()
+	select {
+	case <-published:
+	case <-time.After(eventsDrainTimeout):
+		log.G(ctx).Warnf("shutting down with events not yet published after %s", eventsDrainTimeout)
 	}
 	s.sd.Shutdown()
 	return &emptypb.Empty{}, nil

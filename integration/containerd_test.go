@@ -1,0 +1,215 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Issue 4: nerdctl, ctr and CRI pods through containerd-shim-initos-v2,
+// each container (or pod) in a VM. One private containerd serves the
+// subtests, which run in parallel.
+func TestContainerdShim(t *testing.T) {
+	c := newContainerd(t)
+	rt := "--runtime=" + initosRuntimeType
+
+	t.Run("group", func(t *testing.T) {
+		t.Run("nerdctl run exit codes", func(t *testing.T) {
+			t.Parallel()
+			for _, tc := range []struct {
+				script string
+				code   int
+			}{{"echo out; echo err >&2", 0}, {"exit 3", 3}, {"kill -9 $$", 137}} {
+				r := c.nerdctl(t, "run", "--rm", rt, containerdImage, "sh", "-c", tc.script)
+				if r.code != tc.code {
+					t.Errorf("nerdctl run %q: exit %d, want %d\nstderr: %s", tc.script, r.code, tc.code, r.stderr)
+				}
+				if tc.code == 0 && (string(r.stdout) != "out\n" || !strings.Contains(string(r.stderr), "err\n")) {
+					t.Errorf("nerdctl run: stdout %q stderr %q", r.stdout, r.stderr)
+				}
+			}
+		})
+
+		t.Run("nerdctl detached", func(t *testing.T) {
+			t.Parallel()
+			name := "ictd-detached"
+			c.ok(t, "nerdctl", "run", "-d", "--name", name, rt, containerdImage,
+				"sh", "-c", `trap 'echo got-usr1' USR1; echo started; while true; do sleep 0.2; done`)
+			poll(t, settleTimeout, "logs of "+name, func() (bool, string) {
+				out := c.ok(t, "nerdctl", "logs", name)
+				return hasLine(out, "started"), out
+			})
+			if out := c.ok(t, "nerdctl", "exec", name, "sh", "-c", "echo from-exec; cat /proc/1/cmdline >/dev/null"); out != "from-exec" {
+				t.Errorf("nerdctl exec: %q", out)
+			}
+			// nerdctl 2.2 exits 1 and names the exec's code (docker would
+			// exit with it).
+			if r := c.nerdctl(t, "exec", name, "sh", "-c", "exit 5"); r.code == 0 || !strings.Contains(string(r.stderr), "exit code 5") {
+				t.Errorf("nerdctl exec exit 5: exit %d: %s", r.code, r.stderr)
+			}
+			// exec -it: a terminal in the guest, through script(1)'s pty.
+			out := c.terminal(t, "nerdctl exec -it "+name+" sh -c 'tty; stty size'", "stty cols 91 rows 27")
+			if !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "27 91") {
+				t.Errorf("nerdctl exec -it: %q, want a pty of 27x91", out)
+			}
+			c.ok(t, "nerdctl", "kill", "-s", "USR1", name)
+			poll(t, settleTimeout, "the USR1 trap", func() (bool, string) {
+				out := c.ok(t, "nerdctl", "logs", name)
+				return hasLine(out, "got-usr1"), out
+			})
+			c.ok(t, "nerdctl", "stop", "-t", "2", name)
+			id := c.ok(t, "nerdctl", "inspect", "--format", "{{.ID}}", name)
+			c.ok(t, "nerdctl", "rm", name)
+			c.assertGone(t, id)
+		})
+
+		t.Run("nerdctl publish", func(t *testing.T) {
+			t.Parallel()
+			name := "ictd-web"
+			c.ok(t, "nerdctl", "run", "-d", "--name", name, "-p", "127.0.0.1:18091:80", rt, containerdImage,
+				"sh", "-c", "echo served-by-initos > /tmp/index.html; exec httpd -f -p 80 -h /tmp")
+			var body string
+			poll(t, settleTimeout, "http://127.0.0.1:18091/", func() (bool, string) {
+				resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://127.0.0.1:18091/index.html")
+				if err != nil {
+					return false, err.Error()
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				body = string(b)
+				return resp.StatusCode == 200, resp.Status
+			})
+			if body != "served-by-initos\n" {
+				t.Errorf("published port served %q", body)
+			}
+			id := c.ok(t, "nerdctl", "inspect", "--format", "{{.ID}}", name)
+			c.ok(t, "nerdctl", "rm", "-f", name)
+			c.assertGone(t, id)
+		})
+
+		t.Run("ctr run and events", func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), containerdCmdTimeout)
+			defer cancel()
+			ev := c.command(ctx, "ctr", "events")
+			out, err := ev.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ev.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cancel(); ev.Wait() }()
+			lines := make(chan string, 64)
+			go func() {
+				sc := bufio.NewScanner(out)
+				for sc.Scan() {
+					lines <- sc.Text()
+				}
+				close(lines)
+			}()
+			id := "ictd-ctr"
+			r := c.ctr(t, "run", "--rm", rt, "--fifo-dir", c.fifoDir, containerdImage, id, "sh", "-c", "echo via-ctr; exit 4")
+			if r.code != 4 || string(r.stdout) != "via-ctr\n" {
+				t.Errorf("ctr run: exit %d stdout %q stderr %s", r.code, r.stdout, r.stderr)
+			}
+			// containerd's order: create, start, exit, delete.
+			want := []string{"/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"}
+			var got []string
+			deadline := time.After(settleTimeout)
+			for len(got) < len(want) {
+				select {
+				case l, ok := <-lines:
+					if !ok {
+						t.Fatalf("ctr events ended; saw %v", got)
+					}
+					for _, topic := range want {
+						if strings.Contains(l, " "+topic+" ") && strings.Contains(l, `"`+id+`"`) {
+							got = append(got, topic)
+						}
+					}
+				case <-deadline:
+					t.Fatalf("events of %s: saw %v, want %v", id, got, want)
+				}
+			}
+			if strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Errorf("events of %s: %v, want %v", id, got, want)
+			}
+			c.assertGone(t, id)
+		})
+
+		t.Run("cri pod", func(t *testing.T) {
+			t.Parallel()
+			pod := c.runPod(t, "ictd-pod", initosHandler)
+			a := c.startContainer(t, pod, "a", "sh", "-c", "echo a > /tmp/who; while true; do sleep 1; done")
+			b := c.startContainer(t, pod, "b", "sh", "-c", "echo b > /tmp/who; while true; do sleep 1; done")
+			// One VM for the pod: the sandbox's; its members boot none.
+			if vmms := vmmsOf(c.shimStateDir(criNamespace, pod.id)); len(vmms) != 1 {
+				t.Errorf("%d VMMs run for the pod sandbox, want 1: %v", len(vmms), vmms)
+			}
+			for _, id := range []string{a, b} {
+				if vmms := vmmsOf(c.shimStateDir(criNamespace, id)); len(vmms) != 0 {
+					t.Errorf("pod member %s has a VMM of its own: %v", id, vmms)
+				}
+			}
+			for id, who := range map[string]string{a: "a", b: "b"} {
+				var out string
+				poll(t, settleTimeout, "crictl exec into "+who, func() (bool, string) {
+					r := c.crictl(t, "exec", id, "sh", "-c", "cat /tmp/who; echo $$; cat /proc/1/cmdline")
+					out = string(r.stdout)
+					return r.code == 0 && strings.HasPrefix(out, who+"\n"), fmt.Sprintf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+				})
+				if !strings.Contains(out, "echo "+who+" > /tmp/who") {
+					t.Errorf("container %s: PID 1 of its namespace is not its own process: %q", who, out)
+				}
+			}
+			c.ok(t, "crictl", "stopp", pod.id)
+			c.ok(t, "crictl", "rmp", pod.id)
+			for _, id := range []string{a, b, pod.id} {
+				c.assertGone(t, id)
+			}
+			if vmms := vmmsOf(c.shimStateDir(criNamespace, pod.id)); len(vmms) != 0 {
+				t.Errorf("VMMs left after rmp: %v", vmms)
+			}
+		})
+	})
+}
+
+// terminal runs cmd in a pty (script(1)) after setup (e.g. stty) and
+// returns what it printed.
+func (c *containerd) terminal(t *testing.T, cmd, setup string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), containerdCmdTimeout)
+	defer cancel()
+	line := setup + "; " + strings.Join(c.toolArgsLine("nerdctl"), " ") + " " + strings.TrimPrefix(cmd, "nerdctl ")
+	sc := exec.CommandContext(ctx, "script", "-qec", line, "/dev/null")
+	sc.Env = c.toolEnv
+	sc.Dir = c.dir
+	out, err := sc.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", line, err, out)
+	}
+	return strings.ReplaceAll(string(out), "\r", "")
+}
+
+// toolArgsLine is the command line of tool with this containerd's flags.
+func (c *containerd) toolArgsLine(tool string) []string {
+	return append([]string{tool}, c.toolArgs(tool, nil)...)
+}
+
+// vmmsOf lists the VMM processes whose command line names dir.
+func vmmsOf(dir string) []string {
+	var out []string
+	for _, p := range processesOf(dir, "") {
+		if strings.Contains(p, "qemu-system") || strings.Contains(p, "cloud-hypervisor") {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1311,6 +1311,110 @@ func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
 	return nil
 }
 
+type StatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cpu.stat
+	CpuUsageUsec  uint64 `protobuf:"varint,1,opt,name=cpu_usage_usec,json=cpuUsageUsec,proto3" json:"cpu_usage_usec,omitempty"`
+	CpuUserUsec   uint64 `protobuf:"varint,2,opt,name=cpu_user_usec,json=cpuUserUsec,proto3" json:"cpu_user_usec,omitempty"`
+	CpuSystemUsec uint64 `protobuf:"varint,3,opt,name=cpu_system_usec,json=cpuSystemUsec,proto3" json:"cpu_system_usec,omitempty"`
+	// memory.current, and memory.max (or the guest's MemTotal when "max")
+	MemoryUsageBytes uint64 `protobuf:"varint,4,opt,name=memory_usage_bytes,json=memoryUsageBytes,proto3" json:"memory_usage_bytes,omitempty"`
+	MemoryLimitBytes uint64 `protobuf:"varint,5,opt,name=memory_limit_bytes,json=memoryLimitBytes,proto3" json:"memory_limit_bytes,omitempty"`
+	// memory.stat anon and file
+	MemoryAnonBytes uint64 `protobuf:"varint,6,opt,name=memory_anon_bytes,json=memoryAnonBytes,proto3" json:"memory_anon_bytes,omitempty"`
+	MemoryFileBytes uint64 `protobuf:"varint,7,opt,name=memory_file_bytes,json=memoryFileBytes,proto3" json:"memory_file_bytes,omitempty"`
+	// pids.current
+	PidsCurrent   uint64 `protobuf:"varint,8,opt,name=pids_current,json=pidsCurrent,proto3" json:"pids_current,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *StatsResponse) GetCpuUsageUsec() uint64 {
+	if x != nil {
+		return x.CpuUsageUsec
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetCpuUserUsec() uint64 {
+	if x != nil {
+		return x.CpuUserUsec
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetCpuSystemUsec() uint64 {
+	if x != nil {
+		return x.CpuSystemUsec
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryUsageBytes() uint64 {
+	if x != nil {
+		return x.MemoryUsageBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryLimitBytes() uint64 {
+	if x != nil {
+		return x.MemoryLimitBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryAnonBytes() uint64 {
+	if x != nil {
+		return x.MemoryAnonBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryFileBytes() uint64 {
+	if x != nil {
+		return x.MemoryFileBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetPidsCurrent() uint64 {
+	if x != nil {
+		return x.PidsCurrent
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1403,7 +1507,16 @@ const file_agent_proto_rawDesc = "" +
 	"\x04comm\x18\x03 \x01(\tR\x04comm\x12\x12\n" +
 	"\x04args\x18\x04 \x03(\tR\x04args\"S\n" +
 	"\x15ListProcessesResponse\x12:\n" +
-	"\tprocesses\x18\x01 \x03(\v2\x1c.initos.agent.v1.ProcessInfoR\tprocesses2\xb3\b\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x1c.initos.agent.v1.ProcessInfoR\tprocesses\"\xd8\x02\n" +
+	"\rStatsResponse\x12$\n" +
+	"\x0ecpu_usage_usec\x18\x01 \x01(\x04R\fcpuUsageUsec\x12\"\n" +
+	"\rcpu_user_usec\x18\x02 \x01(\x04R\vcpuUserUsec\x12&\n" +
+	"\x0fcpu_system_usec\x18\x03 \x01(\x04R\rcpuSystemUsec\x12,\n" +
+	"\x12memory_usage_bytes\x18\x04 \x01(\x04R\x10memoryUsageBytes\x12,\n" +
+	"\x12memory_limit_bytes\x18\x05 \x01(\x04R\x10memoryLimitBytes\x12*\n" +
+	"\x11memory_anon_bytes\x18\x06 \x01(\x04R\x0fmemoryAnonBytes\x12*\n" +
+	"\x11memory_file_bytes\x18\a \x01(\x04R\x0fmemoryFileBytes\x12!\n" +
+	"\fpids_current\x18\b \x01(\x04R\vpidsCurrent2\xff\b\n" +
 	"\x05Agent\x12C\n" +
 	"\x04Ping\x12\x1c.initos.agent.v1.PingRequest\x1a\x1d.initos.agent.v1.PingResponse\x12>\n" +
 	"\x05Setup\x12\x1d.initos.agent.v1.SetupRequest\x1a\x16.initos.agent.v1.Empty\x12^\n" +
@@ -1421,7 +1534,8 @@ const file_agent_proto_rawDesc = "" +
 	"\rSignalProcess\x12\x1e.initos.agent.v1.SignalRequest\x1a\x16.initos.agent.v1.Empty\x12M\n" +
 	"\vWaitProcess\x12\x1f.initos.agent.v1.ProcessRequest\x1a\x1d.initos.agent.v1.WaitResponse\x12^\n" +
 	"\rListProcesses\x12%.initos.agent.v1.ListProcessesRequest\x1a&.initos.agent.v1.ListProcessesResponse\x12L\n" +
-	"\x0fRemoveContainer\x12!.initos.agent.v1.ContainerRequest\x1a\x16.initos.agent.v1.Empty\x12:\n" +
+	"\x0fRemoveContainer\x12!.initos.agent.v1.ContainerRequest\x1a\x16.initos.agent.v1.Empty\x12J\n" +
+	"\x05Stats\x12!.initos.agent.v1.ContainerRequest\x1a\x1e.initos.agent.v1.StatsResponse\x12:\n" +
 	"\bShutdown\x12\x16.initos.agent.v1.Empty\x1a\x16.initos.agent.v1.EmptyB<Z:github.com/initos-runtime/initos-runtime/agentapi;agentapib\x06proto3"
 
 var (
@@ -1436,7 +1550,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: initos.agent.v1.Empty
 	(*PingRequest)(nil),           // 1: initos.agent.v1.PingRequest
@@ -1460,6 +1574,7 @@ var file_agent_proto_goTypes = []any{
 	(*WaitResponse)(nil),          // 19: initos.agent.v1.WaitResponse
 	(*ProcessInfo)(nil),           // 20: initos.agent.v1.ProcessInfo
 	(*ListProcessesResponse)(nil), // 21: initos.agent.v1.ListProcessesResponse
+	(*StatsResponse)(nil),         // 22: initos.agent.v1.StatsResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: initos.agent.v1.SetupRequest.device_nodes:type_name -> initos.agent.v1.DeviceNode
@@ -1480,23 +1595,25 @@ var file_agent_proto_depIdxs = []int32{
 	12, // 15: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
 	7,  // 16: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.ListProcessesRequest
 	6,  // 17: initos.agent.v1.Agent.RemoveContainer:input_type -> initos.agent.v1.ContainerRequest
-	0,  // 18: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
-	2,  // 19: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
-	0,  // 20: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
-	11, // 21: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
-	0,  // 22: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
-	14, // 23: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
-	0,  // 24: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
-	16, // 25: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
-	16, // 26: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
-	0,  // 27: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
-	0,  // 28: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
-	19, // 29: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
-	21, // 30: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
-	0,  // 31: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
-	0,  // 32: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
-	19, // [19:33] is the sub-list for method output_type
-	5,  // [5:19] is the sub-list for method input_type
+	6,  // 18: initos.agent.v1.Agent.Stats:input_type -> initos.agent.v1.ContainerRequest
+	0,  // 19: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
+	2,  // 20: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
+	0,  // 21: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
+	11, // 22: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
+	0,  // 23: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
+	14, // 24: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
+	0,  // 25: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
+	16, // 26: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
+	16, // 27: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
+	0,  // 28: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
+	0,  // 29: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
+	19, // 30: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
+	21, // 31: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
+	0,  // 32: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
+	22, // 33: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
+	0,  // 34: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
+	20, // [20:35] is the sub-list for method output_type
+	5,  // [5:20] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -1513,7 +1630,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

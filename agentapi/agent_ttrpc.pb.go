@@ -21,6 +21,7 @@ type AgentService interface {
 	WaitProcess(context.Context, *ProcessRequest) (*WaitResponse, error)
 	ListProcesses(context.Context, *ListProcessesRequest) (*ListProcessesResponse, error)
 	RemoveContainer(context.Context, *ContainerRequest) (*Empty, error)
+	Stats(context.Context, *ContainerRequest) (*StatsResponse, error)
 	Shutdown(context.Context, *Empty) (*Empty, error)
 }
 
@@ -117,6 +118,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.RemoveContainer(ctx, &req)
+			},
+			"Stats": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Stats(ctx, &req)
 			},
 			"Shutdown": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req Empty
@@ -238,6 +246,14 @@ func (c *agentClient) ListProcesses(ctx context.Context, req *ListProcessesReque
 func (c *agentClient) RemoveContainer(ctx context.Context, req *ContainerRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "RemoveContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) Stats(ctx context.Context, req *ContainerRequest) (*StatsResponse, error) {
+	var resp StatsResponse
+	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "Stats", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

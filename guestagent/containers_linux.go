@@ -135,6 +135,7 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 			return nil, fmt.Errorf("setting hostname %q: %w", req.Hostname, err)
 		}
 	}
+	s.makeCgroup(id)
 	s.log.Debugf("setup of container %q: %s on %s with %d mounts, %d device nodes in %v", id, dev, c.rootfs,
 		len(req.Mounts), len(req.DeviceNodes), time.Since(start).Round(time.Millisecond))
 	return &agentapi.Empty{}, nil
@@ -235,6 +236,7 @@ func (s *Service) RemoveContainer(_ context.Context, req *agentapi.ContainerRequ
 	}
 	s.sys.Sync()
 	s.unmountAll(c.mounted)
+	s.removeCgroup(id)
 	s.log.Debugf("container %q removed", id)
 	return &agentapi.Empty{}, nil
 }

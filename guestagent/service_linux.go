@@ -81,6 +81,9 @@ type Service struct {
 	procs      map[string]*process
 	selfPidns  string
 	bootMillis uint64
+
+	cgroupOnce sync.Once
+	cgroups    bool // cgroup v2 is mounted: containers have cgroups
 }
 
 var _ agentapi.AgentService = (*Service)(nil)
@@ -219,6 +222,7 @@ func (s *Service) createProcess(ctx context.Context, cid, id string, spec *specs
 	p.stdout = s.startPump(h.Stdout)
 	p.stderr = s.startPump(h.Stderr)
 
+	s.joinCgroup(cid, p.pid)
 	pidns := ""
 	if req.NewPidns {
 		pidns = pidnsOf(s.sys, p.pid)

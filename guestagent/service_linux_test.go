@@ -15,6 +15,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
 )
@@ -82,6 +83,8 @@ func TestSetupPodmanSpec(t *testing.T) {
 		fmt.Sprintf("mount  %s/sys/fs/cgroup  %#x ", r, unix.MS_PRIVATE|unix.MS_REC),
 		// config.md root.readonly, after everything else.
 		fmt.Sprintf("mount  %s  %#x ", r, unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY),
+		// The guest's cgroup v2, for the containers' cgroups.
+		"mount cgroup2 /sys/fs/cgroup cgroup2 0x0 ",
 	}
 	if got := sys.Calls("mount"); !reflect.DeepEqual(got, wantMounts) {
 		t.Errorf("mounts:\n got %q\nwant %q", got, wantMounts)
@@ -152,6 +155,7 @@ func TestSetupBindsGuestDevWithoutDevMount(t *testing.T) {
 		fmt.Sprintf("mount proc %s/proc proc 0x0 ", r),
 		fmt.Sprintf("mount /srv %s/data  %#x ", r, unix.MS_BIND|unix.MS_REC),
 		fmt.Sprintf("mount  %s/data  %#x ", r, unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID),
+		"mount cgroup2 /sys/fs/cgroup cgroup2 0x0 ",
 	}
 	if got := sys.Calls("mount"); !reflect.DeepEqual(got, want) {
 		t.Errorf("mounts:\n got %q\nwant %q", got, want)
@@ -574,5 +578,31 @@ func TestShutdown(t *testing.T) {
 	calls := sys.Calls("sync", "umount", "poweroff")
 	if calls[len(calls)-1] != "poweroff" {
 		t.Errorf("calls end with %q, want poweroff last", calls[len(calls)-1])
+	}
+}
+
+func TestStatsReadsTheContainersCgroup(t *testing.T) {
+	s, sys, _ := newTestService(t)
+	if _, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs"}); err != nil {
+		t.Fatal(err)
+	}
+	dir := "/sys/fs/cgroup/initos-default/"
+	sys.fileData[dir+"cpu.stat"] = []byte("usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n")
+	sys.fileData[dir+"memory.current"] = []byte("4096\n")
+	sys.fileData[dir+"memory.max"] = []byte("max\n")
+	sys.fileData["/proc/meminfo"] = []byte("MemTotal:         501234 kB\nMemFree: 1 kB\n")
+	sys.fileData[dir+"memory.stat"] = []byte("anon 1024\nfile 2048\n")
+	sys.fileData[dir+"pids.current"] = []byte("3\n")
+	got, err := s.Stats(ctx5s(t), &agentapi.ContainerRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &agentapi.StatsResponse{CpuUsageUsec: 1500, CpuUserUsec: 1000, CpuSystemUsec: 500, MemoryUsageBytes: 4096,
+		MemoryLimitBytes: 501234 << 10, MemoryAnonBytes: 1024, MemoryFileBytes: 2048, PidsCurrent: 3}
+	if !proto.Equal(got, want) {
+		t.Errorf("Stats = %v, want %v", got, want)
+	}
+	if _, err := s.Stats(ctx5s(t), &agentapi.ContainerRequest{ContainerId: "nope"}); err == nil {
+		t.Error("stats of a missing container")
 	}
 }

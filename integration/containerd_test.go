@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -58,13 +59,18 @@ func TestContainerdShim(t *testing.T) {
 			if !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "27 91") {
 				t.Errorf("nerdctl exec -it: %q, want a pty of 27x91", out)
 			}
+			// Stats come from the container's cgroup in the guest.
+			id := c.ok(t, "nerdctl", "inspect", "--format", "{{.ID}}", name)
+			metrics := c.ok(t, "ctr", "--namespace", nerdctlNamespace, "task", "metrics", id)
+			if !regexp.MustCompile(`pids\.current\s+[1-9]`).MatchString(metrics) || !regexp.MustCompile(`memory\.usage\s+[1-9]`).MatchString(metrics) {
+				t.Errorf("ctr task metrics: no pids or memory usage: %s", metrics)
+			}
 			c.ok(t, "nerdctl", "kill", "-s", "USR1", name)
 			poll(t, settleTimeout, "the USR1 trap", func() (bool, string) {
 				out := c.ok(t, "nerdctl", "logs", name)
 				return hasLine(out, "got-usr1"), out
 			})
 			c.ok(t, "nerdctl", "stop", "-t", "2", name)
-			id := c.ok(t, "nerdctl", "inspect", "--format", "{{.ID}}", name)
 			c.ok(t, "nerdctl", "rm", name)
 			c.assertGone(t, id)
 		})

@@ -333,6 +333,10 @@ func (a *fakeAgent) ListProcesses(context.Context, *agentapi.ListProcessesReques
 	return &out, nil
 }
 
+func (a *fakeAgent) Stats(context.Context, *agentapi.ContainerRequest) (*agentapi.StatsResponse, error) {
+	return &agentapi.StatsResponse{CpuUsageUsec: 1}, nil
+}
+
 func (a *fakeAgent) RemoveContainer(context.Context, *agentapi.ContainerRequest) (*agentapi.Empty, error) {
 	return nil, errors.New("fake agent: no pod members")
 }

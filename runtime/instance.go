@@ -569,3 +569,17 @@ func (inst *Instance) Processes(ctx context.Context) ([]*agentapi.ProcessInfo, e
 	}
 	return resp.Processes, nil
 }
+
+// GuestStats reads the container's cgroup in the guest.
+func (inst *Instance) GuestStats(ctx context.Context) (*agentapi.StatsResponse, error) {
+	var resp *agentapi.StatsResponse
+	err := inst.call(ctx, callTimeout, func(ctx context.Context) error {
+		var err error
+		resp, err = inst.Agent.Stats(ctx, &agentapi.ContainerRequest{ContainerId: inst.containerID})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the stats of container %q: %w", inst.ID, err)
+	}
+	return resp, nil
+}

@@ -460,6 +460,10 @@ func (a *agentProxy) ListProcesses(ctx context.Context, r *agentapi.ListProcesse
 	return a.agent().ListProcesses(ctx, r)
 }
 
+func (a *agentProxy) Stats(ctx context.Context, r *agentapi.ContainerRequest) (*agentapi.StatsResponse, error) {
+	return a.agent().Stats(ctx, r)
+}
+
 func (a *agentProxy) RemoveContainer(context.Context, *agentapi.ContainerRequest) (*agentapi.Empty, error) {
 	return nil, fmt.Errorf("container %q is the VM's only container: use delete: %w", a.m.st.ID, ErrWrongState)
 }

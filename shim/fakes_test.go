@@ -54,6 +54,10 @@ func (v *fakeVM) Processes(context.Context) ([]*agentapi.ProcessInfo, error) {
 	return out, nil
 }
 
+func (v *fakeVM) GuestStats(context.Context) (*agentapi.StatsResponse, error) {
+	return &agentapi.StatsResponse{CpuUsageUsec: 700, MemoryUsageBytes: 3 << 20, MemoryLimitBytes: 512 << 20, PidsCurrent: 2}, nil
+}
+
 func (v *fakeVM) Pause(context.Context) error    { return nil }
 func (v *fakeVM) Resume(context.Context) error   { return nil }
 func (v *fakeVM) Usage() (uint64, uint64, error) { return 5_000_000, 64 << 20, nil }

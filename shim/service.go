@@ -656,24 +656,32 @@ func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (_ *taskAPI.
 	return &taskAPI.WaitResponse{ExitStatus: uint32(status), ExitedAt: timestamppb.New(at)}, nil
 }
 
-// Stats reports the VM's CPU time and memory (as the host sees the VMM)
-// and the guest's process count, as cgroup v2 metrics.
+// Stats reports the container's cgroup in the guest as cgroup v2
+// metrics; a guest without cgroups gets the VM's usage as the host sees
+// the VMM instead.
 func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (_ *taskAPI.StatsResponse, retErr error) {
 	defer func() { retErr = toGRPC(retErr) }()
 	c, err := s.container(r.ID)
 	if err != nil {
 		return nil, err
 	}
-	cpu, rss, err := c.vm.Usage()
-	if err != nil {
-		return nil, err
-	}
-	m := &stats.Metrics{
-		CPU:    &stats.CPUStat{UsageUsec: cpu / 1000},
-		Memory: &stats.MemoryStat{Usage: rss, UsageLimit: uint64(c.memMiB) << 20},
-	}
-	if procs, err := c.vm.Processes(ctx); err == nil {
-		m.Pids = &stats.PidsStat{Current: uint64(len(procs))}
+	var m *stats.Metrics
+	if gs, err := c.vm.GuestStats(ctx); err == nil {
+		m = &stats.Metrics{
+			CPU:    &stats.CPUStat{UsageUsec: gs.CpuUsageUsec, UserUsec: gs.CpuUserUsec, SystemUsec: gs.CpuSystemUsec},
+			Memory: &stats.MemoryStat{Usage: gs.MemoryUsageBytes, UsageLimit: gs.MemoryLimitBytes, Anon: gs.MemoryAnonBytes, File: gs.MemoryFileBytes},
+			Pids:   &stats.PidsStat{Current: gs.PidsCurrent},
+		}
+	} else {
+		log.G(ctx).WithError(err).Debugf("task %q: no guest stats, reporting the VMM's usage", r.ID)
+		cpu, rss, err := c.vm.Usage()
+		if err != nil {
+			return nil, err
+		}
+		m = &stats.Metrics{
+			CPU:    &stats.CPUStat{UsageUsec: cpu / 1000},
+			Memory: &stats.MemoryStat{Usage: rss, UsageLimit: uint64(c.memMiB) << 20},
+		}
 	}
 	a, err := typeurl.MarshalAnyToProto(m)
 	if err != nil {

@@ -9,12 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/cgroups/v3/cgroup2/stats"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -273,4 +275,24 @@ func TestResolveConfigFromOptions(t *testing.T) {
 // runtimeOptions builds options as containerd's CRI passes them.
 func runtimeOptions(path, body string) *runtimeoptions.Options {
 	return &runtimeoptions.Options{ConfigPath: path, ConfigBody: []byte(body)}
+}
+
+func TestStatsFromTheGuest(t *testing.T) {
+	s, _, _ := testService(t)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: writeBundle(t, []string{"x"}, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.Stats(ctx, &taskAPI.StatsRequest{ID: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := typeurl.UnmarshalAny(resp.Stats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := v.(*stats.Metrics)
+	if !ok || m.CPU.UsageUsec != 700 || m.Memory.Usage != 3<<20 || m.Pids.Current != 2 {
+		t.Errorf("stats %v", v)
+	}
 }

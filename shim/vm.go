@@ -19,6 +19,7 @@ type sandbox interface {
 	Pause(ctx context.Context) error
 	Resume(ctx context.Context) error
 	Usage() (cpuNanos, rssBytes uint64, err error)
+	GuestStats(ctx context.Context) (*agentapi.StatsResponse, error)
 	Shutdown(ctx context.Context, timeout time.Duration) error
 	VMPid() int
 	Disk() string

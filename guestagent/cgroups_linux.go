@@ -1,0 +1,148 @@
+package guestagent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
+)
+
+// cgroupRoot is where the agent mounts cgroup v2: each container's
+// processes live in a cgroup of their own below it, which Stats reads.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// cgroupControllers are enabled for the containers' cgroups.
+const cgroupControllers = "+cpu +memory +pids"
+
+// cgroupOf is container cid's cgroup directory.
+func cgroupOf(cid string) string {
+	if cid == "" {
+		return filepath.Join(cgroupRoot, "initos-default")
+	}
+	return filepath.Join(cgroupRoot, "c-"+cid)
+}
+
+// setupCgroups mounts cgroup v2 and enables the controllers once; a guest
+// kernel without it leaves the containers without stats, not broken.
+func (s *Service) setupCgroups() {
+	s.cgroupOnce.Do(func() {
+		if err := s.sys.MkdirAll(cgroupRoot, 0o755); err != nil {
+			s.log.Printf("cgroups: %v", err)
+			return
+		}
+		if err := s.sys.Mount("cgroup2", cgroupRoot, "cgroup2", 0, ""); err != nil {
+			s.log.Printf("cgroups: mounting cgroup2 on %s: %v (no container stats)", cgroupRoot, err)
+			return
+		}
+		s.mu.Lock()
+		s.vmMounted = append(s.vmMounted, cgroupRoot)
+		s.mu.Unlock()
+		if err := s.sys.WriteFile(filepath.Join(cgroupRoot, "cgroup.subtree_control"), []byte(cgroupControllers)); err != nil {
+			s.log.Printf("cgroups: enabling %s: %v", cgroupControllers, err)
+		}
+		s.cgroups = true
+	})
+}
+
+// makeCgroup creates container cid's cgroup.
+func (s *Service) makeCgroup(cid string) {
+	s.setupCgroups()
+	if !s.cgroups {
+		return
+	}
+	if err := s.sys.MkdirAll(cgroupOf(cid), 0o755); err != nil {
+		s.log.Printf("cgroups: creating the cgroup of container %q: %v", cid, err)
+	}
+}
+
+// joinCgroup moves pid (a helper not yet exec'd: its children follow)
+// into container cid's cgroup.
+func (s *Service) joinCgroup(cid string, pid int) {
+	if !s.cgroups {
+		return
+	}
+	if err := s.sys.WriteFile(filepath.Join(cgroupOf(cid), "cgroup.procs"), []byte(strconv.Itoa(pid))); err != nil {
+		s.log.Printf("cgroups: moving pid %d into the cgroup of container %q: %v", pid, cid, err)
+	}
+}
+
+// removeCgroup removes a removed container's (empty) cgroup.
+func (s *Service) removeCgroup(cid string) {
+	if !s.cgroups {
+		return
+	}
+	if err := s.sys.Remove(cgroupOf(cid)); err != nil {
+		s.log.Printf("cgroups: removing the cgroup of container %q: %v", cid, err)
+	}
+}
+
+// Stats reads container cid's cgroup.
+func (s *Service) Stats(_ context.Context, req *agentapi.ContainerRequest) (*agentapi.StatsResponse, error) {
+	s.mu.Lock()
+	c := s.containers[req.ContainerId]
+	s.mu.Unlock()
+	if c == nil {
+		return nil, errorf(ErrNotFound, "stats: container %q is not set up", req.ContainerId)
+	}
+	if !s.cgroups {
+		return nil, errorf(ErrFailedPrecondition, "stats of container %q: the guest has no cgroup v2", req.ContainerId)
+	}
+	dir := cgroupOf(req.ContainerId)
+	read := func(name string) ([]byte, error) {
+		b, err := s.sys.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("stats of container %q: %w", req.ContainerId, err)
+		}
+		return b, nil
+	}
+	resp := &agentapi.StatsResponse{}
+	b, err := read("cpu.stat")
+	if err != nil {
+		return nil, err
+	}
+	cpu := keyed(b)
+	resp.CpuUsageUsec, resp.CpuUserUsec, resp.CpuSystemUsec = cpu["usage_usec"], cpu["user_usec"], cpu["system_usec"]
+	if b, err = read("memory.current"); err != nil {
+		return nil, err
+	}
+	resp.MemoryUsageBytes, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if b, err = read("memory.max"); err != nil {
+		return nil, err
+	}
+	if v := strings.TrimSpace(string(b)); v != "max" {
+		resp.MemoryLimitBytes, _ = strconv.ParseUint(v, 10, 64)
+	} else if mi, err := s.sys.ReadFile("/proc/meminfo"); err == nil {
+		resp.MemoryLimitBytes = keyed(mi)["MemTotal:"] << 10
+	}
+	if b, err = read("memory.stat"); err != nil {
+		return nil, err
+	}
+	mem := keyed(b)
+	resp.MemoryAnonBytes, resp.MemoryFileBytes = mem["anon"], mem["file"]
+	if b, err = read("pids.current"); err != nil {
+		return nil, err
+	}
+	resp.PidsCurrent, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	return resp, nil
+}
+
+// keyed parses "key value" lines (cpu.stat, memory.stat, meminfo).
+func keyed(b []byte) map[string]uint64 {
+	m := map[string]uint64{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 {
+			continue
+		}
+		if v, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+			m[f[0]] = v
+		}
+	}
+	return m
+}

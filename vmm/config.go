@@ -128,6 +128,9 @@ func (c *Config) Validate() error {
 		} else if err := regularFile(d.Path); err != nil {
 			add("disk %d: %v", i, err)
 		}
+		if len(d.Serial) > MaxSerial || strings.ContainsAny(d.Serial, ", =\t\n\x00") {
+			add("disk %d: serial %q must be at most %d bytes without commas, '=' or whitespace", i, d.Serial, MaxSerial)
+		}
 	}
 	if s := c.Share; s != nil {
 		if s.Mode != Share9p && s.Mode != ShareVirtiofs {

@@ -2,6 +2,7 @@ package cloudhypervisor
 
 import (
 	"context"
+	"io"
 	"errors"
 	"net"
 	"net/http"
@@ -111,5 +112,31 @@ func TestAPIClientErrors(t *testing.T) {
 	}
 	if d := time.Since(t0); d > 2*time.Second {
 		t.Errorf("took %s past a 200ms deadline", d)
+	}
+}
+
+func TestAPIDiskHotplug(t *testing.T) {
+	bodies := make(chan string, 4)
+	path, seen := fakeAPI(t, func(r *http.Request) (int, string) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- string(b)
+		if r.Header.Get("Content-Type") != "application/json" {
+			return http.StatusBadRequest, "want JSON"
+		}
+		return http.StatusOK, ""
+	})
+	a := newAPIClient(path)
+	ctx := context.Background()
+	if err := a.addDisk(ctx, diskConfig{Path: "/d/m.img", ID: "initos-h1", Serial: "initos-h1"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, body := <-seen, <-bodies; got != "PUT /api/v1/vm.add-disk" || body != `{"path":"/d/m.img","id":"initos-h1","serial":"initos-h1"}` {
+		t.Errorf("add-disk: %s %s", got, body)
+	}
+	if err := a.removeDevice(ctx, "initos-h1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, body := <-seen, <-bodies; got != "PUT /api/v1/vm.remove-device" || body != `{"id":"initos-h1"}` {
+		t.Errorf("remove-device: %s %s", got, body)
 	}
 }

@@ -57,6 +57,12 @@ func TestBuildArgs(t *testing.T) {
 			cat(head(machine, "tcg,thread=multi", "max"), common, rootDisk,
 				[]string{"-drive", "id=d1,file=/d/data.img,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=d1"},
 				agent)},
+		{"pod disk slot with a serial", func(c *vmm.Config) {
+			c.Disks = append(c.Disks, vmm.Disk{Path: "/run/x/slot1.img", Serial: "initos-s1", Slot: true})
+		}, vmm.AccelTCG,
+			cat(head(machine, "tcg,thread=multi", "max"), common, rootDisk,
+				[]string{"-drive", "id=d1,file=/run/x/slot1.img,format=raw,if=none", "-device", "virtio-blk-device,drive=d1,serial=initos-s1"},
+				agent)},
 		{"9p share", func(c *vmm.Config) {
 			c.Share = &vmm.Share{Dir: "/srv/vol", Tag: "z", Mode: vmm.Share9p}
 		}, vmm.AccelTCG,

@@ -226,8 +226,19 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	inst.Timings.Boot = time.Since(t0)
 
 	t0 = time.Now()
-	setup := &agentapi.SetupRequest{
-		RootDevice:   "/dev/vda",
+	setup := setupRequest(b, info, mounts, sh)
+	setup.RootDevice = "/dev/vda"
+	if err := inst.setup(ctx, setup); err != nil {
+		return nil, err
+	}
+	inst.Timings.Setup = time.Since(t0)
+	return inst, nil
+}
+
+// setupRequest is the agent's Setup of bundle b, whose disk is described
+// by info, with the guest's mounts and the VM's share.
+func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mount, sh *share) *agentapi.SetupRequest {
+	return &agentapi.SetupRequest{
 		RootFstype:   "btrfs",
 		RootReadonly: b.Spec.Root.Readonly,
 		Hostname:     b.Spec.Hostname,
@@ -236,14 +247,17 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		RootAttrs:    &agentapi.FileAttrs{Mode: info.RootMode, Uid: info.RootUID, Gid: info.RootGID},
 		Share:        sh.agentShare(),
 	}
+}
+
+// setup runs the agent's Setup of the container.
+func (inst *Instance) setup(ctx context.Context, req *agentapi.SetupRequest) error {
 	if err := inst.call(ctx, callTimeout, func(ctx context.Context) error {
-		_, err := inst.Agent.Setup(ctx, setup)
+		_, err := inst.Agent.Setup(ctx, req)
 		return err
 	}); err != nil {
-		return nil, fmt.Errorf("setting up container %q in the guest: %w", id, err)
+		return fmt.Errorf("setting up container %q in the guest: %w", inst.ID, err)
 	}
-	inst.Timings.Setup = time.Since(t0)
-	return inst, nil
+	return nil
 }
 
 // callTimeout bounds agent calls that do not wait for the container.

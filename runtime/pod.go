@@ -65,23 +65,10 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 		return nil, fmt.Errorf("attaching the disk of container %q: %w", id, err)
 	}
 	m.serial = serial
-	setup := &agentapi.SetupRequest{
-		ContainerId:     id,
-		RootSerial:      serial,
-		RootFstype:      "btrfs",
-		RootReadonly:    b.Spec.Root.Readonly,
-		Hostname:        b.Spec.Hostname,
-		DeviceNodes:     deviceNodes(info.Devices),
-		Mounts:          mounts,
-		RootAttrs:       &agentapi.FileAttrs{Mode: info.RootMode, Uid: info.RootUID, Gid: info.RootGID},
-		Share:           inst.share.agentShare(),
-		OwnPidNamespace: true,
-	}
-	if err := m.call(ctx, callTimeout, func(ctx context.Context) error {
-		_, err := m.Agent.Setup(ctx, setup)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("setting up container %q in the VM of %q: %w", id, inst.ID, err)
+	setup := setupRequest(b, info, mounts, inst.share)
+	setup.ContainerId, setup.RootSerial, setup.OwnPidNamespace = id, serial, true
+	if err := m.setup(ctx, setup); err != nil {
+		return nil, fmt.Errorf("adding container %q to the VM of %q: %w", id, inst.ID, err)
 	}
 	return m, nil
 }

@@ -7,9 +7,10 @@ export INITOS_KERNEL_ROOT ?= $(wildcard /var/lib/initos-runtime/kernel)
 
 .PHONY: build test integration lint bench proto clean
 
-# build: the runtime CLI and the static guest agent into bin/
+# build: the runtime CLI, the containerd shim and the static guest agent into bin/
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/initos-runtime ./cmd/initos-runtime
+	$(GO) build -ldflags "-X github.com/initos-runtime/initos-runtime/shim.Version=$(VERSION)" -o bin/containerd-shim-initos-v2 ./cmd/containerd-shim-initos-v2
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS) -s -w" -o bin/initos-agent ./cmd/initos-agent
 
 # test: unit tests of every package (root-only ones skip without root; no VMs)

@@ -35,6 +35,7 @@ log "building"
 make build >/dev/null
 log "installing into $PREFIX"
 install -D -m 0755 bin/initos-runtime "$PREFIX/bin/initos-runtime"
+install -D -m 0755 bin/containerd-shim-initos-v2 "$PREFIX/bin/containerd-shim-initos-v2"
 install -D -m 0755 bin/initos-agent "$PREFIX/libexec/initos-runtime/initos-agent"
 
 initos-runtime check

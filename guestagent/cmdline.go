@@ -3,6 +3,7 @@ package guestagent
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -22,11 +23,12 @@ const (
 	DefaultRootFSType = "btrfs"
 )
 
-// NetConfig is the xip= argument: IP/PREFIX[,GW[,DNS]].
+// NetConfig is the xip= argument: IP/PREFIX[,GW[,DNS[,MTU]]].
 type NetConfig struct {
 	Addr    netip.Prefix
 	Gateway netip.Addr // invalid when absent
 	DNS     netip.Addr // invalid when absent
+	MTU     int        // 0: the NIC's default
 }
 
 // ResolvConf is the resolv.conf the DNS server of xip= asks for, or "".
@@ -129,8 +131,8 @@ func parseXIP(v string) (*NetConfig, error) {
 		return errorf(ErrInvalidArgument, "kernel command line: xip=%q: "+format, append([]any{v}, args...)...)
 	}
 	parts := strings.Split(v, ",")
-	if len(parts) > 3 {
-		return nil, bad("want IP/PREFIX[,GW[,DNS]]")
+	if len(parts) > 4 {
+		return nil, bad("want IP/PREFIX[,GW[,DNS[,MTU]]]")
 	}
 	addr, err := netip.ParsePrefix(parts[0])
 	if err != nil {
@@ -149,6 +151,12 @@ func parseXIP(v string) (*NetConfig, error) {
 	if len(parts) > 2 && parts[2] != "" {
 		if n.DNS, err = netip.ParseAddr(parts[2]); err != nil {
 			return nil, bad("dns: %w", err)
+		}
+	}
+	if len(parts) > 3 && parts[3] != "" {
+		// RFC 791's minimum to a jumbo frame's 64 KiB.
+		if n.MTU, err = strconv.Atoi(parts[3]); err != nil || n.MTU < 68 || n.MTU > 65535 {
+			return nil, bad("mtu %q: want a number from 68 to 65535", parts[3])
 		}
 	}
 	return n, nil

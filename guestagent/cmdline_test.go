@@ -46,6 +46,9 @@ func TestParseCmdline(t *testing.T) {
 			c.Net = &NetConfig{Addr: netip.MustParsePrefix("10.88.0.5/24"),
 				Gateway: netip.MustParseAddr("10.88.0.1"), DNS: netip.MustParseAddr("1.1.1.1")}
 		})},
+		{"xip mtu", "xip=10.88.0.5/24,10.88.0.1,,1450", defaults(func(c *Cmdline) {
+			c.Net = &NetConfig{Addr: netip.MustParsePrefix("10.88.0.5/24"), Gateway: netip.MustParseAddr("10.88.0.1"), MTU: 1450}
+		})},
 		{"xip dns without gateway", "xip=10.88.0.5/24,,10.88.0.1", defaults(func(c *Cmdline) {
 			c.Net = &NetConfig{Addr: netip.MustParsePrefix("10.88.0.5/24"), DNS: netip.MustParseAddr("10.88.0.1")}
 		})},
@@ -90,7 +93,9 @@ func TestParseCmdlineErrors(t *testing.T) {
 		{"xip bad gateway", "xip=10.0.0.2/24,gw"},
 		{"xip gateway family", "xip=10.0.0.2/24,fe80::1"},
 		{"xip bad dns", "xip=10.0.0.2/24,10.0.0.1,dns"},
-		{"xip too many parts", "xip=10.0.0.2/24,10.0.0.1,1.1.1.1,x"},
+		{"xip bad mtu", "xip=10.0.0.2/24,10.0.0.1,1.1.1.1,x"},
+		{"xip mtu too small", "xip=10.0.0.2/24,,,67"},
+		{"xip too many parts", "xip=10.0.0.2/24,10.0.0.1,1.1.1.1,1500,x"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

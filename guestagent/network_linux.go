@@ -13,6 +13,7 @@ import (
 type netlinker interface {
 	LinkByName(name string) (netlink.Link, error)
 	LinkSetUp(link netlink.Link) error
+	LinkSetMTU(link netlink.Link, mtu int) error
 	AddrAdd(link netlink.Link, addr *netlink.Addr) error
 	RouteAdd(route *netlink.Route) error
 }
@@ -22,6 +23,7 @@ type realNetlink struct{}
 
 func (realNetlink) LinkByName(name string) (netlink.Link, error)  { return netlink.LinkByName(name) }
 func (realNetlink) LinkSetUp(l netlink.Link) error                { return netlink.LinkSetUp(l) }
+func (realNetlink) LinkSetMTU(l netlink.Link, mtu int) error      { return netlink.LinkSetMTU(l, mtu) }
 func (realNetlink) AddrAdd(l netlink.Link, a *netlink.Addr) error { return netlink.AddrAdd(l, a) }
 func (realNetlink) RouteAdd(r *netlink.Route) error               { return netlink.RouteAdd(r) }
 
@@ -54,6 +56,13 @@ func setupNetwork(nl netlinker, n *NetConfig, wait time.Duration) error {
 			return errorf(ErrNotFound, "eth0 did not appear within %v (is the net module group loaded?)", wait)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if n.MTU > 0 {
+		// The engine's interface's MTU (an overlay's 1450, say): the
+		// guest must not send frames the tap's peer cannot carry.
+		if err := nl.LinkSetMTU(eth0, n.MTU); err != nil {
+			return fmt.Errorf("setting the MTU of eth0 to %d: %w", n.MTU, err)
+		}
 	}
 	bits := 32
 	if n.Addr.Addr().Is6() {

@@ -39,6 +39,11 @@ func (f *fakeNetlink) AddrAdd(l netlink.Link, a *netlink.Addr) error {
 	return nil
 }
 
+func (f *fakeNetlink) LinkSetMTU(l netlink.Link, mtu int) error {
+	f.calls = append(f.calls, fmt.Sprintf("mtu %s %d", l.Attrs().Name, mtu))
+	return nil
+}
+
 func (f *fakeNetlink) RouteAdd(r *netlink.Route) error {
 	f.calls = append(f.calls, fmt.Sprintf("route dev %d via %s dst %v", r.LinkIndex, r.Gw, r.Dst))
 	return nil
@@ -55,6 +60,8 @@ func TestSetupNetwork(t *testing.T) {
 			[]string{"up lo", "addr eth0 10.88.0.5/24", "up eth0"}},
 		{"address and gateway", &NetConfig{Addr: netip.MustParsePrefix("10.88.0.5/24"), Gateway: netip.MustParseAddr("10.88.0.1")},
 			[]string{"up lo", "addr eth0 10.88.0.5/24", "up eth0", "route dev 2 via 10.88.0.1 dst <nil>"}},
+		{"mtu", &NetConfig{Addr: netip.MustParsePrefix("10.88.0.5/24"), MTU: 1450},
+			[]string{"up lo", "mtu eth0 1450", "addr eth0 10.88.0.5/24", "up eth0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package network
 import (
 	"net"
 	"strconv"
+	"strings"
 )
 
 // Attachment is a tap joined to the engine's interface inside a container's
@@ -20,21 +21,29 @@ type Attachment struct {
 
 // KernelArg is the xip= kernel argument (docs/contracts.md) for the guest.
 func (a *Attachment) KernelArg() string {
-	return XIPArg(a.IP, a.Gateway, a.DNS)
+	return XIPArg(a.IP, a.Gateway, a.DNS, a.MTU)
 }
 
-// XIPArg formats `xip=IP/PREFIX[,GW[,DNS]]` (docs/contracts.md): the gateway
-// field is left empty when only a DNS server is given.
-func XIPArg(ip net.IPNet, gw, dns net.IP) string {
+// defaultMTU is the guest NIC's MTU unless xip= names another.
+const defaultMTU = 1500
+
+// XIPArg formats `xip=IP/PREFIX[,GW[,DNS[,MTU]]]` (docs/contracts.md):
+// empty fields stand for absent ones; trailing ones are left out, and so
+// is an MTU of 0 or 1500 (the guest's default).
+func XIPArg(ip net.IPNet, gw, dns net.IP, mtu int) string {
 	ones, _ := ip.Mask.Size()
-	s := "xip=" + ip.IP.String() + "/" + strconv.Itoa(ones)
-	switch {
-	case dns != nil && gw != nil:
-		s += "," + gw.String() + "," + dns.String()
-	case dns != nil:
-		s += ",," + dns.String()
-	case gw != nil:
-		s += "," + gw.String()
+	fields := []string{ip.IP.String() + "/" + strconv.Itoa(ones), "", "", ""}
+	if gw != nil {
+		fields[1] = gw.String()
 	}
-	return s
+	if dns != nil {
+		fields[2] = dns.String()
+	}
+	if mtu > 0 && mtu != defaultMTU {
+		fields[3] = strconv.Itoa(mtu)
+	}
+	for len(fields) > 1 && fields[len(fields)-1] == "" {
+		fields = fields[:len(fields)-1]
+	}
+	return "xip=" + strings.Join(fields, ",")
 }

@@ -30,7 +30,8 @@ func TestAttachToNetns(t *testing.T) {
 		!a.Gateway.Equal(p.outerIP) || a.MAC.String() != eth0.Attrs().HardwareAddr.String() {
 		t.Errorf("attachment = %+v; want eth0, MTU 1400, %v/24, gw %v, MAC %v", a, p.ip, p.outerIP, eth0.Attrs().HardwareAddr)
 	}
-	if want := "xip=" + p.ip.String() + "/24," + p.outerIP.String(); a.KernelArg() != want {
+	// The interface's MTU goes to the guest.
+	if want := "xip=" + p.ip.String() + "/24," + p.outerIP.String() + ",,1400"; a.KernelArg() != want {
 		t.Errorf("KernelArg() = %q, want %q", a.KernelArg(), want)
 	}
 
@@ -245,16 +246,19 @@ func TestKernelArg(t *testing.T) {
 	tests := []struct {
 		name    string
 		gw, dns net.IP
+		mtu     int
 		want    string
 	}{
-		{"address only", nil, nil, "xip=10.88.0.5/24"},
-		{"gateway", gw, nil, "xip=10.88.0.5/24,10.88.0.1"},
-		{"gateway and dns", gw, dns, "xip=10.88.0.5/24,10.88.0.1,1.1.1.1"},
-		{"dns without gateway", nil, dns, "xip=10.88.0.5/24,,1.1.1.1"},
+		{"address only", nil, nil, 0, "xip=10.88.0.5/24"},
+		{"gateway", gw, nil, 1500, "xip=10.88.0.5/24,10.88.0.1"},
+		{"gateway and dns", gw, dns, 0, "xip=10.88.0.5/24,10.88.0.1,1.1.1.1"},
+		{"dns without gateway", nil, dns, 0, "xip=10.88.0.5/24,,1.1.1.1"},
+		{"mtu", gw, nil, 1450, "xip=10.88.0.5/24,10.88.0.1,,1450"},
+		{"mtu alone", nil, nil, 9000, "xip=10.88.0.5/24,,,9000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := &Attachment{IP: ip, Gateway: tt.gw, DNS: tt.dns}
+			a := &Attachment{IP: ip, Gateway: tt.gw, DNS: tt.dns, MTU: tt.mtu}
 			if got := a.KernelArg(); got != tt.want {
 				t.Errorf("KernelArg() = %q, want %q", got, tt.want)
 			}

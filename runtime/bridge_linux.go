@@ -119,7 +119,7 @@ func (l *bridgeLease) nic() vmm.NIC {
 	return vmm.NIC{Tap: l.tap, MAC: mac.String()}
 }
 
-func (l *bridgeLease) kernelArg() string { return network.XIPArg(l.ip, l.gw, l.gw) }
+func (l *bridgeLease) kernelArg() string { return network.XIPArg(l.ip, l.gw, l.gw, 0) }
 
 // release removes the hosts entry and the tap and frees the address.
 func (l *bridgeLease) release() error {

@@ -19,7 +19,8 @@ func TestPodmanNetwork(t *testing.T) {
 	t.Parallel()
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano()%100000)
 	netName, srv := "initos-it-"+suffix, "initos-srv-"+suffix
-	p.ok(t, "network", "create", netName)
+	// An MTU other than 1500 (an overlay's, say) must reach the guest.
+	p.ok(t, "network", "create", "--opt", "mtu=1400", netName)
 	t.Cleanup(func() { p.run(t, nil, "network", "rm", "-f", netName) })
 	p.removeLater(t, srv)
 	const port = 18080
@@ -55,5 +56,8 @@ func TestPodmanNetwork(t *testing.T) {
 	r = p.run(t, nil, "exec", srv, "ip", "-4", "addr", "show", "eth0")
 	if !strings.Contains(string(r.stdout), "inet "+addr+"/") {
 		t.Errorf("guest eth0 %q lacks the engine's address %s", r.stdout, addr)
+	}
+	if !strings.Contains(string(r.stdout), "mtu 1400") {
+		t.Errorf("guest eth0 %q: want the network's mtu 1400", r.stdout)
 	}
 }

@@ -110,6 +110,10 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 	}()
 
 	start := time.Now()
+	// The guest's cgroup2 before any container's: the first mount of the
+	// hierarchy makes its superblock, read-only for good if a spec's ro
+	// cgroup mount came first.
+	s.setupCgroups()
 	if sh := req.Share; sh != nil {
 		if err := s.ensureShare(sh); err != nil {
 			return nil, err

@@ -259,12 +259,16 @@ func (f *fakeSystem) PowerOff() error {
 }
 
 // mountedTargets lists what is mounted now, sorted.
+// mountedTargets are the mounts of containers (the guest's own cgroup2
+// mount, made once per VM, is not one).
 func (f *fakeSystem) mountedTargets() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []string
 	for t := range f.mounted {
-		out = append(out, t)
+		if t != cgroupRoot {
+			out = append(out, t)
+		}
 	}
 	sort.Strings(out)
 	return out

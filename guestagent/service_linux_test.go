@@ -73,6 +73,8 @@ func TestSetupPodmanSpec(t *testing.T) {
 	}
 	r := testRootfs
 	wantMounts := []string{
+		// The guest's cgroup v2 first, for the containers' cgroups.
+		"mount cgroup2 /sys/fs/cgroup cgroup2 0x0 ",
 		fmt.Sprintf("mount /dev/vda %s btrfs 0x0 ", r),
 		fmt.Sprintf("mount proc %s/proc proc %#x ", r, unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV),
 		fmt.Sprintf("mount tmpfs %s/dev tmpfs %#x mode=755,size=65536k", r, unix.MS_NOSUID|unix.MS_STRICTATIME),
@@ -83,8 +85,6 @@ func TestSetupPodmanSpec(t *testing.T) {
 		fmt.Sprintf("mount  %s/sys/fs/cgroup  %#x ", r, unix.MS_PRIVATE|unix.MS_REC),
 		// config.md root.readonly, after everything else.
 		fmt.Sprintf("mount  %s  %#x ", r, unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY),
-		// The guest's cgroup v2, for the containers' cgroups.
-		"mount cgroup2 /sys/fs/cgroup cgroup2 0x0 ",
 	}
 	if got := sys.Calls("mount"); !reflect.DeepEqual(got, wantMounts) {
 		t.Errorf("mounts:\n got %q\nwant %q", got, wantMounts)
@@ -150,12 +150,12 @@ func TestSetupBindsGuestDevWithoutDevMount(t *testing.T) {
 	}
 	r := testRootfs
 	want := []string{
+		"mount cgroup2 /sys/fs/cgroup cgroup2 0x0 ",
 		fmt.Sprintf("mount /dev/vda %s btrfs 0x0 ", r),
 		fmt.Sprintf("mount /dev %s/dev  %#x ", r, unix.MS_BIND|unix.MS_REC),
 		fmt.Sprintf("mount proc %s/proc proc 0x0 ", r),
 		fmt.Sprintf("mount /srv %s/data  %#x ", r, unix.MS_BIND|unix.MS_REC),
 		fmt.Sprintf("mount  %s/data  %#x ", r, unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID),
-		"mount cgroup2 /sys/fs/cgroup cgroup2 0x0 ",
 	}
 	if got := sys.Calls("mount"); !reflect.DeepEqual(got, want) {
 		t.Errorf("mounts:\n got %q\nwant %q", got, want)

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -63,7 +66,8 @@ func TestContainerdShim(t *testing.T) {
 			id := c.ok(t, "nerdctl", "inspect", "--format", "{{.ID}}", name)
 			metrics := c.ok(t, "ctr", "--namespace", nerdctlNamespace, "task", "metrics", id)
 			if !regexp.MustCompile(`pids\.current\s+[1-9]`).MatchString(metrics) || !regexp.MustCompile(`memory\.usage\s+[1-9]`).MatchString(metrics) {
-				t.Errorf("ctr task metrics: no pids or memory usage: %s", metrics)
+				console, _ := os.ReadFile(filepath.Join(c.shimStateDir(nerdctlNamespace, id), "console.log"))
+				t.Errorf("ctr task metrics: no pids or memory usage: %s\nconsole: %s", metrics, console)
 			}
 			c.ok(t, "nerdctl", "kill", "-s", "USR1", name)
 			poll(t, settleTimeout, "the USR1 trap", func() (bool, string) {
@@ -73,6 +77,42 @@ func TestContainerdShim(t *testing.T) {
 			c.ok(t, "nerdctl", "stop", "-t", "2", name)
 			c.ok(t, "nerdctl", "rm", name)
 			c.assertGone(t, id)
+		})
+
+		t.Run("nerdctl run -it", func(t *testing.T) {
+			t.Parallel()
+			out := c.terminal(t, "nerdctl run --rm -it "+rt+" "+containerdImage+" sh -c 'tty; stty size; exit 6'; echo rc=$?", "stty cols 83 rows 21")
+			if !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "21 83") || !strings.Contains(out, "rc=6") {
+				t.Errorf("nerdctl run -it: %q, want a pty of 21x83 and exit 6", out)
+			}
+		})
+
+		t.Run("shim killed", func(t *testing.T) {
+			t.Parallel()
+			// A shim server that dies (OOM killer, kill -9) takes its VM
+			// with it; containerd's cleanup ("shim delete") removes the
+			// rest: nothing of the container may stay.
+			name := "ictd-orphan"
+			c.ok(t, "nerdctl", "run", "-d", "--name", name, rt, containerdImage, "sleep", "3600")
+			id := c.ok(t, "nerdctl", "inspect", "--format", "{{.ID}}", name)
+			shims := processesOf("containerd-shim-initos-v2 -namespace "+nerdctlNamespace+" -id "+id, "")
+			if len(shims) != 1 {
+				t.Fatalf("shim of %s: found %v", id, shims)
+			}
+			var pid int
+			fmt.Sscanf(shims[0], "%d", &pid)
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			poll(t, settleTimeout, "the task to stop after its shim died", func() (bool, string) {
+				out := c.ok(t, "nerdctl", "inspect", "--format", "{{.State.Status}}", name)
+				return out != "running", out
+			})
+			c.ok(t, "nerdctl", "rm", "-f", name)
+			c.assertGone(t, id)
+			if vmms := vmmsOf(c.shimStateDir(nerdctlNamespace, id)); len(vmms) != 0 {
+				t.Errorf("the VMM outlived its shim: %v", vmms)
+			}
 		})
 
 		t.Run("nerdctl publish", func(t *testing.T) {
@@ -153,7 +193,7 @@ func TestContainerdShim(t *testing.T) {
 		t.Run("cri pod", func(t *testing.T) {
 			t.Parallel()
 			pod := c.runPod(t, "ictd-pod", initosHandler)
-			a := c.startContainer(t, pod, "a", "sh", "-c", "echo a > /tmp/who; while true; do sleep 1; done")
+			a := c.startContainer(t, pod, "a", "sh", "-c", "echo hello-from-a; echo a > /tmp/who; while true; do sleep 1; done")
 			b := c.startContainer(t, pod, "b", "sh", "-c", "echo b > /tmp/who; while true; do sleep 1; done")
 			// One VM for the pod: the sandbox's; its members boot none.
 			if vmms := vmmsOf(c.shimStateDir(criNamespace, pod.id)); len(vmms) != 1 {
@@ -175,6 +215,10 @@ func TestContainerdShim(t *testing.T) {
 					t.Errorf("container %s: PID 1 of its namespace is not its own process: %q", who, out)
 				}
 			}
+			poll(t, settleTimeout, "crictl logs of a", func() (bool, string) {
+				r := c.crictl(t, "logs", a)
+				return strings.Contains(string(r.stdout), "hello-from-a"), fmt.Sprintf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+			})
 			c.ok(t, "crictl", "stopp", pod.id)
 			c.ok(t, "crictl", "rmp", pod.id)
 			for _, id := range []string{a, b, pod.id} {

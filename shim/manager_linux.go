@@ -177,6 +177,13 @@ func (m *Manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error)
 		return cshim.StopStatus{}, err
 	}
 	bundle := filepath.Join(filepath.Dir(cwd), id)
+	// A shim server that died (kill -9, OOM) left its socket; one that
+	// still answers serves other containers of its pod.
+	if addr := shimAddress(bundle); addr != "" && !cshim.CanConnect(addr) {
+		if err := cshim.RemoveSocket(addr); err != nil {
+			log.G(ctx).WithError(err).Warn("removing a dead shim's socket")
+		}
+	}
 	rec, err := readRecord(bundle)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -213,3 +220,20 @@ func (m *Manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeI
 // shimRoot is the shim's state root beside the CLI's (its containers are
 // no runc-style state the CLI could read).
 func shimRoot(c runtime.Config) string { return c.Root + "-shim" }
+
+// shimAddress is the shim socket containerd recorded for a bundle, in
+// bootstrap.json (containerd ≥ 2.3) or address (older); "" if neither.
+func shimAddress(bundle string) string {
+	if b, err := os.ReadFile(filepath.Join(bundle, "bootstrap.json")); err == nil {
+		var r struct {
+			Address string `json:"address"`
+		}
+		if json.Unmarshal(b, &r) == nil && r.Address != "" {
+			return r.Address
+		}
+	}
+	if addr, err := cshim.ReadAddress(filepath.Join(bundle, "address")); err == nil {
+		return addr
+	}
+	return ""
+}

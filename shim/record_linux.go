@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/initos-runtime/initos-runtime/network"
@@ -89,8 +90,8 @@ func (r *record) cleanup(bundle string) error {
 		errs = append(errs, err)
 	}
 	if r.StateDir != "" {
-		if err := os.RemoveAll(r.StateDir); err != nil {
-			errs = append(errs, fmt.Errorf("removing state dir %q: %w", r.StateDir, err))
+		if err := removeStateDir(r.StateDir); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(errs) == 0 {
@@ -128,4 +129,38 @@ func unmountRootfs(target string) error {
 		return fmt.Errorf("unmounting the rootfs %q: %w", target, err)
 	}
 	return nil
+}
+
+// removeStateDir removes a container's VM state dir. Its mounts (the
+// share's binds of host paths, the network namespace) are detached first
+// and the removal refused while any is left: a recursive removal through a
+// bind of a host directory would delete the host's files.
+func removeStateDir(dir string) error {
+	if err := mount.UnmountRecursive(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("unmounting what is left under state dir %q: %w", dir, err)
+	}
+	left, err := mountsUnder(dir)
+	if err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("state dir %q still has mounts (%s): not removed", dir, strings.Join(left, ", "))
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("removing state dir %q: %w", dir, err)
+	}
+	return nil
+}
+
+// mountsUnder lists the mount points at or below dir.
+func mountsUnder(dir string) ([]string, error) {
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return nil, fmt.Errorf("reading the mount table: %w", err)
+	}
+	var out []string
+	for _, m := range infos {
+		out = append(out, m.Mountpoint)
+	}
+	return out, nil
 }

@@ -1,0 +1,64 @@
+package shim
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestRecordCleanup(t *testing.T) {
+	bundle := t.TempDir()
+	state := filepath.Join(t.TempDir(), "c1")
+	disk := filepath.Join(t.TempDir(), "c1.img")
+	for _, d := range []string{state, filepath.Join(bundle, "rootfs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(disk, []byte("img"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "console.log"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A pid that runs no VMM of this state dir is left alone.
+	r := &record{StateDir: state, Disk: disk, VMMPid: os.Getpid()}
+	if err := r.save(bundle); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readRecord(bundle)
+	if err != nil || *got != *r {
+		t.Fatalf("readRecord = %+v, %v; want %+v", got, err, r)
+	}
+	if err := got.cleanup(bundle); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{state, disk, filepath.Join(bundle, recordFile)} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left after cleanup: %v", p, err)
+		}
+	}
+	// Again: nothing left is no error.
+	if err := got.cleanup(bundle); err != nil {
+		t.Errorf("second cleanup: %v", err)
+	}
+}
+
+func TestShimAddress(t *testing.T) {
+	dir := t.TempDir()
+	if got := shimAddress(dir); got != "" {
+		t.Errorf("no files: %q", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "address"), []byte("unix:///run/containerd/s/old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := shimAddress(dir); got != "unix:///run/containerd/s/old" {
+		t.Errorf("address file: %q", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bootstrap.json"), []byte(`{"version":3,"address":"unix:///run/containerd/s/new","protocol":"ttrpc"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := shimAddress(dir); got != "unix:///run/containerd/s/new" {
+		t.Errorf("bootstrap.json: %q", got)
+	}
+}

@@ -146,3 +146,37 @@ func keyed(b []byte) map[string]uint64 {
 	}
 	return m
 }
+
+// applyLimits writes a container's limits into its cgroup.
+func (s *Service) applyLimits(cid string, l *agentapi.CgroupLimits) error {
+	if l == nil {
+		return nil
+	}
+	if !s.cgroups {
+		return errorf(ErrNotSupported, "limits of container %q: the guest has no cgroup v2", cid)
+	}
+	var files [][2]string
+	if l.MemoryBytes > 0 {
+		files = append(files, [2]string{"memory.max", strconv.FormatInt(l.MemoryBytes, 10)})
+	}
+	if l.Pids > 0 {
+		files = append(files, [2]string{"pids.max", strconv.FormatInt(l.Pids, 10)})
+	}
+	if l.CpuQuotaUs > 0 {
+		period := l.CpuPeriodUs
+		if period == 0 {
+			period = 100000
+		}
+		files = append(files, [2]string{"cpu.max", fmt.Sprintf("%d %d", l.CpuQuotaUs, period)})
+	}
+	if l.CpuWeight > 0 {
+		files = append(files, [2]string{"cpu.weight", strconv.FormatUint(l.CpuWeight, 10)})
+	}
+	for _, f := range files {
+		path := filepath.Join(cgroupOf(cid), f[0])
+		if err := s.sys.WriteFile(path, []byte(f[1])); err != nil {
+			return fmt.Errorf("limits of container %q: writing %q to %s: %w", cid, f[1], path, err)
+		}
+	}
+	return nil
+}

@@ -606,3 +606,22 @@ func TestStatsReadsTheContainersCgroup(t *testing.T) {
 		t.Error("stats of a missing container")
 	}
 }
+
+func TestSetupAppliesCgroupLimits(t *testing.T) {
+	s, sys, _ := newTestService(t)
+	req := &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs",
+		Limits: &agentapi.CgroupLimits{MemoryBytes: 64 << 20, Pids: 100, CpuQuotaUs: 50000, CpuWeight: 39}}
+	if _, err := s.Setup(ctx5s(t), req); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`write /sys/fs/cgroup/cgroup.subtree_control "+cpu +memory +pids"`,
+		`write /sys/fs/cgroup/initos-default/memory.max "67108864"`,
+		`write /sys/fs/cgroup/initos-default/pids.max "100"`,
+		`write /sys/fs/cgroup/initos-default/cpu.max "50000 100000"`,
+		`write /sys/fs/cgroup/initos-default/cpu.weight "39"`,
+	}
+	if got := sys.Calls("write /sys/fs/cgroup"); !reflect.DeepEqual(got, want) {
+		t.Errorf("cgroup writes\n got %q\nwant %q", got, want)
+	}
+}

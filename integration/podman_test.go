@@ -26,6 +26,7 @@ func TestPodman(t *testing.T) {
 	t.Run("detached-logs-wait", func(t *testing.T) { t.Parallel(); testPodmanDetached(t, p) })
 	t.Run("run-it", func(t *testing.T) { t.Parallel(); testPodmanRunTerminal(t, p) })
 	t.Run("lifecycle", func(t *testing.T) { t.Parallel(); testPodmanLifecycle(t, p) })
+	t.Run("cgroup-limits", func(t *testing.T) { t.Parallel(); testPodmanCgroupLimits(t, p) })
 }
 
 // testPodmanRunRm: `podman run --rm` keeps stdout and stderr apart, exits 0
@@ -44,6 +45,21 @@ func testPodmanRunRm(t *testing.T, p *podman) {
 		t.Fatal(err)
 	}
 	p.assertRemoved(t, strings.TrimSpace(string(id)))
+}
+
+// testPodmanCgroupLimits: the spec's pids and CPU limits hold for the
+// container's processes (their cgroup; in the guest under initos).
+func testPodmanCgroupLimits(t *testing.T, p *podman) {
+	// The process's own cgroup, as /proc/self/cgroup names it (cgroup v2;
+	// under runc on a cgroup v1 host the line differs and the test skips).
+	script := `cg=$(sed -n 's/^0:://p' /proc/self/cgroup); cat /sys/fs/cgroup$cg/pids.max /sys/fs/cgroup$cg/cpu.max`
+	r := p.run(t, nil, "run", "--rm", "--pids-limit", "77", "--cpu-quota", "50000", "--cpu-period", "100000", podmanImage, "sh", "-c", script)
+	if !p.initos && r.code != 0 {
+		t.Skipf("cgroup v2 files not readable under %s: %s", p.runtime, r.stderr)
+	}
+	if r.code != 0 || string(r.stdout) != "77\n50000 100000\n" {
+		t.Errorf("pids.max and cpu.max: exit %d, stdout %q, stderr %q; want 77 and \"50000 100000\"", r.code, r.stdout, r.stderr)
+	}
 }
 
 // testPodmanExitStatus: podman run's status is the container process's.

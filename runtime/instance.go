@@ -246,7 +246,42 @@ func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mo
 		Mounts:       mounts,
 		RootAttrs:    &agentapi.FileAttrs{Mode: info.RootMode, Uid: info.RootUID, Gid: info.RootGID},
 		Share:        sh.agentShare(),
+		Limits:       cgroupLimits(b.Spec),
 	}
+}
+
+// cgroupLimits are the spec's limits for the container's cgroup in the
+// guest (nil: none). The VM is sized by them too; inside a pod's VM they
+// are what bounds one container.
+func cgroupLimits(s *specs.Spec) *agentapi.CgroupLimits {
+	if s.Linux == nil || s.Linux.Resources == nil {
+		return nil
+	}
+	r := s.Linux.Resources
+	l := &agentapi.CgroupLimits{}
+	if r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
+		l.MemoryBytes = *r.Memory.Limit
+	}
+	if r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit > 0 {
+		l.Pids = *r.Pids.Limit
+	}
+	if r.CPU != nil {
+		if r.CPU.Quota != nil && *r.CPU.Quota > 0 {
+			l.CpuQuotaUs = *r.CPU.Quota
+			if r.CPU.Period != nil {
+				l.CpuPeriodUs = *r.CPU.Period
+			}
+		}
+		if r.CPU.Shares != nil && *r.CPU.Shares >= 2 {
+			// runc's conversion of cgroup v1 shares (2..262144) to
+			// cgroup v2's weight (1..10000).
+			l.CpuWeight = 1 + ((min(*r.CPU.Shares, 262144)-2)*9999)/262142
+		}
+	}
+	if l.MemoryBytes == 0 && l.Pids == 0 && l.CpuQuotaUs == 0 && l.CpuWeight == 0 {
+		return nil
+	}
+	return l
 }
 
 // setup runs the agent's Setup of the container.

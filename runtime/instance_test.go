@@ -12,7 +12,9 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/bundle"
 	"github.com/initos-runtime/initos-runtime/vmm"
 )
@@ -388,5 +390,31 @@ func TestBootAndShutdown(t *testing.T) {
 	h.assertNothingLeft(c)
 	if err := inst.Shutdown(context.Background(), time.Second); err != nil {
 		t.Errorf("second Shutdown: %v", err)
+	}
+}
+
+func TestCgroupLimits(t *testing.T) {
+	i64 := func(v int64) *int64 { return &v }
+	u64 := func(v uint64) *uint64 { return &v }
+	tests := []struct {
+		name string
+		r    *specs.LinuxResources
+		want *agentapi.CgroupLimits
+	}{
+		{"none", nil, nil},
+		{"empty", &specs.LinuxResources{}, nil},
+		{"memory and pids", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(64 << 20)}, Pids: &specs.LinuxPids{Limit: i64(2048)}},
+			&agentapi.CgroupLimits{MemoryBytes: 64 << 20, Pids: 2048}},
+		{"cpu quota and shares", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(50000), Period: u64(100000), Shares: u64(1024)}},
+			&agentapi.CgroupLimits{CpuQuotaUs: 50000, CpuPeriodUs: 100000, CpuWeight: 39}},
+		{"unlimited values are none", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(-1)}, Pids: &specs.LinuxPids{Limit: i64(0)}}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := cgroupLimits(&specs.Spec{Linux: &specs.Linux{Resources: tc.r}})
+			if !proto.Equal(got, tc.want) {
+				t.Errorf("cgroupLimits = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

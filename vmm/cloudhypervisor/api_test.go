@@ -2,8 +2,8 @@ package cloudhypervisor
 
 import (
 	"context"
-	"io"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"

@@ -26,7 +26,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
 
-# bench: per-phase timings of a busybox container in a VM, beside runc run of the same bundle
+# bench: a VM's phase timings beside runc, and volume throughput over virtiofs and 9p beside the host path
 bench:
 	INITOS_INTEGRATION=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime 3x -timeout 30m ./integration/ ./bundle/ ./initrd/
 

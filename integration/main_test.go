@@ -209,9 +209,15 @@ type result struct {
 // runtimeCmd runs initos-runtime with the run's config.
 func runtimeCmd(t testing.TB, stdin []byte, args ...string) result {
 	t.Helper()
+	return runtimeCmdWith(t, env.config, stdin, args...)
+}
+
+// runtimeCmdWith runs initos-runtime with config file config.
+func runtimeCmdWith(t testing.TB, config string, stdin []byte, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), env.runTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, env.bin, append([]string{"--config", env.config}, args...)...)
+	cmd := exec.CommandContext(ctx, env.bin, append([]string{"--config", config}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if stdin != nil {
@@ -230,6 +236,23 @@ func runtimeCmd(t testing.TB, stdin []byte, args ...string) result {
 		t.Fatalf("initos-runtime %v did not finish within %s; stderr:\n%s", args, env.runTimeout, errb.Bytes())
 	}
 	return result{stdout: out.Bytes(), stderr: errb.Bytes(), code: code}
+}
+
+// writeConfig writes the run's config changed by edit to a file of t's and
+// returns its path.
+func writeConfig(t testing.TB, edit func(*runtime.Config)) string {
+	t.Helper()
+	cfg := env.cfg
+	edit(&cfg)
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // assertNothingLeft checks that container id left no state, disk or VMM.

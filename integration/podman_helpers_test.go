@@ -68,6 +68,20 @@ func newPodman(t testing.TB) *podman {
 // newPodmanFor is newPodman for a given runtime ("" or "initos": ours).
 func newPodmanFor(t testing.TB, rt string) *podman {
 	t.Helper()
+	return newPodmanConfig(t, rt, env.config)
+}
+
+// newPodmanWithConfig is newPodman with initos-runtime reading config
+// instead of the run's (e.g. one derived from env.cfg with another
+// shareFS); another runtime selected by INITOS_PODMAN_RUNTIME ignores it.
+func newPodmanWithConfig(t testing.TB, config string) *podman {
+	t.Helper()
+	return newPodmanConfig(t, os.Getenv("INITOS_PODMAN_RUNTIME"), config)
+}
+
+// newPodmanConfig is newPodmanFor with initos-runtime's config file.
+func newPodmanConfig(t testing.TB, rt, config string) *podman {
+	t.Helper()
 	needVMs(t)
 	var missing []string
 	for _, tool := range []string{"podman", "conmon", "tar"} {
@@ -93,8 +107,8 @@ func newPodmanFor(t testing.TB, rt string) *podman {
 	switch rt {
 	case "", "initos":
 		p.initos = true
-		// The run's config (data dir, kernel) reaches initos-runtime as
-		// INITOS_CONFIG. The state root is a short one of our own: podman's
+		// The config (the run's: data dir, kernel) reaches initos-runtime
+		// as INITOS_CONFIG. The state root is a short one of our own: podman's
 		// container IDs are 64 characters and the VMM's sockets live in
 		// <root>/<id>, which the run's temporary root makes too long.
 		root, err := os.MkdirTemp("", "ipm-")
@@ -109,7 +123,7 @@ func newPodmanFor(t testing.TB, rt string) *podman {
 			}
 		})
 		wrapper = fmt.Sprintf("#!/bin/sh\nINITOS_CONFIG=%s\nexport INITOS_CONFIG\nexec %s --root %s \"$@\"\n",
-			shellQuote(env.config), shellQuote(env.bin), shellQuote(root))
+			shellQuote(config), shellQuote(env.bin), shellQuote(root))
 	default:
 		path, err := exec.LookPath(rt)
 		if err != nil {

@@ -46,8 +46,10 @@ func execWaiterCommand() *cli.Command {
 				Ready: ready,
 			})
 			if err != nil {
-				// Before ready the error went to exec; after, stderr is
-				// the process's: report on our exit code only.
+				// Before ready the error went to exec; after, the exit
+				// code says it, and stderr (the process's) names it, as
+				// runc's errors do.
+				fmt.Fprintf(os.Stderr, "initos-runtime: exec in container %q: %v\n", id, err)
 				return cli.Exit("", 255)
 			}
 			return cli.Exit("", status)

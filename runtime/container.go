@@ -108,15 +108,36 @@ func spawnReady(ctx context.Context, cmd *exec.Cmd, deadline time.Duration, what
 	}
 }
 
-// stopMonitor asks a monitor to tear its VM down (SIGTERM), then kills it.
+// stopMonitor asks a monitor we started to tear its VM down (SIGTERM),
+// then kills it.
 func stopMonitor(p *os.Process, exited <-chan struct{}) {
+	terminate(p, func(d time.Duration) bool {
+		select {
+		case <-exited:
+			return true
+		case <-time.After(d):
+			return false
+		}
+	})
+}
+
+// Grace periods of terminate: a monitor's teardown after SIGTERM, its end
+// after SIGKILL.
+const (
+	termGrace = 15 * time.Second
+	killGrace = 5 * time.Second
+)
+
+// terminate sends a monitor SIGTERM (it tears its VM down), then SIGKILL
+// when it has not exited after termGrace; exited(d) waits up to d for the
+// exit. It reports whether the monitor is gone.
+func terminate(p *os.Process, exited func(d time.Duration) bool) bool {
 	p.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(15 * time.Second):
-		p.Kill()
-		<-exited
+	if exited(termGrace) {
+		return true
 	}
+	p.Kill()
+	return exited(killGrace)
 }
 
 // State returns the container's state, its status settled against its
@@ -304,26 +325,24 @@ func waitMonitor(st *State, timeout time.Duration) error {
 	return nil
 }
 
-// terminateMonitor stops a live monitor: SIGTERM (it tears its VM down),
-// then SIGKILL (its VMM dies with it by Pdeathsig).
+// terminateMonitor stops a live monitor found by its state: SIGTERM (it
+// tears its VM down), SIGKILL after termGrace.
 func terminateMonitor(st *State) error {
 	p, err := os.FindProcess(st.MonitorPid)
 	if err != nil {
 		return nil
 	}
-	p.Signal(syscall.SIGTERM)
-	deadline := time.Now().Add(15 * time.Second)
-	for monitorAlive(st) {
-		if time.Now().After(deadline) {
-			p.Signal(syscall.SIGKILL)
-			break
+	gone := terminate(p, func(d time.Duration) bool {
+		deadline := time.Now().Add(d)
+		for monitorAlive(st) {
+			if time.Now().After(deadline) {
+				return false
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for i := 0; i < 500 && monitorAlive(st); i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if monitorAlive(st) {
+		return true
+	})
+	if !gone {
 		return fmt.Errorf("the monitor %d of container %q does not exit", st.MonitorPid, st.ID)
 	}
 	return nil

@@ -1505,6 +1505,58 @@ func (x *StatsResponse) GetPidsCurrent() uint64 {
 	return 0
 }
 
+type UpdateLimitsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Limits        *CgroupLimits          `protobuf:"bytes,2,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateLimitsRequest) Reset() {
+	*x = UpdateLimitsRequest{}
+	mi := &file_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateLimitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateLimitsRequest) ProtoMessage() {}
+
+func (x *UpdateLimitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateLimitsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateLimitsRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *UpdateLimitsRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *UpdateLimitsRequest) GetLimits() *CgroupLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1615,7 +1667,10 @@ const file_agent_proto_rawDesc = "" +
 	"\x12memory_limit_bytes\x18\x05 \x01(\x04R\x10memoryLimitBytes\x12*\n" +
 	"\x11memory_anon_bytes\x18\x06 \x01(\x04R\x0fmemoryAnonBytes\x12*\n" +
 	"\x11memory_file_bytes\x18\a \x01(\x04R\x0fmemoryFileBytes\x12!\n" +
-	"\fpids_current\x18\b \x01(\x04R\vpidsCurrent2\xff\b\n" +
+	"\fpids_current\x18\b \x01(\x04R\vpidsCurrent\"o\n" +
+	"\x13UpdateLimitsRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x125\n" +
+	"\x06limits\x18\x02 \x01(\v2\x1d.initos.agent.v1.CgroupLimitsR\x06limits2\xcd\t\n" +
 	"\x05Agent\x12C\n" +
 	"\x04Ping\x12\x1c.initos.agent.v1.PingRequest\x1a\x1d.initos.agent.v1.PingResponse\x12>\n" +
 	"\x05Setup\x12\x1d.initos.agent.v1.SetupRequest\x1a\x16.initos.agent.v1.Empty\x12^\n" +
@@ -1634,7 +1689,8 @@ const file_agent_proto_rawDesc = "" +
 	"\vWaitProcess\x12\x1f.initos.agent.v1.ProcessRequest\x1a\x1d.initos.agent.v1.WaitResponse\x12^\n" +
 	"\rListProcesses\x12%.initos.agent.v1.ListProcessesRequest\x1a&.initos.agent.v1.ListProcessesResponse\x12L\n" +
 	"\x0fRemoveContainer\x12!.initos.agent.v1.ContainerRequest\x1a\x16.initos.agent.v1.Empty\x12J\n" +
-	"\x05Stats\x12!.initos.agent.v1.ContainerRequest\x1a\x1e.initos.agent.v1.StatsResponse\x12:\n" +
+	"\x05Stats\x12!.initos.agent.v1.ContainerRequest\x1a\x1e.initos.agent.v1.StatsResponse\x12L\n" +
+	"\fUpdateLimits\x12$.initos.agent.v1.UpdateLimitsRequest\x1a\x16.initos.agent.v1.Empty\x12:\n" +
 	"\bShutdown\x12\x16.initos.agent.v1.Empty\x1a\x16.initos.agent.v1.EmptyB<Z:github.com/initos-runtime/initos-runtime/agentapi;agentapib\x06proto3"
 
 var (
@@ -1649,7 +1705,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: initos.agent.v1.Empty
 	(*PingRequest)(nil),           // 1: initos.agent.v1.PingRequest
@@ -1675,6 +1731,7 @@ var file_agent_proto_goTypes = []any{
 	(*ProcessInfo)(nil),           // 21: initos.agent.v1.ProcessInfo
 	(*ListProcessesResponse)(nil), // 22: initos.agent.v1.ListProcessesResponse
 	(*StatsResponse)(nil),         // 23: initos.agent.v1.StatsResponse
+	(*UpdateLimitsRequest)(nil),   // 24: initos.agent.v1.UpdateLimitsRequest
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: initos.agent.v1.SetupRequest.device_nodes:type_name -> initos.agent.v1.DeviceNode
@@ -1683,41 +1740,44 @@ var file_agent_proto_depIdxs = []int32{
 	9,  // 3: initos.agent.v1.SetupRequest.share:type_name -> initos.agent.v1.Share
 	6,  // 4: initos.agent.v1.SetupRequest.limits:type_name -> initos.agent.v1.CgroupLimits
 	21, // 5: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
-	1,  // 6: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
-	5,  // 7: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
-	11, // 8: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
-	13, // 9: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
-	14, // 10: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
-	13, // 11: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
-	16, // 12: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
-	16, // 13: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
-	18, // 14: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
-	19, // 15: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
-	13, // 16: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
-	8,  // 17: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.ListProcessesRequest
-	7,  // 18: initos.agent.v1.Agent.RemoveContainer:input_type -> initos.agent.v1.ContainerRequest
-	7,  // 19: initos.agent.v1.Agent.Stats:input_type -> initos.agent.v1.ContainerRequest
-	0,  // 20: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
-	2,  // 21: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
-	0,  // 22: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
-	12, // 23: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
-	0,  // 24: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
-	15, // 25: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
-	0,  // 26: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
-	17, // 27: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
-	17, // 28: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
-	0,  // 29: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
-	0,  // 30: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
-	20, // 31: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
-	22, // 32: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
-	0,  // 33: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
-	23, // 34: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
-	0,  // 35: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
-	21, // [21:36] is the sub-list for method output_type
-	6,  // [6:21] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	6,  // 6: initos.agent.v1.UpdateLimitsRequest.limits:type_name -> initos.agent.v1.CgroupLimits
+	1,  // 7: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
+	5,  // 8: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
+	11, // 9: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
+	13, // 10: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
+	14, // 11: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
+	13, // 12: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
+	16, // 13: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
+	16, // 14: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
+	18, // 15: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
+	19, // 16: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
+	13, // 17: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
+	8,  // 18: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.ListProcessesRequest
+	7,  // 19: initos.agent.v1.Agent.RemoveContainer:input_type -> initos.agent.v1.ContainerRequest
+	7,  // 20: initos.agent.v1.Agent.Stats:input_type -> initos.agent.v1.ContainerRequest
+	24, // 21: initos.agent.v1.Agent.UpdateLimits:input_type -> initos.agent.v1.UpdateLimitsRequest
+	0,  // 22: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
+	2,  // 23: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
+	0,  // 24: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
+	12, // 25: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
+	0,  // 26: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
+	15, // 27: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
+	0,  // 28: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
+	17, // 29: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
+	17, // 30: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
+	0,  // 31: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
+	0,  // 32: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
+	20, // 33: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
+	22, // 34: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
+	0,  // 35: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
+	23, // 36: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
+	0,  // 37: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
+	0,  // 38: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
+	23, // [23:39] is the sub-list for method output_type
+	7,  // [7:23] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1731,7 +1791,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,7 @@ type AgentService interface {
 	ListProcesses(context.Context, *ListProcessesRequest) (*ListProcessesResponse, error)
 	RemoveContainer(context.Context, *ContainerRequest) (*Empty, error)
 	Stats(context.Context, *ContainerRequest) (*StatsResponse, error)
+	UpdateLimits(context.Context, *UpdateLimitsRequest) (*Empty, error)
 	Shutdown(context.Context, *Empty) (*Empty, error)
 }
 
@@ -125,6 +126,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.Stats(ctx, &req)
+			},
+			"UpdateLimits": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateLimitsRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.UpdateLimits(ctx, &req)
 			},
 			"Shutdown": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req Empty
@@ -254,6 +262,14 @@ func (c *agentClient) RemoveContainer(ctx context.Context, req *ContainerRequest
 func (c *agentClient) Stats(ctx context.Context, req *ContainerRequest) (*StatsResponse, error) {
 	var resp StatsResponse
 	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "Stats", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) UpdateLimits(ctx context.Context, req *UpdateLimitsRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "UpdateLimits", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -180,3 +180,17 @@ func (s *Service) applyLimits(cid string, l *agentapi.CgroupLimits) error {
 	}
 	return nil
 }
+
+// UpdateLimits writes new limits to a set-up container's cgroup.
+func (s *Service) UpdateLimits(_ context.Context, req *agentapi.UpdateLimitsRequest) (*agentapi.Empty, error) {
+	s.mu.Lock()
+	c := s.containers[req.ContainerId]
+	s.mu.Unlock()
+	if c == nil {
+		return nil, errorf(ErrNotFound, "updating the limits of container %q: not set up", req.ContainerId)
+	}
+	if err := s.applyLimits(req.ContainerId, req.Limits); err != nil {
+		return nil, err
+	}
+	return &agentapi.Empty{}, nil
+}

@@ -625,3 +625,19 @@ func TestSetupAppliesCgroupLimits(t *testing.T) {
 		t.Errorf("cgroup writes\n got %q\nwant %q", got, want)
 	}
 }
+
+func TestUpdateLimits(t *testing.T) {
+	s, sys, _ := newTestService(t)
+	if _, err := s.UpdateLimits(ctx5s(t), &agentapi.UpdateLimitsRequest{Limits: &agentapi.CgroupLimits{Pids: 5}}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("UpdateLimits before Setup: %v, want ErrNotFound", err)
+	}
+	if _, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateLimits(ctx5s(t), &agentapi.UpdateLimitsRequest{Limits: &agentapi.CgroupLimits{Pids: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sys.Calls("write /sys/fs/cgroup/initos-default/pids.max"); len(got) != 1 || !strings.HasSuffix(got[0], `"5"`) {
+		t.Errorf("pids.max writes %q", got)
+	}
+}

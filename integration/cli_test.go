@@ -95,11 +95,18 @@ func TestCLIVerbs(t *testing.T) {
 		t.Errorf("events --stats: %+v", ev)
 	}
 
-	if r := rt(nil, "update", "--memory", "1073741824", id); r.code == 0 || !strings.Contains(string(r.stderr), "memory limit (512 MiB → 1024 MiB)") {
+	if r := rt(nil, "update", "--memory", "1073741824", id); r.code == 0 || !strings.Contains(string(r.stderr), "memory limit above the VM's memory (512 MiB → 1024 MiB)") {
 		t.Errorf("update --memory: exit %d, %s", r.code, r.stderr)
 	}
-	if r := rt(nil, "update", "--memory", "536870912", id); r.code != 0 {
-		t.Errorf("update to the same size: exit %d, %s", r.code, r.stderr)
+	// Within the VM: the container's cgroup in the guest takes it live.
+	if r := rt(nil, "update", "--memory", "268435456", "--pids-limit", "99", id); r.code != 0 {
+		t.Errorf("update within the VM: exit %d, %s", r.code, r.stderr)
+	}
+	// The bundle mounts no cgroupfs: the check mounts the guest's (the
+	// container is root in its VM).
+	r = rt(nil, "exec", id, "sh", "-c", `mount -t cgroup2 none /sys/fs/cgroup && cg=$(sed -n 's/^0:://p' /proc/self/cgroup) && cat /sys/fs/cgroup$cg/memory.max /sys/fs/cgroup$cg/pids.max; umount /sys/fs/cgroup`)
+	if r.code != 0 || string(r.stdout) != "268435456\n99\n" {
+		t.Errorf("after update: exit %d, stdout %q, stderr %q; want memory.max 268435456 and pids.max 99", r.code, r.stdout, r.stderr)
 	}
 
 	r = rt([]byte("piped\n"), "exec", id, "sh", "-c", "cat; exit 9")

@@ -47,7 +47,8 @@ type fakeAgent struct {
 	setups     []*agentapi.SetupRequest
 	procs      map[string]*fakeProc
 	shutdowns  int
-	poweredOff chan struct{} // closed by Shutdown
+	limits     *agentapi.CgroupLimits // the last UpdateLimits
+	poweredOff chan struct{}          // closed by Shutdown
 	offOnce    sync.Once
 	gone       chan struct{} // closed when the VM has exited
 	goneOnce   sync.Once
@@ -335,6 +336,13 @@ func (a *fakeAgent) ListProcesses(context.Context, *agentapi.ListProcessesReques
 
 func (a *fakeAgent) Stats(context.Context, *agentapi.ContainerRequest) (*agentapi.StatsResponse, error) {
 	return &agentapi.StatsResponse{CpuUsageUsec: 1}, nil
+}
+
+func (a *fakeAgent) UpdateLimits(_ context.Context, r *agentapi.UpdateLimitsRequest) (*agentapi.Empty, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.limits = r.Limits
+	return &agentapi.Empty{}, nil
 }
 
 func (a *fakeAgent) RemoveContainer(context.Context, *agentapi.ContainerRequest) (*agentapi.Empty, error) {

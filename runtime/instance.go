@@ -272,11 +272,7 @@ func cgroupLimits(s *specs.Spec) *agentapi.CgroupLimits {
 				l.CpuPeriodUs = *r.CPU.Period
 			}
 		}
-		if r.CPU.Shares != nil && *r.CPU.Shares >= 2 {
-			// runc's conversion of cgroup v1 shares (2..262144) to
-			// cgroup v2's weight (1..10000).
-			l.CpuWeight = 1 + ((min(*r.CPU.Shares, 262144)-2)*9999)/262142
-		}
+		l.CpuWeight = cpuWeight(r.CPU.Shares)
 	}
 	if l.MemoryBytes == 0 && l.Pids == 0 && l.CpuQuotaUs == 0 && l.CpuWeight == 0 {
 		return nil
@@ -631,4 +627,16 @@ func (inst *Instance) GuestStats(ctx context.Context) (*agentapi.StatsResponse, 
 		return nil, fmt.Errorf("reading the stats of container %q: %w", inst.ID, err)
 	}
 	return resp, nil
+}
+
+// UpdateLimits writes new limits to the container's cgroup in the guest.
+func (inst *Instance) UpdateLimits(ctx context.Context, l *agentapi.CgroupLimits) error {
+	err := inst.call(ctx, callTimeout, func(ctx context.Context) error {
+		_, err := inst.Agent.UpdateLimits(ctx, &agentapi.UpdateLimitsRequest{ContainerId: inst.containerID, Limits: l})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("updating the limits of container %q: %w", inst.ID, err)
+	}
+	return nil
 }

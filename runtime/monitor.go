@@ -464,6 +464,10 @@ func (a *agentProxy) Stats(ctx context.Context, r *agentapi.ContainerRequest) (*
 	return a.agent().Stats(ctx, r)
 }
 
+func (a *agentProxy) UpdateLimits(ctx context.Context, r *agentapi.UpdateLimitsRequest) (*agentapi.Empty, error) {
+	return a.agent().UpdateLimits(ctx, r)
+}
+
 func (a *agentProxy) RemoveContainer(context.Context, *agentapi.ContainerRequest) (*agentapi.Empty, error) {
 	return nil, fmt.Errorf("container %q is the VM's only container: use delete: %w", a.m.st.ID, ErrWrongState)
 }

@@ -1,17 +1,20 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
 )
 
-// Update applies new resource limits to a container. A VM's memory and
-// CPUs are fixed when it boots (neither driver hot-plugs them here), and
-// the guest does not apply cgroup limits: a request that would change
-// anything is refused with the list of what cannot change, and a request
-// that changes nothing succeeds, as with runc.
+// Update applies new resource limits to a running container (runc's
+// update): limits that fit the VM go to the container's cgroup in the
+// guest; what would need a bigger VM (its memory and CPUs are fixed at
+// boot) or has no meaning in it is refused, naming each, and nothing is
+// applied.
 func Update(c Config, id string, r *specs.LinuxResources) error {
 	st, err := loadState(c, id)
 	if err != nil {
@@ -20,40 +23,82 @@ func Update(c Config, id string, r *specs.LinuxResources) error {
 	if st.Status == StatusStopped {
 		return fmt.Errorf("cannot update container %q: it is stopped: %w", id, ErrWrongState)
 	}
-	return CheckUpdate(id, st.MemoryMiB, st.CPUs, r)
+	limits, err := PlanUpdate(id, st.MemoryMiB, st.CPUs, r)
+	if err != nil || limits == nil {
+		return err
+	}
+	cc, err := dialMonitor(c, id)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if _, err := cc.Agent.UpdateLimits(ctx, &agentapi.UpdateLimitsRequest{Limits: limits}); err != nil {
+		return fmt.Errorf("updating the limits of container %q: %w", id, agentError(err))
+	}
+	return nil
 }
 
-// CheckUpdate decides an update of a running VM sized memMiB and cpus: a
-// request that would change anything is refused, naming each limit that
-// cannot change; a request that changes nothing succeeds, as with runc.
-func CheckUpdate(id string, memMiB, cpus int, r *specs.LinuxResources) error {
-	want, wantCPUs := vmSize(Config{MemoryMiB: memMiB, CPUs: cpus}, &specs.Spec{Linux: &specs.Linux{Resources: r}})
+// PlanUpdate turns an update of a container whose VM has memMiB and cpus
+// into the limits for its guest cgroup (nil: nothing to change). A memory
+// limit above the VM's memory or a CPU quota above its CPUs, a cpuset,
+// block I/O limits, memory reservation or swap are refused, each named.
+func PlanUpdate(id string, memMiB, cpus int, r *specs.LinuxResources) (*agentapi.CgroupLimits, error) {
+	if r == nil {
+		return nil, nil
+	}
 	var refused []string
-	if want != memMiB {
-		refused = append(refused, fmt.Sprintf("memory limit (%d MiB → %d MiB)", memMiB, want))
-	}
-	if wantCPUs != cpus {
-		refused = append(refused, fmt.Sprintf("CPU quota (%d → %d CPUs)", cpus, wantCPUs))
-	}
-	if r != nil {
-		if r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit > 0 {
-			refused = append(refused, "pids limit")
+	l := &agentapi.CgroupLimits{}
+	if m := r.Memory; m != nil {
+		if m.Limit != nil && *m.Limit > 0 {
+			if want := *m.Limit >> 20; want > int64(memMiB) {
+				refused = append(refused, fmt.Sprintf("memory limit above the VM's memory (%d MiB → %d MiB)", memMiB, want))
+			} else {
+				l.MemoryBytes = *m.Limit
+			}
 		}
-		if r.BlockIO != nil && (r.BlockIO.Weight != nil || len(r.BlockIO.ThrottleReadBpsDevice)+len(r.BlockIO.ThrottleWriteBpsDevice)+len(r.BlockIO.ThrottleReadIOPSDevice)+len(r.BlockIO.ThrottleWriteIOPSDevice) > 0) {
-			refused = append(refused, "block I/O limits")
-		}
-		if r.CPU != nil && (r.CPU.Cpus != "" || r.CPU.Mems != "") {
-			refused = append(refused, "cpuset")
-		}
-		if r.CPU != nil && r.CPU.Shares != nil && *r.CPU.Shares > 0 {
-			refused = append(refused, "CPU shares")
-		}
-		if r.Memory != nil && ((r.Memory.Reservation != nil && *r.Memory.Reservation > 0) || (r.Memory.Swap != nil && *r.Memory.Swap > 0)) {
+		if (m.Reservation != nil && *m.Reservation > 0) || (m.Swap != nil && *m.Swap > 0) {
 			refused = append(refused, "memory reservation/swap")
 		}
 	}
-	if len(refused) > 0 {
-		return fmt.Errorf("cannot update container %q: %w: a VM's %s cannot change while it runs (set limits before create)", id, ErrUnsupported, strings.Join(refused, ", "))
+	if cpu := r.CPU; cpu != nil {
+		if cpu.Quota != nil && *cpu.Quota > 0 {
+			period := uint64(100000)
+			if cpu.Period != nil && *cpu.Period > 0 {
+				period = *cpu.Period
+			}
+			if want := (uint64(*cpu.Quota) + period - 1) / period; want > uint64(cpus) {
+				refused = append(refused, fmt.Sprintf("CPU quota above the VM's CPUs (%d → %d CPUs)", cpus, want))
+			} else {
+				l.CpuQuotaUs, l.CpuPeriodUs = *cpu.Quota, period
+			}
+		}
+		l.CpuWeight = cpuWeight(cpu.Shares)
+		if cpu.Cpus != "" || cpu.Mems != "" {
+			refused = append(refused, "cpuset")
+		}
 	}
-	return nil
+	if r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit > 0 {
+		l.Pids = *r.Pids.Limit
+	}
+	if b := r.BlockIO; b != nil && (b.Weight != nil || len(b.ThrottleReadBpsDevice)+len(b.ThrottleWriteBpsDevice)+len(b.ThrottleReadIOPSDevice)+len(b.ThrottleWriteIOPSDevice) > 0) {
+		refused = append(refused, "block I/O limits")
+	}
+	if len(refused) > 0 {
+		return nil, fmt.Errorf("cannot update container %q: %w: %s (a VM's memory and CPUs are fixed at create)", id, ErrUnsupported, strings.Join(refused, ", "))
+	}
+	if l.MemoryBytes == 0 && l.Pids == 0 && l.CpuQuotaUs == 0 && l.CpuWeight == 0 {
+		return nil, nil
+	}
+	return l, nil
+}
+
+// cpuWeight is runc's conversion of cgroup v1 CPU shares (2..262144) to
+// cgroup v2's cpu.weight (1..10000); 0 without shares.
+func cpuWeight(shares *uint64) uint64 {
+	if shares == nil || *shares < 2 {
+		return 0
+	}
+	return 1 + ((min(*shares, 262144)-2)*9999)/262142
 }

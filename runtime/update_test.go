@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
 )
 
 // liveState writes a state whose "monitor" is the test process itself.
@@ -29,32 +32,42 @@ func liveState(t *testing.T, status Status) Config {
 	return c
 }
 
-func TestUpdate(t *testing.T) {
+func TestPlanUpdate(t *testing.T) {
 	i64 := func(v int64) *int64 { return &v }
+	u64 := func(v uint64) *uint64 { return &v }
 	for _, tc := range []struct {
-		name string
-		r    *specs.LinuxResources
-		want string // "" = accepted
+		name    string
+		r       *specs.LinuxResources
+		want    *agentapi.CgroupLimits
+		refused string // "" = accepted
 	}{
-		{"nothing", &specs.LinuxResources{}, ""},
-		{"same memory", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(512 << 20)}}, ""},
-		{"more memory", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(1 << 30)}}, "memory limit (512 MiB → 1024 MiB)"},
-		{"pids", &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: i64(100)}}, "pids limit"},
+		{"nothing", &specs.LinuxResources{}, nil, ""},
+		{"same memory", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(512 << 20)}}, &agentapi.CgroupLimits{MemoryBytes: 512 << 20}, ""},
+		{"less memory", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(256 << 20)}}, &agentapi.CgroupLimits{MemoryBytes: 256 << 20}, ""},
+		{"more memory", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(1 << 30)}}, nil, "memory limit above the VM's memory (512 MiB → 1024 MiB)"},
+		{"pids", &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: i64(100)}}, &agentapi.CgroupLimits{Pids: 100}, ""},
+		{"half a cpu and shares", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(50000), Period: u64(100000), Shares: u64(1024)}},
+			&agentapi.CgroupLimits{CpuQuotaUs: 50000, CpuPeriodUs: 100000, CpuWeight: 39}, ""},
+		{"two cpus", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(200000), Period: u64(100000)}}, nil, "CPU quota above the VM's CPUs (1 → 2 CPUs)"},
+		{"cpuset and blkio", &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "0"}, BlockIO: &specs.LinuxBlockIO{Weight: func() *uint16 { w := uint16(10); return &w }()}},
+			nil, "cpuset, block I/O limits"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := liveState(t, StatusRunning)
-			err := Update(c, "c1", tc.r)
-			if tc.want == "" {
-				if err != nil {
-					t.Fatalf("Update: %v", err)
+			got, err := PlanUpdate("c1", 512, 1, tc.r)
+			if tc.refused != "" {
+				if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), tc.refused) || got != nil {
+					t.Fatalf("PlanUpdate = %v, %v; want ErrUnsupported naming %q", got, err, tc.refused)
 				}
 				return
 			}
-			if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Update: %v, want ErrUnsupported naming %q", err, tc.want)
+			if err != nil || !proto.Equal(got, tc.want) {
+				t.Fatalf("PlanUpdate = %v, %v; want %v", got, err, tc.want)
 			}
 		})
 	}
+}
+
+func TestUpdateStopped(t *testing.T) {
 	c := liveState(t, StatusStopped)
 	if err := Update(c, "c1", &specs.LinuxResources{}); !errors.Is(err, ErrWrongState) {
 		t.Fatalf("update of a stopped container: %v", err)

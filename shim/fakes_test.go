@@ -22,6 +22,7 @@ type fakeVM struct {
 	shutdown bool
 	members  []string
 	nextPid  uint32
+	limits   *agentapi.CgroupLimits // the last UpdateLimits
 }
 
 func newFakeVM() *fakeVM { return &fakeVM{procs: map[string]*fakeProc{}, nextPid: 100} }
@@ -56,6 +57,13 @@ func (v *fakeVM) Processes(context.Context) ([]*agentapi.ProcessInfo, error) {
 
 func (v *fakeVM) GuestStats(context.Context) (*agentapi.StatsResponse, error) {
 	return &agentapi.StatsResponse{CpuUsageUsec: 700, MemoryUsageBytes: 3 << 20, MemoryLimitBytes: 512 << 20, PidsCurrent: 2}, nil
+}
+
+func (v *fakeVM) UpdateLimits(_ context.Context, l *agentapi.CgroupLimits) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.limits = l
+	return nil
 }
 
 func (v *fakeVM) Pause(context.Context) error    { return nil }

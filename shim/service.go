@@ -621,7 +621,9 @@ func (s *Service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	return nil, toGRPC(fmt.Errorf("checkpointing task %q: %w: initos-runtime does not checkpoint VMs", r.ID, errdefs.ErrNotImplemented))
 }
 
-// Update checks new resources against the VM's fixed size.
+// Update writes new limits to the task's cgroup in the guest; what the
+// VM cannot give (more memory or CPUs than it booted with, a cpuset, block
+// I/O limits) is refused, naming each.
 func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (_ *emptypb.Empty, retErr error) {
 	defer func() { retErr = toGRPC(retErr) }()
 	c, err := s.container(r.ID)
@@ -634,8 +636,14 @@ func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (_ *
 			return nil, fmt.Errorf("updating task %q: resources are not LinuxResources JSON: %w: %w", r.ID, errdefs.ErrInvalidArgument, err)
 		}
 	}
-	if err := runtime.CheckUpdate(r.ID, c.memMiB, c.cpus, &res); err != nil {
+	limits, err := runtime.PlanUpdate(r.ID, c.memMiB, c.cpus, &res)
+	if err != nil {
 		return nil, err
+	}
+	if limits != nil {
+		if err := c.vm.UpdateLimits(ctx, limits); err != nil {
+			return nil, err
+		}
 	}
 	return &emptypb.Empty{}, nil
 }

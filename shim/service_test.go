@@ -296,3 +296,28 @@ func TestStatsFromTheGuest(t *testing.T) {
 		t.Errorf("stats %v", v)
 	}
 }
+
+func TestUpdateWritesGuestLimits(t *testing.T) {
+	s, _, vms := testService(t)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: writeBundle(t, []string{"x"}, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	res := func(js string) *anypb.Any {
+		return &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", Value: []byte(js)}
+	}
+	if _, err := s.Update(ctx, &taskAPI.UpdateTaskRequest{ID: "c1", Resources: res(`{"pids":{"limit":64}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if l := vmOf(t, vms, "c1").limits; l == nil || l.Pids != 64 {
+		t.Errorf("limits written: %v, want pids 64", l)
+	}
+	// The default VM has 512 MiB: 1 GiB cannot be given.
+	_, err := s.Update(ctx, &taskAPI.UpdateTaskRequest{ID: "c1", Resources: res(`{"memory":{"limit":1073741824}}`)})
+	if !errdefs.IsNotImplemented(errgrpc.ToNative(err)) || !strings.Contains(err.Error(), "memory limit above the VM's memory") {
+		t.Errorf("Update above the VM's memory: %v", err)
+	}
+	if _, err := s.Update(ctx, &taskAPI.UpdateTaskRequest{ID: "c1", Resources: res(`{not json`)}); !errdefs.IsInvalidArgument(errgrpc.ToNative(err)) {
+		t.Errorf("Update with bad JSON: %v", err)
+	}
+}

@@ -20,6 +20,7 @@ type sandbox interface {
 	Resume(ctx context.Context) error
 	Usage() (cpuNanos, rssBytes uint64, err error)
 	GuestStats(ctx context.Context) (*agentapi.StatsResponse, error)
+	UpdateLimits(ctx context.Context, l *agentapi.CgroupLimits) error
 	Shutdown(ctx context.Context, timeout time.Duration) error
 	VMPid() int
 	Disk() string

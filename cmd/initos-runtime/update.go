@@ -15,7 +15,7 @@ import (
 func updateCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "update",
-		Usage:     "update a container's resource limits (a VM's size is fixed: changes are refused with the reason)",
+		Usage:     "update a container's resource limits (its cgroup in the guest; more memory or CPUs than the VM has are refused with the reason)",
 		ArgsUsage: "<container-id>",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "resources", Aliases: []string{"r"}, Usage: "path to a file with the linux resources to apply, or - for stdin"},

@@ -28,6 +28,10 @@ type Bundle struct {
 	// Rootfs is the absolute path of root.path, resolved against Dir when
 	// it is relative.
 	Rootfs string
+	// CacheKey, when set by the caller, names the rootfs's content for a
+	// DiskCache: only for a rootfs that cannot change (a fresh snapshot of
+	// read-only image layers).
+	CacheKey string
 }
 
 // Load reads dir/config.json, validates it and checks that the root

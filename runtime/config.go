@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/initos-runtime/initos-runtime/bundle"
 )
 
 // Defaults of Config. The data directory holds the guest kernel (kernel/,
@@ -192,6 +194,12 @@ func (c Config) leasesDir() string { return filepath.Join(c.DataDir, "leases") }
 // HostsFile is the bridge's name → address file; its directory is what
 // dnsmasq's --hostsdir watches.
 func (c Config) HostsFile() string { return filepath.Join(c.DataDir, "dns", "hosts") }
+
+// diskCache keeps the images of rootfs trees with a cache key (image
+// layers under containerd's snapshots).
+func (c Config) diskCache() bundle.DiskCache {
+	return bundle.DiskCache{Dir: filepath.Join(c.cacheDir(), "images")}
+}
 
 // disksDir holds the containers' disk images.
 func (c Config) disksDir() string { return filepath.Join(c.DataDir, "disks") }

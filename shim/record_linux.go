@@ -164,3 +164,43 @@ func mountsUnder(dir string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// snapshotKey names the content of a fresh snapshot for the disk cache:
+// the read-only layers under an overlay whose upper dir is still empty
+// (containerd's committed snapshots never change), or a read-only bind.
+// Anything else (a written upper dir, a writable bind) has no key.
+func snapshotKey(ms []mount.Mount) string {
+	if len(ms) != 1 {
+		return ""
+	}
+	m := ms[0]
+	switch m.Type {
+	case "overlay":
+		var lower, upper string
+		for _, o := range m.Options {
+			if v, ok := strings.CutPrefix(o, "lowerdir="); ok {
+				lower = v
+			}
+			if v, ok := strings.CutPrefix(o, "upperdir="); ok {
+				upper = v
+			}
+		}
+		if lower == "" {
+			return ""
+		}
+		if upper != "" {
+			entries, err := os.ReadDir(upper)
+			if err != nil || len(entries) > 0 {
+				return ""
+			}
+		}
+		return "overlay:" + lower
+	case "bind":
+		for _, o := range m.Options {
+			if o == "ro" {
+				return "bind:" + m.Source
+			}
+		}
+	}
+	return ""
+}

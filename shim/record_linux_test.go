@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/containerd/containerd/v2/core/mount"
 )
 
 func TestRecordCleanup(t *testing.T) {
@@ -60,5 +62,36 @@ func TestShimAddress(t *testing.T) {
 	}
 	if got := shimAddress(dir); got != "unix:///run/containerd/s/new" {
 		t.Errorf("bootstrap.json: %q", got)
+	}
+}
+
+func TestSnapshotKey(t *testing.T) {
+	empty, written := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(written, "f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	overlay := func(upper string) []mount.Mount {
+		return []mount.Mount{{Type: "overlay", Source: "overlay", Options: []string{"index=off", "workdir=/w", "upperdir=" + upper, "lowerdir=/l2:/l1"}}}
+	}
+	tests := []struct {
+		name string
+		ms   []mount.Mount
+		want string
+	}{
+		{"fresh overlay", overlay(empty), "overlay:/l2:/l1"},
+		{"written upper dir", overlay(written), ""},
+		{"missing upper dir", overlay(filepath.Join(empty, "nope")), ""},
+		{"read-only view", []mount.Mount{{Type: "overlay", Options: []string{"lowerdir=/l2:/l1"}}}, "overlay:/l2:/l1"},
+		{"read-only bind", []mount.Mount{{Type: "bind", Source: "/s/1", Options: []string{"ro", "rbind"}}}, "bind:/s/1"},
+		{"writable bind", []mount.Mount{{Type: "bind", Source: "/s/1", Options: []string{"rw", "rbind"}}}, ""},
+		{"no mounts", nil, ""},
+		{"two mounts", append(overlay(empty), overlay(empty)...), ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := snapshotKey(tc.ms); got != tc.want {
+				t.Errorf("snapshotKey = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -192,8 +192,9 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err := rec.save(r.Bundle); err != nil {
 		return nil, err
 	}
+	var ms []mount.Mount
 	if len(r.Rootfs) > 0 {
-		ms := make([]mount.Mount, 0, len(r.Rootfs))
+		ms = make([]mount.Mount, 0, len(r.Rootfs))
 		for _, m := range r.Rootfs {
 			ms = append(ms, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 		}
@@ -209,6 +210,8 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, err
 	}
+	// An image's layers build the same disk every time: cache it.
+	b.CacheKey = snapshotKey(ms)
 	c.spec = b.Spec
 	if b.Spec.Process == nil {
 		return nil, fmt.Errorf("task %q: the spec has no process: %w", r.ID, errdefs.ErrInvalidArgument)

@@ -1,0 +1,149 @@
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+func TestCopySparseKeepsHoles(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 64 MiB with two 4 KiB data extents.
+	if err := f.Truncate(64 << 20); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, 40 << 20} {
+		if _, err := f.WriteAt(bytes.Repeat([]byte{byte(off>>20) + 1}, 4096), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	dst := filepath.Join(dir, "dst")
+	if err := CopySparse(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(src)
+	b, _ := os.ReadFile(dst)
+	if !bytes.Equal(a, b) {
+		t.Fatal("the copy differs from the source")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(dst, &st); err != nil {
+		t.Fatal(err)
+	}
+	if used := st.Blocks * 512; used > 4<<20 {
+		t.Errorf("the copy uses %d bytes of a 64 MiB file with 8 KiB of data: not sparse", used)
+	}
+}
+
+func TestDiskCache(t *testing.T) {
+	dir := t.TempDir()
+	c := DiskCache{Dir: filepath.Join(dir, "cache"), Max: 2}
+	var tuned []string
+	run := func(_ context.Context, name string, args ...string) ([]byte, error) {
+		tuned = append(tuned, name+" "+args[0]+" "+filepath.Base(args[1]))
+		return nil, nil
+	}
+	builds := 0
+	build := func(_ context.Context, rootfs, image string, opts DiskOptions) (*DiskInfo, error) {
+		builds++
+		if rootfs == "bad" {
+			return nil, errors.New("mkfs failed")
+		}
+		if err := os.WriteFile(image, []byte("image of "+rootfs), 0o600); err != nil {
+			return nil, err
+		}
+		return &DiskInfo{Path: image, Size: 11, RootMode: 0o751, Devices: []DeviceNode{{Path: "/dev/null", Type: "c", Major: 1, Minor: 3}}}, nil
+	}
+	ctx := context.Background()
+	img := func(n string) string { return filepath.Join(dir, n+".img") }
+	info, hit, err := c.Build(ctx, build, "r1", img("a"), "layers-1", DiskOptions{})
+	if err != nil || hit || builds != 1 {
+		t.Fatalf("first build: %v hit=%v builds=%d", err, hit, builds)
+	}
+	info, hit, err = c.Build(ctx, build, "r1", img("b"), "layers-1", DiskOptions{Run: run})
+	if err != nil || !hit || builds != 1 {
+		t.Fatalf("second build: %v hit=%v builds=%d", err, hit, builds)
+	}
+	if len(tuned) != 1 || tuned[0] != "btrfstune -m b.img" {
+		t.Errorf("the copy's UUID: ran %q, want btrfstune -m on it", tuned)
+	}
+	if got, _ := os.ReadFile(img("b")); string(got) != "image of r1" || info.Path != img("b") || info.RootMode != 0o751 || len(info.Devices) != 1 {
+		t.Errorf("cached copy %q, info %+v", got, info)
+	}
+	// Another free space is another image; no key is no cache.
+	if _, hit, _ := c.Build(ctx, build, "r1", img("c"), "layers-1", DiskOptions{FreeSpace: 1, Run: run}); hit {
+		t.Error("a hit across free-space settings")
+	}
+	if _, hit, _ := c.Build(ctx, build, "r1", img("d"), "", DiskOptions{Run: run}); hit || builds != 3 {
+		t.Errorf("an empty key used the cache (builds %d)", builds)
+	}
+	if _, _, err := c.Build(ctx, build, "bad", img("e"), "layers-2", DiskOptions{}); err == nil {
+		t.Error("a failed build is no error")
+	}
+	// Max 2: a third image evicts the least recently used.
+	if _, _, err := c.Build(ctx, build, "r3", img("f"), "layers-3", DiskOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if descs, _ := filepath.Glob(filepath.Join(c.Dir, "*.json")); len(descs) != 2 {
+		t.Errorf("cache holds %d images, want Max 2", len(descs))
+	}
+	if imgs, _ := filepath.Glob(filepath.Join(c.Dir, "*.img")); len(imgs) != 2 {
+		t.Errorf("cache holds %d image files, want 2", len(imgs))
+	}
+}
+
+// TestDiskCacheCopiesGetTheirOwnUUID: two containers of one image in a
+// pod's VM must be mountable side by side.
+func TestDiskCacheCopiesGetTheirOwnUUID(t *testing.T) {
+	for _, tool := range []string{DefaultMkfs, DefaultBtrfstune} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s (btrfs-progs): %v", tool, err)
+		}
+	}
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc", "hostname"), []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := DiskCache{Dir: filepath.Join(dir, "cache")}
+	ctx := context.Background()
+	var uuids [][]byte
+	for i, name := range []string{"a.img", "b.img", "c.img"} {
+		img := filepath.Join(dir, name)
+		_, hit, err := c.Build(ctx, BuildDisk, root, img, "k", DiskOptions{FreeSpace: 16 << 20})
+		if err != nil || hit != (i > 0) {
+			t.Fatalf("build %d: %v, hit %v", i, err, hit)
+		}
+		f, err := os.Open(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The superblock is at 64 KiB; its fsid at offset 0x20.
+		fsid := make([]byte, 16)
+		_, err = f.ReadAt(fsid, 0x10000+0x20)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range uuids {
+			if bytes.Equal(u, fsid) {
+				t.Fatalf("%s has the filesystem UUID of an earlier copy", name)
+			}
+		}
+		uuids = append(uuids, fsid)
+	}
+}

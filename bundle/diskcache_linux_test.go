@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -145,5 +147,40 @@ func TestDiskCacheCopiesGetTheirOwnUUID(t *testing.T) {
 			}
 		}
 		uuids = append(uuids, fsid)
+	}
+}
+
+// BenchmarkDiskCacheHit is a container's disk from the cache (copy and
+// btrfstune -m), to set beside BenchmarkBuildDisk's mkfs.btrfs of the
+// same tree.
+func BenchmarkDiskCacheHit(b *testing.B) {
+	for _, tool := range []string{DefaultMkfs, DefaultBtrfstune} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Skipf("needs %s: %v", tool, err)
+		}
+	}
+	root := b.TempDir()
+	r := rand.New(rand.NewPCG(7, 8))
+	var content int64
+	for i := range 2000 {
+		size := r.Int64N(16 << 10)
+		content += size
+		mkfile(b, filepath.Join(root, fmt.Sprintf("d%02d/f%04d", i/100, i)), size, false)
+	}
+	out := b.TempDir()
+	c := DiskCache{Dir: filepath.Join(out, "cache")}
+	if _, _, err := c.Build(b.Context(), BuildDisk, root, filepath.Join(out, "first.img"), "bench", DiskOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(content)
+	b.ResetTimer()
+	for i := range b.N {
+		image := filepath.Join(out, fmt.Sprintf("disk%d.img", i))
+		if _, hit, err := c.Build(b.Context(), BuildDisk, root, image, "bench", DiskOptions{}); err != nil || !hit {
+			b.Fatalf("hit %v: %v", hit, err)
+		}
+		b.StopTimer()
+		os.Remove(image)
+		b.StartTimer()
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -182,5 +183,62 @@ func BenchmarkDiskCacheHit(b *testing.B) {
 		b.StopTimer()
 		os.Remove(image)
 		b.StartTimer()
+	}
+}
+
+func TestOverlayKey(t *testing.T) {
+	empty := t.TempDir()
+	tests := []struct {
+		name string
+		opts []string
+		want string
+	}{
+		{"fresh", []string{"rw", "lowerdir=/s/2:/s/1", "upperdir=" + empty, "workdir=/w"}, "overlay:/s/2:/s/1"},
+		{"relative lower dirs", []string{"lowerdir=l/ABC:l/DEF", "upperdir=" + empty}, ""},
+		{"no lower dirs", []string{"upperdir=" + empty}, ""},
+		{"missing upper dir", []string{"lowerdir=/s/1", "upperdir=" + filepath.Join(empty, "nope")}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := OverlayKey(tc.opts); got != tc.want {
+				t.Errorf("OverlayKey = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestOverlayKeyPlaceholders: podman's empty mount points in the upper dir
+// keep a rootfs cacheable (and are part of its key); data does not.
+func TestOverlayKeyPlaceholders(t *testing.T) {
+	upper := func(files map[string]string) string {
+		d := t.TempDir()
+		for p, data := range files {
+			full := filepath.Join(d, p)
+			if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if target, ok := strings.CutPrefix(data, "->"); ok {
+				if err := os.Symlink(target, full); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	podman := map[string]string{"etc/hosts": "", "etc/hostname": "", "etc/mtab": "->/proc/mounts", "run/.containerenv": ""}
+	key := func(u string) string { return OverlayKey([]string{"lowerdir=/s/2:/s/1", "upperdir=" + u}) }
+	a, b := key(upper(podman)), key(upper(podman))
+	if a == "" || a != b {
+		t.Errorf("two upper dirs with the same placeholders: keys %q and %q, want one non-empty key", a, b)
+	}
+	if a == key(t.TempDir()) {
+		t.Error("placeholders do not change the key")
+	}
+	if got := key(upper(map[string]string{"etc/hosts": "127.0.0.1 localhost\n"})); got != "" {
+		t.Errorf("an upper dir with data has key %q", got)
 	}
 }

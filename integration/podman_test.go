@@ -45,6 +45,13 @@ func testPodmanRunRm(t *testing.T, p *podman) {
 		t.Fatal(err)
 	}
 	p.assertRemoved(t, strings.TrimSpace(string(id)))
+	if p.initos {
+		// The rootfs is a fresh overlay of the image's layers: its disk
+		// image is cached for the image's next container.
+		if imgs, _ := filepath.Glob(filepath.Join(env.cfg.DataDir, "cache", "images", "*.img")); len(imgs) == 0 {
+			t.Error("no disk image cached for the image's layers")
+		}
+	}
 }
 
 // testPodmanCgroupLimits: the spec's pids and CPU limits hold for the

@@ -149,7 +149,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		return nil, fmt.Errorf("creating disks dir: %w", err)
 	}
 	inst.Disk = filepath.Join(c.disksDir(), id+"-"+randomSuffix()+".img")
-	info, _, err := c.diskCache().Build(ctx, d.buildDisk, b.Rootfs, inst.Disk, b.CacheKey, bundle.DiskOptions{FreeSpace: c.FreeSpace})
+	info, _, err := c.diskCache().Build(ctx, d.buildDisk, b.Rootfs, inst.Disk, cacheKey(b), bundle.DiskOptions{FreeSpace: c.FreeSpace})
 	if err != nil {
 		return nil, fmt.Errorf("building disk for container %q: %w", id, err)
 	}

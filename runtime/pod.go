@@ -56,7 +56,7 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 		return nil, err
 	}
 	m.Disk = filepath.Join(c.disksDir(), id+"-"+randomSuffix()+".img")
-	info, _, err := c.diskCache().Build(ctx, bundle.BuildDisk, b.Rootfs, m.Disk, b.CacheKey, bundle.DiskOptions{FreeSpace: c.FreeSpace})
+	info, _, err := c.diskCache().Build(ctx, bundle.BuildDisk, b.Rootfs, m.Disk, cacheKey(b), bundle.DiskOptions{FreeSpace: c.FreeSpace})
 	if err != nil {
 		return nil, fmt.Errorf("building disk for container %q: %w", id, err)
 	}

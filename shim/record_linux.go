@@ -15,6 +15,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/initos-runtime/initos-runtime/bundle"
 	"github.com/initos-runtime/initos-runtime/network"
 )
 
@@ -176,25 +177,7 @@ func snapshotKey(ms []mount.Mount) string {
 	m := ms[0]
 	switch m.Type {
 	case "overlay":
-		var lower, upper string
-		for _, o := range m.Options {
-			if v, ok := strings.CutPrefix(o, "lowerdir="); ok {
-				lower = v
-			}
-			if v, ok := strings.CutPrefix(o, "upperdir="); ok {
-				upper = v
-			}
-		}
-		if lower == "" {
-			return ""
-		}
-		if upper != "" {
-			entries, err := os.ReadDir(upper)
-			if err != nil || len(entries) > 0 {
-				return ""
-			}
-		}
-		return "overlay:" + lower
+		return bundle.OverlayKey(m.Options)
 	case "bind":
 		for _, o := range m.Options {
 			if o == "ro" {

@@ -67,7 +67,7 @@ func TestShimAddress(t *testing.T) {
 
 func TestSnapshotKey(t *testing.T) {
 	empty, written := t.TempDir(), t.TempDir()
-	if err := os.WriteFile(filepath.Join(written, "f"), nil, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(written, "f"), []byte("data"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	overlay := func(upper string) []mount.Mount {

@@ -23,6 +23,13 @@ type criPod struct {
 // ("runc", or initosHandler), its logs under this containerd's dir.
 func (c *containerd) runPod(t testing.TB, name, handler string) *criPod {
 	t.Helper()
+	return c.runPodWith(t, name, handler, map[string]any{})
+}
+
+// runPodWith is runPod with the PodSandboxConfig's linux section (e.g.
+// the pod's total resources).
+func (c *containerd) runPodWith(t testing.TB, name, handler string, linux map[string]any) *criPod {
+	t.Helper()
 	p := &criPod{name: name, logDir: filepath.Join(c.dir, "pods", name), config: filepath.Join(c.dir, "pods", name+".json")}
 	if err := os.MkdirAll(p.logDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -31,7 +38,7 @@ func (c *containerd) runPod(t testing.TB, name, handler string) *criPod {
 		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": "uid-" + name, "attempt": 0},
 		"hostname":      name,
 		"log_directory": p.logDir,
-		"linux":         map[string]any{},
+		"linux":         linux,
 	})
 	p.id = c.ok(t, "crictl", "runp", "--runtime", handler, p.config)
 	return p

@@ -197,12 +197,16 @@ func TestContainerdShim(t *testing.T) {
 
 		t.Run("cri pod", func(t *testing.T) {
 			t.Parallel()
-			pod := c.runPod(t, "ictd-pod", initosHandler)
+			// The pod's total: 256 MiB and 1.5 CPUs, on top of the guest's own.
+			pod := c.runPodWith(t, "ictd-pod", initosHandler, map[string]any{
+				"resources": map[string]any{"memory_limit_in_bytes": 256 << 20, "cpu_quota": 150000, "cpu_period": 100000}})
 			a := c.startContainer(t, pod, "a", "sh", "-c", "echo hello-from-a; echo a > /tmp/who; while true; do sleep 1; done")
 			b := c.startContainer(t, pod, "b", "sh", "-c", "echo b > /tmp/who; while true; do sleep 1; done")
 			// One VM for the pod: the sandbox's; its members boot none.
 			if vmms := vmmsOf(c.shimStateDir(criNamespace, pod.id)); len(vmms) != 1 {
 				t.Errorf("%d VMMs run for the pod sandbox, want 1: %v", len(vmms), vmms)
+			} else if want := fmt.Sprintf(" -smp 2 -m %d ", env.cfg.MemoryMiB+256); !strings.Contains(vmms[0], want) {
+				t.Errorf("the pod's VM is not sized for its containers (want %q): %s", want, vmms[0])
 			}
 			for _, id := range []string{a, b} {
 				if vmms := vmmsOf(c.shimStateDir(criNamespace, id)); len(vmms) != 0 {

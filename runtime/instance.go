@@ -482,6 +482,9 @@ func guestCmdline(groups []string, debug bool) string {
 // vmSize sizes the VM from the spec's resources, else from the config.
 func vmSize(c Config, s *specs.Spec) (memMiB, cpus int) {
 	memMiB, cpus = c.MemoryMiB, c.CPUs
+	if m, n, ok := podSize(c, s.Annotations); ok {
+		return m, n
+	}
 	if s.Linux == nil || s.Linux.Resources == nil {
 		return memMiB, cpus
 	}
@@ -558,6 +561,35 @@ func cpusetCount(list string) int {
 		n += b - a + 1
 	}
 	return n
+}
+
+// The CRI's totals of a pod's containers, on its sandbox's spec (kubelet
+// ≥ 1.23 passes them in the PodSandboxConfig's resources).
+const (
+	annotationSandboxMemory    = "io.kubernetes.cri.sandbox-memory"
+	annotationSandboxCPUQuota  = "io.kubernetes.cri.sandbox-cpu-quota"
+	annotationSandboxCPUPeriod = "io.kubernetes.cri.sandbox-cpu-period"
+)
+
+// podSize sizes a pod's VM from its sandbox's annotations: the configured
+// memory for the guest itself plus the containers' total, and the CPUs
+// their total quota needs (at least the configured count). ok is false
+// without those annotations.
+func podSize(c Config, ann map[string]string) (memMiB, cpus int, ok bool) {
+	mem, _ := strconv.ParseInt(ann[annotationSandboxMemory], 10, 64)
+	quota, _ := strconv.ParseInt(ann[annotationSandboxCPUQuota], 10, 64)
+	period, _ := strconv.ParseInt(ann[annotationSandboxCPUPeriod], 10, 64)
+	if mem <= 0 && (quota <= 0 || period <= 0) {
+		return 0, 0, false
+	}
+	memMiB, cpus = c.MemoryMiB, c.CPUs
+	if mem > 0 {
+		memMiB += int(mem >> 20)
+	}
+	if quota > 0 && period > 0 {
+		cpus = max(cpus, int((quota+period-1)/period))
+	}
+	return memMiB, cpus, true
 }
 
 // VMSize is the memory (MiB) and CPU count a VM for spec s gets under c.

@@ -76,17 +76,22 @@ func TestVMSize(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		res      *specs.LinuxResources
+		ann      map[string]string
 		mem, cpu int
 	}{
-		{"no resources", nil, 512, 1},
-		{"memory limit", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(1 << 30)}}, 1024, 1},
-		{"tiny memory gets the minimum", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(8 << 20)}}, MinMemoryMiB, 1},
-		{"quota 1.5 cpus rounds up", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(150000), Period: u64(100000)}}, 512, 2},
-		{"cpuset counts", &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "0-2,5"}}, 512, 4},
-		{"bad cpuset keeps the default", &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "3-1"}}, 512, 1},
+		{"no resources", nil, nil, 512, 1},
+		{"memory limit", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(1 << 30)}}, nil, 1024, 1},
+		{"tiny memory gets the minimum", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(8 << 20)}}, nil, MinMemoryMiB, 1},
+		{"quota 1.5 cpus rounds up", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(150000), Period: u64(100000)}}, nil, 512, 2},
+		{"cpuset counts", &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "0-2,5"}}, nil, 512, 4},
+		{"bad cpuset keeps the default", &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "3-1"}}, nil, 512, 1},
+		{"pod sandbox: the guest's memory plus the containers'", nil, map[string]string{
+			annotationSandboxMemory: "268435456", annotationSandboxCPUQuota: "250000", annotationSandboxCPUPeriod: "100000"}, 768, 3},
+		{"pod sandbox without totals (zeros)", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(1 << 30)}}, map[string]string{
+			annotationSandboxMemory: "0", annotationSandboxCPUQuota: "0", annotationSandboxCPUPeriod: "0"}, 1024, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &specs.Spec{Linux: &specs.Linux{Resources: tc.res}}
+			s := &specs.Spec{Linux: &specs.Linux{Resources: tc.res}, Annotations: tc.ann}
 			mem, cpu := vmSize(c, s)
 			if mem != tc.mem || cpu != tc.cpu {
 				t.Fatalf("vmSize = %d MiB, %d cpus; want %d, %d", mem, cpu, tc.mem, tc.cpu)

@@ -358,7 +358,11 @@ type SetupRequest struct {
 	OwnPidNamespace bool `protobuf:"varint,11,opt,name=own_pid_namespace,json=ownPidNamespace,proto3" json:"own_pid_namespace,omitempty"`
 	// Limits of the container's cgroup in the guest (a pod member's own;
 	// the VM itself is sized by the sandbox). Absent: none.
-	Limits        *CgroupLimits `protobuf:"bytes,12,opt,name=limits,proto3" json:"limits,omitempty"`
+	Limits *CgroupLimits `protobuf:"bytes,12,opt,name=limits,proto3" json:"limits,omitempty"`
+	// The spec's linux.maskedPaths and linux.readonlyPaths, inside the
+	// container's root.
+	MaskedPaths   []string `protobuf:"bytes,13,rep,name=masked_paths,json=maskedPaths,proto3" json:"masked_paths,omitempty"`
+	ReadonlyPaths []string `protobuf:"bytes,14,rep,name=readonly_paths,json=readonlyPaths,proto3" json:"readonly_paths,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +477,20 @@ func (x *SetupRequest) GetOwnPidNamespace() bool {
 func (x *SetupRequest) GetLimits() *CgroupLimits {
 	if x != nil {
 		return x.Limits
+	}
+	return nil
+}
+
+func (x *SetupRequest) GetMaskedPaths() []string {
+	if x != nil {
+		return x.MaskedPaths
+	}
+	return nil
+}
+
+func (x *SetupRequest) GetReadonlyPaths() []string {
+	if x != nil {
+		return x.ReadonlyPaths
 	}
 	return nil
 }
@@ -1582,7 +1600,7 @@ const file_agent_proto_rawDesc = "" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions\"\x91\x04\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xdb\x04\n" +
 	"\fSetupRequest\x12\x1f\n" +
 	"\vroot_device\x18\x01 \x01(\tR\n" +
 	"rootDevice\x12\x1f\n" +
@@ -1600,7 +1618,9 @@ const file_agent_proto_rawDesc = "" +
 	" \x01(\tR\n" +
 	"rootSerial\x12*\n" +
 	"\x11own_pid_namespace\x18\v \x01(\bR\x0fownPidNamespace\x125\n" +
-	"\x06limits\x18\f \x01(\v2\x1d.initos.agent.v1.CgroupLimitsR\x06limits\"\xaa\x01\n" +
+	"\x06limits\x18\f \x01(\v2\x1d.initos.agent.v1.CgroupLimitsR\x06limits\x12!\n" +
+	"\fmasked_paths\x18\r \x03(\tR\vmaskedPaths\x12%\n" +
+	"\x0ereadonly_paths\x18\x0e \x03(\tR\rreadonlyPaths\"\xaa\x01\n" +
 	"\fCgroupLimits\x12!\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x12\n" +
 	"\x04pids\x18\x02 \x01(\x03R\x04pids\x12 \n" +

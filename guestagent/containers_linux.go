@@ -25,6 +25,9 @@ type guestContainer struct {
 	// link target ("pid:[inode]") pidns is once the first one runs.
 	ownPidns bool
 	pidns    string
+	// masked and readonly are the spec's paths, applied again under the
+	// /proc a PID namespace of its own gets.
+	masked, readonly []string
 }
 
 // rootfsOf is where container id's root is mounted: the default
@@ -94,7 +97,8 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 		s.state = guestSettingUp
 	}
 	s.mu.Unlock()
-	c := &guestContainer{id: id, rootfs: s.rootfsOf(id), ownPidns: req.OwnPidNamespace}
+	c := &guestContainer{id: id, rootfs: s.rootfsOf(id), ownPidns: req.OwnPidNamespace,
+		masked: req.MaskedPaths, readonly: req.ReadonlyPaths}
 	defer func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()

@@ -43,6 +43,10 @@ type helperConfig struct {
 	// helper is PID 1 of a new PID namespace and the container's /proc
 	// must show that namespace.
 	MountProc string `json:"mountProc,omitempty"`
+	// Masked and Readonly are the spec's paths; those under /proc are
+	// applied again on the new proc mount.
+	Masked   []string `json:"masked,omitempty"`
+	Readonly []string `json:"readonly,omitempty"`
 }
 
 // rlimitResources maps the runtime-spec's rlimit names to resources.
@@ -120,6 +124,9 @@ func prepareExec(cfg *helperConfig) (string, error) {
 	if cfg.MountProc != "" {
 		if err := unix.Mount("proc", cfg.MountProc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 			return "", fmt.Errorf("mounting the PID namespace's proc on %q: %w", cfg.MountProc, err)
+		}
+		if _, err := maskPaths(osSystem{}, cfg.Rootfs, cfg.Masked, cfg.Readonly, "/proc"); err != nil {
+			return "", err
 		}
 	}
 	if cfg.Rootfs != "" {

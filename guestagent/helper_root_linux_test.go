@@ -253,7 +253,7 @@ func TestHelperPodMemberPidns(t *testing.T) {
 		for unix.Unmount(filepath.Join(root, "proc"), unix.MNT_DETACH) == nil {
 		}
 	})
-	s.containers["m1"] = &guestContainer{id: "m1", rootfs: root, ownPidns: true}
+	s.containers["m1"] = &guestContainer{id: "m1", rootfs: root, ownPidns: true, masked: []string{"/proc/timer_list"}}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	sleeper := specs.Process{Args: []string{"sleep", "30"}, Env: []string{"PATH=/bin"}, Cwd: "/"}
@@ -263,7 +263,7 @@ func TestHelperPodMemberPidns(t *testing.T) {
 	if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: "m1-main"}); err != nil {
 		t.Fatalf("StartProcess: %v", err)
 	}
-	p := specs.Process{Args: []string{"sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; echo $$"}, Env: []string{"PATH=/bin"}, Cwd: "/"}
+	p := specs.Process{Args: []string{"sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; echo $$; x=$(cat /proc/timer_list); echo ${#x}"}, Env: []string{"PATH=/bin"}, Cwd: "/"}
 	buf := &bytes.Buffer{}
 	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "m1-exec", ContainerId: "m1", ProcessJson: processJSON(t, p)}); err != nil {
 		t.Fatalf("CreateProcess in the member: %v", err)
@@ -272,9 +272,12 @@ func TestHelperPodMemberPidns(t *testing.T) {
 		t.Fatalf("StartProcess: %v", err)
 	}
 	buf.WriteString(readAllStream(t, s.ReadStdout, "m1-exec"))
+	if e := readAllStream(t, s.ReadStderr, "m1-exec"); e != "" {
+		t.Logf("stderr: %s", e)
+	}
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	if len(lines) != 2 || strings.TrimSpace(lines[0]) != "sleep 30" || lines[1] == "1" {
-		t.Errorf("the exec saw %q, want PID 1 to be \"sleep 30\" and itself another pid", buf.String())
+	if len(lines) != 3 || strings.TrimSpace(lines[0]) != "sleep 30" || lines[1] == "1" || strings.TrimSpace(lines[2]) != "0" {
+		t.Errorf("the exec saw %q, want PID 1 to be \"sleep 30\", itself another pid and /proc/timer_list masked (empty)", buf.String())
 	}
 	procs, err := s.ListProcesses(ctx, &agentapi.ListProcessesRequest{ContainerId: "m1"})
 	if err != nil {

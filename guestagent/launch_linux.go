@@ -61,6 +61,7 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	if req.NewPidns && req.Rootfs != "" {
 		// PID 1 of the new namespace mounts a /proc that shows it.
 		cfg.MountProc = filepath.Join(req.Rootfs, "proc")
+		cfg.Masked, cfg.Readonly = req.Masked, req.Readonly
 	}
 	switch {
 	case req.Console != nil:

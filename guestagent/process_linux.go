@@ -23,6 +23,9 @@ type launchRequest struct {
 	NewPidns bool
 	// JoinPidnsOf, when set, starts the process in that pid's namespace.
 	JoinPidnsOf int
+	// Masked and Readonly are the spec's paths, applied again under the
+	// new /proc of NewPidns.
+	Masked, Readonly []string
 }
 
 // launched is a prepared process: it is waiting for Start to exec.

@@ -193,6 +193,7 @@ func (s *Service) createProcess(ctx context.Context, cid, id string, spec *specs
 	if c.ownPidns {
 		if c.mainID == "" {
 			req.NewPidns = true
+			req.Masked, req.Readonly = c.masked, c.readonly
 		} else if m := s.procs[c.mainID]; m != nil && m.getState() != procExited {
 			req.JoinPidnsOf = m.pid
 		} else {

@@ -641,3 +641,29 @@ func TestUpdateLimits(t *testing.T) {
 		t.Errorf("pids.max writes %q", got)
 	}
 }
+
+func TestSetupMasksPaths(t *testing.T) {
+	s, sys, _ := newTestService(t)
+	r := testRootfs
+	sys.files[r+"/proc"] = fs.ModeDir
+	sys.files[r+"/proc/kcore"] = 0o400
+	sys.files[r+"/proc/sys"] = fs.ModeDir
+	sys.files[r+"/sys"] = fs.ModeDir
+	sys.files[r+"/sys/firmware"] = fs.ModeDir
+	req := &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs",
+		MaskedPaths:   []string{"/proc/kcore", "/sys/firmware", "/proc/not-here"},
+		ReadonlyPaths: []string{"/proc/sys", "/proc/not-here-either"}}
+	if _, err := s.Setup(ctx5s(t), req); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		fmt.Sprintf("mount /dev/null %s/proc/kcore  %#x ", r, unix.MS_BIND),
+		fmt.Sprintf("mount tmpfs %s/sys/firmware tmpfs %#x ", r, unix.MS_RDONLY),
+		fmt.Sprintf("mount %s/proc/sys %s/proc/sys  %#x ", r, r, unix.MS_BIND|unix.MS_REC),
+		fmt.Sprintf("mount  %s/proc/sys  %#x ", r, unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY),
+	}
+	got := sys.Calls("mount")
+	if len(got) < len(want) || !reflect.DeepEqual(got[len(got)-len(want):], want) {
+		t.Errorf("mounts end with\n %q\nwant\n %q", got, want)
+	}
+}

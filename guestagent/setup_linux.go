@@ -129,6 +129,11 @@ func (s *Service) setupRoot(ctx context.Context, rootfs, dev string, req *agenta
 			return mounted, fmt.Errorf("writing /etc/resolv.conf: %w", err)
 		}
 	}
+	masks, err := maskPaths(s.sys, rootfs, req.MaskedPaths, req.ReadonlyPaths, "")
+	mounted = append(mounted, masks...)
+	if err != nil {
+		return mounted, err
+	}
 	if req.RootReadonly && !rootRO {
 		// config.md root.readonly: "If true then the root filesystem MUST
 		// be read-only inside the container".

@@ -48,13 +48,20 @@ func (c *containerd) runPodWith(t testing.TB, name, handler string, linux map[st
 // containerdImage with args as its command, and returns its ID.
 func (c *containerd) startContainer(t testing.TB, p *criPod, name string, args ...string) string {
 	t.Helper()
+	return c.startContainerWith(t, p, name, map[string]any{}, args...)
+}
+
+// startContainerWith is startContainer with the ContainerConfig's linux
+// section (resources, security context).
+func (c *containerd) startContainerWith(t testing.TB, p *criPod, name string, linux map[string]any, args ...string) string {
+	t.Helper()
 	config := filepath.Join(c.dir, "pods", p.name+"-"+name+".json")
 	writeJSON(t, config, map[string]any{
 		"metadata": map[string]any{"name": name},
 		"image":    map[string]any{"image": containerdImage},
 		"command":  args,
 		"log_path": name + ".log",
-		"linux":    map[string]any{},
+		"linux":    linux,
 	})
 	id := c.ok(t, "crictl", "create", p.id, config, p.config)
 	c.ok(t, "crictl", "start", id)

@@ -200,7 +200,9 @@ func TestContainerdShim(t *testing.T) {
 			// The pod's total: 256 MiB and 1.5 CPUs, on top of the guest's own.
 			pod := c.runPodWith(t, "ictd-pod", initosHandler, map[string]any{
 				"resources": map[string]any{"memory_limit_in_bytes": 256 << 20, "cpu_quota": 150000, "cpu_period": 100000}})
-			a := c.startContainer(t, pod, "a", "sh", "-c", "echo hello-from-a; echo a > /tmp/who; while true; do sleep 1; done")
+			// kubelet passes masked paths (crictl none unless told).
+			a := c.startContainerWith(t, pod, "a", map[string]any{"security_context": map[string]any{"masked_paths": []string{"/proc/timer_list"}}},
+				"sh", "-c", "echo hello-from-a; echo a > /tmp/who; while true; do sleep 1; done")
 			b := c.startContainer(t, pod, "b", "sh", "-c", "echo b > /tmp/who; while true; do sleep 1; done")
 			// One VM for the pod: the sandbox's; its members boot none.
 			if vmms := vmmsOf(c.shimStateDir(criNamespace, pod.id)); len(vmms) != 1 {
@@ -223,6 +225,10 @@ func TestContainerdShim(t *testing.T) {
 				if !strings.Contains(out, "echo "+who+" > /tmp/who") {
 					t.Errorf("container %s: PID 1 of its namespace is not its own process: %q", who, out)
 				}
+			}
+			// A member's own /proc (its PID namespace's) is masked as the spec says.
+			if r := c.crictl(t, "exec", a, "sh", "-c", "cat /proc/timer_list | wc -c"); r.code != 0 || strings.TrimSpace(string(r.stdout)) != "0" {
+				t.Errorf("pod member's /proc/timer_list: exit %d, %q %s; want 0 bytes (masked)", r.code, r.stdout, r.stderr)
 			}
 			poll(t, settleTimeout, "crictl logs of a", func() (bool, string) {
 				r := c.crictl(t, "logs", a)

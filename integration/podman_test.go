@@ -27,6 +27,7 @@ func TestPodman(t *testing.T) {
 	t.Run("run-it", func(t *testing.T) { t.Parallel(); testPodmanRunTerminal(t, p) })
 	t.Run("lifecycle", func(t *testing.T) { t.Parallel(); testPodmanLifecycle(t, p) })
 	t.Run("cgroup-limits", func(t *testing.T) { t.Parallel(); testPodmanCgroupLimits(t, p) })
+	t.Run("masked-paths", func(t *testing.T) { t.Parallel(); testPodmanMaskedPaths(t, p) })
 }
 
 // testPodmanRunRm: `podman run --rm` keeps stdout and stderr apart, exits 0
@@ -51,6 +52,17 @@ func testPodmanRunRm(t *testing.T, p *podman) {
 		if imgs, _ := filepath.Glob(filepath.Join(env.cfg.DataDir, "cache", "images", "*.img")); len(imgs) == 0 {
 			t.Error("no disk image cached for the image's layers")
 		}
+	}
+}
+
+// testPodmanMaskedPaths: podman's masked paths read as empty and its
+// read-only paths refuse writes, as under runc.
+func testPodmanMaskedPaths(t *testing.T, p *podman) {
+	script := `echo kcore $(cat /proc/kcore | wc -c); echo firmware $(ls /sys/firmware | wc -l); ` +
+		`if echo x > /proc/sys/kernel/domainname 2>/dev/null; then echo sys-writable; else echo sys-read-only; fi`
+	r := p.run(t, nil, "run", "--rm", "--network", "none", podmanImage, "sh", "-c", script)
+	if want := "kcore 0\nfirmware 0\nsys-read-only\n"; r.code != 0 || string(r.stdout) != want {
+		t.Errorf("exit %d, stdout %q, stderr %q; want %q", r.code, r.stdout, r.stderr, want)
 	}
 }
 

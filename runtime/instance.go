@@ -238,7 +238,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 // setupRequest is the agent's Setup of bundle b, whose disk is described
 // by info, with the guest's mounts and the VM's share.
 func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mount, sh *share) *agentapi.SetupRequest {
-	return &agentapi.SetupRequest{
+	req := &agentapi.SetupRequest{
 		RootFstype:   "btrfs",
 		RootReadonly: b.Spec.Root.Readonly,
 		Hostname:     b.Spec.Hostname,
@@ -248,6 +248,10 @@ func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mo
 		Share:        sh.agentShare(),
 		Limits:       cgroupLimits(b.Spec),
 	}
+	if l := b.Spec.Linux; l != nil {
+		req.MaskedPaths, req.ReadonlyPaths = l.MaskedPaths, l.ReadonlyPaths
+	}
+	return req
 }
 
 // cgroupLimits are the spec's limits for the container's cgroup in the

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,14 +159,7 @@ func BenchmarkDiskCacheHit(b *testing.B) {
 			b.Skipf("needs %s: %v", tool, err)
 		}
 	}
-	root := b.TempDir()
-	r := rand.New(rand.NewPCG(7, 8))
-	var content int64
-	for i := range 2000 {
-		size := r.Int64N(16 << 10)
-		content += size
-		mkfile(b, filepath.Join(root, fmt.Sprintf("d%02d/f%04d", i/100, i)), size, false)
-	}
+	root, content := benchTree(b)
 	out := b.TempDir()
 	c := DiskCache{Dir: filepath.Join(out, "cache")}
 	if _, _, err := c.Build(b.Context(), BuildDisk, root, filepath.Join(out, "first.img"), "bench", DiskOptions{}); err != nil {

@@ -273,3 +273,26 @@ func (t *tailBuffer) String() string {
 	}
 	return s
 }
+
+// HooksFor is the hooks of one lifecycle stage of the spec's hooks (none
+// for a nil h or an unknown stage).
+func HooksFor(h *specs.Hooks, stage string) []specs.Hook {
+	if h == nil {
+		return nil
+	}
+	switch stage {
+	case HookPrestart:
+		return h.Prestart //nolint:staticcheck // deprecated by the spec, still run
+	case HookCreateRuntime:
+		return h.CreateRuntime
+	case HookCreateContainer:
+		return h.CreateContainer
+	case HookStartContainer:
+		return h.StartContainer
+	case HookPoststart:
+		return h.Poststart
+	case HookPoststop:
+		return h.Poststop
+	}
+	return nil
+}

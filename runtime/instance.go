@@ -258,10 +258,18 @@ func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mo
 // guest (nil: none). The VM is sized by them too; inside a pod's VM they
 // are what bounds one container.
 func cgroupLimits(s *specs.Spec) *agentapi.CgroupLimits {
-	if s.Linux == nil || s.Linux.Resources == nil {
+	if s.Linux == nil {
 		return nil
 	}
-	r := s.Linux.Resources
+	return resourceLimits(s.Linux.Resources)
+}
+
+// resourceLimits are the cgroup limits of r (nil: none): memory, pids,
+// CPU quota and shares.
+func resourceLimits(r *specs.LinuxResources) *agentapi.CgroupLimits {
+	if r == nil {
+		return nil
+	}
 	l := &agentapi.CgroupLimits{}
 	if r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
 		l.MemoryBytes = *r.Memory.Limit

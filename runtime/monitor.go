@@ -182,23 +182,7 @@ func (m *monitor) create(ctx context.Context, o MonitorOptions) (stdio Stdio, er
 // runHooks runs one stage of the spec's hooks on the host with the
 // container's current state.
 func (m *monitor) runHooks(ctx context.Context, stage string) error {
-	h := m.spec.Hooks
-	if h == nil {
-		return nil
-	}
-	var hooks []specs.Hook
-	switch stage {
-	case HookPrestart:
-		hooks = h.Prestart //nolint:staticcheck // deprecated by the spec, still run
-	case HookCreateRuntime:
-		hooks = h.CreateRuntime
-	case HookCreateContainer:
-		hooks = h.CreateContainer
-	case HookStartContainer:
-		hooks = h.StartContainer
-	case HookPoststart:
-		hooks = h.Poststart
-	}
+	hooks := HooksFor(m.spec.Hooks, stage)
 	if len(hooks) == 0 {
 		return nil
 	}

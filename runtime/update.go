@@ -49,13 +49,10 @@ func PlanUpdate(id string, memMiB, cpus int, r *specs.LinuxResources) (*agentapi
 		return nil, nil
 	}
 	var refused []string
-	l := &agentapi.CgroupLimits{}
 	if m := r.Memory; m != nil {
 		if m.Limit != nil && *m.Limit > 0 {
 			if want := *m.Limit >> 20; want > int64(memMiB) {
 				refused = append(refused, fmt.Sprintf("memory limit above the VM's memory (%d MiB → %d MiB)", memMiB, want))
-			} else {
-				l.MemoryBytes = *m.Limit
 			}
 		}
 		if (m.Reservation != nil && *m.Reservation > 0) || (m.Swap != nil && *m.Swap > 0) {
@@ -70,17 +67,11 @@ func PlanUpdate(id string, memMiB, cpus int, r *specs.LinuxResources) (*agentapi
 			}
 			if want := (uint64(*cpu.Quota) + period - 1) / period; want > uint64(cpus) {
 				refused = append(refused, fmt.Sprintf("CPU quota above the VM's CPUs (%d → %d CPUs)", cpus, want))
-			} else {
-				l.CpuQuotaUs, l.CpuPeriodUs = *cpu.Quota, period
 			}
 		}
-		l.CpuWeight = cpuWeight(cpu.Shares)
 		if cpu.Cpus != "" || cpu.Mems != "" {
 			refused = append(refused, "cpuset")
 		}
-	}
-	if r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit > 0 {
-		l.Pids = *r.Pids.Limit
 	}
 	if b := r.BlockIO; b != nil && (b.Weight != nil || len(b.ThrottleReadBpsDevice)+len(b.ThrottleWriteBpsDevice)+len(b.ThrottleReadIOPSDevice)+len(b.ThrottleWriteIOPSDevice) > 0) {
 		refused = append(refused, "block I/O limits")
@@ -88,10 +79,7 @@ func PlanUpdate(id string, memMiB, cpus int, r *specs.LinuxResources) (*agentapi
 	if len(refused) > 0 {
 		return nil, fmt.Errorf("cannot update container %q: %w: %s (a VM's memory and CPUs are fixed at create)", id, ErrUnsupported, strings.Join(refused, ", "))
 	}
-	if l.MemoryBytes == 0 && l.Pids == 0 && l.CpuQuotaUs == 0 && l.CpuWeight == 0 {
-		return nil, nil
-	}
-	return l, nil
+	return resourceLimits(r), nil
 }
 
 // cpuWeight is runc's conversion of cgroup v1 CPU shares (2..262144) to

@@ -105,25 +105,7 @@ func (c *container) ociState(status specs.ContainerState, pid int) *specs.State 
 
 // runHooks runs one stage of the spec's hooks on the host.
 func (c *container) runHooks(ctx context.Context, stage string, status specs.ContainerState, pid int) error {
-	h := c.spec.Hooks
-	if h == nil {
-		return nil
-	}
-	var hooks []specs.Hook
-	switch stage {
-	case runtime.HookPrestart:
-		hooks = h.Prestart //nolint:staticcheck // deprecated by the spec, still run
-	case runtime.HookCreateRuntime:
-		hooks = h.CreateRuntime
-	case runtime.HookCreateContainer:
-		hooks = h.CreateContainer
-	case runtime.HookStartContainer:
-		hooks = h.StartContainer
-	case runtime.HookPoststart:
-		hooks = h.Poststart
-	case runtime.HookPoststop:
-		hooks = h.Poststop
-	}
+	hooks := runtime.HooksFor(c.spec.Hooks, stage)
 	if len(hooks) == 0 {
 		return nil
 	}

@@ -84,23 +84,3 @@ func copyInto(dst, src string) (int64, error) {
 	}
 	return n, nil
 }
-
-// qmpExec runs one command with arguments in its own session.
-func (v *VM) qmpExec(ctx context.Context, command string, args any) error {
-	p, err := v.sup.Running()
-	if err != nil {
-		return err
-	}
-	if p.Exited() {
-		return v.sup.ExitedError(p)
-	}
-	v.qmpMu.Lock()
-	defer v.qmpMu.Unlock()
-	q, err := qmpDial(ctx, v.cfg.SocketPath(qmpSocket))
-	if err != nil {
-		return fmt.Errorf("connecting to qmp: %w", err)
-	}
-	defer q.Close()
-	_, err = q.executeArgs(command, args)
-	return err
-}

@@ -168,14 +168,7 @@ func (v *VM) Pause(ctx context.Context) error { return v.control(ctx, "stop") }
 func (v *VM) Resume(ctx context.Context) error { return v.control(ctx, "cont") }
 
 func (v *VM) control(ctx context.Context, command string) error {
-	p, err := v.sup.Running()
-	if err != nil {
-		return err
-	}
-	if p.Exited() {
-		return v.sup.ExitedError(p)
-	}
-	if _, err := v.qmpRun(ctx, command); err != nil {
+	if err := v.qmpExec(ctx, command, nil); err != nil {
 		return fmt.Errorf("vm %q: qmp %s: %w", v.cfg.ID, command, err)
 	}
 	return nil
@@ -193,4 +186,25 @@ func (v *VM) qmpStatus(ctx context.Context) (string, error) {
 	v.qmpMu.Lock()
 	defer v.qmpMu.Unlock()
 	return qmpStatus(ctx, v.cfg.SocketPath(qmpSocket))
+}
+
+// qmpExec runs one command with arguments (nil: none) in its own session
+// on a running VM.
+func (v *VM) qmpExec(ctx context.Context, command string, args any) error {
+	p, err := v.sup.Running()
+	if err != nil {
+		return err
+	}
+	if p.Exited() {
+		return v.sup.ExitedError(p)
+	}
+	v.qmpMu.Lock()
+	defer v.qmpMu.Unlock()
+	q, err := qmpDial(ctx, v.cfg.SocketPath(qmpSocket))
+	if err != nil {
+		return fmt.Errorf("connecting to qmp: %w", err)
+	}
+	defer q.Close()
+	_, err = q.executeArgs(command, args)
+	return err
 }

@@ -19,12 +19,7 @@ import (
 // delete no tap, lease or hosts entry remains.
 func TestBridgeMode(t *testing.T) {
 	needVMs(t)
-	if _, err := exec.LookPath("dnsmasq"); err != nil {
-		if os.Getenv("INITOS_INTEGRATION") == "1" {
-			t.Fatal("dnsmasq missing (Debian's dnsmasq-base; scripts/setup.sh installs it)")
-		}
-		t.Skip("dnsmasq missing")
-	}
+	requirePrograms(t, deb("dnsmasq-base", "dnsmasq"), deb("iproute2", "ip"))
 	t.Parallel()
 	ns := fmt.Sprintf("initos-it-%d", time.Now().UnixNano()%1000000)
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {

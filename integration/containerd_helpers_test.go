@@ -78,9 +78,23 @@ type containerd struct {
 // bridges and subnets differ.
 var containerdSeq atomic.Int32
 
+// containerdPrograms are what the containerd tests run: the tools that
+// scripts/containerd-setup.sh builds, runc for the runc runtime, ip, and
+// the CNI plugins (with the iptables of portmap and firewall) that CRI and
+// nerdctl run.
+func containerdPrograms() []program {
+	progs := []program{deb("runc", "runc"), deb("iproute2", "ip"), deb("iptables", "iptables", "iptables", "/usr/sbin/iptables")}
+	for _, tool := range []string{"containerd", "ctr", "containerd-shim-runc-v2", "nerdctl", "crictl"} {
+		progs = append(progs, program{name: tool, from: "scripts/containerd-setup.sh builds it"})
+	}
+	for _, p := range []string{"bridge", "host-local", "loopback", "portmap", "firewall", "tuning"} {
+		progs = append(progs, deb("containernetworking-plugins", p, filepath.Join(cniBinDir, p)))
+	}
+	return progs
+}
+
 // newContainerd skips (or, with INITOS_INTEGRATION=1, fails) without
-// containerd, ctr, nerdctl, crictl and the CNI plugins
-// (scripts/containerd-setup.sh installs them), starts a private containerd
+// containerdPrograms, starts a private containerd
 // with CRI, the runtimes runc and initos (the built
 // containerd-shim-initos-v2 comes first in containerd's PATH) and imports
 // containerdImage and pauseImage into the namespaces "default" and
@@ -92,24 +106,7 @@ var containerdSeq atomic.Int32
 func newContainerd(t testing.TB) *containerd {
 	t.Helper()
 	needVMs(t)
-	var missing []string
-	for _, tool := range []string{"containerd", "ctr", "nerdctl", "crictl", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	for _, p := range []string{"bridge", "host-local", "loopback", "portmap"} {
-		if _, err := os.Stat(filepath.Join(cniBinDir, p)); err != nil {
-			missing = append(missing, filepath.Join(cniBinDir, p))
-		}
-	}
-	if len(missing) > 0 {
-		msg := "containerd tests need " + strings.Join(missing, ", ") + " (scripts/containerd-setup.sh installs them)"
-		if os.Getenv("INITOS_INTEGRATION") == "1" {
-			t.Fatalf("%s; INITOS_INTEGRATION=1 makes that a failure", msg)
-		}
-		t.Skip(msg)
-	}
+	requirePrograms(t, containerdPrograms()...)
 	images, err := containerdImages()
 	if err != nil {
 		t.Fatal(err)

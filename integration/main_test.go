@@ -15,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/initos-runtime/initos-runtime/runtime"
+	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
 // env is what TestMain prepared for every test of the run.
@@ -57,14 +58,7 @@ func setup() (int, error) {
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root")
 	}
-	for _, tool := range []string{"qemu-system-x86_64", "mkfs.btrfs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if _, err := os.Stat("/bin/busybox"); err != nil {
-		missing = append(missing, "/bin/busybox (busybox-static)")
-	}
+	missing = append(missing, missingPrograms(vmPrograms...)...)
 	if _, err := os.Stat(filepath.Join(kernelRoot, "boot")); err != nil {
 		missing = append(missing, "a guest kernel in "+kernelRoot+" (scripts/fetch-kernel.sh)")
 	}
@@ -162,6 +156,88 @@ func appendFile(path, s string) error {
 	defer f.Close()
 	_, err = f.WriteString(s)
 	return err
+}
+
+// vmPrograms are what every VM of the tests needs on the host.
+var vmPrograms = []program{
+	deb("qemu-system-x86", "qemu-system-x86_64"),
+	deb("qemu-system-common", "virtiofsd", vmm.VirtiofsdCandidates...),
+	deb("btrfs-progs", "mkfs.btrfs"),
+	deb("btrfs-progs", "btrfstune"),
+	deb("busybox-static", "busybox", "/bin/busybox"),
+}
+
+// program is an external program that tests run, and what installs it.
+type program struct {
+	name  string   // what messages call it
+	from  string   // what installs it
+	paths []string // absolute paths or names looked up in PATH, any one will do; none: name
+}
+
+// deb is program name from Debian package pkg (scripts/setup.sh installs
+// it), found at one of paths (none: name in PATH).
+func deb(pkg, name string, paths ...string) program {
+	return program{name: name, from: "Debian package " + pkg, paths: paths}
+}
+
+// find returns the first of p's paths that is an executable.
+func (p program) find() (string, error) {
+	paths := p.paths
+	if len(paths) == 0 {
+		paths = []string{p.name}
+	}
+	var err error
+	for _, c := range paths {
+		var path string
+		if path, err = exec.LookPath(c); err == nil {
+			return path, nil
+		}
+	}
+	return "", err
+}
+
+// missingPrograms describes each of progs that is nowhere: its name and
+// what installs it.
+func missingPrograms(progs ...program) []string {
+	var missing []string
+	for _, p := range progs {
+		if _, err := p.find(); err != nil {
+			desc := p.name + " (" + p.from
+			if len(p.paths) > 0 {
+				desc += "; looked for " + strings.Join(p.paths, ", ")
+			}
+			missing = append(missing, desc+")")
+		}
+	}
+	return missing
+}
+
+// requirePrograms skips t, or with INITOS_INTEGRATION=1 fails it, unless
+// every one of progs is there; the message names each missing program and
+// the package (or script) that installs it.
+func requirePrograms(t testing.TB, progs ...program) {
+	t.Helper()
+	missing := missingPrograms(progs...)
+	if len(missing) == 0 {
+		return
+	}
+	msg := t.Name() + " needs " + strings.Join(missing, ", ") + " (scripts/setup.sh installs the Debian packages)"
+	if os.Getenv("INITOS_INTEGRATION") == "1" {
+		t.Fatalf("%s; INITOS_INTEGRATION=1 makes that a failure", msg)
+	}
+	t.Skip(msg)
+}
+
+// requireProgram is requirePrograms for program name of Debian package pkg,
+// found at one of paths (none: name in PATH), e.g.
+// requireProgram(t, "aardvark-dns", "aardvark-dns", "/usr/lib/podman/aardvark-dns").
+// It returns the program's path.
+func requireProgram(t testing.TB, pkg, name string, paths ...string) string {
+	t.Helper()
+	p := deb(pkg, name, paths...)
+	requirePrograms(t, p)
+	path, _ := p.find()
+	return path
 }
 
 func needVMs(t testing.TB) {

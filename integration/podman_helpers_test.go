@@ -55,8 +55,19 @@ type podman struct {
 	pid1 bool
 }
 
-// newPodman skips (or, with INITOS_INTEGRATION=1, fails) without podman and
-// conmon, sets up an isolated podman and imports the busybox image.
+// podmanPrograms are what every podman test runs: podman, conmon, the
+// netavark backend the tests configure (in podman's helper directory) with
+// the iptables it sets up networks with, and tar for the image.
+var podmanPrograms = []program{
+	deb("podman", "podman"),
+	deb("conmon", "conmon"),
+	deb("netavark", "netavark", "/usr/lib/podman/netavark", "/usr/libexec/podman/netavark"),
+	deb("iptables", "iptables", "iptables", "/usr/sbin/iptables"),
+	deb("tar", "tar"),
+}
+
+// newPodman skips (or, with INITOS_INTEGRATION=1, fails) without
+// podmanPrograms, sets up an isolated podman and imports the busybox image.
 // INITOS_PODMAN_RUNTIME selects the runtime under test: empty or "initos"
 // is the built initos-runtime, "runc" or another name or path a runc-like
 // runtime, to validate the tests themselves.
@@ -83,19 +94,7 @@ func newPodmanWithConfig(t testing.TB, config string) *podman {
 func newPodmanConfig(t testing.TB, rt, config string) *podman {
 	t.Helper()
 	needVMs(t)
-	var missing []string
-	for _, tool := range []string{"podman", "conmon", "tar"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) > 0 {
-		msg := "podman tests need " + strings.Join(missing, ", ") + " (scripts/podman-setup.sh installs them)"
-		if os.Getenv("INITOS_INTEGRATION") == "1" {
-			t.Fatalf("%s; INITOS_INTEGRATION=1 makes that a failure", msg)
-		}
-		t.Skip(msg)
-	}
+	requirePrograms(t, podmanPrograms...)
 
 	p := &podman{dir: t.TempDir()}
 	// The runtime podman runs is a wrapper script in p.dir: podman runs it

@@ -16,6 +16,8 @@ import (
 // stays in loopback and the namespaces podman makes for the test.
 func TestPodmanNetwork(t *testing.T) {
 	p := newPodman(t)
+	// netavark starts podman's DNS server for the network's names.
+	requireProgram(t, "aardvark-dns", "aardvark-dns", "/usr/lib/podman/aardvark-dns", "/usr/libexec/podman/aardvark-dns")
 	t.Parallel()
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano()%100000)
 	netName, srv := "initos-it-"+suffix, "initos-srv-"+suffix

@@ -66,13 +66,13 @@ install_tool nerdctl "$NERDCTL_VERSION" env NERDCTL_VERSION="$NERDCTL_VERSION" .
 install_tool crictl "$CRICTL_VERSION" gobuild -ldflags "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
 	"sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
 
-# The CNI plugins (bridge, host-local, loopback, portmap, firewall) that containerd's CRI and
-# nerdctl run, in /usr/lib/cni.
+# The CNI plugins (bridge, host-local, loopback, portmap, firewall, tuning) that containerd's CRI and
+# nerdctl run, in /usr/lib/cni (the package depends on the iptables that portmap and firewall run).
 if ! dpkg-query -W -f='${Status}' containernetworking-plugins 2>/dev/null | grep -q 'ok installed'; then
 	log "installing containernetworking-plugins"
 	apt-get update -q >/dev/null
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends containernetworking-plugins >/dev/null
 fi
-for p in bridge host-local loopback portmap; do
+for p in bridge host-local loopback portmap firewall tuning; do
 	[ -x "/usr/lib/cni/$p" ] || { log "CNI plugin /usr/lib/cni/$p missing after installing containernetworking-plugins"; exit 1; }
 done

@@ -13,8 +13,10 @@ cd "$(dirname "$0")/.."
 log() { printf 'podman-setup: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { log "must run as root (it installs packages)"; exit 1; }
 
-# podman 4.3 with conmon; netavark is the network backend the tests configure.
-pkgs=(podman conmon netavark busybox-static tar)
+# podman 4.3 with conmon; netavark is the network backend the tests configure, aardvark-dns its
+# by-name DNS on podman networks (/usr/lib/podman/aardvark-dns) and iptables what it sets up -p and
+# NAT with (neither is a dependency: aardvark-dns is netavark's Recommends, iptables podman's Suggests).
+pkgs=(podman conmon netavark aardvark-dns iptables busybox-static tar)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

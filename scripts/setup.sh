@@ -14,11 +14,30 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 export PATH=$PATH:/usr/local/go/bin
 command -v go >/dev/null || { log "Go 1.26 is required (https://go.dev/dl) and was not found"; exit 1; }
 
-# Debian packages: the VMM, mkfs.btrfs, busybox for the demo and tests, debootstrap for the
-# Debian test image, runc to compare against, iproute2 for the tests' network namespaces,
-# podman with conmon, netavark and iptables (podman run --runtime initos-runtime, -p), dnsmasq for
-# the bridge's names, crun for make bench.
-pkgs=(qemu-system-x86 btrfs-progs busybox-static debootstrap runc iproute2 ca-certificates podman conmon netavark iptables dnsmasq-base crun)
+# Debian packages, installed without their Recommends; each is something a test or feature runs:
+#   qemu-system-x86             the VMM (qemu-system-x86_64); with qemu-system-common, whose
+#                               /usr/lib/qemu/virtiofsd serves virtiofs shares
+#   btrfs-progs                 mkfs.btrfs and btrfstune (disk images), btrfs (unit tests)
+#   busybox-static              /bin/busybox: the demo's and the tests' root filesystem
+#   debootstrap                 the Debian minbase test image (scripts/minbase.sh), with
+#                               debian-archive-keyring (a Recommends) to verify the mirror
+#   runc, crun                  runtimes to compare against (tests, make bench) and containerd's runc
+#   iproute2                    ip: the tests' network namespaces
+#   ca-certificates             Go's module downloads over HTTPS
+#   podman, conmon              podman run --runtime initos-runtime (and podman build)
+#   netavark, aardvark-dns      podman's network backend and its by-name DNS (Recommends of
+#                               containers-common and netavark: netavark runs
+#                               /usr/lib/podman/aardvark-dns for podman networks)
+#   iptables                    what netavark and the CNI plugins program -p and NAT with
+#                               (podman only Suggests it)
+#   containernetworking-plugins the CNI plugins in /usr/lib/cni (containerd's CRI and nerdctl)
+#   dnsmasq-base                dnsmasq: names on the standalone bridge
+#   make, git                   the Makefile (make build, make lint's git ls-files)
+#   zstd                        zstd-compressed kernels and modules; with xz-utils and lz4, the
+#                               compressors the initrd unit tests make their inputs with
+pkgs=(qemu-system-x86 qemu-system-common btrfs-progs busybox-static debootstrap debian-archive-keyring
+  runc crun iproute2 ca-certificates podman conmon netavark aardvark-dns iptables
+  containernetworking-plugins dnsmasq-base make git zstd xz-utils lz4)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

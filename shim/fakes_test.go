@@ -3,6 +3,7 @@ package shim
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -34,7 +35,7 @@ func (v *fakeVM) CreateProcess(_ context.Context, id string, p *specs.Process) (
 		return nil, errors.New("fake vm is shut down")
 	}
 	v.nextPid++
-	fp := &fakeProc{pid: v.nextPid, args: p.Args, started: make(chan struct{}), exit: make(chan int, 1)}
+	fp := newFakeProc(v.nextPid, p.Args)
 	v.procs[id] = fp
 	return fp, nil
 }
@@ -89,25 +90,53 @@ func (v *fakeVM) AddMember(_ context.Context, _ runtime.Config, _ *bundle.Bundle
 }
 
 // fakeProc is one process of a fakeVM: it writes its args on start and
-// exits when the test calls end (or on SIGKILL/SIGTERM).
+// exits when the test calls end (or on SIGKILL/SIGTERM). As with the
+// guest agent, its output is kept until the host reads it: Pump copies
+// it whether or not the process has exited by then.
 type fakeProc struct {
 	pid     uint32
 	args    []string
-	once    sync.Once
-	started chan struct{}
-	exit    chan int
-	endOnce sync.Once
+	started chan struct{} // closed by Start, once the output exists
+	exited  chan struct{} // closed by end, once status is set
+
+	mu     sync.Mutex
+	ended  bool
+	status int
+	out    []byte // what the process wrote: its args, on start
+}
+
+func newFakeProc(pid uint32, args []string) *fakeProc {
+	return &fakeProc{pid: pid, args: args, started: make(chan struct{}), exited: make(chan struct{})}
 }
 
 func (p *fakeProc) Pid() uint32 { return p.pid }
 
 func (p *fakeProc) Start(context.Context) error {
-	p.once.Do(func() { close(p.started) })
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ended {
+		return fmt.Errorf("starting fake process %d: it has exited", p.pid)
+	}
+	select {
+	case <-p.started:
+		return nil
+	default:
+	}
+	for _, a := range p.args {
+		p.out = append(p.out, a+"\n"...)
+	}
+	close(p.started)
 	return nil
 }
 
 func (p *fakeProc) end(status int) {
-	p.endOnce.Do(func() { p.exit <- status })
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ended {
+		return
+	}
+	p.ended, p.status = true, status
+	close(p.exited)
 }
 
 func (p *fakeProc) Signal(_ context.Context, sig uint32, _ bool) error {
@@ -121,24 +150,33 @@ func (p *fakeProc) Resize(context.Context, uint32, uint32) error { return nil }
 
 func (p *fakeProc) Wait(ctx context.Context) (int, error) {
 	select {
-	case s := <-p.exit:
-		p.exit <- s
-		return s, nil
+	case <-p.exited:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.status, nil
 	case <-ctx.Done():
 		return -1, ctx.Err()
 	}
 }
 
+// Pump copies the output to its end: all of it once the process has
+// started (even if it has exited since), none if it ended unstarted.
 func (p *fakeProc) Pump(ctx context.Context, s runtime.Stdio, _ chan<- struct{}) error {
 	select {
 	case <-p.started:
-		if s.Stdout != nil {
-			for _, a := range p.args {
-				s.Stdout.Write([]byte(a + "\n"))
-			}
-		}
-	case <-p.exit:
+	case <-p.exited:
 	case <-ctx.Done():
+		return nil
+	}
+	// Start fills out before it closes started and fails once ended, so
+	// out is final on either branch.
+	p.mu.Lock()
+	out := p.out
+	p.mu.Unlock()
+	if s.Stdout != nil && len(out) > 0 {
+		if _, err := s.Stdout.Write(out); err != nil {
+			return fmt.Errorf("writing output of fake process %d: %w", p.pid, err)
+		}
 	}
 	return nil
 }

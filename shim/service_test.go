@@ -146,11 +146,13 @@ func TestTaskLifecycleEvents(t *testing.T) {
 	if err != nil || d.ExitStatus != 3 {
 		t.Fatalf("Delete = %v, %v", d, err)
 	}
-	waitTopics(t, pub, []string{"/tasks/create", "/tasks/start", "/tasks/exec-added", "/tasks/exec-started", "/tasks/exit", "/tasks/exit", "/tasks/delete"})
+	// containerd's contract: once Delete has returned, the process's io is
+	// finished, so the log is read before anything else can wait.
 	b, err := os.ReadFile(out)
 	if err != nil || string(b) != "echo\nhi\n" {
-		t.Errorf("file:// log = %q, %v", b, err)
+		t.Errorf("file:// log after Delete = %q, %v", b, err)
 	}
+	waitTopics(t, pub, []string{"/tasks/create", "/tasks/start", "/tasks/exec-added", "/tasks/exec-started", "/tasks/exit", "/tasks/exit", "/tasks/delete"})
 	if !vm.shutdown {
 		t.Error("the VM was not shut down by delete")
 	}

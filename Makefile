@@ -5,7 +5,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # The guest kernel unpacked by scripts/fetch-kernel.sh; tests that read a real kernel skip without it.
 export INITOS_KERNEL_ROOT ?= $(wildcard /var/lib/initos-runtime/kernel)
 
-.PHONY: build test integration lint bench proto clean
+.PHONY: build test integration stress lint bench proto clean
 
 # build: the runtime CLI, the containerd shim and the static guest agent into bin/
 build:
@@ -20,6 +20,10 @@ test:
 # integration: boots real VMs (qemu; TCG where KVM is unusable) through the CLI
 integration:
 	INITOS_INTEGRATION=1 $(GO) test -count=1 -timeout 40m -v ./integration/
+
+# stress: boots INITOS_STRESS_N VMs (60), INITOS_STRESS_PAR at a time (6), and prints the boot-time distribution (not in CI)
+stress:
+	INITOS_INTEGRATION=1 INITOS_STRESS=1 $(GO) test -count=1 -timeout 60m -v -run '^TestStressBoot$$' ./integration/
 
 # lint: gofmt and go vet must be clean
 lint:

@@ -1575,6 +1575,80 @@ func (x *UpdateLimitsRequest) GetLimits() *CgroupLimits {
 	return nil
 }
 
+type NetworkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The address with its prefix length, e.g. "10.88.0.5/16".
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// The default gateway, e.g. "10.88.0.1"; empty: no default route.
+	Gateway string `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// The MTU of the NIC; 0: leave the NIC's default.
+	Mtu uint32 `protobuf:"varint,3,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// The MAC the NIC takes (the engine's interface's, which the engine's
+	// bridge and neighbours expect), e.g. "0a:58:0a:58:00:05"; empty:
+	// keep the NIC's own.
+	Mac           string `protobuf:"bytes,4,opt,name=mac,proto3" json:"mac,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkRequest) Reset() {
+	*x = NetworkRequest{}
+	mi := &file_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkRequest) ProtoMessage() {}
+
+func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkRequest.ProtoReflect.Descriptor instead.
+func (*NetworkRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *NetworkRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *NetworkRequest) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *NetworkRequest) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *NetworkRequest) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1690,7 +1764,13 @@ const file_agent_proto_rawDesc = "" +
 	"\fpids_current\x18\b \x01(\x04R\vpidsCurrent\"o\n" +
 	"\x13UpdateLimitsRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x125\n" +
-	"\x06limits\x18\x02 \x01(\v2\x1d.initos.agent.v1.CgroupLimitsR\x06limits2\xcd\t\n" +
+	"\x06limits\x18\x02 \x01(\v2\x1d.initos.agent.v1.CgroupLimitsR\x06limits\"h\n" +
+	"\x0eNetworkRequest\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x12\x10\n" +
+	"\x03mtu\x18\x03 \x01(\rR\x03mtu\x12\x10\n" +
+	"\x03mac\x18\x04 \x01(\tR\x03mac2\x9a\n" +
+	"\n" +
 	"\x05Agent\x12C\n" +
 	"\x04Ping\x12\x1c.initos.agent.v1.PingRequest\x1a\x1d.initos.agent.v1.PingResponse\x12>\n" +
 	"\x05Setup\x12\x1d.initos.agent.v1.SetupRequest\x1a\x16.initos.agent.v1.Empty\x12^\n" +
@@ -1711,7 +1791,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fRemoveContainer\x12!.initos.agent.v1.ContainerRequest\x1a\x16.initos.agent.v1.Empty\x12J\n" +
 	"\x05Stats\x12!.initos.agent.v1.ContainerRequest\x1a\x1e.initos.agent.v1.StatsResponse\x12L\n" +
 	"\fUpdateLimits\x12$.initos.agent.v1.UpdateLimitsRequest\x1a\x16.initos.agent.v1.Empty\x12:\n" +
-	"\bShutdown\x12\x16.initos.agent.v1.Empty\x1a\x16.initos.agent.v1.EmptyB<Z:github.com/initos-runtime/initos-runtime/agentapi;agentapib\x06proto3"
+	"\bShutdown\x12\x16.initos.agent.v1.Empty\x1a\x16.initos.agent.v1.Empty\x12K\n" +
+	"\x10ConfigureNetwork\x12\x1f.initos.agent.v1.NetworkRequest\x1a\x16.initos.agent.v1.EmptyB<Z:github.com/initos-runtime/initos-runtime/agentapi;agentapib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1725,7 +1806,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: initos.agent.v1.Empty
 	(*PingRequest)(nil),           // 1: initos.agent.v1.PingRequest
@@ -1752,6 +1833,7 @@ var file_agent_proto_goTypes = []any{
 	(*ListProcessesResponse)(nil), // 22: initos.agent.v1.ListProcessesResponse
 	(*StatsResponse)(nil),         // 23: initos.agent.v1.StatsResponse
 	(*UpdateLimitsRequest)(nil),   // 24: initos.agent.v1.UpdateLimitsRequest
+	(*NetworkRequest)(nil),        // 25: initos.agent.v1.NetworkRequest
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: initos.agent.v1.SetupRequest.device_nodes:type_name -> initos.agent.v1.DeviceNode
@@ -1777,24 +1859,26 @@ var file_agent_proto_depIdxs = []int32{
 	7,  // 20: initos.agent.v1.Agent.Stats:input_type -> initos.agent.v1.ContainerRequest
 	24, // 21: initos.agent.v1.Agent.UpdateLimits:input_type -> initos.agent.v1.UpdateLimitsRequest
 	0,  // 22: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
-	2,  // 23: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
-	0,  // 24: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
-	12, // 25: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
-	0,  // 26: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
-	15, // 27: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
-	0,  // 28: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
-	17, // 29: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
-	17, // 30: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
-	0,  // 31: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
-	0,  // 32: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
-	20, // 33: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
-	22, // 34: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
-	0,  // 35: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
-	23, // 36: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
-	0,  // 37: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
-	0,  // 38: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
-	23, // [23:39] is the sub-list for method output_type
-	7,  // [7:23] is the sub-list for method input_type
+	25, // 23: initos.agent.v1.Agent.ConfigureNetwork:input_type -> initos.agent.v1.NetworkRequest
+	2,  // 24: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
+	0,  // 25: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
+	12, // 26: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
+	0,  // 27: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
+	15, // 28: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
+	0,  // 29: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
+	17, // 30: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
+	17, // 31: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
+	0,  // 32: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
+	0,  // 33: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
+	20, // 34: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
+	22, // 35: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
+	0,  // 36: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
+	23, // 37: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
+	0,  // 38: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
+	0,  // 39: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
+	0,  // 40: initos.agent.v1.Agent.ConfigureNetwork:output_type -> initos.agent.v1.Empty
+	24, // [24:41] is the sub-list for method output_type
+	7,  // [7:24] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -1811,7 +1895,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

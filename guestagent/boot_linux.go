@@ -148,25 +148,15 @@ func (a *agent) boot() error {
 // loadModules loads the requested groups of load.order; failures are
 // logged and boot goes on (what needs the module fails later, clearly).
 func (a *agent) loadModules() {
-	f, err := os.Open(filepath.Join(ModulesDir, "load.order"))
-	if err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			a.log.Printf("modules: %v", err)
-		}
-		return
-	}
-	entries, err := parseLoadOrder(f)
-	f.Close()
-	if err != nil {
-		a.log.Printf("modules: %v", err)
-		return
-	}
 	start := time.Now()
-	selected := selectModules(entries, a.cmdline.AllGroups, a.cmdline.Groups)
-	if err := loadModules(ModulesDir, selected, finitModule, a.log); err != nil {
+	selected, total, err := loadGroups(ModulesDir, a.cmdline.AllGroups, a.cmdline.Groups, finitModule, a.log)
+	// No load.order (total 0): an initrd without modules.
+	if err != nil && (total > 0 || !errors.Is(err, fs.ErrNotExist)) {
 		a.log.Printf("modules: %v", err)
 	}
-	a.log.Debugf("modules: %d of %d loaded in %v", len(selected), len(entries), time.Since(start).Round(time.Millisecond))
+	if total > 0 {
+		a.log.Debugf("modules: %d of %d loaded in %v", selected, total, time.Since(start).Round(time.Millisecond))
+	}
 }
 
 // newService builds the service of this guest.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -85,4 +86,22 @@ func loadModules(dir string, entries []moduleEntry, load func(path string) error
 		log.Debugf("module %s loaded in %v", e.File, time.Since(start).Round(time.Millisecond))
 	}
 	return errors.Join(errs...)
+}
+
+// loadGroups loads, in load.order's order, the modules of dir's load.order
+// that belong to one of groups (all of them with all) and returns how many
+// it selected of how many there are. A missing load.order is an error that
+// wraps fs.ErrNotExist (an initrd without modules).
+func loadGroups(dir string, all bool, groups []string, load func(path string) error, log *logger) (selected, total int, err error) {
+	f, err := os.Open(filepath.Join(dir, "load.order"))
+	if err != nil {
+		return 0, 0, err
+	}
+	entries, err := parseLoadOrder(f)
+	f.Close()
+	if err != nil {
+		return 0, 0, err
+	}
+	sel := selectModules(entries, all, groups)
+	return len(sel), len(entries), loadModules(dir, sel, load, log)
 }

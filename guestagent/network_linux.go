@@ -14,6 +14,7 @@ type netlinker interface {
 	LinkByName(name string) (netlink.Link, error)
 	LinkSetUp(link netlink.Link) error
 	LinkSetMTU(link netlink.Link, mtu int) error
+	LinkSetHardwareAddr(link netlink.Link, hwaddr net.HardwareAddr) error
 	AddrAdd(link netlink.Link, addr *netlink.Addr) error
 	RouteAdd(route *netlink.Route) error
 }
@@ -21,9 +22,12 @@ type netlinker interface {
 // realNetlink is the kernel's netlink.
 type realNetlink struct{}
 
-func (realNetlink) LinkByName(name string) (netlink.Link, error)  { return netlink.LinkByName(name) }
-func (realNetlink) LinkSetUp(l netlink.Link) error                { return netlink.LinkSetUp(l) }
-func (realNetlink) LinkSetMTU(l netlink.Link, mtu int) error      { return netlink.LinkSetMTU(l, mtu) }
+func (realNetlink) LinkByName(name string) (netlink.Link, error) { return netlink.LinkByName(name) }
+func (realNetlink) LinkSetUp(l netlink.Link) error               { return netlink.LinkSetUp(l) }
+func (realNetlink) LinkSetMTU(l netlink.Link, mtu int) error     { return netlink.LinkSetMTU(l, mtu) }
+func (realNetlink) LinkSetHardwareAddr(l netlink.Link, mac net.HardwareAddr) error {
+	return netlink.LinkSetHardwareAddr(l, mac)
+}
 func (realNetlink) AddrAdd(l netlink.Link, a *netlink.Addr) error { return netlink.AddrAdd(l, a) }
 func (realNetlink) RouteAdd(r *netlink.Route) error               { return netlink.RouteAdd(r) }
 
@@ -41,27 +45,31 @@ func setupNetwork(nl netlinker, n *NetConfig, wait time.Duration) error {
 	if n == nil {
 		return nil
 	}
-	var eth0 netlink.Link
-	deadline := time.Now().Add(wait)
-	for {
-		eth0, err = nl.LinkByName("eth0")
-		if err == nil {
-			break
+	return configureNIC(nl, guestNIC, n, nil, wait)
+}
+
+// guestNIC is the guest's one network interface (docs/contracts.md).
+const guestNIC = "eth0"
+
+// configureNIC waits up to wait for the interface name to appear, gives it
+// mac (when set), n's MTU and address, sets it up and adds the default
+// route via n's gateway: xip= at boot, ConfigureNetwork later.
+func configureNIC(nl netlinker, name string, n *NetConfig, mac net.HardwareAddr, wait time.Duration) error {
+	link, err := waitLink(nl, name, wait)
+	if err != nil {
+		return err
+	}
+	if len(mac) > 0 {
+		// Before it is up: the address its peers expect from the start.
+		if err := nl.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("setting the MAC of %s to %s: %w", name, mac, err)
 		}
-		var notFound netlink.LinkNotFoundError
-		if !errors.As(err, &notFound) {
-			return fmt.Errorf("finding eth0: %w", err)
-		}
-		if time.Now().After(deadline) {
-			return errorf(ErrNotFound, "eth0 did not appear within %v (is the net module group loaded?)", wait)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	if n.MTU > 0 {
 		// The engine's interface's MTU (an overlay's 1450, say): the
 		// guest must not send frames the tap's peer cannot carry.
-		if err := nl.LinkSetMTU(eth0, n.MTU); err != nil {
-			return fmt.Errorf("setting the MTU of eth0 to %d: %w", n.MTU, err)
+		if err := nl.LinkSetMTU(link, n.MTU); err != nil {
+			return fmt.Errorf("setting the MTU of %s to %d: %w", name, n.MTU, err)
 		}
 	}
 	bits := 32
@@ -69,17 +77,37 @@ func setupNetwork(nl netlinker, n *NetConfig, wait time.Duration) error {
 		bits = 128
 	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.Addr.Addr().AsSlice(), Mask: net.CIDRMask(n.Addr.Bits(), bits)}}
-	if err := nl.AddrAdd(eth0, addr); err != nil {
-		return fmt.Errorf("adding %s to eth0: %w", n.Addr, err)
+	if err := nl.AddrAdd(link, addr); err != nil {
+		return fmt.Errorf("adding %s to %s: %w", n.Addr, name, err)
 	}
-	if err := nl.LinkSetUp(eth0); err != nil {
-		return fmt.Errorf("bringing eth0 up: %w", err)
+	if err := nl.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bringing %s up: %w", name, err)
 	}
 	if n.Gateway.IsValid() {
-		route := &netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: n.Gateway.AsSlice()}
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: n.Gateway.AsSlice()}
 		if err := nl.RouteAdd(route); err != nil {
-			return fmt.Errorf("adding the default route via %s: %w", n.Gateway, err)
+			return fmt.Errorf("adding the default route via %s on %s: %w", n.Gateway, name, err)
 		}
 	}
 	return nil
+}
+
+// waitLink polls for the interface name until it appears (the NIC's driver
+// has just loaded) or wait has passed.
+func waitLink(nl netlinker, name string, wait time.Duration) (netlink.Link, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		link, err := nl.LinkByName(name)
+		if err == nil {
+			return link, nil
+		}
+		var notFound netlink.LinkNotFoundError
+		if !errors.As(err, &notFound) {
+			return nil, fmt.Errorf("finding %s: %w", name, err)
+		}
+		if time.Now().After(deadline) {
+			return nil, errorf(ErrNotFound, "%s did not appear within %v (is the net module group loaded?)", name, wait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

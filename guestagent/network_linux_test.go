@@ -3,6 +3,7 @@ package guestagent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -11,11 +12,14 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// fakeNetlink records netlink calls; eth0 appears after appearAfter lookups.
+// fakeNetlink records netlink calls; eth0 appears after appearAfter lookups
+// and, once up, is operationally down for downFor more lookups.
 type fakeNetlink struct {
 	calls       []string
 	appearAfter int
 	lookups     int
+	downFor     int
+	up          bool
 }
 
 func (f *fakeNetlink) LinkByName(name string) (netlink.Link, error) {
@@ -26,10 +30,19 @@ func (f *fakeNetlink) LinkByName(name string) (netlink.Link, error) {
 		}
 	}
 	idx := map[string]int{"lo": 1, "eth0": 2}[name]
-	return &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name, Index: idx}}, nil
+	state := netlink.LinkOperState(netlink.OperDown)
+	if name == "eth0" && f.up {
+		if f.downFor > 0 {
+			f.downFor--
+		} else {
+			state = netlink.OperUp
+		}
+	}
+	return &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name, Index: idx, OperState: state}}, nil
 }
 
 func (f *fakeNetlink) LinkSetUp(l netlink.Link) error {
+	f.up = f.up || l.Attrs().Name == "eth0"
 	f.calls = append(f.calls, "up "+l.Attrs().Name)
 	return nil
 }
@@ -41,6 +54,11 @@ func (f *fakeNetlink) AddrAdd(l netlink.Link, a *netlink.Addr) error {
 
 func (f *fakeNetlink) LinkSetMTU(l netlink.Link, mtu int) error {
 	f.calls = append(f.calls, fmt.Sprintf("mtu %s %d", l.Attrs().Name, mtu))
+	return nil
+}
+
+func (f *fakeNetlink) LinkSetHardwareAddr(l netlink.Link, mac net.HardwareAddr) error {
+	f.calls = append(f.calls, fmt.Sprintf("mac %s %s", l.Attrs().Name, mac))
 	return nil
 }
 

@@ -84,6 +84,9 @@ type Service struct {
 
 	cgroupOnce sync.Once
 	cgroups    bool // cgroup v2 is mounted: containers have cgroups
+
+	// net configures the NIC in the late network mode (ConfigureNetwork).
+	net *lateNet
 }
 
 var _ agentapi.AgentService = (*Service)(nil)
@@ -99,6 +102,7 @@ func newService(cfg serviceConfig, sys system, l launcher, log *logger) *Service
 		procs:      make(map[string]*process),
 		containers: make(map[string]*guestContainer),
 		selfPidns:  pidnsOf(sys, os.Getpid()),
+		net:        defaultLateNet(log),
 	}
 }
 

@@ -132,3 +132,37 @@ func TestCLIVerbs(t *testing.T) {
 		t.Errorf("the container's output %q, want ready", b)
 	}
 }
+
+// TestCLIDeleteCreated: delete of a created container without --force kills
+// and removes it, as runc does (buildah deletes a failed RUN step's
+// container that way); a running one still needs --force (TestCLIVerbs).
+func TestCLIDeleteCreated(t *testing.T) {
+	needVMs(t)
+	t.Parallel()
+	id := "cli-delete-created"
+	dir := writeBundle(t, busyboxSpec(t, "true"))
+	defer assertNothingLeft(t, id)
+	defer runtimeCmd(t, nil, "delete", "--force", id)
+	// The monitor keeps the stdio it inherits: files, not pipes.
+	logPath := filepath.Join(t.TempDir(), "out")
+	out, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(env.bin, "--config", env.config, "create", "--bundle", dir, id)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		b, _ := os.ReadFile(logPath)
+		t.Fatalf("create: %v: %s", err, b)
+	}
+	if r := runtimeCmd(t, nil, "state", id); !strings.Contains(string(r.stdout), `"status": "created"`) {
+		t.Fatalf("state after create: %s %s", r.stdout, r.stderr)
+	}
+	if r := runtimeCmd(t, nil, "delete", id); r.code != 0 {
+		t.Fatalf("delete of a created container: exit %d, %s", r.code, r.stderr)
+	}
+	if r := runtimeCmd(t, nil, "state", id); r.code == 0 || !strings.Contains(string(r.stderr), "does not exist") {
+		t.Errorf("state after delete: exit %d, %s %s", r.code, r.stdout, r.stderr)
+	}
+}

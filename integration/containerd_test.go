@@ -92,6 +92,23 @@ func TestContainerdShim(t *testing.T) {
 			}
 		})
 
+		t.Run("vmm killed", func(t *testing.T) {
+			t.Parallel()
+			// SIGKILL of the VMM kills the container's processes with
+			// it: the task exits 137, as for any container killed by
+			// SIGKILL, and rm leaves nothing.
+			name := "ictd-vmm-killed"
+			c.ok(t, "nerdctl", "run", "-d", "--name", name, rt, containerdImage, "sleep", "3600")
+			id := c.ok(t, "nerdctl", "inspect", "--format", "{{.ID}}", name)
+			killVMM(t, c.shimStateDir(nerdctlNamespace, id))
+			poll(t, settleTimeout, "the task to exit after its VMM was killed", func() (bool, string) {
+				out := c.ok(t, "nerdctl", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name)
+				return out == "exited 137", out
+			})
+			c.ok(t, "nerdctl", "rm", name)
+			c.assertGone(t, id)
+		})
+
 		t.Run("shim killed", func(t *testing.T) {
 			t.Parallel()
 			// A shim server that dies (OOM killer, kill -9) takes its VM
@@ -266,6 +283,20 @@ func (c *containerd) terminal(t *testing.T, cmd, setup string) string {
 // toolArgsLine is the command line of tool with this containerd's flags.
 func (c *containerd) toolArgsLine(tool string) []string {
 	return append([]string{tool}, c.toolArgs(tool, nil)...)
+}
+
+// killVMM sends SIGKILL to the one VMM whose command line names dir.
+func killVMM(t testing.TB, dir string) {
+	t.Helper()
+	vmms := vmmsOf(dir)
+	if len(vmms) != 1 {
+		t.Fatalf("VMM of %s: found %v", dir, vmms)
+	}
+	var pid int
+	fmt.Sscanf(vmms[0], "%d", &pid)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("killing the VMM %d: %v", pid, err)
+	}
 }
 
 // vmmsOf lists the VMM processes whose command line names dir.

@@ -28,6 +28,32 @@ func TestPodman(t *testing.T) {
 	t.Run("lifecycle", func(t *testing.T) { t.Parallel(); testPodmanLifecycle(t, p) })
 	t.Run("cgroup-limits", func(t *testing.T) { t.Parallel(); testPodmanCgroupLimits(t, p) })
 	t.Run("masked-paths", func(t *testing.T) { t.Parallel(); testPodmanMaskedPaths(t, p) })
+	if p.initos {
+		t.Run("vmm-killed", func(t *testing.T) { t.Parallel(); testPodmanVMMKilled(t, p) })
+	}
+}
+
+// testPodmanVMMKilled: SIGKILL of a running container's VMM kills its
+// processes with it: the container exits 137, as any container whose
+// processes were killed by SIGKILL, the monitor's log says how the VM
+// ended, and `podman rm` leaves nothing.
+func testPodmanVMMKilled(t *testing.T, p *podman) {
+	name := "initos-pm-vmm-killed"
+	id := p.detached(t, name, "sh", "-c", "echo ready; exec sleep 3600")
+	p.waitLogs(t, name, "ready", settleTimeout)
+	dir := p.stateDir(id)
+	killVMM(t, dir)
+	if got := p.ok(t, "wait", name); got != "137" {
+		t.Errorf("podman wait printed %q after the VMM was killed, want 137", got)
+	}
+	if got := p.inspect(t, name, "{{.State.Status}} {{.State.ExitCode}}"); got != "exited 137" {
+		t.Errorf("state %q after the VMM was killed, want exited 137", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "monitor.log")); err != nil || !strings.Contains(string(b), "signal: killed") {
+		t.Errorf("the monitor's log does not say the VMM was killed (%v): %s", err, b)
+	}
+	p.ok(t, "rm", name)
+	p.assertRemoved(t, id)
 }
 
 // testPodmanRunRm: `podman run --rm` keeps stdout and stderr apart, exits 0

@@ -27,41 +27,111 @@ func AttachToNetns(nsPath, tapName string) (*Attachment, error) {
 		return nil, err
 	}
 	a := &Attachment{NetnsPath: nsPath, Tap: tapName}
-	if err := inNetns(nsPath, a.attach); err != nil {
+	err := withHandle(nsPath, func(h *netlink.Handle) (retErr error) {
+		iface, err := a.inspect(h, "")
+		if err != nil {
+			return err
+		}
+		tap, err := createTap(h, a.Tap, a.MTU, 0)
+		if err != nil {
+			return fmt.Errorf("network namespace %q: %w", nsPath, err)
+		}
+		defer func() {
+			if retErr != nil {
+				_ = h.LinkDel(tap) // takes its qdisc and filter along
+			}
+		}()
+		return a.link(h, iface, tap)
+	})
+	if err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
-// attach runs inside the namespace.
-func (a *Attachment) attach() (retErr error) {
-	h, err := netlink.NewHandle()
-	if err != nil {
-		return fmt.Errorf("opening netlink handle in %q: %w", a.NetnsPath, err)
-	}
-	defer h.Close()
-
-	iface, addr, err := findIface(h, a.NetnsPath)
-	if err != nil {
+// CreateTapIn creates the tap tapName (up, with MTU mtu when > 0) in the
+// network namespace nsPath, attached to nothing yet: LinkTap joins it to
+// the interface the engine puts there later (the late network mode).
+func CreateTapIn(nsPath, tapName string, mtu int) error {
+	if err := checkLinkName(tapName); err != nil {
 		return err
+	}
+	if mtu < 0 {
+		return fmt.Errorf("tap %q: MTU %d: %w", tapName, mtu, ErrInvalidArgument)
+	}
+	err := withHandle(nsPath, func(h *netlink.Handle) error {
+		_, err := createTap(h, tapName, mtu, 0)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("network namespace %q: %w", nsPath, err)
+	}
+	return nil
+}
+
+// LinkTap joins the existing tap tapName in the network namespace nsPath
+// to the engine's interface there, as AttachToNetns does with a tap of its
+// own: it finds the single non-loopback interface other than the tap with
+// an IPv4 address, gives the tap its MTU and sets the redirects both ways.
+// A namespace without such an interface is ErrNoInterface. On error the
+// tap is left as it was (apart from its MTU) and the interface untouched.
+func LinkTap(nsPath, tapName string) (*Attachment, error) {
+	if err := checkLinkName(tapName); err != nil {
+		return nil, err
+	}
+	a := &Attachment{NetnsPath: nsPath, Tap: tapName}
+	err := withHandle(nsPath, func(h *netlink.Handle) (retErr error) {
+		tap, err := lookupTap(h, tapName)
+		if isNotFound(err) {
+			return fmt.Errorf("network namespace %q: tap %q: %w", nsPath, tapName, fs.ErrNotExist)
+		}
+		if err != nil {
+			return fmt.Errorf("network namespace %q: %w", nsPath, err)
+		}
+		iface, err := a.inspect(h, tapName)
+		if err != nil {
+			return err
+		}
+		if tap.Attrs().MTU != a.MTU {
+			if err := h.LinkSetMTU(tap, a.MTU); err != nil {
+				return fmt.Errorf("network namespace %q: setting MTU %d on tap %q: %w", nsPath, a.MTU, tapName, err)
+			}
+		}
+		if tap.Attrs().Flags&net.FlagUp == 0 {
+			if err := h.LinkSetUp(tap); err != nil {
+				return fmt.Errorf("network namespace %q: setting tap %q up: %w", nsPath, tapName, err)
+			}
+		}
+		return a.link(h, iface, tap)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// inspect finds the engine's interface (skipping the link named skip) and
+// records its name, address, gateway, MTU and MAC; it runs inside the
+// namespace.
+func (a *Attachment) inspect(h *netlink.Handle, skip string) (netlink.Link, error) {
+	iface, addr, err := findIface(h, a.NetnsPath, skip)
+	if err != nil {
+		return nil, err
 	}
 	attrs := iface.Attrs()
 	a.Iface, a.MTU = attrs.Name, attrs.MTU
 	a.MAC = append(net.HardwareAddr(nil), attrs.HardwareAddr...)
 	a.IP = net.IPNet{IP: addr.IP.To4(), Mask: addr.Mask}
 	if a.Gateway, err = defaultGateway(h, iface); err != nil {
-		return fmt.Errorf("network namespace %q: %w", a.NetnsPath, err)
+		return nil, fmt.Errorf("network namespace %q: %w", a.NetnsPath, err)
 	}
+	return iface, nil
+}
 
-	tap, err := createTap(h, a.Tap, a.MTU, 0)
-	if err != nil {
-		return fmt.Errorf("network namespace %q: %w", a.NetnsPath, err)
-	}
-	defer func() {
-		if retErr != nil {
-			_ = h.LinkDel(tap) // takes its qdisc and filter along
-		}
-	}()
+// link redirects every frame between iface and tap: an ingress qdisc on
+// each and a match-all mirred egress redirect to the other. It runs inside
+// the namespace; on error it removes what it added.
+func (a *Attachment) link(h *netlink.Handle, iface, tap netlink.Link) (retErr error) {
 	if err := addIngress(h, iface); err != nil {
 		return fmt.Errorf("network namespace %q: %w", a.NetnsPath, err)
 	}
@@ -73,6 +143,11 @@ func (a *Attachment) attach() (retErr error) {
 	if err := addIngress(h, tap); err != nil {
 		return fmt.Errorf("network namespace %q: %w", a.NetnsPath, err)
 	}
+	defer func() {
+		if retErr != nil {
+			_ = delIngress(h, tap)
+		}
+	}()
 	if err := addRedirect(h, iface, tap); err != nil {
 		return fmt.Errorf("network namespace %q: %w", a.NetnsPath, err)
 	}
@@ -83,8 +158,9 @@ func (a *Attachment) attach() (retErr error) {
 }
 
 // findIface returns the one non-loopback link with an IPv4 address and its
-// first (primary) IPv4 address.
-func findIface(h *netlink.Handle, nsPath string) (netlink.Link, *netlink.Addr, error) {
+// first (primary) IPv4 address; the link named skip (our own tap) never
+// counts.
+func findIface(h *netlink.Handle, nsPath, skip string) (netlink.Link, *netlink.Addr, error) {
 	links, err := h.LinkList()
 	if err != nil {
 		return nil, nil, fmt.Errorf("listing links in %q: %w", nsPath, err)
@@ -97,7 +173,7 @@ func findIface(h *netlink.Handle, nsPath string) (netlink.Link, *netlink.Addr, e
 	)
 	for _, l := range links {
 		attrs := l.Attrs()
-		if attrs.Flags&net.FlagLoopback != 0 {
+		if attrs.Flags&net.FlagLoopback != 0 || (skip != "" && attrs.Name == skip) {
 			continue
 		}
 		addrs, err := h.AddrList(l, netlink.FAMILY_V4)
@@ -227,12 +303,7 @@ func (a *Attachment) OpenTap() (*os.File, error) {
 // Detach removes the tap and both ingress qdiscs (and so the filters). It is
 // idempotent, and a namespace that no longer exists is not an error.
 func (a *Attachment) Detach() error {
-	err := inNetns(a.NetnsPath, func() error {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return fmt.Errorf("opening netlink handle: %w", err)
-		}
-		defer h.Close()
+	err := withHandle(a.NetnsPath, func(h *netlink.Handle) error {
 		if a.Iface != "" {
 			iface, err := h.LinkByName(a.Iface)
 			switch {

@@ -182,10 +182,16 @@ func TestAttachTraffic(t *testing.T) {
 		t.Fatalf("OpenTap: %v", err)
 	}
 	defer tap.Close()
+	assertRedirects(t, p, a, tap)
+}
 
+// assertRedirects checks that frames cross between the pair's container
+// interface and the attachment's tap, opened as tap, both ways.
+func assertRedirects(t *testing.T, p *nsPair, a *Attachment, tap *os.File) {
+	t.Helper()
 	payload := []byte("initos-probe-" + randSuffix())
 	var conn *net.UDPConn
-	err = inNetns(p.outer, func() (err error) {
+	err := inNetns(p.outer, func() (err error) {
 		// The socket belongs to the namespace of the thread that creates it.
 		conn, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: p.ip, Port: 9})
 		return err

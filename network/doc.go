@@ -11,6 +11,13 @@
 //     port publishing and DNS keep working unchanged. The VMM gets the tap as a
 //     file descriptor opened inside the namespace ([Attachment.OpenTap]).
 //
+//   - Late engine mode (buildah's RUN steps): the namespace is new and empty
+//     when the VM boots and the engine fills it before start. [CreateTapIn]
+//     makes the tap at boot, [LinkTap] finds the engine's interface later and
+//     sets the same redirects; the guest takes the interface's MAC and
+//     address then (the agent's ConfigureNetwork). [LoopbackUp] brings the
+//     new namespace's lo up.
+//
 //   - Standalone (bridge) mode: a per-host bridge ([EnsureBridge]) with the
 //     gateway address, one tap per VM enslaved to it ([CreateTap]), addresses
 //     from a file-locked allocator ([IPAM]) and a hosts file that dnsmasq can

@@ -65,6 +65,15 @@ type nsPair struct {
 
 func newPair(t *testing.T, mtu int) *nsPair {
 	t.Helper()
+	p := newEmptyPair(t)
+	p.plug(t, mtu)
+	return p
+}
+
+// newEmptyPair is newPair's two namespaces, not joined yet (plug joins
+// them later, as an engine configures a namespace that already exists).
+func newEmptyPair(t *testing.T) *nsPair {
+	t.Helper()
 	b := make([]byte, 1)
 	rand.Read(b)
 	x := int(b[0])%250 + 2
@@ -75,6 +84,13 @@ func newPair(t *testing.T, mtu int) *nsPair {
 		ip:      net.IPv4(10, 200, byte(x), 2).To4(),
 	}
 	p.hOuter, p.hCtr = handleAt(t, p.outer), handleAt(t, p.ctr)
+	return p
+}
+
+// plug joins the pair's namespaces with the veth out0/eth0 and configures
+// both ends (eth0's MTU when mtu > 0), as netavark or a CNI plugin does.
+func (p *nsPair) plug(t *testing.T, mtu int) {
+	t.Helper()
 	ctrNs, err := netns.GetFromPath(p.ctr)
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +117,6 @@ func newPair(t *testing.T, mtu int) *nsPair {
 	must(t, p.hCtr.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: p.ip, Mask: mask}}))
 	must(t, p.hCtr.LinkSetUp(eth0))
 	must(t, p.hCtr.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: p.outerIP}))
-	return p
 }
 
 func must(t *testing.T, err error) {

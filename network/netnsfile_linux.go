@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,4 +53,36 @@ func RemoveNetns(path string) error {
 		return fmt.Errorf("removing network namespace file %q: %w", path, err)
 	}
 	return nil
+}
+
+// LoopbackUp sets lo up in the network namespace nsPath: a new namespace's
+// loopback starts down.
+func LoopbackUp(nsPath string) error {
+	err := withHandle(nsPath, func(h *netlink.Handle) error {
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return fmt.Errorf("looking up lo: %w", err)
+		}
+		if err := h.LinkSetUp(lo); err != nil {
+			return fmt.Errorf("setting lo up: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("network namespace %q: %w", nsPath, err)
+	}
+	return nil
+}
+
+// withHandle runs f in the network namespace nsPath with a netlink handle
+// there.
+func withHandle(nsPath string, f func(h *netlink.Handle) error) error {
+	return inNetns(nsPath, func() error {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return fmt.Errorf("opening netlink handle in %q: %w", nsPath, err)
+		}
+		defer h.Close()
+		return f(h)
+	})
 }

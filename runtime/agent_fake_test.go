@@ -42,6 +42,8 @@ type fakeAgent struct {
 	setupHangs bool
 	// proc scripts every process CreateProcess makes.
 	proc fakeProcScript
+	// netErr makes ConfigureNetwork fail.
+	netErr error
 
 	mu         sync.Mutex
 	setups     []*agentapi.SetupRequest
@@ -52,6 +54,8 @@ type fakeAgent struct {
 	offOnce    sync.Once
 	gone       chan struct{} // closed when the VM has exited
 	goneOnce   sync.Once
+	// networks are the ConfigureNetwork requests.
+	networks []*agentapi.NetworkRequest
 }
 
 func newFakeAgent() *fakeAgent {
@@ -342,6 +346,16 @@ func (a *fakeAgent) UpdateLimits(_ context.Context, r *agentapi.UpdateLimitsRequ
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.limits = r.Limits
+	return &agentapi.Empty{}, nil
+}
+
+func (a *fakeAgent) ConfigureNetwork(_ context.Context, r *agentapi.NetworkRequest) (*agentapi.Empty, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.networks = append(a.networks, r)
+	if a.netErr != nil {
+		return nil, a.netErr
+	}
 	return &agentapi.Empty{}, nil
 }
 

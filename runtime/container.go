@@ -41,7 +41,8 @@ func Create(ctx context.Context, c Config, o CreateOptions) (pid int, err error)
 	if err := ValidateID(o.ID); err != nil {
 		return 0, err
 	}
-	if _, err := bundle.Load(o.BundleDir); err != nil {
+	b, err := bundle.Load(o.BundleDir)
+	if err != nil {
 		return 0, err
 	}
 	dir, err := createStateDir(c, o.ID)
@@ -53,10 +54,7 @@ func Create(ctx context.Context, c Config, o CreateOptions) (pid int, err error)
 			os.RemoveAll(dir)
 		}
 	}()
-	if o.Monitor.SysProcAttr == nil {
-		o.Monitor.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	o.Monitor.SysProcAttr.Cloneflags |= monitorCloneFlags
+	prepareMonitor(o.Monitor, c, b.Spec)
 	return spawnReady(ctx, o.Monitor, time.Duration(c.BootTimeout)+5*time.Minute, fmt.Sprintf("creating container %q", o.ID))
 }
 
@@ -266,8 +264,13 @@ func Delete(ctx context.Context, c Config, id string, force bool, warn io.Writer
 	if st.Status != StatusStopped {
 		// runtime.md "delete": "Attempting to delete a container that is
 		// not stopped MUST have no effect on the container and MUST
-		// generate an error."
-		if !force {
+		// generate an error." runc departs from that for a created
+		// container: its delete kills it first (libcontainer's destroy of a
+		// created container), and the engines are written against runc:
+		// buildah deletes each RUN step's container without --force while
+		// it is still created when the step fails or is cancelled, and the
+		// VM would be left behind. Do as runc does (docs/runtime-tools.md).
+		if !force && st.Status != StatusCreated {
 			return fmt.Errorf("cannot delete container %q: it is %s, not stopped (use --force): %w", id, st.Status, ErrWrongState)
 		}
 		if st.MonitorPid > 0 && monitorAlive(st) {

@@ -13,6 +13,9 @@ var (
 	ErrContainerExists = errors.New("container already exists")
 	// ErrBootTimeout: the VM did not reach its agent before the deadline.
 	ErrBootTimeout = errors.New("guest agent not ready before the deadline")
+	// ErrBootStalled: the guest's console shows a stall it never
+	// recovers from (bootStalls); a new boot of the VM does.
+	ErrBootStalled = errors.New("guest boot stalled")
 	// ErrVMExited: the VMM exited while the runtime still needed it.
 	ErrVMExited = errors.New("virtual machine exited")
 	// ErrUnsupported: the spec asks for something a VM cannot give.

@@ -108,6 +108,12 @@ func Exec(ctx context.Context, c Config, o ExecOptions) (status int, err error) 
 	pumped := make(chan error, 1)
 	go func() { pumped <- p.Pump(pctx, stdio, progress) }()
 	status, err = p.Wait(ctx)
+	if lost, ok := LostStatus(err); ok {
+		// The container's VM ended (its monitor gone with it): the
+		// process was killed with it, as runc's execs die with their
+		// PID namespace.
+		return lost, nil
+	}
 	if err != nil {
 		return -1, err
 	}

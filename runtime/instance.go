@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -33,6 +35,7 @@ type Timings struct {
 	Setup    time.Duration // mounts and device nodes in the guest
 	Run      time.Duration // process start → exit status
 	Teardown time.Duration // shutdown, VMM exit, cleanup
+	Boots    int           // VM boots it took: more than 1 after a stall (bootStalls)
 }
 
 // Instance is one booted VM with its agent connection.
@@ -57,6 +60,9 @@ type Instance struct {
 	net *network.Attachment
 	// bridge is the VM's address and tap on the seed's bridge (nil: none).
 	bridge *bridgeLease
+	// late is the VM's NIC in the monitor's own network namespace, linked
+	// to the engine's interface at start (nil: none; see lateNetwork).
+	late *lateNetwork
 
 	// keepDisk leaves the disk image to delete (the monitor's containers
 	// keep their disk across their life; run's are removed at once).
@@ -83,6 +89,9 @@ type bootDeps struct {
 	detectAccel func() vmm.Accel
 	buildDisk   func(ctx context.Context, rootfs, image string, opts bundle.DiskOptions) (*bundle.DiskInfo, error)
 	assets      func(c Config) (vmlinux, initrd string, err error)
+	// lateNetwork makes the tap of the late network mode; nil unless the
+	// VMM runs in a network namespace of its own (the monitor's).
+	lateNetwork func() (*lateNetwork, error)
 }
 
 func defaultBootDeps() bootDeps {
@@ -166,6 +175,12 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		if inst.bridge, err = attachBridge(c, id); err != nil {
 			return nil, fmt.Errorf("connecting container %q to bridge %s: %w", id, c.Bridge, err)
 		}
+	} else if ok && p == "" && d.lateNetwork != nil {
+		// A new network namespace that is the monitor's own: the engine
+		// may configure it before start.
+		if inst.late, err = d.lateNetwork(); err != nil {
+			return nil, fmt.Errorf("container %q: %w", id, err)
+		}
 	}
 
 	disks := []vmm.Disk{{Path: inst.Disk, ReadOnly: false}}
@@ -193,6 +208,11 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		vcfg.NICs = []vmm.NIC{inst.bridge.nic()}
 	}
 	groups := moduleGroups(driver, vcfg)
+	if inst.late != nil {
+		// After groups: the guest loads the NIC's driver only when
+		// ConfigureNetwork gives it a network.
+		vcfg.NICs = []vmm.NIC{inst.late.nic()}
+	}
 	vcfg.Kernel, vcfg.Initrd, err = d.assets(c)
 	if err != nil {
 		return nil, err
@@ -207,20 +227,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	inst.Timings.Initrd = time.Since(t0)
 
 	t0 = time.Now()
-	vm, err := d.newVM(driver, vcfg, c)
-	if err != nil {
-		return nil, fmt.Errorf("configuring %s for container %q: %w", driver, id, err)
-	}
-	if err := vm.Start(ctx); err != nil {
-		return nil, fmt.Errorf("starting %s for container %q: %w", driver, id, err)
-	}
-	inst.vm = vm
-	go func() {
-		inst.waitErr = vm.Wait()
-		close(inst.exited)
-	}()
-
-	if err := inst.connect(ctx, time.Duration(c.BootTimeout)); err != nil {
+	if err := inst.startVM(ctx, d.newVM, driver, vcfg, c); err != nil {
 		return nil, err
 	}
 	inst.Timings.Boot = time.Since(t0)
@@ -306,16 +313,77 @@ func (inst *Instance) setup(ctx context.Context, req *agentapi.SetupRequest) err
 // callTimeout bounds agent calls that do not wait for the container.
 const callTimeout = 60 * time.Second
 
+// maxBootAttempts bounds the boots of one VM whose guest stalls in a known,
+// transient way (bootStalls).
+const maxBootAttempts = 3
+
+// startVM starts the VM and waits for its agent. A guest whose console
+// shows a known stall (bootStalls) is stopped and booted again, up to
+// maxBootAttempts boots in all; each has the whole boot deadline.
+func (inst *Instance) startVM(ctx context.Context, newVM newVMFunc, driver string, vcfg vmm.Config, c Config) error {
+	for attempt := 1; ; attempt++ {
+		// A console of this boot's own: a stall is this boot's.
+		if err := os.Remove(inst.consoleLog); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removing the console log of container %q: %w", inst.ID, err)
+		}
+		vm, err := newVM(driver, vcfg, c)
+		if err != nil {
+			return fmt.Errorf("configuring %s for container %q: %w", driver, inst.ID, err)
+		}
+		if err := vm.Start(ctx); err != nil {
+			return fmt.Errorf("starting %s for container %q: %w", driver, inst.ID, err)
+		}
+		exited := make(chan struct{})
+		inst.vm, inst.exited, inst.Timings.Boots = vm, exited, attempt
+		go func() {
+			inst.waitErr = vm.Wait()
+			close(exited)
+		}()
+		err = inst.connect(ctx, time.Duration(c.BootTimeout))
+		if err == nil || !errors.Is(err, ErrBootStalled) || attempt == maxBootAttempts {
+			if err != nil && attempt > 1 {
+				return fmt.Errorf("boot %d of %d: %w", attempt, maxBootAttempts, err)
+			}
+			return err
+		}
+		if err := inst.stopVM(); err != nil {
+			return fmt.Errorf("%w; %w", ErrBootStalled, err)
+		}
+	}
+}
+
+// stopVM stops the VMM of a boot that failed and waits for its exit.
+func (inst *Instance) stopVM() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := inst.vm.Stop(ctx)
+	select {
+	case <-inst.exited:
+		return nil
+	case <-time.After(15 * time.Second):
+		return fmt.Errorf("vm of container %q (pid %d) did not exit after stop (%v)", inst.ID, inst.vm.Pid(), err)
+	}
+}
+
 // connect dials the agent and waits for Ping, failing early when the VMM
-// exits and with the console's last lines when the deadline passes.
+// exits or the console shows a stall (bootStalls), and with the console's
+// last lines when the deadline passes.
 func (inst *Instance) connect(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	exited := inst.exited // this boot's VMM
 	go func() {
 		select {
-		case <-inst.exited:
+		case <-exited:
 			cancel()
 		case <-ctx.Done():
+		}
+	}()
+	var stall atomic.Value // the bootStalls line the console showed
+	go func() {
+		if line, ok := watchConsole(ctx, inst.consoleLog, consolePoll); ok {
+			stall.Store(line)
+			cancel()
 		}
 	}()
 	conn, err := inst.vm.DialAgent(ctx)
@@ -328,10 +396,14 @@ func (inst *Instance) connect(ctx context.Context, timeout time.Duration) error 
 		// From here on the connection is the agent's lifeline: when the
 		// VMM exits, closing it fails every pending call at once.
 		go func() {
-			<-inst.exited
+			<-exited
 			inst.client.Close()
 		}()
 		return nil
+	}
+	if line, ok := stall.Load().(string); ok {
+		return fmt.Errorf("%w: container %q: the guest printed %q and would never reach its agent; last console output:\n%s",
+			ErrBootStalled, inst.ID, line, vmm.ConsoleTail(inst.consoleLog, 20))
 	}
 	if inst.vmGone(err) {
 		return fmt.Errorf("%w before its agent answered (container %q, %v); last console output:\n%s",
@@ -405,6 +477,34 @@ func (inst *Instance) vmGone(err error) bool {
 	}
 }
 
+// LostStatus is the exit status of a process whose wait failed with err:
+// when the VM has ended under it (its VMM killed or crashed, the
+// connection gone), the process was killed with its VM, which is what a
+// SIGKILL of a container's processes reports (128+9); ok is false for any
+// other error.
+func LostStatus(err error) (status int, ok bool) {
+	if !errors.Is(err, ErrVMExited) {
+		return 0, false
+	}
+	return 128 + int(syscall.SIGKILL), true
+}
+
+// vmEnd describes how the VMM ended, with the last lines of the guest's
+// console, for the log of a VM that ended under its container.
+func (inst *Instance) vmEnd() string {
+	how := "the VM ended"
+	select {
+	case <-inst.exited:
+		if inst.waitErr != nil {
+			how = fmt.Sprintf("the VMM (%s) ended: %v", inst.Driver, inst.waitErr)
+		} else {
+			how = fmt.Sprintf("the VMM (%s) exited", inst.Driver)
+		}
+	default:
+	}
+	return fmt.Sprintf("%s; last console output:\n%s", how, inst.ConsoleTail(20))
+}
+
 // Exited is closed once the VMM has exited.
 func (inst *Instance) Exited() <-chan struct{} { return inst.exited }
 
@@ -469,6 +569,11 @@ func (inst *Instance) destroy() error {
 				errs = append(errs, fmt.Errorf("detaching container %q from its network: %w", inst.ID, err))
 			}
 		}
+		if inst.late != nil {
+			if err := inst.late.remove(); err != nil {
+				errs = append(errs, fmt.Errorf("removing the tap of container %q: %w", inst.ID, err))
+			}
+		}
 		if err := inst.share.remove(); err != nil {
 			errs = append(errs, err)
 		}
@@ -486,7 +591,9 @@ func (inst *Instance) destroy() error {
 func guestCmdline(groups []string, debug bool) string {
 	args := []string{"initos.load=" + strings.Join(groups, ","), "initos.root=/dev/vda", "initos.rootfstype=btrfs"}
 	if debug {
-		args = append(args, "initos.debug=1")
+		// earlyprintk: the kernel's messages from before its console
+		// is up (the legacy serial port both VMMs have).
+		args = append(args, "initos.debug=1", "earlyprintk=ttyS0")
 	}
 	return strings.Join(args, " ")
 }

@@ -26,6 +26,8 @@ type fakeHost struct {
 	t        *testing.T
 	agent    *fakeAgent
 	vmScript fakeVMScript
+	// firstScripts script the first VMs made, vmScript the ones after.
+	firstScripts []fakeVMScript
 	// buildErr makes buildDisk fail after writing a partial image.
 	buildErr error
 	// devices are the device nodes buildDisk reports.
@@ -56,7 +58,11 @@ func (h *fakeHost) deps() bootDeps {
 		newVM: func(driver string, cfg vmm.Config, c Config) (VM, error) {
 			h.mu.Lock()
 			defer h.mu.Unlock()
-			v := newFakeVM(cfg, h.agent, h.vmScript)
+			script := h.vmScript
+			if n := len(h.vms); n < len(h.firstScripts) {
+				script = h.firstScripts[n]
+			}
+			v := newFakeVM(cfg, h.agent, script)
 			h.vms = append(h.vms, v)
 			h.vmCfgs = append(h.vmCfgs, cfg)
 			h.drivers = append(h.drivers, driver)
@@ -417,4 +423,47 @@ func TestCgroupLimits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBootStallRetried: a guest whose console shows a known stall
+// (bootStalls) is stopped and booted again; after maxBootAttempts stalls
+// the boot fails naming the stall, and nothing is left.
+func TestBootStallRetried(t *testing.T) {
+	stall := fakeVMScript{stalled: true, console: []string{"[    3.2] APIC frequency too slow, disabling apic timer"}}
+	t.Run("second boot comes up", func(t *testing.T) {
+		h := newFakeHost(t)
+		h.firstScripts = []fakeVMScript{stall}
+		c := testConfig(t)
+		inst, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), 0, h.deps())
+		if err != nil {
+			t.Fatalf("boot: %v", err)
+		}
+		defer inst.destroy()
+		h.mu.Lock()
+		vms := append([]*fakeVM(nil), h.vms...)
+		h.mu.Unlock()
+		if len(vms) != 2 || !vms[0].hasExited() || vms[1].hasExited() {
+			t.Fatalf("%d VMs; want the stalled one stopped and a second one running", len(vms))
+		}
+		if tail := inst.ConsoleTail(5); strings.Contains(tail, "APIC") {
+			t.Errorf("the console still holds the stalled boot's lines: %q", tail)
+		}
+	})
+	t.Run("every boot stalls", func(t *testing.T) {
+		h := newFakeHost(t)
+		h.vmScript = stall
+		c := testConfig(t)
+		t0 := time.Now()
+		_, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), 0, h.deps())
+		if !errors.Is(err, ErrBootStalled) || !strings.Contains(err.Error(), "APIC frequency too slow") {
+			t.Fatalf("boot: %v; want ErrBootStalled naming the console line", err)
+		}
+		if n := h.vmCount(); n != maxBootAttempts {
+			t.Errorf("%d boots, want %d", n, maxBootAttempts)
+		}
+		if took := time.Since(t0); took > 5*time.Second {
+			t.Errorf("the stalls took %s to see: the boot deadline, not the console, ended them", took)
+		}
+		h.assertNothingLeft(c)
+	})
 }

@@ -130,7 +130,7 @@ func (m *monitor) create(ctx context.Context, o MonitorOptions) (stdio Stdio, er
 	if b.Spec.Process.Terminal && o.ConsoleSocket == "" {
 		return stdio, fmt.Errorf("container %q: process.terminal is set: --console-socket is required", o.ID)
 	}
-	inst, err := Boot(ctx, m.c, b, o.ID, m.dir)
+	inst, err := bootMonitored(ctx, m.c, b, o.ID, m.dir, m.self.ownNetns)
 	if err != nil {
 		return stdio, err
 	}
@@ -265,6 +265,12 @@ func (m *monitor) serve(ctx context.Context, stdio Stdio) int {
 	status, err := m.main.Wait(ctx)
 	m.mainExited.Store(true)
 	if err != nil {
+		if lost, ok := LostStatus(err); ok {
+			// The VM ended under the container (its VMM killed or
+			// crashed): its processes died with it, as by SIGKILL.
+			m.log.Printf("monitor: the container's processes were killed with its VM: %v", err)
+			return lost
+		}
 		m.log.Printf("monitor: %v; console:\n%s", err, m.inst.ConsoleTail(20))
 		return 255
 	}
@@ -375,6 +381,12 @@ func (a *agentProxy) StartProcess(ctx context.Context, r *agentapi.ProcessReques
 	if cur != StatusCreated {
 		return nil, fmt.Errorf("container %q is %s, not created: %w", m.st.ID, cur, ErrWrongState)
 	}
+	// The late network mode: the engine may have configured the monitor's
+	// network namespace since create (buildah's netavark); the guest takes
+	// that network before anything of the container runs.
+	if err := m.inst.attachLateNetwork(ctx); err != nil {
+		return nil, err
+	}
 	// Lifecycle step 7: startContainer hooks before the user program.
 	// (They run on the host: the guest has no hook runner.)
 	if err := m.runHooks(ctx, HookStartContainer); err != nil {
@@ -450,6 +462,10 @@ func (a *agentProxy) Stats(ctx context.Context, r *agentapi.ContainerRequest) (*
 
 func (a *agentProxy) UpdateLimits(ctx context.Context, r *agentapi.UpdateLimitsRequest) (*agentapi.Empty, error) {
 	return a.agent().UpdateLimits(ctx, r)
+}
+
+func (a *agentProxy) ConfigureNetwork(context.Context, *agentapi.NetworkRequest) (*agentapi.Empty, error) {
+	return nil, fmt.Errorf("the network of container %q is configured by its monitor: %w", a.m.st.ID, ErrWrongState)
 }
 
 func (a *agentProxy) RemoveContainer(context.Context, *agentapi.ContainerRequest) (*agentapi.Empty, error) {

@@ -27,6 +27,9 @@ type fakeVMScript struct {
 	exitAfter   time.Duration
 	exitConsole []string
 	exitErr     error
+	// stalled makes the guest never serve its agent, as a guest that
+	// halted during boot.
+	stalled bool
 }
 
 // fakeVM implements VM without a VMM: DialAgent hands out one end of a
@@ -103,6 +106,15 @@ func (v *fakeVM) DialAgent(ctx context.Context) (net.Conn, error) {
 	if !v.started {
 		v.mu.Unlock()
 		return nil, fmt.Errorf("fake vm %q: not started", v.cfg.ID)
+	}
+	if v.script.stalled {
+		v.mu.Unlock()
+		select {
+		case <-v.exited:
+			return nil, fmt.Errorf("fake vm %q: exited", v.cfg.ID)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	host, guest := net.Pipe()
 	v.conns = append(v.conns, guest)

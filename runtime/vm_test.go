@@ -64,7 +64,7 @@ func TestModuleGroupsAndCmdline(t *testing.T) {
 	if g := moduleGroups("qemu", vmm.Config{Share: &vmm.Share{Mode: "9p"}}); g[len(g)-1] != "9p" {
 		t.Errorf("9p share groups %v", g)
 	}
-	if got, want := guestCmdline([]string{"mmio", "blk"}, true), "initos.load=mmio,blk initos.root=/dev/vda initos.rootfstype=btrfs initos.debug=1"; got != want {
+	if got, want := guestCmdline([]string{"mmio", "blk"}, true), "initos.load=mmio,blk initos.root=/dev/vda initos.rootfstype=btrfs initos.debug=1 earlyprintk=ttyS0"; got != want {
 		t.Errorf("cmdline %q, want %q", got, want)
 	}
 }

@@ -104,6 +104,9 @@ func (p *taskProcess) run(ctx context.Context, beforeExit func(), send func(any)
 	go func() { pumped <- p.gp.Pump(ctx, p.io.stdio(), progress) }()
 	status, err := p.gp.Wait(ctx)
 	if err != nil {
+		// A VM that ended under the process (its VMM killed or crashed)
+		// killed it: 137, as for any process killed by SIGKILL. Any other
+		// lost wait is reported the same way: the process is gone.
 		log.G(ctx).WithError(err).Warnf("%s: lost the guest process", p.name())
 		status = 128 + int(syscall.SIGKILL)
 	}

@@ -64,8 +64,8 @@ func runAction(ctx *cli.Context) error {
 	})
 	if ctx.Bool("timings") {
 		t := res.Timings
-		fmt.Fprintf(os.Stderr, "vmm=%s accel=%s disk=%s initrd=%s boot=%s setup=%s run=%s teardown=%s\n",
-			res.Driver, res.Accel, t.Disk, t.Initrd, t.Boot, t.Setup, t.Run, t.Teardown)
+		fmt.Fprintf(os.Stderr, "vmm=%s accel=%s disk=%s initrd=%s boot=%s boots=%d setup=%s run=%s teardown=%s\n",
+			res.Driver, res.Accel, t.Disk, t.Initrd, t.Boot, t.Boots, t.Setup, t.Run, t.Teardown)
 	}
 	if err != nil {
 		return err

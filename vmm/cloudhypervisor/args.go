@@ -25,9 +25,10 @@ const (
 )
 
 // KernelCmdline is the full guest command line: the driver's arguments,
-// then the runtime's. The serial port is the legacy 8250 (ttyS0).
+// then the runtime's. The serial port is the legacy 8250 (ttyS0). No
+// "quiet": a boot that stalls shows where on the console.
 func KernelCmdline(cfg *vmm.Config) string {
-	s := "console=ttyS0 panic=-1 quiet"
+	s := "console=ttyS0 panic=-1"
 	if cfg.Cmdline != "" {
 		s += " " + cfg.Cmdline
 	}

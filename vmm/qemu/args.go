@@ -31,8 +31,10 @@ type hostParams struct {
 // then the runtime's.
 func KernelCmdline(cfg *vmm.Config, tscKHz int) string {
 	// panic=-1 reboots at once on a panic, and -no-reboot turns that
-	// reboot into qemu's exit. tsc_early_khz: design §8.
-	s := "console=ttyS0 panic=-1 quiet tsc_early_khz=" + strconv.Itoa(tscKHz)
+	// reboot into qemu's exit. tsc_early_khz: design §8. No "quiet": the
+	// kernel's messages cost nothing measurable (2.19 s to the agent with
+	// and without, TCG) and a boot that stalls shows where.
+	s := "console=ttyS0 panic=-1 tsc_early_khz=" + strconv.Itoa(tscKHz)
 	if cfg.Cmdline != "" {
 		s += " " + cfg.Cmdline
 	}

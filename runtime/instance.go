@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -489,20 +490,32 @@ func LostStatus(err error) (status int, ok bool) {
 	return 128 + int(syscall.SIGKILL), true
 }
 
+// vmExit says how the VMM ended, in a few words ("the VMM (qemu) ended:
+// signal: killed").
+func (inst *Instance) vmExit() string {
+	select {
+	case <-inst.exited:
+	default:
+		return "the VM ended"
+	}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(inst.waitErr, &ee):
+		return fmt.Sprintf("the VMM (%s) ended: %s", inst.Driver, ee.ProcessState)
+	case inst.waitErr != nil:
+		// The drivers' exit errors end with the console's or log's last
+		// lines: keep the words before them.
+		first, _, _ := strings.Cut(inst.waitErr.Error(), "\n")
+		first, _, _ = strings.Cut(first, "; last ")
+		return fmt.Sprintf("the VMM (%s) ended: %s", inst.Driver, first)
+	}
+	return fmt.Sprintf("the VMM (%s) exited", inst.Driver)
+}
+
 // vmEnd describes how the VMM ended, with the last lines of the guest's
 // console, for the log of a VM that ended under its container.
 func (inst *Instance) vmEnd() string {
-	how := "the VM ended"
-	select {
-	case <-inst.exited:
-		if inst.waitErr != nil {
-			how = fmt.Sprintf("the VMM (%s) ended: %v", inst.Driver, inst.waitErr)
-		} else {
-			how = fmt.Sprintf("the VMM (%s) exited", inst.Driver)
-		}
-	default:
-	}
-	return fmt.Sprintf("%s; last console output:\n%s", how, inst.ConsoleTail(20))
+	return fmt.Sprintf("%s; last console output:\n%s", inst.vmExit(), inst.ConsoleTail(20))
 }
 
 // Exited is closed once the VMM has exited.

@@ -467,3 +467,29 @@ func TestBootStallRetried(t *testing.T) {
 		h.assertNothingLeft(c)
 	})
 }
+
+// TestVMExit: how a VMM's end is said in a line, without the console
+// lines the drivers' exit errors carry.
+func TestVMExit(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		exited  bool
+		waitErr error
+		want    string
+	}{
+		{"still running", false, nil, "the VM ended"},
+		{"exited", true, nil, "the VMM (qemu) exited"},
+		{"killed", true, errors.New("vm \"c1\": vmm process exited: qemu (pid 17) exited: signal: killed; last console output:\n[ 1.0] x"),
+			"the VMM (qemu) ended: vm \"c1\": vmm process exited: qemu (pid 17) exited: signal: killed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inst := &Instance{ID: "c1", Driver: "qemu", exited: make(chan struct{}), waitErr: tc.waitErr}
+			if tc.exited {
+				close(inst.exited)
+			}
+			if got := inst.vmExit(); got != tc.want {
+				t.Errorf("vmExit = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

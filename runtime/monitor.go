@@ -269,6 +269,12 @@ func (m *monitor) serve(ctx context.Context, stdio Stdio) int {
 			// The VM ended under the container (its VMM killed or
 			// crashed): its processes died with it, as by SIGKILL.
 			m.log.Printf("monitor: the container's processes were killed with its VM: %v", err)
+			// The monitor's log goes with the state dir at delete (podman
+			// deletes a container as soon as it exits): say it where the
+			// engine keeps the container's output too.
+			if w := firstWriter(stdio.Stderr, stdio.Stdout); w != nil {
+				fmt.Fprintf(w, "initos-runtime: container %q: its VM ended under it (%s); its processes were killed\n", m.st.ID, m.inst.vmExit())
+			}
 			return lost
 		}
 		m.log.Printf("monitor: %v; console:\n%s", err, m.inst.ConsoleTail(20))
@@ -487,4 +493,14 @@ func (s *monitorService) Stats(ctx context.Context, _ *monitorapi.Empty) (*monit
 		resp.Pids = uint32(len(procs.Processes))
 	}
 	return resp, nil
+}
+
+// firstWriter is the first of ws that is not nil.
+func firstWriter(ws ...io.Writer) io.Writer {
+	for _, w := range ws {
+		if w != nil {
+			return w
+		}
+	}
+	return nil
 }

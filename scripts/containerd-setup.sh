@@ -28,7 +28,11 @@ has_version() {
 	local bin=$1 v=${2#v} flag=--version
 	[ -x "$bin" ] || return 1
 	case $(basename "$bin") in containerd-shim-*) flag=-v ;; esac
-	"$bin" "$flag" 2>&1 | grep -qE "(^|[^0-9.])v?${v//./\\.}([^0-9.]|$)"
+	# Read the whole output first: `cmd | grep -q` under pipefail fails when
+	# grep exits at its match and cmd (a Go program) dies of SIGPIPE.
+	local out
+	out=$("$bin" "$flag" 2>&1) || return 1
+	grep -qE "(^|[^0-9.])v?${v//./\\.}([^0-9.]|$)" <<<"$out"
 }
 
 # install_tool NAME VERSION BUILD...: $PREFIX/bin/NAME at VERSION, from the cache, which BUILD

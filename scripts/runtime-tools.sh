@@ -9,6 +9,7 @@
 # a throwaway module that requires a pinned pseudo-version (override with RUNTIME_TOOLS_VERSION).
 # Idempotent: a stamp naming the version and the programs makes a second run a no-op.
 set -euo pipefail
+export PATH=$PATH:/usr/local/go/bin
 [ $# -eq 1 ] || { echo "usage: $0 BUILD_DIR" >&2; exit 2; }
 MODULE=github.com/opencontainers/runtime-tools
 VERSION=${RUNTIME_TOOLS_VERSION:-v0.9.1-0.20251114084447-edf4cb3d2116}

@@ -217,12 +217,18 @@ func (a *agent) sidecar() error {
 // defaultPath is the PATH of the command line's program.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// programSpec is the process of the command line's program.
+// programSpec is the process of the command line's program: the system's
+// own, it keeps the capabilities the agent has (inheritable and ambient
+// empty).
 func programSpec(args []string) *specs.Process {
+	all := allCapabilityNames()
 	return &specs.Process{
 		Args: args,
 		Env:  []string{"PATH=" + defaultPath, "HOME=/", "TERM=linux"},
 		Cwd:  "/",
+		Capabilities: &specs.LinuxCapabilities{
+			Bounding: all, Effective: all, Permitted: all,
+		},
 	}
 }
 

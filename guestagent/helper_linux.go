@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -77,6 +79,9 @@ func isHelper() bool { return len(os.Args) > 0 && os.Args[0] == helperArg0 }
 // ready, waits for the start byte and execs. It returns only on failure,
 // with the exit code 127, after telling the agent why on fd 5.
 func runHelper() int {
+	// Capabilities, keepcaps and no_new_privs belong to a thread: the one
+	// that sets them must be the one that execs.
+	goruntime.LockOSThread()
 	for _, fd := range []int{helperConfigFd, helperStartFd, helperStatusFd} {
 		unix.CloseOnExec(fd) // none of them may reach the process
 	}
@@ -116,11 +121,25 @@ func runHelper() int {
 }
 
 // prepareExec does everything before the exec that can fail, in the order
-// that keeps the privileges each step needs: chroot, cwd, rlimits, session
-// and terminal, groups, gid, uid, umask, no_new_privs, then the PATH
-// lookup. It returns the path to exec.
+// that keeps the privileges each step needs, as runc's init: oom_score_adj,
+// chroot, cwd, rlimits, session and terminal, the bounding set, groups, gid
+// and uid (keeping the permitted capabilities), umask, the other
+// capability sets, the PATH lookup, then no_new_privs. It returns the path
+// to exec. It runs on the thread that execs (runHelper locks it).
 func prepareExec(cfg *helperConfig) (string, error) {
 	p := cfg.Process
+	// Read while the agent's /proc is there (before the chroot).
+	lastCap := lastCapability()
+	caps := computeCapSets(p.Capabilities, lastCap)
+	if p.OOMScoreAdj != nil {
+		// config.md "oomScoreAdj": "adjusts the oom-killer score in
+		// [pid]/oom_score_adj for the process's [pid] in a proc pseudo-filesystem."
+		// Before anything drops CAP_SYS_RESOURCE (lowering it needs it).
+		adj := strconv.Itoa(*p.OOMScoreAdj)
+		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(adj), 0); err != nil {
+			return "", fmt.Errorf("writing %s to /proc/self/oom_score_adj: %w", adj, err)
+		}
+	}
 	if cfg.MountProc != "" {
 		if err := unix.Mount("proc", cfg.MountProc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 			return "", fmt.Errorf("mounting the PID namespace's proc on %q: %w", cfg.MountProc, err)
@@ -159,6 +178,18 @@ func prepareExec(cfg *helperConfig) (string, error) {
 			return "", fmt.Errorf("making the terminal the controlling terminal: %w", err)
 		}
 	}
+	// config.md "capabilities": "an object containing arrays that specifies
+	// the sets of capabilities for the process." The bounding set first,
+	// while CAP_SETPCAP is still there; absent capabilities are empty sets,
+	// as in runc.
+	if err := dropBounding(caps, lastCap); err != nil {
+		return "", err
+	}
+	// Keep the permitted set across the switch from uid 0; applyCaps then
+	// sets each set to the spec's.
+	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
+		return "", fmt.Errorf("setting keepcaps before the user switch: %w", err)
+	}
 	groups := make([]int, len(p.User.AdditionalGids))
 	for i, g := range p.User.AdditionalGids {
 		groups[i] = int(g)
@@ -173,15 +204,28 @@ func prepareExec(cfg *helperConfig) (string, error) {
 	if err := syscall.Setuid(int(p.User.UID)); err != nil {
 		return "", fmt.Errorf("setting uid %d: %w", p.User.UID, err)
 	}
+	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 0, 0, 0, 0); err != nil {
+		return "", fmt.Errorf("clearing keepcaps after the user switch: %w", err)
+	}
 	if p.User.Umask != nil {
 		unix.Umask(int(*p.User.Umask))
 	}
+	if err := applyCaps(caps); err != nil {
+		return "", err
+	}
+	path, err := lookPath(p.Args[0], envValue(p.Env, "PATH"))
+	if err != nil {
+		return "", err
+	}
 	if p.NoNewPrivileges {
+		// config.md "noNewPrivileges": "setting noNewPrivileges to true
+		// prevents the process from gaining additional privileges."
+		// The last step before the exec (only the start byte is awaited).
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return "", fmt.Errorf("setting no_new_privs: %w", err)
+			return "", fmt.Errorf("setting no_new_privs on the process: %w", err)
 		}
 	}
-	return lookPath(p.Args[0], envValue(p.Env, "PATH"))
+	return path, nil
 }
 
 // enterCwd changes to the process's working directory, creating it when

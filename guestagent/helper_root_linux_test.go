@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -79,9 +80,15 @@ func rootService(t *testing.T) *Service {
 
 func run(t *testing.T, s *Service, id string, p specs.Process, stdin string) (stdout, stderr string, status int32) {
 	t.Helper()
+	return runIn(t, s, "", id, p, stdin)
+}
+
+// runIn is run in container (a pod member's id, or "" for the VM's own).
+func runIn(t *testing.T, s *Service, container, id string, p specs.Process, stdin string) (stdout, stderr string, status int32) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: id, ProcessJson: processJSON(t, p)}); err != nil {
+	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: id, ContainerId: container, ProcessJson: processJSON(t, p)}); err != nil {
 		t.Fatalf("CreateProcess: %v", err)
 	}
 	if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: id}); err != nil {
@@ -291,5 +298,105 @@ func TestHelperPodMemberPidns(t *testing.T) {
 	}
 	if w, err := s.WaitProcess(ctx, &agentapi.ProcessRequest{Id: "m1-main"}); err != nil || w.ExitStatus != 137 {
 		t.Errorf("WaitProcess = %v, %v; want 137", w, err)
+	}
+}
+
+// TestHelperCapabilities: the helper gives the process the spec's
+// capability sets, no_new_privs and oom_score_adj, as runc does.
+func TestHelperCapabilities(t *testing.T) {
+	s := rootService(t)
+	proc := filepath.Join(s.containers[""].rootfs, "proc")
+	if err := os.Mkdir(proc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("proc", proc, "proc", 0, ""); err != nil {
+		t.Fatalf("mounting proc in the rootfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(proc, unix.MNT_DETACH) })
+	if err := os.Symlink("busybox", filepath.Join(s.containers[""].rootfs, "bin", "grep")); err != nil {
+		t.Fatal(err)
+	}
+	// The pod members' root: each member's helper mounts the proc of its
+	// PID namespace on its proc, which outlives the namespace.
+	memberRoot := busyboxRootfs(t)
+	if err := os.Mkdir(filepath.Join(memberRoot, "proc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for unix.Unmount(filepath.Join(memberRoot, "proc"), unix.MNT_DETACH) == nil {
+		}
+	})
+	if err := os.Symlink("busybox", filepath.Join(memberRoot, "bin", "grep")); err != nil {
+		t.Fatal(err)
+	}
+	// What this test runs with (a container may lack some capabilities).
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		t.Fatal(err)
+	}
+	held := capMask(data[0].Permitted) | capMask(data[1].Permitted)<<32
+	var heldNames []string
+	for n, b := range capabilityBits {
+		if held&(1<<uint(b)) != 0 {
+			heldNames = append(heldNames, n)
+		}
+	}
+	b, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var oom int
+	if _, err := fmt.Sscan(string(b), &oom); err != nil {
+		t.Fatal(err)
+	}
+	adj := 500
+	script := `grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status; cat /proc/self/oom_score_adj`
+	status := func(inh, prm, eff, bnd, amb capMask, nnp, oom int) string {
+		return fmt.Sprintf("CapInh:\t%016x\nCapPrm:\t%016x\nCapEff:\t%016x\nCapBnd:\t%016x\nCapAmb:\t%016x\nNoNewPrivs:\t%d\n%d\n",
+			uint64(inh), uint64(prm), uint64(eff), uint64(bnd), uint64(amb), nnp, oom)
+	}
+	netAdmin := []string{"CAP_NET_ADMIN"}
+	for i, tc := range []struct {
+		name string
+		p    specs.Process
+		want string
+	}{
+		{"absent capabilities are none", specs.Process{}, status(0, 0, 0, 0, 0, 0, oom)},
+		{"root with one capability, no_new_privs, oom_score_adj", specs.Process{
+			Capabilities:    &specs.LinuxCapabilities{Bounding: netAdmin, Effective: netAdmin, Permitted: netAdmin},
+			NoNewPrivileges: true, OOMScoreAdj: &adj,
+		}, status(0, 1<<12, 1<<12, 1<<12, 0, 1, 500)},
+		{"non-root keeps only ambient", specs.Process{
+			User: specs.User{UID: 1000, GID: 1000},
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding:    []string{"CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_KILL", "CAP_UNKNOWN"},
+				Effective:   []string{"CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"},
+				Permitted:   []string{"CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"},
+				Inheritable: []string{"CAP_NET_BIND_SERVICE"},
+				Ambient:     []string{"CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN"},
+			},
+		}, status(1<<10, 1<<10, 1<<10, 1<<5|1<<10|1<<12, 1<<10, 0, oom)},
+		{"every capability held", specs.Process{Capabilities: &specs.LinuxCapabilities{
+			Bounding: heldNames, Effective: heldNames, Permitted: heldNames,
+		}}, status(0, held, held, held, 0, 0, oom)},
+	} {
+		p := tc.p
+		p.Args, p.Env, p.Cwd = []string{"sh", "-c", script}, []string{"PATH=/bin"}, "/"
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := run(t, s, fmt.Sprintf("caps-%d", i), p, "")
+			if code != 0 || stdout != tc.want {
+				t.Errorf("exit %d, stderr %q, stdout\n%s\nwant\n%s", code, stderr, stdout, tc.want)
+			}
+		})
+		// A pod member's first process: PID 1 of a new PID namespace.
+		t.Run(tc.name+" in a pod member", func(t *testing.T) {
+			member := fmt.Sprintf("member-%d", i)
+			s.containers[member] = &guestContainer{id: member, rootfs: memberRoot, ownPidns: true}
+			stdout, stderr, code := runIn(t, s, member, member+"-caps", p, "")
+			if code != 0 || stdout != tc.want {
+				t.Errorf("exit %d, stderr %q, stdout\n%s\nwant\n%s", code, stderr, stdout, tc.want)
+			}
+		})
 	}
 }

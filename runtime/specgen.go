@@ -29,14 +29,13 @@ func (specExistsError) Is(target error) bool { return target == fs.ErrExist }
 // `runc spec` (libcontainer/specconv.Example, and ToRootless for rootless)
 // field by field, minus what a VM does not apply:
 //
-//   - process.capabilities: the guest agent does not set capabilities (the
-//     process keeps root's full set inside the VM, which is the boundary);
-//     listing runc's three would promise a confinement that does not happen.
-//   - linux.resources.devices (deny all): that is the cgroup device
-//     controller of the host; the guest's devices are the VM's.
-//   - linux.maskedPaths and linux.readonlyPaths: they hide the host
-//     kernel's /proc and /sys files from the container; here those are the
-//     guest kernel's, and the agent does not apply them.
+//   - linux.resources.devices (deny all): the guest does not enforce
+//     device rules yet (issue 12); listing runc's would promise a
+//     confinement that does not happen.
+//
+// The capabilities (runc's three, in every set runc lists them in), masked
+// and read-only paths are runc's: the guest applies them to the
+// container's process and to the guest kernel's /proc and /sys.
 //
 // Values that differ: ociVersion is the version this runtime implements,
 // and hostname is "initos". For rootless, runc's bind of the host's /sys
@@ -55,7 +54,13 @@ func DefaultSpec(rootless bool) *specs.Spec {
 				"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 				"TERM=xterm",
 			},
-			Cwd:             "/",
+			Cwd: "/",
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding:  append([]string(nil), runcDefaultCaps...),
+				Effective: append([]string(nil), runcDefaultCaps...),
+				Permitted: append([]string(nil), runcDefaultCaps...),
+				Ambient:   append([]string(nil), runcDefaultCaps...),
+			},
 			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
 			NoNewPrivileges: true,
 		},
@@ -84,6 +89,11 @@ func DefaultSpec(rootless bool) *specs.Spec {
 				{Type: specs.UTSNamespace},
 				{Type: specs.MountNamespace},
 			},
+			MaskedPaths: []string{
+				"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+			},
+			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
 	}
 	if rootless {
@@ -91,6 +101,9 @@ func DefaultSpec(rootless bool) *specs.Spec {
 	}
 	return s
 }
+
+// runcDefaultCaps are the capabilities of runc's starter spec.
+var runcDefaultCaps = []string{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
 
 // toRootless is runc's specconv.ToRootless without the /sys bind (see
 // DefaultSpec): no network namespace, a user namespace mapping the caller's

@@ -34,7 +34,7 @@ func execCommand() *cli.Command {
 			&cli.StringFlag{Name: "process-label", Usage: "accepted for runc compatibility"},
 			&cli.StringFlag{Name: "apparmor", Usage: "accepted for runc compatibility"},
 			&cli.BoolFlag{Name: "no-new-privs", Usage: "set the no new privileges value for the process"},
-			&cli.StringSliceFlag{Name: "cap", Aliases: []string{"c"}, Usage: "accepted for runc compatibility"},
+			&cli.StringSliceFlag{Name: "cap", Aliases: []string{"c"}, Usage: "add a capability to the bounding, effective and permitted sets of the process"},
 			&cli.IntFlag{Name: "preserve-fds", Usage: "accepted for runc compatibility; extra fds cannot cross into a VM"},
 			&cli.BoolFlag{Name: "ignore-paused", Usage: "accepted for runc compatibility"},
 			&cli.StringFlag{Name: "cgroup", Usage: "accepted for runc compatibility"},
@@ -159,5 +159,26 @@ func execProcess(ctx *cli.Context, c runtime.Config, id string) (*specs.Process,
 	for _, g := range ctx.Int64Slice("additional-gids") {
 		p.User.AdditionalGids = append(p.User.AdditionalGids, uint32(g))
 	}
+	addCaps(&p, ctx.StringSlice("cap"))
 	return &p, nil
+}
+
+// addCaps adds caps to p's bounding, effective and permitted sets, as
+// runc's exec --cap does; to its ambient set only when p has inheritable
+// capabilities (ambient ones need inheritable ones, which --cap does not
+// add). p's sets are copied first: they are the container's spec's.
+func addCaps(p *specs.Process, caps []string) {
+	if len(caps) == 0 {
+		return
+	}
+	var c specs.LinuxCapabilities
+	if p.Capabilities != nil {
+		c = *p.Capabilities
+	}
+	add := func(set []string) []string { return append(append([]string(nil), set...), caps...) }
+	c.Bounding, c.Effective, c.Permitted = add(c.Bounding), add(c.Effective), add(c.Permitted)
+	if len(c.Inheritable) > 0 {
+		c.Ambient = add(c.Ambient)
+	}
+	p.Capabilities = &c
 }

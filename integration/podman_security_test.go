@@ -1,0 +1,97 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+)
+
+// securityScript prints what the process's security settings are: its
+// capability sets, no_new_privs and oom_score_adj, then whether it may make
+// a block device node (the VM's disk is 254:0).
+const securityScript = `grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status; ` +
+	`cat /proc/self/oom_score_adj; mkdir -p /tmp; ` +
+	`if mknod /tmp/blk-$$ b 254 0 2>/dev/null; then echo mknod-allowed; rm -f /tmp/blk-$$; else echo mknod-refused; fi`
+
+// TestPodmanSecurity runs the same podman commands under runc and under
+// initos-runtime and compares what the container's process reports about
+// its capabilities, no_new_privs and oom_score_adj: they must be equal.
+func TestPodmanSecurity(t *testing.T) {
+	runtimes := []string{"runc", "initos"}
+	pods := map[string]*podman{}
+	for _, rt := range runtimes {
+		pods[rt] = newPodmanFor(t, rt)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string // podman run's options
+		// exec: run a container with args and podman exec the script in it.
+		exec       bool
+		wantMknod  string // "" when either answer is fine
+		wantCapEff string // "" when not checked beyond equality
+	}{
+		{name: "default"},
+		{name: "cap-drop-all", args: []string{"--cap-drop=all"},
+			wantMknod: "mknod-refused", wantCapEff: "0000000000000000"},
+		{name: "cap-drop-all-add-net-admin", args: []string{"--cap-drop=all", "--cap-add=NET_ADMIN"},
+			wantMknod: "mknod-refused", wantCapEff: "0000000000001000"},
+		{name: "no-new-privileges", args: []string{"--security-opt", "no-new-privileges"}},
+		{name: "user-1000", args: []string{"--user", "1000:1000"},
+			wantMknod: "mknod-refused", wantCapEff: "0000000000000000"},
+		{name: "oom-score-adj", args: []string{"--oom-score-adj", "500"}},
+		{name: "exec-cap-drop-all", args: []string{"--cap-drop=all"}, exec: true,
+			wantMknod: "mknod-refused", wantCapEff: "0000000000000000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			outs := make(map[string]string, len(runtimes))
+			for _, rt := range runtimes {
+				t.Run(rt, func(t *testing.T) {
+					out := securityOutput(t, pods[rt], "initos-pm-sec-"+tc.name, tc.args, tc.exec)
+					outs[rt] = out
+					if tc.wantMknod != "" && !hasLine(out, tc.wantMknod) {
+						t.Errorf("want %s, got:\n%s", tc.wantMknod, out)
+					}
+					if tc.wantCapEff != "" && !hasLine(out, "CapEff:\t"+tc.wantCapEff) {
+						t.Errorf("want CapEff %s, got:\n%s", tc.wantCapEff, out)
+					}
+				})
+			}
+			if t.Failed() {
+				return
+			}
+			if outs["runc"] != outs["initos"] {
+				t.Errorf("runc and initos-runtime differ\nrunc:\n%s\ninitos-runtime:\n%s", outs["runc"], outs["initos"])
+			} else {
+				t.Logf("runc and initos-runtime:\n%s", outs["runc"])
+			}
+		})
+	}
+}
+
+// securityOutput is securityScript's output in a container run with args,
+// or, with exec, in a `podman exec` of a running container run with args.
+func securityOutput(t *testing.T, p *podman, name string, args []string, exec bool) string {
+	t.Helper()
+	if !exec {
+		p.removeLater(t, name)
+		run := append([]string{"run", "--rm", "--name", name, "--network", "none"}, args...)
+		run = append(run, podmanImage, "sh", "-c", securityScript)
+		r := p.run(t, nil, run...)
+		if r.code != 0 {
+			t.Fatalf("podman %s: exit %d, stdout %q, stderr %q", strings.Join(run, " "), r.code, r.stdout, r.stderr)
+		}
+		return string(r.stdout)
+	}
+	p.removeLater(t, name)
+	run := append([]string{"run", "-d", "--name", name, "--network", "none"}, args...)
+	p.ok(t, append(run, podmanImage, "sleep", "3600")...)
+	r := p.run(t, nil, "exec", name, "sh", "-c", securityScript)
+	if r.code != 0 {
+		t.Fatalf("podman exec %s: exit %d, stdout %q, stderr %q", name, r.code, r.stdout, r.stderr)
+	}
+	if got := p.inspect(t, name, "{{.State.Status}}"); got != "running" {
+		t.Errorf("container %s is %s after the exec, want running", name, got)
+	}
+	p.ok(t, "rm", "--force", "--time", "0", name)
+	return string(r.stdout)
+}

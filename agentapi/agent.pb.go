@@ -363,6 +363,9 @@ type SetupRequest struct {
 	// container's root.
 	MaskedPaths   []string `protobuf:"bytes,13,rep,name=masked_paths,json=maskedPaths,proto3" json:"masked_paths,omitempty"`
 	ReadonlyPaths []string `protobuf:"bytes,14,rep,name=readonly_paths,json=readonlyPaths,proto3" json:"readonly_paths,omitempty"`
+	// The spec's linux.sysctl (names with dots, as validated on the host),
+	// written to /proc/sys before the container's first process.
+	Sysctls       map[string]string `protobuf:"bytes,15,rep,name=sysctls,proto3" json:"sysctls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -491,6 +494,13 @@ func (x *SetupRequest) GetMaskedPaths() []string {
 func (x *SetupRequest) GetReadonlyPaths() []string {
 	if x != nil {
 		return x.ReadonlyPaths
+	}
+	return nil
+}
+
+func (x *SetupRequest) GetSysctls() map[string]string {
+	if x != nil {
+		return x.Sysctls
 	}
 	return nil
 }
@@ -1674,7 +1684,7 @@ const file_agent_proto_rawDesc = "" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xdb\x04\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xdd\x05\n" +
 	"\fSetupRequest\x12\x1f\n" +
 	"\vroot_device\x18\x01 \x01(\tR\n" +
 	"rootDevice\x12\x1f\n" +
@@ -1694,7 +1704,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x11own_pid_namespace\x18\v \x01(\bR\x0fownPidNamespace\x125\n" +
 	"\x06limits\x18\f \x01(\v2\x1d.initos.agent.v1.CgroupLimitsR\x06limits\x12!\n" +
 	"\fmasked_paths\x18\r \x03(\tR\vmaskedPaths\x12%\n" +
-	"\x0ereadonly_paths\x18\x0e \x03(\tR\rreadonlyPaths\"\xaa\x01\n" +
+	"\x0ereadonly_paths\x18\x0e \x03(\tR\rreadonlyPaths\x12D\n" +
+	"\asysctls\x18\x0f \x03(\v2*.initos.agent.v1.SetupRequest.SysctlsEntryR\asysctls\x1a:\n" +
+	"\fSysctlsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x01\n" +
 	"\fCgroupLimits\x12!\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x12\n" +
 	"\x04pids\x18\x02 \x01(\x03R\x04pids\x12 \n" +
@@ -1806,7 +1820,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: initos.agent.v1.Empty
 	(*PingRequest)(nil),           // 1: initos.agent.v1.PingRequest
@@ -1834,6 +1848,7 @@ var file_agent_proto_goTypes = []any{
 	(*StatsResponse)(nil),         // 23: initos.agent.v1.StatsResponse
 	(*UpdateLimitsRequest)(nil),   // 24: initos.agent.v1.UpdateLimitsRequest
 	(*NetworkRequest)(nil),        // 25: initos.agent.v1.NetworkRequest
+	nil,                           // 26: initos.agent.v1.SetupRequest.SysctlsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: initos.agent.v1.SetupRequest.device_nodes:type_name -> initos.agent.v1.DeviceNode
@@ -1841,47 +1856,48 @@ var file_agent_proto_depIdxs = []int32{
 	10, // 2: initos.agent.v1.SetupRequest.root_attrs:type_name -> initos.agent.v1.FileAttrs
 	9,  // 3: initos.agent.v1.SetupRequest.share:type_name -> initos.agent.v1.Share
 	6,  // 4: initos.agent.v1.SetupRequest.limits:type_name -> initos.agent.v1.CgroupLimits
-	21, // 5: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
-	6,  // 6: initos.agent.v1.UpdateLimitsRequest.limits:type_name -> initos.agent.v1.CgroupLimits
-	1,  // 7: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
-	5,  // 8: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
-	11, // 9: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
-	13, // 10: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
-	14, // 11: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
-	13, // 12: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
-	16, // 13: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
-	16, // 14: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
-	18, // 15: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
-	19, // 16: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
-	13, // 17: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
-	8,  // 18: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.ListProcessesRequest
-	7,  // 19: initos.agent.v1.Agent.RemoveContainer:input_type -> initos.agent.v1.ContainerRequest
-	7,  // 20: initos.agent.v1.Agent.Stats:input_type -> initos.agent.v1.ContainerRequest
-	24, // 21: initos.agent.v1.Agent.UpdateLimits:input_type -> initos.agent.v1.UpdateLimitsRequest
-	0,  // 22: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
-	25, // 23: initos.agent.v1.Agent.ConfigureNetwork:input_type -> initos.agent.v1.NetworkRequest
-	2,  // 24: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
-	0,  // 25: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
-	12, // 26: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
-	0,  // 27: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
-	15, // 28: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
-	0,  // 29: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
-	17, // 30: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
-	17, // 31: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
-	0,  // 32: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
-	0,  // 33: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
-	20, // 34: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
-	22, // 35: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
-	0,  // 36: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
-	23, // 37: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
-	0,  // 38: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
-	0,  // 39: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
-	0,  // 40: initos.agent.v1.Agent.ConfigureNetwork:output_type -> initos.agent.v1.Empty
-	24, // [24:41] is the sub-list for method output_type
-	7,  // [7:24] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	26, // 5: initos.agent.v1.SetupRequest.sysctls:type_name -> initos.agent.v1.SetupRequest.SysctlsEntry
+	21, // 6: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
+	6,  // 7: initos.agent.v1.UpdateLimitsRequest.limits:type_name -> initos.agent.v1.CgroupLimits
+	1,  // 8: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
+	5,  // 9: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
+	11, // 10: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
+	13, // 11: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
+	14, // 12: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
+	13, // 13: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
+	16, // 14: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
+	16, // 15: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
+	18, // 16: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
+	19, // 17: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
+	13, // 18: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
+	8,  // 19: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.ListProcessesRequest
+	7,  // 20: initos.agent.v1.Agent.RemoveContainer:input_type -> initos.agent.v1.ContainerRequest
+	7,  // 21: initos.agent.v1.Agent.Stats:input_type -> initos.agent.v1.ContainerRequest
+	24, // 22: initos.agent.v1.Agent.UpdateLimits:input_type -> initos.agent.v1.UpdateLimitsRequest
+	0,  // 23: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
+	25, // 24: initos.agent.v1.Agent.ConfigureNetwork:input_type -> initos.agent.v1.NetworkRequest
+	2,  // 25: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
+	0,  // 26: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
+	12, // 27: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
+	0,  // 28: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
+	15, // 29: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
+	0,  // 30: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
+	17, // 31: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
+	17, // 32: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
+	0,  // 33: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
+	0,  // 34: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
+	20, // 35: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
+	22, // 36: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
+	0,  // 37: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
+	23, // 38: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
+	0,  // 39: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
+	0,  // 40: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
+	0,  // 41: initos.agent.v1.Agent.ConfigureNetwork:output_type -> initos.agent.v1.Empty
+	25, // [25:42] is the sub-list for method output_type
+	8,  // [8:25] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1895,7 +1911,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -201,6 +201,10 @@ func validateSpec(spec *specs.Spec) error {
 		return err
 	}
 
+	if err := validateSysctls(spec); err != nil {
+		return err
+	}
+
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]
 		if m.Destination == "" {

@@ -143,6 +143,10 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 			return nil, fmt.Errorf("setting hostname %q: %w", req.Hostname, err)
 		}
 	}
+	if err := s.applySysctls(req.Sysctls); err != nil {
+		s.unmountAll(c.mounted)
+		return nil, fmt.Errorf("setup of container %q: %w", id, err)
+	}
 	s.makeCgroup(id)
 	if err := s.applyLimits(id, req.Limits); err != nil {
 		s.unmountAll(c.mounted)

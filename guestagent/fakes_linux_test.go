@@ -40,6 +40,7 @@ type fakeSystem struct {
 	onKill     func(pid int, sig unix.Signal) error
 	poweredOff chan struct{}
 	fileData   map[string][]byte // ReadFile contents (sysfs attributes)
+	failWrite  map[string]error  // WriteFile errors, by path
 }
 
 func newFakeSystem() *fakeSystem {
@@ -141,6 +142,9 @@ func (f *fakeSystem) WriteFile(p string, data []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("write %s %q", p, data)
+	if err := f.failWrite[p]; err != nil {
+		return err
+	}
 	f.files[p] = 0o644
 	return nil
 }

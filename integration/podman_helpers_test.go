@@ -580,3 +580,15 @@ func (tm *terminal) wait(timeout time.Duration) int {
 		}
 	}
 }
+
+// bothRuntimes gives podman with runc and with initos-runtime, for tests
+// that run the same commands under both and compare: the names in order,
+// and each one's podman.
+func bothRuntimes(t testing.TB) ([]string, map[string]*podman) {
+	runtimes := []string{"runc", "initos"}
+	pods := map[string]*podman{}
+	for _, rt := range runtimes {
+		pods[rt] = newPodmanFor(t, rt)
+	}
+	return runtimes, pods
+}

@@ -16,11 +16,7 @@ const securityScript = `grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs
 // initos-runtime and compares what the container's process reports about
 // its capabilities, no_new_privs and oom_score_adj: they must be equal.
 func TestPodmanSecurity(t *testing.T) {
-	runtimes := []string{"runc", "initos"}
-	pods := map[string]*podman{}
-	for _, rt := range runtimes {
-		pods[rt] = newPodmanFor(t, rt)
-	}
+	runtimes, pods := bothRuntimes(t)
 	for _, tc := range []struct {
 		name string
 		args []string // podman run's options

@@ -258,6 +258,8 @@ func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mo
 	}
 	if l := b.Spec.Linux; l != nil {
 		req.MaskedPaths, req.ReadonlyPaths = l.MaskedPaths, l.ReadonlyPaths
+		// Validated by bundle.Load (runc's namespaced sysctls only).
+		req.Sysctls = l.Sysctl
 	}
 	return req
 }

@@ -134,18 +134,13 @@ func parseXIP(v string) (*NetConfig, error) {
 	if len(parts) > 4 {
 		return nil, bad("want IP/PREFIX[,GW[,DNS[,MTU]]]")
 	}
-	addr, err := netip.ParsePrefix(parts[0])
-	if err != nil {
-		return nil, bad("address: %w", err)
+	gw := ""
+	if len(parts) > 1 {
+		gw = parts[1]
 	}
-	n := &NetConfig{Addr: addr}
-	if len(parts) > 1 && parts[1] != "" {
-		if n.Gateway, err = netip.ParseAddr(parts[1]); err != nil {
-			return nil, bad("gateway: %w", err)
-		}
-		if n.Gateway.Is4() != addr.Addr().Is4() {
-			return nil, bad("gateway %s is not of the address's family", n.Gateway)
-		}
+	n, err := newNetConfig(parts[0], gw, bad)
+	if err != nil {
+		return nil, err
 	}
 	// The DNS server may be of either family.
 	if len(parts) > 2 && parts[2] != "" {
@@ -154,13 +149,35 @@ func parseXIP(v string) (*NetConfig, error) {
 		}
 	}
 	if len(parts) > 3 && parts[3] != "" {
-		// RFC 791's minimum to a jumbo frame's 64 KiB.
-		if n.MTU, err = strconv.Atoi(parts[3]); err != nil || n.MTU < 68 || n.MTU > 65535 {
+		if n.MTU, err = strconv.Atoi(parts[3]); err != nil || !validMTU(n.MTU) {
 			return nil, bad("mtu %q: want a number from 68 to 65535", parts[3])
 		}
 	}
 	return n, nil
 }
+
+// newNetConfig checks an interface's address (IP/PREFIX) and its optional
+// gateway, which must be of the address's family, as xip= and
+// ConfigureNetwork give them; bad makes the caller's error.
+func newNetConfig(address, gateway string, bad func(format string, args ...any) error) (*NetConfig, error) {
+	addr, err := netip.ParsePrefix(address)
+	if err != nil {
+		return nil, bad("address: %w", err)
+	}
+	n := &NetConfig{Addr: addr}
+	if gateway != "" {
+		if n.Gateway, err = netip.ParseAddr(gateway); err != nil {
+			return nil, bad("gateway: %w", err)
+		}
+		if n.Gateway.Is4() != addr.Addr().Is4() {
+			return nil, bad("gateway %s is not of the address's family", n.Gateway)
+		}
+	}
+	return n, nil
+}
+
+// validMTU: RFC 791's minimum to a jumbo frame's 64 KiB.
+func validMTU(mtu int) bool { return mtu >= 68 && mtu <= 65535 }
 
 // String renders the parsed line for the debug log.
 func (c *Cmdline) String() string {

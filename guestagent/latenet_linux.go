@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -85,22 +84,12 @@ func parseNetworkRequest(req *agentapi.NetworkRequest) (*NetConfig, net.Hardware
 	bad := func(format string, args ...any) error {
 		return errorf(ErrInvalidArgument, "configuring %s: "+format, append([]any{guestNIC}, args...)...)
 	}
-	addr, err := netip.ParsePrefix(req.Address)
+	n, err := newNetConfig(req.Address, req.Gateway, bad)
 	if err != nil {
-		return nil, nil, bad("address: %w", err)
-	}
-	n := &NetConfig{Addr: addr}
-	if req.Gateway != "" {
-		if n.Gateway, err = netip.ParseAddr(req.Gateway); err != nil {
-			return nil, nil, bad("gateway: %w", err)
-		}
-		if n.Gateway.Is4() != addr.Addr().Is4() {
-			return nil, nil, bad("gateway %s is not of the address's family", n.Gateway)
-		}
+		return nil, nil, err
 	}
 	if req.Mtu != 0 {
-		// RFC 791's minimum to a jumbo frame's 64 KiB, as xip=.
-		if req.Mtu < 68 || req.Mtu > 65535 {
+		if !validMTU(int(req.Mtu)) {
 			return nil, nil, bad("mtu %d: want a number from 68 to 65535", req.Mtu)
 		}
 		n.MTU = int(req.Mtu)

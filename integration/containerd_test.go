@@ -117,15 +117,7 @@ func TestContainerdShim(t *testing.T) {
 			name := "ictd-orphan"
 			c.ok(t, "nerdctl", "run", "-d", "--name", name, rt, containerdImage, "sleep", "3600")
 			id := c.ok(t, "nerdctl", "inspect", "--format", "{{.ID}}", name)
-			shims := processesOf("containerd-shim-initos-v2 -namespace "+nerdctlNamespace+" -id "+id, "")
-			if len(shims) != 1 {
-				t.Fatalf("shim of %s: found %v", id, shims)
-			}
-			var pid int
-			fmt.Sscanf(shims[0], "%d", &pid)
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
+			killOnly(t, "shim of "+id, processesOf("containerd-shim-initos-v2 -namespace "+nerdctlNamespace+" -id "+id, ""))
 			poll(t, settleTimeout, "the task to stop after its shim died", func() (bool, string) {
 				out := c.ok(t, "nerdctl", "inspect", "--format", "{{.State.Status}}", name)
 				return out != "running", out
@@ -288,14 +280,20 @@ func (c *containerd) toolArgsLine(tool string) []string {
 // killVMM sends SIGKILL to the one VMM whose command line names dir.
 func killVMM(t testing.TB, dir string) {
 	t.Helper()
-	vmms := vmmsOf(dir)
-	if len(vmms) != 1 {
-		t.Fatalf("VMM of %s: found %v", dir, vmms)
+	killOnly(t, "VMM of "+dir, vmmsOf(dir))
+}
+
+// killOnly sends SIGKILL to the one process of procs (processesOf's
+// lines), failing unless there is exactly one.
+func killOnly(t testing.TB, what string, procs []string) {
+	t.Helper()
+	if len(procs) != 1 {
+		t.Fatalf("%s: found %v", what, procs)
 	}
 	var pid int
-	fmt.Sscanf(vmms[0], "%d", &pid)
+	fmt.Sscanf(procs[0], "%d", &pid)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("killing the VMM %d: %v", pid, err)
+		t.Fatalf("killing %s (pid %d): %v", what, pid, err)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -500,24 +499,14 @@ func (inst *Instance) vmExit() string {
 	default:
 		return "the VM ended"
 	}
-	var ee *exec.ExitError
-	switch {
-	case errors.As(inst.waitErr, &ee):
-		return fmt.Sprintf("the VMM (%s) ended: %s", inst.Driver, ee.ProcessState)
-	case inst.waitErr != nil:
-		// The drivers' exit errors end with the console's or log's last
-		// lines: keep the words before them.
-		first, _, _ := strings.Cut(inst.waitErr.Error(), "\n")
-		first, _, _ = strings.Cut(first, "; last ")
-		return fmt.Sprintf("the VMM (%s) ended: %s", inst.Driver, first)
+	if inst.waitErr == nil {
+		return fmt.Sprintf("the VMM (%s) exited", inst.Driver)
 	}
-	return fmt.Sprintf("the VMM (%s) exited", inst.Driver)
-}
-
-// vmEnd describes how the VMM ended, with the last lines of the guest's
-// console, for the log of a VM that ended under its container.
-func (inst *Instance) vmEnd() string {
-	return fmt.Sprintf("%s; last console output:\n%s", inst.vmExit(), inst.ConsoleTail(20))
+	// The drivers' exit errors (vmm.Supervisor.ExitedError) end with the
+	// console's or log's last lines: keep the words before them.
+	first, _, _ := strings.Cut(inst.waitErr.Error(), "\n")
+	first, _, _ = strings.Cut(first, "; last ")
+	return fmt.Sprintf("the VMM (%s) ended: %s", inst.Driver, first)
 }
 
 // Exited is closed once the VMM has exited.

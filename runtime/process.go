@@ -87,12 +87,9 @@ func (p *Process) Wait(ctx context.Context) (int, error) {
 		return err
 	})
 	if err != nil {
-		err = fmt.Errorf("waiting for process %q in container %q: %w", p.ID, p.inst.ID, err)
-		if errors.Is(err, ErrVMExited) && p.inst.consoleLog != "" {
-			// Say how the VM ended, for the log of whoever waited.
-			err = fmt.Errorf("%w: %s", err, p.inst.vmEnd())
-		}
-		return -1, err
+		// A VM that ended is in err already: call wraps ErrVMExited with
+		// the driver's exit error, which ends with the console's tail.
+		return -1, fmt.Errorf("waiting for process %q in container %q: %w", p.ID, p.inst.ID, err)
 	}
 	return int(resp.ExitStatus), nil
 }

@@ -32,12 +32,16 @@ type taskProcess struct {
 	started    bool
 	exitStatus int
 	exitedAt   time.Time
-	exited     chan struct{} // closed once the exit is recorded
-	ioDone     chan struct{} // closed once the output is drained and stdio closed
+	// ended is closed once the process has ended in the guest; its exit
+	// is reported (exited) after its output is drained (run).
+	ended  chan struct{}
+	exited chan struct{} // closed once the exit is recorded
+	ioDone chan struct{} // closed once the output is drained and stdio closed
 }
 
 func newTaskProcess(containerID, execID string, pid uint32, gp guestProcess, paths stdioPaths, pio *processIO) *taskProcess {
-	return &taskProcess{containerID: containerID, execID: execID, pid: pid, gp: gp, stdio: paths, io: pio, exited: make(chan struct{}), ioDone: make(chan struct{})}
+	return &taskProcess{containerID: containerID, execID: execID, pid: pid, gp: gp, stdio: paths, io: pio,
+		ended: make(chan struct{}), exited: make(chan struct{}), ioDone: make(chan struct{})}
 }
 
 // name is how errors name the process.
@@ -64,7 +68,7 @@ func (p *taskProcess) status(paused bool) task.Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
-	case p.hasExited():
+	case p.hasEnded():
 		return task.Status_STOPPED
 	case paused:
 		return task.Status_PAUSED
@@ -94,10 +98,14 @@ func (p *taskProcess) start(ctx context.Context, send func(any)) error {
 }
 
 // run relays stdio and waits for the exit; beforeExit runs between the
-// exit and its event (init: end the execs first). As with runc's shim the
-// exit is reported at once; the output is drained and the stdio closed
-// after it (ioDone), and Delete waits for that: a client reads its fifos
-// to their end before it deletes.
+// exit and its event (init: end the execs first). The output is drained
+// and the stdio closed before the exit is reported: clients (nerdctl's and
+// ctr's) close their ends of the fifos as soon as they see the exit, and
+// what reached the guest's buffers but not yet the fifos would be lost.
+// Under runc the same copy is local and done by then; here it crosses the
+// VM. The drain ends at end of file or after drainGrace of silence (a
+// background child may hold the output open), so the exit is never held
+// long. Delete waits for ioDone too.
 func (p *taskProcess) run(ctx context.Context, beforeExit func(), send func(any)) {
 	progress := make(chan struct{}, 1)
 	pumped := make(chan error, 1)
@@ -110,14 +118,15 @@ func (p *taskProcess) run(ctx context.Context, beforeExit func(), send func(any)
 		log.G(ctx).WithError(err).Warnf("%s: lost the guest process", p.name())
 		status = 128 + int(syscall.SIGKILL)
 	}
+	// Stopped from here on (State, Kill, Delete), as in runc's shim once
+	// its reaper has seen the exit; the event follows the output.
+	p.mu.Lock()
+	p.exitStatus, p.exitedAt = status, time.Now()
+	p.mu.Unlock()
+	close(p.ended)
 	if beforeExit != nil {
 		beforeExit()
 	}
-	p.mu.Lock()
-	p.exitStatus, p.exitedAt = status, time.Now()
-	send(exitEvent(p))
-	close(p.exited)
-	p.mu.Unlock()
 	if err == nil {
 		if err := runtime.Drain(pumped, progress); err != nil {
 			log.G(ctx).WithError(err).Warnf("%s: output", p.name())
@@ -126,6 +135,12 @@ func (p *taskProcess) run(ctx context.Context, beforeExit func(), send func(any)
 	if err := p.io.Close(); err != nil {
 		log.G(ctx).WithError(err).Warnf("%s: closing stdio", p.name())
 	}
+	p.mu.Lock()
+	send(exitEvent(p))
+	close(p.exited)
+	p.mu.Unlock()
+	// After the exit event: Delete waits for ioDone, and its TaskDelete
+	// must follow the TaskExit.
 	close(p.ioDone)
 }
 
@@ -139,7 +154,7 @@ func (p *taskProcess) waitIO(d time.Duration) bool {
 	}
 }
 
-// exit returns the recorded exit (valid once exited is closed).
+// exit returns the recorded exit (valid once ended is closed).
 func (p *taskProcess) exit() (int, time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -147,21 +162,42 @@ func (p *taskProcess) exit() (int, time.Time) {
 }
 
 // kill signals the process (all: every process of the container).
-// containerd expects NotFound for a process that has exited.
+// containerd expects NotFound for a process that has exited, also before
+// its exit is reported (runc's shim: once the reaper has seen it).
 func (p *taskProcess) kill(ctx context.Context, sig uint32, all bool) error {
-	if p.hasExited() {
+	if p.hasEnded() {
 		return fmt.Errorf("%s: process already finished: %w", p.name(), errdefs.ErrNotFound)
 	}
 	if err := p.gp.Signal(ctx, sig, all); err != nil {
 		// The agent refuses a process that has exited (its exit is on
 		// its way here).
 		var ae *runtime.AgentError
-		if (errors.As(err, &ae) && ae.Code == codes.FailedPrecondition) || p.hasExitedWithin(2*time.Second) {
+		if (errors.As(err, &ae) && ae.Code == codes.FailedPrecondition) || p.endedWithin(2*time.Second) {
 			return fmt.Errorf("%s: process already finished: %w", p.name(), errdefs.ErrNotFound)
 		}
 		return err
 	}
 	return nil
+}
+
+// hasEnded reports whether the process has ended in the guest.
+func (p *taskProcess) hasEnded() bool {
+	select {
+	case <-p.ended:
+		return true
+	default:
+		return false
+	}
+}
+
+// endedWithin waits up to d for the process to end in the guest.
+func (p *taskProcess) endedWithin(d time.Duration) bool {
+	select {
+	case <-p.ended:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // hasExitedWithin waits up to d for the exit to be recorded.

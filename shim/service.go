@@ -507,7 +507,7 @@ func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (_ *taskAP
 		ID: r.ID, ExecID: r.ExecID, Bundle: c.bundle, Pid: p.pid, Status: p.status(c.isPaused()),
 		Stdin: p.stdio.stdin, Stdout: p.stdio.stdout, Stderr: p.stdio.stderr, Terminal: p.stdio.terminal,
 	}
-	if p.hasExited() {
+	if p.hasEnded() {
 		status, at := p.exit()
 		resp.ExitStatus, resp.ExitedAt = uint32(status), timestamppb.New(at)
 	}

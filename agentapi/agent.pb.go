@@ -365,7 +365,14 @@ type SetupRequest struct {
 	ReadonlyPaths []string `protobuf:"bytes,14,rep,name=readonly_paths,json=readonlyPaths,proto3" json:"readonly_paths,omitempty"`
 	// The spec's linux.sysctl (names with dots, as validated on the host),
 	// written to /proc/sys before the container's first process.
-	Sysctls       map[string]string `protobuf:"bytes,15,rep,name=sysctls,proto3" json:"sysctls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Sysctls map[string]string `protobuf:"bytes,15,rep,name=sysctls,proto3" json:"sysctls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The container's root is the directory root_path of this share (the
+	// bundle's rootfs itself, shared by the host) instead of a disk: the
+	// share is mounted once per VM, the directory bound on the container's
+	// root. root_device, root_serial, root_fstype, device_nodes and
+	// root_attrs are then unused.
+	RootShare     *Share `protobuf:"bytes,16,opt,name=root_share,json=rootShare,proto3" json:"root_share,omitempty"`
+	RootPath      string `protobuf:"bytes,17,opt,name=root_path,json=rootPath,proto3" json:"root_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -503,6 +510,20 @@ func (x *SetupRequest) GetSysctls() map[string]string {
 		return x.Sysctls
 	}
 	return nil
+}
+
+func (x *SetupRequest) GetRootShare() *Share {
+	if x != nil {
+		return x.RootShare
+	}
+	return nil
+}
+
+func (x *SetupRequest) GetRootPath() string {
+	if x != nil {
+		return x.RootPath
+	}
+	return ""
 }
 
 type CgroupLimits struct {
@@ -680,7 +701,11 @@ type Share struct {
 	// "9p" or "virtiofs".
 	Fstype string `protobuf:"bytes,2,opt,name=fstype,proto3" json:"fstype,omitempty"`
 	// Where the guest mounts it, e.g. "/z" (outside the container's root).
-	MountPoint    string `protobuf:"bytes,3,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
+	MountPoint string `protobuf:"bytes,3,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
+	// Its files need shared writable mmap (a container's root): a 9p share
+	// is mounted with cache=mmap (virtiofs has it from the host's cache
+	// policy).
+	Mmap          bool `protobuf:"varint,4,opt,name=mmap,proto3" json:"mmap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -734,6 +759,13 @@ func (x *Share) GetMountPoint() string {
 		return x.MountPoint
 	}
 	return ""
+}
+
+func (x *Share) GetMmap() bool {
+	if x != nil {
+		return x.Mmap
+	}
+	return false
 }
 
 type FileAttrs struct {
@@ -1684,7 +1716,7 @@ const file_agent_proto_rawDesc = "" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xdd\x05\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xb1\x06\n" +
 	"\fSetupRequest\x12\x1f\n" +
 	"\vroot_device\x18\x01 \x01(\tR\n" +
 	"rootDevice\x12\x1f\n" +
@@ -1705,7 +1737,10 @@ const file_agent_proto_rawDesc = "" +
 	"\x06limits\x18\f \x01(\v2\x1d.initos.agent.v1.CgroupLimitsR\x06limits\x12!\n" +
 	"\fmasked_paths\x18\r \x03(\tR\vmaskedPaths\x12%\n" +
 	"\x0ereadonly_paths\x18\x0e \x03(\tR\rreadonlyPaths\x12D\n" +
-	"\asysctls\x18\x0f \x03(\v2*.initos.agent.v1.SetupRequest.SysctlsEntryR\asysctls\x1a:\n" +
+	"\asysctls\x18\x0f \x03(\v2*.initos.agent.v1.SetupRequest.SysctlsEntryR\asysctls\x125\n" +
+	"\n" +
+	"root_share\x18\x10 \x01(\v2\x16.initos.agent.v1.ShareR\trootShare\x12\x1b\n" +
+	"\troot_path\x18\x11 \x01(\tR\brootPath\x1a:\n" +
 	"\fSysctlsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x01\n" +
@@ -1720,12 +1755,13 @@ const file_agent_proto_rawDesc = "" +
 	"\x10ContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"9\n" +
 	"\x14ListProcessesRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"R\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"f\n" +
 	"\x05Share\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\tR\x03tag\x12\x16\n" +
 	"\x06fstype\x18\x02 \x01(\tR\x06fstype\x12\x1f\n" +
 	"\vmount_point\x18\x03 \x01(\tR\n" +
-	"mountPoint\"C\n" +
+	"mountPoint\x12\x12\n" +
+	"\x04mmap\x18\x04 \x01(\bR\x04mmap\"C\n" +
 	"\tFileAttrs\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
@@ -1857,47 +1893,48 @@ var file_agent_proto_depIdxs = []int32{
 	9,  // 3: initos.agent.v1.SetupRequest.share:type_name -> initos.agent.v1.Share
 	6,  // 4: initos.agent.v1.SetupRequest.limits:type_name -> initos.agent.v1.CgroupLimits
 	26, // 5: initos.agent.v1.SetupRequest.sysctls:type_name -> initos.agent.v1.SetupRequest.SysctlsEntry
-	21, // 6: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
-	6,  // 7: initos.agent.v1.UpdateLimitsRequest.limits:type_name -> initos.agent.v1.CgroupLimits
-	1,  // 8: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
-	5,  // 9: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
-	11, // 10: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
-	13, // 11: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
-	14, // 12: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
-	13, // 13: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
-	16, // 14: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
-	16, // 15: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
-	18, // 16: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
-	19, // 17: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
-	13, // 18: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
-	8,  // 19: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.ListProcessesRequest
-	7,  // 20: initos.agent.v1.Agent.RemoveContainer:input_type -> initos.agent.v1.ContainerRequest
-	7,  // 21: initos.agent.v1.Agent.Stats:input_type -> initos.agent.v1.ContainerRequest
-	24, // 22: initos.agent.v1.Agent.UpdateLimits:input_type -> initos.agent.v1.UpdateLimitsRequest
-	0,  // 23: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
-	25, // 24: initos.agent.v1.Agent.ConfigureNetwork:input_type -> initos.agent.v1.NetworkRequest
-	2,  // 25: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
-	0,  // 26: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
-	12, // 27: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
-	0,  // 28: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
-	15, // 29: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
-	0,  // 30: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
-	17, // 31: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
-	17, // 32: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
-	0,  // 33: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
-	0,  // 34: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
-	20, // 35: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
-	22, // 36: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
-	0,  // 37: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
-	23, // 38: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
-	0,  // 39: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
-	0,  // 40: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
-	0,  // 41: initos.agent.v1.Agent.ConfigureNetwork:output_type -> initos.agent.v1.Empty
-	25, // [25:42] is the sub-list for method output_type
-	8,  // [8:25] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	9,  // 6: initos.agent.v1.SetupRequest.root_share:type_name -> initos.agent.v1.Share
+	21, // 7: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
+	6,  // 8: initos.agent.v1.UpdateLimitsRequest.limits:type_name -> initos.agent.v1.CgroupLimits
+	1,  // 9: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
+	5,  // 10: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
+	11, // 11: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
+	13, // 12: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
+	14, // 13: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
+	13, // 14: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
+	16, // 15: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
+	16, // 16: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
+	18, // 17: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
+	19, // 18: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
+	13, // 19: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
+	8,  // 20: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.ListProcessesRequest
+	7,  // 21: initos.agent.v1.Agent.RemoveContainer:input_type -> initos.agent.v1.ContainerRequest
+	7,  // 22: initos.agent.v1.Agent.Stats:input_type -> initos.agent.v1.ContainerRequest
+	24, // 23: initos.agent.v1.Agent.UpdateLimits:input_type -> initos.agent.v1.UpdateLimitsRequest
+	0,  // 24: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
+	25, // 25: initos.agent.v1.Agent.ConfigureNetwork:input_type -> initos.agent.v1.NetworkRequest
+	2,  // 26: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
+	0,  // 27: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
+	12, // 28: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
+	0,  // 29: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
+	15, // 30: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
+	0,  // 31: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
+	17, // 32: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
+	17, // 33: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
+	0,  // 34: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
+	0,  // 35: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
+	20, // 36: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
+	22, // 37: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
+	0,  // 38: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
+	23, // 39: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
+	0,  // 40: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
+	0,  // 41: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
+	0,  // 42: initos.agent.v1.Agent.ConfigureNetwork:output_type -> initos.agent.v1.Empty
+	26, // [26:43] is the sub-list for method output_type
+	9,  // [9:26] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }

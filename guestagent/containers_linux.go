@@ -118,7 +118,10 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 	// hierarchy makes its superblock, read-only for good if a spec's ro
 	// cgroup mount came first.
 	s.setupCgroups()
-	if sh := req.Share; sh != nil {
+	for _, sh := range []*agentapi.Share{req.RootShare, req.Share} {
+		if sh == nil {
+			continue
+		}
 		if err := s.ensureShare(sh); err != nil {
 			return nil, err
 		}

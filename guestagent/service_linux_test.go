@@ -165,6 +165,59 @@ func TestSetupBindsGuestDevWithoutDevMount(t *testing.T) {
 	}
 }
 
+// TestSetupSharedRoot: a root from the root share is the share mounted
+// once (cached for mmap on 9p), the container's directory in it bound on
+// the root, and a read-only root remounted read-only after its mount
+// points were made.
+func TestSetupSharedRoot(t *testing.T) {
+	for _, fstype := range []string{"virtiofs", "9p"} {
+		t.Run(fstype, func(t *testing.T) {
+			s, sys, _ := newTestService(t)
+			_, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{
+				RootShare:    &agentapi.Share{Tag: "initos-root", Fstype: fstype, MountPoint: "/run/initos/roots", Mmap: true},
+				RootPath:     "c",
+				RootReadonly: true,
+				Mounts:       []*agentapi.Mount{{Destination: "/proc", Type: "proc", Source: "proc"}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := testRootfs
+			data := ""
+			if fstype == "9p" {
+				data = "trans=virtio,version=9p2000.L,msize=262144,cache=mmap"
+			}
+			want := []string{
+				"mount cgroup2 /sys/fs/cgroup cgroup2 0x0 ",
+				fmt.Sprintf("mount initos-root /run/initos/roots %s 0x0 %s", fstype, data),
+				fmt.Sprintf("mount /run/initos/roots/c %s  %#x ", r, unix.MS_BIND|unix.MS_REC),
+				fmt.Sprintf("mount /dev %s/dev  %#x ", r, unix.MS_BIND|unix.MS_REC),
+				fmt.Sprintf("mount proc %s/proc proc 0x0 ", r),
+				fmt.Sprintf("mount  %s  %#x ", r, unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY),
+			}
+			if got := sys.Calls("mount"); !reflect.DeepEqual(got, want) {
+				t.Errorf("mounts:\n got %q\nwant %q", got, want)
+			}
+		})
+	}
+}
+
+func TestSetupSharedRootErrors(t *testing.T) {
+	share := &agentapi.Share{Tag: "initos-root", Fstype: "virtiofs", MountPoint: "/run/initos/roots"}
+	for _, rel := range []string{"", "/c", "../c", "c/../../x", ".", "c/"} {
+		t.Run(rel, func(t *testing.T) {
+			s, sys, _ := newTestService(t)
+			_, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{RootShare: share, RootPath: rel})
+			if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), fmt.Sprintf("root_path %q", rel)) {
+				t.Errorf("Setup = %v, want ErrInvalidArgument naming root_path %q", err, rel)
+			}
+			if got := sys.Calls("mount /run/initos/roots"); len(got) != 0 {
+				t.Errorf("mounted %q", got)
+			}
+		})
+	}
+}
+
 func TestSetupResolvesSymlinksInsideRootfs(t *testing.T) {
 	s, sys, _ := newTestService(t)
 	r := testRootfs

@@ -46,10 +46,14 @@ func (s *Service) setupRoot(ctx context.Context, rootfs, dev string, req *agenta
 			mounted = nil
 		}
 	}()
-	if dev == "" || req.RootFstype == "" {
-		return nil, errorf(ErrInvalidArgument, "setup: root_device (or root_serial) and root_fstype are required")
-	}
-	if err := waitDevice(ctx, s.sys.Stat, dev, s.cfg.DeviceWait); err != nil {
+	var shared string // the root's directory in a mounted share
+	if sh := req.RootShare; sh != nil {
+		if shared, err = sharedRoot(sh, req.RootPath); err != nil {
+			return nil, err
+		}
+	} else if dev == "" || req.RootFstype == "" {
+		return nil, errorf(ErrInvalidArgument, "setup: root_share and root_path, or root_device (or root_serial) and root_fstype, are required")
+	} else if err := waitDevice(ctx, s.sys.Stat, dev, s.cfg.DeviceWait); err != nil {
 		return nil, err
 	}
 	if err := s.sys.MkdirAll(rootfs, 0o755); err != nil {
@@ -59,7 +63,13 @@ func (s *Service) setupRoot(ctx context.Context, rootfs, dev string, req *agenta
 	// points are fixed up first, then the mount is made read-only (runc's
 	// order). A device that cannot be written gets a read-only mount.
 	rootRO := false
-	if err := s.sys.Mount(dev, rootfs, req.RootFstype, 0, ""); err != nil {
+	if shared != "" {
+		// The bundle's rootfs as the host shares it: what the container
+		// writes lands in the engine's storage.
+		if err := s.sys.Mount(shared, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return nil, fmt.Errorf("binding the shared root %q on %q: %w", shared, rootfs, err)
+		}
+	} else if err := s.sys.Mount(dev, rootfs, req.RootFstype, 0, ""); err != nil {
 		if !req.RootReadonly {
 			return nil, fmt.Errorf("mounting %q (%s) on %q: %w", dev, req.RootFstype, rootfs, err)
 		}
@@ -241,6 +251,16 @@ func (s *Service) mountOne(rootfs string, m *agentapi.Mount) ([]string, error) {
 	return []string{target}, nil
 }
 
+// sharedRoot is the directory of a container's root in the share sh,
+// which Setup has mounted: rel must stay inside it.
+func sharedRoot(sh *agentapi.Share, rel string) (string, error) {
+	clean := path.Clean("/" + rel)
+	if rel == "" || path.IsAbs(rel) || clean == "/" || clean[1:] != rel || !filepath.IsAbs(sh.MountPoint) {
+		return "", errorf(ErrInvalidArgument, "setup: root_path %q must name a directory inside share %q (mounted at %q)", rel, sh.Tag, sh.MountPoint)
+	}
+	return filepath.Join(sh.MountPoint, rel), nil
+}
+
 // mountShare mounts the VM's shared directory (design section 6: 9p or
 // virtiofs, at /z); the host has rewritten the sources of host bind mounts
 // to paths under it.
@@ -252,6 +272,10 @@ func (s *Service) mountShare(sh *agentapi.Share) (string, error) {
 	switch sh.Fstype {
 	case "9p":
 		data = "trans=virtio,version=9p2000.L,msize=262144"
+		if sh.Mmap {
+			// Without a cache, 9p maps files read-only.
+			data += ",cache=mmap"
+		}
 	case "virtiofs":
 	default:
 		return "", errorf(ErrInvalidArgument, "share: filesystem %q: want 9p or virtiofs", sh.Fstype)

@@ -247,7 +247,8 @@ func needVMs(t testing.TB) {
 	}
 }
 
-// busyboxSpec is the shared busybox bundle's config with args.
+// busyboxSpec is the shared busybox bundle's config with args, on a copy
+// of its rootfs.
 func busyboxSpec(t testing.TB, args ...string) *specs.Spec {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(env.busybox, "config.json"))
@@ -258,7 +259,12 @@ func busyboxSpec(t testing.TB, args ...string) *specs.Spec {
 	if err := json.Unmarshal(b, &s); err != nil {
 		t.Fatal(err)
 	}
-	s.Root.Path = filepath.Join(env.busybox, "rootfs")
+	// A copy of its own: the container writes into its rootfs, as under
+	// runc, and the tests run in parallel.
+	s.Root.Path = filepath.Join(t.TempDir(), "rootfs")
+	if out, err := exec.Command("cp", "-a", filepath.Join(env.busybox, "rootfs"), s.Root.Path).CombinedOutput(); err != nil {
+		t.Fatalf("copying the busybox rootfs: %v\n%s", err, out)
+	}
 	s.Process.Args = args
 	// The tests' processes are root with every capability (they mount,
 	// ping): the bundle script writes no capabilities, which the runtime

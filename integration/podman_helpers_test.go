@@ -295,14 +295,19 @@ func hasLine(s, line string) bool {
 // what and f's last description after timeout.
 func poll(t testing.TB, timeout time.Duration, what string, f func() (bool, string)) {
 	t.Helper()
+	if ok, last := pollUntil(timeout, f); !ok {
+		t.Fatalf("no %s within %s; last: %s", what, timeout, last)
+	}
+}
+
+// pollUntil calls f every 200 ms until it returns true or timeout has
+// passed; it returns whether f did and f's last description.
+func pollUntil(timeout time.Duration, f func() (bool, string)) (bool, string) {
 	deadline := time.Now().Add(timeout)
 	for {
 		done, last := f()
-		if done {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %s; last: %s", what, timeout, last)
+		if done || time.Now().After(deadline) {
+			return done, last
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

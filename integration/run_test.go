@@ -14,6 +14,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/initos-runtime/initos-runtime/runtime"
 )
@@ -78,6 +79,76 @@ func TestRunBusybox(t *testing.T) {
 				t.Errorf("stderr %q, want %q", r.stderr, c.wantErr)
 			}
 		})
+	}
+}
+
+// TestRunRootfsModes runs one bundle with each rootfs mode: "share" (the
+// default) writes into the bundle's rootfs as runc does; "disk" boots a
+// btrfs copy (device nodes and the root's owner and mode restored in the
+// guest), whose writes never reach the bundle.
+func TestRunRootfsModes(t *testing.T) {
+	needVMs(t)
+	for _, mode := range []string{runtime.RootfsShare, runtime.RootfsDisk} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := busyboxSpec(t, "sh", "-c", "stat -c '%a %u:%g' /; stat -c '%t,%T %F' /lib/null-dev; echo written > /new-file; rm /etc/passwd; sync; cat /new-file")
+			dir := writeBundle(t, s)
+			config := writeConfig(t, func(c *runtime.Config) { c.Rootfs = mode })
+			id := "bb-rootfs-" + mode
+			r := runtimeCmdWith(t, config, nil, "run", "--bundle", dir, id)
+			defer assertNothingLeft(t, id)
+			if want := "751 0:0\n1,3 character special file\nwritten\n"; r.code != 0 || string(r.stdout) != want {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want 0, %q", r.code, r.stdout, r.stderr, want)
+			}
+			got, err := os.ReadFile(filepath.Join(s.Root.Path, "new-file"))
+			_, passwdErr := os.Stat(filepath.Join(s.Root.Path, "etc", "passwd"))
+			if mode == runtime.RootfsShare {
+				if err != nil || string(got) != "written\n" || !os.IsNotExist(passwdErr) {
+					t.Errorf("bundle rootfs after the run: new-file %q (%v), /etc/passwd %v; want the container's write and removal", got, err, passwdErr)
+				}
+				return
+			}
+			if !os.IsNotExist(err) || passwdErr != nil {
+				t.Errorf("bundle rootfs after a disk run: new-file %q (%v), /etc/passwd %v; want it untouched", got, err, passwdErr)
+			}
+		})
+	}
+}
+
+// TestRunRootfsFull writes 1 GiB into a shared rootfs whose host
+// filesystem (a tmpfs of the test's) holds 1.25 GiB, then more: the 1 GiB
+// file reaches the host whole, the writer of the rest gets ENOSPC at once
+// (no hang), and space the container frees is usable again (within a
+// moment: virtiofsd frees a deleted file's inode once the guest forgets it).
+func TestRunRootfsFull(t *testing.T) {
+	needVMs(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts a tmpfs")
+	}
+	fsDir := t.TempDir()
+	if err := unix.Mount("tmpfs", fsDir, "tmpfs", 0, "size=1280m"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(fsDir, unix.MNT_DETACH)
+	s := busyboxSpec(t, "sh", "-c", `dd if=/dev/zero of=/big bs=1M count=1024 conv=fsync 2>/dev/null && echo big-ok
+out=$(dd if=/dev/zero of=/more bs=1M count=512 conv=fsync 2>&1); echo "more-status=$?"; echo "$out" | grep -o 'No space left on device' | head -1
+rm /more
+# virtiofsd holds a deleted file's inode until the guest forgets it.
+i=0; until dd if=/dev/zero of=/again bs=1M count=64 conv=fsync 2>/dev/null; do i=$((i+1)); [ $i -lt 100 ] || break; sleep 0.1; done
+[ $i -lt 100 ] && echo again-ok`)
+	rootfs := filepath.Join(fsDir, "rootfs")
+	if out, err := exec.Command("cp", "-a", s.Root.Path, rootfs).CombinedOutput(); err != nil {
+		t.Fatalf("copying the rootfs onto the tmpfs: %v\n%s", err, out)
+	}
+	s.Root.Path = rootfs
+	id := "bb-rootfs-full"
+	r := runtimeCmd(t, nil, "run", "--bundle", writeBundle(t, s), id)
+	defer assertNothingLeft(t, id)
+	if want := "big-ok\nmore-status=1\nNo space left on device\nagain-ok\n"; r.code != 0 || string(r.stdout) != want {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 0, %q", r.code, r.stdout, r.stderr, want)
+	}
+	if fi, err := os.Stat(filepath.Join(rootfs, "big")); err != nil || fi.Size() != 1<<30 {
+		t.Errorf("the 1 GiB file on the host: %v, %v", fi, err)
 	}
 }
 

@@ -359,8 +359,15 @@ func (a *fakeAgent) ConfigureNetwork(_ context.Context, r *agentapi.NetworkReque
 	return &agentapi.Empty{}, nil
 }
 
-func (a *fakeAgent) RemoveContainer(context.Context, *agentapi.ContainerRequest) (*agentapi.Empty, error) {
-	return nil, errors.New("fake agent: no pod members")
+func (a *fakeAgent) RemoveContainer(_ context.Context, r *agentapi.ContainerRequest) (*agentapi.Empty, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range a.setups {
+		if r.ContainerId != "" && s.ContainerId == r.ContainerId {
+			return &agentapi.Empty{}, nil
+		}
+	}
+	return nil, fmt.Errorf("fake agent: no pod member %q", r.ContainerId)
 }
 
 func (a *fakeAgent) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty, error) {

@@ -24,13 +24,17 @@ type checkDeps struct {
 	lookPath    func(string) (string, error)
 	findKernel  func(root string) (*initrd.Kernel, error)
 	findAgent   func(Config) (string, error)
+	// findVirtiofsd is vmm.FindVirtiofsd.
+	findVirtiofsd func(explicit string) (string, error)
 }
 
 // Check reports, in plain words, what this host has and lacks to run
-// containers: usable KVM, the VMM binaries, mkfs.btrfs, the guest kernel
-// and the agent for the initrd. ok is false when no container can run.
+// containers: usable KVM, the VMM binaries, virtiofsd, mkfs.btrfs, how the
+// rootfs reaches the guest, the guest kernel and the agent for the initrd.
+// ok is false when no container can run.
 func Check(c Config) (results []CheckResult, ok bool) {
-	return check(c, checkDeps{detectAccel: vmm.DetectAccel, lookPath: exec.LookPath, findKernel: initrd.FindKernel, findAgent: findAgent})
+	return check(c, checkDeps{detectAccel: vmm.DetectAccel, lookPath: exec.LookPath, findKernel: initrd.FindKernel,
+		findAgent: findAgent, findVirtiofsd: vmm.FindVirtiofsd})
 }
 
 func check(c Config, d checkDeps) ([]CheckResult, bool) {
@@ -64,8 +68,29 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 		add("vmm", true, true, fmt.Sprintf("containers will run under %s (%s)", driver, accelWords(driver, accel)))
 	}
 
+	vp, verr := d.findVirtiofsd(c.VirtiofsdBinary)
+	add("virtiofsd", verr == nil, false, found("virtiofsd", vp, verr)+" (shares the rootfs and volumes with the VM; Debian package qemu-system-common)")
+	disk := c.Rootfs == RootfsDisk
 	mp, merr := d.lookPath("mkfs.btrfs")
-	add("mkfs.btrfs", merr == nil, true, found("mkfs.btrfs", mp, merr)+" (builds the disk images; Debian package btrfs-progs)")
+	add("mkfs.btrfs", merr == nil, disk, found("mkfs.btrfs", mp, merr)+" (builds the disk images of config rootfs \"disk\"; Debian package btrfs-progs)")
+	switch {
+	case disk:
+		add("rootfs", merr == nil, true, "copied into a btrfs disk per container (config rootfs \"disk\"): "+
+			"image reads at block-device speed, but the container's writes stay in its VM and are lost when it is deleted")
+	case derr != nil:
+		add("rootfs", false, true, "cannot share the rootfs with the VM: no usable VMM")
+	default:
+		fs, err := shareFSWith(c, driver, d.findVirtiofsd)
+		switch {
+		case err != nil:
+			add("rootfs", false, true, "cannot share the rootfs with the VM: "+err.Error())
+		case fs == vmm.Share9p && verr != nil:
+			add("rootfs", true, true, "shared with the VM over 9p (no virtiofsd: slower; install qemu-system-common for virtiofs): "+
+				"the container's writes land in the engine's storage, as under runc")
+		default:
+			add("rootfs", true, true, "shared with the VM over "+fs+": the container's writes land in the engine's storage, as under runc")
+		}
+	}
 
 	if k, err := d.findKernel(c.KernelRoot); err != nil {
 		add("kernel", false, true, fmt.Sprintf("no guest kernel under %s: %v (scripts/setup.sh fetches Debian's linux-image-amd64)", c.KernelRoot, err))

@@ -13,7 +13,7 @@ import (
 func TestCheck(t *testing.T) {
 	pvm := vmm.Accel{Name: vmm.AccelTCG, Reason: "no usable KVM for a stock kernel: /dev/kvm is PVM (kvm_pvm), stock kernels hang under it; using TCG"}
 	kvm := vmm.Accel{Name: vmm.AccelKVM, Reason: "/dev/kvm opens and kvm_intel is loaded"}
-	all := []string{"qemu-system-x86_64", "cloud-hypervisor", "mkfs.btrfs"}
+	all := []string{"qemu-system-x86_64", "cloud-hypervisor", "mkfs.btrfs", "virtiofsd"}
 	kernel := &initrd.Kernel{Release: "6.1.0-56-amd64", Vmlinuz: "/k/boot/vmlinuz-6.1.0-56-amd64"}
 	noKernel := errors.New("no boot/vmlinuz-* under /k")
 	noAgent := fmt.Errorf("%w: looked in [/usr/libexec/initos-runtime/initos-agent]", ErrNoAgent)
@@ -25,6 +25,7 @@ func TestCheck(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		vmm       string
+		rootfs    string
 		accel     vmm.Accel
 		installed []string
 		kernelErr error
@@ -40,7 +41,28 @@ func TestCheck(t *testing.T) {
 				"vmm":              {true, []string{"run under qemu", "TCG software emulation", "kvm_pvm"}},
 				"kernel":           {true, []string{"Linux 6.1.0-56-amd64"}},
 				"agent":            {true, []string{"/opt/initos-agent"}},
+				"virtiofsd":        {true, []string{"/usr/bin/virtiofsd"}},
+				"rootfs":           {true, []string{"shared with the VM over virtiofs", "engine's storage"}},
 			},
+		},
+		{
+			name: "no virtiofsd: rootfs over 9p", vmm: "auto", accel: pvm, installed: []string{"qemu-system-x86_64"}, wantOK: true,
+			lines: map[string]line{
+				"virtiofsd":  {false, []string{"qemu-system-common"}},
+				"rootfs":     {true, []string{"over 9p", "no virtiofsd", "engine's storage"}},
+				"mkfs.btrfs": {false, []string{"btrfs-progs"}},
+			},
+		},
+		{
+			name: "no virtiofsd for cloud-hypervisor", vmm: "cloud-hypervisor", accel: kvm, installed: []string{"cloud-hypervisor"}, wantOK: false,
+			lines: map[string]line{
+				"vmm":    {true, []string{"cloud-hypervisor"}},
+				"rootfs": {false, []string{"cannot share the rootfs", "virtiofsd"}},
+			},
+		},
+		{
+			name: "disk roots", vmm: "auto", rootfs: RootfsDisk, accel: pvm, installed: all, wantOK: true,
+			lines: map[string]line{"rootfs": {true, []string{"copied into a btrfs disk", "lost when it is deleted"}}},
 		},
 		{
 			name: "kvm host runs cloud-hypervisor", vmm: "auto", accel: kvm, installed: all, wantOK: true,
@@ -61,7 +83,7 @@ func TestCheck(t *testing.T) {
 			lines: map[string]line{"agent": {false, []string{"no guest agent binary", "/usr/libexec/initos-runtime/initos-agent"}}},
 		},
 		{
-			name: "missing mkfs.btrfs", vmm: "auto", accel: pvm, installed: []string{"qemu-system-x86_64"}, wantOK: false,
+			name: "missing mkfs.btrfs with disk roots", vmm: "auto", rootfs: RootfsDisk, accel: pvm, installed: []string{"qemu-system-x86_64"}, wantOK: false,
 			lines: map[string]line{
 				"mkfs.btrfs": {false, []string{"mkfs.btrfs not found in PATH", "btrfs-progs"}},
 				"vmm":        {true, []string{"qemu"}},
@@ -80,16 +102,23 @@ func TestCheck(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := Config{VMM: tc.vmm, KernelRoot: "/k", DataDir: "/d"}
+			c := Config{VMM: tc.vmm, Rootfs: tc.rootfs, KernelRoot: "/k", DataDir: "/d"}
+			lookPath := func(name string) (string, error) {
+				for _, i := range tc.installed {
+					if i == name {
+						return "/usr/bin/" + name, nil
+					}
+				}
+				return "", fmt.Errorf("exec: %q: executable file not found in $PATH", name)
+			}
 			d := checkDeps{
 				detectAccel: func() vmm.Accel { return tc.accel },
-				lookPath: func(name string) (string, error) {
-					for _, i := range tc.installed {
-						if i == name {
-							return "/usr/bin/" + name, nil
-						}
+				lookPath:    lookPath,
+				findVirtiofsd: func(explicit string) (string, error) {
+					if p, err := lookPath("virtiofsd"); err == nil {
+						return p, nil
 					}
-					return "", fmt.Errorf("exec: %q: executable file not found in $PATH", name)
+					return "", fmt.Errorf("%w (looked for virtiofsd)", vmm.ErrNoVirtiofsd)
 				},
 				findKernel: func(root string) (*initrd.Kernel, error) {
 					if root != c.KernelRoot {
@@ -115,13 +144,14 @@ func TestCheck(t *testing.T) {
 			for _, r := range rs {
 				got[r.Name] = r
 			}
-			for _, name := range []string{"kvm", "qemu", "cloud-hypervisor", "vmm", "mkfs.btrfs", "kernel", "agent"} {
+			for _, name := range []string{"kvm", "qemu", "cloud-hypervisor", "vmm", "virtiofsd", "mkfs.btrfs", "rootfs", "kernel", "agent"} {
 				if _, ok := got[name]; !ok {
 					t.Errorf("no %q line in %+v", name, rs)
 				}
 			}
 			for name, r := range got {
-				want := name != "kvm" && name != "qemu" && name != "cloud-hypervisor"
+				want := name != "kvm" && name != "qemu" && name != "cloud-hypervisor" && name != "virtiofsd" &&
+					(name != "mkfs.btrfs" || c.Rootfs == RootfsDisk)
 				if r.Required != want {
 					t.Errorf("%s: Required = %v, want %v", name, r.Required, want)
 				}

@@ -71,7 +71,19 @@ type Config struct {
 	ShareFS string `json:"shareFS,omitempty"`
 	// VirtiofsdBinary overrides the virtiofsd executable.
 	VirtiofsdBinary string `json:"virtiofsdBinary,omitempty"`
+	// Rootfs is how the bundle's rootfs reaches the guest: "share" (the
+	// default: the rootfs itself over the shared filesystem of ShareFS, so
+	// the container's writes land in the engine's storage, as under runc)
+	// or "disk" (a per-container btrfs copy: image reads at block-device
+	// speed, but writes stay in the VM and are lost at delete).
+	Rootfs string `json:"rootfs,omitempty"`
 }
+
+// Rootfs modes.
+const (
+	RootfsShare = "share"
+	RootfsDisk  = "disk"
+)
 
 // Duration is a time.Duration that reads "90s" style strings from JSON.
 type Duration time.Duration
@@ -144,6 +156,9 @@ func (c Config) WithDefaults() Config {
 	if c.ShareFS == "" {
 		c.ShareFS = "auto"
 	}
+	if c.Rootfs == "" {
+		c.Rootfs = RootfsShare
+	}
 	if c.PodSlots == 0 {
 		c.PodSlots = DefaultPodSlots
 	}
@@ -170,6 +185,11 @@ func (c Config) Validate() error {
 	case "auto", "virtiofs", "9p":
 	default:
 		return fmt.Errorf("config: shareFS %q: must be auto, virtiofs or 9p", c.ShareFS)
+	}
+	switch c.Rootfs {
+	case RootfsShare, RootfsDisk:
+	default:
+		return fmt.Errorf("config: rootfs %q: must be %s or %s", c.Rootfs, RootfsShare, RootfsDisk)
 	}
 	if c.PodSlots < 1 || c.PodSlots > 16 {
 		return fmt.Errorf("config: podSlots %d must be between 1 and 16", c.PodSlots)

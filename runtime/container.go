@@ -290,9 +290,10 @@ func Delete(ctx context.Context, c Config, id string, force bool, warn io.Writer
 	if err := releaseBridge(c, id); err != nil {
 		return fmt.Errorf("deleting container %q: %w", id, err)
 	}
-	// The shared directory first: it may hold bind mounts of host paths,
-	// which the removal of the state directory must never reach.
-	if err := removeShareDir(filepath.Join(dir, shareDirName)); err != nil {
+	// The shared directories first: they may hold bind mounts of host
+	// paths and of the rootfs, which the removal of the state directory
+	// must never reach.
+	if err := removeShares(dir); err != nil {
 		return fmt.Errorf("deleting container %q: %w", id, err)
 	}
 	if st.Disk != "" {

@@ -29,7 +29,7 @@ import (
 
 // Timings are the phases of one container's life, for benchmarks and logs.
 type Timings struct {
-	Disk     time.Duration // rootfs → btrfs image
+	Disk     time.Duration // rootfs → btrfs image, or its bind into the root share
 	Initrd   time.Duration // kernel lookup + initrd (cached after the first)
 	Boot     time.Duration // VMM start → agent answers Ping
 	Setup    time.Duration // mounts and device nodes in the guest
@@ -55,6 +55,9 @@ type Instance struct {
 
 	// share is the VM's shared directory of host bind mounts (nil: none).
 	share *share
+	// root is the VM's shared directory of container roots (nil: the
+	// rootfs is a disk, config Rootfs "disk").
+	root *rootShare
 	// net is the VM's attachment to the engine's network namespace (nil:
 	// no network but the guest's loopback).
 	net *network.Attachment
@@ -72,9 +75,11 @@ type Instance struct {
 	// default container, the member's id in a pod.
 	containerID string
 	// pod is the sandbox whose VM a pod member shares (nil: this instance
-	// owns its VM); serial is the member's attached disk.
-	pod    *Instance
-	serial string
+	// owns its VM); serial is the member's attached disk, rootName its
+	// entry in the sandbox's root share.
+	pod      *Instance
+	serial   string
+	rootName string
 	// memberShare is a member's part of the pod's shared directory.
 	memberShare string
 
@@ -117,17 +122,17 @@ func defaultBootDeps() bootDeps {
 // the container's mounts and devices are set up, no process is created yet.
 // On error everything it made is removed again.
 func Boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string) (*Instance, error) {
-	return boot(ctx, c, b, id, stateDir, 0, defaultBootDeps())
+	return boot(ctx, c, b, id, stateDir, false, defaultBootDeps())
 }
 
-// BootSandbox is Boot for a pod's sandbox: the VM also gets PodSlots
-// empty disk slots and a shared directory for the members that
-// AddContainer adds later.
+// BootSandbox is Boot for a pod's sandbox: the VM also gets a shared
+// directory for the members that AddContainer adds later (and, with disk
+// roots, PodSlots empty disk slots for their disks).
 func BootSandbox(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string) (*Instance, error) {
-	return boot(ctx, c, b, id, stateDir, c.PodSlots, defaultBootDeps())
+	return boot(ctx, c, b, id, stateDir, true, defaultBootDeps())
 }
 
-func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, slots int, d bootDeps) (_ *Instance, retErr error) {
+func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, pod bool, d bootDeps) (_ *Instance, retErr error) {
 	memMiB, cpus := vmSize(c, b.Spec)
 	accel := d.detectAccel()
 	driver, err := chooseDriver(c, accel)
@@ -142,7 +147,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		}
 	}()
 
-	mounts, sh, err := guestMounts(b.Spec, stateDir, slots > 0)
+	mounts, sh, err := guestMounts(b.Spec, stateDir, pod)
 	if err != nil {
 		return nil, err
 	}
@@ -154,13 +159,35 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	}
 
 	t0 := time.Now()
-	if err := os.MkdirAll(c.disksDir(), 0o700); err != nil {
-		return nil, fmt.Errorf("creating disks dir: %w", err)
-	}
-	inst.Disk = filepath.Join(c.disksDir(), id+"-"+randomSuffix()+".img")
-	info, _, err := c.diskCache().Build(ctx, d.buildDisk, b.Rootfs, inst.Disk, cacheKey(b), bundle.DiskOptions{FreeSpace: c.FreeSpace})
-	if err != nil {
-		return nil, fmt.Errorf("building disk for container %q: %w", id, err)
+	var info *bundle.DiskInfo
+	var disks []vmm.Disk
+	if c.Rootfs == RootfsDisk {
+		if err := os.MkdirAll(c.disksDir(), 0o700); err != nil {
+			return nil, fmt.Errorf("creating disks dir: %w", err)
+		}
+		inst.Disk = filepath.Join(c.disksDir(), id+"-"+randomSuffix()+".img")
+		if info, _, err = c.diskCache().Build(ctx, d.buildDisk, b.Rootfs, inst.Disk, cacheKey(b), bundle.DiskOptions{FreeSpace: c.FreeSpace}); err != nil {
+			return nil, fmt.Errorf("building disk for container %q: %w", id, err)
+		}
+		disks = append(disks, vmm.Disk{Path: inst.Disk})
+		for i := 1; pod && i <= c.PodSlots; i++ {
+			slot := filepath.Join(stateDir, fmt.Sprintf("slot%d.img", i))
+			if err := os.WriteFile(slot, nil, 0o600); err != nil {
+				return nil, fmt.Errorf("creating disk slot %q: %w", slot, err)
+			}
+			disks = append(disks, vmm.Disk{Path: slot, Serial: fmt.Sprintf("initos-s%d", i), Slot: true})
+		}
+	} else {
+		fs, err := shareFS(c, driver)
+		if err != nil {
+			return nil, fmt.Errorf("sharing the rootfs of container %q: %w", id, err)
+		}
+		if inst.root, err = newRootShare(stateDir, fs); err != nil {
+			return nil, err
+		}
+		if err := inst.root.bind(b.Rootfs, rootEntry); err != nil {
+			return nil, fmt.Errorf("container %q: %w", id, err)
+		}
 	}
 	inst.Timings.Disk = time.Since(t0)
 
@@ -183,13 +210,12 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		}
 	}
 
-	disks := []vmm.Disk{{Path: inst.Disk, ReadOnly: false}}
-	for i := 1; i <= slots; i++ {
-		slot := filepath.Join(stateDir, fmt.Sprintf("slot%d.img", i))
-		if err := os.WriteFile(slot, nil, 0o600); err != nil {
-			return nil, fmt.Errorf("creating disk slot %q: %w", slot, err)
-		}
-		disks = append(disks, vmm.Disk{Path: slot, Serial: fmt.Sprintf("initos-s%d", i), Slot: true})
+	var shares []vmm.Share
+	if inst.root != nil {
+		shares = append(shares, inst.root.vmmShare())
+	}
+	if sh != nil {
+		shares = append(shares, sh.vmmShare())
 	}
 	vcfg := vmm.Config{
 		ID:         id,
@@ -198,7 +224,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		CPUs:       cpus,
 		StateDir:   stateDir,
 		ConsoleLog: inst.consoleLog,
-		Share:      sh.vmmShare(),
+		Shares:     shares,
 	}
 	if att != nil {
 		vcfg.Netns = att.NetnsPath
@@ -217,7 +243,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	if err != nil {
 		return nil, err
 	}
-	vcfg.Cmdline = guestCmdline(groups, c.Debug)
+	vcfg.Cmdline = guestCmdline(groups, c.Debug, len(disks) > 0)
 	if att != nil {
 		vcfg.Cmdline += " " + att.KernelArg()
 	}
@@ -234,7 +260,11 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 
 	t0 = time.Now()
 	setup := setupRequest(b, info, mounts, sh)
-	setup.RootDevice = "/dev/vda"
+	if inst.root != nil {
+		setup.RootShare, setup.RootPath = inst.root.agentShare(), rootEntry
+	} else {
+		setup.RootDevice = "/dev/vda"
+	}
 	if err := inst.setup(ctx, setup); err != nil {
 		return nil, err
 	}
@@ -243,17 +273,20 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 }
 
 // setupRequest is the agent's Setup of bundle b, whose disk is described
-// by info, with the guest's mounts and the VM's share.
+// by info (nil: the root is shared, not a disk), with the guest's mounts
+// and the VM's share.
 func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mount, sh *share) *agentapi.SetupRequest {
 	req := &agentapi.SetupRequest{
-		RootFstype:   "btrfs",
 		RootReadonly: b.Spec.Root.Readonly,
 		Hostname:     b.Spec.Hostname,
-		DeviceNodes:  deviceNodes(info.Devices),
 		Mounts:       mounts,
-		RootAttrs:    &agentapi.FileAttrs{Mode: info.RootMode, Uid: info.RootUID, Gid: info.RootGID},
 		Share:        sh.agentShare(),
 		Limits:       cgroupLimits(b.Spec),
+	}
+	if info != nil {
+		req.RootFstype = "btrfs"
+		req.DeviceNodes = deviceNodes(info.Devices)
+		req.RootAttrs = &agentapi.FileAttrs{Mode: info.RootMode, Uid: info.RootUID, Gid: info.RootGID}
 	}
 	if l := b.Spec.Linux; l != nil {
 		req.MaskedPaths, req.ReadonlyPaths = l.MaskedPaths, l.ReadonlyPaths
@@ -581,6 +614,9 @@ func (inst *Instance) destroy() error {
 		if err := inst.share.remove(); err != nil {
 			errs = append(errs, err)
 		}
+		if err := inst.root.remove(); err != nil {
+			errs = append(errs, err)
+		}
 		if inst.Disk != "" && !inst.keepDisk {
 			if err := os.Remove(inst.Disk); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("removing disk %q: %w", inst.Disk, err))
@@ -592,8 +628,11 @@ func (inst *Instance) destroy() error {
 
 // guestCmdline is the runtime's part of the kernel command line
 // (docs/contracts.md); the driver adds console and timing arguments.
-func guestCmdline(groups []string, debug bool) string {
-	args := []string{"initos.load=" + strings.Join(groups, ","), "initos.root=/dev/vda", "initos.rootfstype=btrfs"}
+func guestCmdline(groups []string, debug, disk bool) string {
+	args := []string{"initos.load=" + strings.Join(groups, ",")}
+	if disk {
+		args = append(args, "initos.root=/dev/vda", "initos.rootfstype=btrfs")
+	}
 	if debug {
 		// earlyprintk: the kernel's messages from before its console
 		// is up (the legacy serial port both VMMs have).

@@ -129,7 +129,8 @@ func (h *fakeHost) assertNothingLeft(c Config) {
 	}
 }
 
-// testConfig is a Config whose directories live under the test's temp dir.
+// testConfig is a Config whose directories live under the test's temp dir,
+// with disk roots (TestBootSharedRoot covers shared ones).
 func testConfig(t *testing.T) Config {
 	dir := t.TempDir()
 	return Config{
@@ -137,6 +138,7 @@ func testConfig(t *testing.T) Config {
 		DataDir:     filepath.Join(dir, "data"),
 		VMM:         "qemu",
 		BootTimeout: Duration(10 * time.Second),
+		Rootfs:      RootfsDisk,
 	}.WithDefaults()
 }
 
@@ -253,7 +255,7 @@ func TestBootFailuresLeaveNothing(t *testing.T) {
 			tc.setup(h, &c)
 			b := loadBundle(t, nil)
 			t0 := time.Now()
-			inst, err := boot(context.Background(), c, b, id, mkStateDir(t, c, id), 0, h.deps())
+			inst, err := boot(context.Background(), c, b, id, mkStateDir(t, c, id), false, h.deps())
 			elapsed := time.Since(t0)
 			if err == nil {
 				inst.Shutdown(context.Background(), time.Second)
@@ -296,7 +298,7 @@ func TestBootVMExitsDuringSetup(t *testing.T) {
 		h.agent.setupHangs = true
 		h.vmScript = fakeVMScript{exitAfter: 30 * time.Millisecond, exitErr: errors.New("exit status 137"),
 			exitConsole: []string{"Out of memory: Killed process 1 (init)"}}
-		_, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), 0, h.deps())
+		_, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), false, h.deps())
 		if !errors.Is(err, ErrVMExited) || !strings.Contains(err.Error(), `setting up container "c1"`) {
 			t.Fatalf("run %d: error %v, want ErrVMExited while setting up container \"c1\"", i, err)
 		}
@@ -314,7 +316,7 @@ func TestBootVMExitRace(t *testing.T) {
 		h.agent.pingHangs = true
 		h.vmScript = fakeVMScript{exitAfter: 5 * time.Millisecond, exitErr: errors.New("exit status 1"),
 			exitConsole: []string{"initos: no /dev/vda"}}
-		_, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), 0, h.deps())
+		_, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), false, h.deps())
 		if !errors.Is(err, ErrVMExited) || !strings.Contains(err.Error(), "initos: no /dev/vda") {
 			t.Fatalf("run %d: error %v, want ErrVMExited with the console tail", i, err)
 		}
@@ -332,7 +334,7 @@ func TestBootAndShutdown(t *testing.T) {
 		s.Root.Readonly = true
 	})
 	sd := mkStateDir(t, c, "web")
-	inst, err := boot(context.Background(), c, b, "web", sd, 0, h.deps())
+	inst, err := boot(context.Background(), c, b, "web", sd, false, h.deps())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +436,7 @@ func TestBootStallRetried(t *testing.T) {
 		h := newFakeHost(t)
 		h.firstScripts = []fakeVMScript{stall}
 		c := testConfig(t)
-		inst, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), 0, h.deps())
+		inst, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), false, h.deps())
 		if err != nil {
 			t.Fatalf("boot: %v", err)
 		}
@@ -454,7 +456,7 @@ func TestBootStallRetried(t *testing.T) {
 		h.vmScript = stall
 		c := testConfig(t)
 		t0 := time.Now()
-		_, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), 0, h.deps())
+		_, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), false, h.deps())
 		if !errors.Is(err, ErrBootStalled) || !strings.Contains(err.Error(), "APIC frequency too slow") {
 			t.Fatalf("boot: %v; want ErrBootStalled naming the console line", err)
 		}

@@ -162,7 +162,7 @@ func TestBootLateNetwork(t *testing.T) {
 			b := loadBundle(t, func(s *specs.Spec) {
 				s.Linux.Namespaces = []specs.LinuxNamespace{{Type: specs.NetworkNamespace, Path: tc.netns}}
 			})
-			inst, err := boot(context.Background(), c, b, "c1", mkStateDir(t, c, "c1"), 0, d)
+			inst, err := boot(context.Background(), c, b, "c1", mkStateDir(t, c, "c1"), false, d)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("boot error %v, want one containing %q", err, tc.wantErr)

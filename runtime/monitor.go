@@ -38,6 +38,10 @@ type MonitorOptions struct {
 	// Log receives the monitor's own messages (never the container's
 	// stderr).
 	Log *log.Logger
+
+	// enterView moves the monitor's main thread into the container's view
+	// (MonitorMain); nil: it stays in the host's.
+	enterView func(rootfs string, mounts []specs.Mount) error
 }
 
 // monitor is the state of a running monitor process.
@@ -175,6 +179,12 @@ func (m *monitor) create(ctx context.Context, o MonitorOptions) (stdio Stdio, er
 	}
 	if err := m.listen(ctx); err != nil {
 		return stdio, err
+	}
+	if o.enterView != nil && os.Getpid() == 1 {
+		// Only in the monitor's own namespaces (create's clone).
+		if err := o.enterView(b.Rootfs, b.Spec.Mounts); err != nil {
+			return stdio, fmt.Errorf("container %q: %w", o.ID, err)
+		}
 	}
 	return stdio, nil
 }

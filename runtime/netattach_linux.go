@@ -137,7 +137,7 @@ func bootMonitored(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir
 	if ownNetns {
 		d.lateNetwork = newLateNetwork
 	}
-	return boot(ctx, c, b, id, stateDir, 0, d)
+	return boot(ctx, c, b, id, stateDir, false, d)
 }
 
 // attachLateNetwork links the VM's tap to the interface the engine put in

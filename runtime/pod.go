@@ -22,8 +22,9 @@ type diskAttacher interface {
 }
 
 // AddContainer adds container id of bundle b to the pod whose sandbox is
-// inst: its own disk, attached to the running VM, its own root and PID
-// namespace in the guest, its bind mounts in the pod's shared directory.
+// inst: its rootfs in the VM's root share (or its own disk, attached to the
+// running VM), its own root and PID namespace in the guest, its bind
+// mounts in the pod's shared directory.
 // The member shares the sandbox's VM and agent; its Shutdown removes only
 // what is its own. On error nothing of it is left.
 func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bundle, id string) (_ *Instance, retErr error) {
@@ -31,7 +32,7 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 		return nil, fmt.Errorf("adding container %q: %q is itself a pod member: %w", id, inst.ID, ErrWrongState)
 	}
 	att, ok := inst.vm.(diskAttacher)
-	if !ok {
+	if !ok && inst.root == nil {
 		return nil, fmt.Errorf("adding container %q to the VM of %q: %w: the %s driver cannot attach disks", id, inst.ID, ErrUnsupported, inst.Driver)
 	}
 	if inst.share == nil {
@@ -55,18 +56,29 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 	if err != nil {
 		return nil, err
 	}
-	m.Disk = filepath.Join(c.disksDir(), id+"-"+randomSuffix()+".img")
-	info, _, err := c.diskCache().Build(ctx, bundle.BuildDisk, b.Rootfs, m.Disk, cacheKey(b), bundle.DiskOptions{FreeSpace: c.FreeSpace})
-	if err != nil {
-		return nil, fmt.Errorf("building disk for container %q: %w", id, err)
+	var setup *agentapi.SetupRequest
+	if inst.root != nil {
+		if err := inst.root.bind(b.Rootfs, name); err != nil {
+			return nil, fmt.Errorf("adding container %q to the VM of %q: %w", id, inst.ID, err)
+		}
+		m.rootName = name
+		setup = setupRequest(b, nil, mounts, inst.share)
+		setup.RootShare, setup.RootPath = inst.root.agentShare(), name
+	} else {
+		m.Disk = filepath.Join(c.disksDir(), id+"-"+randomSuffix()+".img")
+		info, _, err := c.diskCache().Build(ctx, bundle.BuildDisk, b.Rootfs, m.Disk, cacheKey(b), bundle.DiskOptions{FreeSpace: c.FreeSpace})
+		if err != nil {
+			return nil, fmt.Errorf("building disk for container %q: %w", id, err)
+		}
+		serial, err := att.AttachDisk(ctx, m.Disk)
+		if err != nil {
+			return nil, fmt.Errorf("attaching the disk of container %q: %w", id, err)
+		}
+		m.serial = serial
+		setup = setupRequest(b, info, mounts, inst.share)
+		setup.RootSerial = serial
 	}
-	serial, err := att.AttachDisk(ctx, m.Disk)
-	if err != nil {
-		return nil, fmt.Errorf("attaching the disk of container %q: %w", id, err)
-	}
-	m.serial = serial
-	setup := setupRequest(b, info, mounts, inst.share)
-	setup.ContainerId, setup.RootSerial, setup.OwnPidNamespace = id, serial, true
+	setup.ContainerId, setup.OwnPidNamespace = id, true
 	if err := m.setup(ctx, setup); err != nil {
 		return nil, fmt.Errorf("adding container %q to the VM of %q: %w", id, inst.ID, err)
 	}
@@ -74,7 +86,7 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 }
 
 // removeMember ends a pod member: its processes and mounts in the guest,
-// its disk (detached, removed) and its share entries.
+// its root share entry or disk (detached, removed) and its share entries.
 func (m *Instance) removeMember(ctx context.Context) error {
 	var errs []error
 	m.once.Do(func() {
@@ -93,6 +105,11 @@ func (m *Instance) removeMember(ctx context.Context) error {
 				if err := m.vm.(diskAttacher).DetachDisk(ctx, m.serial); err != nil {
 					errs = append(errs, err)
 				}
+			}
+		}
+		if m.rootName != "" {
+			if err := m.pod.root.unbind(m.rootName); err != nil {
+				errs = append(errs, err)
 			}
 		}
 		if m.memberShare != "" {

@@ -55,14 +55,14 @@ func run(ctx context.Context, c Config, o RunOptions, d bootDeps) (res RunResult
 		return res, err
 	}
 	defer func() {
-		// Shutdown has unmounted the share; if it could not, keep the
+		// Shutdown has unmounted the shares; if it could not, keep the
 		// state dir rather than reach into a host directory bound there.
-		if removeShareDir(filepath.Join(stateDir, shareDirName)) == nil {
+		if removeShares(stateDir) == nil {
 			os.RemoveAll(stateDir)
 		}
 	}()
 
-	inst, err := boot(ctx, c, b, o.ID, stateDir, 0, d)
+	inst, err := boot(ctx, c, b, o.ID, stateDir, false, d)
 	if err != nil {
 		return res, err
 	}

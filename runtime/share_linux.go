@@ -148,12 +148,10 @@ func (sh *share) add(m specs.Mount) (string, error) {
 	return name, nil
 }
 
-// vmmShare is the VMM's view of the share.
-func (sh *share) vmmShare() *vmm.Share {
-	if sh == nil {
-		return nil
-	}
-	return &vmm.Share{Dir: sh.dir, Tag: shareTag, Mode: sh.fs}
+// vmmShare is the VMM's view of the share: uncached, so that each side
+// sees the other's writes at once.
+func (sh *share) vmmShare() vmm.Share {
+	return vmm.Share{Dir: sh.dir, Tag: shareTag, Mode: sh.fs, Cache: vmm.CacheNone}
 }
 
 // findVirtiofsd is vmm.FindVirtiofsd; tests replace it.
@@ -163,6 +161,11 @@ var findVirtiofsd = vmm.FindVirtiofsd
 // virtiofs by default where virtiofsd exists, 9p where it does not (qemu
 // only: cloud-hypervisor has no 9p) or when the config says so.
 func shareFS(c Config, driver string) (string, error) {
+	return shareFSWith(c, driver, findVirtiofsd)
+}
+
+// shareFSWith is shareFS with a given virtiofsd lookup.
+func shareFSWith(c Config, driver string, findVirtiofsd func(string) (string, error)) (string, error) {
 	switch c.ShareFS {
 	case vmm.Share9p:
 		if driver == "cloud-hypervisor" {
@@ -199,8 +202,15 @@ func (sh *share) remove() error {
 	return removeShareDir(sh.dir)
 }
 
+// removeShares removes the shared directories of a state dir: the host
+// bind mounts' and the container roots'.
+func removeShares(stateDir string) error {
+	return errors.Join(removeShareDir(filepath.Join(stateDir, shareDirName)),
+		removeShareDir(filepath.Join(stateDir, rootShareDirName)))
+}
+
 // removeShareDir unmounts whatever is mounted on the entries of a shared
-// directory and removes it; it also serves delete after a crashed monitor.
+// directory and on itself and removes it; it also serves delete after a crashed monitor.
 // It never removes recursively: an entry still mounted (EBUSY) or not empty
 // stops it, so a host directory bound into the share is never touched.
 func removeShareDir(dir string) error {
@@ -219,6 +229,11 @@ func removeShareDir(dir string) error {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("removing share entry %q: %w", p, err)
 		}
+	}
+	// The root share is a mount point itself (rootShare); other shares
+	// are not (EINVAL).
+	if err := unmountFunc(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmounting %q: %w", dir, err)
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing shared directory %q: %w", dir, err)

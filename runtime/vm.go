@@ -80,22 +80,8 @@ func chooseDriverWith(c Config, accel vmm.Accel, lookPath func(string) (string, 
 // moduleGroups lists the initrd module groups a driver's guest needs
 // (docs/contracts.md): loading only those keeps boots short under TCG.
 func moduleGroups(driver string, cfg vmm.Config) []string {
-	var g []string
-	switch driver {
-	case "cloud-hypervisor":
-		g = []string{"pci", "blk", "btrfs", "console", "vsock"}
-	default:
-		g = []string{"mmio", "blk", "btrfs", "console"}
+	if driver == "cloud-hypervisor" {
+		return cloudhypervisor.ModuleGroups(&cfg)
 	}
-	if cfg.Share != nil {
-		if cfg.Share.Mode == "virtiofs" {
-			g = append(g, "virtiofs")
-		} else {
-			g = append(g, "9p")
-		}
-	}
-	if len(cfg.NICs) > 0 {
-		g = append(g, "net")
-	}
-	return g
+	return qemu.ModuleGroups(&cfg)
 }

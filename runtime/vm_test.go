@@ -54,18 +54,21 @@ func TestChooseDriver(t *testing.T) {
 }
 
 func TestModuleGroupsAndCmdline(t *testing.T) {
-	if g := moduleGroups("qemu", vmm.Config{}); !reflect.DeepEqual(g, []string{"mmio", "blk", "btrfs", "console"}) {
+	if g := moduleGroups("qemu", vmm.Config{Disks: []vmm.Disk{{}}}); !reflect.DeepEqual(g, []string{"mmio", "blk", "btrfs", "console"}) {
 		t.Errorf("qemu groups %v", g)
 	}
-	g := moduleGroups("cloud-hypervisor", vmm.Config{Share: &vmm.Share{Mode: "virtiofs"}, NICs: []vmm.NIC{{Tap: "t0"}}})
-	if !reflect.DeepEqual(g, []string{"pci", "blk", "btrfs", "console", "vsock", "virtiofs", "net"}) {
+	g := moduleGroups("cloud-hypervisor", vmm.Config{Shares: []vmm.Share{{Mode: "virtiofs"}}, NICs: []vmm.NIC{{Tap: "t0"}}})
+	if !reflect.DeepEqual(g, []string{"pci", "console", "net", "virtiofs", "vsock"}) {
 		t.Errorf("chv groups %v", g)
 	}
-	if g := moduleGroups("qemu", vmm.Config{Share: &vmm.Share{Mode: "9p"}}); g[len(g)-1] != "9p" {
+	if g := moduleGroups("qemu", vmm.Config{Shares: []vmm.Share{{Mode: "9p"}}}); g[len(g)-1] != "9p" {
 		t.Errorf("9p share groups %v", g)
 	}
-	if got, want := guestCmdline([]string{"mmio", "blk"}, true), "initos.load=mmio,blk initos.root=/dev/vda initos.rootfstype=btrfs initos.debug=1 earlyprintk=ttyS0"; got != want {
+	if got, want := guestCmdline([]string{"mmio", "blk"}, true, true), "initos.load=mmio,blk initos.root=/dev/vda initos.rootfstype=btrfs initos.debug=1 earlyprintk=ttyS0"; got != want {
 		t.Errorf("cmdline %q, want %q", got, want)
+	}
+	if got, want := guestCmdline([]string{"mmio", "virtiofs"}, false, false), "initos.load=mmio,virtiofs"; got != want {
+		t.Errorf("cmdline without a disk %q, want %q", got, want)
 	}
 }
 

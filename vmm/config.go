@@ -14,6 +14,17 @@ const (
 	ShareVirtiofs = "virtiofs"
 )
 
+// Share caching (virtiofsd's cache policy; 9p shares take it in the
+// guest's mount options).
+const (
+	// CacheNone: every access goes to the host, so each side sees the
+	// other's changes at once; shared writable mmap fails (ENODEV).
+	CacheNone = "none"
+	// CacheAuto: close-to-open consistency (metadata cached about 1 s);
+	// mmap works as on a local filesystem.
+	CacheAuto = "auto"
+)
+
 // Limits checked by Validate.
 const (
 	MinMemoryMiB = 64
@@ -28,7 +39,17 @@ const (
 	maxTagLen = 36
 	// maxIfName is IFNAMSIZ minus the NUL.
 	maxIfName = 15
+	// MaxShares bounds a VM's shares (each a device and, for virtiofs, a
+	// virtiofsd process; socket names hold one digit).
+	MaxShares = 4
 )
+
+// VirtiofsSocket is the name, in StateDir, of the vhost-user socket of
+// share i.
+func VirtiofsSocket(i int) string { return fmt.Sprintf("virtiofs%d.sock", i) }
+
+// VirtiofsdLog is the name, in StateDir, of the log of share i's virtiofsd.
+func VirtiofsdLog(i int) string { return fmt.Sprintf("virtiofsd%d.log", i) }
 
 // Config describes one VM. Drivers add their own devices and kernel
 // arguments; everything here is what the runtime decides.
@@ -42,7 +63,7 @@ type Config struct {
 	CPUs       int
 	StateDir   string // the driver puts its sockets and logs here
 	ConsoleLog string // file the guest console goes to
-	Share      *Share // may be nil
+	Shares     []Share
 	NICs       []NIC
 	// Netns is the network namespace the VMM runs in (the engine's, whose
 	// interface its NICs' taps are redirected to); "" for the caller's.
@@ -70,6 +91,21 @@ type Share struct {
 	Dir  string
 	Tag  string
 	Mode string // Share9p or ShareVirtiofs
+	// Cache is CacheNone ("": the default) or CacheAuto.
+	Cache string
+	// Xattr passes extended attributes through (file capabilities, ACLs,
+	// user.*); virtiofsd keeps no CAP_SYS_ADMIN, so trusted.* stays out.
+	Xattr bool
+}
+
+// HasShares reports whether cfg has a share of mode m.
+func (c *Config) HasShares(m string) bool {
+	for _, s := range c.Shares {
+		if s.Mode == m {
+			return true
+		}
+	}
+	return false
 }
 
 // NIC is a tap device on the host and the guest interface's MAC address.
@@ -132,13 +168,23 @@ func (c *Config) Validate() error {
 			add("disk %d: serial %q must be at most %d bytes without commas, '=' or whitespace", i, d.Serial, MaxSerial)
 		}
 	}
-	if s := c.Share; s != nil {
+	if len(c.Shares) > MaxShares {
+		add("%d shares: at most %d", len(c.Shares), MaxShares)
+	}
+	tags := map[string]bool{}
+	for _, s := range c.Shares {
 		if s.Mode != Share9p && s.Mode != ShareVirtiofs {
 			add("share mode %q is neither %q nor %q", s.Mode, Share9p, ShareVirtiofs)
 		}
+		if s.Cache != "" && s.Cache != CacheNone && s.Cache != CacheAuto {
+			add("share %q: cache %q is neither %q nor %q", s.Tag, s.Cache, CacheNone, CacheAuto)
+		}
 		if s.Tag == "" || len(s.Tag) > maxTagLen || strings.ContainsAny(s.Tag, ", =\t\n\x00") {
 			add("share tag %q must be 1..%d bytes without commas, '=' or whitespace", s.Tag, maxTagLen)
+		} else if tags[s.Tag] {
+			add("share tag %q is used twice", s.Tag)
 		}
+		tags[s.Tag] = true
 		if fi, err := os.Stat(s.Dir); err != nil {
 			add("share dir: %v", err)
 		} else if !fi.IsDir() {

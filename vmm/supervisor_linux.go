@@ -29,24 +29,31 @@ type Supervisor struct {
 	Ready func(ctx context.Context) error
 	// Shutdown asks the VMM to exit; on error Stop sends SIGTERM.
 	Shutdown func(ctx context.Context) error
-	// Virtiofsd, when set, is started first to serve Cfg.Share.Dir on
-	// VirtiofsSocket (also removed by Stop), logging to VirtiofsdLog.
-	Virtiofsd      string
-	VirtiofsSocket string
-	VirtiofsdLog   string
+	// Virtiofsd, when set, is started first, once for each virtiofs share
+	// i of Cfg.Shares, on StateDir/VirtiofsSocket(i) (also removed by
+	// Stop), logging to StateDir/VirtiofsdLog(i).
+	Virtiofsd string
 
 	mu       sync.Mutex // serialises Start and Stop, guards the fields below
 	started  bool
 	proc     *Process
-	vfsd     *Process
+	vfsd     []*Process
 	stopping atomic.Bool
 }
 
-func (s *Supervisor) sockets() []string {
+// SocketPaths are every socket the VM uses: Sockets and the virtiofs
+// shares'; Stop removes them all.
+func (s *Supervisor) SocketPaths() []string {
+	socks := append([]string{}, s.Sockets...)
 	if s.Virtiofsd == "" {
-		return s.Sockets
+		return socks
 	}
-	return append(append([]string{}, s.Sockets...), s.VirtiofsSocket)
+	for i, sh := range s.Cfg.Shares {
+		if sh.Mode == ShareVirtiofs {
+			socks = append(socks, s.Cfg.SocketPath(VirtiofsSocket(i)))
+		}
+	}
+	return socks
 }
 
 // Start launches virtiofsd (if any) and the VMM and returns once Ready
@@ -64,7 +71,7 @@ func (s *Supervisor) Start(ctx context.Context) (err error) {
 	if err := os.MkdirAll(s.Cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("creating state dir of vm %q: %w", s.Cfg.ID, err)
 	}
-	for _, sock := range s.sockets() {
+	for _, sock := range s.SocketPaths() {
 		if err := ClaimSocket(sock); err != nil {
 			return fmt.Errorf("starting vm %q: %w", s.Cfg.ID, err)
 		}
@@ -75,11 +82,15 @@ func (s *Supervisor) Start(ctx context.Context) (err error) {
 			s.proc, s.vfsd = nil, nil
 		}
 	}()
-	if s.Virtiofsd != "" {
-		s.vfsd, err = StartVirtiofsd(ctx, s.Virtiofsd, s.VirtiofsSocket, s.Cfg.Share.Dir, s.VirtiofsdLog)
-		if err != nil {
-			return fmt.Errorf("starting virtiofsd for vm %q: %w", s.Cfg.ID, err)
+	for i, sh := range s.Cfg.Shares {
+		if s.Virtiofsd == "" || sh.Mode != ShareVirtiofs {
+			continue
 		}
+		p, err := StartVirtiofsd(ctx, s.Virtiofsd, s.Cfg.SocketPath(VirtiofsSocket(i)), sh, s.Cfg.SocketPath(VirtiofsdLog(i)))
+		if err != nil {
+			return fmt.Errorf("starting virtiofsd for share %q of vm %q: %w", sh.Tag, s.Cfg.ID, err)
+		}
+		s.vfsd = append(s.vfsd, p)
 	}
 	s.proc, err = StartProcessIn(s.Cfg.Netns, s.Name, s.Bin, s.Args, s.Log)
 	if err != nil {
@@ -172,10 +183,10 @@ func (s *Supervisor) kill() error {
 	if s.proc != nil {
 		errs = append(errs, s.proc.Kill())
 	}
-	if s.vfsd != nil {
-		errs = append(errs, s.vfsd.Kill())
+	for _, p := range s.vfsd {
+		errs = append(errs, p.Kill())
 	}
-	errs = append(errs, RemoveSockets(s.sockets()...))
+	errs = append(errs, RemoveSockets(s.SocketPaths()...))
 	return errors.Join(errs...)
 }
 

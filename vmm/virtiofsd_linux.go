@@ -50,21 +50,37 @@ func VirtiofsdFlavorOf(help []byte) (VirtiofsdFlavor, error) {
 	return 0, fmt.Errorf("virtiofsd --help names neither --shared-dir nor -o source=")
 }
 
-// VirtiofsdArgs are the arguments for serving dir on socket without
-// caching (the guest sees host changes at once).
-func VirtiofsdArgs(f VirtiofsdFlavor, socket, dir string) []string {
+// VirtiofsdArgs are the arguments for serving sh on socket: its cache
+// policy (CacheNone when unset: the guest sees host changes at once) and
+// extended attributes when it asks for them.
+func VirtiofsdArgs(f VirtiofsdFlavor, socket string, sh Share) []string {
+	cache := sh.Cache
+	if cache == "" {
+		cache = CacheNone
+	}
 	if f == VirtiofsdRust {
-		return []string{"--socket-path=" + socket, "--shared-dir=" + dir, "--cache=never"}
+		if cache == CacheNone {
+			cache = "never"
+		}
+		a := []string{"--socket-path=" + socket, "--shared-dir=" + sh.Dir, "--cache=" + cache}
+		if sh.Xattr {
+			a = append(a, "--xattr")
+		}
+		return a
 	}
 	// The C virtiofsd parses -o with libfuse's fuse_opt, where ',' splits
 	// options and '\' escapes the next character.
-	esc := strings.NewReplacer(`\`, `\\`, `,`, `\,`).Replace(dir)
-	return []string{"--socket-path=" + socket, "-o", "source=" + esc, "-o", "cache=none"}
+	esc := strings.NewReplacer(`\`, `\\`, `,`, `\,`).Replace(sh.Dir)
+	a := []string{"--socket-path=" + socket, "-o", "source=" + esc, "-o", "cache=" + cache}
+	if sh.Xattr {
+		a = append(a, "-o", "xattr")
+	}
+	return a
 }
 
-// StartVirtiofsd starts virtiofsd for dir on socket and waits until the
+// StartVirtiofsd starts virtiofsd for sh on socket and waits until the
 // socket exists; on failure nothing is left running.
-func StartVirtiofsd(ctx context.Context, bin, socket, dir, logPath string) (_ *Process, err error) {
+func StartVirtiofsd(ctx context.Context, bin, socket string, sh Share, logPath string) (_ *Process, err error) {
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	help, herr := exec.CommandContext(hctx, bin, "--help").CombinedOutput()
@@ -75,7 +91,7 @@ func StartVirtiofsd(ctx context.Context, bin, socket, dir, logPath string) (_ *P
 	if err := ClaimSocket(socket); err != nil {
 		return nil, err
 	}
-	p, err := StartProcess("virtiofsd", bin, VirtiofsdArgs(flavor, socket, dir), logPath)
+	p, err := StartProcess("virtiofsd", bin, VirtiofsdArgs(flavor, socket, sh), logPath)
 	if err != nil {
 		return nil, err
 	}

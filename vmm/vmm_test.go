@@ -34,7 +34,7 @@ func validConfig(t *testing.T) Config {
 		CPUs:       2,
 		StateDir:   filepath.Join(dir, "state"),
 		ConsoleLog: filepath.Join(dir, "console.log"),
-		Share:      &Share{Dir: share, Tag: "z", Mode: ShareVirtiofs},
+		Shares:     []Share{{Dir: share, Tag: "z", Mode: ShareVirtiofs}},
 		NICs:       []NIC{{Tap: "tap0", MAC: "02:00:00:00:00:01"}},
 	}
 }
@@ -46,10 +46,10 @@ func TestValidate(t *testing.T) {
 		want   []string // substrings of the error; none: valid
 	}{
 		{"valid", func(c *Config) {}, nil},
-		{"no share, no nics, no initrd", func(c *Config) { c.Share, c.NICs, c.Initrd = nil, nil, "" }, nil},
+		{"no share, no nics, no initrd", func(c *Config) { c.Shares, c.NICs, c.Initrd = nil, nil, "" }, nil},
 		{"empty id", func(c *Config) { c.ID = "" }, []string{"id is empty"}},
 		{"missing kernel", func(c *Config) { c.Kernel = "/nonexistent/vmlinux" }, []string{"kernel:", "no such file"}},
-		{"kernel is a dir", func(c *Config) { c.Kernel = c.Share.Dir }, []string{"kernel:", "not a regular file"}},
+		{"kernel is a dir", func(c *Config) { c.Kernel = c.Shares[0].Dir }, []string{"kernel:", "not a regular file"}},
 		{"missing initrd", func(c *Config) { c.Initrd = "/nonexistent/initrd" }, []string{"initrd:"}},
 		{"little memory", func(c *Config) { c.MemoryMiB = 8 }, []string{"memory 8 MiB is below the minimum of 64 MiB"}},
 		{"no cpus", func(c *Config) { c.CPUs = 0 }, []string{"cpus 0 is outside 1..255"}},
@@ -57,10 +57,17 @@ func TestValidate(t *testing.T) {
 		{"long state dir", func(c *Config) { c.StateDir = "/" + strings.Repeat("x", 100) }, []string{"too long for unix socket paths"}},
 		{"relative console", func(c *Config) { c.ConsoleLog = "c.log" }, []string{"console log \"c.log\" is not an absolute path"}},
 		{"missing disk", func(c *Config) { c.Disks = append(c.Disks, Disk{Path: "/nonexistent.img"}) }, []string{"disk 1:"}},
-		{"bad share mode", func(c *Config) { c.Share.Mode = "nfs" }, []string{`share mode "nfs"`}},
-		{"bad share tag", func(c *Config) { c.Share.Tag = "a,b" }, []string{`share tag "a,b"`}},
-		{"long share tag", func(c *Config) { c.Share.Tag = strings.Repeat("t", 37) }, []string{"share tag"}},
-		{"share dir is a file", func(c *Config) { c.Share.Dir = c.Kernel }, []string{"is not a directory"}},
+		{"bad share mode", func(c *Config) { c.Shares[0].Mode = "nfs" }, []string{`share mode "nfs"`}},
+		{"bad share tag", func(c *Config) { c.Shares[0].Tag = "a,b" }, []string{`share tag "a,b"`}},
+		{"long share tag", func(c *Config) { c.Shares[0].Tag = strings.Repeat("t", 37) }, []string{"share tag"}},
+		{"share dir is a file", func(c *Config) { c.Shares[0].Dir = c.Kernel }, []string{"is not a directory"}},
+		{"bad share cache", func(c *Config) { c.Shares[0].Cache = "always" }, []string{`cache "always"`}},
+		{"share tag twice", func(c *Config) { c.Shares = append(c.Shares, c.Shares[0]) }, []string{`share tag "z" is used twice`}},
+		{"too many shares", func(c *Config) {
+			for i := 0; i < MaxShares; i++ {
+				c.Shares = append(c.Shares, Share{Dir: c.Shares[0].Dir, Tag: fmt.Sprintf("s%d", i), Mode: Share9p})
+			}
+		}, []string{"5 shares: at most 4"}},
 		{"bad mac", func(c *Config) { c.NICs[0].MAC = "zz" }, []string{`nic 0: mac "zz"`}},
 		{"multicast mac", func(c *Config) { c.NICs[0].MAC = "01:00:5e:00:00:01" }, []string{"multicast"}},
 		{"long tap", func(c *Config) { c.NICs[0].Tap = "tap-name-too-long" }, []string{"tap name"}},
@@ -198,13 +205,18 @@ func TestTSCKHz(t *testing.T) {
 func TestVirtiofsdFlavor(t *testing.T) {
 	tests := []struct {
 		name, help string
+		share      Share
 		want       VirtiofsdFlavor
 		args       []string
 	}{
-		{"C", "    -o source=PATH             shared directory tree\n", VirtiofsdC,
+		{"C", "    -o source=PATH             shared directory tree\n", Share{Dir: `/d/a,b\c`}, VirtiofsdC,
 			[]string{"--socket-path=/s/v.sock", "-o", `source=/d/a\,b\\c`, "-o", "cache=none"}},
-		{"Rust", "      --shared-dir <SHARED_DIR>  Shared directory path\n", VirtiofsdRust,
+		{"C cached with xattrs", "    -o source=PATH\n", Share{Dir: "/d", Cache: CacheAuto, Xattr: true}, VirtiofsdC,
+			[]string{"--socket-path=/s/v.sock", "-o", "source=/d", "-o", "cache=auto", "-o", "xattr"}},
+		{"Rust", "      --shared-dir <SHARED_DIR>  Shared directory path\n", Share{Dir: `/d/a,b\c`}, VirtiofsdRust,
 			[]string{"--socket-path=/s/v.sock", `--shared-dir=/d/a,b\c`, "--cache=never"}},
+		{"Rust cached with xattrs", "  --shared-dir <SHARED_DIR>\n", Share{Dir: "/d", Cache: CacheAuto, Xattr: true}, VirtiofsdRust,
+			[]string{"--socket-path=/s/v.sock", "--shared-dir=/d", "--cache=auto", "--xattr"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,7 +224,7 @@ func TestVirtiofsdFlavor(t *testing.T) {
 			if err != nil || f != tt.want {
 				t.Fatalf("VirtiofsdFlavorOf = %v, %v; want %v", f, err, tt.want)
 			}
-			got := VirtiofsdArgs(f, "/s/v.sock", `/d/a,b\c`)
+			got := VirtiofsdArgs(f, "/s/v.sock", tt.share)
 			if strings.Join(got, "|") != strings.Join(tt.args, "|") {
 				t.Errorf("VirtiofsdArgs = %q, want %q", got, tt.args)
 			}

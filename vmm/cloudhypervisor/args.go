@@ -10,11 +10,9 @@ import (
 
 // Files the driver creates in the state dir.
 const (
-	apiSocket      = "api.sock"
-	vsockSocket    = "vsock.sock"
-	virtiofsSocket = "virtiofs.sock"
-	chLog          = "cloud-hypervisor.log"
-	virtiofsdLog   = "virtiofsd.log"
+	apiSocket   = "api.sock"
+	vsockSocket = "vsock.sock"
+	chLog       = "cloud-hypervisor.log"
 )
 
 // GuestCID is the guest's vsock context id; AgentPort the agent's vsock
@@ -39,8 +37,10 @@ func KernelCmdline(cfg *vmm.Config) string {
 // device, and its option parser splits values on commas.
 func checkConfig(cfg *vmm.Config) error {
 	var p []string
-	if cfg.Share != nil && cfg.Share.Mode != vmm.ShareVirtiofs {
-		p = append(p, fmt.Sprintf("share mode %q: cloud-hypervisor shares only by %s", cfg.Share.Mode, vmm.ShareVirtiofs))
+	for _, s := range cfg.Shares {
+		if s.Mode != vmm.ShareVirtiofs {
+			p = append(p, fmt.Sprintf("share %q: mode %q: cloud-hypervisor shares only by %s", s.Tag, s.Mode, vmm.ShareVirtiofs))
+		}
 	}
 	paths := []string{cfg.StateDir, cfg.ConsoleLog}
 	for _, d := range cfg.Disks {
@@ -61,7 +61,7 @@ func checkConfig(cfg *vmm.Config) error {
 // several devices (--disk, --net, --fs) get them as values of one flag;
 // the first disk is /dev/vda.
 func buildArgs(cfg *vmm.Config) []string {
-	virtiofs := cfg.Share != nil
+	virtiofs := len(cfg.Shares) > 0
 	a := []string{
 		"--api-socket", "path=" + cfg.SocketPath(apiSocket),
 		"--kernel", cfg.Kernel,
@@ -96,7 +96,10 @@ func buildArgs(cfg *vmm.Config) []string {
 	}
 	a = append(a, "--vsock", fmt.Sprintf("cid=%d,socket=%s", GuestCID, cfg.SocketPath(vsockSocket)))
 	if virtiofs {
-		a = append(a, "--fs", "tag="+cfg.Share.Tag+",socket="+cfg.SocketPath(virtiofsSocket))
+		a = append(a, "--fs")
+		for i, s := range cfg.Shares {
+			a = append(a, "tag="+s.Tag+",socket="+cfg.SocketPath(vmm.VirtiofsSocket(i)))
+		}
 	}
 	if len(cfg.NICs) > 0 {
 		a = append(a, "--net")
@@ -110,11 +113,15 @@ func buildArgs(cfg *vmm.Config) []string {
 // ModuleGroups are the initrd module groups (docs/contracts.md) a guest
 // of this driver needs for cfg, in initrd order.
 func ModuleGroups(cfg *vmm.Config) []string {
-	g := []string{"pci", "blk", "btrfs", "console"}
+	g := []string{"pci"}
+	if len(cfg.Disks) > 0 {
+		g = append(g, "blk", "btrfs")
+	}
+	g = append(g, "console")
 	if len(cfg.NICs) > 0 {
 		g = append(g, "net")
 	}
-	if cfg.Share != nil {
+	if len(cfg.Shares) > 0 {
 		g = append(g, "virtiofs")
 	}
 	return append(g, "vsock")

@@ -40,9 +40,14 @@ func TestBuildArgs(t *testing.T) {
 			c.Disks = append(c.Disks, vmm.Disk{Path: "/d/data.img", ReadOnly: true})
 		}, cat(head, []string{"--memory", "size=512M"}, serial, []string{"--disk", "path=/d/root.img", "path=/d/data.img,readonly=on"}, vsock)},
 		{"virtiofs share", func(c *vmm.Config) {
-			c.Share = &vmm.Share{Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}
+			c.Shares = []vmm.Share{{Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}}
 		}, cat(head, []string{"--memory", "size=512M,shared=on"}, serial, []string{"--disk", "path=/d/root.img"}, vsock,
-			[]string{"--fs", "tag=z,socket=/run/x/virtiofs.sock"})},
+			[]string{"--fs", "tag=z,socket=/run/x/virtiofs0.sock"})},
+		{"root and volume shares, no disk", func(c *vmm.Config) {
+			c.Disks = nil
+			c.Shares = []vmm.Share{{Dir: "/run/x/root", Tag: "r", Mode: vmm.ShareVirtiofs, Cache: vmm.CacheAuto}, {Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}}
+		}, cat(head, []string{"--memory", "size=512M,shared=on"}, serial, vsock,
+			[]string{"--fs", "tag=r,socket=/run/x/virtiofs0.sock", "tag=z,socket=/run/x/virtiofs1.sock"})},
 		{"two nics", func(c *vmm.Config) {
 			c.NICs = []vmm.NIC{{Tap: "tap0", MAC: "02:00:00:00:00:01"}, {Tap: "tap1", MAC: "02:00:00:00:00:02"}}
 		}, cat(head, []string{"--memory", "size=512M"}, serial, []string{"--disk", "path=/d/root.img"}, vsock,
@@ -70,8 +75,8 @@ func TestCheckConfig(t *testing.T) {
 		want   string
 	}{
 		{"ok", func(c *vmm.Config) {}, ""},
-		{"virtiofs ok", func(c *vmm.Config) { c.Share = &vmm.Share{Dir: "/a,b", Tag: "z", Mode: vmm.ShareVirtiofs} }, ""},
-		{"9p", func(c *vmm.Config) { c.Share = &vmm.Share{Dir: "/s", Tag: "z", Mode: vmm.Share9p} }, `share mode "9p"`},
+		{"virtiofs ok", func(c *vmm.Config) { c.Shares = []vmm.Share{{Dir: "/a,b", Tag: "z", Mode: vmm.ShareVirtiofs}} }, ""},
+		{"9p", func(c *vmm.Config) { c.Shares = []vmm.Share{{Dir: "/s", Tag: "z", Mode: vmm.Share9p}} }, `share "z": mode "9p"`},
 		{"comma in disk", func(c *vmm.Config) { c.Disks[0].Path = "/d/a,b.img" }, `path "/d/a,b.img"`},
 		{"comma in console", func(c *vmm.Config) { c.ConsoleLog = "/run/x/c,l" }, `path "/run/x/c,l"`},
 	}
@@ -99,8 +104,9 @@ func TestModuleGroups(t *testing.T) {
 		cfg  vmm.Config
 		want string
 	}{
-		{"plain", vmm.Config{}, "pci,blk,btrfs,console,vsock"},
-		{"virtiofs and net", vmm.Config{Share: &vmm.Share{Mode: vmm.ShareVirtiofs}, NICs: []vmm.NIC{{}}}, "pci,blk,btrfs,console,net,virtiofs,vsock"},
+		{"plain", vmm.Config{}, "pci,console,vsock"},
+		{"disk", vmm.Config{Disks: []vmm.Disk{{}}}, "pci,blk,btrfs,console,vsock"},
+		{"virtiofs and net", vmm.Config{Shares: []vmm.Share{{Mode: vmm.ShareVirtiofs}}, NICs: []vmm.NIC{{}}}, "pci,console,net,virtiofs,vsock"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -148,11 +148,7 @@ func fakeVM(t *testing.T, mode string, opts Options) (*VM, vmm.Config) {
 
 // sockets are all the sockets Stop must remove.
 func sockets(v *VM) []string {
-	s := append([]string{}, v.sup.Sockets...)
-	if v.sup.VirtiofsSocket != "" {
-		s = append(s, v.sup.VirtiofsSocket)
-	}
-	return s
+	return v.sup.SocketPaths()
 }
 
 func assertClean(t *testing.T, v *VM, pid int) {
@@ -183,12 +179,12 @@ func TestNew(t *testing.T) {
 		t.Errorf("New(missing binary) = %v", err)
 	}
 	p9 := cfg
-	p9.Share = &vmm.Share{Dir: dir, Tag: "z", Mode: vmm.Share9p}
+	p9.Shares = []vmm.Share{{Dir: dir, Tag: "z", Mode: vmm.Share9p}}
 	if _, err := New(p9, Options{Binary: "/bin/true", Accel: kvm}); !errors.Is(err, vmm.ErrInvalidConfig) {
 		t.Errorf("New(9p share) = %v, want ErrInvalidConfig", err)
 	}
 	vfs := cfg
-	vfs.Share = &vmm.Share{Dir: dir, Tag: "z", Mode: vmm.ShareVirtiofs}
+	vfs.Shares = []vmm.Share{{Dir: dir, Tag: "z", Mode: vmm.ShareVirtiofs}}
 	if _, err := New(vfs, Options{Binary: "/bin/true", Virtiofsd: "/nonexistent/virtiofsd", Accel: kvm}); !errors.Is(err, vmm.ErrNoVirtiofsd) {
 		t.Errorf("New(virtiofs without virtiofsd) = %v, want ErrNoVirtiofsd", err)
 	}

@@ -10,11 +10,9 @@ import (
 
 // Files the driver creates in the state dir.
 const (
-	agentSocket    = "agent.sock"
-	qmpSocket      = "qmp.sock"
-	virtiofsSocket = "virtiofs.sock"
-	qemuLog        = "qemu.log"
-	virtiofsdLog   = "virtiofsd.log"
+	agentSocket = "agent.sock"
+	qmpSocket   = "qmp.sock"
+	qemuLog     = "qemu.log"
 )
 
 // AgentPortName is the virtio-serial port the guest agent serves on
@@ -49,7 +47,7 @@ func optValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 // come in a fixed order: disks first, so the first disk is /dev/vda.
 func buildArgs(cfg *vmm.Config, h hostParams) []string {
 	machine := "microvm,x-option-roms=off,rtc=on"
-	virtiofs := cfg.Share != nil && cfg.Share.Mode == vmm.ShareVirtiofs
+	virtiofs := cfg.HasShares(vmm.ShareVirtiofs)
 	if virtiofs {
 		// vhost-user-fs needs guest memory virtiofsd can map.
 		machine += ",memory-backend=mem"
@@ -97,16 +95,16 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 		"-chardev", "socket,id=agent,path="+optValue(cfg.SocketPath(agentSocket))+",server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name="+AgentPortName,
 	)
-	if s := cfg.Share; s != nil {
-		if virtiofs {
+	for i, s := range cfg.Shares {
+		if s.Mode == vmm.ShareVirtiofs {
 			a = append(a,
-				"-chardev", "socket,id=vfs,path="+optValue(cfg.SocketPath(virtiofsSocket)),
-				"-device", "vhost-user-fs-device,chardev=vfs,tag="+s.Tag,
+				"-chardev", fmt.Sprintf("socket,id=vfs%d,path=%s", i, optValue(cfg.SocketPath(vmm.VirtiofsSocket(i)))),
+				"-device", fmt.Sprintf("vhost-user-fs-device,chardev=vfs%d,tag=%s", i, s.Tag),
 			)
 		} else {
 			a = append(a,
-				"-fsdev", "local,id=fs0,path="+optValue(s.Dir)+",security_model=none,multidevs=remap",
-				"-device", "virtio-9p-device,fsdev=fs0,mount_tag="+s.Tag,
+				"-fsdev", fmt.Sprintf("local,id=fs%d,path=%s,security_model=none,multidevs=remap", i, optValue(s.Dir)),
+				"-device", fmt.Sprintf("virtio-9p-device,fsdev=fs%d,mount_tag=%s", i, s.Tag),
 			)
 		}
 	}
@@ -122,16 +120,19 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 // ModuleGroups are the initrd module groups (docs/contracts.md) a guest
 // of this driver needs for cfg, in initrd order.
 func ModuleGroups(cfg *vmm.Config) []string {
-	g := []string{"mmio", "blk", "btrfs", "console"}
+	g := []string{"mmio"}
+	if len(cfg.Disks) > 0 {
+		g = append(g, "blk", "btrfs")
+	}
+	g = append(g, "console")
 	if len(cfg.NICs) > 0 {
 		g = append(g, "net")
 	}
-	if cfg.Share != nil {
-		if cfg.Share.Mode == vmm.ShareVirtiofs {
-			g = append(g, "virtiofs")
-		} else {
-			g = append(g, "9p")
-		}
+	if cfg.HasShares(vmm.ShareVirtiofs) {
+		g = append(g, "virtiofs")
+	}
+	if cfg.HasShares(vmm.Share9p) {
+		g = append(g, "9p")
 	}
 	return g
 }

@@ -64,17 +64,27 @@ func TestBuildArgs(t *testing.T) {
 				[]string{"-drive", "id=d1,file=/run/x/slot1.img,format=raw,if=none", "-device", "virtio-blk-device,drive=d1,serial=initos-s1"},
 				agent)},
 		{"9p share", func(c *vmm.Config) {
-			c.Share = &vmm.Share{Dir: "/srv/vol", Tag: "z", Mode: vmm.Share9p}
+			c.Shares = []vmm.Share{{Dir: "/srv/vol", Tag: "z", Mode: vmm.Share9p}}
 		}, vmm.AccelTCG,
 			cat(head(machine, "tcg,thread=multi", "max"), common, rootDisk, agent,
 				[]string{"-fsdev", "local,id=fs0,path=/srv/vol,security_model=none,multidevs=remap", "-device", "virtio-9p-device,fsdev=fs0,mount_tag=z"})},
 		{"virtiofs share", func(c *vmm.Config) {
-			c.Share = &vmm.Share{Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}
+			c.Shares = []vmm.Share{{Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}}
 		}, vmm.AccelTCG,
 			cat([]string{"-M", machine + ",memory-backend=mem", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "512",
 				"-object", "memory-backend-memfd,id=mem,size=512M,share=on"},
 				common, rootDisk, agent,
-				[]string{"-chardev", "socket,id=vfs,path=/run/x/virtiofs.sock", "-device", "vhost-user-fs-device,chardev=vfs,tag=z"})},
+				[]string{"-chardev", "socket,id=vfs0,path=/run/x/virtiofs0.sock", "-device", "vhost-user-fs-device,chardev=vfs0,tag=z"})},
+		{"root and volume shares, no disk", func(c *vmm.Config) {
+			c.Disks = nil
+			c.Shares = []vmm.Share{{Dir: "/run/x/root", Tag: "r", Mode: vmm.ShareVirtiofs, Cache: vmm.CacheAuto, Xattr: true},
+				{Dir: "/srv/vol", Tag: "z", Mode: vmm.Share9p}}
+		}, vmm.AccelTCG,
+			cat([]string{"-M", machine + ",memory-backend=mem", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "512",
+				"-object", "memory-backend-memfd,id=mem,size=512M,share=on"},
+				common, agent,
+				[]string{"-chardev", "socket,id=vfs0,path=/run/x/virtiofs0.sock", "-device", "vhost-user-fs-device,chardev=vfs0,tag=r",
+					"-fsdev", "local,id=fs1,path=/srv/vol,security_model=none,multidevs=remap", "-device", "virtio-9p-device,fsdev=fs1,mount_tag=z"})},
 		{"two nics", func(c *vmm.Config) {
 			c.NICs = []vmm.NIC{{Tap: "tap0", MAC: "02:00:00:00:00:01"}, {Tap: "tap1", MAC: "02:00:00:00:00:02"}}
 		}, vmm.AccelTCG,
@@ -113,9 +123,11 @@ func TestModuleGroups(t *testing.T) {
 		cfg  vmm.Config
 		want string
 	}{
-		{"plain", vmm.Config{}, "mmio,blk,btrfs,console"},
-		{"9p", vmm.Config{Share: &vmm.Share{Mode: vmm.Share9p}}, "mmio,blk,btrfs,console,9p"},
-		{"virtiofs and net", vmm.Config{Share: &vmm.Share{Mode: vmm.ShareVirtiofs}, NICs: []vmm.NIC{{}}}, "mmio,blk,btrfs,console,net,virtiofs"},
+		{"plain", vmm.Config{}, "mmio,console"},
+		{"plain with a disk", vmm.Config{Disks: []vmm.Disk{{}}}, "mmio,blk,btrfs,console"},
+		{"9p", vmm.Config{Shares: []vmm.Share{{Mode: vmm.Share9p}}}, "mmio,console,9p"},
+		{"virtiofs and net", vmm.Config{Shares: []vmm.Share{{Mode: vmm.ShareVirtiofs}}, NICs: []vmm.NIC{{}}}, "mmio,console,net,virtiofs"},
+		{"both share kinds", vmm.Config{Shares: []vmm.Share{{Mode: vmm.ShareVirtiofs}, {Mode: vmm.Share9p}}}, "mmio,console,virtiofs,9p"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

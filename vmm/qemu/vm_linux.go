@@ -82,12 +82,10 @@ func New(cfg vmm.Config, opts Options) (*VM, error) {
 			return err
 		},
 	}
-	if cfg.Share != nil && cfg.Share.Mode == vmm.ShareVirtiofs {
+	if cfg.HasShares(vmm.ShareVirtiofs) {
 		if v.sup.Virtiofsd, err = vmm.FindVirtiofsd(opts.Virtiofsd); err != nil {
-			return nil, fmt.Errorf("vm %q: share %q: %w", cfg.ID, cfg.Share.Dir, err)
+			return nil, fmt.Errorf("vm %q: virtiofs shares: %w", cfg.ID, err)
 		}
-		v.sup.VirtiofsSocket = cfg.SocketPath(virtiofsSocket)
-		v.sup.VirtiofsdLog = cfg.SocketPath(virtiofsdLog)
 	}
 	return v, nil
 }

@@ -46,7 +46,7 @@ func TestNew(t *testing.T) {
 		t.Errorf("New(missing binary) = %v", err)
 	}
 	vfs := cfg
-	vfs.Share = &vmm.Share{Dir: dir, Tag: "z", Mode: vmm.ShareVirtiofs}
+	vfs.Shares = []vmm.Share{{Dir: dir, Tag: "z", Mode: vmm.ShareVirtiofs}}
 	if _, err := New(vfs, Options{Binary: "/bin/true", Virtiofsd: "/nonexistent/virtiofsd", Accel: tcg}); !errors.Is(err, vmm.ErrNoVirtiofsd) {
 		t.Errorf("New(virtiofs without virtiofsd) = %v, want ErrNoVirtiofsd", err)
 	}
@@ -206,11 +206,7 @@ func waitExit(t *testing.T, v *VM, d time.Duration) error {
 
 // sockets are all the sockets Stop must remove.
 func sockets(v *VM) []string {
-	s := append([]string{}, v.sup.Sockets...)
-	if v.sup.VirtiofsSocket != "" {
-		s = append(s, v.sup.VirtiofsSocket)
-	}
-	return s
+	return v.sup.SocketPaths()
 }
 
 func assertClean(t *testing.T, v *VM, pid int) {
@@ -505,7 +501,7 @@ func TestDevices9p(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(share, "hello"), []byte("from-host"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Share = &vmm.Share{Dir: share, Tag: "z", Mode: vmm.Share9p}
+	cfg.Shares = []vmm.Share{{Dir: share, Tag: "z", Mode: vmm.Share9p}}
 	mac := "02:00:00:aa:bb:cc"
 	if tap := makeTap(t); tap != "" {
 		cfg.NICs = []vmm.NIC{{Tap: tap, MAC: mac}}
@@ -562,7 +558,7 @@ func TestDevicesVirtiofs(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(share, "hello"), []byte("from-host"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Share = &vmm.Share{Dir: share, Tag: "z", Mode: vmm.ShareVirtiofs}
+	cfg.Shares = []vmm.Share{{Dir: share, Tag: "z", Mode: vmm.ShareVirtiofs}}
 
 	console := runDevices(t, cfg)
 	wantLines(t, console, "VDA=FIRST-DISK", "VDB=READONLY", "SHARE=from-host", "GOT=ping-42")

@@ -1,7 +1,11 @@
 package integration
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 // containerdRootfsChanges writes to a container's root filesystem: a new
@@ -37,6 +41,7 @@ func TestContainerdRootfsWrites(t *testing.T) {
 			}
 			c.ok(t, "nerdctl", "exec", name, "sh", "-c", containerdRootfsChanges)
 			state("after the writes")
+			nerdctlCp(t, c, name)
 
 			c.ok(t, "nerdctl", "stop", "--time", "30", name)
 			if got := c.ok(t, "nerdctl", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name); got != "exited 0" {
@@ -55,5 +60,40 @@ func TestContainerdRootfsWrites(t *testing.T) {
 			c.assertGone(t, id)
 			c.ok(t, "nerdctl", "rmi", img)
 		})
+	}
+}
+
+// nerdctlCp checks `nerdctl cp` of running container name (whose /data/f
+// holds "kept"): out of and into its root filesystem, and never the host's
+// files (nerdctl copies through /proc/<task pid>/root while it runs).
+func nerdctlCp(t *testing.T, c *containerd, name string) {
+	t.Helper()
+	out := t.TempDir()
+	c.ok(t, "nerdctl", "cp", name+":/data/f", out)
+	if got, err := os.ReadFile(filepath.Join(out, "f")); err != nil || string(got) != "kept\n" {
+		t.Errorf("nerdctl cp out of the running container: %q (%v), want %q", got, err, "kept\n")
+	}
+	src := filepath.Join(t.TempDir(), "g")
+	if err := os.WriteFile(src, []byte("copied-in\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.ok(t, "nerdctl", "cp", src, name+":/data/g")
+	// The guest caches metadata for about a second.
+	poll(t, 5*time.Second, "copied-in file in the container", func() (bool, string) {
+		r := c.run(t, nil, "nerdctl", "exec", name, "cat", "/data/g")
+		return string(r.stdout) == "copied-in\n", string(r.stdout) + string(r.stderr)
+	})
+	hostDir := t.TempDir()
+	hostOnly := filepath.Join(hostDir, "host-only")
+	if err := os.WriteFile(hostOnly, []byte("host-only\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.run(t, nil, "nerdctl", "cp", name+":"+hostOnly, out); r.code == 0 {
+		t.Errorf("nerdctl cp %s:%s out of the running container succeeded: it read the host's file", name, hostOnly)
+	}
+	leak := filepath.Join(hostDir, "leak")
+	r := c.run(t, nil, "nerdctl", "cp", src, name+":"+leak)
+	if _, err := os.Lstat(leak); err == nil {
+		t.Errorf("nerdctl cp into the running container (exit %d, %s) wrote the host's %s", r.code, strings.TrimSpace(string(r.stderr)), leak)
 	}
 }

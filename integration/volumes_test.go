@@ -470,10 +470,11 @@ func testPodmanMounts(t *testing.T, p, ref *podman, fs string) {
 			if !p.initos {
 				t.Skip("the runtime under test is not initos-runtime: no share")
 			}
-			// The share's binds live in the monitor's mount namespace: its
-			// view is /proc/PID/root.
+			// The share's binds live in the monitor's mount namespace,
+			// which its threads but the main one see (that one has the
+			// container's view): /proc/PID/task/TID/root.
 			pid := p.inspect(t, name, "{{.State.Pid}}")
-			checkShareEntries(t, p.inspect(t, name, "{{.OCIConfigPath}}"), filepath.Join("/proc", pid, "root", p.stateDir(id), "share"))
+			checkShareEntries(t, p.inspect(t, name, "{{.OCIConfigPath}}"), filepath.Join(hostViewRoot(t, pid), p.stateDir(id), "share"))
 		})
 	})
 	removeChecked(t, p, name, id)
@@ -655,4 +656,22 @@ func uniqueToken(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// hostViewRoot is the root of the host's view of monitor pid: that of one
+// of its threads other than the main one (the main thread has the
+// container's view, docs/architecture.md).
+func hostViewRoot(t *testing.T, pid string) string {
+	t.Helper()
+	tasks, err := os.ReadDir(filepath.Join("/proc", pid, "task"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		if task.Name() != pid {
+			return filepath.Join("/proc", pid, "task", task.Name(), "root")
+		}
+	}
+	t.Fatalf("monitor %s has no thread but its main one", pid)
+	return ""
 }

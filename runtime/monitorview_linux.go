@@ -48,20 +48,20 @@ func MonitorMain(ctx context.Context, c Config, o MonitorOptions) int {
 	for {
 		select {
 		case r := <-views:
-			r.done <- enterContainerView(r.rootfs, r.mounts)
+			r.done <- EnterContainerView(r.rootfs, r.mounts)
 		case s := <-status:
 			return s
 		}
 	}
 }
 
-// enterContainerView moves the calling thread into a new mount namespace
+// EnterContainerView moves the calling thread into a new mount namespace
 // whose root is rootfs, with mounts' host binds at their destinations
 // (resolved inside rootfs: a symlink in the image never leads out of it)
 // and a new /proc. Destinations that do not exist are skipped (the agent
 // made every one it mounted). On error the thread may be left in the new
 // namespace: the monitor then fails the create and ends.
-func enterContainerView(rootfs string, mounts []specs.Mount) error {
+func EnterContainerView(rootfs string, mounts []specs.Mount) error {
 	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 		return fmt.Errorf("container view: unsharing the mount namespace: %w", err)
 	}

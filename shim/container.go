@@ -22,6 +22,8 @@ type container struct {
 	memMiB int
 	cpus   int
 	init   *taskProcess
+	// view is the task's view process, whose pid is the task's.
+	view view
 
 	mu     sync.Mutex // guards execs and paused
 	execs  map[string]*taskProcess

@@ -222,3 +222,13 @@ func (f *fakeShutdown) Shutdown() {
 func (f *fakeShutdown) RegisterCallback(func(context.Context) error) {}
 func (f *fakeShutdown) Done() <-chan struct{}                        { return f.ch }
 func (f *fakeShutdown) Err() error                                   { return nil }
+
+// fakeView is a view process that only records.
+type fakeView struct {
+	pid           uint32
+	rootfs, netns string
+	stopped       bool
+}
+
+func (v *fakeView) Pid() uint32 { return v.pid }
+func (v *fakeView) Stop() error { v.stopped = true; return nil }

@@ -43,6 +43,7 @@ type Service struct {
 	publisher cshim.Publisher
 	sd        shutdown.Service
 	boot      bootFunc
+	startView startViewFunc
 	events    chan any
 	// pending counts events sent and not yet published: Shutdown waits
 	// for them, or the last ones (TaskDelete) would die with the process.
@@ -76,6 +77,7 @@ func NewService(ctx context.Context, publisher cshim.Publisher, sd shutdown.Serv
 		publisher:  publisher,
 		sd:         sd,
 		boot:       bootInstance,
+		startView:  startView,
 		events:     make(chan any, 128),
 		containers: map[string]*container{},
 		pods:       map[string]podVM{},
@@ -260,13 +262,25 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, err
 	}
+	// The task's pid: its view process (view_linux.go), not the VMM.
+	v, err := s.startView(b.Rootfs, b.Spec.Mounts, netnsOf(b.Spec))
+	if err != nil {
+		_ = gp.Signal(ctx, 9, false)
+		return nil, fmt.Errorf("task %q: %w", r.ID, err)
+	}
+	c.view = v
+	defer func() {
+		if retErr != nil {
+			_ = v.Stop()
+		}
+	}()
 	paths := stdioPaths{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}
 	pio, err := openStdio(ctx, r.ID, s.ns, paths)
 	if err != nil {
 		_ = gp.Signal(ctx, 9, false)
 		return nil, fmt.Errorf("task %q: %w", r.ID, err)
 	}
-	c.init = newTaskProcess(r.ID, "", uint32(vm.VMPid()), gp, paths, pio)
+	c.init = newTaskProcess(r.ID, "", v.Pid(), gp, paths, pio)
 	s.send(&eventstypes.TaskCreate{
 		ContainerID: r.ID,
 		Bundle:      r.Bundle,
@@ -276,6 +290,19 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	})
 	go c.init.run(s.ctx, func() { c.endExecs(s.ctx) }, s.send)
 	return c, nil
+}
+
+// netnsOf is the path of spec s's network namespace ("" for none).
+func netnsOf(s *specs.Spec) string {
+	if s.Linux == nil {
+		return ""
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return ns.Path
+		}
+	}
+	return ""
 }
 
 // vmFor boots the container's VM, or for a pod's container joins the
@@ -408,6 +435,11 @@ func (s *Service) teardown(ctx context.Context, c *container) error {
 	var errs []error
 	if err := c.vm.Shutdown(context.WithoutCancel(ctx), 10*time.Second); err != nil {
 		errs = append(errs, err)
+	}
+	if c.view != nil {
+		if err := c.view.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("task %q: %w", c.id, err))
+		}
 	}
 	// Lifecycle step 12: poststop hooks; failures are logged, the
 	// deletion goes on.

@@ -3,6 +3,7 @@ package shim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,6 +48,9 @@ func testService(t *testing.T) (*Service, *fakePublisher, map[string]*fakeVM) {
 		v := newFakeVM()
 		vms[id] = v
 		return v, nil
+	}
+	s.startView = func(rootfs string, _ []specs.Mount, _ string) (view, error) {
+		return &fakeView{pid: 5151, rootfs: rootfs}, nil
 	}
 	return s, pub, vms
 }
@@ -105,8 +109,8 @@ func TestTaskLifecycleEvents(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	if resp.Pid != 4242 {
-		t.Errorf("pid %d, want the VMM's 4242", resp.Pid)
+	if resp.Pid != 5151 {
+		t.Errorf("pid %d, want the view process's 5151", resp.Pid)
 	}
 	if st, err := s.State(ctx, &taskAPI.StateRequest{ID: "c1"}); err != nil || st.Status != task.Status_CREATED {
 		t.Fatalf("State after create = %v, %v", st, err)
@@ -321,5 +325,51 @@ func TestUpdateWritesGuestLimits(t *testing.T) {
 	}
 	if _, err := s.Update(ctx, &taskAPI.UpdateTaskRequest{ID: "c1", Resources: res(`{not json`)}); !errdefs.IsInvalidArgument(errgrpc.ToNative(err)) {
 		t.Errorf("Update with bad JSON: %v", err)
+	}
+}
+
+// TestTaskView: the task's pid is its view process's, which lives until
+// the task is deleted; a view that cannot start fails the create and
+// leaves no VM.
+func TestTaskView(t *testing.T) {
+	s, _, vms := testService(t)
+	ctx := context.Background()
+	var views []*fakeView
+	s.startView = func(rootfs string, mounts []specs.Mount, netns string) (view, error) {
+		v := &fakeView{pid: uint32(6000 + len(views)), rootfs: rootfs, netns: netns}
+		views = append(views, v)
+		return v, nil
+	}
+	bdir := writeBundle(t, []string{"true"}, nil)
+	resp, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bdir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(views) != 1 || resp.Pid != views[0].pid || views[0].rootfs != filepath.Join(bdir, "rootfs") {
+		t.Fatalf("pid %d, views %+v: want one view of the bundle's rootfs, its pid the task's", resp.Pid, views)
+	}
+	if _, err := s.Start(ctx, &taskAPI.StartRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	vmOf(t, vms, "c1").proc("c1").end(0)
+	if _, err := s.Wait(ctx, &taskAPI.WaitRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if !views[0].stopped {
+		t.Error("the view process outlived its task")
+	}
+
+	s.startView = func(string, []specs.Mount, string) (view, error) {
+		return nil, errors.New("view process of \"/b/rootfs\": not ready after 10s")
+	}
+	_, err = s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c2", Bundle: writeBundle(t, []string{"true"}, nil)})
+	if err == nil || !strings.Contains(err.Error(), "not ready") {
+		t.Fatalf("Create with a failing view = %v, want its error", err)
+	}
+	if v := vmOf(t, vms, "c2"); !v.shutdown {
+		t.Error("the VM of a task whose view failed was not shut down")
 	}
 }

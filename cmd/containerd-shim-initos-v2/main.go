@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"os"
 
 	cshim "github.com/containerd/containerd/v2/pkg/shim"
 
@@ -11,6 +12,10 @@ import (
 )
 
 func main() {
+	if shim.IsView() {
+		// A task's view process (shim/view_linux.go), not a shim.
+		os.Exit(shim.RunView())
+	}
 	shim.Register()
 	cshim.RunShim(context.Background(), shim.NewManager(shim.RuntimeName), shim.BinaryOpts)
 }

@@ -18,6 +18,7 @@ var timingsRe = regexp.MustCompile(`(\w+)=([0-9.]+(?:ns|µs|us|ms|s|m[0-9.]*s?)+
 func BenchmarkRunBusybox(b *testing.B) {
 	needVMs(b)
 	s := busyboxSpec(b, "true")
+	withEngineCaps(s) // runc runs it too
 	dir := writeBundle(b, s)
 	b.Run("initos-runtime", func(b *testing.B) {
 		sums := map[string]time.Duration{}

@@ -275,6 +275,23 @@ func busyboxSpec(t testing.TB, args ...string) *specs.Spec {
 	return &s
 }
 
+// engineCapabilities are the engines' default capabilities (podman's and
+// containerd's).
+var engineCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
+	"CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE", "CAP_SETFCAP",
+}
+
+// withEngineCaps gives s's process engineCapabilities instead of
+// busyboxSpec's every capability: what runs under runc too needs it, as runc
+// fails to apply a capability the host's own bounding set lacks ("unable to
+// apply caps: operation not permitted"; CAP_SYS_RESOURCE on our hosts).
+func withEngineCaps(s *specs.Spec) {
+	s.Process.Capabilities = &specs.LinuxCapabilities{
+		Bounding: engineCapabilities, Effective: engineCapabilities, Permitted: engineCapabilities,
+	}
+}
+
 // allCapabilities is every capability name of Linux 6.1.
 var allCapabilities = []string{
 	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",

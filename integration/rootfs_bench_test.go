@@ -48,16 +48,6 @@ func rootfsBenchScript(b testing.TB, dir string) string {
 	return s + `awk '$2=="/"{t=$3} END{print "fstype", t}' /proc/mounts` + "\n"
 }
 
-// rootfsBenchCaps are the capabilities of BenchmarkRootfs's process in
-// every target: the engines' default set (the script needs none), not
-// busyboxSpec's every capability, which runc fails to apply ("unable to
-// apply caps: operation not permitted") on a host whose own bounding set
-// lacks one (CAP_SYS_RESOURCE here).
-var rootfsBenchCaps = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
-	"CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE", "CAP_SETFCAP",
-}
-
 // rootfsBenchTarget is one way BenchmarkRootfs runs the script.
 type rootfsBenchTarget struct {
 	name   string
@@ -107,9 +97,7 @@ func BenchmarkRootfs(b *testing.B) {
 				config = target.config(b)
 			}
 			s := busyboxSpec(b, "sh", "-c", rootfsBenchScript(b, rootfsBenchDir))
-			s.Process.Capabilities = &specs.LinuxCapabilities{
-				Bounding: rootfsBenchCaps, Effective: rootfsBenchCaps, Permitted: rootfsBenchCaps,
-			}
+			withEngineCaps(s)
 			bundle := writeBundle(b, s)
 			dir := filepath.Join(s.Root.Path, rootfsBenchDir)
 			var sum volumeBenchResult

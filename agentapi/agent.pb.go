@@ -371,10 +371,17 @@ type SetupRequest struct {
 	// share is mounted once per VM, the directory bound on the container's
 	// root. root_device, root_serial, root_fstype, device_nodes and
 	// root_attrs are then unused.
-	RootShare     *Share `protobuf:"bytes,16,opt,name=root_share,json=rootShare,proto3" json:"root_share,omitempty"`
-	RootPath      string `protobuf:"bytes,17,opt,name=root_path,json=rootPath,proto3" json:"root_path,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RootShare *Share `protobuf:"bytes,16,opt,name=root_share,json=rootShare,proto3" json:"root_share,omitempty"`
+	RootPath  string `protobuf:"bytes,17,opt,name=root_path,json=rootPath,proto3" json:"root_path,omitempty"`
+	// Namespaces beside PID (own_pid_namespace) the container's first
+	// process gets of its own: "uts" (with hostname) and "ipc"; its later
+	// processes join them.
+	NewNamespaces []string `protobuf:"bytes,18,rep,name=new_namespaces,json=newNamespaces,proto3" json:"new_namespaces,omitempty"`
+	// Namespaces the container's processes share with the VM's default
+	// container (a pod's sandbox): "uts" and "ipc" of pod members.
+	JoinNamespaces []string `protobuf:"bytes,19,rep,name=join_namespaces,json=joinNamespaces,proto3" json:"join_namespaces,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SetupRequest) Reset() {
@@ -524,6 +531,20 @@ func (x *SetupRequest) GetRootPath() string {
 		return x.RootPath
 	}
 	return ""
+}
+
+func (x *SetupRequest) GetNewNamespaces() []string {
+	if x != nil {
+		return x.NewNamespaces
+	}
+	return nil
+}
+
+func (x *SetupRequest) GetJoinNamespaces() []string {
+	if x != nil {
+		return x.JoinNamespaces
+	}
+	return nil
 }
 
 type CgroupLimits struct {
@@ -1716,7 +1737,7 @@ const file_agent_proto_rawDesc = "" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xb1\x06\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions\"\x81\a\n" +
 	"\fSetupRequest\x12\x1f\n" +
 	"\vroot_device\x18\x01 \x01(\tR\n" +
 	"rootDevice\x12\x1f\n" +
@@ -1740,7 +1761,9 @@ const file_agent_proto_rawDesc = "" +
 	"\asysctls\x18\x0f \x03(\v2*.initos.agent.v1.SetupRequest.SysctlsEntryR\asysctls\x125\n" +
 	"\n" +
 	"root_share\x18\x10 \x01(\v2\x16.initos.agent.v1.ShareR\trootShare\x12\x1b\n" +
-	"\troot_path\x18\x11 \x01(\tR\brootPath\x1a:\n" +
+	"\troot_path\x18\x11 \x01(\tR\brootPath\x12%\n" +
+	"\x0enew_namespaces\x18\x12 \x03(\tR\rnewNamespaces\x12'\n" +
+	"\x0fjoin_namespaces\x18\x13 \x03(\tR\x0ejoinNamespaces\x1a:\n" +
 	"\fSysctlsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x01\n" +

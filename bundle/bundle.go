@@ -204,6 +204,9 @@ func validateSpec(spec *specs.Spec) error {
 	if err := validateSysctls(spec); err != nil {
 		return err
 	}
+	if err := validateNamespaces(spec.Linux); err != nil {
+		return err
+	}
 
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]

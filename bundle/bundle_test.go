@@ -287,6 +287,44 @@ func TestLoadInvalid(t *testing.T) {
 			want: []string{"process.rlimits[2]: type RLIMIT_NOFILE duplicates process.rlimits[0]"},
 		},
 		{
+			name: "user namespace",
+			setup: func(t *testing.T) string {
+				return writeBundle(t, specMap(t, func(m map[string]any) {
+					l := m["linux"].(map[string]any)
+					l["namespaces"] = append(l["namespaces"].([]any), map[string]any{"type": "user"})
+				}))
+			},
+			want: []string{"linux.namespaces[6]: user namespaces are not supported", "without --userns"},
+		},
+		{
+			name: "uid mappings",
+			setup: func(t *testing.T) string {
+				return writeBundle(t, specMap(t, func(m map[string]any) {
+					m["linux"].(map[string]any)["uidMappings"] = []any{map[string]any{"containerID": 0, "hostID": 1000, "size": 1}}
+				}))
+			},
+			want: []string{"linux.uidMappings/gidMappings", "without a user namespace"},
+		},
+		{
+			name: "duplicate namespace",
+			setup: func(t *testing.T) string {
+				return writeBundle(t, specMap(t, func(m map[string]any) {
+					l := m["linux"].(map[string]any)
+					l["namespaces"] = append(l["namespaces"].([]any), map[string]any{"type": "pid", "path": "/proc/1/ns/pid"})
+				}))
+			},
+			want: []string{`linux.namespaces[6]: type "pid" duplicates linux.namespaces[0]`},
+		},
+		{
+			name: "unknown namespace",
+			setup: func(t *testing.T) string {
+				return writeBundle(t, specMap(t, func(m map[string]any) {
+					m["linux"].(map[string]any)["namespaces"] = []any{map[string]any{"type": "pids"}}
+				}))
+			},
+			want: []string{`linux.namespaces[0]: unknown type "pids"`},
+		},
+		{
 			name: "rlimit soft above hard",
 			setup: func(t *testing.T) string {
 				return writeBundle(t, specMap(t, func(m map[string]any) {

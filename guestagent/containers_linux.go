@@ -25,6 +25,13 @@ type guestContainer struct {
 	// link target ("pid:[inode]") pidns is once the first one runs.
 	ownPidns bool
 	pidns    string
+	// newNs are the other namespaces of its own (uts, ipc), joinNs those
+	// it shares with the default container; hostname is its UTS's.
+	newNs, joinNs []string
+	hostname      string
+	// sysctls are the spec's, written again in its new IPC and UTS
+	// namespaces.
+	sysctls map[string]string
 	// masked and readonly are the spec's paths, applied again under the
 	// /proc a PID namespace of its own gets.
 	masked, readonly []string
@@ -97,7 +104,16 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 		s.state = guestSettingUp
 	}
 	s.mu.Unlock()
+	for _, ns := range append(append([]string(nil), req.NewNamespaces...), req.JoinNamespaces...) {
+		if ns != "uts" && ns != "ipc" {
+			return nil, errorf(ErrInvalidArgument, "setup of container %q: namespace %q: want uts or ipc", id, ns)
+		}
+	}
+	if len(req.JoinNamespaces) > 0 && id == "" {
+		return nil, errorf(ErrInvalidArgument, "setup: the default container has no other container's namespaces to join")
+	}
 	c := &guestContainer{id: id, rootfs: s.rootfsOf(id), ownPidns: req.OwnPidNamespace,
+		newNs: req.NewNamespaces, joinNs: req.JoinNamespaces, hostname: req.Hostname, sysctls: req.Sysctls,
 		masked: req.MaskedPaths, readonly: req.ReadonlyPaths}
 	defer func() {
 		s.mu.Lock()

@@ -49,6 +49,10 @@ type helperConfig struct {
 	// applied again on the new proc mount.
 	Masked   []string `json:"masked,omitempty"`
 	Readonly []string `json:"readonly,omitempty"`
+	// Hostname is set in the helper's new UTS namespace, and Sysctls (of
+	// its new IPC and UTS namespaces) are written there.
+	Hostname string            `json:"hostname,omitempty"`
+	Sysctls  map[string]string `json:"sysctls,omitempty"`
 }
 
 // rlimitResources maps the runtime-spec's rlimit names to resources.
@@ -139,6 +143,17 @@ func prepareExec(cfg *helperConfig) (string, error) {
 		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(adj), 0); err != nil {
 			return "", fmt.Errorf("writing %s to /proc/self/oom_score_adj: %w", adj, err)
 		}
+	}
+	if cfg.Hostname != "" {
+		// config.md "hostname": in the container's own UTS namespace.
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			return "", fmt.Errorf("setting hostname %q: %w", cfg.Hostname, err)
+		}
+	}
+	// Through the agent's /proc, before the chroot: a sysctl of the IPC
+	// or UTS namespace is the writer's.
+	if err := writeSysctls(func(p string, b []byte) error { return os.WriteFile(p, b, 0) }, cfg.Sysctls, nil); err != nil {
+		return "", err
 	}
 	if cfg.MountProc != "" {
 		if err := unix.Mount("proc", cfg.MountProc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {

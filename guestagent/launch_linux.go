@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -58,7 +59,22 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	h := &launched{}
 	var stdio [3]*os.File
 	cfg := helperConfig{Process: req.Process, Rootfs: req.Rootfs}
-	if req.NewPidns && req.Rootfs != "" {
+	ipc, uts := slices.Contains(req.NewNamespaces, "ipc"), slices.Contains(req.NewNamespaces, "uts")
+	if uts {
+		cfg.Hostname = req.Hostname
+	}
+	if ipc || uts {
+		only := namespacedSysctls(ipc, uts)
+		for name, value := range req.Sysctls {
+			if only(name) {
+				if cfg.Sysctls == nil {
+					cfg.Sysctls = map[string]string{}
+				}
+				cfg.Sysctls[name] = value
+			}
+		}
+	}
+	if slices.Contains(req.NewNamespaces, "pid") && req.Rootfs != "" {
 		// PID 1 of the new namespace mounts a /proc that shows it.
 		cfg.MountProc = filepath.Join(req.Rootfs, "proc")
 		cfg.Masked, cfg.Readonly = req.Masked, req.Readonly
@@ -123,12 +139,16 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	files := []uintptr{stdio[0].Fd(), stdio[1].Fd(), stdio[2].Fd(), cfgR.Fd(), startR.Fd(), statusW.Fd()}
 	exited := make(chan exitInfo, 1)
 	attr := &syscall.ProcAttr{Env: []string{}, Files: files}
-	if req.NewPidns {
-		attr.Sys = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	flags, err := cloneFlags(req.NewNamespaces)
+	if err != nil {
+		return nil, err
+	}
+	if flags != 0 {
+		attr.Sys = &syscall.SysProcAttr{Cloneflags: flags}
 	}
 	pid, err := l.reaper.Start(func() (int, error) {
-		if req.JoinPidnsOf > 0 {
-			return forkExecInPidns(req.JoinPidnsOf, l.exe, []string{helperArg0}, attr)
+		if req.JoinNamespacesOf > 0 {
+			return forkExecInNamespaces(req.JoinNamespacesOf, req.JoinNamespaces, l.exe, []string{helperArg0}, attr)
 		}
 		return syscall.ForkExec(l.exe, []string{helperArg0}, attr)
 	}, func(e exitInfo) { exited <- e })
@@ -350,10 +370,31 @@ func isTerminal(f *os.File) bool {
 	return ok
 }
 
-// forkExecInPidns starts a process in the PID namespace of pid: on a
-// thread of its own that joins the namespace for its children and is
-// never reused (locked, it exits with its goroutine).
-func forkExecInPidns(pid int, exe string, args []string, attr *syscall.ProcAttr) (int, error) {
+// namespaceFlags are the namespaces a container's processes may get of
+// their own or join, by their /proc/<pid>/ns name.
+var namespaceFlags = map[string]uintptr{
+	"pid": syscall.CLONE_NEWPID,
+	"uts": syscall.CLONE_NEWUTS,
+	"ipc": syscall.CLONE_NEWIPC,
+}
+
+// cloneFlags are the clone flags of namespaces.
+func cloneFlags(namespaces []string) (uintptr, error) {
+	var flags uintptr
+	for _, ns := range namespaces {
+		f, ok := namespaceFlags[ns]
+		if !ok {
+			return 0, errorf(ErrInvalidArgument, "namespace %q: want pid, uts or ipc", ns)
+		}
+		flags |= f
+	}
+	return flags, nil
+}
+
+// forkExecInNamespaces starts a process in the namespaces of pid: on a
+// thread of its own that joins them (the PID namespace for its children)
+// and is never reused (locked, it exits with its goroutine).
+func forkExecInNamespaces(pid int, namespaces []string, exe string, args []string, attr *syscall.ProcAttr) (int, error) {
 	type result struct {
 		pid int
 		err error
@@ -361,19 +402,32 @@ func forkExecInPidns(pid int, exe string, args []string, attr *syscall.ProcAttr)
 	done := make(chan result, 1)
 	go func() {
 		goruntime.LockOSThread()
-		ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/pid", pid))
-		if err != nil {
-			done <- result{0, fmt.Errorf("opening the PID namespace of pid %d: %w", pid, err)}
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWPID); err != nil {
-			done <- result{0, fmt.Errorf("joining the PID namespace of pid %d: %w", pid, err)}
-			return
+		for _, name := range namespaces {
+			if err := joinNamespace(pid, name); err != nil {
+				done <- result{0, err}
+				return
+			}
 		}
 		child, err := syscall.ForkExec(exe, args, attr)
 		done <- result{child, err}
 	}()
 	r := <-done
 	return r.pid, r.err
+}
+
+// joinNamespace makes the calling thread join namespace name of pid.
+func joinNamespace(pid int, name string) error {
+	flag, ok := namespaceFlags[name]
+	if !ok {
+		return errorf(ErrInvalidArgument, "namespace %q: want pid, uts or ipc", name)
+	}
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, name))
+	if err != nil {
+		return fmt.Errorf("opening the %s namespace of pid %d: %w", name, pid, err)
+	}
+	defer ns.Close()
+	if err := unix.Setns(int(ns.Fd()), int(flag)); err != nil {
+		return fmt.Errorf("joining the %s namespace of pid %d: %w", name, pid, err)
+	}
+	return nil
 }

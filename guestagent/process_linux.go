@@ -18,13 +18,19 @@ type launchRequest struct {
 	// Console, when set, is the process's stdin, stdout and stderr (the
 	// sidecar program) instead of pipes or a pty.
 	Console *os.File
-	// NewPidns starts the process as PID 1 of a new PID namespace, with a
-	// /proc of its own at Rootfs/proc.
-	NewPidns bool
-	// JoinPidnsOf, when set, starts the process in that pid's namespace.
-	JoinPidnsOf int
+	// NewNamespaces are the namespaces the process gets of its own:
+	// "pid" (it is PID 1 there, with a /proc of its own at Rootfs/proc),
+	// "uts" (with Hostname) and "ipc".
+	NewNamespaces []string
+	Hostname      string
+	// Sysctls are written in the new IPC and UTS namespaces.
+	Sysctls map[string]string
+	// JoinNamespacesOf, when set, starts the process in the namespaces
+	// JoinNamespaces ("pid", "uts", "ipc") of that pid.
+	JoinNamespacesOf int
+	JoinNamespaces   []string
 	// Masked and Readonly are the spec's paths, applied again under the
-	// new /proc of NewPidns.
+	// new /proc of a new PID namespace.
 	Masked, Readonly []string
 }
 

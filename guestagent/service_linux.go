@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -194,17 +196,10 @@ func (s *Service) createProcess(ctx context.Context, cid, id string, spec *specs
 	}
 	s.procs[id] = nil // reserved while launching
 	req := launchRequest{ID: id, Process: spec, Rootfs: c.rootfs, Console: console}
-	if c.ownPidns {
-		if c.mainID == "" {
-			req.NewPidns = true
-			req.Masked, req.Readonly = c.masked, c.readonly
-		} else if m := s.procs[c.mainID]; m != nil && m.getState() != procExited {
-			req.JoinPidnsOf = m.pid
-		} else {
-			delete(s.procs, id)
-			s.mu.Unlock()
-			return nil, errorf(ErrFailedPrecondition, "creating process %q: container %q has no running process whose PID namespace it could join", id, cid)
-		}
+	if err := s.namespacesOf(c, &req); err != nil {
+		delete(s.procs, id)
+		s.mu.Unlock()
+		return nil, fmt.Errorf("creating process %q: %w", id, err)
 	}
 	s.mu.Unlock()
 
@@ -228,15 +223,16 @@ func (s *Service) createProcess(ctx context.Context, cid, id string, spec *specs
 	p.stderr = s.startPump(h.Stderr)
 
 	s.joinCgroup(cid, p.pid)
+	newPidns := slices.Contains(req.NewNamespaces, "pid")
 	pidns := ""
-	if req.NewPidns {
+	if newPidns {
 		pidns = pidnsOf(s.sys, p.pid)
 	}
 	s.mu.Lock()
 	s.procs[id] = p
 	if c.mainID == "" {
 		c.mainID = id // the first process is the container's
-		if req.NewPidns {
+		if newPidns {
 			c.pidns = pidns
 		}
 	}
@@ -244,6 +240,47 @@ func (s *Service) createProcess(ctx context.Context, cid, id string, spec *specs
 	go s.waitExit(p)
 	s.log.Debugf("process %q created: pid %d, args %q", id, p.pid, spec.Args)
 	return p, nil
+}
+
+// namespacesOf sets the namespaces of the next process of container c in
+// req: the first one makes c's own (config-linux.md namespaces: "If a path
+// is not specified, the runtime MUST create a new container namespace of
+// the given type") and joins the default container's it shares; the later
+// ones join the first one's. s.mu is held.
+func (s *Service) namespacesOf(c *guestContainer, req *launchRequest) error {
+	own := append([]string(nil), c.newNs...)
+	if c.ownPidns {
+		own = append(own, "pid")
+	}
+	if c.mainID == "" {
+		req.NewNamespaces, req.Hostname, req.Sysctls = own, c.hostname, c.sysctls
+		req.Masked, req.Readonly = c.masked, c.readonly
+		if len(c.joinNs) == 0 {
+			return nil
+		}
+		d := s.containers[""]
+		var m *process
+		if d != nil {
+			m = s.procs[d.mainID]
+		}
+		if m == nil || m.getState() == procExited {
+			return errorf(ErrFailedPrecondition, "container %q shares the %s namespaces of the default container, which has no running process", c.id, strings.Join(c.joinNs, " and "))
+		}
+		req.JoinNamespacesOf, req.JoinNamespaces = m.pid, c.joinNs
+		return nil
+	}
+	// own ends with "pid": it only applies to the children of the thread
+	// that joins it.
+	all := append(append([]string(nil), c.joinNs...), own...)
+	if len(all) == 0 {
+		return nil
+	}
+	m := s.procs[c.mainID]
+	if m == nil || m.getState() == procExited {
+		return errorf(ErrFailedPrecondition, "container %q has no running process whose namespaces (%s) it could join", c.id, strings.Join(all, ", "))
+	}
+	req.JoinNamespacesOf, req.JoinNamespaces = m.pid, all
+	return nil
 }
 
 // startPump buffers an output stream; nil gives a stream at EOF.

@@ -720,3 +720,65 @@ func TestSetupMasksPaths(t *testing.T) {
 		t.Errorf("mounts end with\n %q\nwant\n %q", got, want)
 	}
 }
+
+// TestProcessNamespaces: a container's first process makes the namespaces
+// its spec asks for and joins those it shares with the default container;
+// its later processes join the first one's.
+func TestProcessNamespaces(t *testing.T) {
+	s, sys, l := newTestService(t)
+	sys.files["/dev/vdb"], sys.files["/dev/vdc"] = fs.ModeDevice, fs.ModeDevice
+	ctx := ctx5s(t)
+	if _, err := s.Setup(ctx, &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs", Hostname: "box",
+		OwnPidNamespace: true, NewNamespaces: []string{"uts", "ipc"}}); err != nil {
+		t.Fatal(err)
+	}
+	create := func(cid, id string) (*fakeProc, error) {
+		t.Helper()
+		resp, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{ContainerId: cid, Id: id,
+			ProcessJson: processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "/"})})
+		if err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, p := range l.procs {
+			if p.pid == int(resp.Pid) {
+				return p, nil
+			}
+		}
+		t.Fatalf("no launch of pid %d", resp.Pid)
+		return nil, nil
+	}
+	main, err := create("", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := main.req.NewNamespaces; !reflect.DeepEqual(got, []string{"uts", "ipc", "pid"}) || main.req.Hostname != "box" || main.req.JoinNamespacesOf != 0 {
+		t.Errorf("first process: new %q, hostname %q, joins %d", got, main.req.Hostname, main.req.JoinNamespacesOf)
+	}
+	exec, err := create("", "exec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exec.req.JoinNamespacesOf != main.pid || !reflect.DeepEqual(exec.req.JoinNamespaces, []string{"uts", "ipc", "pid"}) || len(exec.req.NewNamespaces) != 0 {
+		t.Errorf("exec: joins %q of %d, new %q; want the first process's, pid last", exec.req.JoinNamespaces, exec.req.JoinNamespacesOf, exec.req.NewNamespaces)
+	}
+
+	// A pod member: its own PID namespace, the sandbox's UTS and IPC.
+	if _, err := s.Setup(ctx, &agentapi.SetupRequest{ContainerId: "app", RootDevice: "/dev/vdb", RootFstype: "btrfs",
+		OwnPidNamespace: true, JoinNamespaces: []string{"uts", "ipc"}}); err != nil {
+		t.Fatal(err)
+	}
+	app, err := create("app", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(app.req.NewNamespaces, []string{"pid"}) || app.req.JoinNamespacesOf != main.pid || !reflect.DeepEqual(app.req.JoinNamespaces, []string{"uts", "ipc"}) {
+		t.Errorf("member: new %q, joins %q of %d", app.req.NewNamespaces, app.req.JoinNamespaces, app.req.JoinNamespacesOf)
+	}
+
+	if _, err := s.Setup(ctx, &agentapi.SetupRequest{ContainerId: "bad", RootDevice: "/dev/vdc", RootFstype: "btrfs",
+		NewNamespaces: []string{"user"}}); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), `"user"`) {
+		t.Errorf("Setup with a user namespace = %v, want ErrInvalidArgument naming it", err)
+	}
+}

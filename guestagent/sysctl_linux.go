@@ -27,13 +27,22 @@ func sysctlPath(name string) (string, error) {
 
 // applySysctls writes the spec's linux.sysctl ("Linux kernel parameters to
 // modify at runtime for the container", config-linux.md) into the guest's
-// kernel, in name order, before the container's first process exists. The
-// guest's network, IPC and UTS namespaces are the container's (a pod's
-// members share them, as they share the sandbox's under runc and CRI).
+// kernel, in name order, before the container's first process exists: the
+// guest's network namespace is the container's. Those of the IPC and UTS
+// namespaces are written again by the first process's helper when the
+// container has namespaces of its own (namespacedSysctls).
 func (s *Service) applySysctls(sysctls map[string]string) error {
+	return writeSysctls(s.sys.WriteFile, sysctls, nil)
+}
+
+// writeSysctls writes the sysctls that only accepts (nil: all) with write,
+// in name order.
+func writeSysctls(write func(path string, data []byte) error, sysctls map[string]string, only func(name string) bool) error {
 	names := make([]string, 0, len(sysctls))
 	for name := range sysctls {
-		names = append(names, name)
+		if only == nil || only(name) {
+			names = append(names, name)
+		}
 	}
 	sort.Strings(names)
 	for _, name := range names {
@@ -42,9 +51,25 @@ func (s *Service) applySysctls(sysctls map[string]string) error {
 		if err != nil {
 			return err
 		}
-		if err := s.sys.WriteFile(p, []byte(value)); err != nil {
+		if err := write(p, []byte(value)); err != nil {
 			return fmt.Errorf("setting sysctl %q to %q: %w", name, value, err)
 		}
 	}
 	return nil
+}
+
+// namespacedSysctls tells which sysctls belong to the IPC namespace (when
+// ipc) and to the UTS namespace (when uts): runc's rule.
+func namespacedSysctls(ipc, uts bool) func(name string) bool {
+	return func(name string) bool {
+		switch {
+		case ipc && (name == "kernel.msgmax" || name == "kernel.msgmnb" || name == "kernel.msgmni" ||
+			name == "kernel.sem" || name == "kernel.shmall" || name == "kernel.shmmax" ||
+			name == "kernel.shmmni" || name == "kernel.shm_rmid_forced" || strings.HasPrefix(name, "fs.mqueue.")):
+			return true
+		case uts && name == "kernel.domainname":
+			return true
+		}
+		return false
+	}
 }

@@ -87,3 +87,22 @@ func TestSetupRefusesBadSysctlName(t *testing.T) {
 		t.Errorf("writes: %q", w)
 	}
 }
+
+func TestNamespacedSysctls(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		ipc, uts bool
+		want     bool
+	}{
+		{"kernel.shmmax", true, false, true},
+		{"fs.mqueue.msg_max", true, false, true},
+		{"kernel.sem", false, true, false},
+		{"kernel.domainname", false, true, true},
+		{"kernel.domainname", true, false, false},
+		{"net.ipv4.ip_forward", true, true, false},
+	} {
+		if got := namespacedSysctls(tc.ipc, tc.uts)(tc.name); got != tc.want {
+			t.Errorf("namespacedSysctls(ipc %v, uts %v)(%q) = %v, want %v", tc.ipc, tc.uts, tc.name, got, tc.want)
+		}
+	}
+}

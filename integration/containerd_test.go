@@ -29,7 +29,7 @@ func TestContainerdShim(t *testing.T) {
 			for _, tc := range []struct {
 				script string
 				code   int
-			}{{"echo out; echo err >&2", 0}, {"exit 3", 3}, {"kill -9 $$", 137}} {
+			}{{"echo out; echo err >&2", 0}, {"exit 3", 3}, {"sh -c 'kill -9 $$'; exit $?", 137}} {
 				r := c.nerdctl(t, "run", "--rm", rt, containerdImage, "sh", "-c", tc.script)
 				if r.code != tc.code {
 					t.Errorf("nerdctl run %q: exit %d, want %d\nstderr: %s", tc.script, r.code, tc.code, r.stderr)

@@ -48,11 +48,6 @@ type podman struct {
 	// stateRoot is initos-runtime's --root: container ID's state dir is
 	// stateRoot/ID.
 	stateRoot string
-	// pid1: the container's process is PID 1 of its own PID namespace, as with
-	// runc. Signals it has no handler for are then dropped, SIGKILL from
-	// inside too. initos-runtime's agent is the init instead (as with
-	// `podman run --init`), so the process dies of them.
-	pid1 bool
 }
 
 // podmanPrograms are what every podman test runs: podman, conmon, the
@@ -131,7 +126,6 @@ func newPodmanConfig(t testing.TB, rt, config string) *podman {
 		if path, err = filepath.Abs(path); err != nil {
 			t.Fatal(err)
 		}
-		p.pid1 = true
 		// A state root of our own: runc's default, /run/runc, is shared with
 		// everything else on the host that runs runc (and cleans up after
 		// itself there).

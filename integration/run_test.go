@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,7 +38,14 @@ func TestRunBusybox(t *testing.T) {
 		{name: "stdout-and-stderr", args: []string{"sh", "-c", "echo to-stdout; echo to-stderr >&2; echo more-stdout"},
 			wantOut: "to-stdout\nmore-stdout\n", wantErr: "to-stderr\n", wantStatus: 0},
 		{name: "exit-3", args: []string{"sh", "-c", "echo bye; exit 3"}, wantOut: "bye\n", wantStatus: 3},
-		{name: "killed-by-sigkill", args: []string{"sh", "-c", "kill -9 $$; echo not-reached"}, wantStatus: 137},
+		// Without a PID namespace of its own (the VM's) the shell is not
+		// PID 1 and dies of its SIGKILL; as PID 1 of its own it survives
+		// it, as under runc.
+		{name: "killed-by-sigkill", args: []string{"sh", "-c", "kill -9 $$; echo not-reached"}, wantStatus: 137,
+			edit: func(s *specs.Spec) {
+				s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.PIDNamespace })
+			}},
+		{name: "sigkill-self-as-pid-1", args: []string{"sh", "-c", "kill -9 $$; echo survived"}, wantOut: "survived\n"},
 		{name: "stdin-through-cat", args: []string{"cat"}, stdin: []byte("line one\nline two\n\x00binary\xff\n"),
 			wantOut: "line one\nline two\n\x00binary\xff\n"},
 		{name: "env-cwd-user", args: []string{"sh", "-c", `echo "FOO=$FOO"; pwd; id -u; id -g; id -G; echo "HOME=$HOME"`},

@@ -169,7 +169,7 @@ func TestFeaturesVersionsLoad(t *testing.T) {
 			if err := os.Mkdir(filepath.Join(dir, "rootfs"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			s := DefaultSpec(false)
+			s := DefaultSpec()
 			s.Version = v
 			if err := WriteSpec(dir, s); err != nil {
 				t.Fatal(err)
@@ -182,7 +182,7 @@ func TestFeaturesVersionsLoad(t *testing.T) {
 	// A version outside the range is refused, so the test can tell.
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "rootfs"), 0o755)
-	s := DefaultSpec(false)
+	s := DefaultSpec()
 	s.Version = fmt.Sprintf("%d.0.0", specs.VersionMajor+1)
 	if err := WriteSpec(dir, s); err != nil {
 		t.Fatal(err)

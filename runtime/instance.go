@@ -288,6 +288,7 @@ func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mo
 		req.DeviceNodes = deviceNodes(info.Devices)
 		req.RootAttrs = &agentapi.FileAttrs{Mode: info.RootMode, Uid: info.RootUID, Gid: info.RootGID}
 	}
+	req.OwnPidNamespace, req.NewNamespaces, _ = guestNamespaces(b.Spec, false)
 	if l := b.Spec.Linux; l != nil {
 		req.MaskedPaths, req.ReadonlyPaths = l.MaskedPaths, l.ReadonlyPaths
 		// Validated by bundle.Load (runc's namespaced sysctls only).

@@ -78,7 +78,8 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 		setup = setupRequest(b, info, mounts, inst.share)
 		setup.RootSerial = serial
 	}
-	setup.ContainerId, setup.OwnPidNamespace = id, true
+	setup.ContainerId = id
+	setup.OwnPidNamespace, setup.NewNamespaces, setup.JoinNamespaces = guestNamespaces(b.Spec, true)
 	if err := m.setup(ctx, setup); err != nil {
 		return nil, fmt.Errorf("adding container %q to the VM of %q: %w", id, inst.ID, err)
 	}

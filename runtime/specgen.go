@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -26,7 +25,7 @@ func (specExistsError) Error() string {
 func (specExistsError) Is(target error) bool { return target == fs.ErrExist }
 
 // DefaultSpec is the starter configuration of `initos-runtime spec`: runc's
-// `runc spec` (libcontainer/specconv.Example, and ToRootless for rootless)
+// `runc spec` (libcontainer/specconv.Example)
 // field by field, minus what a VM does not apply:
 //
 //   - linux.resources.devices (deny all): the guest does not enforce
@@ -38,12 +37,9 @@ func (specExistsError) Is(target error) bool { return target == fs.ErrExist }
 // container's process and to the guest kernel's /proc and /sys.
 //
 // Values that differ: ociVersion is the version this runtime implements,
-// and hostname is "initos". For rootless, runc's bind of the host's /sys
-// (an unprivileged user namespace cannot mount sysfs) stays a sysfs mount:
-// the guest has its own kernel and sysfs, and a bind of a host path would
-// have to travel through the VM's shared directory and expose the host's
-// /sys to the guest.
-func DefaultSpec(rootless bool) *specs.Spec {
+// and hostname is "initos". There is no rootless variant: the runtime needs
+// root on the host and refuses user namespaces (bundle.Load).
+func DefaultSpec() *specs.Spec {
 	s := &specs.Spec{
 		Version: specs.Version,
 		Process: &specs.Process{
@@ -96,39 +92,11 @@ func DefaultSpec(rootless bool) *specs.Spec {
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
 	}
-	if rootless {
-		toRootless(s)
-	}
 	return s
 }
 
 // runcDefaultCaps are the capabilities of runc's starter spec.
 var runcDefaultCaps = []string{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
-
-// toRootless is runc's specconv.ToRootless without the /sys bind (see
-// DefaultSpec): no network namespace, a user namespace mapping the caller's
-// euid and egid to root, no uid= or gid= mount options, no resources.
-func toRootless(s *specs.Spec) {
-	var ns []specs.LinuxNamespace
-	for _, n := range s.Linux.Namespaces {
-		if n.Type != specs.NetworkNamespace && n.Type != specs.UserNamespace {
-			ns = append(ns, n)
-		}
-	}
-	s.Linux.Namespaces = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace})
-	s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(os.Geteuid()), Size: 1}}
-	s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(os.Getegid()), Size: 1}}
-	for i := range s.Mounts {
-		var opts []string
-		for _, o := range s.Mounts[i].Options {
-			if !strings.HasPrefix(o, "uid=") && !strings.HasPrefix(o, "gid=") {
-				opts = append(opts, o)
-			}
-		}
-		s.Mounts[i].Options = opts
-	}
-	s.Linux.Resources = nil
-}
 
 // WriteSpec writes s as bundleDir/config.json (bundleDir "" is the working
 // directory), tab-indented like runc's. It never overwrites: an existing

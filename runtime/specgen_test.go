@@ -112,131 +112,76 @@ func TestDefaultSpecMatchesRunc(t *testing.T) {
 	leftOut := []string{"linux.resources"}
 	// Fields whose values differ on purpose.
 	changed := []string{"ociVersion", "hostname"}
-	for _, rootless := range []bool{false, true} {
-		t.Run(fmt.Sprintf("rootless=%v", rootless), func(t *testing.T) {
-			dir := t.TempDir()
-			args := []string{"spec", "--bundle", dir}
-			if rootless {
-				args = append(args, "--rootless")
-			}
-			if out, err := exec.Command(runc, args...).CombinedOutput(); err != nil {
-				t.Fatalf("runc %v: %v: %s", args, err, out)
-			}
-			runcJSON, err := os.ReadFile(filepath.Join(dir, "config.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ours, err := json.Marshal(DefaultSpec(rootless))
-			if err != nil {
-				t.Fatal(err)
-			}
-			theirs, mine := decodeJSON(t, runcJSON), decodeJSON(t, ours)
+	dir := t.TempDir()
+	args := []string{"spec", "--bundle", dir}
+	if out, err := exec.Command(runc, args...).CombinedOutput(); err != nil {
+		t.Fatalf("runc %v: %v: %s", args, err, out)
+	}
+	runcJSON, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, err := json.Marshal(DefaultSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, mine := decodeJSON(t, runcJSON), decodeJSON(t, ours)
 
-			allowed := append(append([]string{}, leftOut...), changed...)
-			if rootless {
-				// /sys stays sysfs instead of runc's bind of the host's /sys.
-				i := -1
-				for j, m := range DefaultSpec(true).Mounts {
-					if m.Destination == "/sys" {
-						i = j
-					}
-				}
-				if i < 0 {
-					t.Fatal("the rootless spec has no /sys mount")
-				}
-				allowed = append(allowed, fmt.Sprintf("mounts[%d]", i))
-				if v, _ := lookupJSON(mine, fmt.Sprintf("mounts[%d].type", i)); v != "sysfs" {
-					t.Errorf("rootless /sys mount type %v, want sysfs", v)
-				}
+	allowed := append(append([]string{}, leftOut...), changed...)
+	var unexpected []string
+	for _, p := range jsonDiff("", theirs, mine) {
+		ok := false
+		for _, a := range allowed {
+			if p == a || strings.HasPrefix(p, a+".") || strings.HasPrefix(p, a+"[") {
+				ok = true
 			}
-			var unexpected []string
-			for _, p := range jsonDiff("", theirs, mine) {
-				ok := false
-				for _, a := range allowed {
-					if p == a || strings.HasPrefix(p, a+".") || strings.HasPrefix(p, a+"[") {
-						ok = true
-					}
-				}
-				if !ok {
-					runcV, _ := lookupJSON(theirs, p)
-					ourV, _ := lookupJSON(mine, p)
-					unexpected = append(unexpected, fmt.Sprintf("%s: runc %v, ours %v", p, runcV, ourV))
-				}
-			}
-			sort.Strings(unexpected)
-			for _, u := range unexpected {
-				t.Errorf("differs from runc spec: %s", u)
-			}
-			for _, p := range leftOut {
-				if _, ok := lookupJSON(mine, p); ok {
-					t.Errorf("%s should be left out", p)
-				}
-			}
-			for _, p := range changed {
-				if v, ok := lookupJSON(mine, p); !ok || v == "" {
-					t.Errorf("%s is missing", p)
-				}
-			}
-		})
+		}
+		if !ok {
+			runcV, _ := lookupJSON(theirs, p)
+			ourV, _ := lookupJSON(mine, p)
+			unexpected = append(unexpected, fmt.Sprintf("%s: runc %v, ours %v", p, runcV, ourV))
+		}
+	}
+	sort.Strings(unexpected)
+	for _, u := range unexpected {
+		t.Errorf("differs from runc spec: %s", u)
+	}
+	for _, p := range leftOut {
+		if _, ok := lookupJSON(mine, p); ok {
+			t.Errorf("%s should be left out", p)
+		}
+	}
+	for _, p := range changed {
+		if v, ok := lookupJSON(mine, p); !ok || v == "" {
+			t.Errorf("%s is missing", p)
+		}
 	}
 }
 
 func TestDefaultSpecValues(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		rootless bool
-		check    func(s *specs.Spec) string
+		name  string
+		check func(s *specs.Spec) string
 	}{
-		{"version", false, func(s *specs.Spec) string {
+		{"version", func(s *specs.Spec) string {
 			if s.Version != specs.Version {
 				return "ociVersion " + s.Version
 			}
 			return ""
 		}},
-		{"readonly rootfs", false, func(s *specs.Spec) string {
+		{"readonly rootfs", func(s *specs.Spec) string {
 			if s.Root == nil || s.Root.Path != "rootfs" || !s.Root.Readonly {
 				return fmt.Sprintf("root %+v", s.Root)
 			}
 			return ""
 		}},
-		{"devpts gid=5", false, func(s *specs.Spec) string {
+		{"devpts gid=5", func(s *specs.Spec) string {
 			if !hasOption(s.Mounts[2].Options, "gid=5") {
 				return fmt.Sprintf("devpts options %v", s.Mounts[2].Options)
 			}
 			return ""
 		}},
-		{"rootless: no gid= option", true, func(s *specs.Spec) string {
-			for _, m := range s.Mounts {
-				for _, o := range m.Options {
-					if strings.HasPrefix(o, "gid=") || strings.HasPrefix(o, "uid=") {
-						return fmt.Sprintf("%s keeps %s", m.Destination, o)
-					}
-				}
-			}
-			return ""
-		}},
-		{"rootless: user namespace, no network namespace", true, func(s *specs.Spec) string {
-			var types []string
-			for _, n := range s.Linux.Namespaces {
-				types = append(types, string(n.Type))
-			}
-			if got := strings.Join(types, ","); got != "pid,ipc,uts,mount,user" {
-				return "namespaces " + got
-			}
-			return ""
-		}},
-		{"rootless: maps the caller", true, func(s *specs.Spec) string {
-			want := []specs.LinuxIDMapping{{HostID: uint32(os.Geteuid()), Size: 1}}
-			if !reflect.DeepEqual(s.Linux.UIDMappings, want) {
-				return fmt.Sprintf("uidMappings %+v", s.Linux.UIDMappings)
-			}
-			want[0].HostID = uint32(os.Getegid())
-			if !reflect.DeepEqual(s.Linux.GIDMappings, want) {
-				return fmt.Sprintf("gidMappings %+v", s.Linux.GIDMappings)
-			}
-			return ""
-		}},
-		{"not rootless: no mappings", false, func(s *specs.Spec) string {
+		{"no user namespace, no mappings", func(s *specs.Spec) string {
 			if s.Linux.UIDMappings != nil || s.Linux.GIDMappings != nil {
 				return "has id mappings"
 			}
@@ -244,13 +189,13 @@ func TestDefaultSpecValues(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if msg := tc.check(DefaultSpec(tc.rootless)); msg != "" {
+			if msg := tc.check(DefaultSpec()); msg != "" {
 				t.Error(msg)
 			}
 		})
 	}
 	// Each call returns its own spec.
-	a, b := DefaultSpec(false), DefaultSpec(false)
+	a, b := DefaultSpec(), DefaultSpec()
 	a.Mounts[0].Options = append(a.Mounts[0].Options, "ro")
 	a.Process.Args[0] = "changed"
 	if len(b.Mounts[0].Options) != 0 || b.Process.Args[0] != "sh" {
@@ -266,8 +211,8 @@ func TestWriteSpec(t *testing.T) {
 		wantErr string
 		is      error
 	}{
-		{name: "writes", setup: func(t *testing.T, dir string) string { return dir }, spec: DefaultSpec(false)},
-		{name: "refuses to overwrite", spec: DefaultSpec(false),
+		{name: "writes", setup: func(t *testing.T, dir string) string { return dir }, spec: DefaultSpec()},
+		{name: "refuses to overwrite", spec: DefaultSpec(),
 			setup: func(t *testing.T, dir string) string {
 				if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte("keep me"), 0o644); err != nil {
 					t.Fatal(err)
@@ -275,7 +220,7 @@ func TestWriteSpec(t *testing.T) {
 				return dir
 			},
 			wantErr: "File config.json exists. Remove it first", is: fs.ErrExist},
-		{name: "refuses a dangling symlink too", spec: DefaultSpec(false),
+		{name: "refuses a dangling symlink too", spec: DefaultSpec(),
 			setup: func(t *testing.T, dir string) string {
 				if err := os.Symlink(filepath.Join(dir, "elsewhere"), filepath.Join(dir, "config.json")); err != nil {
 					t.Fatal(err)
@@ -283,7 +228,7 @@ func TestWriteSpec(t *testing.T) {
 				return dir
 			},
 			wantErr: "File config.json exists. Remove it first", is: ErrSpecExists},
-		{name: "missing bundle dir", spec: DefaultSpec(false),
+		{name: "missing bundle dir", spec: DefaultSpec(),
 			setup:   func(t *testing.T, dir string) string { return filepath.Join(dir, "nope") },
 			wantErr: "nope/config.json", is: fs.ErrNotExist},
 		{name: "nil spec", setup: func(t *testing.T, dir string) string { return dir },
@@ -332,35 +277,31 @@ func TestWriteSpec(t *testing.T) {
 // as runc spec without --bundle.
 func TestWriteSpecInWorkingDir(t *testing.T) {
 	t.Chdir(t.TempDir())
-	if err := WriteSpec("", DefaultSpec(true)); err != nil {
+	if err := WriteSpec("", DefaultSpec()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat("config.json"); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteSpec("", DefaultSpec(true)); !errors.Is(err, ErrSpecExists) {
+	if err := WriteSpec("", DefaultSpec()); !errors.Is(err, ErrSpecExists) {
 		t.Fatalf("second write: %v, want ErrSpecExists", err)
 	}
 }
 
 // TestDefaultSpecLoads: what `spec` writes is a bundle this runtime accepts.
 func TestDefaultSpecLoads(t *testing.T) {
-	for _, rootless := range []bool{false, true} {
-		t.Run(fmt.Sprintf("rootless=%v", rootless), func(t *testing.T) {
-			dir := t.TempDir()
-			if err := os.Mkdir(filepath.Join(dir, "rootfs"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := WriteSpec(dir, DefaultSpec(rootless)); err != nil {
-				t.Fatal(err)
-			}
-			b, err := bundle.Load(dir)
-			if err != nil {
-				t.Fatalf("bundle.Load of the default spec: %v", err)
-			}
-			if b.Rootfs != filepath.Join(dir, "rootfs") {
-				t.Errorf("rootfs %q", b.Rootfs)
-			}
-		})
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteSpec(dir, DefaultSpec()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bundle.Load(dir)
+	if err != nil {
+		t.Fatalf("bundle.Load of the default spec: %v", err)
+	}
+	if b.Rootfs != filepath.Join(dir, "rootfs") {
+		t.Errorf("rootfs %q", b.Rootfs)
 	}
 }

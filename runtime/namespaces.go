@@ -1,0 +1,39 @@
+package runtime
+
+import (
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// guestNamespaces are the spec's namespaces as the guest makes them
+// (config-linux.md namespaces: "If a path is not specified, the runtime MUST
+// create a new container namespace of the given type"). The VM's network
+// namespace is the container's (its NIC), so "network" is the VMM's
+// business; "mount" and "cgroup" are not made yet; a user namespace is
+// refused by bundle.Load. A namespace with a path names one on the host:
+// the VM's own container then shares the VM's (what the host's would be to
+// runc), and a pod member shares the sandbox's UTS and IPC namespaces (the
+// CRI's paths name the sandbox's). A pod member always has a PID namespace
+// of its own.
+func guestNamespaces(s *specs.Spec, member bool) (ownPid bool, newNs, joinNs []string) {
+	ownPid = member
+	if s.Linux == nil {
+		return ownPid, nil, nil
+	}
+	for _, ns := range s.Linux.Namespaces {
+		switch ns.Type {
+		case specs.PIDNamespace:
+			if ns.Path == "" {
+				ownPid = true
+			}
+		case specs.UTSNamespace, specs.IPCNamespace:
+			name := string(ns.Type)
+			switch {
+			case ns.Path == "":
+				newNs = append(newNs, name)
+			case member:
+				joinNs = append(joinNs, name)
+			}
+		}
+	}
+	return ownPid, newNs, joinNs
+}

@@ -1,0 +1,43 @@
+package runtime
+
+import (
+	"reflect"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestGuestNamespaces(t *testing.T) {
+	ns := func(types ...string) *specs.Spec {
+		s := &specs.Spec{Linux: &specs.Linux{}}
+		for _, typ := range types {
+			n := specs.LinuxNamespace{Type: specs.LinuxNamespaceType(typ)}
+			if len(typ) > 5 && typ[len(typ)-5:] == "=path" {
+				n = specs.LinuxNamespace{Type: specs.LinuxNamespaceType(typ[:len(typ)-5]), Path: "/proc/42/ns/" + typ[:len(typ)-5]}
+			}
+			s.Linux.Namespaces = append(s.Linux.Namespaces, n)
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name          string
+		spec          *specs.Spec
+		member        bool
+		ownPid        bool
+		newNs, joinNs []string
+	}{
+		{"no linux", &specs.Spec{}, false, false, nil, nil},
+		{"runc spec", ns("pid", "network", "ipc", "uts", "mount", "cgroup"), false, true, []string{"ipc", "uts"}, nil},
+		{"podman --pid=host --ipc=host", ns("network", "uts", "mount"), false, false, []string{"uts"}, nil},
+		{"paths share the VM's", ns("pid=path", "uts=path", "ipc=path"), false, false, nil, nil},
+		{"pod member", ns("pid", "ipc=path", "uts=path", "network=path", "mount"), true, true, nil, []string{"ipc", "uts"}},
+		{"pod member with its own uts", ns("uts", "ipc=path"), true, true, []string{"uts"}, []string{"ipc"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ownPid, newNs, joinNs := guestNamespaces(tc.spec, tc.member)
+			if ownPid != tc.ownPid || !reflect.DeepEqual(newNs, tc.newNs) || !reflect.DeepEqual(joinNs, tc.joinNs) {
+				t.Errorf("guestNamespaces = %v, %q, %q; want %v, %q, %q", ownPid, newNs, joinNs, tc.ownPid, tc.newNs, tc.joinNs)
+			}
+		})
+	}
+}

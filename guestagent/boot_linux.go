@@ -51,6 +51,37 @@ func mountBasics(mkdir func(string, os.FileMode) error, mount func(source, targe
 	return nil
 }
 
+// rerootDir is where reroot binds the initramfs before moving it to /.
+const rerootDir = "/.initos-root"
+
+// reroot puts the agent's root on a mount of its own: a recursive bind of
+// the initramfs moved onto / (switch_root's move and chroot, without a
+// copy). pivot_root(2) refuses a root that is the initramfs itself ("the
+// rootfs"), and containers with a mount namespace of their own pivot into
+// their root, so that nothing of the agent's tree stays reachable from
+// them (a chroot can be escaped).
+func reroot() error {
+	if err := os.Mkdir(rerootDir, 0o700); err != nil {
+		return fmt.Errorf("creating %q: %w", rerootDir, err)
+	}
+	if err := unix.Mount("/", rerootDir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("binding the initramfs on %q: %w", rerootDir, err)
+	}
+	if err := unix.Chdir(rerootDir); err != nil {
+		return fmt.Errorf("entering %q: %w", rerootDir, err)
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("moving %q to /: %w", rerootDir, err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("entering the moved root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("entering the moved root: %w", err)
+	}
+	return nil
+}
+
 // agent is the running PID 1.
 type agent struct {
 	version string
@@ -124,6 +155,11 @@ func (a *agent) boot() error {
 		return err
 	}
 	a.cmdline = c
+	if c.Mode != ModeSwitchRoot {
+		if err := reroot(); err != nil {
+			return err
+		}
+	}
 	a.log.setDebug(c.Debug)
 	a.log.Debugf("initos-agent %s (protocol %s): %s", a.version, agentapi.Version, c)
 

@@ -105,8 +105,8 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 	}
 	s.mu.Unlock()
 	for _, ns := range append(append([]string(nil), req.NewNamespaces...), req.JoinNamespaces...) {
-		if ns != "uts" && ns != "ipc" {
-			return nil, errorf(ErrInvalidArgument, "setup of container %q: namespace %q: want uts or ipc", id, ns)
+		if ns != "uts" && ns != "ipc" && ns != "mount" {
+			return nil, errorf(ErrInvalidArgument, "setup of container %q: namespace %q: want uts, ipc or mount", id, ns)
 		}
 	}
 	if len(req.JoinNamespaces) > 0 && id == "" {

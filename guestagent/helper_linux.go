@@ -35,8 +35,11 @@ const (
 // helperConfig is what the agent sends the helper on fd 3.
 type helperConfig struct {
 	Process *specs.Process `json:"process"`
-	// Rootfs is the directory to chroot into.
+	// Rootfs is the directory to chroot into, or with Pivot (the helper is
+	// in a mount namespace of its own) to pivot_root to; "" when it is
+	// already the helper's root (a joined mount namespace).
 	Rootfs string `json:"rootfs"`
+	Pivot  bool   `json:"pivot,omitempty"`
 	// Ctty makes stdin the controlling terminal of the new session.
 	Ctty bool `json:"ctty,omitempty"`
 	// TryCtty does the same where it can (the console of sidecar mode).
@@ -144,6 +147,12 @@ func prepareExec(cfg *helperConfig) (string, error) {
 			return "", fmt.Errorf("writing %s to /proc/self/oom_score_adj: %w", adj, err)
 		}
 	}
+	if cfg.Pivot {
+		// Nothing this namespace mounts reaches the agent's.
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			return "", fmt.Errorf("making the container's mounts private: %w", err)
+		}
+	}
 	if cfg.Hostname != "" {
 		// config.md "hostname": in the container's own UTS namespace.
 		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
@@ -163,7 +172,11 @@ func prepareExec(cfg *helperConfig) (string, error) {
 			return "", err
 		}
 	}
-	if cfg.Rootfs != "" {
+	if cfg.Pivot && cfg.Rootfs != "" {
+		if err := pivotRoot(cfg.Rootfs); err != nil {
+			return "", err
+		}
+	} else if cfg.Rootfs != "" {
 		if err := unix.Chroot(cfg.Rootfs); err != nil {
 			return "", fmt.Errorf("chroot to %q: %w", cfg.Rootfs, err)
 		}
@@ -241,6 +254,25 @@ func prepareExec(cfg *helperConfig) (string, error) {
 		}
 	}
 	return path, nil
+}
+
+// pivotRoot makes rootfs the root of the helper's mount namespace and
+// detaches the old one (runc's pivot_root(".", ".")): unlike a chroot,
+// nothing of the agent's tree stays reachable.
+func pivotRoot(rootfs string) error {
+	if err := unix.Chdir(rootfs); err != nil {
+		return fmt.Errorf("entering %q: %w", rootfs, err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root to %q: %w", rootfs, err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detaching the agent's root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir to / of the root filesystem: %w", err)
+	}
+	return nil
 }
 
 // enterCwd changes to the process's working directory, creating it when

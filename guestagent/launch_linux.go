@@ -59,6 +59,14 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	h := &launched{}
 	var stdio [3]*os.File
 	cfg := helperConfig{Process: req.Process, Rootfs: req.Rootfs}
+	switch {
+	case slices.Contains(req.NewNamespaces, "mount"):
+		// Its root is pivoted to, not chrooted into.
+		cfg.Pivot = true
+	case slices.Contains(req.JoinNamespaces, "mount"):
+		// setns(2) has made the container's root its root.
+		cfg.Rootfs = ""
+	}
 	ipc, uts := slices.Contains(req.NewNamespaces, "ipc"), slices.Contains(req.NewNamespaces, "uts")
 	if uts {
 		cfg.Hostname = req.Hostname
@@ -371,12 +379,17 @@ func isTerminal(f *os.File) bool {
 }
 
 // namespaceFlags are the namespaces a container's processes may get of
-// their own or join, by their /proc/<pid>/ns name.
-var namespaceFlags = map[string]uintptr{
-	"pid": syscall.CLONE_NEWPID,
-	"uts": syscall.CLONE_NEWUTS,
-	"ipc": syscall.CLONE_NEWIPC,
-}
+// their own or join, by their runtime-spec name; namespaceFiles are their
+// /proc/<pid>/ns names.
+var (
+	namespaceFlags = map[string]uintptr{
+		"pid":   syscall.CLONE_NEWPID,
+		"uts":   syscall.CLONE_NEWUTS,
+		"ipc":   syscall.CLONE_NEWIPC,
+		"mount": syscall.CLONE_NEWNS,
+	}
+	namespaceFiles = map[string]string{"pid": "pid", "uts": "uts", "ipc": "ipc", "mount": "mnt"}
+)
 
 // cloneFlags are the clone flags of namespaces.
 func cloneFlags(namespaces []string) (uintptr, error) {
@@ -384,16 +397,18 @@ func cloneFlags(namespaces []string) (uintptr, error) {
 	for _, ns := range namespaces {
 		f, ok := namespaceFlags[ns]
 		if !ok {
-			return 0, errorf(ErrInvalidArgument, "namespace %q: want pid, uts or ipc", ns)
+			return 0, errorf(ErrInvalidArgument, "namespace %q: want pid, uts, ipc or mount", ns)
 		}
 		flags |= f
 	}
 	return flags, nil
 }
 
-// forkExecInNamespaces starts a process in the namespaces of pid: on a
-// thread of its own that joins them (the PID namespace for its children)
-// and is never reused (locked, it exits with its goroutine).
+// forkExecInNamespaces starts a process in the namespaces of pid, in the
+// order given (the PID namespace last: it applies to children only): on a
+// thread of its own that joins them and is never reused (locked, it exits
+// with its goroutine). Every namespace is opened before the first is
+// joined: after the mount namespace, /proc is the container's.
 func forkExecInNamespaces(pid int, namespaces []string, exe string, args []string, attr *syscall.ProcAttr) (int, error) {
 	type result struct {
 		pid int
@@ -402,9 +417,38 @@ func forkExecInNamespaces(pid int, namespaces []string, exe string, args []strin
 	done := make(chan result, 1)
 	go func() {
 		goruntime.LockOSThread()
-		for _, name := range namespaces {
-			if err := joinNamespace(pid, name); err != nil {
-				done <- result{0, err}
+		fds := make([]*os.File, len(namespaces))
+		defer func() {
+			for _, f := range fds {
+				if f != nil {
+					f.Close()
+				}
+			}
+		}()
+		for i, name := range namespaces {
+			file, ok := namespaceFiles[name]
+			if !ok {
+				done <- result{0, errorf(ErrInvalidArgument, "namespace %q: want pid, uts, ipc or mount", name)}
+				return
+			}
+			f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, file))
+			if err != nil {
+				done <- result{0, fmt.Errorf("opening the %s namespace of pid %d: %w", name, pid, err)}
+				return
+			}
+			fds[i] = f
+		}
+		for i, name := range namespaces {
+			if name == "mount" {
+				// setns(2): joining a mount namespace needs a
+				// filesystem context of the thread's own.
+				if err := unix.Unshare(unix.CLONE_FS); err != nil {
+					done <- result{0, fmt.Errorf("unsharing the thread's filesystem context: %w", err)}
+					return
+				}
+			}
+			if err := unix.Setns(int(fds[i].Fd()), int(namespaceFlags[name])); err != nil {
+				done <- result{0, fmt.Errorf("joining the %s namespace of pid %d: %w", name, pid, err)}
 				return
 			}
 		}
@@ -413,21 +457,4 @@ func forkExecInNamespaces(pid int, namespaces []string, exe string, args []strin
 	}()
 	r := <-done
 	return r.pid, r.err
-}
-
-// joinNamespace makes the calling thread join namespace name of pid.
-func joinNamespace(pid int, name string) error {
-	flag, ok := namespaceFlags[name]
-	if !ok {
-		return errorf(ErrInvalidArgument, "namespace %q: want pid, uts or ipc", name)
-	}
-	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, name))
-	if err != nil {
-		return fmt.Errorf("opening the %s namespace of pid %d: %w", name, pid, err)
-	}
-	defer ns.Close()
-	if err := unix.Setns(int(ns.Fd()), int(flag)); err != nil {
-		return fmt.Errorf("joining the %s namespace of pid %d: %w", name, pid, err)
-	}
-	return nil
 }

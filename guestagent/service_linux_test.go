@@ -729,7 +729,7 @@ func TestProcessNamespaces(t *testing.T) {
 	sys.files["/dev/vdb"], sys.files["/dev/vdc"] = fs.ModeDevice, fs.ModeDevice
 	ctx := ctx5s(t)
 	if _, err := s.Setup(ctx, &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs", Hostname: "box",
-		OwnPidNamespace: true, NewNamespaces: []string{"uts", "ipc"}}); err != nil {
+		OwnPidNamespace: true, NewNamespaces: []string{"uts", "ipc", "mount"}}); err != nil {
 		t.Fatal(err)
 	}
 	create := func(cid, id string) (*fakeProc, error) {
@@ -753,14 +753,14 @@ func TestProcessNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := main.req.NewNamespaces; !reflect.DeepEqual(got, []string{"uts", "ipc", "pid"}) || main.req.Hostname != "box" || main.req.JoinNamespacesOf != 0 {
+	if got := main.req.NewNamespaces; !reflect.DeepEqual(got, []string{"uts", "ipc", "mount", "pid"}) || main.req.Hostname != "box" || main.req.JoinNamespacesOf != 0 {
 		t.Errorf("first process: new %q, hostname %q, joins %d", got, main.req.Hostname, main.req.JoinNamespacesOf)
 	}
 	exec, err := create("", "exec")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if exec.req.JoinNamespacesOf != main.pid || !reflect.DeepEqual(exec.req.JoinNamespaces, []string{"uts", "ipc", "pid"}) || len(exec.req.NewNamespaces) != 0 {
+	if exec.req.JoinNamespacesOf != main.pid || !reflect.DeepEqual(exec.req.JoinNamespaces, []string{"uts", "ipc", "mount", "pid"}) || len(exec.req.NewNamespaces) != 0 {
 		t.Errorf("exec: joins %q of %d, new %q; want the first process's, pid last", exec.req.JoinNamespaces, exec.req.JoinNamespacesOf, exec.req.NewNamespaces)
 	}
 

@@ -1,6 +1,9 @@
 package integration
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -101,4 +104,32 @@ func securityOutput(t *testing.T, p *podman, name string, args []string, exec bo
 	}
 	p.ok(t, "rm", "--force", "--time", "0", name)
 	return string(r.stdout)
+}
+
+// TestPodmanChrootEscape runs testdata/chrootescape (the classic escape
+// from a chroot, with the default capabilities, which hold
+// CAP_SYS_CHROOT) under runc and under initos-runtime: the container's root
+// must be a pivot_root of a mount namespace of its own, out of which the
+// agent's tree (the initramfs, the VM's disks, the other pod members'
+// roots) cannot be reached.
+func TestPodmanChrootEscape(t *testing.T) {
+	runtimes, pods := bothRuntimes(t)
+	bin := filepath.Join(t.TempDir(), "chrootescape")
+	build := exec.Command("go", "build", "-o", bin, "./testdata/chrootescape")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the escape program: %v\n%s", err, out)
+	}
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			p := pods[rt]
+			name := "initos-pm-escape-" + rt
+			p.removeLater(t, name)
+			r := p.run(t, nil, "run", "--rm", "--name", name, "--network", "none", "-v", bin+":/chrootescape:ro", podmanImage, "/chrootescape")
+			if r.code != 0 || string(r.stdout) != "contained\n" {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 0, %q", r.code, r.stdout, r.stderr, "contained\n")
+			}
+		})
+	}
 }

@@ -27,10 +27,10 @@ func TestGuestNamespaces(t *testing.T) {
 		newNs, joinNs []string
 	}{
 		{"no linux", &specs.Spec{}, false, false, nil, nil},
-		{"runc spec", ns("pid", "network", "ipc", "uts", "mount", "cgroup"), false, true, []string{"ipc", "uts"}, nil},
-		{"podman --pid=host --ipc=host", ns("network", "uts", "mount"), false, false, []string{"uts"}, nil},
+		{"runc spec", ns("pid", "network", "ipc", "uts", "mount", "cgroup"), false, true, []string{"ipc", "uts", "mount"}, nil},
+		{"podman --pid=host --ipc=host", ns("network", "uts", "mount"), false, false, []string{"uts", "mount"}, nil},
 		{"paths share the VM's", ns("pid=path", "uts=path", "ipc=path"), false, false, nil, nil},
-		{"pod member", ns("pid", "ipc=path", "uts=path", "network=path", "mount"), true, true, nil, []string{"ipc", "uts"}},
+		{"pod member", ns("pid", "ipc=path", "uts=path", "network=path", "mount"), true, true, []string{"mount"}, []string{"ipc", "uts"}},
 		{"pod member with its own uts", ns("uts", "ipc=path"), true, true, []string{"uts"}, []string{"ipc"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -171,6 +171,10 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 		s.unmountAll(c.mounted)
 		return nil, err
 	}
+	if err := s.applyDeviceRules(id, req.DeviceRules); err != nil {
+		s.unmountAll(c.mounted)
+		return nil, err
+	}
 	s.log.Debugf("setup of container %q: %s on %s with %d mounts, %d device nodes in %v", id, dev, c.rootfs,
 		len(req.Mounts), len(req.DeviceNodes), time.Since(start).Round(time.Millisecond))
 	return &agentapi.Empty{}, nil

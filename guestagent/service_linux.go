@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	devconfig "github.com/opencontainers/cgroups/devices/config"
 	"os"
 	"path/filepath"
 	"slices"
@@ -86,6 +87,8 @@ type Service struct {
 
 	cgroupOnce sync.Once
 	cgroups    bool // cgroup v2 is mounted: containers have cgroups
+	// setDevices is setCgroupDevices; tests replace it.
+	setDevices func(dir string, rules []*devconfig.Rule) error
 
 	// net configures the NIC in the late network mode (ConfigureNetwork).
 	net *lateNet
@@ -105,6 +108,7 @@ func newService(cfg serviceConfig, sys system, l launcher, log *logger) *Service
 		containers: make(map[string]*guestContainer),
 		selfPidns:  pidnsOf(sys, os.Getpid()),
 		net:        defaultLateNet(log),
+		setDevices: setCgroupDevices,
 	}
 }
 

@@ -10,13 +10,15 @@ import (
 
 // securityScript prints what the process's security settings are: its
 // capability sets, no_new_privs and oom_score_adj, then whether it may make
-// a block device node (the VM's disk is 254:0), then its namespaces as it
+// a block device node (the VM's disk is 254:0) and open a character device
+// the device cgroup denies (the serial console, 4:64), then its namespaces as it
 // sees them: whether it is PID 1, how many processes named /init (the
 // guest agent) it sees, and whether its hostname is the one the engine
 // gave it.
 const securityScript = `grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status; ` +
 	`cat /proc/self/oom_score_adj; mkdir -p /tmp; ` +
 	`if mknod /tmp/blk-$$ b 254 0 2>/dev/null; then echo mknod-allowed; rm -f /tmp/blk-$$; else echo mknod-refused; fi; ` +
+	`if mknod /tmp/chr-$$ c 4 64 2>/dev/null; then if (: > /tmp/chr-$$) 2>/dev/null; then echo open-allowed; else echo open-refused; fi; rm -f /tmp/chr-$$; fi; ` +
 	`if [ $$ = 1 ]; then echo pid-1; else echo not-pid-1; fi; ` +
 	`echo "agent-visible=$(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' '\n' | grep -cx '/ini[t]')"; ` +
 	`if [ "$(hostname)" = "$(cat /etc/hostname)" ]; then echo hostname-ok; else echo "hostname $(hostname) vs $(cat /etc/hostname)"; fi`
@@ -58,6 +60,11 @@ func TestPodmanSecurity(t *testing.T) {
 					}
 					if tc.wantCapEff != "" && !hasLine(out, "CapEff:\t"+tc.wantCapEff) {
 						t.Errorf("want CapEff %s, got:\n%s", tc.wantCapEff, out)
+					}
+					// The device cgroup (the engines' deny-all plus runc's
+					// defaults) refuses the serial console.
+					if hasLine(out, "open-allowed") {
+						t.Errorf("the container opened the serial console (4:64):\n%s", out)
 					}
 					// The container's processes have a PID namespace of
 					// their own: the first is PID 1, the agent is out of sight.

@@ -289,6 +289,7 @@ func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mo
 		req.RootAttrs = &agentapi.FileAttrs{Mode: info.RootMode, Uid: info.RootUID, Gid: info.RootGID}
 	}
 	req.OwnPidNamespace, req.NewNamespaces, _ = guestNamespaces(b.Spec, false)
+	req.DeviceRules = deviceRules(b.Spec)
 	if l := b.Spec.Linux; l != nil {
 		req.MaskedPaths, req.ReadonlyPaths = l.MaskedPaths, l.ReadonlyPaths
 		// Validated by bundle.Load (runc's namespaced sysctls only).

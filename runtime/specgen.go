@@ -25,16 +25,12 @@ func (specExistsError) Error() string {
 func (specExistsError) Is(target error) bool { return target == fs.ErrExist }
 
 // DefaultSpec is the starter configuration of `initos-runtime spec`: runc's
-// `runc spec` (libcontainer/specconv.Example)
-// field by field, minus what a VM does not apply:
-//
-//   - linux.resources.devices (deny all): the guest does not enforce
-//     device rules yet (issue 12); listing runc's would promise a
-//     confinement that does not happen.
-//
-// The capabilities (runc's three, in every set runc lists them in), masked
-// and read-only paths are runc's: the guest applies them to the
-// container's process and to the guest kernel's /proc and /sys.
+// `runc spec` (libcontainer/specconv.Example) field by field. The
+// capabilities (runc's three, in every set runc lists them in), masked and
+// read-only paths and the device rule (deny all, to which the runtime adds
+// the devices every container may use, as runc does) are runc's: the guest
+// applies them to the container's process, its cgroup and the guest
+// kernel's /proc and /sys.
 //
 // Values that differ: ociVersion is the version this runtime implements,
 // and hostname is "initos". There is no rootless variant: the runtime needs
@@ -78,6 +74,7 @@ func DefaultSpec() *specs.Spec {
 				Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 		},
 		Linux: &specs.Linux{
+			Resources: &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}},
 			Namespaces: []specs.LinuxNamespace{
 				{Type: specs.PIDNamespace},
 				{Type: specs.NetworkNamespace},

@@ -1,0 +1,42 @@
+package runtime
+
+import (
+	"fmt"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestDeviceRules(t *testing.T) {
+	i64 := func(v int64) *int64 { return &v }
+	if r := deviceRules(&specs.Spec{Linux: &specs.Linux{}}); r != nil {
+		t.Errorf("no rules in the spec: %v, want no filter", r)
+	}
+	s := &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{
+		{Allow: false, Access: "rwm"},
+		{Allow: true, Type: "c", Major: i64(10), Minor: i64(229), Access: "rw"},
+		{Allow: true, Type: "b", Major: i64(8)},
+	}}}}
+	r := deviceRules(s)
+	if len(r) != 3+len(alwaysAllowedDevices) {
+		t.Fatalf("%d rules, want the spec's 3 and the %d always allowed", len(r), len(alwaysAllowedDevices))
+	}
+	for i, want := range []string{"false a -1:-1 rwm", "true c 10:229 rw", "true b 8:-1 rwm"} {
+		if got := ruleString(r[i]); got != want {
+			t.Errorf("rule %d = %s, want %s", i, got, want)
+		}
+	}
+	if got := ruleString(r[len(r)-1]); got != "true c 136:-1 rwm" {
+		t.Errorf("last rule %s, want the ptys', after the spec's", got)
+	}
+}
+
+func ruleString(r interface {
+	GetAllow() bool
+	GetType() string
+	GetMajor() int64
+	GetMinor() int64
+	GetAccess() string
+}) string {
+	return fmt.Sprintf("%v %s %d:%d %s", r.GetAllow(), r.GetType(), r.GetMajor(), r.GetMinor(), r.GetAccess())
+}

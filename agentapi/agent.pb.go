@@ -383,7 +383,14 @@ type SetupRequest struct {
 	// The container cgroup's device rules, in order (the spec's
 	// linux.resources.devices, then the devices every container may use);
 	// enforced by a device program on its cgroup. None: no device filter.
-	DeviceRules   []*DeviceRule `protobuf:"bytes,20,rep,name=device_rules,json=deviceRules,proto3" json:"device_rules,omitempty"`
+	DeviceRules []*DeviceRule `protobuf:"bytes,20,rep,name=device_rules,json=deviceRules,proto3" json:"device_rules,omitempty"`
+	// The spec's linux.seccomp compiled on the host for x86_64: a classic
+	// BPF program as the kernel's struct sock_filter array (8 bytes an
+	// instruction, little-endian), installed with seccomp_flags
+	// (SECCOMP_FILTER_FLAG_*) before every process of the container
+	// execs. Empty: no filter.
+	Seccomp       []byte `protobuf:"bytes,21,opt,name=seccomp,proto3" json:"seccomp,omitempty"`
+	SeccompFlags  uint32 `protobuf:"varint,22,opt,name=seccomp_flags,json=seccompFlags,proto3" json:"seccomp_flags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -556,6 +563,20 @@ func (x *SetupRequest) GetDeviceRules() []*DeviceRule {
 		return x.DeviceRules
 	}
 	return nil
+}
+
+func (x *SetupRequest) GetSeccomp() []byte {
+	if x != nil {
+		return x.Seccomp
+	}
+	return nil
+}
+
+func (x *SetupRequest) GetSeccompFlags() uint32 {
+	if x != nil {
+		return x.SeccompFlags
+	}
+	return 0
 }
 
 // DeviceRule is one rule of a device cgroup (config-linux.md "Allowed
@@ -1829,7 +1850,7 @@ const file_agent_proto_rawDesc = "" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xc1\a\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions\"\x80\b\n" +
 	"\fSetupRequest\x12\x1f\n" +
 	"\vroot_device\x18\x01 \x01(\tR\n" +
 	"rootDevice\x12\x1f\n" +
@@ -1856,7 +1877,9 @@ const file_agent_proto_rawDesc = "" +
 	"\troot_path\x18\x11 \x01(\tR\brootPath\x12%\n" +
 	"\x0enew_namespaces\x18\x12 \x03(\tR\rnewNamespaces\x12'\n" +
 	"\x0fjoin_namespaces\x18\x13 \x03(\tR\x0ejoinNamespaces\x12>\n" +
-	"\fdevice_rules\x18\x14 \x03(\v2\x1b.initos.agent.v1.DeviceRuleR\vdeviceRules\x1a:\n" +
+	"\fdevice_rules\x18\x14 \x03(\v2\x1b.initos.agent.v1.DeviceRuleR\vdeviceRules\x12\x18\n" +
+	"\aseccomp\x18\x15 \x01(\fR\aseccomp\x12#\n" +
+	"\rseccomp_flags\x18\x16 \x01(\rR\fseccompFlags\x1a:\n" +
 	"\fSysctlsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"z\n" +

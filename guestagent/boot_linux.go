@@ -228,6 +228,8 @@ func (a *agent) sidecar() error {
 		RootDevice: a.cmdline.Root,
 		RootFstype: a.cmdline.RootFSType,
 		Mounts: []*agentapi.Mount{
+			// The VM's program: the guest's devices are its own.
+			{Destination: "/dev", Type: "devtmpfs", Source: "devtmpfs", Options: []string{"nosuid"}},
 			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev"}},
 		},

@@ -32,6 +32,10 @@ type guestContainer struct {
 	// sysctls are the spec's, written again in its new IPC and UTS
 	// namespaces.
 	sysctls map[string]string
+	// seccomp is the BPF program every one of its processes installs
+	// before its exec, with seccompFlags.
+	seccomp      []byte
+	seccompFlags uint32
 	// masked and readonly are the spec's paths, applied again under the
 	// /proc a PID namespace of its own gets.
 	masked, readonly []string
@@ -109,11 +113,15 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 			return nil, errorf(ErrInvalidArgument, "setup of container %q: namespace %q: want uts, ipc or mount", id, ns)
 		}
 	}
+	if len(req.Seccomp)%8 != 0 || len(req.Seccomp)/8 > maxSeccompInstructions {
+		return nil, errorf(ErrInvalidArgument, "setup of container %q: seccomp program of %d bytes: want whole 8-byte instructions, at most %d", id, len(req.Seccomp), maxSeccompInstructions)
+	}
 	if len(req.JoinNamespaces) > 0 && id == "" {
 		return nil, errorf(ErrInvalidArgument, "setup: the default container has no other container's namespaces to join")
 	}
 	c := &guestContainer{id: id, rootfs: s.rootfsOf(id), ownPidns: req.OwnPidNamespace,
 		newNs: req.NewNamespaces, joinNs: req.JoinNamespaces, hostname: req.Hostname, sysctls: req.Sysctls,
+		seccomp: req.Seccomp, seccompFlags: req.SeccompFlags,
 		masked: req.MaskedPaths, readonly: req.ReadonlyPaths}
 	defer func() {
 		s.mu.Lock()

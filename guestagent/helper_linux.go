@@ -56,6 +56,10 @@ type helperConfig struct {
 	// its new IPC and UTS namespaces) are written there.
 	Hostname string            `json:"hostname,omitempty"`
 	Sysctls  map[string]string `json:"sysctls,omitempty"`
+	// Seccomp is the BPF program (sock_filter array) installed with
+	// SeccompFlags before the exec.
+	Seccomp      []byte `json:"seccomp,omitempty"`
+	SeccompFlags uint32 `json:"seccompFlags,omitempty"`
 }
 
 // rlimitResources maps the runtime-spec's rlimit names to resources.
@@ -206,6 +210,13 @@ func prepareExec(cfg *helperConfig) (string, error) {
 			return "", fmt.Errorf("making the terminal the controlling terminal: %w", err)
 		}
 	}
+	if len(cfg.Seccomp) > 0 && !p.NoNewPrivileges {
+		// Without no_new_privs, installing a filter needs
+		// CAP_SYS_ADMIN: now, before the capabilities go (runc's order).
+		if err := installSeccomp(cfg.Seccomp, cfg.SeccompFlags); err != nil {
+			return "", err
+		}
+	}
 	// config.md "capabilities": "an object containing arrays that specifies
 	// the sets of capabilities for the process." The bounding set first,
 	// while CAP_SETPCAP is still there; absent capabilities are empty sets,
@@ -251,6 +262,12 @@ func prepareExec(cfg *helperConfig) (string, error) {
 		// The last step before the exec (only the start byte is awaited).
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return "", fmt.Errorf("setting no_new_privs on the process: %w", err)
+		}
+		if len(cfg.Seccomp) > 0 {
+			// As late as can be: the filter holds from here on.
+			if err := installSeccomp(cfg.Seccomp, cfg.SeccompFlags); err != nil {
+				return "", err
+			}
 		}
 	}
 	return path, nil

@@ -58,7 +58,7 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 
 	h := &launched{}
 	var stdio [3]*os.File
-	cfg := helperConfig{Process: req.Process, Rootfs: req.Rootfs}
+	cfg := helperConfig{Process: req.Process, Rootfs: req.Rootfs, Seccomp: req.Seccomp, SeccompFlags: req.SeccompFlags}
 	switch {
 	case slices.Contains(req.NewNamespaces, "mount"):
 		// Its root is pivoted to, not chrooted into.

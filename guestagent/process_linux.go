@@ -25,6 +25,10 @@ type launchRequest struct {
 	Hostname      string
 	// Sysctls are written in the new IPC and UTS namespaces.
 	Sysctls map[string]string
+	// Seccomp is the container's BPF program (sock_filter array),
+	// installed with SeccompFlags before the exec.
+	Seccomp      []byte
+	SeccompFlags uint32
 	// JoinNamespacesOf, when set, starts the process in the namespaces
 	// JoinNamespaces ("pid", "uts", "ipc") of that pid.
 	JoinNamespacesOf int

@@ -199,7 +199,7 @@ func (s *Service) createProcess(ctx context.Context, cid, id string, spec *specs
 		return nil, errorf(ErrAlreadyExists, "creating process %q: the id is taken", id)
 	}
 	s.procs[id] = nil // reserved while launching
-	req := launchRequest{ID: id, Process: spec, Rootfs: c.rootfs, Console: console}
+	req := launchRequest{ID: id, Process: spec, Rootfs: c.rootfs, Console: console, Seccomp: c.seccomp, SeccompFlags: c.seccompFlags}
 	if err := s.namespacesOf(c, &req); err != nil {
 		delete(s.procs, id)
 		s.mu.Unlock()

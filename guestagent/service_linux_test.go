@@ -135,7 +135,10 @@ func TestSetupPodmanSpec(t *testing.T) {
 	}
 }
 
-func TestSetupBindsGuestDevWithoutDevMount(t *testing.T) {
+// TestSetupDevWithoutDevMount: a spec without a /dev mount keeps the
+// rootfs's /dev with the default devices made in it (runc's way), never
+// the guest's devtmpfs (the VM's disks, the agent's channel).
+func TestSetupDevWithoutDevMount(t *testing.T) {
 	s, sys, _ := newTestService(t)
 	sys.files["/srv"] = fs.ModeDir | 0o755 // a directory in the guest
 	_, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{
@@ -152,7 +155,6 @@ func TestSetupBindsGuestDevWithoutDevMount(t *testing.T) {
 	want := []string{
 		"mount cgroup2 /sys/fs/cgroup cgroup2 0x0 ",
 		fmt.Sprintf("mount /dev/vda %s btrfs 0x0 ", r),
-		fmt.Sprintf("mount /dev %s/dev  %#x ", r, unix.MS_BIND|unix.MS_REC),
 		fmt.Sprintf("mount proc %s/proc proc 0x0 ", r),
 		fmt.Sprintf("mount /srv %s/data  %#x ", r, unix.MS_BIND|unix.MS_REC),
 		fmt.Sprintf("mount  %s/data  %#x ", r, unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID),
@@ -160,8 +162,8 @@ func TestSetupBindsGuestDevWithoutDevMount(t *testing.T) {
 	if got := sys.Calls("mount"); !reflect.DeepEqual(got, want) {
 		t.Errorf("mounts:\n got %q\nwant %q", got, want)
 	}
-	if got := sys.Calls("mknod", "symlink"); len(got) != 0 {
-		t.Errorf("the guest's /dev must be left alone, got %q", got)
+	if got := sys.Calls("mknod"); len(got) != len(defaultDevices) || got[0] != fmt.Sprintf("mknod %s/dev/null 020666 1:3", r) {
+		t.Errorf("default devices in the rootfs's /dev: %q", got)
 	}
 }
 
@@ -191,7 +193,6 @@ func TestSetupSharedRoot(t *testing.T) {
 				"mount cgroup2 /sys/fs/cgroup cgroup2 0x0 ",
 				fmt.Sprintf("mount initos-root /run/initos/roots %s 0x0 %s", fstype, data),
 				fmt.Sprintf("mount /run/initos/roots/c %s  %#x ", r, unix.MS_BIND|unix.MS_REC),
-				fmt.Sprintf("mount /dev %s/dev  %#x ", r, unix.MS_BIND|unix.MS_REC),
 				fmt.Sprintf("mount proc %s/proc proc 0x0 ", r),
 				fmt.Sprintf("mount  %s  %#x ", r, unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY),
 			}
@@ -254,7 +255,7 @@ func TestSetupHostBindFailsAndRollsBack(t *testing.T) {
 		t.Errorf("mounts left after the failed Setup: %q", left)
 	}
 	// Unmounted in reverse order.
-	want := []string{"umount " + testRootfs + "/proc 0", "umount " + testRootfs + "/dev 0", "umount " + testRootfs + " 0"}
+	want := []string{"umount " + testRootfs + "/proc 0", "umount " + testRootfs + " 0"}
 	if got := sys.Calls("umount"); !reflect.DeepEqual(got, want) {
 		t.Errorf("unmounts %q, want %q", got, want)
 	}

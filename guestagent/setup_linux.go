@@ -82,15 +82,12 @@ func (s *Service) setupRoot(ctx context.Context, rootfs, dev string, req *agenta
 
 	devFromSpec := slices.ContainsFunc(req.Mounts, func(m *agentapi.Mount) bool { return path.Clean("/"+m.Destination) == "/dev" })
 	if !devFromSpec {
-		// No /dev in the spec: the container gets the guest's devtmpfs.
-		target, err := s.mountTarget(rootfs, "/dev", true)
-		if err != nil {
+		// No /dev in the spec: the rootfs's own /dev, with the default
+		// devices made in it (runc's way). Never the guest's devtmpfs: it
+		// holds the VM's disks and the agent's channel.
+		if _, err := s.mountTarget(rootfs, "/dev", true); err != nil {
 			return mounted, err
 		}
-		if err := s.sys.Mount("/dev", target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return mounted, fmt.Errorf("binding the guest's /dev on %q: %w", target, err)
-		}
-		mounted = append(mounted, target)
 	}
 
 	devptsMounted := false
@@ -120,10 +117,8 @@ func (s *Service) setupRoot(ctx context.Context, rootfs, dev string, req *agenta
 			return mounted, err
 		}
 	}
-	if devFromSpec {
-		if err := s.populateDev(rootfs, req.DeviceNodes, devptsMounted); err != nil {
-			return mounted, err
-		}
+	if err := s.populateDev(rootfs, req.DeviceNodes, devptsMounted); err != nil {
+		return mounted, err
 	}
 
 	if s.cfg.ResolvConf != "" && !slices.ContainsFunc(req.Mounts, func(m *agentapi.Mount) bool { return path.Clean("/"+m.Destination) == "/etc/resolv.conf" }) {

@@ -9,13 +9,13 @@ import (
 )
 
 // securityScript prints what the process's security settings are: its
-// capability sets, no_new_privs and oom_score_adj, then whether it may make
+// capability sets, no_new_privs, seccomp mode and oom_score_adj, then whether it may make
 // a block device node (the VM's disk is 254:0) and open a character device
 // the device cgroup denies (the serial console, 4:64), then its namespaces as it
 // sees them: whether it is PID 1, how many processes named /init (the
 // guest agent) it sees, and whether its hostname is the one the engine
 // gave it.
-const securityScript = `grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status; ` +
+const securityScript = `grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; ` +
 	`cat /proc/self/oom_score_adj; mkdir -p /tmp; ` +
 	`if mknod /tmp/blk-$$ b 254 0 2>/dev/null; then echo mknod-allowed; rm -f /tmp/blk-$$; else echo mknod-refused; fi; ` +
 	`if mknod /tmp/chr-$$ c 4 64 2>/dev/null; then if (: > /tmp/chr-$$) 2>/dev/null; then echo open-allowed; else echo open-refused; fi; rm -f /tmp/chr-$$; fi; ` +
@@ -45,6 +45,7 @@ func TestPodmanSecurity(t *testing.T) {
 		{name: "user-1000", args: []string{"--user", "1000:1000"},
 			wantMknod: "mknod-refused", wantCapEff: "0000000000000000"},
 		{name: "oom-score-adj", args: []string{"--oom-score-adj", "500"}},
+		{name: "seccomp-unconfined", args: []string{"--security-opt", "seccomp=unconfined"}},
 		{name: "exec-cap-drop-all", args: []string{"--cap-drop=all"}, exec: true,
 			wantMknod: "mknod-refused", wantCapEff: "0000000000000000"},
 	} {
@@ -60,6 +61,10 @@ func TestPodmanSecurity(t *testing.T) {
 					}
 					if tc.wantCapEff != "" && !hasLine(out, "CapEff:\t"+tc.wantCapEff) {
 						t.Errorf("want CapEff %s, got:\n%s", tc.wantCapEff, out)
+					}
+					// podman's default seccomp profile is a filter (mode 2).
+					if want := map[bool]string{false: "Seccomp:\t2", true: "Seccomp:\t0"}[tc.name == "seccomp-unconfined"]; !hasLine(out, want) {
+						t.Errorf("want %s, got:\n%s", want, out)
 					}
 					// The device cgroup (the engines' deny-all plus runc's
 					// defaults) refuses the serial console.

@@ -46,6 +46,15 @@ func TestRunBusybox(t *testing.T) {
 				s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.PIDNamespace })
 			}},
 		{name: "sigkill-self-as-pid-1", args: []string{"sh", "-c", "kill -9 $$; echo survived"}, wantOut: "survived\n"},
+		// The spec's seccomp profile holds in the guest: mkdir(2) and
+		// mkdirat(2) fail with the rule's errno (EACCES), the rest runs.
+		{name: "seccomp-errno", args: []string{"sh", "-c", "mkdir /tmp/x 2>&1; grep ^Seccomp: /proc/self/status"},
+			edit: func(s *specs.Spec) {
+				eacces := uint(13)
+				s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
+					{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno, ErrnoRet: &eacces}}}
+			},
+			wantOut: "mkdir: can't create directory '/tmp/x': Permission denied\nSeccomp:\t2\n"},
 		{name: "stdin-through-cat", args: []string{"cat"}, stdin: []byte("line one\nline two\n\x00binary\xff\n"),
 			wantOut: "line one\nline two\n\x00binary\xff\n"},
 		{name: "env-cwd-user", args: []string{"sh", "-c", `echo "FOO=$FOO"; pwd; id -u; id -g; id -G; echo "HOME=$HOME"`},

@@ -133,6 +133,11 @@ func BootSandbox(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir s
 }
 
 func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, pod bool, d bootDeps) (_ *Instance, retErr error) {
+	// Compiled first: a profile the guest cannot run fails before a VM.
+	seccompProg, seccompFlags, err := guestSeccomp(b.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("container %q: %w", id, err)
+	}
 	memMiB, cpus := vmSize(c, b.Spec)
 	accel := d.detectAccel()
 	driver, err := chooseDriver(c, accel)
@@ -260,6 +265,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 
 	t0 = time.Now()
 	setup := setupRequest(b, info, mounts, sh)
+	setup.Seccomp, setup.SeccompFlags = seccompProg, seccompFlags
 	if inst.root != nil {
 		setup.RootShare, setup.RootPath = inst.root.agentShare(), rootEntry
 	} else {

@@ -47,6 +47,10 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 			m.removeMember(context.WithoutCancel(ctx))
 		}
 	}()
+	seccompProg, seccompFlags, err := guestSeccomp(b.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("adding container %q: %w", id, err)
+	}
 	name := "m-" + randomSuffix()
 	var msh *share
 	mounts, err := shareMounts(b.Spec, &msh, filepath.Join(inst.share.dir, name), filepath.Join(shareMount, name))
@@ -79,6 +83,7 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 		setup.RootSerial = serial
 	}
 	setup.ContainerId = id
+	setup.Seccomp, setup.SeccompFlags = seccompProg, seccompFlags
 	setup.OwnPidNamespace, setup.NewNamespaces, setup.JoinNamespaces = guestNamespaces(b.Spec, true)
 	if err := m.setup(ctx, setup); err != nil {
 		return nil, fmt.Errorf("adding container %q to the VM of %q: %w", id, inst.ID, err)

@@ -1,0 +1,226 @@
+package runtime
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+
+	seccomp "github.com/elastic/go-seccomp-bpf"
+	"github.com/elastic/go-seccomp-bpf/arch"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/net/bpf"
+)
+
+// The spec's seccomp profile is compiled on the host into the classic BPF
+// program the guest kernel (x86_64) runs, and the agent's helper installs it
+// before the process's execve (config-linux.md seccomp). The compiler is
+// github.com/elastic/go-seccomp-bpf (pure Go: the agent is static, without
+// cgo). What libseccomp does and this compiler does not, and how it is met:
+//   - unknown syscall names are skipped (libseccomp resolves names per
+//     architecture; profiles list other architectures' names);
+//   - SCMP_CMP_MASKED_EQ (arg & value == valueTwo) becomes "every bit of
+//     valueTwo set" and "no other bit of value set";
+//   - a default action with an errno (podman's ENOSYS) is written into
+//     the program's last instruction, its default return;
+//   - only x86_64 is filtered: calls through another ABI (i386, x32) get
+//     the default action.
+// Not supported (an error names them): SCMP_ACT_NOTIFY and listenerPath.
+
+// seccompFlags are the spec's flags the kernel takes
+// (SECCOMP_FILTER_FLAG_*).
+var seccompFlags = map[specs.LinuxSeccompFlag]uint32{
+	"SECCOMP_FILTER_FLAG_TSYNC":            1 << 0,
+	specs.LinuxSeccompFlagLog:              1 << 1,
+	specs.LinuxSeccompFlagSpecAllow:        1 << 2,
+	"SECCOMP_FILTER_FLAG_TSYNC_ESRCH":      1 << 4,
+	specs.LinuxSeccompFlagWaitKillableRecv: 1 << 5,
+}
+
+// defaultErrno is errnoRet's and defaultErrnoRet's default (EPERM).
+const defaultErrno = 1
+
+// guestSeccomp is the program and flags of spec s's profile (nil: none).
+func guestSeccomp(s *specs.Spec) ([]byte, uint32, error) {
+	if s.Linux == nil {
+		return nil, 0, nil
+	}
+	return seccompProgram(s.Linux.Seccomp)
+}
+
+// seccompProgram compiles profile s into the guest's program, as the
+// kernel's sock_filter array, and its flags; nil for no profile.
+func seccompProgram(s *specs.LinuxSeccomp) ([]byte, uint32, error) {
+	if s == nil {
+		return nil, 0, nil
+	}
+	if s.ListenerPath != "" {
+		return nil, 0, fmt.Errorf("linux.seccomp.listenerPath %q: seccomp user notification is not supported", s.ListenerPath)
+	}
+	var flags uint32
+	for _, f := range s.Flags {
+		v, ok := seccompFlags[f]
+		if !ok {
+			return nil, 0, fmt.Errorf("linux.seccomp.flags: unknown flag %q", f)
+		}
+		flags |= v
+	}
+	def, err := seccompAction(s.DefaultAction, s.DefaultErrnoRet)
+	if err != nil {
+		return nil, 0, fmt.Errorf("linux.seccomp.defaultAction: %w", err)
+	}
+	// go-seccomp-bpf validates the default action by name: assemble with
+	// a plain one and write the real one into the default return below.
+	policy := seccomp.Policy{DefaultAction: seccomp.ActionAllow}
+	for i, sc := range s.Syscalls {
+		act, err := seccompAction(sc.Action, sc.ErrnoRet)
+		if err != nil {
+			return nil, 0, fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err)
+		}
+		g := seccomp.SyscallGroup{Action: act}
+		for _, name := range sc.Names {
+			if _, ok := arch.X86_64.SyscallNames[name]; !ok {
+				continue // not an x86_64 system call
+			}
+			if len(sc.Args) == 0 {
+				g.Names = append(g.Names, name)
+				continue
+			}
+			alts, err := seccompConditions(sc.Args)
+			if err != nil {
+				return nil, 0, fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err)
+			}
+			for _, c := range alts {
+				g.NamesWithCondtions = append(g.NamesWithCondtions, seccomp.NameWithConditions{Name: name, Conditions: c})
+			}
+		}
+		policy.Syscalls = append(policy.Syscalls, g)
+	}
+	if len(policy.Syscalls) == 0 {
+		// The compiler wants one group: one that matches nothing.
+		policy.Syscalls = []seccomp.SyscallGroup{{Action: def}}
+	}
+	insts, err := policy.Assemble()
+	if err != nil {
+		return nil, 0, fmt.Errorf("linux.seccomp: compiling the profile: %w", err)
+	}
+	// The program ends with the default return; the architecture check
+	// jumps there too.
+	last, ok := insts[len(insts)-1].(bpf.RetConstant)
+	if !ok || last.Val != uint32(seccomp.ActionAllow) {
+		return nil, 0, fmt.Errorf("linux.seccomp: compiled program does not end with its default return (%v)", insts[len(insts)-1])
+	}
+	insts[len(insts)-1] = bpf.RetConstant{Val: uint32(def)}
+	raw, err := bpf.Assemble(insts)
+	if err != nil {
+		return nil, 0, fmt.Errorf("linux.seccomp: assembling the program: %w", err)
+	}
+	out := make([]byte, 0, 8*len(raw))
+	for _, r := range raw {
+		out = binary.LittleEndian.AppendUint16(out, r.Op)
+		out = append(out, r.Jt, r.Jf)
+		out = binary.LittleEndian.AppendUint32(out, r.K)
+	}
+	return out, flags, nil
+}
+
+// seccompAction is the kernel's return value of action a (errno: its
+// errno, EPERM by default).
+func seccompAction(a specs.LinuxSeccompAction, errno *uint) (seccomp.Action, error) {
+	switch a {
+	case specs.ActAllow:
+		return seccomp.ActionAllow, nil
+	case specs.ActKill, specs.ActKillThread:
+		return seccomp.ActionKillThread, nil
+	case specs.ActKillProcess:
+		return seccomp.ActionKillProcess, nil
+	case specs.ActTrap:
+		return seccomp.ActionTrap, nil
+	case specs.ActLog:
+		return seccomp.ActionLog, nil
+	case specs.ActErrno, specs.ActTrace:
+		base, e := seccomp.ActionErrno, uint(defaultErrno)
+		if a == specs.ActTrace {
+			base, e = seccomp.ActionTrace, 0
+		}
+		if errno != nil {
+			e = *errno
+		}
+		if e > 0xffff {
+			return 0, fmt.Errorf("%s: errnoRet %d does not fit 16 bits", a, e)
+		}
+		return base | seccomp.Action(e), nil
+	}
+	return 0, fmt.Errorf("action %q is not supported", a)
+}
+
+// seccompConditions turns a rule's args into alternatives, each a set of
+// conditions that must all hold: runc's reading, where args on distinct
+// indexes must all match and args repeating an index are alternatives.
+func seccompConditions(args []specs.LinuxSeccompArg) ([]seccomp.ArgumentConditions, error) {
+	seen := map[uint]bool{}
+	repeated := false
+	for _, a := range args {
+		repeated = repeated || seen[a.Index]
+		seen[a.Index] = true
+	}
+	var all seccomp.ArgumentConditions
+	var alts []seccomp.ArgumentConditions
+	for _, a := range args {
+		c, err := seccompCondition(a)
+		if err != nil {
+			return nil, err
+		}
+		if c == nil {
+			// Can never hold (MASKED_EQ with bits outside the mask).
+			if !repeated {
+				return nil, nil
+			}
+			continue
+		}
+		if repeated {
+			alts = append(alts, c)
+		} else {
+			all = append(all, c...)
+		}
+	}
+	if !repeated {
+		alts = []seccomp.ArgumentConditions{all}
+	}
+	return alts, nil
+}
+
+// seccompCondition is one arg comparison as conditions that must all hold;
+// nil when it can never hold.
+func seccompCondition(a specs.LinuxSeccompArg) (seccomp.ArgumentConditions, error) {
+	if a.Index > 5 {
+		return nil, fmt.Errorf("arg index %d: system calls have 6 arguments", a.Index)
+	}
+	ops := map[specs.LinuxSeccompOperator]seccomp.Operation{
+		specs.OpNotEqual: seccomp.NotEqual, specs.OpLessThan: seccomp.LessThan,
+		specs.OpLessEqual: seccomp.LessOrEqual, specs.OpEqualTo: seccomp.Equal,
+		specs.OpGreaterEqual: seccomp.GreaterOrEqual, specs.OpGreaterThan: seccomp.GreaterThan,
+	}
+	if op, ok := ops[a.Op]; ok {
+		return seccomp.ArgumentConditions{{Argument: uint32(a.Index), Operation: op, Value: a.Value}}, nil
+	}
+	if a.Op != specs.OpMaskedEqual {
+		return nil, fmt.Errorf("arg operator %q is not supported", a.Op)
+	}
+	mask, want := a.Value, a.ValueTwo
+	if want&^mask != 0 {
+		return nil, nil
+	}
+	var cs seccomp.ArgumentConditions
+	for rest := want; rest != 0; rest &= rest - 1 {
+		bit := uint64(1) << bits.TrailingZeros64(rest)
+		cs = append(cs, seccomp.Condition{Argument: uint32(a.Index), Operation: seccomp.BitsSet, Value: bit})
+	}
+	if other := mask &^ want; other != 0 {
+		cs = append(cs, seccomp.Condition{Argument: uint32(a.Index), Operation: seccomp.BitsNotSet, Value: other})
+	}
+	if len(cs) == 0 {
+		// A zero mask: always (arg & 0 == 0).
+		cs = seccomp.ArgumentConditions{{Argument: uint32(a.Index), Operation: seccomp.BitsNotSet, Value: 0}}
+	}
+	return cs, nil
+}

@@ -1,0 +1,130 @@
+package runtime
+
+import (
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	seccomp "github.com/elastic/go-seccomp-bpf"
+	"github.com/elastic/go-seccomp-bpf/arch"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/net/bpf"
+)
+
+// runSeccomp runs program prog (seccompProgram's) on a system call of arch
+// archID with number nr and args, as the kernel would, and returns the
+// action.
+func runSeccomp(t *testing.T, prog []byte, archID uint32, name string, args ...uint64) uint32 {
+	t.Helper()
+	var raw []bpf.RawInstruction
+	for i := 0; i < len(prog); i += 8 {
+		raw = append(raw, bpf.RawInstruction{Op: binary.LittleEndian.Uint16(prog[i:]), Jt: prog[i+2], Jf: prog[i+3], K: binary.LittleEndian.Uint32(prog[i+4:])})
+	}
+	insts, ok := bpf.Disassemble(raw)
+	if !ok {
+		t.Fatal("the program does not disassemble")
+	}
+	vm, err := bpf.NewVM(insts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// struct seccomp_data: nr, arch, instruction_pointer, args[6].
+	data := make([]byte, 64)
+	binary.LittleEndian.PutUint32(data[0:], uint32(arch.X86_64.SyscallNames[name]))
+	binary.LittleEndian.PutUint32(data[4:], archID)
+	for i, a := range args {
+		binary.LittleEndian.PutUint64(data[16+8*i:], a)
+	}
+	// The VM reads words big-endian, as network packets: present the
+	// data as the kernel's loads see it.
+	for i := 0; i < len(data); i += 4 {
+		binary.BigEndian.PutUint32(data[i:], binary.LittleEndian.Uint32(data[i:]))
+	}
+	ret, err := vm.Run(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint32(ret)
+}
+
+func TestSeccompProgram(t *testing.T) {
+	u := func(v uint) *uint { return &v }
+	errno := func(e uint32) uint32 { return uint32(seccomp.ActionErrno) | e }
+	allow, enosys := uint32(seccomp.ActionAllow), errno(38)
+	profile := &specs.LinuxSeccomp{
+		DefaultAction:   specs.ActErrno,
+		DefaultErrnoRet: u(38),
+		Architectures:   []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
+		Syscalls: []specs.LinuxSyscall{
+			// _llseek is i386's: skipped on x86_64.
+			{Names: []string{"read", "write", "exit_group", "_llseek"}, Action: specs.ActAllow},
+			{Names: []string{"mkdir"}, Action: specs.ActErrno},
+			// podman's clone rule: no namespace flags.
+			{Names: []string{"clone"}, Action: specs.ActAllow,
+				Args: []specs.LinuxSeccompArg{{Index: 0, Value: 0x7E020000, ValueTwo: 0, Op: specs.OpMaskedEqual}}},
+			// personality(0) or personality(8): alternatives on one index.
+			{Names: []string{"personality"}, Action: specs.ActAllow,
+				Args: []specs.LinuxSeccompArg{{Index: 0, Value: 0, Op: specs.OpEqualTo}, {Index: 0, Value: 8, Op: specs.OpEqualTo}}},
+			// (arg1 & 0x3) == 0x2, and arg0 above 10.
+			{Names: []string{"socket"}, Action: specs.ActKillProcess,
+				Args: []specs.LinuxSeccompArg{{Index: 1, Value: 3, ValueTwo: 2, Op: specs.OpMaskedEqual}, {Index: 0, Value: 10, Op: specs.OpGreaterThan}}},
+		},
+	}
+	prog, flags, err := seccompProgram(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flags != 0 || len(prog)%8 != 0 {
+		t.Fatalf("flags %d, %d bytes", flags, len(prog))
+	}
+	x86_64 := uint32(arch.X86_64.ID)
+	for _, tc := range []struct {
+		name string
+		args []uint64
+		want uint32
+	}{
+		{"read", nil, allow},
+		{"getpid", nil, enosys},
+		{"mkdir", nil, errno(1)},
+		{"clone", []uint64{0x11}, allow},
+		{"clone", []uint64{0x10000000}, enosys}, // CLONE_NEWUSER
+		{"personality", []uint64{8}, allow},
+		{"personality", []uint64{4}, enosys},
+		{"socket", []uint64{11, 6}, uint32(seccomp.ActionKillProcess)},
+		{"socket", []uint64{11, 7}, enosys},
+		{"socket", []uint64{10, 6}, enosys},
+		{"socket", []uint64{11, 1<<32 | 6}, uint32(seccomp.ActionKillProcess)},
+	} {
+		if got := runSeccomp(t, prog, x86_64, tc.name, tc.args...); got != tc.want {
+			t.Errorf("%s%v = %#x, want %#x", tc.name, tc.args, got, tc.want)
+		}
+	}
+	if got := runSeccomp(t, prog, uint32(arch.I386.ID), "read"); got != enosys {
+		t.Errorf("an i386 call = %#x, want the default %#x", got, enosys)
+	}
+}
+
+func TestSeccompProgramErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		s    *specs.LinuxSeccomp
+		want string
+	}{
+		{"notify", &specs.LinuxSeccomp{DefaultAction: specs.ActNotify}, `action "SCMP_ACT_NOTIFY" is not supported`},
+		{"listener", &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, ListenerPath: "/run/x.sock"}, "listenerPath"},
+		{"flag", &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Flags: []specs.LinuxSeccompFlag{"X"}}, `unknown flag "X"`},
+		{"operator", &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
+			{Names: []string{"read"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{{Index: 0, Op: "SCMP_CMP_X"}}}}}, `syscalls[0]: arg operator "SCMP_CMP_X"`},
+		{"index", &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
+			{Names: []string{"read"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{{Index: 6, Op: specs.OpEqualTo}}}}}, "arg index 6"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, _, err := seccompProgram(tc.s); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one with %q", err, tc.want)
+			}
+		})
+	}
+	if p, _, err := seccompProgram(nil); p != nil || err != nil {
+		t.Errorf("no profile: %v, %v", p, err)
+	}
+}

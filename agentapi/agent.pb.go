@@ -389,10 +389,14 @@ type SetupRequest struct {
 	// instruction, little-endian), installed with seccomp_flags
 	// (SECCOMP_FILTER_FLAG_*) before every process of the container
 	// execs. Empty: no filter.
-	Seccomp       []byte `protobuf:"bytes,21,opt,name=seccomp,proto3" json:"seccomp,omitempty"`
-	SeccompFlags  uint32 `protobuf:"varint,22,opt,name=seccomp_flags,json=seccompFlags,proto3" json:"seccomp_flags,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Seccomp      []byte `protobuf:"bytes,21,opt,name=seccomp,proto3" json:"seccomp,omitempty"`
+	SeccompFlags uint32 `protobuf:"varint,22,opt,name=seccomp_flags,json=seccompFlags,proto3" json:"seccomp_flags,omitempty"`
+	// The spec's linux.rootfsPropagation ("shared", "slave", "private",
+	// "unbindable", or the r-prefixed forms): the container's root mount's
+	// propagation in its own mount namespace ("" leaves it private).
+	RootfsPropagation string `protobuf:"bytes,23,opt,name=rootfs_propagation,json=rootfsPropagation,proto3" json:"rootfs_propagation,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SetupRequest) Reset() {
@@ -577,6 +581,13 @@ func (x *SetupRequest) GetSeccompFlags() uint32 {
 		return x.SeccompFlags
 	}
 	return 0
+}
+
+func (x *SetupRequest) GetRootfsPropagation() string {
+	if x != nil {
+		return x.RootfsPropagation
+	}
+	return ""
 }
 
 // DeviceRule is one rule of a device cgroup (config-linux.md "Allowed
@@ -1850,7 +1861,7 @@ const file_agent_proto_rawDesc = "" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions\"\x80\b\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xaf\b\n" +
 	"\fSetupRequest\x12\x1f\n" +
 	"\vroot_device\x18\x01 \x01(\tR\n" +
 	"rootDevice\x12\x1f\n" +
@@ -1879,7 +1890,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fjoin_namespaces\x18\x13 \x03(\tR\x0ejoinNamespaces\x12>\n" +
 	"\fdevice_rules\x18\x14 \x03(\v2\x1b.initos.agent.v1.DeviceRuleR\vdeviceRules\x12\x18\n" +
 	"\aseccomp\x18\x15 \x01(\fR\aseccomp\x12#\n" +
-	"\rseccomp_flags\x18\x16 \x01(\rR\fseccompFlags\x1a:\n" +
+	"\rseccomp_flags\x18\x16 \x01(\rR\fseccompFlags\x12-\n" +
+	"\x12rootfs_propagation\x18\x17 \x01(\tR\x11rootfsPropagation\x1a:\n" +
 	"\fSysctlsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"z\n" +

@@ -60,17 +60,6 @@ func (s *Service) makeCgroup(cid string) {
 	}
 }
 
-// joinCgroup moves pid (a helper not yet exec'd: its children follow)
-// into container cid's cgroup.
-func (s *Service) joinCgroup(cid string, pid int) {
-	if !s.cgroups {
-		return
-	}
-	if err := s.sys.WriteFile(filepath.Join(cgroupOf(cid), "cgroup.procs"), []byte(strconv.Itoa(pid))); err != nil {
-		s.log.Printf("cgroups: moving pid %d into the cgroup of container %q: %v", pid, cid, err)
-	}
-}
-
 // removeCgroup removes a removed container's (empty) cgroup.
 func (s *Service) removeCgroup(cid string) {
 	if !s.cgroups {

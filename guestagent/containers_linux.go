@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +37,13 @@ type guestContainer struct {
 	// before its exec, with seccompFlags.
 	seccomp      []byte
 	seccompFlags uint32
+	// cgroupMount is where its spec mounts cgroup (under rootfs; ""),
+	// mounted again in its own cgroup namespace.
+	cgroupMount    string
+	cgroupReadonly bool
+	// rootPropagation is the propagation of its root mount in its own
+	// mount namespace (0: private).
+	rootPropagation uintptr
 	// masked and readonly are the spec's paths, applied again under the
 	// /proc a PID namespace of its own gets.
 	masked, readonly []string
@@ -87,6 +95,10 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 	if err := checkContainerID(id); err != nil {
 		return nil, err
 	}
+	rootPropagation, err := checkSetup(id, req)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	switch {
 	case s.state == guestShuttingDown || s.state == guestSettingUp && id == "":
@@ -108,20 +120,9 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 		s.state = guestSettingUp
 	}
 	s.mu.Unlock()
-	for _, ns := range append(append([]string(nil), req.NewNamespaces...), req.JoinNamespaces...) {
-		if ns != "uts" && ns != "ipc" && ns != "mount" {
-			return nil, errorf(ErrInvalidArgument, "setup of container %q: namespace %q: want uts, ipc or mount", id, ns)
-		}
-	}
-	if len(req.Seccomp)%8 != 0 || len(req.Seccomp)/8 > maxSeccompInstructions {
-		return nil, errorf(ErrInvalidArgument, "setup of container %q: seccomp program of %d bytes: want whole 8-byte instructions, at most %d", id, len(req.Seccomp), maxSeccompInstructions)
-	}
-	if len(req.JoinNamespaces) > 0 && id == "" {
-		return nil, errorf(ErrInvalidArgument, "setup: the default container has no other container's namespaces to join")
-	}
 	c := &guestContainer{id: id, rootfs: s.rootfsOf(id), ownPidns: req.OwnPidNamespace,
 		newNs: req.NewNamespaces, joinNs: req.JoinNamespaces, hostname: req.Hostname, sysctls: req.Sysctls,
-		seccomp: req.Seccomp, seccompFlags: req.SeccompFlags,
+		seccomp: req.Seccomp, seccompFlags: req.SeccompFlags, rootPropagation: rootPropagation,
 		masked: req.MaskedPaths, readonly: req.ReadonlyPaths}
 	defer func() {
 		s.mu.Lock()
@@ -163,6 +164,13 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 	c.mounted, err = s.setupRoot(ctx, c.rootfs, dev, req)
 	if err != nil {
 		return nil, err
+	}
+	for _, m := range req.Mounts {
+		if m.Type == "cgroup" || m.Type == "cgroup2" {
+			if target, err := scopedJoin(s.sys, c.rootfs, m.Destination); err == nil {
+				c.cgroupMount, c.cgroupReadonly = target, slices.Contains(m.Options, "ro")
+			}
+		}
 	}
 	if req.Hostname != "" {
 		if err := s.sys.Sethostname(req.Hostname); err != nil {
@@ -206,6 +214,31 @@ func (s *Service) ensureShare(sh *agentapi.Share) error {
 	s.vmMounted = append(s.vmMounted, path.Clean(mp))
 	s.mu.Unlock()
 	return nil
+}
+
+// checkSetup checks what Setup takes beyond the mounts, before anything is
+// reserved, and returns the root's propagation flags.
+func checkSetup(id string, req *agentapi.SetupRequest) (uintptr, error) {
+	for _, ns := range append(append([]string(nil), req.NewNamespaces...), req.JoinNamespaces...) {
+		if ns != "uts" && ns != "ipc" && ns != "mount" && ns != "cgroup" {
+			return 0, errorf(ErrInvalidArgument, "setup of container %q: namespace %q: want uts, ipc, mount or cgroup", id, ns)
+		}
+	}
+	if len(req.Seccomp)%8 != 0 || len(req.Seccomp)/8 > maxSeccompInstructions {
+		return 0, errorf(ErrInvalidArgument, "setup of container %q: seccomp program of %d bytes: want whole 8-byte instructions, at most %d", id, len(req.Seccomp), maxSeccompInstructions)
+	}
+	var rootPropagation uintptr
+	if p := req.RootfsPropagation; p != "" {
+		flag, ok := propagationFlags[p]
+		if !ok {
+			return 0, errorf(ErrInvalidArgument, "setup of container %q: rootfs propagation %q: want shared, slave, private or unbindable (r-prefixed too)", id, p)
+		}
+		rootPropagation = flag
+	}
+	if len(req.JoinNamespaces) > 0 && id == "" {
+		return 0, errorf(ErrInvalidArgument, "setup: the default container has no other container's namespaces to join")
+	}
+	return rootPropagation, nil
 }
 
 // diskWait bounds the wait for an attached disk to show up with a size.

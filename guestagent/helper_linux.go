@@ -40,6 +40,9 @@ type helperConfig struct {
 	// already the helper's root (a joined mount namespace).
 	Rootfs string `json:"rootfs"`
 	Pivot  bool   `json:"pivot,omitempty"`
+	// RootPropagation is applied to the new root after the pivot
+	// (config-linux.md rootfsPropagation); 0 leaves it private.
+	RootPropagation uintptr `json:"rootPropagation,omitempty"`
 	// Ctty makes stdin the controlling terminal of the new session.
 	Ctty bool `json:"ctty,omitempty"`
 	// TryCtty does the same where it can (the console of sidecar mode).
@@ -56,6 +59,12 @@ type helperConfig struct {
 	// its new IPC and UTS namespaces) are written there.
 	Hostname string            `json:"hostname,omitempty"`
 	Sysctls  map[string]string `json:"sysctls,omitempty"`
+	// NewCgroupns: the helper, already in the container's cgroup, makes a
+	// cgroup namespace rooted there and mounts cgroup2 again on
+	// CgroupMount (a path under Rootfs; "" for none) inside it.
+	NewCgroupns    bool   `json:"newCgroupns,omitempty"`
+	CgroupMount    string `json:"cgroupMount,omitempty"`
+	CgroupReadonly bool   `json:"cgroupReadonly,omitempty"`
 	// Seccomp is the BPF program (sock_filter array) installed with
 	// SeccompFlags before the exec.
 	Seccomp      []byte `json:"seccomp,omitempty"`
@@ -157,6 +166,27 @@ func prepareExec(cfg *helperConfig) (string, error) {
 			return "", fmt.Errorf("making the container's mounts private: %w", err)
 		}
 	}
+	if cfg.NewCgroupns {
+		// config-linux.md cgroup namespace: the container sees its own
+		// cgroup as the root, as under runc.
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return "", fmt.Errorf("making the cgroup namespace: %w", err)
+		}
+		if cfg.CgroupMount != "" {
+			flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+			if cfg.CgroupReadonly {
+				flags |= unix.MS_RDONLY
+			}
+			// The agent's mount of the same hierarchy first: a second
+			// mount of it on one mount point is EBUSY.
+			if err := unix.Unmount(cfg.CgroupMount, unix.MNT_DETACH); err != nil {
+				return "", fmt.Errorf("unmounting the agent's cgroup2 on %q: %w", cfg.CgroupMount, err)
+			}
+			if err := unix.Mount("cgroup2", cfg.CgroupMount, "cgroup2", flags, ""); err != nil {
+				return "", fmt.Errorf("mounting the cgroup namespace's cgroup2 on %q: %w", cfg.CgroupMount, err)
+			}
+		}
+	}
 	if cfg.Hostname != "" {
 		// config.md "hostname": in the container's own UTS namespace.
 		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
@@ -179,6 +209,11 @@ func prepareExec(cfg *helperConfig) (string, error) {
 	if cfg.Pivot && cfg.Rootfs != "" {
 		if err := pivotRoot(cfg.Rootfs); err != nil {
 			return "", err
+		}
+		if cfg.RootPropagation != 0 {
+			if err := unix.Mount("", "/", "", cfg.RootPropagation, ""); err != nil {
+				return "", fmt.Errorf("setting the root's propagation: %w", err)
+			}
 		}
 	} else if cfg.Rootfs != "" {
 		if err := unix.Chroot(cfg.Rootfs); err != nil {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -62,7 +63,10 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	switch {
 	case slices.Contains(req.NewNamespaces, "mount"):
 		// Its root is pivoted to, not chrooted into.
-		cfg.Pivot = true
+		cfg.Pivot, cfg.RootPropagation = true, req.RootPropagation
+		if slices.Contains(req.NewNamespaces, "cgroup") {
+			cfg.NewCgroupns, cfg.CgroupMount, cfg.CgroupReadonly = true, req.CgroupMount, req.CgroupReadonly
+		}
 	case slices.Contains(req.JoinNamespaces, "mount"):
 		// setns(2) has made the container's root its root.
 		cfg.Rootfs = ""
@@ -147,7 +151,9 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	files := []uintptr{stdio[0].Fd(), stdio[1].Fd(), stdio[2].Fd(), cfgR.Fd(), startR.Fd(), statusW.Fd()}
 	exited := make(chan exitInfo, 1)
 	attr := &syscall.ProcAttr{Env: []string{}, Files: files}
-	flags, err := cloneFlags(req.NewNamespaces)
+	// A cgroup namespace is made by the helper once it is in the
+	// container's cgroup (its root is the cgroup it is made in).
+	flags, err := cloneFlags(slices.DeleteFunc(slices.Clone(req.NewNamespaces), func(ns string) bool { return ns == "cgroup" }))
 	if err != nil {
 		return nil, err
 	}
@@ -165,6 +171,14 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	}
 	h.Pid = pid
 	h.Exited = exited
+	if req.CgroupProcs != "" {
+		// Before the helper reads its configuration: all it does is in
+		// the container's cgroup, and its cgroup namespace is rooted there.
+		if err := os.WriteFile(req.CgroupProcs, []byte(strconv.Itoa(pid)), 0); err != nil {
+			_ = unix.Kill(pid, unix.SIGKILL)
+			return nil, fmt.Errorf("moving the process helper (pid %d) into %s: %w", pid, req.CgroupProcs, err)
+		}
+	}
 	helperFailed := false
 	defer func() {
 		if err == nil {
@@ -383,12 +397,13 @@ func isTerminal(f *os.File) bool {
 // /proc/<pid>/ns names.
 var (
 	namespaceFlags = map[string]uintptr{
-		"pid":   syscall.CLONE_NEWPID,
-		"uts":   syscall.CLONE_NEWUTS,
-		"ipc":   syscall.CLONE_NEWIPC,
-		"mount": syscall.CLONE_NEWNS,
+		"pid":    syscall.CLONE_NEWPID,
+		"uts":    syscall.CLONE_NEWUTS,
+		"ipc":    syscall.CLONE_NEWIPC,
+		"mount":  syscall.CLONE_NEWNS,
+		"cgroup": syscall.CLONE_NEWCGROUP,
 	}
-	namespaceFiles = map[string]string{"pid": "pid", "uts": "uts", "ipc": "ipc", "mount": "mnt"}
+	namespaceFiles = map[string]string{"pid": "pid", "uts": "uts", "ipc": "ipc", "mount": "mnt", "cgroup": "cgroup"}
 )
 
 // cloneFlags are the clone flags of namespaces.
@@ -397,7 +412,7 @@ func cloneFlags(namespaces []string) (uintptr, error) {
 	for _, ns := range namespaces {
 		f, ok := namespaceFlags[ns]
 		if !ok {
-			return 0, errorf(ErrInvalidArgument, "namespace %q: want pid, uts, ipc or mount", ns)
+			return 0, errorf(ErrInvalidArgument, "namespace %q: want pid, uts, ipc, mount or cgroup", ns)
 		}
 		flags |= f
 	}
@@ -428,7 +443,7 @@ func forkExecInNamespaces(pid int, namespaces []string, exe string, args []strin
 		for i, name := range namespaces {
 			file, ok := namespaceFiles[name]
 			if !ok {
-				done <- result{0, errorf(ErrInvalidArgument, "namespace %q: want pid, uts, ipc or mount", name)}
+				done <- result{0, errorf(ErrInvalidArgument, "namespace %q: want pid, uts, ipc, mount or cgroup", name)}
 				return
 			}
 			f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, file))

@@ -25,6 +25,17 @@ type launchRequest struct {
 	Hostname      string
 	// Sysctls are written in the new IPC and UTS namespaces.
 	Sysctls map[string]string
+	// CgroupProcs is the cgroup.procs file of the container's cgroup: the
+	// helper is moved there before it reads its configuration.
+	CgroupProcs string
+	// CgroupMount is where in Rootfs the container's cgroup2 is mounted
+	// (""): with a new cgroup namespace, mounted again inside it
+	// (read-only when CgroupReadonly).
+	CgroupMount    string
+	CgroupReadonly bool
+	// RootPropagation is the propagation its new mount namespace's root
+	// gets after the pivot (0: private).
+	RootPropagation uintptr
 	// Seccomp is the container's BPF program (sock_filter array),
 	// installed with SeccompFlags before the exec.
 	Seccomp      []byte

@@ -199,7 +199,11 @@ func (s *Service) createProcess(ctx context.Context, cid, id string, spec *specs
 		return nil, errorf(ErrAlreadyExists, "creating process %q: the id is taken", id)
 	}
 	s.procs[id] = nil // reserved while launching
-	req := launchRequest{ID: id, Process: spec, Rootfs: c.rootfs, Console: console, Seccomp: c.seccomp, SeccompFlags: c.seccompFlags}
+	req := launchRequest{ID: id, Process: spec, Rootfs: c.rootfs, Console: console, Seccomp: c.seccomp, SeccompFlags: c.seccompFlags,
+		CgroupMount: c.cgroupMount, CgroupReadonly: c.cgroupReadonly, RootPropagation: c.rootPropagation}
+	if s.cgroups {
+		req.CgroupProcs = filepath.Join(cgroupOf(cid), "cgroup.procs")
+	}
 	if err := s.namespacesOf(c, &req); err != nil {
 		delete(s.procs, id)
 		s.mu.Unlock()
@@ -226,7 +230,6 @@ func (s *Service) createProcess(ctx context.Context, cid, id string, spec *specs
 	p.stdout = s.startPump(h.Stdout)
 	p.stderr = s.startPump(h.Stderr)
 
-	s.joinCgroup(cid, p.pid)
 	newPidns := slices.Contains(req.NewNamespaces, "pid")
 	pidns := ""
 	if newPidns {

@@ -730,7 +730,7 @@ func TestProcessNamespaces(t *testing.T) {
 	sys.files["/dev/vdb"], sys.files["/dev/vdc"] = fs.ModeDevice, fs.ModeDevice
 	ctx := ctx5s(t)
 	if _, err := s.Setup(ctx, &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs", Hostname: "box",
-		OwnPidNamespace: true, NewNamespaces: []string{"uts", "ipc", "mount"}}); err != nil {
+		OwnPidNamespace: true, NewNamespaces: []string{"uts", "ipc", "mount", "cgroup"}}); err != nil {
 		t.Fatal(err)
 	}
 	create := func(cid, id string) (*fakeProc, error) {
@@ -754,14 +754,18 @@ func TestProcessNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := main.req.NewNamespaces; !reflect.DeepEqual(got, []string{"uts", "ipc", "mount", "pid"}) || main.req.Hostname != "box" || main.req.JoinNamespacesOf != 0 {
+	if got := main.req.NewNamespaces; !reflect.DeepEqual(got, []string{"uts", "ipc", "mount", "cgroup", "pid"}) || main.req.Hostname != "box" || main.req.JoinNamespacesOf != 0 {
 		t.Errorf("first process: new %q, hostname %q, joins %d", got, main.req.Hostname, main.req.JoinNamespacesOf)
+	}
+	// Moved into its cgroup before it makes its cgroup namespace.
+	if want := cgroupOf("") + "/cgroup.procs"; main.req.CgroupProcs != want {
+		t.Errorf("first process's cgroup.procs %q, want %q", main.req.CgroupProcs, want)
 	}
 	exec, err := create("", "exec")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if exec.req.JoinNamespacesOf != main.pid || !reflect.DeepEqual(exec.req.JoinNamespaces, []string{"uts", "ipc", "mount", "pid"}) || len(exec.req.NewNamespaces) != 0 {
+	if exec.req.JoinNamespacesOf != main.pid || !reflect.DeepEqual(exec.req.JoinNamespaces, []string{"uts", "ipc", "mount", "cgroup", "pid"}) || len(exec.req.NewNamespaces) != 0 {
 		t.Errorf("exec: joins %q of %d, new %q; want the first process's, pid last", exec.req.JoinNamespaces, exec.req.JoinNamespacesOf, exec.req.NewNamespaces)
 	}
 
@@ -781,5 +785,27 @@ func TestProcessNamespaces(t *testing.T) {
 	if _, err := s.Setup(ctx, &agentapi.SetupRequest{ContainerId: "bad", RootDevice: "/dev/vdc", RootFstype: "btrfs",
 		NewNamespaces: []string{"user"}}); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), `"user"`) {
 		t.Errorf("Setup with a user namespace = %v, want ErrInvalidArgument naming it", err)
+	}
+}
+
+func TestRootfsPropagation(t *testing.T) {
+	s, _, l := newTestService(t)
+	if _, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs", RootfsPropagation: "bogus"}); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), `"bogus"`) {
+		t.Fatalf("Setup with rootfs propagation bogus = %v, want ErrInvalidArgument naming it", err)
+	}
+	if _, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs", RootfsPropagation: "rshared",
+		NewNamespaces: []string{"mount"}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.CreateProcess(ctx5s(t), &agentapi.CreateProcessRequest{Id: "main", ProcessJson: processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "/"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.procs {
+		if p.pid == int(resp.Pid) && p.req.RootPropagation != unix.MS_SHARED|unix.MS_REC {
+			t.Errorf("root propagation %#x, want MS_SHARED|MS_REC", p.req.RootPropagation)
+		}
 	}
 }

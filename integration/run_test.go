@@ -46,6 +46,15 @@ func TestRunBusybox(t *testing.T) {
 				s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.PIDNamespace })
 			}},
 		{name: "sigkill-self-as-pid-1", args: []string{"sh", "-c", "kill -9 $$; echo survived"}, wantOut: "survived\n"},
+		// A cgroup namespace of its own: its cgroup is the root there,
+		// and the cgroup2 mounted at /sys/fs/cgroup is that cgroup, which
+		// holds only the container's process (sh execs grep).
+		{name: "cgroup-namespace", args: []string{"sh", "-c", "cat /proc/self/cgroup; grep -c ^ /sys/fs/cgroup/cgroup.procs"},
+			edit: func(s *specs.Spec) {
+				s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+				s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "ro"}})
+			},
+			wantOut: "0::/\n1\n"},
 		// The spec's seccomp profile holds in the guest: mkdir(2) and
 		// mkdirat(2) fail with the rule's errno (EACCES), the rest runs.
 		{name: "seccomp-errno", args: []string{"sh", "-c", "mkdir /tmp/x 2>&1; grep ^Seccomp: /proc/self/status"},

@@ -296,6 +296,9 @@ func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mo
 	}
 	req.OwnPidNamespace, req.NewNamespaces, _ = guestNamespaces(b.Spec, false)
 	req.DeviceRules = deviceRules(b.Spec)
+	if b.Spec.Linux != nil {
+		req.RootfsPropagation = b.Spec.Linux.RootfsPropagation
+	}
 	if l := b.Spec.Linux; l != nil {
 		req.MaskedPaths, req.ReadonlyPaths = l.MaskedPaths, l.ReadonlyPaths
 		// Validated by bundle.Load (runc's namespaced sysctls only).

@@ -8,8 +8,8 @@ import (
 // (config-linux.md namespaces: "If a path is not specified, the runtime MUST
 // create a new container namespace of the given type"). The VM's network
 // namespace is the container's (its NIC), so "network" is the VMM's
-// business; "cgroup" is not made yet; a user namespace is refused by
-// bundle.Load. A namespace with a path names one on the host:
+// business; a user namespace is refused by bundle.Load. A cgroup namespace
+// is made only with a mount namespace (its cgroup2 mount lives there). A namespace with a path names one on the host:
 // the VM's own container then shares the VM's (what the host's would be to
 // runc), and a pod member shares the sandbox's UTS and IPC namespaces (the
 // CRI's paths name the sandbox's). A pod member always has a PID namespace
@@ -25,12 +25,12 @@ func guestNamespaces(s *specs.Spec, member bool) (ownPid bool, newNs, joinNs []s
 			if ns.Path == "" {
 				ownPid = true
 			}
-		case specs.UTSNamespace, specs.IPCNamespace, specs.MountNamespace:
+		case specs.UTSNamespace, specs.IPCNamespace, specs.MountNamespace, specs.CgroupNamespace:
 			name := string(ns.Type)
 			switch {
 			case ns.Path == "":
 				newNs = append(newNs, name)
-			case member && ns.Type != specs.MountNamespace:
+			case member && ns.Type != specs.MountNamespace && ns.Type != specs.CgroupNamespace:
 				joinNs = append(joinNs, name)
 			}
 		}

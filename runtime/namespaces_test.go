@@ -27,7 +27,7 @@ func TestGuestNamespaces(t *testing.T) {
 		newNs, joinNs []string
 	}{
 		{"no linux", &specs.Spec{}, false, false, nil, nil},
-		{"runc spec", ns("pid", "network", "ipc", "uts", "mount", "cgroup"), false, true, []string{"ipc", "uts", "mount"}, nil},
+		{"runc spec", ns("pid", "network", "ipc", "uts", "mount", "cgroup"), false, true, []string{"ipc", "uts", "mount", "cgroup"}, nil},
 		{"podman --pid=host --ipc=host", ns("network", "uts", "mount"), false, false, []string{"uts", "mount"}, nil},
 		{"paths share the VM's", ns("pid=path", "uts=path", "ipc=path"), false, false, nil, nil},
 		{"pod member", ns("pid", "ipc=path", "uts=path", "network=path", "mount"), true, true, []string{"mount"}, []string{"ipc", "uts"}},

@@ -207,6 +207,9 @@ func validateSpec(spec *specs.Spec) error {
 	if err := validateNamespaces(spec.Linux); err != nil {
 		return err
 	}
+	if err := validateDevices(spec.Linux); err != nil {
+		return err
+	}
 
 	for i := range spec.Mounts {
 		m := &spec.Mounts[i]

@@ -316,6 +316,24 @@ func TestLoadInvalid(t *testing.T) {
 			want: []string{`linux.namespaces[6]: type "pid" duplicates linux.namespaces[0]`},
 		},
 		{
+			name: "device type",
+			setup: func(t *testing.T) string {
+				return writeBundle(t, specMap(t, func(m map[string]any) {
+					m["linux"].(map[string]any)["devices"] = []any{map[string]any{"path": "/dev/fuse", "type": "x", "major": 10, "minor": 229}}
+				}))
+			},
+			want: []string{`linux.devices[0] (/dev/fuse): type "x"`},
+		},
+		{
+			name: "device rule access",
+			setup: func(t *testing.T) string {
+				return writeBundle(t, specMap(t, func(m map[string]any) {
+					m["linux"].(map[string]any)["resources"] = map[string]any{"devices": []any{map[string]any{"allow": true, "access": "rwx"}}}
+				}))
+			},
+			want: []string{`linux.resources.devices[0]: access "rwx"`},
+		},
+		{
 			name: "unknown namespace",
 			setup: func(t *testing.T) string {
 				return writeBundle(t, specMap(t, func(m map[string]any) {

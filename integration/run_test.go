@@ -55,6 +55,13 @@ func TestRunBusybox(t *testing.T) {
 				s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "ro"}})
 			},
 			wantOut: "0::/\n1\n"},
+		// linux.devices are made in the container's /dev.
+		{name: "spec-devices", args: []string{"sh", "-c", "stat -c '%t,%T %a %u:%g' /dev/mynull; echo x > /dev/mynull && echo written"},
+			edit: func(s *specs.Spec) {
+				mode, uid := os.FileMode(0o640), uint32(1000)
+				s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{Path: "/dev/mynull", Type: "c", Major: 1, Minor: 3, FileMode: &mode, UID: &uid})
+			},
+			wantOut: "1,3 640 1000:0\nwritten\n"},
 		// The spec's seccomp profile holds in the guest: mkdir(2) and
 		// mkdirat(2) fail with the rule's errno (EACCES), the rest runs.
 		{name: "seccomp-errno", args: []string{"sh", "-c", "mkdir /tmp/x 2>&1; grep ^Seccomp: /proc/self/status"},

@@ -28,6 +28,31 @@ var alwaysAllowedDevices = []*agentapi.DeviceRule{
 	{Allow: true, Type: "c", Major: 136, Minor: anyDevice, Access: "rwm"}, // pts
 }
 
+// specDevices are spec s's linux.devices as the agent makes them in the
+// container's /dev (config-linux.md devices: "the runtime MUST make the
+// devices available"): nodes of the guest's devices with those numbers
+// (fileMode 0666 and owner 0:0 when unset).
+func specDevices(s *specs.Spec) []*agentapi.DeviceNode {
+	if s.Linux == nil {
+		return nil
+	}
+	var out []*agentapi.DeviceNode
+	for _, d := range s.Linux.Devices {
+		n := &agentapi.DeviceNode{Path: d.Path, Type: d.Type, Major: uint32(d.Major), Minor: uint32(d.Minor), Mode: 0o666}
+		if d.FileMode != nil {
+			n.Mode = uint32(d.FileMode.Perm())
+		}
+		if d.UID != nil {
+			n.Uid = *d.UID
+		}
+		if d.GID != nil {
+			n.Gid = *d.GID
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
 // deviceRules are the device cgroup rules of spec s for the guest (config-
 // linux.md "Allowed Device list"): its linux.resources.devices, then
 // alwaysAllowedDevices; nil (no filter) when it has none, as the VM is the

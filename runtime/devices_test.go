@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"os"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -39,4 +40,18 @@ func ruleString(r interface {
 	GetAccess() string
 }) string {
 	return fmt.Sprintf("%v %s %d:%d %s", r.GetAllow(), r.GetType(), r.GetMajor(), r.GetMinor(), r.GetAccess())
+}
+
+func TestSpecDevices(t *testing.T) {
+	mode := os.FileMode(0o620)
+	uid, gid := uint32(5), uint32(6)
+	s := &specs.Spec{Linux: &specs.Linux{Devices: []specs.LinuxDevice{
+		{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229},
+		{Path: "/dev/x", Type: "b", Major: 8, Minor: 1, FileMode: &mode, UID: &uid, GID: &gid},
+	}}}
+	got := specDevices(s)
+	if len(got) != 2 || got[0].Mode != 0o666 || got[0].Major != 10 || got[0].Minor != 229 ||
+		got[1].Mode != 0o620 || got[1].Uid != 5 || got[1].Gid != 6 || got[1].Type != "b" {
+		t.Errorf("specDevices = %v", got)
+	}
 }

@@ -296,6 +296,7 @@ func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mo
 	}
 	req.OwnPidNamespace, req.NewNamespaces, _ = guestNamespaces(b.Spec, false)
 	req.DeviceRules = deviceRules(b.Spec)
+	req.DeviceNodes = append(req.DeviceNodes, specDevices(b.Spec)...)
 	if b.Spec.Linux != nil {
 		req.RootfsPropagation = b.Spec.Linux.RootfsPropagation
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/bundle"
@@ -77,11 +78,18 @@ func spawnReady(ctx context.Context, cmd *exec.Cmd, deadline time.Duration, what
 		return 0, fmt.Errorf("%s: starting %s: %w", what, cmd.Path, err)
 	}
 	w.Close()
+	// Watched without being reaped: once it is ready, the process is the
+	// engine's (conmon, a subreaper, waits for the pid we report and
+	// inherits it when we exit). Reaping it here lost the exit status of
+	// one that ended before we did: podman exec exited 255 with no
+	// output.
 	exited := make(chan struct{})
 	go func() {
-		cmd.Wait()
+		waitNoReap(cmd.Process.Pid)
 		close(exited)
 	}()
+	// reap collects it on the paths where it is still ours.
+	reap := func() { <-exited; _ = cmd.Wait() }
 	line := make(chan string, 1)
 	go func() {
 		s, _ := bufio.NewReader(r).ReadString('\n')
@@ -92,17 +100,31 @@ func spawnReady(ctx context.Context, cmd *exec.Cmd, deadline time.Duration, what
 		if s == "ok\n" {
 			return cmd.Process.Pid, nil
 		}
-		<-exited
+		reap()
 		if msg, ok := strings.CutPrefix(strings.TrimSpace(s), "error: "); ok {
 			return 0, errors.New(msg)
 		}
 		return 0, fmt.Errorf("%s: the helper process exited (%v) before it was ready", what, cmd.ProcessState)
 	case <-time.After(deadline):
 		stopMonitor(cmd.Process, exited)
+		reap()
 		return 0, fmt.Errorf("%s: not ready within %s", what, deadline)
 	case <-ctx.Done():
 		stopMonitor(cmd.Process, exited)
+		reap()
 		return 0, fmt.Errorf("%s: %w", what, ctx.Err())
+	}
+}
+
+// waitNoReap waits until process pid has exited and leaves it waitable
+// (waitid with WNOWAIT).
+func waitNoReap(pid int) {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return
+		}
 	}
 }
 

@@ -392,29 +392,40 @@ func isTerminal(f *os.File) bool {
 	return ok
 }
 
-// namespaceFlags are the namespaces a container's processes may get of
-// their own or join, by their runtime-spec name; namespaceFiles are their
-// /proc/<pid>/ns names.
-var (
-	namespaceFlags = map[string]uintptr{
-		"pid":    syscall.CLONE_NEWPID,
-		"uts":    syscall.CLONE_NEWUTS,
-		"ipc":    syscall.CLONE_NEWIPC,
-		"mount":  syscall.CLONE_NEWNS,
-		"cgroup": syscall.CLONE_NEWCGROUP,
+// namespaceKind is a namespace a container's processes may get of their
+// own or join: its clone flag and its /proc/<pid>/ns name.
+type namespaceKind struct {
+	flag uintptr
+	file string
+}
+
+// namespaceKinds are those namespaces by their runtime-spec name.
+var namespaceKinds = map[string]namespaceKind{
+	"pid":    {syscall.CLONE_NEWPID, "pid"},
+	"uts":    {syscall.CLONE_NEWUTS, "uts"},
+	"ipc":    {syscall.CLONE_NEWIPC, "ipc"},
+	"mount":  {syscall.CLONE_NEWNS, "mnt"},
+	"cgroup": {syscall.CLONE_NEWCGROUP, "cgroup"},
+}
+
+// namespaceOf looks up namespace name.
+func namespaceOf(name string) (namespaceKind, error) {
+	k, ok := namespaceKinds[name]
+	if !ok {
+		return k, errorf(ErrInvalidArgument, "namespace %q: want pid, uts, ipc, mount or cgroup", name)
 	}
-	namespaceFiles = map[string]string{"pid": "pid", "uts": "uts", "ipc": "ipc", "mount": "mnt", "cgroup": "cgroup"}
-)
+	return k, nil
+}
 
 // cloneFlags are the clone flags of namespaces.
 func cloneFlags(namespaces []string) (uintptr, error) {
 	var flags uintptr
 	for _, ns := range namespaces {
-		f, ok := namespaceFlags[ns]
-		if !ok {
-			return 0, errorf(ErrInvalidArgument, "namespace %q: want pid, uts, ipc, mount or cgroup", ns)
+		k, err := namespaceOf(ns)
+		if err != nil {
+			return 0, err
 		}
-		flags |= f
+		flags |= k.flag
 	}
 	return flags, nil
 }
@@ -432,6 +443,7 @@ func forkExecInNamespaces(pid int, namespaces []string, exe string, args []strin
 	done := make(chan result, 1)
 	go func() {
 		goruntime.LockOSThread()
+		kinds := make([]namespaceKind, len(namespaces))
 		fds := make([]*os.File, len(namespaces))
 		defer func() {
 			for _, f := range fds {
@@ -441,12 +453,13 @@ func forkExecInNamespaces(pid int, namespaces []string, exe string, args []strin
 			}
 		}()
 		for i, name := range namespaces {
-			file, ok := namespaceFiles[name]
-			if !ok {
-				done <- result{0, errorf(ErrInvalidArgument, "namespace %q: want pid, uts, ipc, mount or cgroup", name)}
+			k, err := namespaceOf(name)
+			if err != nil {
+				done <- result{0, err}
 				return
 			}
-			f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, file))
+			kinds[i] = k
+			f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, k.file))
 			if err != nil {
 				done <- result{0, fmt.Errorf("opening the %s namespace of pid %d: %w", name, pid, err)}
 				return
@@ -462,7 +475,7 @@ func forkExecInNamespaces(pid int, namespaces []string, exe string, args []strin
 					return
 				}
 			}
-			if err := unix.Setns(int(fds[i].Fd()), int(namespaceFlags[name])); err != nil {
+			if err := unix.Setns(int(fds[i].Fd()), int(kinds[i].flag)); err != nil {
 				done <- result{0, fmt.Errorf("joining the %s namespace of pid %d: %w", name, pid, err)}
 				return
 			}

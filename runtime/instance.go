@@ -202,7 +202,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		return nil, fmt.Errorf("connecting container %q to its network: %w", id, err)
 	}
 	inst.net = att
-	if p, ok := netnsPath(b.Spec); ok && p == "" && bridgeExists(c.Bridge) {
+	if p, ok := NetnsPath(b.Spec); ok && p == "" && bridgeExists(c.Bridge) {
 		// A new network namespace on a host with the seed's bridge.
 		if inst.bridge, err = attachBridge(c, id); err != nil {
 			return nil, fmt.Errorf("connecting container %q to bridge %s: %w", id, c.Bridge, err)
@@ -264,7 +264,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	inst.Timings.Boot = time.Since(t0)
 
 	t0 = time.Now()
-	setup := setupRequest(b, info, mounts, sh)
+	setup := setupRequest(b, info, mounts, sh, false)
 	setup.Seccomp, setup.SeccompFlags = seccompProg, seccompFlags
 	if inst.root != nil {
 		setup.RootShare, setup.RootPath = inst.root.agentShare(), rootEntry
@@ -280,8 +280,8 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 
 // setupRequest is the agent's Setup of bundle b, whose disk is described
 // by info (nil: the root is shared, not a disk), with the guest's mounts
-// and the VM's share.
-func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mount, sh *share) *agentapi.SetupRequest {
+// and the VM's share; member says it joins a pod's VM (guestNamespaces).
+func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mount, sh *share, member bool) *agentapi.SetupRequest {
 	req := &agentapi.SetupRequest{
 		RootReadonly: b.Spec.Root.Readonly,
 		Hostname:     b.Spec.Hostname,
@@ -294,7 +294,7 @@ func setupRequest(b *bundle.Bundle, info *bundle.DiskInfo, mounts []*agentapi.Mo
 		req.DeviceNodes = deviceNodes(info.Devices)
 		req.RootAttrs = &agentapi.FileAttrs{Mode: info.RootMode, Uid: info.RootUID, Gid: info.RootGID}
 	}
-	req.OwnPidNamespace, req.NewNamespaces, _ = guestNamespaces(b.Spec, false)
+	req.OwnPidNamespace, req.NewNamespaces, req.JoinNamespaces = guestNamespaces(b.Spec, member)
 	req.DeviceRules = deviceRules(b.Spec)
 	req.DeviceNodes = append(req.DeviceNodes, specDevices(b.Spec)...)
 	if b.Spec.Linux != nil {

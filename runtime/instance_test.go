@@ -500,12 +500,12 @@ func TestVMExit(t *testing.T) {
 func TestSetupRequestSysctls(t *testing.T) {
 	sysctls := map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shmmax": "65536"}
 	b := &bundle.Bundle{Spec: &specs.Spec{Root: &specs.Root{Path: "rootfs"}, Linux: &specs.Linux{Sysctl: sysctls}}}
-	req := setupRequest(b, &bundle.DiskInfo{}, nil, nil)
+	req := setupRequest(b, &bundle.DiskInfo{}, nil, nil, false)
 	if len(req.Sysctls) != 2 || req.Sysctls["net.ipv4.ip_unprivileged_port_start"] != "0" || req.Sysctls["kernel.shmmax"] != "65536" {
 		t.Errorf("Sysctls = %v, want %v", req.Sysctls, sysctls)
 	}
 	b.Spec.Linux = nil
-	if req := setupRequest(b, &bundle.DiskInfo{}, nil, nil); req.Sysctls != nil {
+	if req := setupRequest(b, &bundle.DiskInfo{}, nil, nil, false); req.Sysctls != nil {
 		t.Errorf("Sysctls without linux = %v", req.Sysctls)
 	}
 }

@@ -36,7 +36,7 @@ const ownNetnsPath = "/proc/self/ns/net"
 // host is not in the seed's bridge mode (whose taps must be on the host's
 // bridge, so the monitor stays in the host's namespace there).
 func wantsOwnNetns(c Config, s *specs.Spec) bool {
-	path, ok := netnsPath(s)
+	path, ok := NetnsPath(s)
 	return ok && path == "" && !bridgeExists(c.Bridge)
 }
 

@@ -29,7 +29,7 @@ var attachNetworkFunc = network.AttachToNetns
 // and MAC. A namespace with only loopback (--network none) or no path (a
 // new, empty namespace) gives the guest loopback only.
 func attachNetwork(s *specs.Spec) (*network.Attachment, error) {
-	path, ok := netnsPath(s)
+	path, ok := NetnsPath(s)
 	if !ok {
 		// config-linux.md: "If a namespace type is not specified in the
 		// namespaces array, the container MUST inherit the runtime
@@ -47,9 +47,9 @@ func attachNetwork(s *specs.Spec) (*network.Attachment, error) {
 	return att, err
 }
 
-// netnsPath is the path of the spec's network namespace ("" for a new
+// NetnsPath is the path of the spec's network namespace ("" for a new
 // one); ok is false when the spec has none (the host's).
-func netnsPath(s *specs.Spec) (path string, ok bool) {
+func NetnsPath(s *specs.Spec) (path string, ok bool) {
 	if s.Linux == nil {
 		return "", false
 	}

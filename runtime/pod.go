@@ -66,7 +66,7 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 			return nil, fmt.Errorf("adding container %q to the VM of %q: %w", id, inst.ID, err)
 		}
 		m.rootName = name
-		setup = setupRequest(b, nil, mounts, inst.share)
+		setup = setupRequest(b, nil, mounts, inst.share, true)
 		setup.RootShare, setup.RootPath = inst.root.agentShare(), name
 	} else {
 		m.Disk = filepath.Join(c.disksDir(), id+"-"+randomSuffix()+".img")
@@ -79,12 +79,11 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 			return nil, fmt.Errorf("attaching the disk of container %q: %w", id, err)
 		}
 		m.serial = serial
-		setup = setupRequest(b, info, mounts, inst.share)
+		setup = setupRequest(b, info, mounts, inst.share, true)
 		setup.RootSerial = serial
 	}
 	setup.ContainerId = id
 	setup.Seccomp, setup.SeccompFlags = seccompProg, seccompFlags
-	setup.OwnPidNamespace, setup.NewNamespaces, setup.JoinNamespaces = guestNamespaces(b.Spec, true)
 	if err := m.setup(ctx, setup); err != nil {
 		return nil, fmt.Errorf("adding container %q to the VM of %q: %w", id, inst.ID, err)
 	}

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -41,8 +40,5 @@ func TestSpawnReadyReapsFailures(t *testing.T) {
 	}
 	if cmd.ProcessState == nil {
 		t.Error("the failed helper was not reaped")
-	}
-	if _, err := os.FindProcess(cmd.Process.Pid); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -263,7 +263,8 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, err
 	}
 	// The task's pid: its view process (view_linux.go), not the VMM.
-	v, err := s.startView(b.Rootfs, b.Spec.Mounts, netnsOf(b.Spec))
+	netns, _ := runtime.NetnsPath(b.Spec)
+	v, err := s.startView(b.Rootfs, b.Spec.Mounts, netns)
 	if err != nil {
 		_ = gp.Signal(ctx, 9, false)
 		return nil, fmt.Errorf("task %q: %w", r.ID, err)
@@ -290,19 +291,6 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	})
 	go c.init.run(s.ctx, func() { c.endExecs(s.ctx) }, s.send)
 	return c, nil
-}
-
-// netnsOf is the path of spec s's network namespace ("" for none).
-func netnsOf(s *specs.Spec) string {
-	if s.Linux == nil {
-		return ""
-	}
-	for _, ns := range s.Linux.Namespaces {
-		if ns.Type == specs.NetworkNamespace {
-			return ns.Path
-		}
-	}
-	return ""
 }
 
 // vmFor boots the container's VM, or for a pod's container joins the

@@ -49,15 +49,19 @@ func (s *Service) setupCgroups() {
 	})
 }
 
-// makeCgroup creates container cid's cgroup.
-func (s *Service) makeCgroup(cid string) {
+// makeCgroup creates container cid's cgroup and returns its directory, or
+// "" when the guest has no cgroup v2 or the cgroup could not be made.
+func (s *Service) makeCgroup(cid string) string {
 	s.setupCgroups()
 	if !s.cgroups {
-		return
+		return ""
 	}
-	if err := s.sys.MkdirAll(cgroupOf(cid), 0o755); err != nil {
+	dir := cgroupOf(cid)
+	if err := s.sys.MkdirAll(dir, 0o755); err != nil {
 		s.log.Printf("cgroups: creating the cgroup of container %q: %v", cid, err)
+		return ""
 	}
+	return dir
 }
 
 // removeCgroup removes a removed container's (empty) cgroup.

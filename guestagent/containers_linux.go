@@ -161,7 +161,14 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 			return nil, fmt.Errorf("setup of container %q: %w", id, err)
 		}
 	}
-	c.mounted, err = s.setupRoot(ctx, c.rootfs, dev, req)
+	// The container's cgroup before its mounts: a cgroup mount binds it.
+	cgroupDir := s.makeCgroup(id)
+	defer func() {
+		if err != nil && cgroupDir != "" {
+			s.removeCgroup(id)
+		}
+	}()
+	c.mounted, err = s.setupRoot(ctx, c.rootfs, dev, cgroupDir, req)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +189,6 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 		s.unmountAll(c.mounted)
 		return nil, fmt.Errorf("setup of container %q: %w", id, err)
 	}
-	s.makeCgroup(id)
 	if err := s.applyLimits(id, req.Limits); err != nil {
 		s.unmountAll(c.mounted)
 		return nil, err

@@ -81,7 +81,10 @@ func TestSetupPodmanSpec(t *testing.T) {
 		fmt.Sprintf("mount sysfs %s/sys sysfs %#x ", r, unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV|unix.MS_RDONLY),
 		fmt.Sprintf("mount devpts %s/dev/pts devpts %#x newinstance,ptmxmode=0666,mode=0620,gid=5", r, unix.MS_NOSUID|unix.MS_NOEXEC),
 		fmt.Sprintf("mount mqueue %s/dev/mqueue mqueue %#x ", r, unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV),
-		fmt.Sprintf("mount cgroup2 %s/sys/fs/cgroup cgroup2 %#x ", r, unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV|unix.MS_RELATIME|unix.MS_RDONLY),
+		// Without a cgroup namespace, the container's own cgroup, as runc
+		// binds it, read-only.
+		fmt.Sprintf("mount %s %s/sys/fs/cgroup  %#x ", cgroupOf(""), r, unix.MS_BIND),
+		fmt.Sprintf("mount  %s/sys/fs/cgroup  %#x ", r, unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV|unix.MS_RELATIME|unix.MS_RDONLY),
 		fmt.Sprintf("mount  %s/sys/fs/cgroup  %#x ", r, unix.MS_PRIVATE|unix.MS_REC),
 		// config.md root.readonly, after everything else.
 		fmt.Sprintf("mount  %s  %#x ", r, unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY),

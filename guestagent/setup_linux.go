@@ -39,7 +39,7 @@ var devSymlinks = [][2]string{
 // setupRoot mounts the root disk dev and the spec's mounts under rootfs
 // and fixes up /dev. On failure everything it mounted is unmounted again.
 // It returns the mount points in mount order.
-func (s *Service) setupRoot(ctx context.Context, rootfs, dev string, req *agentapi.SetupRequest) (mounted []string, err error) {
+func (s *Service) setupRoot(ctx context.Context, rootfs, dev, cgroupDir string, req *agentapi.SetupRequest) (mounted []string, err error) {
 	defer func() {
 		if err != nil {
 			s.unmountAll(mounted)
@@ -92,7 +92,7 @@ func (s *Service) setupRoot(ctx context.Context, rootfs, dev string, req *agenta
 
 	devptsMounted := false
 	for _, m := range req.Mounts {
-		targets, err := s.mountOne(rootfs, m)
+		targets, err := s.mountOne(rootfs, cgroupDir, m)
 		mounted = append(mounted, targets...)
 		if err != nil {
 			return mounted, err
@@ -194,9 +194,10 @@ func (s *Service) mountTarget(rootfs, dest string, dir bool) (string, error) {
 	return target, nil
 }
 
-// mountOne makes one of the spec's mounts. It returns what it mounted, also
-// on error, so that the caller can undo it.
-func (s *Service) mountOne(rootfs string, m *agentapi.Mount) ([]string, error) {
+// mountOne makes one of the spec's mounts; cgroupDir is the container's
+// cgroup ("" when the guest has no cgroup v2). It returns what it mounted,
+// also on error, so that the caller can undo it.
+func (s *Service) mountOne(rootfs, cgroupDir string, m *agentapi.Mount) ([]string, error) {
 	if m.Destination == "" {
 		return nil, errorf(ErrInvalidArgument, "mount of %q: destination is empty", m.Source)
 	}
@@ -225,6 +226,15 @@ func (s *Service) mountOne(rootfs string, m *agentapi.Mount) ([]string, error) {
 			opts.Data = append(opts.Data, "ptmxmode=0666")
 		}
 	case "cgroup", "cgroup2":
+		if cgroupDir != "" {
+			// The container's own cgroup, not the guest's whole
+			// hierarchy (runc binds the container's cgroup directory when
+			// there is no cgroup namespace: its limits read as under runc,
+			// the agent's cgroups stay out of sight). With a cgroup
+			// namespace the helper mounts cgroup2 again inside it.
+			bind := &agentapi.Mount{Destination: m.Destination, Type: "bind", Source: cgroupDir, Options: m.Options}
+			return s.bindMount(rootfs, bind, opts)
+		}
 		// The guest is cgroup v2 only; v1 options (controllers, name=)
 		// mean nothing to cgroup2.
 		fstype, source, opts.Data = "cgroup2", "cgroup2", nil

@@ -9,45 +9,86 @@ import (
 )
 
 // securityScript prints what the process's security settings are: its
-// capability sets, no_new_privs, seccomp mode and oom_score_adj, then whether it may make
-// a block device node (the VM's disk is 254:0) and open a character device
-// the device cgroup denies (the serial console, 4:64), then its namespaces as it
-// sees them: whether it is PID 1, how many processes named /init (the
-// guest agent) it sees, and whether its hostname is the one the engine
-// gave it.
-const securityScript = `grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; ` +
-	`cat /proc/self/oom_score_adj; mkdir -p /tmp; ` +
+// identity, capability sets, no_new_privs, seccomp mode, oom_score_adj, the
+// rlimits the engines set and its cgroup's pids.max (cgroup v2's, or
+// v1's pids hierarchy on a host like ours where runc has no v2); then whether seccomp
+// lets it mkdir, whether it may make a block device node (the VM's disk is
+// 254:0) and open a character device the device cgroup denies (the serial
+// console, 4:64); whether a --device node (/dev/probe) is there and what its
+// device rules let it do; the names in its /dev; then its namespaces as it
+// sees them: whether it is PID 1, how many processes named /init (the guest
+// agent) it sees, and whether its hostname is the one the engine gave it.
+const securityScript = `grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; ` +
+	`cat /proc/self/oom_score_adj; grep -E '^Max (open files|processes) ' /proc/self/limits; ` +
+	`echo "pids.max=$(cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max 2>/dev/null)"; ` +
+	`if e=$(mkdir /tmp/seccomp-probe 2>&1); then echo mkdir-allowed; rmdir /tmp/seccomp-probe; else echo "mkdir-refused: ${e##*: }"; fi; ` +
 	`if mknod /tmp/blk-$$ b 254 0 2>/dev/null; then echo mknod-allowed; rm -f /tmp/blk-$$; else echo mknod-refused; fi; ` +
 	`if mknod /tmp/chr-$$ c 4 64 2>/dev/null; then if (: > /tmp/chr-$$) 2>/dev/null; then echo open-allowed; else echo open-refused; fi; rm -f /tmp/chr-$$; fi; ` +
+	`if [ -e /dev/probe ]; then ls -l /dev/probe | awk '{print "probe", $1, $5, $6}'; ` +
+	`if head -c 1 /dev/probe >/dev/null 2>&1; then echo probe-read-ok; else echo probe-read-refused; fi; ` +
+	`if (: > /dev/probe) 2>/dev/null; then echo probe-write-ok; else echo probe-write-refused; fi; fi; ` +
+	`echo "dev: $(ls -A /dev | tr '\n' ' ')"; ` +
 	`if [ $$ = 1 ]; then echo pid-1; else echo not-pid-1; fi; ` +
 	`echo "agent-visible=$(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' '\n' | grep -cx '/ini[t]')"; ` +
 	`if [ "$(hostname)" = "$(cat /etc/hostname)" ]; then echo hostname-ok; else echo "hostname $(hostname) vs $(cat /etc/hostname)"; fi`
 
+// mkdirDenyProfile is a seccomp profile (podman's --security-opt
+// seccomp=FILE) that allows every system call but mkdir and mkdirat, which
+// fail with EPERM.
+const mkdirDenyProfile = `{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32"],` +
+	`"syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}`
+
 // TestPodmanSecurity runs the same podman commands under runc and under
 // initos-runtime and compares what the container's process reports about
-// its capabilities, no_new_privs and oom_score_adj: they must be equal.
+// its security settings (securityScript): they must be equal, and some lines
+// must read as the options ask.
 func TestPodmanSecurity(t *testing.T) {
 	runtimes, pods := bothRuntimes(t)
+	profile := filepath.Join(t.TempDir(), "deny-mkdir.json")
+	if err := os.WriteFile(profile, []byte(mkdirDenyProfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string // podman run's options
 		// exec: run a container with args and podman exec the script in it.
-		exec       bool
-		wantMknod  string // "" when either answer is fine
-		wantCapEff string // "" when not checked beyond equality
+		exec bool
+		// want: lines the script must print (beyond runc's and
+		// initos-runtime's outputs being equal).
+		want []string
+		// privileged: every device is allowed (the console check does
+		// not apply) and there is no seccomp filter.
+		privileged bool
 	}{
-		{name: "default"},
+		{name: "default", want: []string{"mknod-allowed", "mkdir-allowed"}},
 		{name: "cap-drop-all", args: []string{"--cap-drop=all"},
-			wantMknod: "mknod-refused", wantCapEff: "0000000000000000"},
+			want: []string{"mknod-refused", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"}},
 		{name: "cap-drop-all-add-net-admin", args: []string{"--cap-drop=all", "--cap-add=NET_ADMIN"},
-			wantMknod: "mknod-refused", wantCapEff: "0000000000001000"},
-		{name: "no-new-privileges", args: []string{"--security-opt", "no-new-privileges"}},
-		{name: "user-1000", args: []string{"--user", "1000:1000"},
-			wantMknod: "mknod-refused", wantCapEff: "0000000000000000"},
-		{name: "oom-score-adj", args: []string{"--oom-score-adj", "500"}},
-		{name: "seccomp-unconfined", args: []string{"--security-opt", "seccomp=unconfined"}},
+			want: []string{"mknod-refused", "CapEff:\t0000000000001000", "CapBnd:\t0000000000001000"}},
+		{name: "privileged", args: []string{"--privileged"}, privileged: true,
+			want: []string{"mknod-allowed", "Seccomp:\t0"}},
+		{name: "no-new-privileges", args: []string{"--security-opt", "no-new-privileges"},
+			want: []string{"NoNewPrivs:\t1"}},
+		{name: "seccomp-unconfined", args: []string{"--security-opt", "seccomp=unconfined"},
+			want: []string{"Seccomp:\t0"}},
+		{name: "seccomp-deny-mkdir", args: []string{"--security-opt", "seccomp=" + profile},
+			want: []string{"Seccomp:\t2", "mkdir-refused: Operation not permitted"}},
+		{name: "sysctl", args: []string{"--sysctl", "net.ipv4.ip_unprivileged_port_start=0"}},
+		{name: "device", args: []string{"--device", "/dev/zero:/dev/probe"},
+			want: []string{"probe crw-rw-rw- 1, 5", "probe-read-ok", "probe-write-ok"}},
+		// A device rule that lets the container make the serial console
+		// and read it, not write it.
+		{name: "device-cgroup-rule", args: []string{"--device-cgroup-rule", "c 4:64 rm"},
+			want: []string{"open-refused"}},
+		{name: "pids-limit", args: []string{"--pids-limit", "50"}, want: []string{"pids.max=50"}},
+		{name: "ulimit", args: []string{"--ulimit", "nofile=1000:2000", "--ulimit", "nproc=300:400"},
+			want: []string{"Max open files            1000                 2000                 files     ",
+				"Max processes             300                  400                  processes "}},
+		{name: "oom-score-adj", args: []string{"--oom-score-adj", "500"}, want: []string{"500"}},
+		{name: "user-1000-group-add-5", args: []string{"--user", "1000:1000", "--group-add", "5"},
+			want: []string{"mknod-refused", "CapEff:\t0000000000000000", "Uid:\t1000\t1000\t1000\t1000", "Groups:\t5 1000 "}},
 		{name: "exec-cap-drop-all", args: []string{"--cap-drop=all"}, exec: true,
-			wantMknod: "mknod-refused", wantCapEff: "0000000000000000"},
+			want: []string{"mknod-refused", "CapEff:\t0000000000000000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -56,19 +97,18 @@ func TestPodmanSecurity(t *testing.T) {
 				t.Run(rt, func(t *testing.T) {
 					out := securityOutput(t, pods[rt], "initos-pm-sec-"+tc.name, tc.args, tc.exec)
 					outs[rt] = out
-					if tc.wantMknod != "" && !hasLine(out, tc.wantMknod) {
-						t.Errorf("want %s, got:\n%s", tc.wantMknod, out)
-					}
-					if tc.wantCapEff != "" && !hasLine(out, "CapEff:\t"+tc.wantCapEff) {
-						t.Errorf("want CapEff %s, got:\n%s", tc.wantCapEff, out)
+					for _, w := range tc.want {
+						if !hasLine(out, w) {
+							t.Errorf("want the line %q, got:\n%s", w, out)
+						}
 					}
 					// podman's default seccomp profile is a filter (mode 2).
-					if want := map[bool]string{false: "Seccomp:\t2", true: "Seccomp:\t0"}[tc.name == "seccomp-unconfined"]; !hasLine(out, want) {
-						t.Errorf("want %s, got:\n%s", want, out)
+					if !tc.privileged && tc.name != "seccomp-unconfined" && !hasLine(out, "Seccomp:\t2") {
+						t.Errorf("want Seccomp: 2, got:\n%s", out)
 					}
 					// The device cgroup (the engines' deny-all plus runc's
 					// defaults) refuses the serial console.
-					if hasLine(out, "open-allowed") {
+					if !tc.privileged && hasLine(out, "open-allowed") {
 						t.Errorf("the container opened the serial console (4:64):\n%s", out)
 					}
 					// The container's processes have a PID namespace of

@@ -110,14 +110,30 @@ func shmMount(m specs.Mount) *agentapi.Mount {
 	return &agentapi.Mount{Destination: m.Destination, Type: "tmpfs", Source: "shm", Options: opts}
 }
 
-// add binds m's source into the share and returns the entry's name.
-func (sh *share) add(m specs.Mount) (string, error) {
+// add binds m's source into the share and returns the entry's name,
+// <n>/<the source's base name>: the guest's bind of it then has the
+// source's name as its root in mountinfo, as a bind under runc has (tools
+// such as runtime-tools' runtimetest match a bind by that name).
+func (sh *share) add(m specs.Mount) (_ string, err error) {
 	fi, err := os.Stat(m.Source)
 	if err != nil {
 		return "", fmt.Errorf("bind mount on %q: %w", m.Destination, err)
 	}
-	name := strconv.Itoa(len(sh.entries))
-	entry := filepath.Join(sh.dir, name)
+	slot := filepath.Join(sh.dir, strconv.Itoa(len(sh.entries)))
+	if err := os.Mkdir(slot, 0o700); err != nil {
+		return "", fmt.Errorf("creating share entry for %q: %w", m.Destination, err)
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(slot)
+		}
+	}()
+	base := filepath.Base(m.Source)
+	if base == "/" || base == "." {
+		base = "root"
+	}
+	name := filepath.Join(filepath.Base(slot), base)
+	entry := filepath.Join(slot, base)
 	if fi.IsDir() {
 		err = os.Mkdir(entry, 0o700)
 	} else {
@@ -211,8 +227,10 @@ func removeShares(stateDir string) error {
 
 // removeShareDir unmounts whatever is mounted on the entries of a shared
 // directory and on itself and removes it; it also serves delete after a crashed monitor.
-// It never removes recursively: an entry still mounted (EBUSY) or not empty
-// stops it, so a host directory bound into the share is never touched.
+// An entry is a mount point (the root share's) or a slot directory holding
+// one (share.add's <n>/<name>). It never removes recursively: an entry
+// still mounted (EBUSY) or not empty stops it, so a host directory bound into
+// the share is never touched.
 func removeShareDir(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -223,11 +241,13 @@ func removeShareDir(dir string) error {
 	}
 	for _, e := range entries {
 		p := filepath.Join(dir, e.Name())
-		if err := unmountFunc(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("unmounting %q: %w", p, err)
+		err := removeShareEntry(p)
+		if errors.Is(err, unix.ENOTEMPTY) && e.IsDir() {
+			// A slot: its entry, then itself.
+			err = removeShareSlot(p)
 		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("removing share entry %q: %w", p, err)
+		if err != nil {
+			return err
 		}
 	}
 	// The root share is a mount point itself (rootShare); other shares
@@ -237,6 +257,40 @@ func removeShareDir(dir string) error {
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing shared directory %q: %w", dir, err)
+	}
+	return nil
+}
+
+// removeShareEntry unmounts what is mounted on p, if anything, and removes
+// p, which must then be empty; a missing p is fine.
+func removeShareEntry(p string) error {
+	if err := unmountFunc(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmounting %q: %w", p, err)
+	}
+	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Size() > 0 {
+		// A file entry is an empty placeholder once its bind is gone.
+		return fmt.Errorf("removing share entry %q: it still holds data (a bind not undone?): %w", p, unix.ENOTEMPTY)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing share entry %q: %w", p, err)
+	}
+	return nil
+}
+
+// removeShareSlot removes a slot of share.add (<n>/<name>): its entries,
+// then the slot itself, which is never a mount point.
+func removeShareSlot(slot string) error {
+	inner, err := os.ReadDir(slot)
+	if err != nil {
+		return fmt.Errorf("reading share slot %q: %w", slot, err)
+	}
+	for _, e := range inner {
+		if err := removeShareEntry(filepath.Join(slot, e.Name())); err != nil {
+			return err
+		}
+	}
+	if err := os.Remove(slot); err != nil {
+		return fmt.Errorf("removing share slot %q: %w", slot, err)
 	}
 	return nil
 }

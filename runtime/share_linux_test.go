@@ -70,18 +70,20 @@ func TestGuestMountsShare(t *testing.T) {
 	for _, m := range mounts {
 		got = append(got, m.Type+" "+m.Source+" "+m.Destination)
 	}
-	want := []string{"proc proc /proc", "bind /z/0 /etc/hosts", "bind /z/1 /data", "tmpfs shm /dev/shm"}
+	// An entry keeps its source's base name (runtimetest matches a bind by
+	// the name of its root in mountinfo).
+	want := []string{"proc proc /proc", "bind /z/0/hosts /etc/hosts", "bind /z/1/" + filepath.Base(src) + " /data", "tmpfs shm /dev/shm"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("guest mounts %q, want %q", got, want)
 	}
 	if size := mounts[3].Options[len(mounts[3].Options)-1]; size != "size=8388608" {
 		t.Errorf("shm size option %q, want the source's size", size)
 	}
-	wantMounts := []string{"bind " + file + " 0", "remount-ro  0", "bind " + src + " 1"}
+	wantMounts := []string{"bind " + file + " hosts", "remount-ro  hosts", "bind " + src + " " + filepath.Base(src)}
 	if !reflect.DeepEqual(f.mounts, wantMounts) {
 		t.Errorf("host mounts %q, want %q", f.mounts, wantMounts)
 	}
-	if st, err := os.Stat(filepath.Join(state, "share", "0")); err != nil || st.IsDir() {
+	if st, err := os.Stat(filepath.Join(state, "share", "0", "hosts")); err != nil || st.IsDir() {
 		t.Errorf("file entry: %v", err)
 	}
 	if sh.vmmShare().Tag != shareTag || sh.agentShare().MountPoint != "/z" {
@@ -93,9 +95,10 @@ func TestGuestMountsShare(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(state, "share")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("share dir left: %v", err)
 	}
-	// Entries first, then the directory itself (EINVAL on a real host:
-	// only the root share is a mount point).
-	if !reflect.DeepEqual(f.unmounts, []string{"0", "1", "share"}) {
+	// Entries first (each slot, EINVAL on a real host, then its entry),
+	// then the directory itself (EINVAL on a real host: only the root share
+	// is a mount point).
+	if !reflect.DeepEqual(f.unmounts, []string{"0", "hosts", "1", filepath.Base(src), "share"}) {
 		t.Errorf("unmounts %q", f.unmounts)
 	}
 	if _, err := os.Stat(file); err != nil {
@@ -119,7 +122,7 @@ func TestGuestMountsRollback(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(state, "share")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("share dir left after a failure: %v", err)
 	}
-	if !reflect.DeepEqual(f.unmounts, []string{"0", "share"}) {
+	if !reflect.DeepEqual(f.unmounts, []string{"0", filepath.Base(src), "share"}) {
 		t.Errorf("unmounts %q, want the first entry undone", f.unmounts)
 	}
 	s.Mounts = []specs.Mount{{Destination: "/c", Type: "bind", Source: "relative"}}

@@ -44,6 +44,9 @@ type fakeAgent struct {
 	proc fakeProcScript
 	// netErr makes ConfigureNetwork fail.
 	netErr error
+	// processFlood adds that many empty entries to ListProcesses' reply
+	// (a hostile guest's).
+	processFlood int
 
 	mu         sync.Mutex
 	setups     []*agentapi.SetupRequest
@@ -334,6 +337,9 @@ func (a *fakeAgent) ListProcesses(context.Context, *agentapi.ListProcessesReques
 	var out agentapi.ListProcessesResponse
 	for _, p := range a.procs {
 		out.Processes = append(out.Processes, &agentapi.ProcessInfo{Comm: p.id, Args: p.spec.Args})
+	}
+	for range a.processFlood {
+		out.Processes = append(out.Processes, &agentapi.ProcessInfo{})
 	}
 	return &out, nil
 }

@@ -179,7 +179,7 @@ func dialMonitor(c Config, id string) (*controlConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the monitor of container %q: %w", id, err)
 	}
-	cl := ttrpc.NewClient(conn)
+	cl := newAgentClient(conn)
 	return &controlConn{client: cl, Agent: agentapi.NewAgentClient(cl), Monitor: monitorapi.NewMonitorClient(cl)}, nil
 }
 

@@ -20,6 +20,9 @@ var (
 	ErrVMExited = errors.New("virtual machine exited")
 	// ErrUnsupported: the spec asks for something a VM cannot give.
 	ErrUnsupported = errors.New("not supported")
+	// ErrAgentReply: a reply of the guest agent broke the protocol's bounds
+	// (the host trusts nothing the guest sends).
+	ErrAgentReply = errors.New("agent reply out of bounds")
 )
 
 // Lifecycle errors (runtime-spec runtime.md "Operations").

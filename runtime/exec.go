@@ -56,7 +56,7 @@ func Exec(ctx context.Context, c Config, o ExecOptions) (status int, err error) 
 	// The connection is this exec's lifeline: the monitor's end (VM
 	// stopped) fails every pending call, as a VMM exit does for run.
 	inst := &Instance{ID: o.ID, exited: make(chan struct{})}
-	client := ttrpc.NewClient(conn, ttrpc.WithOnClose(func() { close(inst.exited) }))
+	client := newAgentClient(conn, ttrpc.WithOnClose(func() { close(inst.exited) }))
 	defer client.Close()
 	inst.Agent = agentapi.NewAgentClient(client)
 

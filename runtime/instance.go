@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -435,7 +437,7 @@ func (inst *Instance) connect(ctx context.Context, timeout time.Duration) error 
 	}()
 	conn, err := inst.vm.DialAgent(ctx)
 	if err == nil {
-		inst.client = ttrpc.NewClient(conn)
+		inst.client = newAgentClient(conn)
 		inst.Agent = agentapi.NewAgentClient(inst.client)
 		_, err = inst.Agent.Ping(ctx, &agentapi.PingRequest{})
 	}
@@ -495,9 +497,36 @@ func agentError(err error) error {
 		return nil
 	}
 	if st, ok := status.FromError(err); ok && st.Code() != codes.OK {
-		return &AgentError{Code: st.Code(), Msg: st.Message()}
+		return &AgentError{Code: st.Code(), Msg: guestText(st.Message(), maxAgentErrorBytes)}
 	}
 	return err
+}
+
+// maxAgentErrorBytes bounds an agent's error message as the host keeps it:
+// it ends in errors, logs and replies to the engines.
+const maxAgentErrorBytes = 4 << 10
+
+// guestText makes text from the guest, which the host does not trust, safe
+// to print: one line (newlines and tabs become spaces), no other control
+// characters or invalid UTF-8 (terminal escapes cannot reach a terminal or
+// forge log lines), and at most max bytes, cut on a character boundary and
+// marked with "...".
+func guestText(s string, max int) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n' || r == '\t' || r == '\r':
+			r = ' '
+		case r == utf8.RuneError, unicode.IsControl(r):
+			continue
+		}
+		if b.Len()+utf8.RuneLen(r) > max {
+			b.WriteString("...")
+			break
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // exitSettle bounds how long a broken agent connection waits for the VMM's

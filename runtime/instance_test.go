@@ -12,6 +12,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
@@ -507,5 +509,93 @@ func TestSetupRequestSysctls(t *testing.T) {
 	b.Spec.Linux = nil
 	if req := setupRequest(b, &bundle.DiskInfo{}, nil, nil, false); req.Sysctls != nil {
 		t.Errorf("Sysctls without linux = %v", req.Sysctls)
+	}
+}
+
+func TestGuestText(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		max      int
+		want     string
+	}{
+		{"plain", `exec: "x": executable file not found in $PATH`, 100, `exec: "x": executable file not found in $PATH`},
+		{"newlines", "line one\nfake log line\r\tend", 100, "line one fake log line  end"},
+		{"escapes", "red \x1b[31mtext\x1b[0m bell\a", 100, "red [31mtext[0m bell"},
+		{"invalid utf-8", "a\xffb", 100, "ab"},
+		{"cut", "héllo wörld", 7, "héllo ..."},
+		{"cut on a rune", "ééé", 5, "éé..."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := guestText(tc.in, tc.max); got != tc.want {
+				t.Errorf("guestText(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestAgentErrorBounded(t *testing.T) {
+	huge := strings.Repeat("x\n", 1<<20)
+	err := agentError(status.Error(codes.NotFound, huge))
+	var ae *AgentError
+	if !errors.As(err, &ae) || ae.Code != codes.NotFound {
+		t.Fatalf("agentError = %v, want an AgentError with NotFound", err)
+	}
+	if len(ae.Msg) > maxAgentErrorBytes+3 || strings.Contains(ae.Msg, "\n") {
+		t.Errorf("message of %d bytes (newline: %v), want at most %d and one line", len(ae.Msg), strings.Contains(ae.Msg, "\n"), maxAgentErrorBytes)
+	}
+}
+
+func TestExitStatusFromGuest(t *testing.T) {
+	for in, want := range map[int32]int{0: 0, 1: 1, 137: 137, 192: 192, 193: 255, 255: 255, -1: 255, 1 << 30: 255} {
+		if got := exitStatus(in); got != want {
+			t.Errorf("exitStatus(%d) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+// TestAgentRepliesBounded: a reply over its method's bound is refused
+// before it is decoded (a hostile guest's ListProcesses of empty entries
+// would grow about 70 times in the host's memory), naming the method.
+func TestAgentRepliesBounded(t *testing.T) {
+	h := newFakeHost(t)
+	c := testConfig(t)
+	b := loadBundle(t, nil)
+	inst, err := boot(context.Background(), c, b, "web", mkStateDir(t, c, "web"), false, h.deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Shutdown(context.Background(), time.Second)
+	flood := func(n int) {
+		h.agent.mu.Lock()
+		h.agent.processFlood = n
+		h.agent.mu.Unlock()
+	}
+	flood(1000) // 2 KB encoded: fine
+	if procs, err := inst.Processes(context.Background()); err != nil || len(procs) != 1000 {
+		t.Fatalf("Processes: %d entries, %v; want 1000", len(procs), err)
+	}
+	flood(maxAgentProcessesReply) // 2 bytes each: twice the bound
+	_, err = inst.Processes(context.Background())
+	if !errors.Is(err, ErrAgentReply) || !strings.Contains(err.Error(), "ListProcesses") {
+		t.Errorf("Processes with a flood: %v, want ErrAgentReply naming ListProcesses", err)
+	}
+}
+
+func TestAgentReplyLimit(t *testing.T) {
+	for _, tc := range []struct {
+		method string
+		limit  int
+		agent  bool
+	}{
+		{"/initos.agent.v1.Agent/Ping", maxAgentReply, true},
+		{"/initos.agent.v1.Agent/ReadStdout", maxAgentReadReply, true},
+		{"/initos.agent.v1.Agent/ReadStderr", maxAgentReadReply, true},
+		{"/initos.agent.v1.Agent/ListProcesses", maxAgentProcessesReply, true},
+		{"/initos.monitor.v1.Monitor/State", 0, false},
+	} {
+		limit, agent := agentReplyLimit(tc.method)
+		if limit != tc.limit || agent != tc.agent {
+			t.Errorf("agentReplyLimit(%q) = %d, %v; want %d, %v", tc.method, limit, agent, tc.limit, tc.agent)
+		}
 	}
 }

@@ -91,7 +91,18 @@ func (p *Process) Wait(ctx context.Context) (int, error) {
 		// the driver's exit error, which ends with the console's tail.
 		return -1, fmt.Errorf("waiting for process %q in container %q: %w", p.ID, p.inst.ID, err)
 	}
-	return int(resp.ExitStatus), nil
+	return exitStatus(resp.ExitStatus), nil
+}
+
+// exitStatus checks an exit status from the guest, which the host does not
+// trust: an exit code is 0-255 and a signal death 128+N for a signal
+// (1-64); anything else reads as 255, the status of a failure with no
+// better code.
+func exitStatus(s int32) int {
+	if s < 0 || s > 128+64 {
+		return 255
+	}
+	return int(s)
 }
 
 // Stdio are the host ends of a process's standard streams; nil ones are

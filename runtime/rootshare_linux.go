@@ -41,21 +41,29 @@ type rootShare struct {
 // shared by fs.
 func newRootShare(stateDir, fs string) (*rootShare, error) {
 	rs := &rootShare{dir: filepath.Join(stateDir, rootShareDirName), fs: fs}
-	if err := os.Mkdir(rs.dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating the root share %q: %w", rs.dir, err)
-	}
-	// A shared mount of its own: virtiofsd's mount namespace (a slave
-	// copy of ours from its start) then sees the roots of pod members
-	// bound after boot.
-	if err := mountFunc(rs.dir, rs.dir, "", unix.MS_BIND, ""); err != nil {
-		os.Remove(rs.dir)
-		return nil, fmt.Errorf("binding the root share %q on itself: %w", rs.dir, err)
-	}
-	if err := mountFunc("", rs.dir, "", unix.MS_SHARED, ""); err != nil {
-		_ = rs.remove()
-		return nil, fmt.Errorf("making the root share %q a shared mount: %w", rs.dir, err)
+	if err := makeSharedDir(rs.dir); err != nil {
+		return nil, fmt.Errorf("the root share: %w", err)
 	}
 	return rs, nil
+}
+
+// makeSharedDir creates dir as a shared mount of its own (a bind on
+// itself): virtiofsd's mount namespace (a slave copy of ours from its
+// start) then sees what is bound under dir after boot, such as a pod
+// member's root and bind mounts. On error nothing is left.
+func makeSharedDir(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("creating shared directory %q: %w", dir, err)
+	}
+	if err := mountFunc(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		os.Remove(dir)
+		return fmt.Errorf("binding shared directory %q on itself: %w", dir, err)
+	}
+	if err := mountFunc("", dir, "", unix.MS_SHARED, ""); err != nil {
+		_ = removeShareDir(dir)
+		return fmt.Errorf("making %q a shared mount: %w", dir, err)
+	}
+	return nil
 }
 
 // bind makes entry name a recursive bind of rootfs. It stays writable

@@ -155,7 +155,11 @@ func TestPodMemberSharedRoot(t *testing.T) {
 	if _, err := os.Stat(entry); err != nil {
 		t.Errorf("member entry: %v", err)
 	}
-	wantMounts := append(rootShareMounts(sd), "bind "+sb.Rootfs+" c", "bind "+mb.Rootfs+" "+s.RootPath)
+	// The sandbox's share of bind mounts is a shared mount too: the
+	// members' binds come after boot.
+	share := filepath.Join(sd, "share")
+	wantMounts := append([]string{"bind " + share + " share", "shared  share"}, rootShareMounts(sd)...)
+	wantMounts = append(wantMounts, "bind "+sb.Rootfs+" c", "bind "+mb.Rootfs+" "+s.RootPath)
 	if !reflect.DeepEqual(f.mounts, wantMounts) {
 		t.Errorf("host mounts %q, want %q", f.mounts, wantMounts)
 	}

@@ -46,8 +46,9 @@ type share struct {
 // size (a host tmpfs cannot be shared with a VM's memory). On error
 // nothing stays mounted.
 //
-// always makes the shared directory even without bind mounts (a pod's,
-// whose members bring theirs later).
+// always makes the shared directory even without bind mounts, as a shared
+// mount of its own (a pod's, whose members bring theirs after boot: only
+// then does virtiofsd see them).
 func guestMounts(s *specs.Spec, stateDir string, always bool) (_ []*agentapi.Mount, _ *share, err error) {
 	var sh *share
 	defer func() {
@@ -56,10 +57,11 @@ func guestMounts(s *specs.Spec, stateDir string, always bool) (_ []*agentapi.Mou
 		}
 	}()
 	if always {
-		sh = &share{dir: filepath.Join(stateDir, shareDirName)}
-		if err := os.Mkdir(sh.dir, 0o700); err != nil {
-			return nil, nil, fmt.Errorf("creating shared directory %q: %w", sh.dir, err)
+		dir := filepath.Join(stateDir, shareDirName)
+		if err := makeSharedDir(dir); err != nil {
+			return nil, nil, err
 		}
+		sh = &share{dir: dir}
 	}
 	out, err := shareMounts(s, &sh, filepath.Join(stateDir, shareDirName), shareMount)
 	return out, sh, err
@@ -250,9 +252,9 @@ func removeShareDir(dir string) error {
 			return err
 		}
 	}
-	// The root share is a mount point itself (rootShare); other shares
-	// are not (EINVAL).
-	if err := unmountFunc(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+	// The root share and a pod's share are mount points themselves
+	// (makeSharedDir); other shares are not (EINVAL).
+	if err := unmountFunc(dir, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmounting %q: %w", dir, err)
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -263,8 +265,25 @@ func removeShareDir(dir string) error {
 
 // removeShareEntry unmounts what is mounted on p, if anything, and removes
 // p, which must then be empty; a missing p is fine.
+//
+// The guest can write in the share: a symlink or other special file there
+// may be its own, so it is only unlinked, never followed (an unmount that
+// followed one would detach a host mount it points to).
 func removeShareEntry(p string) error {
-	if err := unmountFunc(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+	fi, err := os.Lstat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("removing share entry %q: %w", p, err)
+	}
+	if !fi.IsDir() && !fi.Mode().IsRegular() {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removing share entry %q: %w", p, err)
+		}
+		return nil
+	}
+	if err := unmountFunc(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmounting %q: %w", p, err)
 	}
 	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Size() > 0 {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -178,5 +179,38 @@ func TestShareFS(t *testing.T) {
 				t.Errorf("shareFS = %q, %v; want %q, %v", got, err, tc.want, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestRemoveShareDirGuestSymlinks: the guest can write in the share, and a
+// symlink it planted must be unlinked, never followed by the unmount (which
+// would detach the host mount it points to) nor by the removal.
+func TestRemoveShareDirGuestSymlinks(t *testing.T) {
+	var f fakeMounts
+	f.install(t)
+	target := t.TempDir()
+	if err := os.WriteFile(filepath.Join(target, "precious"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "share")
+	if err := os.MkdirAll(filepath.Join(dir, "0"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, link := range []string{filepath.Join(dir, "evil"), filepath.Join(dir, "0", "evil")} {
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := removeShareDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(f.unmounts, "evil") {
+		t.Errorf("unmounts %q: a symlink was unmounted (followed)", f.unmounts)
+	}
+	if _, err := os.Stat(filepath.Join(target, "precious")); err != nil {
+		t.Errorf("the symlink's target was touched: %v", err)
+	}
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("share dir left: %v", err)
 	}
 }

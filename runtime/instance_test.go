@@ -546,7 +546,7 @@ func TestAgentErrorBounded(t *testing.T) {
 }
 
 func TestExitStatusFromGuest(t *testing.T) {
-	for in, want := range map[int32]int{0: 0, 1: 1, 137: 137, 192: 192, 193: 255, 255: 255, -1: 255, 1 << 30: 255} {
+	for in, want := range map[int32]int{0: 0, 1: 1, 137: 137, 250: 250, 255: 255, 256: 255, -1: 255, 1 << 30: 255} {
 		if got := exitStatus(in); got != want {
 			t.Errorf("exitStatus(%d) = %d, want %d", in, got, want)
 		}

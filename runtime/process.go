@@ -95,11 +95,10 @@ func (p *Process) Wait(ctx context.Context) (int, error) {
 }
 
 // exitStatus checks an exit status from the guest, which the host does not
-// trust: an exit code is 0-255 and a signal death 128+N for a signal
-// (1-64); anything else reads as 255, the status of a failure with no
-// better code.
+// trust: an exit code is 0-255 and a signal death 128+N (129-192); anything
+// else reads as 255, the status of a failure with no better code.
 func exitStatus(s int32) int {
-	if s < 0 || s > 128+64 {
+	if s < 0 || s > 255 {
 		return 255
 	}
 	return int(s)

@@ -153,13 +153,6 @@ var semver = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)` +
 	`(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?` +
 	`(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
 
-// rlimitTypes are the resources of getrlimit(2) on Linux.
-var rlimitTypes = map[string]bool{
-	"RLIMIT_AS": true, "RLIMIT_CORE": true, "RLIMIT_CPU": true, "RLIMIT_DATA": true,
-	"RLIMIT_FSIZE": true, "RLIMIT_LOCKS": true, "RLIMIT_MEMLOCK": true, "RLIMIT_MSGQUEUE": true,
-	"RLIMIT_NICE": true, "RLIMIT_NOFILE": true, "RLIMIT_NPROC": true, "RLIMIT_RSS": true,
-	"RLIMIT_RTPRIO": true, "RLIMIT_RTTIME": true, "RLIMIT_SIGPENDING": true, "RLIMIT_STACK": true,
-}
 
 // validateSpec checks the fields this runtime relies on. It normalizes
 // relative mount destinations in place. A hostname without a UTS namespace
@@ -248,7 +241,7 @@ func validateRlimits(rl []specs.POSIXRlimit) error {
 	for i, r := range rl {
 		// "The runtime MUST generate an error for any values which cannot be
 		// mapped to a relevant kernel interface." (config.md, process.rlimits)
-		if !rlimitTypes[r.Type] {
+		if _, ok := RlimitResources[r.Type]; !ok {
 			return fmt.Errorf("process.rlimits[%d]: unknown type %q (must be one of getrlimit(2)'s RLIMIT_* resources)", i, r.Type)
 		}
 		// "If rlimits contains duplicated entries with same type, the

@@ -21,9 +21,10 @@ type Process struct {
 	inst *Instance
 }
 
-// CreateProcess prepares p in the guest up to its execve.
+// CreateProcess prepares p in the guest up to its execve, with the limits
+// p does not set inherited from this process (withInheritedRlimits).
 func (inst *Instance) CreateProcess(ctx context.Context, id string, p *specs.Process) (*Process, error) {
-	pj, err := processJSON(p)
+	pj, err := processJSON(withInheritedRlimits(p))
 	if err != nil {
 		return nil, err
 	}

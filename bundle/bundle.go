@@ -13,6 +13,8 @@ import (
 	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
 )
 
 // ConfigName is the name of the bundle's configuration file.
@@ -153,7 +155,6 @@ var semver = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)` +
 	`(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?` +
 	`(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
 
-
 // validateSpec checks the fields this runtime relies on. It normalizes
 // relative mount destinations in place. A hostname without a UTS namespace
 // is accepted: every container has its own VM, hence its own hostname.
@@ -241,7 +242,7 @@ func validateRlimits(rl []specs.POSIXRlimit) error {
 	for i, r := range rl {
 		// "The runtime MUST generate an error for any values which cannot be
 		// mapped to a relevant kernel interface." (config.md, process.rlimits)
-		if _, ok := RlimitResources[r.Type]; !ok {
+		if _, ok := agentapi.RlimitResources[r.Type]; !ok {
 			return fmt.Errorf("process.rlimits[%d]: unknown type %q (must be one of getrlimit(2)'s RLIMIT_* resources)", i, r.Type)
 		}
 		// "If rlimits contains duplicated entries with same type, the

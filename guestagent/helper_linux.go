@@ -14,6 +14,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
 )
 
 // helperArg0 is argv[0] of the agent re-executed as a process helper.
@@ -69,26 +71,6 @@ type helperConfig struct {
 	// SeccompFlags before the exec.
 	Seccomp      []byte `json:"seccomp,omitempty"`
 	SeccompFlags uint32 `json:"seccompFlags,omitempty"`
-}
-
-// rlimitResources maps the runtime-spec's rlimit names to resources.
-var rlimitResources = map[string]int{
-	"RLIMIT_AS":         unix.RLIMIT_AS,
-	"RLIMIT_CORE":       unix.RLIMIT_CORE,
-	"RLIMIT_CPU":        unix.RLIMIT_CPU,
-	"RLIMIT_DATA":       unix.RLIMIT_DATA,
-	"RLIMIT_FSIZE":      unix.RLIMIT_FSIZE,
-	"RLIMIT_LOCKS":      unix.RLIMIT_LOCKS,
-	"RLIMIT_MEMLOCK":    unix.RLIMIT_MEMLOCK,
-	"RLIMIT_MSGQUEUE":   unix.RLIMIT_MSGQUEUE,
-	"RLIMIT_NICE":       unix.RLIMIT_NICE,
-	"RLIMIT_NOFILE":     unix.RLIMIT_NOFILE,
-	"RLIMIT_NPROC":      unix.RLIMIT_NPROC,
-	"RLIMIT_RSS":        unix.RLIMIT_RSS,
-	"RLIMIT_RTPRIO":     unix.RLIMIT_RTPRIO,
-	"RLIMIT_RTTIME":     unix.RLIMIT_RTTIME,
-	"RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
-	"RLIMIT_STACK":      unix.RLIMIT_STACK,
 }
 
 // isHelper reports whether this process is the agent re-executed as a
@@ -227,7 +209,7 @@ func prepareExec(cfg *helperConfig) (string, error) {
 		return "", err
 	}
 	for _, r := range p.Rlimits {
-		res, ok := rlimitResources[r.Type]
+		res, ok := agentapi.RlimitResources[r.Type]
 		if !ok {
 			return "", fmt.Errorf("rlimit %q is not a Linux resource limit", r.Type)
 		}

@@ -145,7 +145,7 @@ func validateProcess(p *specs.Process) error {
 	for _, r := range p.Rlimits {
 		// config.md rlimits: "The runtime MUST generate an error for any
 		// values which cannot be mapped to a relevant kernel interface."
-		if _, ok := rlimitResources[r.Type]; !ok {
+		if _, ok := agentapi.RlimitResources[r.Type]; !ok {
 			return errorf(ErrInvalidArgument, "rlimit %q is not a Linux resource limit", r.Type)
 		}
 		// "If rlimits contains duplicated entries with same type, the

@@ -1,9 +1,11 @@
-package bundle
+package agentapi
 
 import "golang.org/x/sys/unix"
 
 // RlimitResources maps the runtime-spec's rlimit names (config.md
-// process.rlimits) to the resources of getrlimit(2) on Linux.
+// process.rlimits), which process_json carries, to the resources of
+// getrlimit(2) on Linux: the host validates and fills in limits with it, the
+// agent applies them.
 var RlimitResources = map[string]int{
 	"RLIMIT_AS":         unix.RLIMIT_AS,
 	"RLIMIT_CORE":       unix.RLIMIT_CORE,

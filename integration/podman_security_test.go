@@ -185,3 +185,47 @@ func TestPodmanChrootEscape(t *testing.T) {
 		})
 	}
 }
+
+// TestPodmanSeccomp32 runs a 32-bit (i386) program under podman's default
+// seccomp profile and under one that denies mkdir, under runc and under
+// initos-runtime: the profiles list SCMP_ARCH_X86, so the filter must apply
+// their rules to i386's system calls (by i386's numbers), not its default
+// action (under podman's, ERRNO: the program would not even start).
+func TestPodmanSeccomp32(t *testing.T) {
+	runtimes, pods := bothRuntimes(t)
+	bin := filepath.Join(t.TempDir(), "mkdir32")
+	build := exec.Command("go", "build", "-o", bin, "./testdata/mkdir32")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH=386")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the i386 program: %v\n%s", err, out)
+	}
+	profile := filepath.Join(t.TempDir(), "deny-mkdir.json")
+	if err := os.WriteFile(profile, []byte(mkdirDenyProfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "default-profile", want: "mkdir: ok\n386\n"},
+		{name: "deny-mkdir", args: []string{"--security-opt", "seccomp=" + profile}, want: "mkdir: operation not permitted\n386\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			for _, rt := range runtimes {
+				t.Run(rt, func(t *testing.T) {
+					p := pods[rt]
+					name := "initos-pm-sec32-" + tc.name
+					p.removeLater(t, name)
+					args := append([]string{"run", "--rm", "--name", name, "--network", "none", "-v", bin + ":/mkdir32:ro"}, tc.args...)
+					args = append(args, podmanImage, "/mkdir32")
+					r := p.run(t, nil, args...)
+					if r.code != 0 || string(r.stdout) != tc.want {
+						t.Errorf("podman %s: exit %d, stdout %q, stderr %q; want 0, %q", strings.Join(args, " "), r.code, r.stdout, r.stderr, tc.want)
+					}
+				})
+			}
+		})
+	}
+}

@@ -22,8 +22,10 @@ import (
 //     valueTwo set" and "no other bit of value set";
 //   - a default action with an errno (podman's ENOSYS) is written into
 //     the program's last instruction, its default return;
-//   - only x86_64 is filtered: calls through another ABI (i386, x32) get
-//     the default action.
+//   - it compiles for x86_64 only: the i386 part of a profile that lists
+//     SCMP_ARCH_X86 is assembled here (seccomp32.go), and x32 calls (the
+//     x86_64 ABI with 32-bit pointers) fail with ENOSYS whatever the
+//     profile; any other architecture gets the default action.
 // Not supported (an error names them): SCMP_ACT_NOTIFY and listenerPath.
 
 // seccompFlags are the spec's flags the kernel takes
@@ -110,6 +112,21 @@ func seccompProgram(s *specs.LinuxSeccomp) ([]byte, uint32, error) {
 		return nil, 0, fmt.Errorf("linux.seccomp: compiled program does not end with its default return (%v)", insts[len(insts)-1])
 	}
 	insts[len(insts)-1] = bpf.RetConstant{Val: uint32(def)}
+	if hasArch(s, specs.ArchX86) {
+		rules, err := i386Rules(s)
+		if err != nil {
+			return nil, 0, err
+		}
+		part, err := i386Part(rules, def)
+		if err != nil {
+			return nil, 0, err
+		}
+		insts = withI386(insts, part)
+	}
+	// The kernel's BPF_MAXINSNS.
+	if len(insts) > 4096 {
+		return nil, 0, fmt.Errorf("linux.seccomp: the compiled program has %d instructions, more than the kernel's 4096", len(insts))
+	}
 	raw, err := bpf.Assemble(insts)
 	if err != nil {
 		return nil, 0, fmt.Errorf("linux.seccomp: assembling the program: %w", err)

@@ -11,10 +11,9 @@ import (
 	"golang.org/x/net/bpf"
 )
 
-// runSeccomp runs program prog (seccompProgram's) on a system call of arch
-// archID with number nr and args, as the kernel would, and returns the
-// action.
-func runSeccomp(t *testing.T, prog []byte, archID uint32, name string, args ...uint64) uint32 {
+// runSeccomp runs program prog (seccompProgram's) on system call name of
+// architecture a with args, as the kernel would, and returns the action.
+func runSeccomp(t *testing.T, prog []byte, a *arch.Info, name string, args ...uint64) uint32 {
 	t.Helper()
 	var raw []bpf.RawInstruction
 	for i := 0; i < len(prog); i += 8 {
@@ -30,8 +29,12 @@ func runSeccomp(t *testing.T, prog []byte, archID uint32, name string, args ...u
 	}
 	// struct seccomp_data: nr, arch, instruction_pointer, args[6].
 	data := make([]byte, 64)
-	binary.LittleEndian.PutUint32(data[0:], uint32(arch.X86_64.SyscallNames[name]))
-	binary.LittleEndian.PutUint32(data[4:], archID)
+	nr, ok := a.SyscallNames[name]
+	if !ok {
+		t.Fatalf("%s has no system call %q", a.Name, name)
+	}
+	binary.LittleEndian.PutUint32(data[0:], uint32(nr))
+	binary.LittleEndian.PutUint32(data[4:], uint32(a.ID))
 	for i, a := range args {
 		binary.LittleEndian.PutUint64(data[16+8*i:], a)
 	}
@@ -77,7 +80,6 @@ func TestSeccompProgram(t *testing.T) {
 	if flags != 0 || len(prog)%8 != 0 {
 		t.Fatalf("flags %d, %d bytes", flags, len(prog))
 	}
-	x86_64 := uint32(arch.X86_64.ID)
 	for _, tc := range []struct {
 		name string
 		args []uint64
@@ -95,12 +97,82 @@ func TestSeccompProgram(t *testing.T) {
 		{"socket", []uint64{10, 6}, enosys},
 		{"socket", []uint64{11, 1<<32 | 6}, uint32(seccomp.ActionKillProcess)},
 	} {
-		if got := runSeccomp(t, prog, x86_64, tc.name, tc.args...); got != tc.want {
+		if got := runSeccomp(t, prog, arch.X86_64, tc.name, tc.args...); got != tc.want {
 			t.Errorf("%s%v = %#x, want %#x", tc.name, tc.args, got, tc.want)
 		}
 	}
-	if got := runSeccomp(t, prog, uint32(arch.I386.ID), "read"); got != enosys {
-		t.Errorf("an i386 call = %#x, want the default %#x", got, enosys)
+	// The profile lists SCMP_ARCH_X86: i386's calls, by i386's numbers,
+	// get the same rules.
+	for _, tc := range []struct {
+		name string
+		args []uint64
+		want uint32
+	}{
+		{"read", nil, allow},
+		{"_llseek", nil, allow}, // i386's own
+		{"getpid", nil, enosys},
+		{"mkdir", nil, errno(1)},
+		{"clone", []uint64{0x11}, allow},
+		{"clone", []uint64{0x10000000}, enosys},
+		{"personality", []uint64{0}, allow},
+		{"personality", []uint64{8}, allow},
+		{"personality", []uint64{4}, enosys},
+		{"socket", []uint64{11, 6}, uint32(seccomp.ActionKillProcess)},
+		{"socket", []uint64{11, 7}, enosys},
+		{"socket", []uint64{10, 6}, enosys},
+	} {
+		if got := runSeccomp(t, prog, arch.I386, tc.name, tc.args...); got != tc.want {
+			t.Errorf("i386 %s%v = %#x, want %#x", tc.name, tc.args, got, tc.want)
+		}
+	}
+	// Another architecture gets the default action.
+	if got := runSeccomp(t, prog, arch.AARCH64, "read"); got != enosys {
+		t.Errorf("an aarch64 call = %#x, want the default %#x", got, enosys)
+	}
+	// Without SCMP_ARCH_X86, i386's calls get the default action too.
+	profile.Architectures = []specs.Arch{specs.ArchX86_64}
+	if prog, _, err = seccompProgram(profile); err != nil {
+		t.Fatal(err)
+	}
+	if got := runSeccomp(t, prog, arch.I386, "read"); got != enosys {
+		t.Errorf("an i386 call without SCMP_ARCH_X86 = %#x, want the default %#x", got, enosys)
+	}
+}
+
+// TestSeccompI386Precedence: when several rules match an i386 call, the
+// most restrictive action wins, as in libseccomp.
+func TestSeccompI386Precedence(t *testing.T) {
+	profile := &specs.LinuxSeccomp{
+		DefaultAction: specs.ActAllow,
+		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86},
+		Syscalls: []specs.LinuxSyscall{
+			{Names: []string{"mkdir", "rmdir"}, Action: specs.ActAllow},
+			{Names: []string{"mkdir"}, Action: specs.ActErrno},
+			{Names: []string{"mkdir"}, Action: specs.ActLog},
+			// A value above 32 bits: a 32-bit argument never equals it.
+			{Names: []string{"rmdir"}, Action: specs.ActKillProcess,
+				Args: []specs.LinuxSeccompArg{{Index: 0, Value: 1 << 33, Op: specs.OpEqualTo}}},
+			{Names: []string{"dup"}, Action: specs.ActTrap,
+				Args: []specs.LinuxSeccompArg{{Index: 0, Value: 1 << 33, Op: specs.OpLessThan}}},
+		},
+	}
+	prog, _, err := seccompProgram(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []uint64
+		want uint32
+	}{
+		{"mkdir", nil, uint32(seccomp.ActionErrno) | 1},
+		{"rmdir", []uint64{0}, uint32(seccomp.ActionAllow)},
+		{"dup", []uint64{5}, uint32(seccomp.ActionTrap)},
+		{"getpid", nil, uint32(seccomp.ActionAllow)},
+	} {
+		if got := runSeccomp(t, prog, arch.I386, tc.name, tc.args...); got != tc.want {
+			t.Errorf("i386 %s%v = %#x, want %#x", tc.name, tc.args, got, tc.want)
+		}
 	}
 }
 

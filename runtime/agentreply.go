@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/containerd/ttrpc"
@@ -56,4 +57,23 @@ func boundAgentReplies(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Resp
 // bounded (boundAgentReplies).
 func newAgentClient(conn net.Conn, opts ...ttrpc.ClientOpts) *ttrpc.Client {
 	return ttrpc.NewClient(conn, append(opts, ttrpc.WithUnaryClientInterceptor(boundAgentReplies))...)
+}
+
+// maxGuestArgBytes bounds each name and argument of a guest process as the
+// host keeps it.
+const maxGuestArgBytes = 4 << 10
+
+// guestProcesses makes the agent's process list safe to print (ps, the
+// shim's Pids): names and arguments become guestText.
+func guestProcesses(procs []*agentapi.ProcessInfo) []*agentapi.ProcessInfo {
+	for _, p := range procs {
+		if p == nil {
+			continue
+		}
+		p.Comm = guestText(p.Comm, maxGuestArgBytes)
+		for i, a := range p.Args {
+			p.Args[i] = guestText(a, maxGuestArgBytes)
+		}
+	}
+	return slices.DeleteFunc(procs, func(p *agentapi.ProcessInfo) bool { return p == nil })
 }

@@ -52,6 +52,11 @@ func (s *stallScanner) scan(piece []byte) (string, bool) {
 	return "", false
 }
 
+// consoleScanMax bounds what watchConsole reads of the console per poll: a
+// guest that floods its console cannot make the host read it all at once
+// (what is left is read at the next polls).
+const consoleScanMax = 64 << 10
+
 // watchConsole scans the console log at path every poll until ctx ends,
 // and returns the first bootStalls line it finds. A log that does not
 // exist yet is waited for.
@@ -64,7 +69,7 @@ func watchConsole(ctx context.Context, path string, poll time.Duration) (string,
 	defer t.Stop()
 	for {
 		if f, err := os.Open(path); err == nil {
-			piece, _ := io.ReadAll(io.NewSectionReader(f, off, 1<<40))
+			piece, _ := io.ReadAll(io.NewSectionReader(f, off, consoleScanMax))
 			f.Close()
 			off += int64(len(piece))
 			if line, ok := s.scan(piece); ok {

@@ -263,7 +263,7 @@ func Processes(ctx context.Context, c Config, id string) ([]*agentapi.ProcessInf
 		if err != nil {
 			return agentError(err)
 		}
-		out = resp.Processes
+		out = guestProcesses(resp.Processes)
 		return nil
 	})
 	return out, err

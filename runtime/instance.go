@@ -847,7 +847,7 @@ func (inst *Instance) Processes(ctx context.Context) ([]*agentapi.ProcessInfo, e
 	if err != nil {
 		return nil, fmt.Errorf("listing the processes of container %q: %w", inst.ID, err)
 	}
-	return resp.Processes, nil
+	return guestProcesses(resp.Processes), nil
 }
 
 // GuestStats reads the container's cgroup in the guest.

@@ -599,3 +599,20 @@ func TestAgentReplyLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestGuestProcesses(t *testing.T) {
+	procs := guestProcesses([]*agentapi.ProcessInfo{
+		{Pid: 1, Comm: "sh\x1b[2J", Args: []string{"sh", "-c", "echo\nforged"}},
+		nil,
+		{Pid: 2, Comm: strings.Repeat("x", 10<<10)},
+	})
+	if len(procs) != 2 {
+		t.Fatalf("%d processes, want the nil entry dropped", len(procs))
+	}
+	if procs[0].Comm != "sh[2J" || procs[0].Args[2] != "echo forged" {
+		t.Errorf("process 1: comm %q, args %q", procs[0].Comm, procs[0].Args)
+	}
+	if n := len(procs[1].Comm); n > maxGuestArgBytes+3 {
+		t.Errorf("process 2: comm of %d bytes", n)
+	}
+}

@@ -498,10 +498,10 @@ func removeChecked(t *testing.T, p *podman, name, id string) {
 }
 
 // checkShareEntries checks a running container's share (shareDir, as its
-// VMM sees it) on the host: one entry per host bind mount of its OCI
-// config (but /dev/shm, a guest tmpfs), each the mount's source itself
-// (same file), nothing else; the entry of a read-only mount is read-only
-// on the host side too.
+// VMM sees it) on the host: one slot per host bind mount of its OCI
+// config (but /dev/shm, a guest tmpfs), each holding one entry named as
+// the mount's source and that is the source itself (same file), nothing
+// else; the entry of a read-only mount is read-only on the host side too.
 func checkShareEntries(t *testing.T, configPath, shareDir string) {
 	b, err := os.ReadFile(configPath)
 	if err != nil {
@@ -517,23 +517,28 @@ func checkShareEntries(t *testing.T, configPath, shareDir string) {
 			binds = append(binds, m)
 		}
 	}
-	entries, err := os.ReadDir(shareDir)
+	slots, err := os.ReadDir(shareDir)
 	if err != nil {
 		t.Fatalf("the share of the running container: %v", err)
 	}
-	if len(entries) != len(binds) {
-		var names []string
-		for _, e := range entries {
-			names = append(names, e.Name())
+	var entries []string // <slot>/<name>
+	for _, slot := range slots {
+		inner, err := os.ReadDir(filepath.Join(shareDir, slot.Name()))
+		if err != nil || len(inner) != 1 {
+			t.Errorf("share slot %s: %d entries, %v; want one", slot.Name(), len(inner), err)
+			continue
 		}
-		t.Errorf("share %s holds %d entries (%s), want %d: one per bind mount %v", shareDir, len(entries), strings.Join(names, " "), len(binds), binds)
+		entries = append(entries, filepath.Join(slot.Name(), inner[0].Name()))
+	}
+	if len(entries) != len(binds) {
+		t.Errorf("share %s holds %d entries (%s), want %d: one per bind mount %v", shareDir, len(entries), strings.Join(entries, " "), len(binds), binds)
 	}
 	readOnly := 0
 	for _, e := range entries {
-		path := filepath.Join(shareDir, e.Name())
+		path := filepath.Join(shareDir, e)
 		efi, err := os.Stat(path)
 		if err != nil {
-			t.Errorf("share entry %s: %v", e.Name(), err)
+			t.Errorf("share entry %s: %v", e, err)
 			continue
 		}
 		i := slices.IndexFunc(binds, func(m specs.Mount) bool {
@@ -541,12 +546,15 @@ func checkShareEntries(t *testing.T, configPath, shareDir string) {
 			return err == nil && os.SameFile(efi, sfi)
 		})
 		if i < 0 {
-			t.Errorf("share entry %s (mode %s) is none of the bind sources %v: it exposes more than they", e.Name(), efi.Mode(), binds)
+			t.Errorf("share entry %s (mode %s) is none of the bind sources %v: it exposes more than they", e, efi.Mode(), binds)
 			continue
+		}
+		if filepath.Base(e) != filepath.Base(binds[i].Source) {
+			t.Errorf("share entry %s of %s: want the source's name", e, binds[i].Source)
 		}
 		err = unix.Access(path, unix.W_OK)
 		if ro := slices.Contains(binds[i].Options, "ro"); ro != errors.Is(err, unix.EROFS) {
-			t.Errorf("share entry %s of %s on %s (options %v): access(W_OK): %v", e.Name(), binds[i].Source, binds[i].Destination, binds[i].Options, err)
+			t.Errorf("share entry %s of %s on %s (options %v): access(W_OK): %v", e, binds[i].Source, binds[i].Destination, binds[i].Options, err)
 		} else if ro {
 			readOnly++
 		}

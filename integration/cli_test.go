@@ -2,9 +2,11 @@ package integration
 
 import (
 	"encoding/json"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -52,6 +54,10 @@ func TestCLIVerbs(t *testing.T) {
 	if len(states) != 1 || states[0].ID != id || states[0].Status != "running" {
 		t.Fatalf("list: %+v", states)
 	}
+
+	// The state dir is root's only, and so is every socket in it (the
+	// monitor's, the VMM's, virtiofsd's).
+	checkStatePerms(t, filepath.Join(root, id))
 
 	// runtime.md "create": an id already in use MUST be an error.
 	if r := rt(nil, "create", "--bundle", dir, id); r.code == 0 || !strings.Contains(string(r.stderr), "already exists") {
@@ -165,4 +171,39 @@ func TestCLIDeleteCreated(t *testing.T) {
 	if r := runtimeCmd(t, nil, "state", id); r.code == 0 || !strings.Contains(string(r.stderr), "does not exist") {
 		t.Errorf("state after delete: exit %d, %s %s", r.code, r.stdout, r.stderr)
 	}
+}
+
+// checkStatePerms checks a running container's state dir: mode 0700, and
+// each socket in it 0600 (none may be missing: the monitor's at least).
+func checkStatePerms(t *testing.T, dir string) {
+	t.Helper()
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("state dir %s has mode %v, want 0700", dir, fi.Mode().Perm())
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var socks []string
+	for _, e := range entries {
+		if e.Type()&fs.ModeSocket == 0 {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		socks = append(socks, e.Name())
+		if info.Mode().Perm() != 0o600 {
+			t.Errorf("socket %s has mode %v, want 0600", e.Name(), info.Mode().Perm())
+		}
+	}
+	if !slices.Contains(socks, "monitor.sock") {
+		t.Errorf("no monitor.sock among the sockets %v of %s", socks, dir)
+	}
+	t.Logf("state dir 0700; sockets 0600: %v", socks)
 }

@@ -1,12 +1,14 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -29,33 +31,98 @@ func TestPodman(t *testing.T) {
 	t.Run("cgroup-limits", func(t *testing.T) { t.Parallel(); testPodmanCgroupLimits(t, p) })
 	t.Run("masked-paths", func(t *testing.T) { t.Parallel(); testPodmanMaskedPaths(t, p) })
 	if p.initos {
-		t.Run("vmm-killed", func(t *testing.T) { t.Parallel(); testPodmanVMMKilled(t, p) })
+		t.Run("faults", func(t *testing.T) { t.Parallel(); testPodmanFaults(t, p) })
 	}
 }
 
-// testPodmanVMMKilled: SIGKILL of a running container's VMM kills its
-// processes with it: the container exits 137, as any container whose
-// processes were killed by SIGKILL, the monitor's log says how the VM
-// ended, and `podman rm` leaves nothing.
-func testPodmanVMMKilled(t *testing.T, p *podman) {
-	name := "initos-pm-vmm-killed"
-	id := p.detached(t, name, "sh", "-c", "echo ready; exec sleep 3600")
-	p.waitLogs(t, name, "ready", settleTimeout)
-	dir := p.stateDir(id)
-	killVMM(t, dir)
-	if got := p.ok(t, "wait", name); got != "137" {
-		t.Errorf("podman wait printed %q after the VMM was killed, want 137", got)
+// podmanFaults are faults of a running container's host processes, each
+// a SIGKILL: kill does it (it may skip the test); the container must then
+// exit 137, as a runc container whose process was killed, with the log
+// lines in wantLog (podman deletes the runtime's container, its state dir
+// and the monitor's log, once it exits: the container's log keeps them),
+// and `podman rm` must leave nothing.
+var podmanFaults = []struct {
+	name    string
+	kill    func(t *testing.T, p *podman, name, dir string)
+	wantLog []string
+}{
+	// The VMM: the container's processes die with it; the monitor's log
+	// says how the VM ended.
+	{name: "vmm-killed", kill: func(t *testing.T, _ *podman, _, dir string) { killVMM(t, dir) },
+		wantLog: []string{"its VM ended under it (the VMM (qemu) ended: ", "signal: killed"}},
+	// The monitor (the pid conmon waits for) is PID 1 of its PID namespace:
+	// its VM and virtiofsd end with it, and `podman rm` runs the runtime's
+	// delete of a container whose monitor is gone.
+	{name: "monitor-killed", kill: func(t *testing.T, p *podman, name, dir string) {
+		pid, err := strconv.Atoi(p.inspect(t, name, "{{.State.Pid}}"))
+		if err != nil || pid <= 1 {
+			t.Fatalf("the container's pid %d: %v", pid, err)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("killing the monitor (pid %d): %v", pid, err)
+		}
+		poll(t, settleTimeout, "the VMM and virtiofsd of "+dir+" to end with the monitor", func() (bool, string) {
+			left := processesOf(dir, "")
+			return len(left) == 0, strings.Join(left, "; ")
+		})
+	}},
+	// The virtiofsd serving the container's root: its files are gone from
+	// under the guest, so the VM is stopped and the log says which
+	// virtiofsd ended. (Skipped where the root is shared over 9p.)
+	{name: "virtiofsd-killed", kill: func(t *testing.T, p *podman, name, dir string) {
+		var vfsd []string
+		for _, proc := range processesOf(dir, "") {
+			if strings.Contains(proc, "virtiofsd") && strings.Contains(proc, "virtiofs0.sock") {
+				vfsd = append(vfsd, proc)
+			}
+		}
+		if len(vfsd) == 0 {
+			p.ok(t, "rm", "--force", "--time", "0", name)
+			t.Skipf("no virtiofsd serves %s (the root is shared over 9p here)", dir)
+		}
+		// Debian's virtiofsd runs as a parent and its sandboxed child: both.
+		for _, proc := range vfsd {
+			var pid int
+			fmt.Sscanf(proc, "%d", &pid)
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				t.Fatalf("killing %s: %v", proc, err)
+			}
+		}
+	}, wantLog: []string{`virtiofsd of share "initos-root"`, "so the VMM was stopped"}},
+}
+
+// testPodmanFaults runs podmanFaults, each on a container of its own.
+func testPodmanFaults(t *testing.T, p *podman) {
+	for _, f := range podmanFaults {
+		t.Run(f.name, func(t *testing.T) {
+			t.Parallel()
+			name := "initos-pm-" + f.name
+			id := p.detached(t, name, "sh", "-c", "echo ready; exec sleep 3600")
+			p.waitLogs(t, name, "ready", settleTimeout)
+			f.kill(t, p, name, p.stateDir(id))
+			if got := p.ok(t, "wait", name); got != "137" {
+				t.Errorf("podman wait printed %q after the fault, want 137", got)
+			}
+			if got := p.inspect(t, name, "{{.State.Status}} {{.State.ExitCode}}"); got != "exited 137" {
+				t.Errorf("state %q after the fault, want exited 137", got)
+			}
+			if _, stderr := p.logs(t, name); !containsAll(stderr, f.wantLog) {
+				t.Errorf("podman logs' stderr %q does not say %q", stderr, f.wantLog)
+			}
+			p.ok(t, "rm", name)
+			p.assertRemoved(t, id)
+		})
 	}
-	if got := p.inspect(t, name, "{{.State.Status}} {{.State.ExitCode}}"); got != "exited 137" {
-		t.Errorf("state %q after the VMM was killed, want exited 137", got)
+}
+
+// containsAll reports whether s holds each of subs.
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
 	}
-	// podman deletes the runtime's container (its state dir and the
-	// monitor's log) once it exits: the container's log says it.
-	if _, stderr := p.logs(t, name); !strings.Contains(stderr, "its VM ended under it (the VMM (qemu) ended: ") || !strings.Contains(stderr, "signal: killed)") {
-		t.Errorf("podman logs' stderr does not say the VMM was killed: %q", stderr)
-	}
-	p.ok(t, "rm", name)
-	p.assertRemoved(t, id)
+	return true
 }
 
 // testPodmanRunRm: `podman run --rm` keeps stdout and stderr apart, exits 0

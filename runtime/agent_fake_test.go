@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
+	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
@@ -47,6 +49,9 @@ type fakeAgent struct {
 	// processFlood adds that many empty entries to ListProcesses' reply
 	// (a hostile guest's).
 	processFlood int
+	// stuck makes every call hang until the VM is gone, whatever its
+	// deadline (an agent that stopped answering; see stall).
+	stuck atomic.Bool
 
 	mu         sync.Mutex
 	setups     []*agentapi.SetupRequest
@@ -63,6 +68,16 @@ type fakeAgent struct {
 
 func newFakeAgent() *fakeAgent {
 	return &fakeAgent{procs: map[string]*fakeProc{}, poweredOff: make(chan struct{}), gone: make(chan struct{})}
+}
+
+// stall is the fake VM's ttrpc server interceptor: while the agent is
+// stuck, a call never reaches it and never ends before the VM does.
+func (a *fakeAgent) stall(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
+	if a.stuck.Load() {
+		<-a.gone
+		return nil, errors.New("guest gone")
+	}
+	return method(ctx, unmarshal)
 }
 
 // vmGone ends every blocked call, as the guest's death does.

@@ -359,8 +359,9 @@ func (inst *Instance) setup(ctx context.Context, req *agentapi.SetupRequest) err
 	return nil
 }
 
-// callTimeout bounds agent calls that do not wait for the container.
-const callTimeout = 60 * time.Second
+// callTimeout bounds agent calls that do not wait for the container
+// (a variable for tests of an agent that stops answering).
+var callTimeout = 60 * time.Second
 
 // maxBootAttempts bounds the boots of one VM whose guest stalls in a known,
 // transient way (bootStalls).
@@ -603,7 +604,7 @@ func (inst *Instance) Shutdown(ctx context.Context, timeout time.Duration) error
 		default:
 			// The agent replies, then powers off; a lost reply is fine
 			// because the VMM's exit below is what counts.
-			_ = inst.call(ctx, 10*time.Second, func(ctx context.Context) error {
+			_ = inst.call(ctx, min(10*time.Second, timeout), func(ctx context.Context) error {
 				_, err := inst.Agent.Shutdown(ctx, &agentapi.Empty{})
 				return err
 			})

@@ -21,6 +21,7 @@ import (
 	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/bundle"
 	"github.com/initos-runtime/initos-runtime/monitorapi"
+	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
 // MonitorOptions are the inputs of the monitor process that create leaves
@@ -250,6 +251,10 @@ func (m *monitor) listen(ctx context.Context) error {
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return fmt.Errorf("listening on %q: %w", path, err)
+	}
+	if err := vmm.RestrictSockets(path); err != nil {
+		l.Close()
+		return err
 	}
 	srv, err := ttrpc.NewServer()
 	if err != nil {

@@ -64,7 +64,11 @@ func (v *fakeVM) Start(ctx context.Context) error {
 	if v.script.startErr != nil {
 		return v.script.startErr
 	}
-	srv, err := ttrpc.NewServer()
+	var opts []ttrpc.ServerOpt
+	if a, ok := v.agent.(*fakeAgent); ok {
+		opts = append(opts, ttrpc.WithUnaryServerInterceptor(a.stall))
+	}
+	srv, err := ttrpc.NewServer(opts...)
 	if err != nil {
 		return fmt.Errorf("fake vm: %w", err)
 	}

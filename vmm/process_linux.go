@@ -104,14 +104,20 @@ func (p *Process) Wait() error {
 // ExitError describes how the process ended, with the last lines of its
 // log; call it after Done is closed.
 func (p *Process) ExitError() error {
-	status := "exit status 0"
-	if p.err != nil {
-		status = p.err.Error()
-	}
+	status := p.ExitStatus()
 	if tail := p.LogTail(10); tail != "" {
 		return fmt.Errorf("%s (pid %d) exited: %s; last lines of %s:\n%s", p.name, p.pid, status, p.logPath, tail)
 	}
 	return fmt.Errorf("%s (pid %d) exited: %s", p.name, p.pid, status)
+}
+
+// ExitStatus is how the process ended ("exit status 0", "signal:
+// killed"); call it after Done is closed.
+func (p *Process) ExitStatus() string {
+	if p.err != nil {
+		return p.err.Error()
+	}
+	return "exit status 0"
 }
 
 // LogTail returns the last n lines of the process's log.
@@ -172,6 +178,29 @@ func WaitForSocket(ctx context.Context, path string, p *Process) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// RestrictSockets makes the sockets at paths that exist readable and
+// writable by their owner only (0600): a VMM or virtiofsd creates its
+// sockets with its umask, and only the runtime (root) talks to them. The
+// state directory is 0700 as well.
+func RestrictSockets(paths ...string) error {
+	for _, p := range paths {
+		fi, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("restricting socket %q: %w", p, err)
+		}
+		if fi.Mode()&fs.ModeSocket == 0 {
+			return fmt.Errorf("restricting socket %q: it is not a socket", p)
+		}
+		if err := os.Chmod(p, 0o600); err != nil {
+			return fmt.Errorf("restricting socket %q: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // ClaimSocket makes path free for a new listener: a stale socket file is

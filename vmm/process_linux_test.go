@@ -239,3 +239,29 @@ func TestStartVirtiofsd(t *testing.T) {
 		t.Errorf("socket left behind after a failed start: %v", serr)
 	}
 }
+
+func TestRestrictSockets(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "s.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := os.Chmod(sock, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "f")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := RestrictSockets(sock, filepath.Join(dir, "missing.sock")); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode %v (%v), want 0600", fi.Mode(), err)
+	}
+	if err := RestrictSockets(file); err == nil {
+		t.Error("a regular file was taken for a socket")
+	}
+}

@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,12 +34,21 @@ type Supervisor struct {
 	// i of Cfg.Shares, on StateDir/VirtiofsSocket(i) (also removed by
 	// Stop), logging to StateDir/VirtiofsdLog(i).
 	Virtiofsd string
+	// VirtiofsdGrace is how long the VMM may take to end after a virtiofsd
+	// did before that virtiofsd counts as lost and the VMM is stopped (a
+	// VMM that ends first makes virtiofsd exit too, and either may be seen
+	// first); 0 means 2 s.
+	VirtiofsdGrace time.Duration
 
 	mu       sync.Mutex // serialises Start and Stop, guards the fields below
 	started  bool
 	proc     *Process
 	vfsd     []*Process
+	vfsdTags []string // the share of each vfsd
 	stopping atomic.Bool
+	// lost is why a virtiofsd ended under the running VMM, which was
+	// then stopped (watchVirtiofsd); Wait reports it.
+	lost atomic.Pointer[error]
 }
 
 // SocketPaths are every socket the VM uses: Sockets and the virtiofs
@@ -79,7 +89,7 @@ func (s *Supervisor) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			_ = s.kill()
-			s.proc, s.vfsd = nil, nil
+			s.proc, s.vfsd, s.vfsdTags = nil, nil, nil
 		}
 	}()
 	for i, sh := range s.Cfg.Shares {
@@ -91,6 +101,7 @@ func (s *Supervisor) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("starting virtiofsd for share %q of vm %q: %w", sh.Tag, s.Cfg.ID, err)
 		}
 		s.vfsd = append(s.vfsd, p)
+		s.vfsdTags = append(s.vfsdTags, sh.Tag)
 	}
 	s.proc, err = StartProcessIn(s.Cfg.Netns, s.Name, s.Bin, s.Args, s.Log)
 	if err != nil {
@@ -99,8 +110,42 @@ func (s *Supervisor) Start(ctx context.Context) (err error) {
 	if err := s.waitReady(ctx); err != nil {
 		return fmt.Errorf("starting vm %q: %w", s.Cfg.ID, err)
 	}
+	// Ready means the VMM's sockets exist: they are the owner's only.
+	if err := RestrictSockets(s.SocketPaths()...); err != nil {
+		return fmt.Errorf("starting vm %q: %w", s.Cfg.ID, err)
+	}
 	s.started = true
+	for i, p := range s.vfsd {
+		go s.watchVirtiofsd(p, s.vfsdTags[i], s.proc)
+	}
 	return nil
+}
+
+// defaultVirtiofsdGrace is Supervisor.VirtiofsdGrace's default.
+const defaultVirtiofsdGrace = 2 * time.Second
+
+// watchVirtiofsd stops the VMM vm when virtiofsd p, serving share tag,
+// ends while vm runs and nobody is stopping it: the guest's files behind
+// that share are gone (its requests would hang or fail), so its container
+// is lost as with a VMM crash; Wait then says which virtiofsd ended and how.
+func (s *Supervisor) watchVirtiofsd(p *Process, tag string, vm *Process) {
+	select {
+	case <-vm.Done():
+		return
+	case <-p.Done():
+	}
+	select {
+	case <-vm.Done():
+		return
+	case <-time.After(cmp.Or(s.VirtiofsdGrace, defaultVirtiofsdGrace)):
+	}
+	if s.stopping.Load() {
+		return
+	}
+	err := fmt.Errorf("virtiofsd of share %q (pid %d) ended: %s", tag, p.Pid(), p.ExitStatus())
+	if s.lost.CompareAndSwap(nil, &err) {
+		_ = vm.Kill()
+	}
 }
 
 // waitReady polls Ready until it succeeds, the VMM exits or ctx ends.
@@ -137,8 +182,12 @@ func (s *Supervisor) Running() (*Process, error) {
 // ExitedError says that the VMM is gone, why, and what the guest printed
 // last; it wraps ErrVMExited.
 func (s *Supervisor) ExitedError(p *Process) error {
+	cause := p.ExitError()
+	if lost := s.lost.Load(); lost != nil {
+		cause = fmt.Errorf("%w, so the VMM was stopped: %w", *lost, cause)
+	}
 	return fmt.Errorf("vm %q: %w: %w; last console output:\n%s",
-		s.Cfg.ID, ErrVMExited, p.ExitError(), ConsoleTail(s.Cfg.ConsoleLog, 20))
+		s.Cfg.ID, ErrVMExited, cause, ConsoleTail(s.Cfg.ConsoleLog, 20))
 }
 
 // Stop asks the VMM to exit (Shutdown, else SIGTERM), SIGKILLs it when it

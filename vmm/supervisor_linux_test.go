@@ -79,3 +79,64 @@ func TestSupervisorWaitReportsCrash(t *testing.T) {
 		t.Errorf("Wait after Stop of a crashed VMM = %v, want the crash still reported", err)
 	}
 }
+
+// A virtiofsd that ends under a running VMM stops the VMM (its guest's
+// files are gone), and Wait says which share's virtiofsd ended and how; a
+// virtiofsd that Stop ends, or that follows its VMM, does not count as
+// lost.
+func TestSupervisorVirtiofsdLost(t *testing.T) {
+	for _, mode := range []string{"killed", "stopped", "vmm-first"} {
+		stop, vmmFirst := mode == "stopped", mode == "vmm-first"
+		t.Run(mode, func(t *testing.T) {
+			s := sleepSupervisor(t, func(context.Context) error { return nil }, func(context.Context) error { return errors.New("no api") })
+			s.VirtiofsdGrace = 100 * time.Millisecond
+			if err := s.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			vm, err := s.Running()
+			if err != nil {
+				t.Fatal(err)
+			}
+			vfsd, err := StartProcess("virtiofsd", "/bin/sleep", []string{"60"}, filepath.Join(t.TempDir(), "vfsd.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.mu.Lock()
+			s.vfsd = append(s.vfsd, vfsd)
+			s.mu.Unlock()
+			go s.watchVirtiofsd(vfsd, "initos-root", vm)
+			if stop {
+				if err := s.Stop(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Wait(); err != nil {
+					t.Errorf("Wait after Stop = %v, want nil", err)
+				}
+				return
+			}
+			if vmmFirst {
+				// The VMM crashes; its virtiofsd follows (its client is
+				// gone): the VMM's crash is what Wait reports.
+				if err := vm.Kill(); err != nil {
+					t.Fatal(err)
+				}
+				_ = vfsd.Kill()
+				if err := s.Wait(); !errors.Is(err, ErrVMExited) || strings.Contains(err.Error(), "virtiofsd") {
+					t.Errorf("Wait = %v, want the VMM's crash, not virtiofsd's", err)
+				}
+				_ = s.Stop(context.Background())
+				return
+			}
+			if err := vfsd.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			err = s.Wait()
+			if !errors.Is(err, ErrVMExited) || !strings.Contains(err.Error(), `virtiofsd of share "initos-root"`) || !strings.Contains(err.Error(), "so the VMM was stopped") {
+				t.Errorf("Wait = %v, want ErrVMExited naming the virtiofsd that ended", err)
+			}
+			if err := s.Stop(context.Background()); err != nil {
+				t.Errorf("Stop = %v", err)
+			}
+		})
+	}
+}

@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -9,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCLIVerbs drives one detached container through the runc verbs that
@@ -170,6 +173,43 @@ func TestCLIDeleteCreated(t *testing.T) {
 	}
 	if r := runtimeCmd(t, nil, "state", id); r.code == 0 || !strings.Contains(string(r.stderr), "does not exist") {
 		t.Errorf("state after delete: exit %d, %s %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestCLICreateKilled: create killed (SIGKILL) at some point of its work
+// (before the monitor starts, while the VM boots, before it returns) leaves
+// a container that state reports and that delete --force removes whole: no
+// monitor, VMM or virtiofsd, no state, no disk image. The points are times
+// after create started, as the steps take under TCG.
+func TestCLICreateKilled(t *testing.T) {
+	needVMs(t)
+	t.Parallel()
+	dir := writeBundle(t, busyboxSpec(t, "sleep", "3600"))
+	for _, after := range []time.Duration{0, 300 * time.Millisecond, time.Second, 2500 * time.Millisecond} {
+		id := fmt.Sprintf("cli-create-killed-%d", after.Milliseconds())
+		t.Run(after.String(), func(t *testing.T) {
+			t.Parallel()
+			defer assertNothingLeft(t, id)
+			cmd := exec.Command(env.bin, "--config", env.config, "create", "--bundle", dir, id)
+			// The monitor inherits stdio: files, not pipes.
+			out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer out.Close()
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(after)
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			r := runtimeCmd(t, nil, "state", id)
+			t.Logf("state after create was killed: exit %d, %s%s", r.code, bytes.TrimSpace(r.stdout), bytes.TrimSpace(r.stderr))
+			if r := runtimeCmd(t, nil, "delete", "--force", id); r.code != 0 && !strings.Contains(string(r.stderr), "does not exist") {
+				t.Errorf("delete --force: exit %d, %s", r.code, r.stderr)
+			}
+		})
 	}
 }
 

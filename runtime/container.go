@@ -56,13 +56,18 @@ func Create(ctx context.Context, c Config, o CreateOptions) (pid int, err error)
 		}
 	}()
 	prepareMonitor(o.Monitor, c, b.Spec)
-	return spawnReady(ctx, o.Monitor, time.Duration(c.BootTimeout)+5*time.Minute, fmt.Sprintf("creating container %q", o.ID))
+	// The monitor is recorded as soon as it runs: a create killed before
+	// the monitor is ready leaves a container that delete --force can
+	// still stop.
+	record := func(pid int) error { return writeMonitorPid(dir, pid) }
+	return spawnReady(ctx, o.Monitor, time.Duration(c.BootTimeout)+5*time.Minute, fmt.Sprintf("creating container %q", o.ID), record)
 }
 
 // spawnReady starts cmd in a session of its own with the write end of a
-// ready pipe as its fd 3, and waits (up to deadline) for it to write "ok\n"
-// or "error: ...\n". On failure the process is stopped and reaped.
-func spawnReady(ctx context.Context, cmd *exec.Cmd, deadline time.Duration, what string) (int, error) {
+// ready pipe as its fd 3, tells started (if not nil) its pid, and waits (up
+// to deadline) for it to write "ok\n" or "error: ...\n". On failure the
+// process is stopped and reaped.
+func spawnReady(ctx context.Context, cmd *exec.Cmd, deadline time.Duration, what string, started func(pid int) error) (int, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return 0, fmt.Errorf("%s: creating the ready pipe: %w", what, err)
@@ -90,6 +95,13 @@ func spawnReady(ctx context.Context, cmd *exec.Cmd, deadline time.Duration, what
 	}()
 	// reap collects it on the paths where it is still ours.
 	reap := func() { <-exited; _ = cmd.Wait() }
+	if started != nil {
+		if err := started(cmd.Process.Pid); err != nil {
+			stopMonitor(cmd.Process, exited)
+			reap()
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
+	}
 	line := make(chan string, 1)
 	go func() {
 		s, _ := bufio.NewReader(r).ReadString('\n')

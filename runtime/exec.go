@@ -128,5 +128,5 @@ func Exec(ctx context.Context, c Config, o ExecOptions) (status int, err error) 
 // waiter's pid (exec's --pid-file: conmon waits for it) once the process
 // runs in the guest.
 func ExecDetached(ctx context.Context, id string, waiter *exec.Cmd) (int, error) {
-	return spawnReady(ctx, waiter, 2*callTimeout, fmt.Sprintf("exec in container %q", id))
+	return spawnReady(ctx, waiter, 2*callTimeout, fmt.Sprintf("exec in container %q", id), nil)
 }

@@ -17,7 +17,7 @@ import (
 func TestSpawnReadyLeavesTheExitStatus(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		cmd := exec.Command("sh", "-c", "echo ok >&3; exit 7")
-		pid, err := spawnReady(context.Background(), cmd, 10*time.Second, "test helper")
+		pid, err := spawnReady(context.Background(), cmd, 10*time.Second, "test helper", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -34,7 +34,7 @@ func TestSpawnReadyLeavesTheExitStatus(t *testing.T) {
 // and its error returned.
 func TestSpawnReadyReapsFailures(t *testing.T) {
 	cmd := exec.Command("sh", "-c", "echo 'error: no such container' >&3; exit 1")
-	_, err := spawnReady(context.Background(), cmd, 10*time.Second, "test helper")
+	_, err := spawnReady(context.Background(), cmd, 10*time.Second, "test helper", nil)
 	if err == nil || !strings.Contains(err.Error(), "no such container") {
 		t.Fatalf("error %v, want the helper's", err)
 	}

@@ -57,6 +57,10 @@ const (
 	stateFile   = "state.json"
 	monitorSock = "monitor.sock"
 	lockFile    = "lock"
+	// monitorPidFile holds "<pid> <start time>" of the monitor from its
+	// start, so that delete --force finds a monitor that is still
+	// creating (no state.json yet), e.g. after create was killed.
+	monitorPidFile = "monitor.pid"
 )
 
 // stateDir is the directory of container id under the state root.
@@ -96,8 +100,11 @@ func loadState(c Config, id string) (*State, error) {
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			if _, serr := os.Stat(stateDir(c, id)); serr == nil {
-				// create has made the directory and not yet the state.
-				return &State{ID: id, Status: StatusCreating}, nil
+				// create has made the directory and not yet the state;
+				// its monitor, once started, is named in monitorPidFile.
+				st := &State{ID: id, Status: StatusCreating}
+				st.MonitorPid, st.MonitorStart = readMonitorPid(stateDir(c, id))
+				return st, nil
 			}
 			return nil, fmt.Errorf("container %q: %w", id, ErrNotExist)
 		}
@@ -111,6 +118,31 @@ func loadState(c Config, id string) (*State, error) {
 		st.Status = StatusStopped
 	}
 	return &st, nil
+}
+
+// writeMonitorPid records a monitor that has just started in its state dir
+// (monitorPidFile).
+func writeMonitorPid(dir string, pid int) error {
+	start, err := processStartTime(pid)
+	if err != nil {
+		return fmt.Errorf("reading the start time of the monitor (pid %d): %w", pid, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, monitorPidFile), fmt.Appendf(nil, "%d %d\n", pid, start), 0o600); err != nil {
+		return fmt.Errorf("recording the monitor: %w", err)
+	}
+	return nil
+}
+
+// readMonitorPid reads monitorPidFile; zeros when it is missing or broken.
+func readMonitorPid(dir string) (pid int, start uint64) {
+	b, err := os.ReadFile(filepath.Join(dir, monitorPidFile))
+	if err != nil {
+		return 0, 0
+	}
+	if _, err := fmt.Sscanf(string(b), "%d %d", &pid, &start); err != nil || pid <= 1 {
+		return 0, 0
+	}
+	return pid, start
 }
 
 // monitorAlive tells whether st's monitor still runs (and is the same

@@ -4,8 +4,9 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # The guest kernel unpacked by scripts/fetch-kernel.sh; tests that read a real kernel skip without it.
 export INITOS_KERNEL_ROOT ?= $(wildcard /var/lib/initos-runtime/kernel)
+FUZZTIME ?= 30s
 
-.PHONY: build test integration stress lint bench proto clean
+.PHONY: build test integration stress lint bench fuzz proto clean
 
 # build: the runtime CLI, the containerd shim and the static guest agent into bin/
 build:
@@ -33,6 +34,16 @@ lint:
 # bench: a VM's phase timings beside runc, and volume throughput over virtiofs and 9p beside the host path
 bench:
 	INITOS_INTEGRATION=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime 3x -timeout 30m ./integration/ ./bundle/ ./initrd/
+
+# fuzz: runs each fuzz target for FUZZTIME (default 30s)
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCmdline$$' -fuzztime $(FUZZTIME) ./guestagent/
+	$(GO) test -run '^$$' -fuzz '^FuzzSetupRequest$$' -fuzztime $(FUZZTIME) ./guestagent/
+	$(GO) test -run '^$$' -fuzz '^FuzzCreateProcessRequest$$' -fuzztime $(FUZZTIME) ./guestagent/
+	$(GO) test -run '^$$' -fuzz '^FuzzProcessJSON$$' -fuzztime $(FUZZTIME) ./guestagent/
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./bundle/
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateSpec$$' -fuzztime $(FUZZTIME) ./bundle/
+	$(GO) test -run '^$$' -fuzz '^FuzzHybridVsockHandshake$$' -fuzztime $(FUZZTIME) ./vmm/cloudhypervisor/
 
 # proto: regenerate agentapi from agent.proto (needs protoc, protoc-gen-go, protoc-gen-go-ttrpc)
 proto:

@@ -22,9 +22,9 @@ test:
 integration:
 	INITOS_INTEGRATION=1 $(GO) test -count=1 -timeout 40m -v ./integration/
 
-# stress: boots INITOS_STRESS_N VMs (60), INITOS_STRESS_PAR at a time (6), and prints the boot-time distribution (not in CI)
+# stress: boots INITOS_STRESS_N VMs (60), INITOS_STRESS_PAR at a time (6), prints the boot times, and counts host leaks over podman and nerdctl runs (not in CI)
 stress:
-	INITOS_INTEGRATION=1 INITOS_STRESS=1 $(GO) test -count=1 -timeout 60m -v -run '^TestStressBoot$$' ./integration/
+	INITOS_INTEGRATION=1 INITOS_STRESS=1 $(GO) test -count=1 -timeout 60m -v -run '^TestStress(Boot|Leaks)$$' ./integration/
 
 # lint: gofmt and go vet must be clean
 lint:

@@ -367,6 +367,31 @@ var callTimeout = 60 * time.Second
 // transient way (bootStalls).
 const maxBootAttempts = 3
 
+// consoleCapEvery is how often a running VM's console log is capped.
+const consoleCapEvery = 2 * time.Second
+
+// capConsole keeps the console log at path, which the guest fills at will,
+// to its last vmm.ConsoleKeep bytes of space (vmm.CapLog) until exited is
+// closed. A filesystem that cannot punch holes ends it: the log then grows
+// as before.
+func capConsole(path string, exited <-chan struct{}) {
+	t := time.NewTicker(consoleCapEvery)
+	defer t.Stop()
+	var done int64
+	for {
+		select {
+		case <-exited:
+			return
+		case <-t.C:
+		}
+		d, err := vmm.CapLog(path, vmm.ConsoleKeep, done)
+		if err != nil {
+			return
+		}
+		done = d
+	}
+}
+
 // startVM starts the VM and waits for its agent. A guest whose console
 // shows a known stall (bootStalls) is stopped and booted again, up to
 // maxBootAttempts boots in all; each has the whole boot deadline.
@@ -389,6 +414,7 @@ func (inst *Instance) startVM(ctx context.Context, newVM newVMFunc, driver strin
 			inst.waitErr = vm.Wait()
 			close(exited)
 		}()
+		go capConsole(inst.consoleLog, exited)
 		err = inst.connect(ctx, time.Duration(c.BootTimeout))
 		if err == nil || !errors.Is(err, ErrBootStalled) || attempt == maxBootAttempts {
 			if err != nil && attempt > 1 {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -240,6 +241,11 @@ func runMkfs(ctx context.Context, opts DiskOptions, contentBytes int64, rootfs, 
 		err = cerr
 	}
 	msg := fmt.Sprintf("%s --rootdir %q %q", name, rootfs, image)
+	if bytes.Contains(out, []byte("No space left on device")) {
+		// Said first, and testable (errors.Is ENOSPC): the rest of
+		// mkfs.btrfs's output is a cascade of the same failure.
+		return fmt.Errorf("%w: the filesystem of %s is full: %w: %s: %w", ErrMkfs, filepath.Dir(image), syscall.ENOSPC, msg, err)
+	}
 	if t := outputTail(out); t != "" {
 		return fmt.Errorf("%w: %s: %w: %s", ErrMkfs, msg, err, t)
 	}

@@ -240,6 +240,15 @@ func TestBuildDiskFailureCleansUp(t *testing.T) {
 			is:   ErrMkfs,
 		},
 		{
+			name: "host filesystem full",
+			fake: &fakeMkfs{
+				out: []byte("ERROR: failed to write bytenr 25997312 length 4096: No space left on device\nERROR: failed to write big\n"),
+				err: errors.New("exit status 1"),
+			},
+			want: []string{"is full: no space left on device", "--rootdir \"" + root + "\""},
+			is:   syscall.ENOSPC,
+		},
+		{
 			name: "mkfs times out",
 			fake: &fakeMkfs{block: true},
 			opts: DiskOptions{Timeout: 50 * time.Millisecond},

@@ -318,3 +318,63 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestRunDiskFull builds a container's disk image (config rootfs "disk")
+// on a host filesystem too small for it: create fails with an error that
+// says so, leaves no partial image, state or process, and a container that
+// was running meanwhile keeps running.
+func TestRunDiskFull(t *testing.T) {
+	needVMs(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts a tmpfs")
+	}
+	t.Parallel()
+	// A data dir of its own whose disks/ is a 16 MiB tmpfs; the kernel and
+	// initrd cache is the run's.
+	data := t.TempDir()
+	if err := os.Symlink(filepath.Join(env.cfg.DataDir, "cache"), filepath.Join(data, "cache")); err != nil {
+		t.Fatal(err)
+	}
+	disks := filepath.Join(data, "disks")
+	if err := os.Mkdir(disks, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", disks, "tmpfs", 0, "size=16m"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(disks, unix.MNT_DETACH)
+	config := writeConfig(t, func(c *runtime.Config) { c.DataDir, c.Rootfs = data, runtime.RootfsDisk })
+
+	// The bystander: a running container of the run's config.
+	other := "bb-disk-full-other"
+	defer assertNothingLeft(t, other)
+	defer runtimeCmd(t, nil, "delete", "--force", other)
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(env.bin, "--config", env.config, "run", "--detach", "--bundle", writeBundle(t, busyboxSpec(t, "sleep", "3600")), other)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("run --detach %s: %v", other, err)
+	}
+
+	// 32 MiB of data in a rootfs whose image may take 16 MiB.
+	s := busyboxSpec(t, "true")
+	if err := os.WriteFile(filepath.Join(s.Root.Path, "big"), bytes.Repeat([]byte("initos!\n"), 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := "bb-disk-full"
+	r := runtimeCmdWith(t, config, nil, "run", "--bundle", writeBundle(t, s), id)
+	if r.code == 0 || !strings.Contains(string(r.stderr), "is full: no space left on device") {
+		t.Errorf("run with a full disk: exit %d, stderr %q; want an error saying no space is left", r.code, r.stderr)
+	}
+	assertNothingLeft(t, id)
+	if ents, err := os.ReadDir(disks); err != nil || len(ents) > 0 {
+		t.Errorf("disks dir after the failure: %v, %v; want it empty", ents, err)
+	}
+	if r := runtimeCmd(t, nil, "exec", other, "echo", "still-here"); r.code != 0 || string(r.stdout) != "still-here\n" {
+		t.Errorf("the bystander after the failure: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}

@@ -270,8 +270,8 @@ func sharedRoot(sh *agentapi.Share, rel string) (string, error) {
 // virtiofs, at /z); the host has rewritten the sources of host bind mounts
 // to paths under it.
 func (s *Service) mountShare(sh *agentapi.Share) (string, error) {
-	if sh.Tag == "" || !filepath.IsAbs(sh.MountPoint) {
-		return "", errorf(ErrInvalidArgument, "share: tag %q and absolute mount point %q are required", sh.Tag, sh.MountPoint)
+	if sh.Tag == "" || !filepath.IsAbs(sh.MountPoint) || path.Clean(sh.MountPoint) != sh.MountPoint || sh.MountPoint == "/" {
+		return "", errorf(ErrInvalidArgument, "share: tag %q and a clean absolute mount point other than / (%q) are required", sh.Tag, sh.MountPoint)
 	}
 	var data string
 	switch sh.Fstype {

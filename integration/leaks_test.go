@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -96,8 +97,8 @@ func (c hostCounts) diff(after hostCounts) []string {
 	return out
 }
 
-// TestStressLeaks runs many short containers through podman and nerdctl,
-// one after the other and then several at a time, and counts what they
+// TestStressLeaks runs many short containers through podman, nerdctl and
+// CRI (a pod each), one after the other and then several at a time, and counts what they
 // hold on the host before and after (countHost): the counts must be equal.
 // It takes minutes under TCG: make stress runs it.
 func TestStressLeaks(t *testing.T) {
@@ -125,12 +126,17 @@ func TestStressLeaks(t *testing.T) {
 		{"nerdctl", func(t *testing.T) (func(int) error, []string) {
 			c := newContainerd(t)
 			return func(i int) error {
-				r := c.run(t, nil, "nerdctl", "run", "--rm", "--runtime", initosRuntimeType, containerdImage, "true")
-				if r.code != 0 {
-					return fmt.Errorf("nerdctl run %d: exit %d: %s", i, r.code, r.stderr)
+				r, err := c.runErr(nil, "nerdctl", "run", "--rm", "--runtime", initosRuntimeType, containerdImage, "true")
+				if err == nil && r.code != 0 {
+					err = fmt.Errorf("nerdctl run %d: exit %d: %s", i, r.code, r.stderr)
 				}
-				return nil
+				return err
 			}, nil
+		}},
+		{"cri", func(t *testing.T) (func(int) error, []string) {
+			c := newContainerd(t)
+			dir := t.TempDir()
+			return func(i int) error { return criRunOnce(c, dir, i) }, nil
 		}},
 	} {
 		t.Run(engine.name, func(t *testing.T) {
@@ -176,4 +182,72 @@ func TestStressLeaks(t *testing.T) {
 				par, tPar.Round(time.Second), after)
 		})
 	}
+}
+
+// criRunOnce runs a pod of the initos handler with one short container
+// through crictl, waits for the container's exit, and removes the pod, as
+// kubelet does for a finished Job's pod. It is safe to call from any
+// goroutine (its failures are errors, not test failures).
+func criRunOnce(c *containerd, dir string, i int) error {
+	crictl := func(args ...string) (string, error) {
+		r, err := c.runErr(nil, "crictl", args...)
+		if err == nil && r.code != 0 {
+			err = fmt.Errorf("crictl %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+		}
+		return strings.TrimSpace(string(r.stdout)), err
+	}
+	name := fmt.Sprintf("leak-%d", i)
+	podConfig, ctrConfig := filepath.Join(dir, name+"-pod.json"), filepath.Join(dir, name+"-ctr.json")
+	logDir := filepath.Join(dir, name+"-logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return err
+	}
+	for path, v := range map[string]any{
+		podConfig: map[string]any{"metadata": map[string]any{"name": name, "namespace": "default", "uid": "uid-" + name},
+			"log_directory": logDir},
+		ctrConfig: map[string]any{"metadata": map[string]any{"name": "job"}, "image": map[string]any{"image": containerdImage},
+			"command": []string{"true"}, "log_path": "job.log"},
+	} {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			return err
+		}
+	}
+	pod, err := crictl("runp", "--runtime", initosHandler, podConfig)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_, _ = crictl("stopp", pod)
+		_, _ = crictl("rmp", pod)
+	}()
+	id, err := crictl("create", pod, ctrConfig, podConfig)
+	if err != nil {
+		return err
+	}
+	if _, err := crictl("start", id); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(settleTimeout)
+	for {
+		state, err := crictl("inspect", "--output", "go-template", "--template", "{{.status.state}}", id)
+		if err != nil {
+			return err
+		}
+		if state == "CONTAINER_EXITED" {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pod %s: container %s still %s after %s", name, id, state, settleTimeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := crictl("stopp", pod); err != nil {
+		return err
+	}
+	_, err = crictl("rmp", pod)
+	return err
 }

@@ -29,14 +29,16 @@ func bootWeb(t *testing.T, h *fakeHost, c Config) (*Instance, *bundle.Bundle, *P
 
 // TestStuckAgent: an agent that stops answering (its calls never return,
 // whatever their deadline) holds no host call past its deadline: each ends
-// with an error that names the operation and the container; and Shutdown
-// (what delete does) still stops the VM and leaves nothing.
+// with an error that names the operation, the container, the deadline and
+// the console's last lines; and Shutdown (what delete does) still stops the
+// VM and leaves nothing.
 func TestStuckAgent(t *testing.T) {
 	orig := callTimeout
 	callTimeout = 300 * time.Millisecond
 	t.Cleanup(func() { callTimeout = orig })
 
 	h := newFakeHost(t)
+	h.vmScript.console = []string{"fake guest console"}
 	c := testConfig(t)
 	ctx := context.Background()
 	inst, b, p := bootWeb(t, h, c)
@@ -63,8 +65,9 @@ func TestStuckAgent(t *testing.T) {
 			if err == nil {
 				t.Fatal("a stuck agent's call succeeded")
 			}
-			if msg := err.Error(); !strings.Contains(msg, tc.name) || !strings.Contains(msg, `"web"`) || !strings.Contains(msg, "deadline") {
-				t.Errorf("error %q: want it to name the operation (%q), the container and the deadline", msg, tc.name)
+			if msg := err.Error(); !strings.Contains(msg, tc.name) || !strings.Contains(msg, `"web"`) || !strings.Contains(msg, "did not answer within") ||
+				!strings.Contains(msg, "last console output:\nfake guest console") {
+				t.Errorf("error %q: want it to name the operation (%q), the container, the deadline and the console's tail", msg, tc.name)
 			}
 		})
 	}

@@ -494,14 +494,20 @@ func (inst *Instance) connect(ctx context.Context, timeout time.Duration) error 
 
 // call runs f with a deadline; a VMM exit turns into ErrVMExited.
 func (inst *Instance) call(ctx context.Context, timeout time.Duration, f func(context.Context) error) error {
+	callCtx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
+		callCtx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	err := f(ctx)
+	err := f(callCtx)
 	if err != nil && inst.vmGone(err) {
 		return fmt.Errorf("%w (%v): %w", ErrVMExited, inst.waitErr, err)
+	}
+	if err != nil && timeout > 0 && ctx.Err() == nil && errors.Is(callCtx.Err(), context.DeadlineExceeded) {
+		// Our deadline, not the caller's: the agent did not answer in
+		// time; what the guest printed last may say why.
+		return fmt.Errorf("%w (the agent did not answer within %s; last console output:\n%s)", agentError(err), timeout, inst.ConsoleTail(10))
 	}
 	return agentError(err)
 }

@@ -59,8 +59,10 @@ func TestCLIVerbs(t *testing.T) {
 	}
 
 	// The state dir is root's only, and so is every socket in it (the
-	// monitor's, the VMM's, virtiofsd's).
+	// monitor's, the VMM's, virtiofsd's); and none of the container's
+	// host processes listens on the network.
 	checkStatePerms(t, filepath.Join(root, id))
+	checkNoInetListeners(t, filepath.Join(root, id))
 
 	// runtime.md "create": an id already in use MUST be an error.
 	if r := rt(nil, "create", "--bundle", dir, id); r.code == 0 || !strings.Contains(string(r.stderr), "already exists") {
@@ -246,4 +248,46 @@ func checkStatePerms(t *testing.T, dir string) {
 		t.Errorf("no monitor.sock among the sockets %v of %s", socks, dir)
 	}
 	t.Logf("state dir 0700; sockets 0600: %v", socks)
+}
+
+// checkNoInetListeners fails when a host process of the container whose
+// state dir is dir (its VMM and virtiofsd name it; the monitor holds it
+// open) has a listening TCP socket or a bound UDP socket, in whatever
+// network namespace it runs: the host serves the guest nothing over the
+// network.
+func checkNoInetListeners(t *testing.T, dir string) {
+	t.Helper()
+	procs := processesOf(dir, dir)
+	if len(procs) == 0 {
+		t.Fatalf("no process of %s found", dir)
+	}
+	for _, proc := range procs {
+		var pid int
+		fmt.Sscanf(proc, "%d", &pid)
+		listening := map[string]string{} // socket inode → the line's protocol
+		for _, proto := range []string{"tcp", "tcp6", "udp", "udp6"} {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, proto))
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(b), "\n")[1:] {
+				f := strings.Fields(line)
+				// sl local rem st ... uid timeout inode: TCP LISTEN is 0A;
+				// every UDP socket is bound to receive.
+				if len(f) > 9 && (strings.HasPrefix(proto, "udp") || f[3] == "0A") {
+					listening[f[9]] = proto + " " + f[1]
+				}
+			}
+		}
+		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+		for _, fd := range fds {
+			target, err := os.Readlink(fd)
+			if inode, ok := strings.CutPrefix(target, "socket:["); err == nil && ok {
+				if l, ok := listening[strings.TrimSuffix(inode, "]")]; ok {
+					t.Errorf("%s listens on %s", proc, l)
+				}
+			}
+		}
+	}
+	t.Logf("no inet listener among %d processes", len(procs))
 }

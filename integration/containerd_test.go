@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -87,22 +88,36 @@ func TestContainerdShim(t *testing.T) {
 			}
 		})
 
-		t.Run("vmm killed", func(t *testing.T) {
-			t.Parallel()
-			// SIGKILL of the VMM kills the container's processes with
-			// it: the task exits 137, as for any container killed by
-			// SIGKILL, and rm leaves nothing.
-			name := "ictd-vmm-killed"
-			c.ok(t, "nerdctl", "run", "-d", "--name", name, rt, containerdImage, "sleep", "3600")
-			id := c.ok(t, "nerdctl", "inspect", "--format", "{{.ID}}", name)
-			killVMM(t, c.shimStateDir(nerdctlNamespace, id))
-			poll(t, settleTimeout, "the task to exit after its VMM was killed", func() (bool, string) {
-				out := c.ok(t, "nerdctl", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name)
-				return out == "exited 137", out
+		// SIGKILL of the VMM, or of the virtiofsd serving the
+		// container's root (its files gone from under the guest, so the
+		// VM is stopped), kills the container's processes: the task exits
+		// 137, as for any container killed by SIGKILL, and rm leaves
+		// nothing.
+		for _, f := range []struct {
+			name string
+			kill func(t testing.TB, dir string)
+		}{
+			{"vmm", killVMM},
+			{"virtiofsd", func(t testing.TB, dir string) {
+				if !killVirtiofsd(t, dir) {
+					t.Skipf("no virtiofsd serves %s (the root is shared over 9p here)", dir)
+				}
+			}},
+		} {
+			t.Run(f.name+" killed", func(t *testing.T) {
+				t.Parallel()
+				name := "ictd-" + f.name + "-killed"
+				c.ok(t, "nerdctl", "run", "-d", "--name", name, rt, containerdImage, "sleep", "3600")
+				id := c.ok(t, "nerdctl", "inspect", "--format", "{{.ID}}", name)
+				defer c.assertGone(t, id)
+				defer c.ok(t, "nerdctl", "rm", "-f", name)
+				f.kill(t, c.shimStateDir(nerdctlNamespace, id))
+				poll(t, settleTimeout, "the task to exit after its "+f.name+" was killed", func() (bool, string) {
+					out := c.ok(t, "nerdctl", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name)
+					return out == "exited 137", out
+				})
 			})
-			c.ok(t, "nerdctl", "rm", name)
-			c.assertGone(t, id)
-		})
+		}
 
 		t.Run("shim killed", func(t *testing.T) {
 			t.Parallel()
@@ -276,6 +291,26 @@ func (c *containerd) toolArgsLine(tool string) []string {
 func killVMM(t testing.TB, dir string) {
 	t.Helper()
 	killOnly(t, "VMM of "+dir, vmmsOf(dir))
+}
+
+// killVirtiofsd sends SIGKILL to the virtiofsd serving the root share of
+// the VM whose state dir is dir (Debian's virtiofsd runs as a parent and
+// its sandboxed child: both); false when there is none (9p).
+func killVirtiofsd(t testing.TB, dir string) bool {
+	t.Helper()
+	var found bool
+	for _, proc := range processesOf(dir, "") {
+		if !strings.Contains(proc, "virtiofsd") || !strings.Contains(proc, "virtiofs0.sock") {
+			continue
+		}
+		found = true
+		var pid int
+		fmt.Sscanf(proc, "%d", &pid)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			t.Fatalf("killing %s: %v", proc, err)
+		}
+	}
+	return found
 }
 
 // killOnly sends SIGKILL to the one process of procs (processesOf's

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -70,23 +69,9 @@ var podmanFaults = []struct {
 	// under the guest, so the VM is stopped and the log says which
 	// virtiofsd ended. (Skipped where the root is shared over 9p.)
 	{name: "virtiofsd-killed", kill: func(t *testing.T, p *podman, name, dir string) {
-		var vfsd []string
-		for _, proc := range processesOf(dir, "") {
-			if strings.Contains(proc, "virtiofsd") && strings.Contains(proc, "virtiofs0.sock") {
-				vfsd = append(vfsd, proc)
-			}
-		}
-		if len(vfsd) == 0 {
+		if !killVirtiofsd(t, dir) {
 			p.ok(t, "rm", "--force", "--time", "0", name)
 			t.Skipf("no virtiofsd serves %s (the root is shared over 9p here)", dir)
-		}
-		// Debian's virtiofsd runs as a parent and its sandboxed child: both.
-		for _, proc := range vfsd {
-			var pid int
-			fmt.Sscanf(proc, "%d", &pid)
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-				t.Fatalf("killing %s: %v", proc, err)
-			}
 		}
 	}, wantLog: []string{`virtiofsd of share "initos-root"`, "so the VMM was stopped"}},
 }

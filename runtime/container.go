@@ -21,6 +21,7 @@ import (
 	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/bundle"
 	"github.com/initos-runtime/initos-runtime/monitorapi"
+	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
 // CreateOptions are create's inputs. Monitor is the command that runs the
@@ -60,8 +61,18 @@ func Create(ctx context.Context, c Config, o CreateOptions) (pid int, err error)
 	// the monitor is ready leaves a container that delete --force can
 	// still stop.
 	record := func(pid int) error { return writeMonitorPid(dir, pid) }
-	return spawnReady(ctx, o.Monitor, time.Duration(c.BootTimeout)+5*time.Minute, fmt.Sprintf("creating container %q", o.ID), record)
+	pid, err = spawnReady(ctx, o.Monitor, time.Duration(c.BootTimeout)+5*time.Minute, fmt.Sprintf("creating container %q", o.ID), record)
+	if errors.Is(err, errNotReady) {
+		// The monitor's own deadlines passed unnoticed: what the guest
+		// printed last may say why.
+		err = fmt.Errorf("%w; last console output:\n%s", err, vmm.ConsoleTail(filepath.Join(dir, "console.log"), 10))
+	}
+	return pid, err
 }
+
+// errNotReady: a process spawnReady started did not say it was ready in
+// time.
+var errNotReady = errors.New("not ready")
 
 // spawnReady starts cmd in a session of its own with the write end of a
 // ready pipe as its fd 3, tells started (if not nil) its pid, and waits (up
@@ -120,7 +131,7 @@ func spawnReady(ctx context.Context, cmd *exec.Cmd, deadline time.Duration, what
 	case <-time.After(deadline):
 		stopMonitor(cmd.Process, exited)
 		reap()
-		return 0, fmt.Errorf("%s: not ready within %s", what, deadline)
+		return 0, fmt.Errorf("%s: %w within %s", what, errNotReady, deadline)
 	case <-ctx.Done():
 		stopMonitor(cmd.Process, exited)
 		reap()

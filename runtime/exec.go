@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
 // ExecOptions are the inputs of Exec.
@@ -127,6 +129,10 @@ func Exec(ctx context.Context, c Config, o ExecOptions) (status int, err error) 
 // re-executed to run Exec with its ready pipe on fd 3. It returns the
 // waiter's pid (exec's --pid-file: conmon waits for it) once the process
 // runs in the guest.
-func ExecDetached(ctx context.Context, id string, waiter *exec.Cmd) (int, error) {
-	return spawnReady(ctx, waiter, 2*callTimeout, fmt.Sprintf("exec in container %q", id), nil)
+func ExecDetached(ctx context.Context, c Config, id string, waiter *exec.Cmd) (int, error) {
+	pid, err := spawnReady(ctx, waiter, 2*callTimeout, fmt.Sprintf("exec in container %q", id), nil)
+	if errors.Is(err, errNotReady) {
+		err = fmt.Errorf("%w; last console output:\n%s", err, vmm.ConsoleTail(filepath.Join(stateDir(c, id), "console.log"), 10))
+	}
+	return pid, err
 }

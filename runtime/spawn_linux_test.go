@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"strings"
 	"testing"
@@ -40,5 +41,20 @@ func TestSpawnReadyReapsFailures(t *testing.T) {
 	}
 	if cmd.ProcessState == nil {
 		t.Error("the failed helper was not reaped")
+	}
+}
+
+// TestSpawnReadyDeadline: a process that never says it is ready is stopped
+// and reaped at the deadline, with errNotReady (to which Create adds the
+// console's tail), and started learns its pid first.
+func TestSpawnReadyDeadline(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	var told int
+	_, err := spawnReady(context.Background(), cmd, 200*time.Millisecond, "test helper", func(pid int) error { told = pid; return nil })
+	if !errors.Is(err, errNotReady) || !strings.Contains(err.Error(), "test helper: not ready within 200ms") {
+		t.Fatalf("error %v, want errNotReady naming the helper and the deadline", err)
+	}
+	if cmd.ProcessState == nil || told != cmd.Process.Pid {
+		t.Errorf("reaped %v, started told pid %d of %d", cmd.ProcessState, told, cmd.Process.Pid)
 	}
 }

@@ -95,7 +95,7 @@ func execDetached(ctx *cli.Context, c runtime.Config, id string, proc *specs.Pro
 		os.Remove(f.Name())
 		return err
 	}
-	pid, err := runtime.ExecDetached(context.Background(), id, waiter)
+	pid, err := runtime.ExecDetached(context.Background(), c, id, waiter)
 	if err != nil {
 		os.Remove(f.Name())
 		return err

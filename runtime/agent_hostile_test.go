@@ -2,10 +2,16 @@ package runtime
 
 import (
 	"context"
+	"encoding/binary"
+	"io"
+	"net"
 	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/bundle"
@@ -130,4 +136,57 @@ func TestOutputFloodBounded(t *testing.T) {
 		t.Errorf("heap reached %d MiB while 256 MiB of output passed", out.maxHeap>>20)
 	}
 	t.Logf("256 MiB of output, heap at most %d MiB", out.maxHeap>>20)
+}
+
+// malformedAgent answers every ttrpc request on conn with a response whose
+// payload is not the method's message (as a broken or hostile agent could).
+func malformedAgent(conn net.Conn, payload []byte) {
+	defer conn.Close()
+	hdr := make([]byte, 10)
+	for {
+		if _, err := io.ReadFull(conn, hdr); err != nil {
+			return
+		}
+		if _, err := io.CopyN(io.Discard, conn, int64(binary.BigEndian.Uint32(hdr[:4]))); err != nil {
+			return
+		}
+		b, err := proto.Marshal(&ttrpc.Response{Payload: payload})
+		if err != nil {
+			return
+		}
+		out := make([]byte, 10, 10+len(b))
+		binary.BigEndian.PutUint32(out[:4], uint32(len(b)))
+		copy(out[4:8], hdr[4:8]) // the request's stream
+		out[8] = 2               // a response
+		if _, err := conn.Write(append(out, b...)); err != nil {
+			return
+		}
+	}
+}
+
+// TestMalformedAgentReplies: replies that do not decode as their method's
+// message are errors naming the call, not panics or hangs.
+func TestMalformedAgentReplies(t *testing.T) {
+	for name, payload := range map[string][]byte{
+		"truncated varint": {0x08, 0xff, 0xff},
+		"bad wire type":    {0x0f, 0x01},
+		"length past end":  {0x0a, 0x7f, 0x01},
+	} {
+		t.Run(name, func(t *testing.T) {
+			host, guest := net.Pipe()
+			go malformedAgent(guest, payload)
+			inst := &Instance{ID: "web", exited: make(chan struct{})}
+			inst.client = newAgentClient(host)
+			defer inst.client.Close()
+			inst.Agent = agentapi.NewAgentClient(inst.client)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := inst.Processes(ctx); err == nil || !strings.Contains(err.Error(), `listing the processes of container "web"`) {
+				t.Errorf("Processes = %v, want an error naming the call", err)
+			}
+			if _, err := inst.GuestStats(ctx); err == nil {
+				t.Error("GuestStats of a malformed reply succeeded")
+			}
+		})
+	}
 }

@@ -10,7 +10,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 )
 
 // formatVersion is hashed into every cache key: change it whenever the
@@ -26,7 +28,8 @@ type Options struct {
 }
 
 // Build returns the path of the initrd for opts, writing it when the cache
-// does not have it yet. The file is an uncompressed newc cpio archive laid
+// does not have it yet; a stat stamp of the inputs finds it again without
+// reading them (statStamp). The file is an uncompressed newc cpio archive laid
 // out as docs/contracts.md fixes: /init, /lib/modules/<name>.ko and
 // /lib/modules/load.order. Its name is the SHA-256 of a format version, the
 // agent and each module's name and contents and the load order, so the
@@ -41,6 +44,83 @@ func Build(opts Options) (string, error) {
 	if opts.CacheDir == "" {
 		return "", errors.New("building initrd: no cache directory given")
 	}
+	// The fast path: the inputs' stat (not their 10+ MB of contents)
+	// names the initrd built from them last time.
+	stamp, stampErr := statStamp(opts)
+	if stampErr == nil {
+		if p, ok := readStamp(opts.CacheDir, stamp); ok {
+			return p, nil
+		}
+	}
+	out, err := build(opts)
+	if err == nil && stampErr == nil {
+		// A stamp that cannot be written only costs the next start a hash.
+		_ = writeFileAtomic(filepath.Join(opts.CacheDir, stampPrefix+stamp), func(w io.Writer) error {
+			_, err := io.WriteString(w, filepath.Base(out))
+			return err
+		})
+	}
+	return out, err
+}
+
+// stampPrefix names the files that map a stat stamp to an initrd.
+const stampPrefix = "initrd-stat-"
+
+// statStamp identifies opts's inputs by what stat says of them: the
+// agent's and the modules directory's files (device, inode, size, mtime and
+// ctime), which a rebuilt agent or an upgraded kernel package changes (dpkg
+// replaces modules.order and modules.builtin with every package), and the
+// groups. A stamp that matches names the initrd Build made from the same
+// files last time, without reading them.
+func statStamp(opts Options) (string, error) {
+	h := sha256.New()
+	hashField(h, []byte(formatVersion))
+	hashField(h, []byte("stat stamp v1"))
+	paths := []string{opts.AgentPath, opts.Kernel.ModulesDir}
+	for _, f := range []string{"kernel", "modules.order", "modules.builtin", "modules.builtin.modinfo", "modules.alias"} {
+		paths = append(paths, filepath.Join(opts.Kernel.ModulesDir, f))
+	}
+	for i, p := range paths {
+		hashField(h, []byte(p))
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) && i >= 2 {
+			hashField(h, []byte("missing"))
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return "", fmt.Errorf("no stat of %q", p)
+		}
+		hashField(h, fmt.Appendf(nil, "%d %d %d %d.%d %d.%d", st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec))
+	}
+	groups := slices.Clone(opts.Groups)
+	slices.Sort(groups)
+	hashField(h, []byte(strings.Join(groups, ",")))
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// readStamp returns the initrd the stamp file names, if both exist.
+func readStamp(cacheDir, stamp string) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(cacheDir, stampPrefix+stamp))
+	if err != nil {
+		return "", false
+	}
+	name := string(b)
+	if !strings.HasPrefix(name, "initrd-") || !strings.HasSuffix(name, ".cpio") || strings.ContainsRune(name, '/') {
+		return "", false
+	}
+	p := filepath.Join(cacheDir, name)
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+		return "", false
+	}
+	return p, true
+}
+
+// build is Build without the stat stamp: it reads and hashes every input.
+func build(opts Options) (string, error) {
 	agent, err := os.ReadFile(opts.AgentPath)
 	if err != nil {
 		return "", fmt.Errorf("building initrd: reading agent: %w", err)

@@ -365,3 +365,70 @@ func BenchmarkBuild(b *testing.B) {
 		}
 	})
 }
+
+// TestBuildStatStamp: a second Build of the same files finds the initrd by
+// their stat alone, without reading them (here the module files are gone);
+// a rebuilt agent or a replaced modules.order (a kernel package upgrade)
+// misses and reads everything again.
+func TestBuildStatStamp(t *testing.T) {
+	k := fakeKernel(t)
+	order := filepath.Join(k.ModulesDir, "modules.order")
+	if err := os.WriteFile(order, []byte("kernel/fs/btrfs/btrfs.ko\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agent := writeAgent(t, []byte("\x7fELF pretend agent"))
+	cache := t.TempDir()
+	p1, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The module files go (kernel/ itself, in the stamp, keeps its stat:
+	// they are in its subdirectories): only the stamp can find the initrd
+	// now.
+	var moved []string
+	_ = filepath.WalkDir(filepath.Join(k.ModulesDir, "kernel"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			moved = append(moved, p)
+		}
+		return nil
+	})
+	aside := t.TempDir()
+	for i, p := range moved {
+		if err := os.Rename(p, filepath.Join(aside, fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache}); err != nil || p != p1 {
+		t.Fatalf("same stat: %q, %v; want %q found by its stamp", p, err, p1)
+	}
+	// modules.order replaced, as a package upgrade does: the stamp misses,
+	// and the full path reads the (missing) modules.
+	if err := os.Remove(order); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(order, []byte("kernel/fs/btrfs/btrfs.ko\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache}); err == nil {
+		t.Fatal("a replaced modules.order still found the old initrd by its stamp")
+	}
+	for i, p := range moved {
+		if err := os.Rename(filepath.Join(aside, fmt.Sprint(i)), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache}); err != nil || p != p1 {
+		t.Fatalf("after the upgrade: %q, %v; want the same contents' %q", p, err, p1)
+	}
+	// A rebuilt agent (a new file) misses too.
+	agent2 := filepath.Join(filepath.Dir(agent), "agent.new")
+	if err := os.WriteFile(agent2, []byte("\x7fELF another agent"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(agent2, agent); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache}); err != nil || p == p1 {
+		t.Fatalf("new agent: %q, %v; want another initrd", p, err)
+	}
+}

@@ -76,14 +76,18 @@ func statStamp(opts Options) (string, error) {
 	h := sha256.New()
 	hashField(h, []byte(formatVersion))
 	hashField(h, []byte("stat stamp v1"))
+	// The agent and the modules directory must exist; the files in it
+	// may be missing (a missing one is part of the stamp too).
+	optional := map[string]bool{}
 	paths := []string{opts.AgentPath, opts.Kernel.ModulesDir}
 	for _, f := range []string{"kernel", "modules.order", "modules.builtin", "modules.builtin.modinfo", "modules.alias"} {
-		paths = append(paths, filepath.Join(opts.Kernel.ModulesDir, f))
+		p := filepath.Join(opts.Kernel.ModulesDir, f)
+		paths, optional[p] = append(paths, p), true
 	}
-	for i, p := range paths {
+	for _, p := range paths {
 		hashField(h, []byte(p))
 		fi, err := os.Stat(p)
-		if errors.Is(err, os.ErrNotExist) && i >= 2 {
+		if errors.Is(err, os.ErrNotExist) && optional[p] {
 			hashField(h, []byte("missing"))
 			continue
 		}

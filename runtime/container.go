@@ -62,17 +62,23 @@ func Create(ctx context.Context, c Config, o CreateOptions) (pid int, err error)
 	// still stop.
 	record := func(pid int) error { return writeMonitorPid(dir, pid) }
 	pid, err = spawnReady(ctx, o.Monitor, time.Duration(c.BootTimeout)+5*time.Minute, fmt.Sprintf("creating container %q", o.ID), record)
-	if errors.Is(err, errNotReady) {
-		// The monitor's own deadlines passed unnoticed: what the guest
-		// printed last may say why.
-		err = fmt.Errorf("%w; last console output:\n%s", err, vmm.ConsoleTail(filepath.Join(dir, "console.log"), 10))
-	}
-	return pid, err
+	return pid, notReadyConsole(err, dir)
 }
 
 // errNotReady: a process spawnReady started did not say it was ready in
 // time.
 var errNotReady = errors.New("not ready")
+
+// notReadyConsole adds the last lines of the console of the VM whose state
+// dir is dir to err when it is spawnReady's errNotReady: the deadlines of
+// the monitor's own passed unnoticed, and what the guest printed last may
+// say why.
+func notReadyConsole(err error, dir string) error {
+	if !errors.Is(err, errNotReady) {
+		return err
+	}
+	return fmt.Errorf("%w; last console output:\n%s", err, vmm.ConsoleTail(filepath.Join(dir, consoleLogFile), 10))
+}
 
 // spawnReady starts cmd in a session of its own with the write end of a
 // ready pipe as its fd 3, tells started (if not nil) its pid, and waits (up

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,7 +13,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
-	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
 // ExecOptions are the inputs of Exec.
@@ -131,8 +129,5 @@ func Exec(ctx context.Context, c Config, o ExecOptions) (status int, err error) 
 // runs in the guest.
 func ExecDetached(ctx context.Context, c Config, id string, waiter *exec.Cmd) (int, error) {
 	pid, err := spawnReady(ctx, waiter, 2*callTimeout, fmt.Sprintf("exec in container %q", id), nil)
-	if errors.Is(err, errNotReady) {
-		err = fmt.Errorf("%w; last console output:\n%s", err, vmm.ConsoleTail(filepath.Join(stateDir(c, id), "console.log"), 10))
-	}
-	return pid, err
+	return pid, notReadyConsole(err, stateDir(c, id))
 }

@@ -147,7 +147,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		return nil, err
 	}
 	inst := &Instance{ID: id, Bundle: b, StateDir: stateDir, Driver: driver, Accel: accel, exited: make(chan struct{}),
-		consoleLog: filepath.Join(stateDir, "console.log")}
+		consoleLog: filepath.Join(stateDir, consoleLogFile)}
 	defer func() {
 		if retErr != nil {
 			inst.destroy()

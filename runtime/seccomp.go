@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"slices"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
 	"github.com/elastic/go-seccomp-bpf/arch"
@@ -70,28 +71,24 @@ func seccompProgram(s *specs.LinuxSeccomp) ([]byte, uint32, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("linux.seccomp.defaultAction: %w", err)
 	}
+	rules, err := seccompRules(s)
+	if err != nil {
+		return nil, 0, err
+	}
 	// go-seccomp-bpf validates the default action by name: assemble with
 	// a plain one and write the real one into the default return below.
 	policy := seccomp.Policy{DefaultAction: seccomp.ActionAllow}
-	for i, sc := range s.Syscalls {
-		act, err := seccompAction(sc.Action, sc.ErrnoRet)
-		if err != nil {
-			return nil, 0, fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err)
-		}
-		g := seccomp.SyscallGroup{Action: act}
-		for _, name := range sc.Names {
+	for _, r := range rules {
+		g := seccomp.SyscallGroup{Action: r.action}
+		for _, name := range r.names {
 			if _, ok := arch.X86_64.SyscallNames[name]; !ok {
 				continue // not an x86_64 system call
 			}
-			if len(sc.Args) == 0 {
+			if !r.hasArgs {
 				g.Names = append(g.Names, name)
 				continue
 			}
-			alts, err := seccompConditions(sc.Args)
-			if err != nil {
-				return nil, 0, fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err)
-			}
-			for _, c := range alts {
+			for _, c := range r.alts {
 				g.NamesWithCondtions = append(g.NamesWithCondtions, seccomp.NameWithConditions{Name: name, Conditions: c})
 			}
 		}
@@ -112,12 +109,8 @@ func seccompProgram(s *specs.LinuxSeccomp) ([]byte, uint32, error) {
 		return nil, 0, fmt.Errorf("linux.seccomp: compiled program does not end with its default return (%v)", insts[len(insts)-1])
 	}
 	insts[len(insts)-1] = bpf.RetConstant{Val: uint32(def)}
-	if hasArch(s, specs.ArchX86) {
-		rules, err := i386Rules(s)
-		if err != nil {
-			return nil, 0, err
-		}
-		part, err := i386Part(rules, def)
+	if slices.Contains(s.Architectures, specs.ArchX86) {
+		part, err := i386Part(i386Rules(rules), def)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -138,6 +131,36 @@ func seccompProgram(s *specs.LinuxSeccomp) ([]byte, uint32, error) {
 		out = binary.LittleEndian.AppendUint32(out, r.K)
 	}
 	return out, flags, nil
+}
+
+// seccompRule is one of the profile's syscall rules, read once for every
+// architecture compiled: its action and, when it has args, the
+// alternatives of its conditions (none: it can never hold).
+type seccompRule struct {
+	names   []string
+	action  seccomp.Action
+	hasArgs bool
+	alts    []seccomp.ArgumentConditions
+}
+
+// seccompRules reads profile s's syscall rules; a rule's action or args
+// that cannot be honoured are an error naming the rule.
+func seccompRules(s *specs.LinuxSeccomp) ([]seccompRule, error) {
+	rules := make([]seccompRule, 0, len(s.Syscalls))
+	for i, sc := range s.Syscalls {
+		act, err := seccompAction(sc.Action, sc.ErrnoRet)
+		if err != nil {
+			return nil, fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err)
+		}
+		r := seccompRule{names: sc.Names, action: act, hasArgs: len(sc.Args) > 0}
+		if r.hasArgs {
+			if r.alts, err = seccompConditions(sc.Args); err != nil {
+				return nil, fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err)
+			}
+		}
+		rules = append(rules, r)
+	}
+	return rules, nil
 }
 
 // seccompAction is the kernel's return value of action a (errno: its

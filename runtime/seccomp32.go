@@ -6,7 +6,6 @@ import (
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
 	"github.com/elastic/go-seccomp-bpf/arch"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/net/bpf"
 )
 
@@ -53,45 +52,29 @@ func seccompActionRank(a seccomp.Action) int {
 	return 6 // allow
 }
 
-// hasArch reports whether profile s filters architecture a.
-func hasArch(s *specs.LinuxSeccomp, a specs.Arch) bool {
-	for _, x := range s.Architectures {
-		if x == a {
-			return true
-		}
-	}
-	return false
-}
-
-// i386Rules are profile s's rules for i386 system calls (names i386 does
+// i386Rules are the profile's rules for i386 system calls (names i386 does
 // not have are skipped), in precedence order.
-func i386Rules(s *specs.LinuxSeccomp) ([]i386Rule, error) {
-	var rules []i386Rule
-	for i, sc := range s.Syscalls {
-		act, err := seccompAction(sc.Action, sc.ErrnoRet)
-		if err != nil {
-			return nil, fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err)
+func i386Rules(rules []seccompRule) []i386Rule {
+	var out []i386Rule
+	for _, r := range rules {
+		alts := r.alts
+		if !r.hasArgs {
+			alts = []seccomp.ArgumentConditions{nil}
 		}
-		alts := []seccomp.ArgumentConditions{nil}
-		if len(sc.Args) > 0 {
-			if alts, err = seccompConditions(sc.Args); err != nil {
-				return nil, fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err)
-			}
-		}
-		for _, name := range sc.Names {
+		for _, name := range r.names {
 			nr, ok := arch.I386.SyscallNames[name]
 			if !ok {
 				continue
 			}
 			for _, c := range alts {
-				rules = append(rules, i386Rule{nr: uint32(nr), conds: c, action: act})
+				out = append(out, i386Rule{nr: uint32(nr), conds: c, action: r.action})
 			}
 		}
 	}
-	sort.SliceStable(rules, func(a, b int) bool {
-		return seccompActionRank(rules[a].action) < seccompActionRank(rules[b].action)
+	sort.SliceStable(out, func(a, b int) bool {
+		return seccompActionRank(out[a].action) < seccompActionRank(out[b].action)
 	})
-	return rules, nil
+	return out
 }
 
 // i386Condition is condition c on a 32-bit argument (its low word; the

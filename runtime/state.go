@@ -57,6 +57,8 @@ const (
 	stateFile   = "state.json"
 	monitorSock = "monitor.sock"
 	lockFile    = "lock"
+	// consoleLogFile is the VM's console log (the VMM writes it).
+	consoleLogFile = "console.log"
 	// monitorPidFile holds "<pid> <start time>" of the monitor from its
 	// start, so that delete --force finds a monitor that is still
 	// creating (no state.json yet), e.g. after create was killed.

@@ -31,9 +31,9 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
 
-# bench: a VM's phase timings beside runc, and volume throughput over virtiofs and 9p beside the host path
+# bench: every phase of a start (host and guest) beside runc, engines beside runc, ten at once and their memory, volume throughput; writes docs/benchmarks.md (.svg)
 bench:
-	INITOS_INTEGRATION=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime 3x -timeout 30m ./integration/ ./bundle/ ./initrd/
+	INITOS_INTEGRATION=1 INITOS_BENCH_REPORT=$(CURDIR)/docs/benchmarks.md $(GO) test -count=1 -run '^$$' -bench . -benchtime 3x -timeout 30m ./integration/ ./bundle/ ./initrd/
 
 # fuzz: runs each fuzz target for FUZZTIME (default 30s)
 fuzz:

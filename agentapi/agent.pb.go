@@ -106,7 +106,13 @@ type PingResponse struct {
 	AgentVersion  string                 `protobuf:"bytes,1,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	KernelRelease string                 `protobuf:"bytes,2,opt,name=kernel_release,json=kernelRelease,proto3" json:"kernel_release,omitempty"`
 	// Milliseconds from kernel start (CLOCK_BOOTTIME) to the agent serving.
-	BootMillis    uint64 `protobuf:"varint,3,opt,name=boot_millis,json=bootMillis,proto3" json:"boot_millis,omitempty"`
+	BootMillis uint64 `protobuf:"varint,3,opt,name=boot_millis,json=bootMillis,proto3" json:"boot_millis,omitempty"`
+	// The guest's boot by its own clock (CLOCK_BOOTTIME, microseconds): the
+	// kernel's part ends when the agent (/init) starts, the agent's when it
+	// serves; boot_steps are the agent's steps in between, in order.
+	InitMicros    uint64      `protobuf:"varint,4,opt,name=init_micros,json=initMicros,proto3" json:"init_micros,omitempty"`
+	ReadyMicros   uint64      `protobuf:"varint,5,opt,name=ready_micros,json=readyMicros,proto3" json:"ready_micros,omitempty"`
+	BootSteps     []*BootStep `protobuf:"bytes,6,rep,name=boot_steps,json=bootSteps,proto3" json:"boot_steps,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -162,6 +168,81 @@ func (x *PingResponse) GetBootMillis() uint64 {
 	return 0
 }
 
+func (x *PingResponse) GetInitMicros() uint64 {
+	if x != nil {
+		return x.InitMicros
+	}
+	return 0
+}
+
+func (x *PingResponse) GetReadyMicros() uint64 {
+	if x != nil {
+		return x.ReadyMicros
+	}
+	return 0
+}
+
+func (x *PingResponse) GetBootSteps() []*BootStep {
+	if x != nil {
+		return x.BootSteps
+	}
+	return nil
+}
+
+// BootStep is one step of the agent's boot: "mounts", "module <name>",
+// "network", "transport".
+type BootStep struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Micros        uint64                 `protobuf:"varint,2,opt,name=micros,proto3" json:"micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BootStep) Reset() {
+	*x = BootStep{}
+	mi := &file_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BootStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BootStep) ProtoMessage() {}
+
+func (x *BootStep) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BootStep.ProtoReflect.Descriptor instead.
+func (*BootStep) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BootStep) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BootStep) GetMicros() uint64 {
+	if x != nil {
+		return x.Micros
+	}
+	return 0
+}
+
 type DeviceNode struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Absolute path inside the container's root filesystem.
@@ -180,7 +261,7 @@ type DeviceNode struct {
 
 func (x *DeviceNode) Reset() {
 	*x = DeviceNode{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -192,7 +273,7 @@ func (x *DeviceNode) String() string {
 func (*DeviceNode) ProtoMessage() {}
 
 func (x *DeviceNode) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -205,7 +286,7 @@ func (x *DeviceNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceNode.ProtoReflect.Descriptor instead.
 func (*DeviceNode) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DeviceNode) GetPath() string {
@@ -269,7 +350,7 @@ type Mount struct {
 
 func (x *Mount) Reset() {
 	*x = Mount{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +362,7 @@ func (x *Mount) String() string {
 func (*Mount) ProtoMessage() {}
 
 func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +375,7 @@ func (x *Mount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mount.ProtoReflect.Descriptor instead.
 func (*Mount) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Mount) GetDestination() string {
@@ -401,7 +482,7 @@ type SetupRequest struct {
 
 func (x *SetupRequest) Reset() {
 	*x = SetupRequest{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +494,7 @@ func (x *SetupRequest) String() string {
 func (*SetupRequest) ProtoMessage() {}
 
 func (x *SetupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +507,7 @@ func (x *SetupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetupRequest.ProtoReflect.Descriptor instead.
 func (*SetupRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SetupRequest) GetRootDevice() string {
@@ -608,7 +689,7 @@ type DeviceRule struct {
 
 func (x *DeviceRule) Reset() {
 	*x = DeviceRule{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +701,7 @@ func (x *DeviceRule) String() string {
 func (*DeviceRule) ProtoMessage() {}
 
 func (x *DeviceRule) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +714,7 @@ func (x *DeviceRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRule.ProtoReflect.Descriptor instead.
 func (*DeviceRule) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeviceRule) GetAllow() bool {
@@ -688,7 +769,7 @@ type CgroupLimits struct {
 
 func (x *CgroupLimits) Reset() {
 	*x = CgroupLimits{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +781,7 @@ func (x *CgroupLimits) String() string {
 func (*CgroupLimits) ProtoMessage() {}
 
 func (x *CgroupLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +794,7 @@ func (x *CgroupLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CgroupLimits.ProtoReflect.Descriptor instead.
 func (*CgroupLimits) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CgroupLimits) GetMemoryBytes() int64 {
@@ -760,7 +841,7 @@ type ContainerRequest struct {
 
 func (x *ContainerRequest) Reset() {
 	*x = ContainerRequest{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +853,7 @@ func (x *ContainerRequest) String() string {
 func (*ContainerRequest) ProtoMessage() {}
 
 func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +866,7 @@ func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
 func (*ContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ContainerRequest) GetContainerId() string {
@@ -804,7 +885,7 @@ type ListProcessesRequest struct {
 
 func (x *ListProcessesRequest) Reset() {
 	*x = ListProcessesRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +897,7 @@ func (x *ListProcessesRequest) String() string {
 func (*ListProcessesRequest) ProtoMessage() {}
 
 func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +910,7 @@ func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListProcessesRequest) GetContainerId() string {
@@ -857,7 +938,7 @@ type Share struct {
 
 func (x *Share) Reset() {
 	*x = Share{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +950,7 @@ func (x *Share) String() string {
 func (*Share) ProtoMessage() {}
 
 func (x *Share) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +963,7 @@ func (x *Share) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Share.ProtoReflect.Descriptor instead.
 func (*Share) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Share) GetTag() string {
@@ -925,7 +1006,7 @@ type FileAttrs struct {
 
 func (x *FileAttrs) Reset() {
 	*x = FileAttrs{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1018,7 @@ func (x *FileAttrs) String() string {
 func (*FileAttrs) ProtoMessage() {}
 
 func (x *FileAttrs) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1031,7 @@ func (x *FileAttrs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileAttrs.ProtoReflect.Descriptor instead.
 func (*FileAttrs) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FileAttrs) GetMode() uint32 {
@@ -989,7 +1070,7 @@ type CreateProcessRequest struct {
 
 func (x *CreateProcessRequest) Reset() {
 	*x = CreateProcessRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1082,7 @@ func (x *CreateProcessRequest) String() string {
 func (*CreateProcessRequest) ProtoMessage() {}
 
 func (x *CreateProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1095,7 @@ func (x *CreateProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProcessRequest.ProtoReflect.Descriptor instead.
 func (*CreateProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateProcessRequest) GetId() string {
@@ -1047,7 +1128,7 @@ type CreateProcessResponse struct {
 
 func (x *CreateProcessResponse) Reset() {
 	*x = CreateProcessResponse{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1059,7 +1140,7 @@ func (x *CreateProcessResponse) String() string {
 func (*CreateProcessResponse) ProtoMessage() {}
 
 func (x *CreateProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1072,7 +1153,7 @@ func (x *CreateProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProcessResponse.ProtoReflect.Descriptor instead.
 func (*CreateProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateProcessResponse) GetPid() uint32 {
@@ -1091,7 +1172,7 @@ type ProcessRequest struct {
 
 func (x *ProcessRequest) Reset() {
 	*x = ProcessRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1184,7 @@ func (x *ProcessRequest) String() string {
 func (*ProcessRequest) ProtoMessage() {}
 
 func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1197,7 @@ func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessRequest.ProtoReflect.Descriptor instead.
 func (*ProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ProcessRequest) GetId() string {
@@ -1136,7 +1217,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1229,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1242,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WriteStdinRequest) GetId() string {
@@ -1187,7 +1268,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1280,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1293,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WriteStdinResponse) GetWritten() uint32 {
@@ -1232,7 +1313,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1325,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1338,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReadRequest) GetId() string {
@@ -1283,7 +1364,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1376,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1389,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReadResponse) GetData() []byte {
@@ -1329,7 +1410,7 @@ type ResizePtyRequest struct {
 
 func (x *ResizePtyRequest) Reset() {
 	*x = ResizePtyRequest{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1422,7 @@ func (x *ResizePtyRequest) String() string {
 func (*ResizePtyRequest) ProtoMessage() {}
 
 func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1435,7 @@ func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResizePtyRequest) GetId() string {
@@ -1391,7 +1472,7 @@ type SignalRequest struct {
 
 func (x *SignalRequest) Reset() {
 	*x = SignalRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1484,7 @@ func (x *SignalRequest) String() string {
 func (*SignalRequest) ProtoMessage() {}
 
 func (x *SignalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1497,7 @@ func (x *SignalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
 func (*SignalRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SignalRequest) GetId() string {
@@ -1452,7 +1533,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1545,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1558,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WaitResponse) GetExitStatus() int32 {
@@ -1506,7 +1587,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1599,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1612,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ProcessInfo) GetPid() uint32 {
@@ -1571,7 +1652,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1664,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1677,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
@@ -1626,7 +1707,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1719,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1732,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatsResponse) GetCpuUsageUsec() uint64 {
@@ -1720,7 +1801,7 @@ type UpdateLimitsRequest struct {
 
 func (x *UpdateLimitsRequest) Reset() {
 	*x = UpdateLimitsRequest{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1732,7 +1813,7 @@ func (x *UpdateLimitsRequest) String() string {
 func (*UpdateLimitsRequest) ProtoMessage() {}
 
 func (x *UpdateLimitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1745,7 +1826,7 @@ func (x *UpdateLimitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateLimitsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateLimitsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateLimitsRequest) GetContainerId() string {
@@ -1780,7 +1861,7 @@ type NetworkRequest struct {
 
 func (x *NetworkRequest) Reset() {
 	*x = NetworkRequest{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1873,7 @@ func (x *NetworkRequest) String() string {
 func (*NetworkRequest) ProtoMessage() {}
 
 func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +1886,7 @@ func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkRequest.ProtoReflect.Descriptor instead.
 func (*NetworkRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NetworkRequest) GetAddress() string {
@@ -1842,12 +1923,20 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\x0finitos.agent.v1\"\a\n" +
 	"\x05Empty\"\r\n" +
-	"\vPingRequest\"{\n" +
+	"\vPingRequest\"\xf9\x01\n" +
 	"\fPingResponse\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12%\n" +
 	"\x0ekernel_release\x18\x02 \x01(\tR\rkernelRelease\x12\x1f\n" +
 	"\vboot_millis\x18\x03 \x01(\x04R\n" +
-	"bootMillis\"\x98\x01\n" +
+	"bootMillis\x12\x1f\n" +
+	"\vinit_micros\x18\x04 \x01(\x04R\n" +
+	"initMicros\x12!\n" +
+	"\fready_micros\x18\x05 \x01(\x04R\vreadyMicros\x128\n" +
+	"\n" +
+	"boot_steps\x18\x06 \x03(\v2\x19.initos.agent.v1.BootStepR\tbootSteps\"6\n" +
+	"\bBootStep\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06micros\x18\x02 \x01(\x04R\x06micros\"\x98\x01\n" +
 	"\n" +
 	"DeviceNode\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
@@ -2014,87 +2103,89 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: initos.agent.v1.Empty
 	(*PingRequest)(nil),           // 1: initos.agent.v1.PingRequest
 	(*PingResponse)(nil),          // 2: initos.agent.v1.PingResponse
-	(*DeviceNode)(nil),            // 3: initos.agent.v1.DeviceNode
-	(*Mount)(nil),                 // 4: initos.agent.v1.Mount
-	(*SetupRequest)(nil),          // 5: initos.agent.v1.SetupRequest
-	(*DeviceRule)(nil),            // 6: initos.agent.v1.DeviceRule
-	(*CgroupLimits)(nil),          // 7: initos.agent.v1.CgroupLimits
-	(*ContainerRequest)(nil),      // 8: initos.agent.v1.ContainerRequest
-	(*ListProcessesRequest)(nil),  // 9: initos.agent.v1.ListProcessesRequest
-	(*Share)(nil),                 // 10: initos.agent.v1.Share
-	(*FileAttrs)(nil),             // 11: initos.agent.v1.FileAttrs
-	(*CreateProcessRequest)(nil),  // 12: initos.agent.v1.CreateProcessRequest
-	(*CreateProcessResponse)(nil), // 13: initos.agent.v1.CreateProcessResponse
-	(*ProcessRequest)(nil),        // 14: initos.agent.v1.ProcessRequest
-	(*WriteStdinRequest)(nil),     // 15: initos.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),    // 16: initos.agent.v1.WriteStdinResponse
-	(*ReadRequest)(nil),           // 17: initos.agent.v1.ReadRequest
-	(*ReadResponse)(nil),          // 18: initos.agent.v1.ReadResponse
-	(*ResizePtyRequest)(nil),      // 19: initos.agent.v1.ResizePtyRequest
-	(*SignalRequest)(nil),         // 20: initos.agent.v1.SignalRequest
-	(*WaitResponse)(nil),          // 21: initos.agent.v1.WaitResponse
-	(*ProcessInfo)(nil),           // 22: initos.agent.v1.ProcessInfo
-	(*ListProcessesResponse)(nil), // 23: initos.agent.v1.ListProcessesResponse
-	(*StatsResponse)(nil),         // 24: initos.agent.v1.StatsResponse
-	(*UpdateLimitsRequest)(nil),   // 25: initos.agent.v1.UpdateLimitsRequest
-	(*NetworkRequest)(nil),        // 26: initos.agent.v1.NetworkRequest
-	nil,                           // 27: initos.agent.v1.SetupRequest.SysctlsEntry
+	(*BootStep)(nil),              // 3: initos.agent.v1.BootStep
+	(*DeviceNode)(nil),            // 4: initos.agent.v1.DeviceNode
+	(*Mount)(nil),                 // 5: initos.agent.v1.Mount
+	(*SetupRequest)(nil),          // 6: initos.agent.v1.SetupRequest
+	(*DeviceRule)(nil),            // 7: initos.agent.v1.DeviceRule
+	(*CgroupLimits)(nil),          // 8: initos.agent.v1.CgroupLimits
+	(*ContainerRequest)(nil),      // 9: initos.agent.v1.ContainerRequest
+	(*ListProcessesRequest)(nil),  // 10: initos.agent.v1.ListProcessesRequest
+	(*Share)(nil),                 // 11: initos.agent.v1.Share
+	(*FileAttrs)(nil),             // 12: initos.agent.v1.FileAttrs
+	(*CreateProcessRequest)(nil),  // 13: initos.agent.v1.CreateProcessRequest
+	(*CreateProcessResponse)(nil), // 14: initos.agent.v1.CreateProcessResponse
+	(*ProcessRequest)(nil),        // 15: initos.agent.v1.ProcessRequest
+	(*WriteStdinRequest)(nil),     // 16: initos.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),    // 17: initos.agent.v1.WriteStdinResponse
+	(*ReadRequest)(nil),           // 18: initos.agent.v1.ReadRequest
+	(*ReadResponse)(nil),          // 19: initos.agent.v1.ReadResponse
+	(*ResizePtyRequest)(nil),      // 20: initos.agent.v1.ResizePtyRequest
+	(*SignalRequest)(nil),         // 21: initos.agent.v1.SignalRequest
+	(*WaitResponse)(nil),          // 22: initos.agent.v1.WaitResponse
+	(*ProcessInfo)(nil),           // 23: initos.agent.v1.ProcessInfo
+	(*ListProcessesResponse)(nil), // 24: initos.agent.v1.ListProcessesResponse
+	(*StatsResponse)(nil),         // 25: initos.agent.v1.StatsResponse
+	(*UpdateLimitsRequest)(nil),   // 26: initos.agent.v1.UpdateLimitsRequest
+	(*NetworkRequest)(nil),        // 27: initos.agent.v1.NetworkRequest
+	nil,                           // 28: initos.agent.v1.SetupRequest.SysctlsEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	3,  // 0: initos.agent.v1.SetupRequest.device_nodes:type_name -> initos.agent.v1.DeviceNode
-	4,  // 1: initos.agent.v1.SetupRequest.mounts:type_name -> initos.agent.v1.Mount
-	11, // 2: initos.agent.v1.SetupRequest.root_attrs:type_name -> initos.agent.v1.FileAttrs
-	10, // 3: initos.agent.v1.SetupRequest.share:type_name -> initos.agent.v1.Share
-	7,  // 4: initos.agent.v1.SetupRequest.limits:type_name -> initos.agent.v1.CgroupLimits
-	27, // 5: initos.agent.v1.SetupRequest.sysctls:type_name -> initos.agent.v1.SetupRequest.SysctlsEntry
-	10, // 6: initos.agent.v1.SetupRequest.root_share:type_name -> initos.agent.v1.Share
-	6,  // 7: initos.agent.v1.SetupRequest.device_rules:type_name -> initos.agent.v1.DeviceRule
-	22, // 8: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
-	7,  // 9: initos.agent.v1.UpdateLimitsRequest.limits:type_name -> initos.agent.v1.CgroupLimits
-	1,  // 10: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
-	5,  // 11: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
-	12, // 12: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
-	14, // 13: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
-	15, // 14: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
-	14, // 15: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
-	17, // 16: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
-	17, // 17: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
-	19, // 18: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
-	20, // 19: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
-	14, // 20: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
-	9,  // 21: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.ListProcessesRequest
-	8,  // 22: initos.agent.v1.Agent.RemoveContainer:input_type -> initos.agent.v1.ContainerRequest
-	8,  // 23: initos.agent.v1.Agent.Stats:input_type -> initos.agent.v1.ContainerRequest
-	25, // 24: initos.agent.v1.Agent.UpdateLimits:input_type -> initos.agent.v1.UpdateLimitsRequest
-	0,  // 25: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
-	26, // 26: initos.agent.v1.Agent.ConfigureNetwork:input_type -> initos.agent.v1.NetworkRequest
-	2,  // 27: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
-	0,  // 28: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
-	13, // 29: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
-	0,  // 30: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
-	16, // 31: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
-	0,  // 32: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
-	18, // 33: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
-	18, // 34: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
-	0,  // 35: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
-	0,  // 36: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
-	21, // 37: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
-	23, // 38: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
-	0,  // 39: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
-	24, // 40: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
-	0,  // 41: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
-	0,  // 42: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
-	0,  // 43: initos.agent.v1.Agent.ConfigureNetwork:output_type -> initos.agent.v1.Empty
-	27, // [27:44] is the sub-list for method output_type
-	10, // [10:27] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	3,  // 0: initos.agent.v1.PingResponse.boot_steps:type_name -> initos.agent.v1.BootStep
+	4,  // 1: initos.agent.v1.SetupRequest.device_nodes:type_name -> initos.agent.v1.DeviceNode
+	5,  // 2: initos.agent.v1.SetupRequest.mounts:type_name -> initos.agent.v1.Mount
+	12, // 3: initos.agent.v1.SetupRequest.root_attrs:type_name -> initos.agent.v1.FileAttrs
+	11, // 4: initos.agent.v1.SetupRequest.share:type_name -> initos.agent.v1.Share
+	8,  // 5: initos.agent.v1.SetupRequest.limits:type_name -> initos.agent.v1.CgroupLimits
+	28, // 6: initos.agent.v1.SetupRequest.sysctls:type_name -> initos.agent.v1.SetupRequest.SysctlsEntry
+	11, // 7: initos.agent.v1.SetupRequest.root_share:type_name -> initos.agent.v1.Share
+	7,  // 8: initos.agent.v1.SetupRequest.device_rules:type_name -> initos.agent.v1.DeviceRule
+	23, // 9: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
+	8,  // 10: initos.agent.v1.UpdateLimitsRequest.limits:type_name -> initos.agent.v1.CgroupLimits
+	1,  // 11: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
+	6,  // 12: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
+	13, // 13: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
+	15, // 14: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
+	16, // 15: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
+	15, // 16: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
+	18, // 17: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
+	18, // 18: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
+	20, // 19: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
+	21, // 20: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
+	15, // 21: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
+	10, // 22: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.ListProcessesRequest
+	9,  // 23: initos.agent.v1.Agent.RemoveContainer:input_type -> initos.agent.v1.ContainerRequest
+	9,  // 24: initos.agent.v1.Agent.Stats:input_type -> initos.agent.v1.ContainerRequest
+	26, // 25: initos.agent.v1.Agent.UpdateLimits:input_type -> initos.agent.v1.UpdateLimitsRequest
+	0,  // 26: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
+	27, // 27: initos.agent.v1.Agent.ConfigureNetwork:input_type -> initos.agent.v1.NetworkRequest
+	2,  // 28: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
+	0,  // 29: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
+	14, // 30: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
+	0,  // 31: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
+	17, // 32: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
+	0,  // 33: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
+	19, // 34: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
+	19, // 35: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
+	0,  // 36: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
+	0,  // 37: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
+	22, // 38: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
+	24, // 39: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
+	0,  // 40: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
+	25, // 41: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
+	0,  // 42: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
+	0,  // 43: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
+	0,  // 44: initos.agent.v1.Agent.ConfigureNetwork:output_type -> initos.agent.v1.Empty
+	28, // [28:45] is the sub-list for method output_type
+	11, // [11:28] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2108,7 +2199,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

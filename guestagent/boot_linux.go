@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -89,7 +90,7 @@ type agent struct {
 	console *os.File
 	cmdline *Cmdline
 	reaper  *reaper
-	start   time.Time
+	trace   *bootTrace
 }
 
 // Main is the entry point of cmd/initos-agent. Re-executed as "initos-exec"
@@ -103,7 +104,7 @@ func Main(version string) {
 		fmt.Fprintln(os.Stderr, "initos-agent: must run as PID 1 (/init of the initrd)")
 		os.Exit(2)
 	}
-	a := &agent{version: version, log: newLogger(os.Stderr, false), start: time.Now()}
+	a := &agent{version: version, log: newLogger(os.Stderr, false), trace: newBootTrace(bootClock)}
 	err := a.boot()
 	// boot returns only when something went wrong: say so and power off
 	// (PID 1 must not exit: the kernel would panic).
@@ -162,11 +163,13 @@ func (a *agent) boot() error {
 	}
 	a.log.setDebug(c.Debug)
 	a.log.Debugf("initos-agent %s (protocol %s): %s", a.version, agentapi.Version, c)
+	a.trace.mark("mounts")
 
 	a.loadModules()
 	if err := setupNetwork(realNetlink{}, c.Net, 5*time.Second); err != nil {
 		a.log.Printf("network: %v", err)
 	}
+	a.trace.mark("network")
 	if c.Net != nil && c.Net.DNS.IsValid() {
 		a.log.Debugf("resolv.conf for the container: %q", c.Net.ResolvConf())
 	}
@@ -185,7 +188,11 @@ func (a *agent) boot() error {
 // logged and boot goes on (what needs the module fails later, clearly).
 func (a *agent) loadModules() {
 	start := time.Now()
-	selected, total, err := loadGroups(ModulesDir, a.cmdline.AllGroups, a.cmdline.Groups, finitModule, a.log)
+	loaded := func(file string, d time.Duration) {
+		a.log.Debugf("module %s loaded in %v", file, d.Round(time.Millisecond))
+		a.trace.mark("module " + strings.TrimSuffix(file, ".ko"))
+	}
+	selected, total, err := loadGroups(ModulesDir, a.cmdline.AllGroups, a.cmdline.Groups, finitModule, loaded)
 	// No load.order (total 0): an initrd without modules.
 	if err != nil && (total > 0 || !errors.Is(err, fs.ErrNotExist)) {
 		a.log.Printf("modules: %v", err)
@@ -243,6 +250,7 @@ func (a *agent) sidecar() error {
 	if _, err := svc.StartProcess(ctx, &agentapi.ProcessRequest{Id: "init"}); err != nil {
 		return err
 	}
+	a.trace.mark("program")
 	if err := a.serve(svc, false); err != nil {
 		a.log.Printf("serving: %v", err)
 	}
@@ -310,12 +318,13 @@ func (a *agent) serve(svc *Service, required bool) error {
 		return nil
 	}
 	// Ready from here on: Ping must already see the time.
-	svc.setReady(bootMillis())
+	a.trace.setReady("transport")
+	svc.setReady(a.trace)
 	for _, l := range listeners {
 		go a.serveOn(srv, l)
 	}
 	a.log.Printf("ready")
-	a.log.Debugf("ready %v after the agent started, serving on %d transports", time.Since(a.start).Round(time.Millisecond), len(listeners))
+	a.log.Debugf("ready %v after the agent started, serving on %d transports", (a.trace.ready - a.trace.init).Round(time.Millisecond), len(listeners))
 	return nil
 }
 

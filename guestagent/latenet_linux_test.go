@@ -3,7 +3,6 @@ package guestagent
 import (
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -152,14 +151,14 @@ func TestLoadGroups(t *testing.T) {
 		loaded = append(loaded, filepath.Base(path))
 		return nil
 	}
-	sel, total, err := loadGroups(dir, false, []string{"net"}, load, newLogger(io.Discard, false))
+	sel, total, err := loadGroups(dir, false, []string{"net"}, load, nil)
 	if err != nil || sel != 3 || total != 5 {
 		t.Fatalf("loadGroups = %d, %d, %v; want 3 of 5", sel, total, err)
 	}
 	if want := []string{"failover.ko", "net_failover.ko", "virtio_net.ko"}; !reflect.DeepEqual(loaded, want) {
 		t.Errorf("loaded %q, want %q", loaded, want)
 	}
-	if _, total, err := loadGroups(t.TempDir(), false, []string{"net"}, load, newLogger(io.Discard, false)); !errors.Is(err, os.ErrNotExist) || total != 0 {
+	if _, total, err := loadGroups(t.TempDir(), false, []string{"net"}, load, nil); !errors.Is(err, os.ErrNotExist) || total != 0 {
 		t.Errorf("without load.order: total %d, err %v; want 0 and not exist", total, err)
 	}
 }

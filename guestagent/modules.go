@@ -72,9 +72,10 @@ func selectModules(entries []moduleEntry, all bool, groups []string) []moduleEnt
 }
 
 // loadModules loads each entry from dir with load, which must treat "already
-// loaded" as success. It goes on after a failure and returns every failure,
-// each naming its module.
-func loadModules(dir string, entries []moduleEntry, load func(path string) error, log *logger) error {
+// loaded" as success, and tells loaded (when not nil) of each module it
+// loaded and how long that took. It goes on after a failure and returns
+// every failure, each naming its module.
+func loadModules(dir string, entries []moduleEntry, load func(path string) error, loaded func(file string, d time.Duration)) error {
 	var errs []error
 	for _, e := range entries {
 		start := time.Now()
@@ -83,7 +84,9 @@ func loadModules(dir string, entries []moduleEntry, load func(path string) error
 			errs = append(errs, fmt.Errorf("loading module %q: %w", e.File, err))
 			continue
 		}
-		log.Debugf("module %s loaded in %v", e.File, time.Since(start).Round(time.Millisecond))
+		if loaded != nil {
+			loaded(e.File, time.Since(start))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -92,7 +95,7 @@ func loadModules(dir string, entries []moduleEntry, load func(path string) error
 // that belong to one of groups (all of them with all) and returns how many
 // it selected of how many there are. A missing load.order is an error that
 // wraps fs.ErrNotExist (an initrd without modules).
-func loadGroups(dir string, all bool, groups []string, load func(path string) error, log *logger) (selected, total int, err error) {
+func loadGroups(dir string, all bool, groups []string, load func(path string) error, loaded func(file string, d time.Duration)) (selected, total int, err error) {
 	f, err := os.Open(filepath.Join(dir, "load.order"))
 	if err != nil {
 		return 0, 0, err
@@ -103,5 +106,5 @@ func loadGroups(dir string, all bool, groups []string, load func(path string) er
 		return 0, 0, err
 	}
 	sel := selectModules(entries, all, groups)
-	return len(sel), len(entries), loadModules(dir, sel, load, log)
+	return len(sel), len(entries), loadModules(dir, sel, load, loaded)
 }

@@ -2,7 +2,6 @@ package guestagent
 
 import (
 	"errors"
-	"io"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -88,7 +87,7 @@ func TestLoadModules(t *testing.T) {
 		}
 		return nil
 	}
-	err := loadModules("/lib/modules", entries, load, newLogger(io.Discard, false))
+	err := loadModules("/lib/modules", entries, load, nil)
 	if want := []string{"/lib/modules/a.ko", "/lib/modules/b.ko", "/lib/modules/c.ko"}; !reflect.DeepEqual(loaded, want) {
 		t.Errorf("loaded %v, want %v (order kept, going on after a failure)", loaded, want)
 	}

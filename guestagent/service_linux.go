@@ -80,10 +80,11 @@ type Service struct {
 	containers map[string]*guestContainer
 	// vmMounted are the mounts of the whole VM (the share), unmounted
 	// after every container's.
-	vmMounted  []string
-	procs      map[string]*process
-	selfPidns  string
-	bootMillis uint64
+	vmMounted []string
+	procs     map[string]*process
+	selfPidns string
+	// boot is the agent's boot trace (nil until the agent serves).
+	boot *bootTrace
 
 	cgroupOnce sync.Once
 	cgroups    bool // cgroup v2 is mounted: containers have cgroups
@@ -112,10 +113,11 @@ func newService(cfg serviceConfig, sys system, l launcher, log *logger) *Service
 	}
 }
 
-// setReady records CLOCK_BOOTTIME at the moment the agent serves.
-func (s *Service) setReady(millis uint64) {
+// setReady gives Ping the boot trace, which has recorded the moment the
+// agent serves.
+func (s *Service) setReady(t *bootTrace) {
 	s.mu.Lock()
-	s.bootMillis = millis
+	s.boot = t
 	s.mu.Unlock()
 }
 
@@ -124,11 +126,14 @@ func (s *Service) setReady(millis uint64) {
 func (s *Service) Ping(context.Context, *agentapi.PingRequest) (*agentapi.PingResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &agentapi.PingResponse{
+	r := &agentapi.PingResponse{
 		AgentVersion:  agentapi.Version,
 		KernelRelease: s.cfg.KernelRelease,
-		BootMillis:    s.bootMillis,
-	}, nil
+	}
+	if s.boot != nil {
+		s.boot.fill(r)
+	}
+	return r, nil
 }
 
 // validateProcess checks what the runtime-spec requires of a process.

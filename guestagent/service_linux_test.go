@@ -598,9 +598,19 @@ func TestListProcesses(t *testing.T) {
 
 func TestPing(t *testing.T) {
 	s, _, _ := newTestService(t)
-	s.setReady(1234)
 	resp, err := s.Ping(ctx5s(t), &agentapi.PingRequest{})
-	if err != nil || resp.AgentVersion != agentapi.Version || resp.KernelRelease != "6.1.0-test" || resp.BootMillis != 1234 {
+	if err != nil || resp.AgentVersion != agentapi.Version || resp.KernelRelease != "6.1.0-test" || resp.BootMillis != 0 || resp.BootSteps != nil {
+		t.Errorf("Ping before ready = %v, %v", resp, err)
+	}
+	clock := []time.Duration{900 * time.Millisecond, 950 * time.Millisecond, 1234500 * time.Microsecond}
+	trace := newBootTrace(func() time.Duration { d := clock[0]; clock = clock[1:]; return d })
+	trace.mark("mounts")
+	trace.setReady("transport")
+	s.setReady(trace)
+	resp, err = s.Ping(ctx5s(t), &agentapi.PingRequest{})
+	if err != nil || resp.BootMillis != 1234 || resp.InitMicros != 900000 || resp.ReadyMicros != 1234500 ||
+		len(resp.BootSteps) != 2 || resp.BootSteps[0].Name != "mounts" || resp.BootSteps[0].Micros != 50000 ||
+		resp.BootSteps[1].Name != "transport" || resp.BootSteps[1].Micros != 284500 {
 		t.Errorf("Ping = %v, %v", resp, err)
 	}
 }

@@ -232,14 +232,14 @@ func (osSystem) PowerOff() error {
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 }
 
-// bootMillis is CLOCK_BOOTTIME in milliseconds: time since the kernel
-// started, suspend included.
-func bootMillis() uint64 {
+// bootClock is CLOCK_BOOTTIME: time since the kernel started, suspend
+// included.
+func bootClock() time.Duration {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
 		return 0
 	}
-	return uint64(time.Duration(ts.Nano()) / time.Millisecond)
+	return time.Duration(ts.Nano())
 }
 
 // kernelRelease is uname -r.

@@ -1,20 +1,40 @@
 package integration
 
 import (
+	"bufio"
+	"context"
 	"fmt"
+	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/initos-runtime/initos-runtime/runtime"
+	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
-var timingsRe = regexp.MustCompile(`(\w+)=([0-9.]+(?:ns|µs|us|ms|s|m[0-9.]*s?)+)`)
+var (
+	timingsRe = regexp.MustCompile(`(\w+)=([0-9.]+(?:ns|µs|us|ms|s|m[0-9.]*s?)+)`)
+	// The guest line of --timings: "guest: kernel=… agent=… (step=… …)".
+	guestRe = regexp.MustCompile(`guest: kernel=(\S+) agent=(\S+) \(([^)]*)\)`)
+)
+
+// parseDuration reads a duration as --timings prints it.
+func parseDuration(s string) (time.Duration, bool) {
+	d, err := time.ParseDuration(strings.Replace(s, "µ", "u", 1))
+	return d, err == nil
+}
 
 // BenchmarkRunBusybox times `initos-runtime run` of the busybox bundle
-// phase by phase (disk build, initrd (cached), VMM start → agent ready,
-// guest setup, process run, teardown), and `runc run` of the same bundle in
-// the same run.
+// phase by phase, host and guest (disk, initrd lookup, VMM start, the
+// kernel to /init and each step of the agent by the guest's clock, guest
+// setup, process run, teardown), and `runc run` of the same bundle in the
+// same run.
 func BenchmarkRunBusybox(b *testing.B) {
 	needVMs(b)
 	s := busyboxSpec(b, "true")
@@ -22,23 +42,54 @@ func BenchmarkRunBusybox(b *testing.B) {
 	dir := writeBundle(b, s)
 	b.Run("initos-runtime", func(b *testing.B) {
 		sums := map[string]time.Duration{}
+		var steps []string
 		for i := 0; i < b.N; i++ {
 			id := fmt.Sprintf("bench-%d", i)
 			r := runtimeCmd(b, nil, "run", "--timings", "--bundle", dir, id)
 			if r.code != 0 {
 				b.Fatalf("exit %d: %s", r.code, r.stderr)
 			}
-			for _, m := range timingsRe.FindAllStringSubmatch(string(r.stderr), -1) {
-				d, err := time.ParseDuration(strings.Replace(m[2], "µ", "u", 1))
-				if err != nil {
-					continue
+			host, _, _ := strings.Cut(string(r.stderr), "\nguest: ")
+			for _, m := range timingsRe.FindAllStringSubmatch(host, -1) {
+				if d, ok := parseDuration(m[2]); ok {
+					sums[m[1]] += d
 				}
-				sums[m[1]] += d
+			}
+			g := guestRe.FindStringSubmatch(string(r.stderr))
+			if g == nil {
+				b.Fatalf("no guest boot trace in --timings: %s", r.stderr)
+			}
+			kernel, ok1 := parseDuration(g[1])
+			agent, ok2 := parseDuration(g[2])
+			if !ok1 || !ok2 {
+				b.Fatalf("bad guest boot trace: %s", g[0])
+			}
+			sums["kernel"] += kernel
+			sums["guest-ready"] += kernel + agent
+			steps = steps[:0]
+			for _, f := range strings.Fields(g[3]) {
+				name, v, _ := strings.Cut(f, "=")
+				if d, ok := parseDuration(v); ok {
+					sums["step."+name] += d
+					steps = append(steps, name)
+				}
 			}
 		}
-		for _, phase := range []string{"disk", "initrd", "boot", "setup", "run", "teardown"} {
-			b.ReportMetric(float64(sums[phase].Milliseconds())/float64(b.N), phase+"-ms/op")
+		mean := func(k string) float64 { return ms(sums[k]) / float64(b.N) }
+		for _, phase := range []string{"disk", "initrd", "boot", "setup", "run", "teardown", "kernel"} {
+			b.ReportMetric(mean(phase), phase+"-ms/op")
+			record("phase."+phase, mean(phase))
 		}
+		b.ReportMetric(mean("guest-ready")-mean("kernel"), "agent-ms/op")
+		record("phase.vmm", mean("boot")-mean("guest-ready"))
+		record("boot.ready", mean("boot"))
+		for _, s := range steps {
+			record("step."+s, mean("step."+s))
+		}
+		figures.Lock()
+		figures.steps = steps
+		figures.Unlock()
+		record("cli.run.initos", ms(b.Elapsed())/float64(b.N))
 	})
 	b.Run("runc", func(b *testing.B) {
 		if _, err := exec.LookPath("runc"); err != nil {
@@ -50,5 +101,109 @@ func BenchmarkRunBusybox(b *testing.B) {
 				b.Fatalf("runc run: %v\n%s", err, out)
 			}
 		}
+		record("cli.run.runc", ms(b.Elapsed())/float64(b.N))
 	})
+}
+
+// BenchmarkBareKernel boots the runtime's kernel and initrd on the same
+// machine type, memory and CPUs as a container's VM, without devices and
+// with an /init that does not exist, so the kernel panics and the VMM exits
+// the moment it would start /init: the bare kernel's own time to /init.
+// vmm-start is the VMM's own start: exec to its QMP monitor answering,
+// with the guest paused.
+func BenchmarkBareKernel(b *testing.B) {
+	needVMs(b)
+	a, err := runtime.FindAssets(env.cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ird, err := a.Initrd(env.cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	base := func(extra ...string) []string {
+		accel := []string{"-accel", "tcg,thread=multi", "-cpu", "max"}
+		if vmm.DetectAccel().Name == vmm.AccelKVM {
+			accel = []string{"-accel", "kvm", "-cpu", "host"}
+		}
+		c := append([]string{"-M", "microvm,x-option-roms=off,rtc=on"}, accel...)
+		c = append(c, "-smp", strconv.Itoa(env.cfg.CPUs), "-m", strconv.Itoa(env.cfg.MemoryMiB),
+			"-nodefaults", "-no-reboot", "-nographic", "-kernel", a.Vmlinux, "-initrd", ird)
+		return append(c, extra...)
+	}
+	b.Run("to-init", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			out, err := exec.CommandContext(ctx, "qemu-system-x86_64", base(
+				"-serial", "stdio",
+				"-append", "console=ttyS0 panic=-1 tsc_early_khz="+strconv.Itoa(vmm.TSCKHz())+" "+vmm.GuestKernelArgs+" rdinit=/initos-bare-kernel")...).CombinedOutput()
+			cancel()
+			if err != nil || !strings.Contains(string(out), "Kernel panic") {
+				b.Fatalf("bare kernel boot: %v; its console:\n%s", err, tail(string(out), 2000))
+			}
+		}
+		record("boot.bare", ms(b.Elapsed())/float64(b.N))
+	})
+	b.Run("vmm-start", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			sock := filepath.Join(b.TempDir(), "qmp.sock")
+			cmd := exec.Command("qemu-system-x86_64", base("-S", "-serial", "none", "-qmp", "unix:"+sock+",server=on,wait=off", "-append", "console=ttyS0")...)
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			err := qmpQuit(sock, time.Minute)
+			if werr := cmd.Wait(); err == nil && werr != nil {
+				err = werr
+			}
+			if err != nil {
+				b.Fatalf("qemu start and quit: %v", err)
+			}
+		}
+		record("vmm.start", ms(b.Elapsed())/float64(b.N))
+	})
+}
+
+// qmpQuit waits for the QMP socket, reads its greeting and quits qemu.
+func qmpQuit(sock string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var conn net.Conn
+	for {
+		var err error
+		if conn, err = net.Dial("unix", sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("qmp socket %s: %w", sock, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(deadline)
+	r := bufio.NewReader(conn)
+	if _, err := r.ReadString('\n'); err != nil {
+		return fmt.Errorf("qmp greeting: %w", err)
+	}
+	for _, c := range []string{`{"execute":"qmp_capabilities"}`, `{"execute":"quit"}`} {
+		if _, err := fmt.Fprintln(conn, c); err != nil {
+			return err
+		}
+		if _, err := r.ReadString('\n'); err != nil {
+			return fmt.Errorf("qmp %s: %w", c, err)
+		}
+	}
+	return nil
+}
+
+// meminfo reads one field of /proc/meminfo, in KiB.
+func meminfo(field string) (int64, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && k == field {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/meminfo", field)
 }

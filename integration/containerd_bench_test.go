@@ -16,6 +16,11 @@ func BenchmarkContainerd(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				c.ok(b, "nerdctl", "run", "--rm", "--network", "none", "--runtime", rt, containerdImage, "true")
 			}
+			name := "initos"
+			if rt == runcRuntimeType {
+				name = "runc"
+			}
+			record("nerdctl.run."+name, ms(b.Elapsed())/float64(b.N))
 		})
 	}
 	b.Run("cri-sandbox", func(b *testing.B) {

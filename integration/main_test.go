@@ -40,6 +40,12 @@ func TestMain(m *testing.M) {
 		os.Exit(code)
 	}
 	code = m.Run()
+	if p := os.Getenv("INITOS_BENCH_REPORT"); p != "" && code == 0 {
+		if err := writeReport(p); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: writing the bench report: %v\n", err)
+			code = 1
+		}
+	}
 	if env.skip == "" {
 		os.RemoveAll(filepath.Dir(env.config))
 	}

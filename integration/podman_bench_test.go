@@ -29,6 +29,7 @@ func BenchmarkPodman(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					p.ok(b, "run", "--rm", "--network", "none", podmanImage, "true")
 				}
+				record("podman.run."+rt, ms(b.Elapsed())/float64(b.N))
 			})
 			b.Run("exec-true", func(b *testing.B) {
 				name := fmt.Sprintf("bench-exec-%s", rt)
@@ -38,6 +39,7 @@ func BenchmarkPodman(b *testing.B) {
 					p.ok(b, "exec", name, "true")
 				}
 				b.StopTimer()
+				record("podman.exec."+rt, ms(b.Elapsed())/float64(b.N))
 				p.ok(b, "rm", "-f", "-t", "0", name)
 			})
 		})

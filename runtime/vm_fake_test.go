@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -52,9 +51,6 @@ type fakeVM struct {
 	exitOnce  sync.Once
 	waitErr   error
 }
-
-// errKilled is what Wait returns after Stop, like a killed process.
-var errKilled = errors.New("signal: killed")
 
 func newFakeVM(cfg vmm.Config, agent agentapi.AgentService, s fakeVMScript) *fakeVM {
 	return &fakeVM{cfg: cfg, agent: agent, script: s, exited: make(chan struct{})}
@@ -141,7 +137,8 @@ func (v *fakeVM) Stop(ctx context.Context) error {
 	v.mu.Lock()
 	v.stopCalls++
 	v.mu.Unlock()
-	v.exit(errKilled, nil)
+	// As the Supervisor's: an exit Stop causes is a clean one for Wait.
+	v.exit(nil, nil)
 	return nil
 }
 

@@ -66,6 +66,7 @@ func runAction(ctx *cli.Context) error {
 		t := res.Timings
 		fmt.Fprintf(os.Stderr, "vmm=%s accel=%s disk=%s initrd=%s boot=%s boots=%d setup=%s run=%s teardown=%s\n",
 			res.Driver, res.Accel, t.Disk, t.Initrd, t.Boot, t.Boots, t.Setup, t.Run, t.Teardown)
+		fmt.Fprintf(os.Stderr, "guest: %s\n", t.Guest)
 	}
 	if err != nil {
 		return err

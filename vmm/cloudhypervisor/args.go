@@ -26,7 +26,7 @@ const (
 // then the runtime's. The serial port is the legacy 8250 (ttyS0). No
 // "quiet": a boot that stalls shows where on the console.
 func KernelCmdline(cfg *vmm.Config) string {
-	s := "console=ttyS0 panic=-1"
+	s := "console=ttyS0 panic=-1 " + vmm.GuestKernelArgs
 	if cfg.Cmdline != "" {
 		s += " " + cfg.Cmdline
 	}

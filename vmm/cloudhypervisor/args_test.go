@@ -19,7 +19,7 @@ func baseConfig() vmm.Config {
 // golden command lines, one per config shape.
 func TestBuildArgs(t *testing.T) {
 	head := []string{"--api-socket", "path=/run/x/api.sock", "--kernel", "/k/vmlinux", "--initramfs", "/k/initrd.img",
-		"--cmdline", "console=ttyS0 panic=-1 initos.load=pci,blk", "--cpus", "boot=2"}
+		"--cmdline", "console=ttyS0 panic=-1 cryptomgr.notests noreplace-smp initos.load=pci,blk", "--cpus", "boot=2"}
 	serial := []string{"--serial", "file=/run/x/console.log", "--console", "off"}
 	vsock := []string{"--vsock", "cid=3,socket=/run/x/vsock.sock"}
 	cat := func(parts ...[]string) []string {
@@ -54,7 +54,7 @@ func TestBuildArgs(t *testing.T) {
 			[]string{"--net", "tap=tap0,mac=02:00:00:00:00:01", "tap=tap1,mac=02:00:00:00:00:02"})},
 		{"no initrd, no cmdline, no disk", func(c *vmm.Config) { c.Initrd, c.Cmdline, c.Disks = "", "", nil },
 			cat([]string{"--api-socket", "path=/run/x/api.sock", "--kernel", "/k/vmlinux",
-				"--cmdline", "console=ttyS0 panic=-1", "--cpus", "boot=2", "--memory", "size=512M"}, serial, vsock)},
+				"--cmdline", "console=ttyS0 panic=-1 cryptomgr.notests noreplace-smp", "--cpus", "boot=2", "--memory", "size=512M"}, serial, vsock)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

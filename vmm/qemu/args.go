@@ -32,7 +32,7 @@ func KernelCmdline(cfg *vmm.Config, tscKHz int) string {
 	// reboot into qemu's exit. tsc_early_khz: design §8. No "quiet": the
 	// kernel's messages cost nothing measurable (2.19 s to the agent with
 	// and without, TCG) and a boot that stalls shows where.
-	s := "console=ttyS0 panic=-1 tsc_early_khz=" + strconv.Itoa(tscKHz)
+	s := "console=ttyS0 panic=-1 tsc_early_khz=" + strconv.Itoa(tscKHz) + " " + vmm.GuestKernelArgs
 	if cfg.Cmdline != "" {
 		s += " " + cfg.Cmdline
 	}

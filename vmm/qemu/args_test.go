@@ -24,7 +24,7 @@ func TestBuildArgs(t *testing.T) {
 		"-chardev", "file,id=console,path=/run/x/console.log", "-serial", "chardev:console",
 		"-chardev", "socket,id=qmp,path=/run/x/qmp.sock,server=on,wait=off", "-mon", "chardev=qmp,mode=control",
 		"-kernel", "/k/vmlinux", "-initrd", "/k/initrd.img",
-		"-append", "console=ttyS0 panic=-1 tsc_early_khz=2095986 initos.load=mmio,blk",
+		"-append", "console=ttyS0 panic=-1 tsc_early_khz=2095986 cryptomgr.notests noreplace-smp initos.load=mmio,blk",
 	}
 	rootDisk := []string{"-drive", "id=d0,file=/d/root.img,format=raw,if=none", "-device", "virtio-blk-device,drive=d0"}
 	agent := []string{
@@ -103,7 +103,7 @@ func TestBuildArgs(t *testing.T) {
 				agent)},
 		{"no initrd, no cmdline", func(c *vmm.Config) { c.Initrd, c.Cmdline = "", "" }, vmm.AccelTCG,
 			cat(head(machine, "tcg,thread=multi", "max"), common[:15],
-				[]string{"-append", "console=ttyS0 panic=-1 tsc_early_khz=2095986"}, rootDisk, agent)},
+				[]string{"-append", "console=ttyS0 panic=-1 tsc_early_khz=2095986 cryptomgr.notests noreplace-smp"}, rootDisk, agent)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

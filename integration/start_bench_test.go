@@ -1,0 +1,175 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// BenchmarkTenContainers starts ten idle busybox containers (`run -d` of
+// `sleep 3600`) one at a time, then ten at once, and measures what the ten
+// cost the host once idle: the drop of MemAvailable divided by ten, and the
+// PSS of each container's VMM, monitor and virtiofsd.
+func BenchmarkTenContainers(b *testing.B) {
+	needVMs(b)
+	const n = 10
+	bundles := make([]string, n)
+	for i := range bundles {
+		bundles[i] = writeBundle(b, busyboxSpec(b, "sleep", "3600"))
+	}
+	for iter := 0; iter < b.N; iter++ {
+		var serial []float64
+		for i := 0; i < n; i++ {
+			id := fmt.Sprintf("ten-s%d-%d", iter, i)
+			t0 := time.Now()
+			runDetachedOK(b, bundles[i], id)
+			serial = append(serial, ms(time.Since(t0)))
+			deleteOK(b, id)
+		}
+		settle()
+		before, err := meminfo("MemAvailable")
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids := make([]string, n)
+		took := make([]float64, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range ids {
+			ids[i] = fmt.Sprintf("ten-p%d-%d", iter, i)
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				t0 := time.Now()
+				errs[i] = runDetached(b, bundles[i], ids[i])
+				took[i] = ms(time.Since(t0))
+			}(i)
+		}
+		wg.Wait()
+		ok := 0
+		for i, err := range errs {
+			if err != nil {
+				b.Error(err)
+				continue
+			}
+			ok++
+			b.Cleanup(func() { runtimeCmd(b, nil, "delete", "--force", ids[i]) })
+		}
+		settle()
+		after, err := meminfo("MemAvailable")
+		if err != nil {
+			b.Fatal(err)
+		}
+		var vmmPSS, monPSS, fsdPSS float64
+		for _, id := range ids {
+			v, m, f := containerPSS(id)
+			vmmPSS, monPSS, fsdPSS = vmmPSS+v, monPSS+m, fsdPSS+f
+		}
+		for _, id := range ids {
+			deleteOK(b, id)
+		}
+		record("start.serial.p50", median(serial))
+		record("start.parallel.p50", median(took))
+		record("start.parallel.ok", float64(ok))
+		record("mem.per-container", float64(before-after)/1024/n)
+		record("mem.vmm-pss", vmmPSS/n)
+		record("mem.monitor-pss", monPSS/n)
+		record("mem.virtiofsd-pss", fsdPSS/n)
+		b.ReportMetric(median(serial), "serial-p50-ms")
+		b.ReportMetric(median(took), "parallel-p50-ms")
+		b.ReportMetric(float64(before-after)/1024/n, "MiB/container")
+		b.ReportMetric(vmmPSS/n, "vmm-pss-MiB")
+	}
+}
+
+// settle lets the host's memory figures settle: idle guests have booted
+// and the VMMs' startup allocations are freed.
+func settle() { time.Sleep(5 * time.Second) }
+
+// runDetached is `initos-runtime run -d`. The monitor it leaves keeps the
+// stdio it inherits (the container's): it gets a file, not the pipes
+// runtimeCmd would wait on.
+func runDetached(t testing.TB, bundle, id string) error {
+	logPath := filepath.Join(t.TempDir(), "out")
+	out, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), env.runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, env.bin, "--config", env.config, "run", "--detach", "--bundle", bundle, id)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		b, _ := os.ReadFile(logPath)
+		return fmt.Errorf("run -d %s: %w: %s", id, err, b)
+	}
+	return nil
+}
+
+func runDetachedOK(t testing.TB, bundle, id string) {
+	t.Helper()
+	if err := runDetached(t, bundle, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func deleteOK(t testing.TB, id string) {
+	t.Helper()
+	if r := runtimeCmd(t, nil, "delete", "--force", id); r.code != 0 {
+		t.Fatalf("delete -f %s: exit %d: %s", id, r.code, r.stderr)
+	}
+}
+
+// containerPSS sums, in MiB, the proportional set size of container id's
+// VMM, monitor and virtiofsd processes: the VMM and virtiofsd name its
+// state directory on their command lines, the monitor ends its own with
+// the id.
+func containerPSS(id string) (vmm, monitor, virtiofsd float64) {
+	stateDir := filepath.Join(env.cfg.Root, id) + "/"
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		raw, err := os.ReadFile(filepath.Join(p, "cmdline"))
+		if err != nil || len(raw) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(raw), "\x00"), "\x00")
+		var sum *float64
+		switch {
+		case strings.Contains(args[0], "qemu-system") && bytes.Contains(raw, []byte(stateDir)):
+			sum = &vmm
+		case strings.HasSuffix(args[0], "virtiofsd") && bytes.Contains(raw, []byte(stateDir)):
+			sum = &virtiofsd
+		case strings.HasSuffix(args[0], "initos-runtime") && args[len(args)-1] == id && slices.Contains(args, "monitor"):
+			sum = &monitor
+		default:
+			continue
+		}
+		*sum += pssMiB(p)
+	}
+	return vmm, monitor, virtiofsd
+}
+
+// pssMiB is a process's Pss from smaps_rollup, in MiB.
+func pssMiB(proc string) float64 {
+	b, err := os.ReadFile(filepath.Join(proc, "smaps_rollup"))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Pss:"); ok {
+			kib, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kib / 1024
+		}
+	}
+	return 0
+}

@@ -34,9 +34,9 @@ type newVMFunc func(driver string, cfg vmm.Config, c Config) (VM, error)
 func newVM(driver string, cfg vmm.Config, c Config) (VM, error) {
 	switch driver {
 	case "qemu":
-		return qemu.New(cfg, qemu.Options{Binary: c.QemuBinary, Virtiofsd: c.VirtiofsdBinary})
+		return qemu.New(cfg, qemu.Options{Binary: c.QemuBinary, Virtiofsd: c.VirtiofsdBinary, VirtiofsdCache: c.cacheDir()})
 	case "cloud-hypervisor":
-		return cloudhypervisor.New(cfg, cloudhypervisor.Options{Binary: c.CloudHypervisorBinary, Virtiofsd: c.VirtiofsdBinary})
+		return cloudhypervisor.New(cfg, cloudhypervisor.Options{Binary: c.CloudHypervisorBinary, Virtiofsd: c.VirtiofsdBinary, VirtiofsdCache: c.cacheDir()})
 	}
 	return nil, fmt.Errorf("unknown vmm driver %q", driver)
 }

@@ -68,6 +68,24 @@ type Config struct {
 	// Netns is the network namespace the VMM runs in (the engine's, whose
 	// interface its NICs' taps are redirected to); "" for the caller's.
 	Netns string
+	// Template, when set, backs the guest's RAM with the file
+	// Template.RAM, shared, so the VM can be saved as a snapshot its
+	// clones restore (docs/templates.md); its shares must be 9p.
+	Template *Snapshot
+	// RestoreFrom, when set, starts the VM from a saved snapshot instead
+	// of booting it: the snapshot's RAM file mapped privately (each clone
+	// writes its own copies of the pages it changes, the rest stays shared
+	// between clones), its state loaded, then the guest resumed. The
+	// devices must be the template's; vhost-user (virtiofs) shares are
+	// refused, as virtiofsd would map the template's file, not the clone's
+	// memory.
+	RestoreFrom *Snapshot
+}
+
+// Snapshot is a saved VM: its guest RAM and its device and CPU state.
+type Snapshot struct {
+	RAM   string // the guest's RAM, a file (tmpfs keeps it in memory)
+	State string // the VMM's saved state of the devices and CPUs
 }
 
 // Disk is a raw disk image.
@@ -209,6 +227,26 @@ func (c *Config) Validate() error {
 			add("nic %d: mac %q is a multicast address", i, n.MAC)
 		}
 	}
+	switch {
+	case c.Template != nil && c.RestoreFrom != nil:
+		add("a VM is either a template or a clone of one, not both")
+	case c.Template != nil:
+		if c.Template.RAM == "" || !filepath.IsAbs(c.Template.RAM) || c.Template.State == "" || !filepath.IsAbs(c.Template.State) {
+			add("template: RAM %q and state %q must be absolute paths", c.Template.RAM, c.Template.State)
+		}
+		if c.HasShares(ShareVirtiofs) {
+			add("template: a virtiofs share cannot be saved (vhost-user-fs is not migratable): use 9p")
+		}
+	case c.RestoreFrom != nil:
+		for _, f := range []string{c.RestoreFrom.RAM, c.RestoreFrom.State} {
+			if err := regularFile(f); err != nil {
+				add("snapshot: %v", err)
+			}
+		}
+		if c.HasShares(ShareVirtiofs) {
+			add("restore: a virtiofs share needs the guest's RAM shared with virtiofsd, which a private copy-on-write mapping of the snapshot is not: use 9p")
+		}
+	}
 	if len(p) > 0 {
 		return fmt.Errorf("%w %q: %s", ErrInvalidConfig, c.ID, strings.Join(p, "; "))
 	}
@@ -228,7 +266,7 @@ func regularFile(path string) error {
 
 // GuestKernelArgs are kernel options every guest boots with, whatever its
 // VMM: each skips work a microVM's kernel does for nothing, and each was
-// measured alone, under TCG, kept only for what it saves (docs/benchmarks.md):
+// measured alone, under TCG, kept only for what it saves (docs/boot-budget.md):
 //   - cryptomgr.notests: no self-test of every crypto algorithm the kernel
 //     registers at boot (crypto_algapi_init, 175 ms): about 300 ms.
 //   - noreplace-smp: a one-CPU guest keeps the kernel's lock prefixes

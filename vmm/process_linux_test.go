@@ -216,7 +216,11 @@ func TestStartVirtiofsd(t *testing.T) {
 	sock := filepath.Join(dir, "v.sock")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	p, err := StartVirtiofsd(ctx, bin, sock, Share{Dir: share, Cache: CacheAuto, Xattr: true}, filepath.Join(dir, "virtiofsd.log"))
+	flavor, err := VirtiofsdFlavorOfBinary(ctx, bin, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := StartVirtiofsd(ctx, bin, flavor, sock, Share{Dir: share, Cache: CacheAuto, Xattr: true}, filepath.Join(dir, "virtiofsd.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +235,7 @@ func TestStartVirtiofsd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, err = StartVirtiofsd(ctx, bin, sock, Share{Dir: filepath.Join(dir, "missing")}, filepath.Join(dir, "virtiofsd2.log"))
+	_, err = StartVirtiofsd(ctx, bin, flavor, sock, Share{Dir: filepath.Join(dir, "missing")}, filepath.Join(dir, "virtiofsd2.log"))
 	if err == nil {
 		t.Fatal("StartVirtiofsd on a missing dir succeeded")
 	}

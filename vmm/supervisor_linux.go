@@ -34,6 +34,9 @@ type Supervisor struct {
 	// i of Cfg.Shares, on StateDir/VirtiofsSocket(i) (also removed by
 	// Stop), logging to StateDir/VirtiofsdLog(i).
 	Virtiofsd string
+	// VirtiofsdCache, when set, is a directory where the dialect of
+	// Virtiofsd is kept between starts (VirtiofsdFlavorOfBinary).
+	VirtiofsdCache string
 	// VirtiofsdGrace is how long the VMM may take to end after a virtiofsd
 	// did before that virtiofsd counts as lost and the VMM is stopped (a
 	// VMM that ends first makes virtiofsd exit too, and either may be seen
@@ -92,11 +95,17 @@ func (s *Supervisor) Start(ctx context.Context) (err error) {
 			s.proc, s.vfsd, s.vfsdTags = nil, nil, nil
 		}
 	}()
+	var flavor VirtiofsdFlavor
+	if s.Virtiofsd != "" && s.Cfg.HasShares(ShareVirtiofs) {
+		if flavor, err = VirtiofsdFlavorOfBinary(ctx, s.Virtiofsd, s.VirtiofsdCache); err != nil {
+			return fmt.Errorf("starting virtiofsd for vm %q: %w", s.Cfg.ID, err)
+		}
+	}
 	for i, sh := range s.Cfg.Shares {
 		if s.Virtiofsd == "" || sh.Mode != ShareVirtiofs {
 			continue
 		}
-		p, err := StartVirtiofsd(ctx, s.Virtiofsd, s.Cfg.SocketPath(VirtiofsSocket(i)), sh, s.Cfg.SocketPath(VirtiofsdLog(i)))
+		p, err := StartVirtiofsd(ctx, s.Virtiofsd, flavor, s.Cfg.SocketPath(VirtiofsSocket(i)), sh, s.Cfg.SocketPath(VirtiofsdLog(i)))
 		if err != nil {
 			return fmt.Errorf("starting virtiofsd for share %q of vm %q: %w", sh.Tag, s.Cfg.ID, err)
 		}

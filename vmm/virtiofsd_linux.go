@@ -3,9 +3,14 @@ package vmm
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -78,16 +83,55 @@ func VirtiofsdArgs(f VirtiofsdFlavor, socket string, sh Share) []string {
 	return a
 }
 
-// StartVirtiofsd starts virtiofsd for sh on socket and waits until the
-// socket exists; on failure nothing is left running.
-func StartVirtiofsd(ctx context.Context, bin, socket string, sh Share, logPath string) (_ *Process, err error) {
+// VirtiofsdFlavorOfBinary tells bin's dialect from its --help. With
+// cacheDir set, a stamp file there named by bin's stat (path, device,
+// inode, size, mtime, ctime) keeps the answer, so a start does not run
+// --help again (about 20 ms) until the binary changes; a stamp that
+// cannot be read or written only costs the probe.
+func VirtiofsdFlavorOfBinary(ctx context.Context, bin, cacheDir string) (VirtiofsdFlavor, error) {
+	stamp := ""
+	if cacheDir != "" {
+		if fi, err := os.Stat(bin); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				sum := sha256.Sum256(fmt.Appendf(nil, "virtiofsd flavor v1\x00%s\x00%d %d %d %d.%d %d.%d", bin,
+					st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec))
+				stamp = filepath.Join(cacheDir, "virtiofsd-flavor-"+hex.EncodeToString(sum[:16]))
+			}
+		}
+		if b, err := os.ReadFile(stamp); err == nil {
+			switch string(b) {
+			case "c":
+				return VirtiofsdC, nil
+			case "rust":
+				return VirtiofsdRust, nil
+			}
+		}
+	}
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	help, herr := exec.CommandContext(hctx, bin, "--help").CombinedOutput()
 	flavor, err := VirtiofsdFlavorOf(help)
 	if err != nil {
-		return nil, fmt.Errorf("running %s --help (%v): %w", bin, herr, err)
+		return 0, fmt.Errorf("running %s --help (%v): %w", bin, herr, err)
 	}
+	if stamp != "" {
+		name := map[VirtiofsdFlavor]string{VirtiofsdC: "c", VirtiofsdRust: "rust"}[flavor]
+		if tmp, err := os.CreateTemp(cacheDir, ".virtiofsd-flavor-*"); err == nil {
+			_, werr := tmp.WriteString(name)
+			if cerr := tmp.Close(); werr == nil && cerr == nil {
+				werr = os.Rename(tmp.Name(), stamp)
+			}
+			if werr != nil {
+				_ = os.Remove(tmp.Name())
+			}
+		}
+	}
+	return flavor, nil
+}
+
+// StartVirtiofsd starts virtiofsd (of dialect flavor) for sh on socket and
+// waits until the socket exists; on failure nothing is left running.
+func StartVirtiofsd(ctx context.Context, bin string, flavor VirtiofsdFlavor, socket string, sh Share, logPath string) (_ *Process, err error) {
 	if err := ClaimSocket(socket); err != nil {
 		return nil, err
 	}

@@ -74,6 +74,26 @@ func TestValidate(t *testing.T) {
 		{"tap twice", func(c *Config) { c.NICs = append(c.NICs, NIC{Tap: "tap0", MAC: "02:00:00:00:00:02"}) }, []string{`tap "tap0" is used twice`}},
 		{"newline in cmdline", func(c *Config) { c.Cmdline = "a\nb" }, []string{"cmdline contains a newline"}},
 		{"all problems at once", func(c *Config) { c.ID, c.CPUs, c.MemoryMiB = "", 0, 0 }, []string{"id is empty", "cpus 0", "memory 0"}},
+		{"template with 9p", func(c *Config) {
+			c.Shares[0].Mode = Share9p
+			c.Template = &Snapshot{RAM: "/dev/shm/t.ram", State: "/dev/shm/t.state"}
+		}, nil},
+		{"template with virtiofs", func(c *Config) { c.Template = &Snapshot{RAM: "/dev/shm/t.ram", State: "/dev/shm/t.state"} },
+			[]string{"template: a virtiofs share cannot be saved"}},
+		{"template with relative paths", func(c *Config) { c.Shares, c.Template = nil, &Snapshot{RAM: "t.ram", State: ""} },
+			[]string{`template: RAM "t.ram" and state "" must be absolute paths`}},
+		{"clone with 9p", func(c *Config) {
+			c.Shares[0].Mode = Share9p
+			c.RestoreFrom = &Snapshot{RAM: c.Kernel, State: c.Initrd}
+		}, nil},
+		{"clone with virtiofs", func(c *Config) { c.RestoreFrom = &Snapshot{RAM: c.Kernel, State: c.Initrd} },
+			[]string{"restore: a virtiofs share needs the guest's RAM shared"}},
+		{"clone of a missing snapshot", func(c *Config) { c.Shares, c.RestoreFrom = nil, &Snapshot{RAM: "/nonexistent/t.ram", State: c.Initrd} },
+			[]string{"snapshot:", "/nonexistent/t.ram"}},
+		{"template and clone", func(c *Config) {
+			c.Template = &Snapshot{RAM: "/t.ram", State: "/t.state"}
+			c.RestoreFrom = c.Template
+		}, []string{"either a template or a clone"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

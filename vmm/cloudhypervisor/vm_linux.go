@@ -21,11 +21,12 @@ const (
 // Options are the host side of a cloud-hypervisor VM; zero values mean
 // defaults.
 type Options struct {
-	Binary       string        // default DefaultBinary from PATH
-	Virtiofsd    string        // default vmm.FindVirtiofsd
-	Accel        *vmm.Accel    // default vmm.DetectAccel(); must be KVM
-	StartTimeout time.Duration // Start's bound on the API answering
-	StopTimeout  time.Duration // Stop's bound on a graceful shutdown before SIGKILL
+	Binary         string        // default DefaultBinary from PATH
+	Virtiofsd      string        // default vmm.FindVirtiofsd
+	VirtiofsdCache string        // where virtiofsd's dialect is kept between starts; "": probed each start
+	Accel          *vmm.Accel    // default vmm.DetectAccel(); must be KVM
+	StartTimeout   time.Duration // Start's bound on the API answering
+	StopTimeout    time.Duration // Stop's bound on a graceful shutdown before SIGKILL
 }
 
 // VM is one cloud-hypervisor process. Its methods are safe for concurrent
@@ -83,6 +84,7 @@ func New(cfg vmm.Config, opts Options) (*VM, error) {
 		},
 	}
 	if len(cfg.Shares) > 0 {
+		v.sup.VirtiofsdCache = opts.VirtiofsdCache
 		if v.sup.Virtiofsd, err = vmm.FindVirtiofsd(opts.Virtiofsd); err != nil {
 			return nil, fmt.Errorf("vm %q: virtiofs shares: %w", cfg.ID, err)
 		}

@@ -39,6 +39,13 @@ func KernelCmdline(cfg *vmm.Config, tscKHz int) string {
 	return s
 }
 
+// tcgCacheMiB bounds TCG's translation cache, which is otherwise up to
+// 1 GiB of the host's memory per VM as its guest runs more code. Measured
+// on a cold boot of the agent: the default cache held 70 MB, 32 MiB holds
+// 50 MB at the same boot time; 16 MiB saves 17 MB more but slows a boot by
+// 5% and a small workload by 70% (flushes).
+const tcgCacheMiB = 32
+
 // optValue escapes a value inside a qemu -opt key=value,... list, where a
 // doubled comma stands for one comma.
 func optValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
@@ -48,21 +55,30 @@ func optValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 func buildArgs(cfg *vmm.Config, h hostParams) []string {
 	machine := "microvm,x-option-roms=off,rtc=on"
 	virtiofs := cfg.HasShares(vmm.ShareVirtiofs)
-	if virtiofs {
-		// vhost-user-fs needs guest memory virtiofsd can map.
+	if virtiofs || cfg.Template != nil || cfg.RestoreFrom != nil {
+		// vhost-user-fs needs guest memory virtiofsd can map; a
+		// template's and a clone's RAM is the snapshot's file.
 		machine += ",memory-backend=mem"
 	}
 	a := []string{"-M", machine}
 	if h.accel == vmm.AccelKVM {
 		a = append(a, "-accel", "kvm", "-cpu", "host")
 	} else {
-		a = append(a, "-accel", "tcg,thread=multi", "-cpu", "max")
+		a = append(a, "-accel", "tcg,thread=multi,tb-size="+strconv.Itoa(tcgCacheMiB), "-cpu", "max")
 	}
 	a = append(a,
 		"-smp", strconv.Itoa(cfg.CPUs),
 		"-m", strconv.Itoa(cfg.MemoryMiB),
 	)
-	if virtiofs {
+	switch {
+	case cfg.Template != nil:
+		// Shared: what the guest writes reaches the file Save leaves
+		// for the clones.
+		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=on", cfg.MemoryMiB, optValue(cfg.Template.RAM)))
+	case cfg.RestoreFrom != nil:
+		// Private: copy-on-write over the template's pages.
+		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=off", cfg.MemoryMiB, optValue(cfg.RestoreFrom.RAM)))
+	case virtiofs:
 		a = append(a, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", cfg.MemoryMiB))
 	}
 	a = append(a,
@@ -113,6 +129,10 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 			"-netdev", fmt.Sprintf("tap,id=n%d,ifname=%s,script=no,downscript=no", i, n.Tap),
 			"-device", fmt.Sprintf("virtio-net-device,netdev=n%d,mac=%s", i, n.MAC),
 		)
+	}
+	if cfg.RestoreFrom != nil {
+		// The state comes over QMP once qemu is up (restore).
+		a = append(a, "-incoming", "defer")
 	}
 	return a
 }

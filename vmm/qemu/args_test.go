@@ -48,30 +48,30 @@ func TestBuildArgs(t *testing.T) {
 		want   []string
 	}{
 		{"tcg", func(c *vmm.Config) {}, vmm.AccelTCG,
-			cat(head(machine, "tcg,thread=multi", "max"), common, rootDisk, agent)},
+			cat(head(machine, "tcg,thread=multi,tb-size=32", "max"), common, rootDisk, agent)},
 		{"kvm", func(c *vmm.Config) {}, vmm.AccelKVM,
 			cat(head(machine, "kvm", "host"), common, rootDisk, agent)},
 		{"readonly second disk", func(c *vmm.Config) {
 			c.Disks = append(c.Disks, vmm.Disk{Path: "/d/data.img", ReadOnly: true})
 		}, vmm.AccelTCG,
-			cat(head(machine, "tcg,thread=multi", "max"), common, rootDisk,
+			cat(head(machine, "tcg,thread=multi,tb-size=32", "max"), common, rootDisk,
 				[]string{"-drive", "id=d1,file=/d/data.img,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=d1"},
 				agent)},
 		{"pod disk slot with a serial", func(c *vmm.Config) {
 			c.Disks = append(c.Disks, vmm.Disk{Path: "/run/x/slot1.img", Serial: "initos-s1", Slot: true})
 		}, vmm.AccelTCG,
-			cat(head(machine, "tcg,thread=multi", "max"), common, rootDisk,
+			cat(head(machine, "tcg,thread=multi,tb-size=32", "max"), common, rootDisk,
 				[]string{"-drive", "id=d1,file=/run/x/slot1.img,format=raw,if=none", "-device", "virtio-blk-device,drive=d1,serial=initos-s1"},
 				agent)},
 		{"9p share", func(c *vmm.Config) {
 			c.Shares = []vmm.Share{{Dir: "/srv/vol", Tag: "z", Mode: vmm.Share9p}}
 		}, vmm.AccelTCG,
-			cat(head(machine, "tcg,thread=multi", "max"), common, rootDisk, agent,
+			cat(head(machine, "tcg,thread=multi,tb-size=32", "max"), common, rootDisk, agent,
 				[]string{"-fsdev", "local,id=fs0,path=/srv/vol,security_model=none,multidevs=remap", "-device", "virtio-9p-device,fsdev=fs0,mount_tag=z"})},
 		{"virtiofs share", func(c *vmm.Config) {
 			c.Shares = []vmm.Share{{Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}}
 		}, vmm.AccelTCG,
-			cat([]string{"-M", machine + ",memory-backend=mem", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "512",
+			cat([]string{"-M", machine + ",memory-backend=mem", "-accel", "tcg,thread=multi,tb-size=32", "-cpu", "max", "-smp", "2", "-m", "512",
 				"-object", "memory-backend-memfd,id=mem,size=512M,share=on"},
 				common, rootDisk, agent,
 				[]string{"-chardev", "socket,id=vfs0,path=/run/x/virtiofs0.sock", "-device", "vhost-user-fs-device,chardev=vfs0,tag=z"})},
@@ -80,29 +80,41 @@ func TestBuildArgs(t *testing.T) {
 			c.Shares = []vmm.Share{{Dir: "/run/x/root", Tag: "r", Mode: vmm.ShareVirtiofs, Cache: vmm.CacheAuto, Xattr: true},
 				{Dir: "/srv/vol", Tag: "z", Mode: vmm.Share9p}}
 		}, vmm.AccelTCG,
-			cat([]string{"-M", machine + ",memory-backend=mem", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "512",
+			cat([]string{"-M", machine + ",memory-backend=mem", "-accel", "tcg,thread=multi,tb-size=32", "-cpu", "max", "-smp", "2", "-m", "512",
 				"-object", "memory-backend-memfd,id=mem,size=512M,share=on"},
 				common, agent,
 				[]string{"-chardev", "socket,id=vfs0,path=/run/x/virtiofs0.sock", "-device", "vhost-user-fs-device,chardev=vfs0,tag=r",
 					"-fsdev", "local,id=fs1,path=/srv/vol,security_model=none,multidevs=remap", "-device", "virtio-9p-device,fsdev=fs1,mount_tag=z"})},
+		{"template", func(c *vmm.Config) {
+			c.Template = &vmm.Snapshot{RAM: "/dev/shm/t,1.ram", State: "/dev/shm/t.state"}
+		}, vmm.AccelTCG,
+			cat([]string{"-M", machine + ",memory-backend=mem", "-accel", "tcg,thread=multi,tb-size=32", "-cpu", "max", "-smp", "2", "-m", "512",
+				"-object", "memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/t,,1.ram,share=on"},
+				common, rootDisk, agent)},
+		{"clone", func(c *vmm.Config) {
+			c.RestoreFrom = &vmm.Snapshot{RAM: "/dev/shm/t.ram", State: "/dev/shm/t.state"}
+		}, vmm.AccelTCG,
+			cat([]string{"-M", machine + ",memory-backend=mem", "-accel", "tcg,thread=multi,tb-size=32", "-cpu", "max", "-smp", "2", "-m", "512",
+				"-object", "memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/t.ram,share=off"},
+				common, rootDisk, agent, []string{"-incoming", "defer"})},
 		{"two nics", func(c *vmm.Config) {
 			c.NICs = []vmm.NIC{{Tap: "tap0", MAC: "02:00:00:00:00:01"}, {Tap: "tap1", MAC: "02:00:00:00:00:02"}}
 		}, vmm.AccelTCG,
-			cat(head(machine, "tcg,thread=multi", "max"), common, rootDisk, agent,
+			cat(head(machine, "tcg,thread=multi,tb-size=32", "max"), common, rootDisk, agent,
 				[]string{"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no", "-device", "virtio-net-device,netdev=n0,mac=02:00:00:00:00:01",
 					"-netdev", "tap,id=n1,ifname=tap1,script=no,downscript=no", "-device", "virtio-net-device,netdev=n1,mac=02:00:00:00:00:02"})},
 		{"commas in paths are doubled", func(c *vmm.Config) {
 			c.Disks[0].Path = "/d/a,b.img"
 			c.ConsoleLog = "/run/x/con,sole.log"
 		}, vmm.AccelTCG,
-			cat(head(machine, "tcg,thread=multi", "max"),
+			cat(head(machine, "tcg,thread=multi,tb-size=32", "max"),
 				[]string{"-global", "virtio-mmio.force-legacy=false", "-nodefaults", "-no-reboot", "-nographic",
 					"-chardev", "file,id=console,path=/run/x/con,,sole.log"},
 				common[7:],
 				[]string{"-drive", "id=d0,file=/d/a,,b.img,format=raw,if=none", "-device", "virtio-blk-device,drive=d0"},
 				agent)},
 		{"no initrd, no cmdline", func(c *vmm.Config) { c.Initrd, c.Cmdline = "", "" }, vmm.AccelTCG,
-			cat(head(machine, "tcg,thread=multi", "max"), common[:15],
+			cat(head(machine, "tcg,thread=multi,tb-size=32", "max"), common[:15],
 				[]string{"-append", "console=ttyS0 panic=-1 tsc_early_khz=2095986 cryptomgr.notests noreplace-smp"}, rootDisk, agent)},
 	}
 	for _, tt := range tests {

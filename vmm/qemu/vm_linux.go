@@ -20,12 +20,13 @@ const (
 
 // Options are the host side of a qemu VM; zero values mean defaults.
 type Options struct {
-	Binary       string        // qemu executable; default DefaultBinary from PATH
-	Virtiofsd    string        // virtiofsd executable; default vmm.FindVirtiofsd
-	Accel        *vmm.Accel    // default vmm.DetectAccel()
-	TSCKHz       int           // default vmm.TSCKHz()
-	StartTimeout time.Duration // Start's bound on qemu answering QMP
-	StopTimeout  time.Duration // Stop's bound on a graceful quit before SIGKILL
+	Binary         string        // qemu executable; default DefaultBinary from PATH
+	Virtiofsd      string        // virtiofsd executable; default vmm.FindVirtiofsd
+	VirtiofsdCache string        // where virtiofsd's dialect is kept between starts; "": probed each start
+	Accel          *vmm.Accel    // default vmm.DetectAccel()
+	TSCKHz         int           // default vmm.TSCKHz()
+	StartTimeout   time.Duration // Start's bound on qemu answering QMP
+	StopTimeout    time.Duration // Stop's bound on a graceful quit before SIGKILL
 }
 
 // VM is one qemu process running a microvm. Its methods are safe for
@@ -36,6 +37,9 @@ type VM struct {
 	tsc   int
 	sup   vmm.Supervisor
 	qmpMu sync.Mutex // one QMP session at a time
+
+	// incoming: a clone's restore has started loading its state.
+	incoming bool
 
 	slotMu   sync.Mutex
 	slotUsed map[int]bool // disk slots holding an attached image, by index
@@ -83,6 +87,7 @@ func New(cfg vmm.Config, opts Options) (*VM, error) {
 		},
 	}
 	if cfg.HasShares(vmm.ShareVirtiofs) {
+		v.sup.VirtiofsdCache = opts.VirtiofsdCache
 		if v.sup.Virtiofsd, err = vmm.FindVirtiofsd(opts.Virtiofsd); err != nil {
 			return nil, fmt.Errorf("vm %q: virtiofs shares: %w", cfg.ID, err)
 		}
@@ -121,6 +126,9 @@ func (v *VM) Wait() error { return v.sup.Wait() }
 func (v *VM) Pid() int { return v.sup.Pid() }
 
 func (v *VM) ready(ctx context.Context) error {
+	if v.cfg.RestoreFrom != nil {
+		return v.restore(ctx)
+	}
 	st, err := v.qmpStatus(ctx)
 	if err == nil && st != "running" {
 		err = fmt.Errorf("qemu status %q", st)

@@ -12,23 +12,53 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/initos-runtime/initos-runtime/initrd"
 	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
-// Host assets of the real-VM tests: Debian's kernel deb extracted at
-// /tmp/k/root (see /tmp/HOUSE.md). INITOS_VMLINUX may name an ELF vmlinux
-// of the same kernel, which boots faster than the bzImage.
-const (
-	kernelRoot = "/tmp/k/root"
-	bzImage    = kernelRoot + "/boot/vmlinuz-6.1.0-56-amd64"
-	modulesDir = kernelRoot + "/lib/modules/6.1.0-56-amd64/kernel"
-)
+// testKernel finds the real-VM tests' guest kernel: the one the runtime
+// boots (INITOS_KERNEL_ROOT, else the runtime's default: Debian's package
+// unpacked by scripts/fetch-kernel.sh), with its ELF vmlinux, which boots
+// much faster than the bzImage, extracted once into a cache of the tests'
+// (INITOS_VMLINUX may name one instead).
+var testKernel = sync.OnceValues(func() (*initrd.Kernel, error) {
+	root := os.Getenv("INITOS_KERNEL_ROOT")
+	if root == "" {
+		root = "/var/lib/initos-runtime/kernel"
+	}
+	return initrd.FindKernel(root)
+})
+
+var testVmlinux = sync.OnceValues(func() (string, error) {
+	if k := os.Getenv("INITOS_VMLINUX"); k != "" {
+		return k, nil
+	}
+	k, err := testKernel()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(os.TempDir(), "initos-qemu-tests")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	return initrd.Vmlinux(k, dir)
+})
+
+// modulesDir is where makeInitrd finds the guest kernel's modules.
+func modulesDir(t *testing.T) string {
+	k, err := testKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(k.ModulesDir, "kernel")
+}
 
 func TestNew(t *testing.T) {
 	dir := t.TempDir()
@@ -86,13 +116,14 @@ func needQemu(t *testing.T) (kernel string) {
 	if _, err := exec.LookPath(DefaultBinary); err != nil {
 		t.Skipf("%s not installed", DefaultBinary)
 	}
-	if _, err := os.Stat(modulesDir); err != nil {
+	if _, err := testKernel(); err != nil {
 		t.Skipf("no guest kernel: %v", err)
 	}
-	if k := os.Getenv("INITOS_VMLINUX"); k != "" {
-		return k
+	k, err := testVmlinux()
+	if err != nil {
+		t.Fatalf("extracting the guest kernel's vmlinux: %v", err)
 	}
-	return bzImage
+	return k
 }
 
 // cpioEntry is one file of a newc archive; mode includes the type bits.
@@ -145,7 +176,7 @@ func makeInitrd(t *testing.T, script string, modules ...string) string {
 	var load strings.Builder
 	for _, m := range modules {
 		var found string
-		_ = filepath.WalkDir(modulesDir, func(p string, d os.DirEntry, err error) error {
+		_ = filepath.WalkDir(modulesDir(t), func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.Name() == m+".ko" {
 				found = p
 				return filepath.SkipAll
@@ -153,7 +184,7 @@ func makeInitrd(t *testing.T, script string, modules ...string) string {
 			return nil
 		})
 		if found == "" {
-			t.Fatalf("module %s not under %s", m, modulesDir)
+			t.Fatalf("module %s not under %s", m, modulesDir(t))
 		}
 		b, err := os.ReadFile(found)
 		if err != nil {
@@ -267,8 +298,7 @@ func TestBoot(t *testing.T) {
 // TestStartFailure: qemu refusing the config makes Start fail with
 // qemu's own message, leaving nothing behind.
 func TestStartFailure(t *testing.T) {
-	needQemu(t)
-	cfg := testConfig(t, bzImage, "")
+	cfg := testConfig(t, needQemu(t), "")
 	cfg.Kernel = filepath.Join(t.TempDir(), "not-a-kernel")
 	if err := os.WriteFile(cfg.Kernel, []byte("this is no kernel"), 0o644); err != nil {
 		t.Fatal(err)

@@ -1917,6 +1917,60 @@ func (x *NetworkRequest) GetMac() string {
 	return ""
 }
 
+type RestoredRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host's wall clock, nanoseconds since the Unix epoch.
+	UnixNanos int64 `protobuf:"varint,1,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
+	// Randomness from the host's kernel, 32 to 512 bytes.
+	Entropy       []byte `protobuf:"bytes,2,opt,name=entropy,proto3" json:"entropy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoredRequest) Reset() {
+	*x = RestoredRequest{}
+	mi := &file_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoredRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoredRequest) ProtoMessage() {}
+
+func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
+func (*RestoredRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RestoredRequest) GetUnixNanos() int64 {
+	if x != nil {
+		return x.UnixNanos
+	}
+	return 0
+}
+
+func (x *RestoredRequest) GetEntropy() []byte {
+	if x != nil {
+		return x.Entropy
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2066,7 +2120,11 @@ const file_agent_proto_rawDesc = "" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
 	"\agateway\x18\x02 \x01(\tR\agateway\x12\x10\n" +
 	"\x03mtu\x18\x03 \x01(\rR\x03mtu\x12\x10\n" +
-	"\x03mac\x18\x04 \x01(\tR\x03mac2\x9a\n" +
+	"\x03mac\x18\x04 \x01(\tR\x03mac\"J\n" +
+	"\x0fRestoredRequest\x12\x1d\n" +
+	"\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\x12\x18\n" +
+	"\aentropy\x18\x02 \x01(\fR\aentropy2\xe0\n" +
 	"\n" +
 	"\x05Agent\x12C\n" +
 	"\x04Ping\x12\x1c.initos.agent.v1.PingRequest\x1a\x1d.initos.agent.v1.PingResponse\x12>\n" +
@@ -2089,7 +2147,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x05Stats\x12!.initos.agent.v1.ContainerRequest\x1a\x1e.initos.agent.v1.StatsResponse\x12L\n" +
 	"\fUpdateLimits\x12$.initos.agent.v1.UpdateLimitsRequest\x1a\x16.initos.agent.v1.Empty\x12:\n" +
 	"\bShutdown\x12\x16.initos.agent.v1.Empty\x1a\x16.initos.agent.v1.Empty\x12K\n" +
-	"\x10ConfigureNetwork\x12\x1f.initos.agent.v1.NetworkRequest\x1a\x16.initos.agent.v1.EmptyB<Z:github.com/initos-runtime/initos-runtime/agentapi;agentapib\x06proto3"
+	"\x10ConfigureNetwork\x12\x1f.initos.agent.v1.NetworkRequest\x1a\x16.initos.agent.v1.Empty\x12D\n" +
+	"\bRestored\x12 .initos.agent.v1.RestoredRequest\x1a\x16.initos.agent.v1.EmptyB<Z:github.com/initos-runtime/initos-runtime/agentapi;agentapib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2103,7 +2162,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: initos.agent.v1.Empty
 	(*PingRequest)(nil),           // 1: initos.agent.v1.PingRequest
@@ -2133,7 +2192,8 @@ var file_agent_proto_goTypes = []any{
 	(*StatsResponse)(nil),         // 25: initos.agent.v1.StatsResponse
 	(*UpdateLimitsRequest)(nil),   // 26: initos.agent.v1.UpdateLimitsRequest
 	(*NetworkRequest)(nil),        // 27: initos.agent.v1.NetworkRequest
-	nil,                           // 28: initos.agent.v1.SetupRequest.SysctlsEntry
+	(*RestoredRequest)(nil),       // 28: initos.agent.v1.RestoredRequest
+	nil,                           // 29: initos.agent.v1.SetupRequest.SysctlsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: initos.agent.v1.PingResponse.boot_steps:type_name -> initos.agent.v1.BootStep
@@ -2142,7 +2202,7 @@ var file_agent_proto_depIdxs = []int32{
 	12, // 3: initos.agent.v1.SetupRequest.root_attrs:type_name -> initos.agent.v1.FileAttrs
 	11, // 4: initos.agent.v1.SetupRequest.share:type_name -> initos.agent.v1.Share
 	8,  // 5: initos.agent.v1.SetupRequest.limits:type_name -> initos.agent.v1.CgroupLimits
-	28, // 6: initos.agent.v1.SetupRequest.sysctls:type_name -> initos.agent.v1.SetupRequest.SysctlsEntry
+	29, // 6: initos.agent.v1.SetupRequest.sysctls:type_name -> initos.agent.v1.SetupRequest.SysctlsEntry
 	11, // 7: initos.agent.v1.SetupRequest.root_share:type_name -> initos.agent.v1.Share
 	7,  // 8: initos.agent.v1.SetupRequest.device_rules:type_name -> initos.agent.v1.DeviceRule
 	23, // 9: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
@@ -2164,25 +2224,27 @@ var file_agent_proto_depIdxs = []int32{
 	26, // 25: initos.agent.v1.Agent.UpdateLimits:input_type -> initos.agent.v1.UpdateLimitsRequest
 	0,  // 26: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
 	27, // 27: initos.agent.v1.Agent.ConfigureNetwork:input_type -> initos.agent.v1.NetworkRequest
-	2,  // 28: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
-	0,  // 29: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
-	14, // 30: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
-	0,  // 31: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
-	17, // 32: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
-	0,  // 33: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
-	19, // 34: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
-	19, // 35: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
-	0,  // 36: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
-	0,  // 37: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
-	22, // 38: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
-	24, // 39: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
-	0,  // 40: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
-	25, // 41: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
-	0,  // 42: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
-	0,  // 43: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
-	0,  // 44: initos.agent.v1.Agent.ConfigureNetwork:output_type -> initos.agent.v1.Empty
-	28, // [28:45] is the sub-list for method output_type
-	11, // [11:28] is the sub-list for method input_type
+	28, // 28: initos.agent.v1.Agent.Restored:input_type -> initos.agent.v1.RestoredRequest
+	2,  // 29: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
+	0,  // 30: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
+	14, // 31: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
+	0,  // 32: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
+	17, // 33: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
+	0,  // 34: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
+	19, // 35: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
+	19, // 36: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
+	0,  // 37: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
+	0,  // 38: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
+	22, // 39: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
+	24, // 40: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
+	0,  // 41: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
+	25, // 42: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
+	0,  // 43: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
+	0,  // 44: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
+	0,  // 45: initos.agent.v1.Agent.ConfigureNetwork:output_type -> initos.agent.v1.Empty
+	0,  // 46: initos.agent.v1.Agent.Restored:output_type -> initos.agent.v1.Empty
+	29, // [29:47] is the sub-list for method output_type
+	11, // [11:29] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -2199,7 +2261,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

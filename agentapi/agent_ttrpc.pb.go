@@ -25,6 +25,7 @@ type AgentService interface {
 	UpdateLimits(context.Context, *UpdateLimitsRequest) (*Empty, error)
 	Shutdown(context.Context, *Empty) (*Empty, error)
 	ConfigureNetwork(context.Context, *NetworkRequest) (*Empty, error)
+	Restored(context.Context, *RestoredRequest) (*Empty, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -148,6 +149,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.ConfigureNetwork(ctx, &req)
+			},
+			"Restored": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req RestoredRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Restored(ctx, &req)
 			},
 		},
 	})
@@ -294,6 +302,14 @@ func (c *agentClient) Shutdown(ctx context.Context, req *Empty) (*Empty, error) 
 func (c *agentClient) ConfigureNetwork(ctx context.Context, req *NetworkRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "ConfigureNetwork", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) Restored(ctx context.Context, req *RestoredRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "Restored", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -254,6 +254,20 @@ func (f *fakeSystem) FlushBuffers(dev string) error {
 	return nil
 }
 
+func (f *fakeSystem) SetClock(t time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("setclock %s", t.UTC().Format(time.RFC3339))
+	return nil
+}
+
+func (f *fakeSystem) Reseed(entropy []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("reseed %d", len(entropy))
+	return nil
+}
+
 func (f *fakeSystem) PowerOff() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -121,6 +121,33 @@ func (s *Service) setReady(t *bootTrace) {
 	s.mu.Unlock()
 }
 
+// Bounds of Restored's entropy.
+const (
+	minRestoreEntropy = 32
+	maxRestoreEntropy = 512
+)
+
+// Restored makes a VM restored from a template a clone of its own: the
+// clock, stopped at the template's save, is set to the host's, and the
+// random generator, whose state every clone of the template shares, is
+// reseeded from the host's randomness.
+func (s *Service) Restored(_ context.Context, r *agentapi.RestoredRequest) (*agentapi.Empty, error) {
+	if n := len(r.Entropy); n < minRestoreEntropy || n > maxRestoreEntropy {
+		return nil, errorf(ErrInvalidArgument, "restored: %d bytes of entropy, want %d to %d", n, minRestoreEntropy, maxRestoreEntropy)
+	}
+	if r.UnixNanos <= 0 {
+		return nil, errorf(ErrInvalidArgument, "restored: clock %d is not a time after the epoch", r.UnixNanos)
+	}
+	if err := s.sys.Reseed(r.Entropy); err != nil {
+		return nil, err
+	}
+	if err := s.sys.SetClock(time.Unix(0, r.UnixNanos)); err != nil {
+		return nil, err
+	}
+	s.log.Debugf("restored from a template: clock set, random generator reseeded")
+	return &agentapi.Empty{}, nil
+}
+
 // Ping reports the agent's protocol version, the kernel release and when
 // the agent became ready.
 func (s *Service) Ping(context.Context, *agentapi.PingRequest) (*agentapi.PingResponse, error) {

@@ -596,6 +596,38 @@ func TestListProcesses(t *testing.T) {
 	}
 }
 
+func TestRestored(t *testing.T) {
+	at := time.Date(2026, 12, 1, 17, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		r       *agentapi.RestoredRequest
+		want    []string // recorded calls
+		wantErr string
+	}{
+		{"clock and reseed", &agentapi.RestoredRequest{UnixNanos: at.UnixNano(), Entropy: make([]byte, 64)},
+			[]string{"reseed 64", "setclock 2026-12-01T17:00:00Z"}, ""},
+		{"too little entropy", &agentapi.RestoredRequest{UnixNanos: at.UnixNano(), Entropy: make([]byte, 8)}, nil, "8 bytes of entropy"},
+		{"too much entropy", &agentapi.RestoredRequest{UnixNanos: at.UnixNano(), Entropy: make([]byte, 4096)}, nil, "4096 bytes of entropy"},
+		{"no clock", &agentapi.RestoredRequest{Entropy: make([]byte, 32)}, nil, "not a time after the epoch"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, sys, _ := newTestService(t)
+			_, err := s.Restored(ctx5s(t), tt.r)
+			if tt.wantErr != "" {
+				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Restored = %v, want an invalid argument naming %q", err, tt.wantErr)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if got := sys.Calls("reseed", "setclock"); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("calls %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestPing(t *testing.T) {
 	s, _, _ := newTestService(t)
 	resp, err := s.Ping(ctx5s(t), &agentapi.PingRequest{})

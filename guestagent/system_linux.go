@@ -1,6 +1,7 @@
 package guestagent
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,6 +41,11 @@ type system interface {
 	Kill(pid int, sig unix.Signal) error
 	ListProcs() ([]procInfo, error)
 	PowerOff() error
+	// SetClock sets the wall clock (CLOCK_REALTIME).
+	SetClock(t time.Time) error
+	// Reseed credits entropy to the kernel's input pool and reseeds its
+	// random generator from it at once (RNDADDENTROPY, RNDRESEEDCRNG).
+	Reseed(entropy []byte) error
 	// ReadFile reads a small file (sysfs attributes).
 	ReadFile(path string) ([]byte, error)
 	// ReadDir lists the names in a directory.
@@ -230,6 +237,40 @@ func (osSystem) FlushBuffers(dev string) error {
 func (osSystem) PowerOff() error {
 	unix.Sync()
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
+
+func (osSystem) SetClock(t time.Time) error {
+	tv := unix.NsecToTimeval(t.UnixNano())
+	if err := unix.Settimeofday(&tv); err != nil {
+		return fmt.Errorf("setting the clock: %w", err)
+	}
+	return nil
+}
+
+// rndAddEntropy and rndReseedCRNG are <linux/random.h>'s ioctls.
+const (
+	rndAddEntropy = 0x40085203 // _IOW('R', 0x03, int[2])
+	rndReseedCRNG = 0x5207     // _IO('R', 0x07)
+)
+
+func (osSystem) Reseed(entropy []byte) error {
+	f, err := os.OpenFile("/dev/urandom", os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("opening /dev/urandom: %w", err)
+	}
+	defer f.Close()
+	// struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+	info := make([]byte, 8+len(entropy))
+	binary.NativeEndian.PutUint32(info[0:], uint32(8*len(entropy)))
+	binary.NativeEndian.PutUint32(info[4:], uint32(len(entropy)))
+	copy(info[8:], entropy)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), rndAddEntropy, uintptr(unsafe.Pointer(&info[0]))); errno != 0 {
+		return fmt.Errorf("adding entropy: %w", errno)
+	}
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), rndReseedCRNG, 0); errno != 0 {
+		return fmt.Errorf("reseeding the random generator: %w", errno)
+	}
+	return nil
 }
 
 // bootClock is CLOCK_BOOTTIME: time since the kernel started, suspend

@@ -82,8 +82,21 @@ func TestCLIVerbs(t *testing.T) {
 	if err := json.Unmarshal(r.stdout, &pids); err != nil || len(pids) == 0 {
 		t.Errorf("ps -f json: %v %q", err, r.stdout)
 	}
-	if r := rt(nil, "ps", id); !strings.Contains(string(r.stdout), "sleep 3600") {
-		t.Errorf("ps lists no sleep: %s", r.stdout)
+	// start returns once the exec is past its point of no return (the
+	// helper's close-on-exec status pipe closed), as runc's does before its
+	// exec: the kernel may not have named the new program yet. The ps
+	// that follows at once can see the helper ("[exe]", no arguments) under
+	// load; a later one sees sleep.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		r := rt(nil, "ps", id)
+		if strings.Contains(string(r.stdout), "sleep 3600") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("ps lists no sleep: %s", r.stdout)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	r = rt(nil, "events", "--stats", id)

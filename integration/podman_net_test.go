@@ -30,16 +30,7 @@ func TestPodmanNetwork(t *testing.T) {
 		"sh", "-c", "echo served-by-"+srv+" > /tmp/index.html; exec httpd -f -p 80 -h /tmp")
 
 	want := "served-by-" + srv + "\n"
-	client := &http.Client{Timeout: 5 * time.Second}
-	poll(t, 3*time.Minute, "the published port to answer", func() (bool, string) {
-		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/index.html", port))
-		if err != nil {
-			return false, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b) == want, fmt.Sprintf("%s: %q", resp.Status, b)
-	})
+	waitServed(t, port, want)
 
 	r := p.run(t, nil, "run", "--rm", "--network", netName, podmanImage, "wget", "-q", "-O-", "http://"+srv+"/index.html")
 	if r.code != 0 || string(r.stdout) != want {
@@ -62,4 +53,19 @@ func TestPodmanNetwork(t *testing.T) {
 	if !strings.Contains(string(r.stdout), "mtu 1400") {
 		t.Errorf("guest eth0 %q: want the network's mtu 1400", r.stdout)
 	}
+}
+
+// waitServed waits until 127.0.0.1:port serves want as /index.html.
+func waitServed(t *testing.T, port int, want string) {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	poll(t, 3*time.Minute, "the published port to answer", func() (bool, string) {
+		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/index.html", port))
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b) == want, fmt.Sprintf("%s: %q", resp.Status, b)
+	})
 }

@@ -53,7 +53,11 @@ type fakeAgent struct {
 	// deadline (an agent that stopped answering; see stall).
 	stuck atomic.Bool
 
+	// restoredErr makes Restored fail.
+	restoredErr error
+
 	mu         sync.Mutex
+	restored   []*agentapi.RestoredRequest
 	setups     []*agentapi.SetupRequest
 	procs      map[string]*fakeProc
 	shutdowns  int
@@ -182,6 +186,16 @@ func (a *fakeAgent) lookup(id string) (*fakeProc, error) {
 		return nil, fmt.Errorf("no process %q", id)
 	}
 	return p, nil
+}
+
+func (a *fakeAgent) Restored(_ context.Context, r *agentapi.RestoredRequest) (*agentapi.Empty, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.restored = append(a.restored, r)
+	if a.restoredErr != nil {
+		return nil, a.restoredErr
+	}
+	return &agentapi.Empty{}, nil
 }
 
 func (a *fakeAgent) Ping(context.Context, *agentapi.PingRequest) (*agentapi.PingResponse, error) {

@@ -26,6 +26,8 @@ func TestCheck(t *testing.T) {
 		name      string
 		vmm       string
 		rootfs    string
+		shareFS   string
+		templates bool
 		accel     vmm.Accel
 		installed []string
 		kernelErr error
@@ -97,12 +99,32 @@ func TestCheck(t *testing.T) {
 			},
 		},
 		{
+			name: "templates off", vmm: "auto", accel: pvm, installed: all, wantOK: true,
+			lines: map[string]line{"templates": {false, []string{"off:", "shareFS \"9p\""}}},
+		},
+		{
+			name: "templates with 9p", vmm: "auto", accel: pvm, installed: all, shareFS: "9p", templates: true, wantOK: true,
+			lines: map[string]line{"templates": {true, []string{"on: containers start by restoring", "/d/templates"}}},
+		},
+		{
+			name: "templates with virtiofs", vmm: "auto", accel: pvm, installed: all, templates: true, wantOK: true,
+			lines: map[string]line{"templates": {false, []string{"on, but the rootfs is shared over virtiofs", "containers boot"}}},
+		},
+		{
+			name: "templates with disk roots", vmm: "auto", rootfs: RootfsDisk, accel: pvm, installed: all, shareFS: "9p", templates: true, wantOK: true,
+			lines: map[string]line{"templates": {false, []string{"rootfs \"disk\""}}},
+		},
+		{
+			name: "templates under cloud-hypervisor", vmm: "auto", accel: kvm, installed: all, shareFS: "9p", templates: true, wantOK: false,
+			lines: map[string]line{"templates": {false, []string{"cloud-hypervisor driver does not restore templates"}}},
+		},
+		{
 			name: "cloud-hypervisor asked for without kvm", vmm: "cloud-hypervisor", accel: pvm, installed: all, wantOK: false,
 			lines: map[string]line{"vmm": {false, []string{"needs KVM", "kvm_pvm"}}},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := Config{VMM: tc.vmm, Rootfs: tc.rootfs, KernelRoot: "/k", DataDir: "/d"}
+			c := Config{VMM: tc.vmm, Rootfs: tc.rootfs, ShareFS: tc.shareFS, Templates: tc.templates, KernelRoot: "/k", DataDir: "/d"}
 			lookPath := func(name string) (string, error) {
 				for _, i := range tc.installed {
 					if i == name {
@@ -144,13 +166,13 @@ func TestCheck(t *testing.T) {
 			for _, r := range rs {
 				got[r.Name] = r
 			}
-			for _, name := range []string{"kvm", "qemu", "cloud-hypervisor", "vmm", "virtiofsd", "mkfs.btrfs", "rootfs", "kernel", "agent"} {
+			for _, name := range []string{"kvm", "qemu", "cloud-hypervisor", "vmm", "virtiofsd", "mkfs.btrfs", "rootfs", "templates", "kernel", "agent"} {
 				if _, ok := got[name]; !ok {
 					t.Errorf("no %q line in %+v", name, rs)
 				}
 			}
 			for name, r := range got {
-				want := name != "kvm" && name != "qemu" && name != "cloud-hypervisor" && name != "virtiofsd" &&
+				want := name != "kvm" && name != "qemu" && name != "cloud-hypervisor" && name != "virtiofsd" && name != "templates" &&
 					(name != "mkfs.btrfs" || c.Rootfs == RootfsDisk)
 				if r.Required != want {
 					t.Errorf("%s: Required = %v, want %v", name, r.Required, want)

@@ -56,6 +56,11 @@ type Config struct {
 	BootTimeout Duration `json:"bootTimeout,omitempty"`
 	// Debug makes the guest agent log each step to the console log.
 	Debug bool `json:"debug,omitempty"`
+	// Templates starts each container whose VM can be a clone (the qemu
+	// driver, 9p shares, no disk, no network interface) by restoring a
+	// saved VM of its shape instead of booting one (docs/templates.md);
+	// the first start of a shape boots and saves its template.
+	Templates bool `json:"templates,omitempty"`
 	// Bridge and BridgeSubnet are the seed's per-host bridge and its /24
 	// (`initos-runtime network setup` creates them). A container whose
 	// spec asks for a new network namespace joins the bridge when it
@@ -207,6 +212,9 @@ func (c Config) Validate() error {
 
 // cacheDir holds the extracted vmlinux and the initrds.
 func (c Config) cacheDir() string { return filepath.Join(c.DataDir, "cache") }
+
+// templatesDir holds the VM templates, one directory each.
+func (c Config) templatesDir() string { return filepath.Join(c.DataDir, "templates") }
 
 // leasesDir holds the bridge IPAM's leases.
 func (c Config) leasesDir() string { return filepath.Join(c.DataDir, "leases") }

@@ -39,6 +39,10 @@ type Timings struct {
 	Teardown time.Duration // shutdown, VMM exit, cleanup
 	Boots    int           // VM boots it took: more than 1 after a stall (bootStalls)
 	Guest    GuestBoot     // the guest's own account of Boot, by its clock
+	// Restored: the VM started as a clone of a template (config
+	// "templates"), which TemplateBuilt says this start booted and saved
+	// first; Guest is then the template's boot.
+	Restored, TemplateBuilt bool
 }
 
 // Instance is one booted VM with its agent connection.
@@ -51,6 +55,9 @@ type Instance struct {
 	Accel    vmm.Accel
 	Agent    agentapi.AgentService
 	Timings  Timings
+	// Warnings are what went wrong without failing the start (a template
+	// that could not be restored); the caller logs them.
+	Warnings []string
 
 	vm         VM
 	client     *ttrpc.Client
@@ -252,17 +259,33 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		return nil, err
 	}
 	vcfg.Cmdline = guestCmdline(groups, c.Debug, len(disks) > 0)
+	// A booted guest configures its NIC from the kernel command line; a
+	// clone's has its template's, so the engine mode's NIC is configured
+	// after the restore (ConfigureNetwork), as the late mode's is.
+	boot := vcfg
 	if att != nil {
-		vcfg.Cmdline += " " + att.KernelArg()
+		boot.Cmdline += " " + att.KernelArg()
 	}
 	if inst.bridge != nil {
-		vcfg.Cmdline += " " + inst.bridge.kernelArg()
+		boot.Cmdline += " " + inst.bridge.kernelArg()
 	}
 	inst.Timings.Initrd = time.Since(t0)
 
 	t0 = time.Now()
-	if err := inst.startVM(ctx, d.newVM, driver, vcfg, c); err != nil {
-		return nil, err
+	nicAfterBoot := inst.bridge == nil && (att == nil && inst.late != nil || att != nil && att.DNS == nil)
+	if c.Templates && cloneable(driver, vcfg, nicAfterBoot) == nil {
+		var err error
+		if inst.Timings.TemplateBuilt, err = inst.startClone(ctx, d.newVM, driver, accel, vcfg, c); err != nil {
+			// The container still starts: a failed restore costs a boot.
+			inst.Warnings = append(inst.Warnings, fmt.Sprintf("container %q: starting from a template: %v; booting instead", id, err))
+		} else {
+			inst.Timings.Restored = true
+		}
+	}
+	if !inst.Timings.Restored {
+		if err := inst.startVM(ctx, d.newVM, driver, boot, c); err != nil {
+			return nil, err
+		}
 	}
 	inst.Timings.Boot = time.Since(t0)
 
@@ -429,6 +452,77 @@ func (inst *Instance) startVM(ctx context.Context, newVM newVMFunc, driver strin
 	}
 }
 
+// startClone starts the VM as a clone of its shape's template (booting
+// and saving the template first when there is none), then makes it a VM
+// of its own (Restored: the clock, the random generator). On error no VM
+// is left and the caller boots one instead.
+func (inst *Instance) startClone(ctx context.Context, newVM newVMFunc, driver string, accel vmm.Accel, vcfg vmm.Config, c Config) (built bool, err error) {
+	snap, built, err := templateSnapshot(ctx, c, newVM, driver, accel, vcfg)
+	if err != nil {
+		return built, err
+	}
+	vcfg.RestoreFrom = snap
+	defer func() {
+		// A template its clone cannot start from is rebuilt by the next
+		// start (a running clone keeps its mapping of the removed file).
+		if err != nil && !errors.Is(err, context.Canceled) {
+			_ = os.RemoveAll(filepath.Dir(snap.RAM))
+		}
+	}()
+	if err := os.Remove(inst.consoleLog); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return built, fmt.Errorf("removing the console log: %w", err)
+	}
+	vm, err := newVM(driver, vcfg, c)
+	if err != nil {
+		return built, fmt.Errorf("configuring %s: %w", driver, err)
+	}
+	if err := vm.Start(ctx); err != nil {
+		return built, fmt.Errorf("restoring %s: %w", driver, err)
+	}
+	exited := make(chan struct{})
+	inst.vm, inst.exited, inst.Timings.Boots = vm, exited, 1
+	go func() {
+		inst.waitErr = vm.Wait()
+		close(exited)
+	}()
+	go capConsole(inst.consoleLog, exited)
+	defer func() {
+		if err != nil {
+			if inst.client != nil {
+				inst.client.Close()
+			}
+			inst.client, inst.Agent = nil, nil
+			_ = inst.stopVM()
+			inst.vm = nil
+		}
+	}()
+	if err := inst.connect(ctx, time.Duration(c.BootTimeout)); err != nil {
+		return built, err
+	}
+	entropy := make([]byte, 64)
+	if _, err := rand.Read(entropy); err != nil {
+		return built, fmt.Errorf("reading the host's randomness: %w", err)
+	}
+	err = inst.call(ctx, callTimeout, func(ctx context.Context) error {
+		_, err := inst.Agent.Restored(ctx, &agentapi.RestoredRequest{UnixNanos: time.Now().UnixNano(), Entropy: entropy})
+		return err
+	})
+	if err != nil {
+		return built, fmt.Errorf("making the clone a vm of its own: %w", err)
+	}
+	if inst.net != nil {
+		req := networkRequest(inst.net)
+		err = inst.call(ctx, callTimeout, func(ctx context.Context) error {
+			_, err := inst.Agent.ConfigureNetwork(ctx, req)
+			return err
+		})
+		if err != nil {
+			return built, fmt.Errorf("configuring the clone's network (%s on %s): %w", req.Address, inst.net.Iface, err)
+		}
+	}
+	return built, nil
+}
+
 // stopVM stops the VMM of a boot that failed and waits for its exit.
 func (inst *Instance) stopVM() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -474,9 +568,10 @@ func (inst *Instance) connect(ctx context.Context, timeout time.Duration) error 
 	if err == nil {
 		// From here on the connection is the agent's lifeline: when the
 		// VMM exits, closing it fails every pending call at once.
+		client := inst.client // this boot's: a later boot has its own
 		go func() {
 			<-exited
-			inst.client.Close()
+			client.Close()
 		}()
 		return nil
 	}

@@ -139,6 +139,9 @@ func (m *monitor) create(ctx context.Context, o MonitorOptions) (stdio Stdio, er
 	if err != nil {
 		return stdio, err
 	}
+	for _, w := range inst.Warnings {
+		m.log.Printf("monitor: %s", w)
+	}
 	inst.keepDisk = true
 	m.inst = inst
 	defer func() {
@@ -487,6 +490,10 @@ func (a *agentProxy) UpdateLimits(ctx context.Context, r *agentapi.UpdateLimitsR
 
 func (a *agentProxy) ConfigureNetwork(context.Context, *agentapi.NetworkRequest) (*agentapi.Empty, error) {
 	return nil, fmt.Errorf("the network of container %q is configured by its monitor: %w", a.m.st.ID, ErrWrongState)
+}
+
+func (a *agentProxy) Restored(context.Context, *agentapi.RestoredRequest) (*agentapi.Empty, error) {
+	return nil, fmt.Errorf("container %q was started by its monitor: %w", a.m.st.ID, ErrWrongState)
 }
 
 func (a *agentProxy) RemoveContainer(context.Context, *agentapi.ContainerRequest) (*agentapi.Empty, error) {

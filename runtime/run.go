@@ -24,6 +24,9 @@ type RunOptions struct {
 	// the caller's terminal ready (raw mode) and returns its size changes
 	// and a function that restores it; nil: no caller terminal.
 	Terminal func() (sizes <-chan WindowSize, restore func(), err error)
+	// Warn, when set, is told what went wrong without failing the start
+	// (Instance.Warnings).
+	Warn func(msg string)
 }
 
 // WindowSize is a terminal size in characters.
@@ -65,6 +68,11 @@ func run(ctx context.Context, c Config, o RunOptions, d bootDeps) (res RunResult
 	inst, err := boot(ctx, c, b, o.ID, stateDir, false, d)
 	if err != nil {
 		return res, err
+	}
+	for _, w := range inst.Warnings {
+		if o.Warn != nil {
+			o.Warn(w)
+		}
 	}
 	res.Driver, res.Accel = inst.Driver, inst.Accel.Name
 	defer func() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
@@ -54,6 +55,9 @@ func bootInstance(ctx context.Context, c runtime.Config, b *bundle.Bundle, id, s
 	inst, err := boot(ctx, c, b, id, stateDir)
 	if err != nil {
 		return nil, err
+	}
+	for _, w := range inst.Warnings {
+		log.G(ctx).Warn(w)
 	}
 	return instance{inst}, nil
 }

@@ -128,7 +128,7 @@ func (c *Config) HasShares(m string) bool {
 
 // NIC is a tap device on the host and the guest interface's MAC address.
 type NIC struct {
-	Tap string
+	Tap string // "" only in a template: no backend (its clones give theirs)
 	MAC string
 }
 
@@ -211,7 +211,9 @@ func (c *Config) Validate() error {
 	}
 	taps := map[string]bool{}
 	for i, n := range c.NICs {
-		if n.Tap == "" || len(n.Tap) > maxIfName || strings.ContainsAny(n.Tap, ",=/ \t\n\x00") {
+		if n.Tap == "" && c.Template != nil {
+			// A template's NIC has no backend: its clones give theirs.
+		} else if n.Tap == "" || len(n.Tap) > maxIfName || strings.ContainsAny(n.Tap, ",=/ \t\n\x00") {
 			add("nic %d: tap name %q must be 1..%d bytes without ',', '=', '/' or whitespace", i, n.Tap, maxIfName)
 		} else if taps[n.Tap] {
 			add("nic %d: tap %q is used twice", i, n.Tap)

@@ -61,12 +61,20 @@ func runAction(ctx *cli.Context) error {
 		Stdio:     runtime.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
 		Signals:   sigs,
 		Terminal:  hostTerminalFunc,
+		Warn:      func(msg string) { fmt.Fprintf(os.Stderr, "initos-runtime: warning: %s\n", msg) },
 	})
 	if ctx.Bool("timings") {
 		t := res.Timings
 		fmt.Fprintf(os.Stderr, "vmm=%s accel=%s disk=%s initrd=%s boot=%s boots=%d setup=%s run=%s teardown=%s\n",
 			res.Driver, res.Accel, t.Disk, t.Initrd, t.Boot, t.Boots, t.Setup, t.Run, t.Teardown)
-		fmt.Fprintf(os.Stderr, "guest: %s\n", t.Guest)
+		switch {
+		case t.Restored && t.TemplateBuilt:
+			fmt.Fprintf(os.Stderr, "restored from a template booted and saved by this start; its guest: %s\n", t.Guest)
+		case t.Restored:
+			fmt.Fprintf(os.Stderr, "restored from a template; its guest: %s\n", t.Guest)
+		default:
+			fmt.Fprintf(os.Stderr, "guest: %s\n", t.Guest)
+		}
 	}
 	if err != nil {
 		return err

@@ -125,8 +125,13 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 		}
 	}
 	for i, n := range cfg.NICs {
+		netdev := fmt.Sprintf("tap,id=n%d,ifname=%s,script=no,downscript=no", i, n.Tap)
+		if n.Tap == "" {
+			// A template's NIC: a hub port of its own carries nothing.
+			netdev = fmt.Sprintf("hubport,id=n%d,hubid=%d", i, i)
+		}
 		a = append(a,
-			"-netdev", fmt.Sprintf("tap,id=n%d,ifname=%s,script=no,downscript=no", i, n.Tap),
+			"-netdev", netdev,
 			"-device", fmt.Sprintf("virtio-net-device,netdev=n%d,mac=%s", i, n.MAC),
 		)
 	}

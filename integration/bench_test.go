@@ -91,6 +91,29 @@ func BenchmarkRunBusybox(b *testing.B) {
 		figures.Unlock()
 		record("cli.run.initos", ms(b.Elapsed())/float64(b.N))
 	})
+	b.Run("initos-runtime-template", func(b *testing.B) {
+		cfg := templatesConfig(b)
+		// The template of the shape, built before the timing.
+		if r := runtimeCmdWith(b, cfg, nil, "run", "--bundle", dir, "bench-tpl-warm"); r.code != 0 {
+			b.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		b.ResetTimer()
+		var boot time.Duration
+		for i := 0; i < b.N; i++ {
+			r := runtimeCmdWith(b, cfg, nil, "run", "--timings", "--bundle", dir, fmt.Sprintf("bench-tpl-%d", i))
+			if r.code != 0 || !strings.Contains(string(r.stderr), "restored from a template; ") {
+				b.Fatalf("exit %d, not restored: %s", r.code, r.stderr)
+			}
+			if m := regexp.MustCompile(`boot=(\S+)`).FindStringSubmatch(string(r.stderr)); m != nil {
+				if d, ok := parseDuration(m[1]); ok {
+					boot += d
+				}
+			}
+		}
+		b.ReportMetric(ms(boot)/float64(b.N), "boot-ms/op")
+		record("boot.restored", ms(boot)/float64(b.N))
+		record("cli.run.initos-tpl", ms(b.Elapsed())/float64(b.N))
+	})
 	b.Run("runc", func(b *testing.B) {
 		if _, err := exec.LookPath("runc"); err != nil {
 			b.Skip("runc not installed")

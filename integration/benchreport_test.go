@@ -65,13 +65,16 @@ type target struct {
 }
 
 var targets = []target{
-	{"`podman run --rm IMG true` vs runc", "podman.run.initos", "podman.run.runc", 3, "×"},
-	{"`nerdctl run --rm IMG true` vs runc", "nerdctl.run.initos", "nerdctl.run.runc", 3, "×"},
+	{"`podman run --rm IMG true` with templates vs runc", "podman.run.initos-tpl", "podman.run.runc", 3, "×"},
+	{"`podman run --rm IMG true` booting vs runc", "podman.run.initos", "podman.run.runc", 3, "×"},
+	{"`nerdctl run --rm IMG true` booting vs runc", "nerdctl.run.initos", "nerdctl.run.runc", 3, "×"},
 	{"`podman exec C true` vs runc", "podman.exec.initos", "podman.exec.runc", 1.5, "×"},
 	{"cold boot: agent ready vs the bare kernel's time to /init", "boot.ready", "boot.bare", 1.3, "×"},
 	{"host time outside the guest (disk, initrd, VMM start, teardown)", "boot.host", "", 100, "ms"},
-	{"10 started at once: p50 vs the serial p50", "start.parallel.p50", "start.serial.p50", 2, "×"},
-	{"host memory per idle busybox container", "mem.per-container", "", 64, "MiB"},
+	{"10 started at once with templates: p50 vs the serial p50", "start.parallel.p50.tpl", "start.serial.p50.tpl", 2, "×"},
+	{"10 started at once booting: p50 vs the serial p50", "start.parallel.p50", "start.serial.p50", 2, "×"},
+	{"host memory per idle busybox container with templates", "mem.per-container.tpl", "", 64, "MiB"},
+	{"host memory per idle busybox container booted", "mem.per-container", "", 64, "MiB"},
 }
 
 // writeReport writes the figures to path as Markdown, and the cold boot's
@@ -129,14 +132,17 @@ func writeReport(path string) error {
 		fmt.Fprintf(&b, "| %s | %.2f %s | ≤ %g %s | %s |\n", t.what, v, t.unit, t.max, t.unit, met)
 	}
 
-	fmt.Fprintf(&b, "\n## Start, exec and stop beside runc (ms per operation)\n\n| operation | runc | crun | initos-runtime |\n|---|---|---|---|\n")
+	fmt.Fprintf(&b, "\n## Start, exec and stop beside runc (ms per operation)\n\n")
+	fmt.Fprintf(&b, "\"initos-runtime, templates\": VM templates on (9p shares), each VM restored from its shape's template instead of booted.\n\n")
+	fmt.Fprintf(&b, "| operation | runc | crun | initos-runtime | initos-runtime, templates |\n|---|---|---|---|---|\n")
 	for _, op := range []struct{ name, key string }{
 		{"`podman run --rm --network none IMG true`", "podman.run"},
 		{"`podman exec C true`", "podman.exec"},
 		{"`nerdctl run --rm --network none IMG true`", "nerdctl.run"},
 		{"`initos-runtime run` / `runc run` of a bundle (`true`)", "cli.run"},
 	} {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", op.name, f(op.key+".runc", "%.0f"), f(op.key+".crun", "%.0f"), f(op.key+".initos", "%.0f"))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", op.name, f(op.key+".runc", "%.0f"), f(op.key+".crun", "%.0f"),
+			f(op.key+".initos", "%.0f"), f(op.key+".initos-tpl", "%.0f"))
 	}
 
 	fmt.Fprintf(&b, "\n## A cold boot, phase by phase (ms, mean of the runs of `initos-runtime run --timings`)\n\n")
@@ -148,16 +154,21 @@ func writeReport(path string) error {
 	fmt.Fprintf(&b, "| **boot** (VMM start → agent answers) | host | %s |\n", f("boot.ready", "%.0f"))
 	fmt.Fprintf(&b, "| bare kernel: VMM start → its /init (same machine, memory, CPUs; no devices) | host | %s |\n", f("boot.bare", "%.0f"))
 	fmt.Fprintf(&b, "| host time outside the guest (disk + initrd + VMM start + teardown) | host | %s |\n", f("boot.host", "%.0f"))
+	fmt.Fprintf(&b, "| **boot from a template** (VMM start → the restored agent answers; 9p shares) | host | %s |\n", f("boot.restored", "%.0f"))
 	fmt.Fprintf(&b, "\n![a cold boot's phases](%s)\n", strings.TrimSuffix(baseName(path), ".md")+".svg")
 
-	fmt.Fprintf(&b, "\n## Ten containers\n\n| figure | value |\n|---|---|\n")
-	fmt.Fprintf(&b, "| `run -d` one at a time: p50 | %s ms |\n", f("start.serial.p50", "%.0f"))
-	fmt.Fprintf(&b, "| `run -d` ten at once: p50 | %s ms |\n", f("start.parallel.p50", "%.0f"))
-	fmt.Fprintf(&b, "| `run -d` ten at once: all succeeded | %s of 10 |\n", f("start.parallel.ok", "%.0f"))
-	fmt.Fprintf(&b, "| host memory per idle busybox container (MemAvailable drop / 10) | %s MiB |\n", f("mem.per-container", "%.1f"))
-	fmt.Fprintf(&b, "| of which the VMM's PSS | %s MiB |\n", f("mem.vmm-pss", "%.1f"))
-	fmt.Fprintf(&b, "| of which the monitor's PSS | %s MiB |\n", f("mem.monitor-pss", "%.1f"))
-	fmt.Fprintf(&b, "| of which virtiofsd's PSS | %s MiB |\n", f("mem.virtiofsd-pss", "%.1f"))
+	fmt.Fprintf(&b, "\n## Ten idle busybox containers (`run -d` of `sleep`)\n\n| figure | booted | from a template |\n|---|---|---|\n")
+	for _, row := range []struct{ name, key, format, unit string }{
+		{"`run -d` one at a time: p50", "start.serial.p50", "%.0f", "ms"},
+		{"`run -d` ten at once: p50", "start.parallel.p50", "%.0f", "ms"},
+		{"`run -d` ten at once: succeeded", "start.parallel.ok", "%.0f", "of 10"},
+		{"host memory per container (MemAvailable drop / 10)", "mem.per-container", "%.1f", "MiB"},
+		{"the VMM's PSS", "mem.vmm-pss", "%.1f", "MiB"},
+		{"the monitor's PSS", "mem.monitor-pss", "%.1f", "MiB"},
+		{"virtiofsd's PSS (none with 9p)", "mem.virtiofsd-pss", "%.1f", "MiB"},
+	} {
+		fmt.Fprintf(&b, "| %s | %s %s | %s %s |\n", row.name, f(row.key, row.format), row.unit, f(row.key+".tpl", row.format), row.unit)
+	}
 
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		return err
@@ -219,6 +230,9 @@ func bootChart(steps []string) []byte {
 	scale := (width - 2*left) / math.Max(math.Max(total, runc), 1)
 	var b bytes.Buffer
 	h := 150.0 + 16*float64(len(segs))
+	if _, ok := figure("cli.run.initos-tpl"); ok {
+		h += 10 + barH
+	}
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", width, h)
 	fmt.Fprintf(&b, `<text x="%.0f" y="18" font-size="14">initos-runtime run (%.0f ms, %s) beside runc run (%.0f ms)</text>`+"\n", left, total, vmm.DetectAccel().Name, runc)
 	x := left
@@ -228,8 +242,13 @@ func bootChart(steps []string) []byte {
 		x += w
 	}
 	fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="%.1f" height="%.0f" fill="#e15759"><title>runc run: %.1f ms</title></rect>`+"\n", left, 40+barH, math.Max(runc*scale, 1), barH, runc)
-	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f">runc</text>`+"\n", left+math.Max(runc*scale, 1)+4, 40+barH+18)
+	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f">runc run: %.0f ms</text>`+"\n", left+math.Max(runc*scale, 1)+4, 40+barH+18, runc)
 	y := 90 + barH
+	if tpl, ok := figure("cli.run.initos-tpl"); ok {
+		fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="%.1f" height="%.0f" fill="#f28e2b"><title>initos-runtime run from a template: %.1f ms</title></rect>`+"\n", left, 50+2*barH, math.Max(tpl*scale, 1), barH, tpl)
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f">initos-runtime run from a template: %.0f ms</text>`+"\n", left+math.Max(tpl*scale, 1)+4, 50+2*barH+18, tpl)
+		y += 10 + barH
+	}
 	for _, s := range segs {
 		fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="10" height="10" fill="%s"/><text x="%.0f" y="%.0f">%s: %.1f ms</text>`+"\n", left, y-9, s.color, left+16, y, xmlText(s.label), s.ms)
 		y += 16

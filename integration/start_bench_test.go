@@ -19,8 +19,24 @@ import (
 // `sleep 3600`) one at a time, then ten at once, and measures what the ten
 // cost the host once idle: the drop of MemAvailable divided by ten, and the
 // PSS of each container's VMM, monitor and virtiofsd.
+//
+// It runs twice: VMs booted, and VMs restored from a template (".tpl"
+// figures; 9p shares).
 func BenchmarkTenContainers(b *testing.B) {
 	needVMs(b)
+	b.Run("boot", func(b *testing.B) { tenContainers(b, env.config, "") })
+	b.Run("template", func(b *testing.B) {
+		cfg := templatesConfig(b)
+		// The shape's template, built before the figures.
+		if err := runDetachedWith(b, cfg, writeBundle(b, busyboxSpec(b, "sleep", "3600")), "ten-warm"); err != nil {
+			b.Fatal(err)
+		}
+		deleteOKWith(b, cfg, "ten-warm")
+		tenContainers(b, cfg, ".tpl")
+	})
+}
+
+func tenContainers(b *testing.B, config, suffix string) {
 	const n = 10
 	bundles := make([]string, n)
 	for i := range bundles {
@@ -31,9 +47,11 @@ func BenchmarkTenContainers(b *testing.B) {
 		for i := 0; i < n; i++ {
 			id := fmt.Sprintf("ten-s%d-%d", iter, i)
 			t0 := time.Now()
-			runDetachedOK(b, bundles[i], id)
+			if err := runDetachedWith(b, config, bundles[i], id); err != nil {
+				b.Fatal(err)
+			}
 			serial = append(serial, ms(time.Since(t0)))
-			deleteOK(b, id)
+			deleteOKWith(b, config, id)
 		}
 		settle()
 		before, err := meminfo("MemAvailable")
@@ -50,7 +68,7 @@ func BenchmarkTenContainers(b *testing.B) {
 			go func(i int) {
 				defer wg.Done()
 				t0 := time.Now()
-				errs[i] = runDetached(b, bundles[i], ids[i])
+				errs[i] = runDetachedWith(b, config, bundles[i], ids[i])
 				took[i] = ms(time.Since(t0))
 			}(i)
 		}
@@ -62,7 +80,7 @@ func BenchmarkTenContainers(b *testing.B) {
 				continue
 			}
 			ok++
-			b.Cleanup(func() { runtimeCmd(b, nil, "delete", "--force", ids[i]) })
+			b.Cleanup(func() { runtimeCmdWith(b, config, nil, "delete", "--force", ids[i]) })
 		}
 		settle()
 		after, err := meminfo("MemAvailable")
@@ -75,15 +93,15 @@ func BenchmarkTenContainers(b *testing.B) {
 			vmmPSS, monPSS, fsdPSS = vmmPSS+v, monPSS+m, fsdPSS+f
 		}
 		for _, id := range ids {
-			deleteOK(b, id)
+			deleteOKWith(b, config, id)
 		}
-		record("start.serial.p50", median(serial))
-		record("start.parallel.p50", median(took))
-		record("start.parallel.ok", float64(ok))
-		record("mem.per-container", float64(before-after)/1024/n)
-		record("mem.vmm-pss", vmmPSS/n)
-		record("mem.monitor-pss", monPSS/n)
-		record("mem.virtiofsd-pss", fsdPSS/n)
+		record("start.serial.p50"+suffix, median(serial))
+		record("start.parallel.p50"+suffix, median(took))
+		record("start.parallel.ok"+suffix, float64(ok))
+		record("mem.per-container"+suffix, float64(before-after)/1024/n)
+		record("mem.vmm-pss"+suffix, vmmPSS/n)
+		record("mem.monitor-pss"+suffix, monPSS/n)
+		record("mem.virtiofsd-pss"+suffix, fsdPSS/n)
 		b.ReportMetric(median(serial), "serial-p50-ms")
 		b.ReportMetric(median(took), "parallel-p50-ms")
 		b.ReportMetric(float64(before-after)/1024/n, "MiB/container")
@@ -95,10 +113,10 @@ func BenchmarkTenContainers(b *testing.B) {
 // and the VMMs' startup allocations are freed.
 func settle() { time.Sleep(5 * time.Second) }
 
-// runDetached is `initos-runtime run -d`. The monitor it leaves keeps the
-// stdio it inherits (the container's): it gets a file, not the pipes
-// runtimeCmd would wait on.
-func runDetached(t testing.TB, bundle, id string) error {
+// runDetachedWith is `initos-runtime run -d` with config. The monitor it
+// leaves keeps the stdio it inherits (the container's): it gets a file, not
+// the pipes runtimeCmd would wait on.
+func runDetachedWith(t testing.TB, config, bundle, id string) error {
 	logPath := filepath.Join(t.TempDir(), "out")
 	out, err := os.Create(logPath)
 	if err != nil {
@@ -107,7 +125,7 @@ func runDetached(t testing.TB, bundle, id string) error {
 	defer out.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), env.runTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, env.bin, "--config", env.config, "run", "--detach", "--bundle", bundle, id)
+	cmd := exec.CommandContext(ctx, env.bin, "--config", config, "run", "--detach", "--bundle", bundle, id)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
 		b, _ := os.ReadFile(logPath)
@@ -116,16 +134,9 @@ func runDetached(t testing.TB, bundle, id string) error {
 	return nil
 }
 
-func runDetachedOK(t testing.TB, bundle, id string) {
+func deleteOKWith(t testing.TB, config, id string) {
 	t.Helper()
-	if err := runDetached(t, bundle, id); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func deleteOK(t testing.TB, id string) {
-	t.Helper()
-	if r := runtimeCmd(t, nil, "delete", "--force", id); r.code != 0 {
+	if r := runtimeCmdWith(t, config, nil, "delete", "--force", id); r.code != 0 {
 		t.Fatalf("delete -f %s: exit %d: %s", id, r.code, r.stderr)
 	}
 }

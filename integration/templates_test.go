@@ -21,7 +21,7 @@ import (
 // exit statuses are as from a booted VM, and podman runs on it too.
 func TestTemplates(t *testing.T) {
 	needVMs(t)
-	cfg := writeConfig(t, func(c *runtime.Config) { c.ShareFS = "9p"; c.Templates = true })
+	cfg := templatesConfig(t)
 	// This test's templates only: its first run must be the one that
 	// builds the shape's template.
 	if err := os.RemoveAll(filepath.Join(env.cfg.DataDir, "templates")); err != nil {
@@ -134,4 +134,9 @@ func TestTemplates(t *testing.T) {
 	if r.code != 0 || string(r.stdout) != want+"1400\n" {
 		t.Errorf("wget http://%s/ from another clone: exit %d, stdout %q, stderr %q", srv, r.code, r.stdout, r.stderr)
 	}
+}
+
+// templatesConfig is the run's config with VM templates on (9p shares).
+func templatesConfig(t testing.TB) string {
+	return writeConfig(t, func(c *runtime.Config) { c.ShareFS = "9p"; c.Templates = true })
 }

@@ -462,10 +462,12 @@ func (inst *Instance) startClone(ctx context.Context, newVM newVMFunc, driver st
 		return built, err
 	}
 	vcfg.RestoreFrom = snap
+	// A template its clone cannot start from is rebuilt by the next start
+	// (a running clone keeps its mapping of the removed file); a failure
+	// of this container's own (its network) leaves the template be.
+	templateFailed := true
 	defer func() {
-		// A template its clone cannot start from is rebuilt by the next
-		// start (a running clone keeps its mapping of the removed file).
-		if err != nil && !errors.Is(err, context.Canceled) {
+		if err != nil && templateFailed && !errors.Is(err, context.Canceled) {
 			_ = os.RemoveAll(filepath.Dir(snap.RAM))
 		}
 	}()
@@ -510,6 +512,7 @@ func (inst *Instance) startClone(ctx context.Context, newVM newVMFunc, driver st
 	if err != nil {
 		return built, fmt.Errorf("making the clone a vm of its own: %w", err)
 	}
+	templateFailed = false
 	if inst.net != nil {
 		req := networkRequest(inst.net)
 		err = inst.call(ctx, callTimeout, func(ctx context.Context) error {

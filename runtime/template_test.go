@@ -162,3 +162,67 @@ func TestPruneTemplates(t *testing.T) {
 		t.Errorf("left %q, want aefg", got)
 	}
 }
+
+// TestBootFromTemplate boots containers with templates on (fake VMs): the
+// first start boots and saves the shape's template and restores a clone of
+// it, the next restores the same template; a clone the agent refuses drops
+// the template and the start boots, with a warning.
+func TestBootFromTemplate(t *testing.T) {
+	h, _, c := sharedRootHost(t)
+	c.ShareFS, c.Templates, c.QemuBinary = vmm.Share9p, true, "/bin/sh"
+	h.vmScript = fakeVMScript{console: []string{"initos-agent: ready"}}
+	ctx := context.Background()
+	start := func(id string) *Instance {
+		t.Helper()
+		inst, err := boot(ctx, c, loadBundle(t, nil), id, mkStateDir(t, c, id), false, h.deps())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = inst.Shutdown(context.Background(), 5*time.Second) })
+		return inst
+	}
+
+	first := start("c1")
+	if !first.Timings.Restored || !first.Timings.TemplateBuilt || len(first.Warnings) != 0 {
+		t.Fatalf("first start: timings %+v, warnings %q", first.Timings, first.Warnings)
+	}
+	tpl, clone := h.vmCfgs[0], h.vmCfgs[1]
+	if tpl.Template == nil || tpl.RestoreFrom != nil || !h.vms[0].saved || !h.vms[0].hasExited() {
+		t.Errorf("template vm %+v: saved %v, exited %v", tpl, h.vms[0].saved, h.vms[0].hasExited())
+	}
+	if tpl.Shares[0].Dir == clone.Shares[0].Dir || !strings.HasPrefix(tpl.Shares[0].Dir, c.templatesDir()) {
+		t.Errorf("the template shares %q, the clone %q", tpl.Shares[0].Dir, clone.Shares[0].Dir)
+	}
+	dir := filepath.Dir(clone.RestoreFrom.RAM)
+	if clone.RestoreFrom == nil || clone.Template != nil || filepath.Dir(dir) != c.templatesDir() {
+		t.Errorf("clone vm restores from %+v", clone.RestoreFrom)
+	}
+	if n := len(h.agent.restored); n != 1 || len(h.agent.restored[0].Entropy) != 64 ||
+		time.Since(time.Unix(0, h.agent.restored[0].UnixNanos)) > time.Minute {
+		t.Errorf("Restored calls %+v", h.agent.restored)
+	}
+
+	second := start("c2")
+	if !second.Timings.Restored || second.Timings.TemplateBuilt || len(h.vmCfgs) != 3 || h.vmCfgs[2].RestoreFrom == nil {
+		t.Fatalf("second start: timings %+v, %d vms", second.Timings, len(h.vmCfgs))
+	}
+
+	// The agent refuses: the template is dropped, the start boots.
+	h.agent.mu.Lock()
+	h.agent.restoredErr = errors.New("refused")
+	h.agent.mu.Unlock()
+	third := start("c3")
+	if third.Timings.Restored || len(third.Warnings) != 1 || !strings.Contains(third.Warnings[0], "refused") ||
+		!strings.Contains(third.Warnings[0], "booting instead") {
+		t.Fatalf("third start: timings %+v, warnings %q", third.Timings, third.Warnings)
+	}
+	if booted := h.vmCfgs[len(h.vmCfgs)-1]; booted.RestoreFrom != nil || booted.Template != nil {
+		t.Errorf("the fallback vm %+v is not a booted one", booted)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused template is still there: %v", err)
+	}
+	if !h.vms[len(h.vms)-2].hasExited() {
+		t.Error("the refused clone still runs")
+	}
+}

@@ -44,6 +44,7 @@ type fakeVM struct {
 	started   bool
 	stopCalls int
 	dials     int
+	saved     bool
 	srv       *ttrpc.Server
 	l         *connListener
 	conns     []net.Conn // the guest's ends
@@ -97,6 +98,22 @@ func (v *fakeVM) Start(ctx context.Context) error {
 			case <-v.exited:
 			}
 		}()
+	}
+	return nil
+}
+
+// Save writes a template's snapshot files, as qemu's migration would.
+func (v *fakeVM) Save(context.Context) error {
+	if v.cfg.Template == nil {
+		return fmt.Errorf("fake vm %q: not a template", v.cfg.ID)
+	}
+	v.mu.Lock()
+	v.saved = true
+	v.mu.Unlock()
+	for _, f := range []string{v.cfg.Template.RAM, v.cfg.Template.State} {
+		if err := os.WriteFile(f, []byte("snapshot of "+v.cfg.ID), 0o600); err != nil {
+			return err
+		}
 	}
 	return nil
 }

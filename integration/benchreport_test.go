@@ -67,6 +67,7 @@ type target struct {
 var targets = []target{
 	{"`podman run --rm IMG true` with templates vs runc", "podman.run.initos-tpl", "podman.run.runc", 3, "×"},
 	{"`podman run --rm IMG true` booting vs runc", "podman.run.initos", "podman.run.runc", 3, "×"},
+	{"`nerdctl run --rm IMG true` with templates vs runc", "nerdctl.run.initos-tpl", "nerdctl.run.runc", 3, "×"},
 	{"`nerdctl run --rm IMG true` booting vs runc", "nerdctl.run.initos", "nerdctl.run.runc", 3, "×"},
 	{"`podman exec C true` vs runc", "podman.exec.initos", "podman.exec.runc", 1.5, "×"},
 	{"cold boot: agent ready vs the bare kernel's time to /init", "boot.ready", "boot.bare", 1.3, "×"},

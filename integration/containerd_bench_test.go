@@ -3,6 +3,9 @@ package integration
 import (
 	"fmt"
 	"testing"
+
+	"github.com/initos-runtime/initos-runtime/runtime"
+	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
 // BenchmarkContainerd times, through one private containerd:
@@ -23,6 +26,17 @@ func BenchmarkContainerd(b *testing.B) {
 			record("nerdctl.run."+name, ms(b.Elapsed())/float64(b.N))
 		})
 	}
+	b.Run("nerdctl-run-rm-true/initos-templates", func(b *testing.B) {
+		c.editInitosConfig(b, func(cfg *runtime.Config) { cfg.ShareFS, cfg.Templates = vmm.Share9p, true })
+		defer c.editInitosConfig(b, func(cfg *runtime.Config) { cfg.ShareFS, cfg.Templates = env.cfg.ShareFS, false })
+		// The shape's template, built before the timing.
+		c.ok(b, "nerdctl", "run", "--rm", "--network", "none", "--runtime", initosRuntimeType, containerdImage, "true")
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			c.ok(b, "nerdctl", "run", "--rm", "--network", "none", "--runtime", initosRuntimeType, containerdImage, "true")
+		}
+		record("nerdctl.run.initos-tpl", ms(b.Elapsed())/float64(b.N))
+	})
 	b.Run("cri-sandbox", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			pod := c.runPod(b, fmt.Sprintf("bench-sb-%d", i), initosHandler)

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/initos-runtime/initos-runtime/runtime"
 )
 
 // Deadlines of the containerd tests. A command that starts a container
@@ -327,4 +330,25 @@ func (c *containerd) ok(t testing.TB, tool string, args ...string) string {
 		t.Fatalf("%s %s: exit %d\nstdout: %s\nstderr: %s", tool, strings.Join(args, " "), r.code, r.stdout, r.stderr)
 	}
 	return strings.TrimSuffix(string(r.stdout), "\n")
+}
+
+// editInitosConfig changes the initos runtime's config, which each shim
+// reads as it starts: the containers started after it run with it.
+func (c *containerd) editInitosConfig(t testing.TB, edit func(*runtime.Config)) {
+	t.Helper()
+	b, err := os.ReadFile(c.initosConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg runtime.Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatalf("%s: %v", c.initosConfig, err)
+	}
+	edit(&cfg)
+	if b, err = json.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.initosConfig, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
-	"os"
 	"testing"
 
 	"github.com/initos-runtime/initos-runtime/runtime"
@@ -23,22 +21,7 @@ func TestVolumesNerdctl(t *testing.T) {
 			needShareFS(t, fs)
 			c := newContainerd(t)
 			if fs == vmm.Share9p {
-				// Read by each shim as it starts: no container runs yet.
-				b, err := os.ReadFile(c.initosConfig)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var cfg runtime.Config
-				if err := json.Unmarshal(b, &cfg); err != nil {
-					t.Fatalf("%s: %v", c.initosConfig, err)
-				}
-				cfg.ShareFS = vmm.Share9p
-				if b, err = json.Marshal(cfg); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(c.initosConfig, b, 0o644); err != nil {
-					t.Fatal(err)
-				}
+				c.editInitosConfig(t, func(cfg *runtime.Config) { cfg.ShareFS = vmm.Share9p })
 			}
 			fx := newVolumeFixture(t)
 			mounts := []string{"--network", "none", "-v", fx.data + ":/data", "-v", fx.ro + ":/ro:ro"}

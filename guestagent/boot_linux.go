@@ -188,8 +188,9 @@ func (a *agent) boot() error {
 // logged and boot goes on (what needs the module fails later, clearly).
 func (a *agent) loadModules() {
 	start := time.Now()
+	logLoaded := debugLoaded(a.log)
 	loaded := func(file string, d time.Duration) {
-		a.log.Debugf("module %s loaded in %v", file, d.Round(time.Millisecond))
+		logLoaded(file, d)
 		a.trace.mark("module " + strings.TrimSuffix(file, ".ko"))
 	}
 	selected, total, err := loadGroups(ModulesDir, a.cmdline.AllGroups, a.cmdline.Groups, finitModule, loaded)

@@ -38,9 +38,7 @@ type lateNet struct {
 func defaultLateNet(log *logger) *lateNet {
 	return &lateNet{
 		loadGroup: func(group string) error {
-			_, _, err := loadGroups(ModulesDir, false, []string{group}, finitModule, func(file string, d time.Duration) {
-				log.Debugf("module %s loaded in %v", file, d.Round(time.Millisecond))
-			})
+			_, _, err := loadGroups(ModulesDir, false, []string{group}, finitModule, debugLoaded(log))
 			return err
 		},
 		nl:   realNetlink{},

@@ -108,3 +108,11 @@ func loadGroups(dir string, all bool, groups []string, load func(path string) er
 	sel := selectModules(entries, all, groups)
 	return len(sel), len(entries), loadModules(dir, sel, load, loaded)
 }
+
+// debugLoaded is a loadGroups callback that logs each module's load time
+// (initos.debug=1).
+func debugLoaded(log *logger) func(file string, d time.Duration) {
+	return func(file string, d time.Duration) {
+		log.Debugf("module %s loaded in %v", file, d.Round(time.Millisecond))
+	}
+}

@@ -92,7 +92,8 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 		}
 	}
 
-	add("templates", templatesUsable(c, driver, derr, verr, d), false, templatesWords(c, driver, derr, d))
+	tplOK, tplWords := templatesServe(c, driver, derr, d)
+	add("templates", tplOK, false, tplWords)
 
 	if k, err := d.findKernel(c.KernelRoot); err != nil {
 		add("kernel", false, true, fmt.Sprintf("no guest kernel under %s: %v (scripts/setup.sh fetches Debian's linux-image-amd64)", c.KernelRoot, err))
@@ -107,33 +108,24 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 	return rs, ok
 }
 
-// templatesUsable reports whether containers can start from templates.
-func templatesUsable(c Config, driver string, derr, verr error, d checkDeps) bool {
-	if !c.Templates || derr != nil || driver != "qemu" || c.Rootfs == RootfsDisk {
-		return false
-	}
-	fs, err := shareFSWith(c, driver, d.findVirtiofsd)
-	return err == nil && fs == vmm.Share9p
-}
-
-// templatesWords says whether VM templates are on and, when they are on
-// but cannot serve, why.
-func templatesWords(c Config, driver string, derr error, d checkDeps) string {
+// templatesServe says whether VM templates are on and serve, and, when they
+// are on but cannot serve, why.
+func templatesServe(c Config, driver string, derr error, d checkDeps) (bool, string) {
 	if !c.Templates {
-		return "off: every container boots its VM (config \"templates\": true, with shareFS \"9p\", starts containers by restoring a saved VM)"
+		return false, "off: every container boots its VM (config \"templates\": true, with shareFS \"9p\", starts containers by restoring a saved VM)"
 	}
 	switch {
 	case derr != nil:
-		return "on, but there is no usable VMM"
+		return false, "on, but there is no usable VMM"
 	case driver != "qemu":
-		return "on, but the " + driver + " driver does not restore templates: containers boot"
+		return false, "on, but the " + driver + " driver does not restore templates: containers boot"
 	case c.Rootfs == RootfsDisk:
-		return "on, but config rootfs \"disk\" gives each VM a disk of its own: containers boot"
+		return false, "on, but config rootfs \"disk\" gives each VM a disk of its own: containers boot"
 	}
 	if fs, err := shareFSWith(c, driver, d.findVirtiofsd); err != nil || fs != vmm.Share9p {
-		return "on, but the rootfs is shared over virtiofs, which a clone cannot use (its RAM is the template's, copy-on-write): set shareFS \"9p\"; containers boot"
+		return false, "on, but the rootfs is shared over virtiofs, which a clone cannot use (its RAM is the template's, copy-on-write): set shareFS \"9p\"; containers boot"
 	}
-	return "on: containers start by restoring a saved VM of their shape (9p shares, the engine's network configured after the restore); templates in " + c.templatesDir()
+	return true, "on: containers start by restoring a saved VM of their shape (9p shares, the engine's network configured after the restore); templates in " + c.templatesDir()
 }
 
 func found(name, path string, err error) string {

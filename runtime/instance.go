@@ -421,25 +421,11 @@ func capConsole(path string, exited <-chan struct{}) {
 // maxBootAttempts boots in all; each has the whole boot deadline.
 func (inst *Instance) startVM(ctx context.Context, newVM newVMFunc, driver string, vcfg vmm.Config, c Config) error {
 	for attempt := 1; ; attempt++ {
-		// A console of this boot's own: a stall is this boot's.
-		if err := os.Remove(inst.consoleLog); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("removing the console log of container %q: %w", inst.ID, err)
+		if err := inst.launch(ctx, newVM, driver, vcfg, c, "starting"); err != nil {
+			return err
 		}
-		vm, err := newVM(driver, vcfg, c)
-		if err != nil {
-			return fmt.Errorf("configuring %s for container %q: %w", driver, inst.ID, err)
-		}
-		if err := vm.Start(ctx); err != nil {
-			return fmt.Errorf("starting %s for container %q: %w", driver, inst.ID, err)
-		}
-		exited := make(chan struct{})
-		inst.vm, inst.exited, inst.Timings.Boots = vm, exited, attempt
-		go func() {
-			inst.waitErr = vm.Wait()
-			close(exited)
-		}()
-		go capConsole(inst.consoleLog, exited)
-		err = inst.connect(ctx, time.Duration(c.BootTimeout))
+		inst.Timings.Boots = attempt
+		err := inst.connect(ctx, time.Duration(c.BootTimeout))
 		if err == nil || !errors.Is(err, ErrBootStalled) || attempt == maxBootAttempts {
 			if err != nil && attempt > 1 {
 				return fmt.Errorf("boot %d of %d: %w", attempt, maxBootAttempts, err)
@@ -450,6 +436,31 @@ func (inst *Instance) startVM(ctx context.Context, newVM newVMFunc, driver strin
 			return fmt.Errorf("%w; %w", ErrBootStalled, err)
 		}
 	}
+}
+
+// launch starts one VMM for the instance (verb says how: "starting",
+// "restoring"), with a console log of its own (a stall or a tail is this
+// VMM's), and watches it: its exit closes inst.exited, its console is
+// capped.
+func (inst *Instance) launch(ctx context.Context, newVM newVMFunc, driver string, vcfg vmm.Config, c Config, verb string) error {
+	if err := os.Remove(inst.consoleLog); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing the console log of container %q: %w", inst.ID, err)
+	}
+	vm, err := newVM(driver, vcfg, c)
+	if err != nil {
+		return fmt.Errorf("configuring %s for container %q: %w", driver, inst.ID, err)
+	}
+	if err := vm.Start(ctx); err != nil {
+		return fmt.Errorf("%s %s for container %q: %w", verb, driver, inst.ID, err)
+	}
+	exited := make(chan struct{})
+	inst.vm, inst.exited = vm, exited
+	go func() {
+		inst.waitErr = vm.Wait()
+		close(exited)
+	}()
+	go capConsole(inst.consoleLog, exited)
+	return nil
 }
 
 // startClone starts the VM as a clone of its shape's template (booting
@@ -471,23 +482,10 @@ func (inst *Instance) startClone(ctx context.Context, newVM newVMFunc, driver st
 			_ = os.RemoveAll(filepath.Dir(snap.RAM))
 		}
 	}()
-	if err := os.Remove(inst.consoleLog); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return built, fmt.Errorf("removing the console log: %w", err)
+	if err := inst.launch(ctx, newVM, driver, vcfg, c, "restoring"); err != nil {
+		return built, err
 	}
-	vm, err := newVM(driver, vcfg, c)
-	if err != nil {
-		return built, fmt.Errorf("configuring %s: %w", driver, err)
-	}
-	if err := vm.Start(ctx); err != nil {
-		return built, fmt.Errorf("restoring %s: %w", driver, err)
-	}
-	exited := make(chan struct{})
-	inst.vm, inst.exited, inst.Timings.Boots = vm, exited, 1
-	go func() {
-		inst.waitErr = vm.Wait()
-		close(exited)
-	}()
-	go capConsole(inst.consoleLog, exited)
+	inst.Timings.Boots = 1
 	defer func() {
 		if err != nil {
 			if inst.client != nil {

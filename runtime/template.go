@@ -173,7 +173,8 @@ func buildTemplate(ctx context.Context, c Config, newVM newVMFunc, driver string
 	}()
 	t := vcfg
 	t.ID = "template-" + key[:12]
-	// The sockets' directory: short enough for sun_path whatever DataDir.
+	// The sockets' directory, short: their paths must fit sun_path (the
+	// driver's Validate says so when DataDir is too long).
 	t.StateDir = filepath.Join(build, "s")
 	t.ConsoleLog = filepath.Join(build, "console.log")
 	t.Template = &vmm.Snapshot{RAM: filepath.Join(build, "ram"), State: filepath.Join(build, "state")}
@@ -190,9 +191,6 @@ func buildTemplate(ctx context.Context, c Config, newVM newVMFunc, driver string
 		if err := os.Mkdir(d, 0o700); err != nil {
 			return fmt.Errorf("creating %q: %w", d, err)
 		}
-	}
-	if len(t.StateDir)+1+vmm.MaxSocketName > 107 {
-		return fmt.Errorf("template build directory %q is too long for the VMM's sockets", t.StateDir)
 	}
 	vm, err := newVM(driver, t, c)
 	if err != nil {

@@ -150,7 +150,17 @@ func qmpRun(ctx context.Context, path, command string) (json.RawMessage, error) 
 
 // qmpStatus returns query-status's "status" ("running", "paused", ...).
 func qmpStatus(ctx context.Context, path string) (string, error) {
-	ret, err := qmpRun(ctx, path, "query-status")
+	q, err := qmpDial(ctx, path)
+	if err != nil {
+		return "", fmt.Errorf("connecting to qmp socket %q: %w", path, err)
+	}
+	defer q.Close()
+	return queryStatus(q)
+}
+
+// queryStatus is query-status's "status" on an open session.
+func queryStatus(q *qmpConn) (string, error) {
+	ret, err := q.execute("query-status")
 	if err != nil {
 		return "", err
 	}

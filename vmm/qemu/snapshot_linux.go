@@ -158,18 +158,3 @@ func (v *VM) restore(ctx context.Context) error {
 	}
 	return fmt.Errorf("qemu status %q while restoring", st)
 }
-
-// queryStatus is query-status's "status" on an open session.
-func queryStatus(q *qmpConn) (string, error) {
-	ret, err := q.execute("query-status")
-	if err != nil {
-		return "", err
-	}
-	var st struct {
-		Status string `json:"status"`
-	}
-	if err := json.Unmarshal(ret, &st); err != nil {
-		return "", fmt.Errorf("%w: query-status: %v", vmm.ErrVMMRequest, err)
-	}
-	return st.Status, nil
-}

@@ -931,7 +931,12 @@ type Share struct {
 	// Its files need shared writable mmap (a container's root): a 9p share
 	// is mounted with cache=mmap (virtiofs has it from the host's cache
 	// policy).
-	Mmap          bool `protobuf:"varint,4,opt,name=mmap,proto3" json:"mmap,omitempty"`
+	Mmap bool `protobuf:"varint,4,opt,name=mmap,proto3" json:"mmap,omitempty"`
+	// The share's device is attached after the VM started (a clone's
+	// virtiofs share, hot-added once its template is restored): the mount
+	// is retried while the guest does not know the tag yet, up to this
+	// many milliseconds. 0: the device was there at boot.
+	WaitMillis    uint32 `protobuf:"varint,5,opt,name=wait_millis,json=waitMillis,proto3" json:"wait_millis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -992,6 +997,13 @@ func (x *Share) GetMmap() bool {
 		return x.Mmap
 	}
 	return false
+}
+
+func (x *Share) GetWaitMillis() uint32 {
+	if x != nil {
+		return x.WaitMillis
+	}
+	return 0
 }
 
 type FileAttrs struct {
@@ -2056,13 +2068,15 @@ const file_agent_proto_rawDesc = "" +
 	"\x10ContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"9\n" +
 	"\x14ListProcessesRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"f\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\x87\x01\n" +
 	"\x05Share\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\tR\x03tag\x12\x16\n" +
 	"\x06fstype\x18\x02 \x01(\tR\x06fstype\x12\x1f\n" +
 	"\vmount_point\x18\x03 \x01(\tR\n" +
 	"mountPoint\x12\x12\n" +
-	"\x04mmap\x18\x04 \x01(\bR\x04mmap\"C\n" +
+	"\x04mmap\x18\x04 \x01(\bR\x04mmap\x12\x1f\n" +
+	"\vwait_millis\x18\x05 \x01(\rR\n" +
+	"waitMillis\"C\n" +
 	"\tFileAttrs\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +

@@ -206,6 +206,53 @@ func TestSetupSharedRoot(t *testing.T) {
 	}
 }
 
+// TestSetupHotAddedShare: a share whose device is being attached (a
+// clone's virtiofs share) is mounted once its tag appears; one that never
+// appears fails after its wait, naming it; without a wait the first
+// failure is the answer.
+func TestSetupHotAddedShare(t *testing.T) {
+	const mp = "/run/initos/roots"
+	tests := []struct {
+		name    string
+		wait    uint32
+		appears time.Duration // -1: never
+		err     error
+		wantErr string
+	}{
+		{"appears", 2000, 50 * time.Millisecond, unix.EINVAL, ""},
+		{"never appears", 100, -1, unix.EINVAL, "did not appear within 100ms"},
+		{"no wait", 0, -1, unix.ENOENT, "no such file"},
+		{"another error is not waited for", 2000, -1, unix.EPERM, "operation not permitted"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, sys, _ := newTestService(t)
+			sys.mu.Lock()
+			sys.failMount[mp] = tt.err
+			sys.mu.Unlock()
+			if tt.appears >= 0 {
+				time.AfterFunc(tt.appears, func() {
+					sys.mu.Lock()
+					delete(sys.failMount, mp)
+					sys.mu.Unlock()
+				})
+			}
+			t0 := time.Now()
+			_, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{
+				RootShare: &agentapi.Share{Tag: "initos-root", Fstype: "virtiofs", MountPoint: mp, WaitMillis: tt.wait},
+				RootPath:  "c",
+			})
+			took := time.Since(t0)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("Setup = %v, want %q", err, tt.wantErr)
+			}
+			if tt.wantErr != "" && tt.err != unix.EINVAL && took > time.Second {
+				t.Errorf("a failure that is not a missing tag took %s", took)
+			}
+		})
+	}
+}
+
 func TestSetupSharedRootErrors(t *testing.T) {
 	share := &agentapi.Share{Tag: "initos-root", Fstype: "virtiofs", MountPoint: "/run/initos/roots"}
 	for _, rel := range []string{"", "/c", "../c", "c/../../x", ".", "c/"} {

@@ -288,10 +288,31 @@ func (s *Service) mountShare(sh *agentapi.Share) (string, error) {
 	if err := s.sys.MkdirAll(sh.MountPoint, 0o755); err != nil {
 		return "", fmt.Errorf("creating %q: %w", sh.MountPoint, err)
 	}
-	if err := s.sys.Mount(sh.Tag, sh.MountPoint, sh.Fstype, 0, data); err != nil {
-		return "", fmt.Errorf("mounting %s share %q on %q: %w", sh.Fstype, sh.Tag, sh.MountPoint, err)
+	wait := time.Duration(sh.WaitMillis) * time.Millisecond
+	deadline := time.Now().Add(wait)
+	for {
+		err := s.sys.Mount(sh.Tag, sh.MountPoint, sh.Fstype, 0, data)
+		if err == nil {
+			return sh.MountPoint, nil
+		}
+		if wait == 0 || !tagUnknown(err) {
+			return "", fmt.Errorf("mounting %s share %q on %q: %w", sh.Fstype, sh.Tag, sh.MountPoint, err)
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("mounting %s share %q on %q: its device did not appear within %v: %w", sh.Fstype, sh.Tag, sh.MountPoint, wait, err)
+		}
+		time.Sleep(shareRetry)
 	}
-	return sh.MountPoint, nil
+}
+
+// shareRetry is how often a share whose device is being attached is
+// mounted again.
+const shareRetry = 5 * time.Millisecond
+
+// tagUnknown reports whether a share's mount failed because no device has
+// its tag (yet): 9p says ENOENT, virtiofs EINVAL ("tag not found").
+func tagUnknown(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL)
 }
 
 // bindMount binds a path of the guest into the rootfs. Host paths need the

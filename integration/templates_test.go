@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/initos-runtime/initos-runtime/runtime"
 )
 
@@ -139,4 +141,60 @@ func TestTemplates(t *testing.T) {
 // templatesConfig is the run's config with VM templates on (9p shares).
 func templatesConfig(t testing.TB) string {
 	return writeConfig(t, func(c *runtime.Config) { c.ShareFS = "9p"; c.Templates = true })
+}
+
+// TestTemplatesVirtiofs runs clones whose shares are virtiofs (the rootfs
+// and a volume): the template has an empty PCIe port for each, and each
+// clone's own, served by its own virtiofsd, is hot-added after its
+// restore. Reads and writes reach the host both ways, under the CLI and
+// podman, and nothing is left behind.
+func TestTemplatesVirtiofs(t *testing.T) {
+	needVMs(t)
+	cfg := writeConfig(t, func(c *runtime.Config) { c.ShareFS = "virtiofs"; c.Templates = true })
+	if err := os.RemoveAll(filepath.Join(env.cfg.DataDir, "templates")); err != nil {
+		t.Fatal(err)
+	}
+	vol := t.TempDir()
+	if err := os.WriteFile(filepath.Join(vol, "in"), []byte("from-the-host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(id, wantOrigin string) {
+		t.Helper()
+		s := busyboxSpec(t, "sh", "-c", "cat /vol/in; echo from-the-clone > /written; echo "+id+" > /vol/out; exit 5")
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind", "rw"}})
+		r := runtimeCmdWith(t, cfg, nil, "run", "--timings", "--bundle", writeBundle(t, s), id)
+		if r.code != 5 || string(r.stdout) != "from-the-host\n" {
+			t.Fatalf("%s: exit %d, stdout %q, want 5 and the volume's file; stderr:\n%s", id, r.code, r.stdout, r.stderr)
+		}
+		if !strings.Contains(string(r.stderr), wantOrigin) || strings.Contains(string(r.stderr), "warning") {
+			t.Fatalf("%s: stderr does not say %q (or warns):\n%s", id, wantOrigin, r.stderr)
+		}
+		if b, err := os.ReadFile(filepath.Join(s.Root.Path, "written")); err != nil || string(b) != "from-the-clone\n" {
+			t.Errorf("%s: the container's write in its rootfs: %q, %v", id, b, err)
+		}
+		if b, err := os.ReadFile(filepath.Join(vol, "out")); err != nil || string(b) != id+"\n" {
+			t.Errorf("%s: the container's write in its volume: %q, %v", id, b, err)
+		}
+		assertNothingLeft(t, id)
+		t.Logf("%s: %s", id, bytes.TrimSpace(r.stderr))
+	}
+	run("tplv-1", "restored from a template booted and saved by this start")
+	run("tplv-2", "restored from a template; its guest")
+
+	p := newPodmanWithConfig(t, cfg)
+	r := p.run(t, nil, "run", "--rm", "--network", "none", "-v", vol+":/vol", podmanImage, "sh", "-c", "cat /vol/in; exit 3")
+	if r.code != 3 || string(r.stdout) != "from-the-host\n" {
+		t.Errorf("podman run: exit %d, %q; stderr %s", r.code, r.stdout, r.stderr)
+	}
+	id := p.detached(t, "tplv-podman", "sleep", "3600")
+	if b, err := os.ReadFile(filepath.Join(p.stateRoot, id, "console.log")); err != nil || bytes.Contains(b, []byte("Linux version")) {
+		t.Errorf("podman's container booted instead of restoring a template (%v); console:\n%s", err, b)
+	}
+	if out := p.ok(t, "exec", "tplv-podman", "sh", "-c", "echo exec-ok > /f; cat /f"); out != "exec-ok" {
+		t.Errorf("podman exec: %q", out)
+	}
+	if out := p.ok(t, "diff", "tplv-podman"); !strings.Contains(out, "A /f") {
+		t.Errorf("podman diff does not show the clone's write:\n%s", out)
+	}
+	p.ok(t, "stop", "-t", "1", "tplv-podman")
 }

@@ -112,7 +112,7 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 // are on but cannot serve, why.
 func templatesServe(c Config, driver string, derr error, d checkDeps) (bool, string) {
 	if !c.Templates {
-		return false, "off: every container boots its VM (config \"templates\": true, with shareFS \"9p\", starts containers by restoring a saved VM)"
+		return false, "off: every container boots its VM (config \"templates\": true starts containers by restoring a saved VM)"
 	}
 	switch {
 	case derr != nil:
@@ -122,10 +122,15 @@ func templatesServe(c Config, driver string, derr error, d checkDeps) (bool, str
 	case c.Rootfs == RootfsDisk:
 		return false, "on, but config rootfs \"disk\" gives each VM a disk of its own: containers boot"
 	}
-	if fs, err := shareFSWith(c, driver, d.findVirtiofsd); err != nil || fs != vmm.Share9p {
-		return false, "on, but the rootfs is shared over virtiofs, which a clone cannot use (its RAM is the template's, copy-on-write): set shareFS \"9p\"; containers boot"
+	fs, err := shareFSWith(c, driver, d.findVirtiofsd)
+	if err != nil {
+		return false, "on, but the rootfs cannot be shared: " + err.Error()
 	}
-	return true, "on: containers start by restoring a saved VM of their shape (9p shares, the engine's network configured after the restore); templates in " + c.templatesDir()
+	memory := "9p shares: idle clones share the template's memory"
+	if fs == vmm.ShareVirtiofs {
+		memory = "virtiofs shares, hot-added after the restore: each clone's memory is a copy of the template's (shareFS \"9p\" lets idle clones share it)"
+	}
+	return true, "on: containers start by restoring a saved VM of their shape (" + memory + "; the engine's network configured after the restore); templates in " + c.templatesDir()
 }
 
 func found(name, path string, err error) string {

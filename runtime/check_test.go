@@ -100,15 +100,15 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name: "templates off", vmm: "auto", accel: pvm, installed: all, wantOK: true,
-			lines: map[string]line{"templates": {false, []string{"off:", "shareFS \"9p\""}}},
+			lines: map[string]line{"templates": {false, []string{"off:", "\"templates\": true"}}},
 		},
 		{
 			name: "templates with 9p", vmm: "auto", accel: pvm, installed: all, shareFS: "9p", templates: true, wantOK: true,
-			lines: map[string]line{"templates": {true, []string{"on: containers start by restoring", "/d/templates"}}},
+			lines: map[string]line{"templates": {true, []string{"on: containers start by restoring", "9p shares: idle clones share", "/d/templates"}}},
 		},
 		{
 			name: "templates with virtiofs", vmm: "auto", accel: pvm, installed: all, templates: true, wantOK: true,
-			lines: map[string]line{"templates": {false, []string{"on, but the rootfs is shared over virtiofs", "containers boot"}}},
+			lines: map[string]line{"templates": {true, []string{"on: containers start by restoring", "virtiofs shares, hot-added", "a copy of the template's"}}},
 		},
 		{
 			name: "templates with disk roots", vmm: "auto", rootfs: RootfsDisk, accel: pvm, installed: all, shareFS: "9p", templates: true, wantOK: true,

@@ -57,9 +57,11 @@ type Config struct {
 	// Debug makes the guest agent log each step to the console log.
 	Debug bool `json:"debug,omitempty"`
 	// Templates starts each container whose VM can be a clone (the qemu
-	// driver, 9p shares, no disk, no network interface) by restoring a
-	// saved VM of its shape instead of booting one (docs/templates.md);
-	// the first start of a shape boots and saves its template.
+	// driver, no disk, a network interface only when configured after
+	// boot) by restoring a saved VM of its shape instead of booting one
+	// (docs/templates.md); the first start of a shape boots and saves its
+	// template. With 9p shares idle clones share the template's memory;
+	// with virtiofs each clone's is a copy.
 	Templates bool `json:"templates,omitempty"`
 	// Bridge and BridgeSubnet are the seed's per-host bridge and its /24
 	// (`initos-runtime network setup` creates them). A container whose

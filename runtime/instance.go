@@ -248,7 +248,18 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	if inst.bridge != nil {
 		vcfg.NICs = []vmm.NIC{inst.bridge.nic()}
 	}
-	groups := moduleGroups(driver, vcfg)
+	nicAfterBoot := inst.bridge == nil && (att == nil && inst.late != nil || att != nil && att.DNS == nil)
+	clone := c.Templates && cloneable(driver, vcfg, nicAfterBoot) == nil
+	bootGroups := moduleGroups(driver, vcfg)
+	cloneGroups := bootGroups
+	if clone {
+		// A clone's modules are its template's, loaded at its boot: the
+		// groups of a VM restored with vcfg's devices (a virtiofs share
+		// hot-added after the restore needs PCI).
+		shape := vcfg
+		shape.RestoreFrom = &vmm.Snapshot{}
+		cloneGroups = moduleGroups(driver, shape)
+	}
 	if inst.late != nil {
 		// After groups: the guest loads the NIC's driver only when
 		// ConfigureNetwork gives it a network.
@@ -258,11 +269,13 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	if err != nil {
 		return nil, err
 	}
-	vcfg.Cmdline = guestCmdline(groups, c.Debug, len(disks) > 0)
-	// A booted guest configures its NIC from the kernel command line; a
-	// clone's has its template's, so the engine mode's NIC is configured
-	// after the restore (ConfigureNetwork), as the late mode's is.
+	// vcfg's command line is its template's; a boot's names only its own
+	// module groups, and a booted guest configures its NIC from it. A
+	// clone's NIC in the engine mode is configured after the restore
+	// (ConfigureNetwork), as the late mode's is.
+	vcfg.Cmdline = guestCmdline(cloneGroups, c.Debug, len(disks) > 0)
 	boot := vcfg
+	boot.Cmdline = guestCmdline(bootGroups, c.Debug, len(disks) > 0)
 	if att != nil {
 		boot.Cmdline += " " + att.KernelArg()
 	}
@@ -272,8 +285,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	inst.Timings.Initrd = time.Since(t0)
 
 	t0 = time.Now()
-	nicAfterBoot := inst.bridge == nil && (att == nil && inst.late != nil || att != nil && att.DNS == nil)
-	if c.Templates && cloneable(driver, vcfg, nicAfterBoot) == nil {
+	if clone {
 		var err error
 		if inst.Timings.TemplateBuilt, err = inst.startClone(ctx, d.newVM, driver, accel, vcfg, c); err != nil {
 			// The container still starts: a failed restore costs a boot.
@@ -296,6 +308,11 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		setup.RootShare, setup.RootPath = inst.root.agentShare(), rootEntry
 	} else {
 		setup.RootDevice = "/dev/vda"
+	}
+	if inst.Timings.Restored {
+		// Within the Setup call's own bound, so that a share that never
+		// appears is named.
+		waitHotAdded(setup, min(time.Duration(c.BootTimeout), callTimeout/2))
 	}
 	if err := inst.setup(ctx, setup); err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
@@ -42,7 +43,8 @@ const keepTemplates = 4
 // cloneable says why a VM of vcfg cannot start as a clone (nil: it can).
 // A clone's devices are its template's and its kernel command line too, so
 // what differs between containers must reach the agent after the restore;
-// today that is the shares' directories and nothing else.
+// today that is the shares' directories and nothing else (a virtiofs
+// share's device is the clone's own, attached after the restore).
 // A NIC the guest learns of only after boot (the late network mode:
 // ConfigureNetwork gives it its MAC and addresses) is part of the shape;
 // one configured at boot from the kernel command line is not.
@@ -54,12 +56,19 @@ func cloneable(driver string, vcfg vmm.Config, nicAfterBoot bool) error {
 		return errors.New("its root is a disk image")
 	case len(vcfg.NICs) > 0 && !nicAfterBoot:
 		return errors.New("its network interface is configured at boot")
-	case vcfg.HasShares(vmm.ShareVirtiofs):
-		// docs/templates.md: virtiofsd would map the template's RAM,
-		// not the clone's copy-on-write pages.
-		return errors.New("it has a virtiofs share (templates need 9p: config shareFS \"9p\")")
 	}
 	return nil
+}
+
+// waitHotAdded has the agent wait up to wait for each virtiofs share of a
+// clone's Setup: those are attached after the restore (vmm.Config's
+// RestoreFrom), and the guest learns their tags some time after.
+func waitHotAdded(req *agentapi.SetupRequest, wait time.Duration) {
+	for _, sh := range []*agentapi.Share{req.RootShare, req.Share} {
+		if sh != nil && sh.Fstype == vmm.ShareVirtiofs {
+			sh.WaitMillis = uint32(wait.Milliseconds())
+		}
+	}
 }
 
 // templateKey names the template of vcfg's shape: the format, the driver

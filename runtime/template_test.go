@@ -25,7 +25,7 @@ func TestCloneable(t *testing.T) {
 		{"a nic configured after the restore", "qemu", vmm.Config{Shares: p9, NICs: []vmm.NIC{{Tap: "t"}}}, true, ""},
 		{"a nic configured at boot", "qemu", vmm.Config{Shares: p9, NICs: []vmm.NIC{{Tap: "t"}}}, false, "configured at boot"},
 		{"a disk", "qemu", vmm.Config{Disks: []vmm.Disk{{Path: "/d"}}}, false, "disk image"},
-		{"virtiofs", "qemu", vmm.Config{Shares: []vmm.Share{{Tag: "r", Mode: vmm.ShareVirtiofs}}}, false, `shareFS "9p"`},
+		{"virtiofs", "qemu", vmm.Config{Shares: []vmm.Share{{Tag: "r", Mode: vmm.ShareVirtiofs}}}, false, ""},
 		{"cloud-hypervisor", "cloud-hypervisor", vmm.Config{Shares: p9}, false, "does not restore templates"},
 	}
 	for _, tt := range tests {
@@ -168,8 +168,18 @@ func TestPruneTemplates(t *testing.T) {
 // it, the next restores the same template; a clone the agent refuses drops
 // the template and the start boots, with a warning.
 func TestBootFromTemplate(t *testing.T) {
+	for _, fs := range []string{vmm.Share9p, vmm.ShareVirtiofs} {
+		t.Run(fs, func(t *testing.T) { testBootFromTemplate(t, fs) })
+	}
+}
+
+// testBootFromTemplate: the first start builds the template and restores
+// a clone of it, the second only restores, and a clone its agent refuses
+// drops the template and boots. A clone's module groups are its
+// template's; a virtiofs clone's shares are waited for in Setup.
+func testBootFromTemplate(t *testing.T, fs string) {
 	h, _, c := sharedRootHost(t)
-	c.ShareFS, c.Templates, c.QemuBinary = vmm.Share9p, true, "/bin/sh"
+	c.ShareFS, c.Templates, c.QemuBinary = fs, true, "/bin/sh"
 	h.vmScript = fakeVMScript{console: []string{"initos-agent: ready"}}
 	ctx := context.Background()
 	start := func(id string) *Instance {
@@ -197,6 +207,13 @@ func TestBootFromTemplate(t *testing.T) {
 	if clone.RestoreFrom == nil || clone.Template != nil || filepath.Dir(dir) != c.templatesDir() {
 		t.Errorf("clone vm restores from %+v", clone.RestoreFrom)
 	}
+	pci := strings.Contains(tpl.Cmdline, "initos.load=mmio,pci,")
+	if pci != (fs == vmm.ShareVirtiofs) || clone.Cmdline != tpl.Cmdline {
+		t.Errorf("template command line %q (pci: %v), clone's %q", tpl.Cmdline, pci, clone.Cmdline)
+	}
+	if wait := h.agent.setups[0].RootShare.WaitMillis; (wait > 0) != (fs == vmm.ShareVirtiofs) {
+		t.Errorf("Setup waits %d ms for the %s root share", wait, fs)
+	}
 	if n := len(h.agent.restored); n != 1 || len(h.agent.restored[0].Entropy) != 64 ||
 		time.Since(time.Unix(0, h.agent.restored[0].UnixNanos)) > time.Minute {
 		t.Errorf("Restored calls %+v", h.agent.restored)
@@ -216,8 +233,11 @@ func TestBootFromTemplate(t *testing.T) {
 		!strings.Contains(third.Warnings[0], "booting instead") {
 		t.Fatalf("third start: timings %+v, warnings %q", third.Timings, third.Warnings)
 	}
-	if booted := h.vmCfgs[len(h.vmCfgs)-1]; booted.RestoreFrom != nil || booted.Template != nil {
+	if booted := h.vmCfgs[len(h.vmCfgs)-1]; booted.RestoreFrom != nil || booted.Template != nil || strings.Contains(booted.Cmdline, "pci") {
 		t.Errorf("the fallback vm %+v is not a booted one", booted)
+	}
+	if wait := h.agent.setups[len(h.agent.setups)-1].RootShare.WaitMillis; wait != 0 {
+		t.Errorf("a booted vm's Setup waits %d ms for its root share", wait)
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the refused template is still there: %v", err)

@@ -70,15 +70,18 @@ type Config struct {
 	Netns string
 	// Template, when set, backs the guest's RAM with the file
 	// Template.RAM, shared, so the VM can be saved as a snapshot its
-	// clones restore (docs/templates.md); its shares must be 9p.
+	// clones restore (docs/templates.md). Its virtiofs shares are not
+	// attached (a vhost-user device cannot be saved): each is a place its
+	// clones attach theirs to after the restore.
 	Template *Snapshot
 	// RestoreFrom, when set, starts the VM from a saved snapshot instead
-	// of booting it: the snapshot's RAM file mapped privately (each clone
-	// writes its own copies of the pages it changes, the rest stays shared
-	// between clones), its state loaded, then the guest resumed. The
-	// devices must be the template's; vhost-user (virtiofs) shares are
-	// refused, as virtiofsd would map the template's file, not the clone's
-	// memory.
+	// of booting it, with the snapshot's devices: its state loaded, then
+	// the guest resumed. Without virtiofs shares the snapshot's RAM file
+	// is mapped privately (each clone writes its own copies of the pages
+	// it changes, the rest stays shared between clones). With them, the
+	// clone's RAM is a copy of the file, as virtiofsd maps the guest's RAM
+	// too and must see the clone's; the shares are attached after the
+	// restore and the guest must wait for their tags.
 	RestoreFrom *Snapshot
 }
 
@@ -236,17 +239,11 @@ func (c *Config) Validate() error {
 		if c.Template.RAM == "" || !filepath.IsAbs(c.Template.RAM) || c.Template.State == "" || !filepath.IsAbs(c.Template.State) {
 			add("template: RAM %q and state %q must be absolute paths", c.Template.RAM, c.Template.State)
 		}
-		if c.HasShares(ShareVirtiofs) {
-			add("template: a virtiofs share cannot be saved (vhost-user-fs is not migratable): use 9p")
-		}
 	case c.RestoreFrom != nil:
 		for _, f := range []string{c.RestoreFrom.RAM, c.RestoreFrom.State} {
 			if err := regularFile(f); err != nil {
 				add("snapshot: %v", err)
 			}
-		}
-		if c.HasShares(ShareVirtiofs) {
-			add("restore: a virtiofs share needs the guest's RAM shared with virtiofsd, which a private copy-on-write mapping of the snapshot is not: use 9p")
 		}
 	}
 	if len(p) > 0 {

@@ -26,6 +26,9 @@ var (
 	ErrNoKVM = errors.New("no usable kvm")
 	// ErrVMMRequest: the VMM's control API (QMP, REST) refused a request.
 	ErrVMMRequest = errors.New("vmm control request failed")
+	// ErrNotReadyable: a Supervisor's Ready failed in a way polling again
+	// cannot mend (a device the VMM refused); Start gives up at once.
+	ErrNotReadyable = errors.New("vmm cannot become ready")
 	// ErrNoSlot: a disk cannot be attached, every slot is taken.
 	ErrNoSlot = errors.New("no free disk slot")
 )

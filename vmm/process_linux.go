@@ -32,14 +32,14 @@ type Process struct {
 // StartProcess starts bin with args as described at Process; logPath is
 // truncated first.
 func StartProcess(name, bin string, args []string, logPath string) (*Process, error) {
-	return StartProcessIn("", name, bin, args, logPath)
+	return StartProcessIn("", name, bin, args, logPath, nil)
 }
 
 // StartProcessIn is StartProcess with the child in the network namespace
 // at netnsPath ("" for the caller's): the forking thread joins it, and
 // being locked and then retired with the child, never serves other
-// goroutines from there.
-func StartProcessIn(netnsPath, name, bin string, args []string, logPath string) (*Process, error) {
+// goroutines from there. The child gets extra as its descriptors 3, 4, ...
+func StartProcessIn(netnsPath, name, bin string, args []string, logPath string, extra []*os.File) (*Process, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("creating %s log: %w", name, err)
@@ -47,6 +47,7 @@ func StartProcessIn(netnsPath, name, bin string, args []string, logPath string) 
 	defer logf.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 
 	p := &Process{name: name, logPath: logPath, done: make(chan struct{})}

@@ -26,7 +26,8 @@ type Supervisor struct {
 	Sockets      []string // sockets it creates: claimed before Start, removed by Stop
 	StartTimeout time.Duration
 	StopTimeout  time.Duration
-	// Ready reports whether the started VMM is up; Start polls it.
+	// Ready reports whether the started VMM is up; Start polls it until it
+	// succeeds or fails with ErrNotReadyable.
 	Ready func(ctx context.Context) error
 	// Shutdown asks the VMM to exit; on error Stop sends SIGTERM.
 	Shutdown func(ctx context.Context) error
@@ -42,6 +43,10 @@ type Supervisor struct {
 	// VMM that ends first makes virtiofsd exit too, and either may be seen
 	// first); 0 means 2 s.
 	VirtiofsdGrace time.Duration
+	// ExtraFiles, when set, returns the descriptors the VMM gets as 3, 4,
+	// ... (a clone's RAM); Start calls it once, before the VMM, and closes
+	// them once the VMM has them.
+	ExtraFiles func() ([]*os.File, error)
 
 	mu       sync.Mutex // serialises Start and Stop, guards the fields below
 	started  bool
@@ -112,7 +117,16 @@ func (s *Supervisor) Start(ctx context.Context) (err error) {
 		s.vfsd = append(s.vfsd, p)
 		s.vfsdTags = append(s.vfsdTags, sh.Tag)
 	}
-	s.proc, err = StartProcessIn(s.Cfg.Netns, s.Name, s.Bin, s.Args, s.Log)
+	var extra []*os.File
+	if s.ExtraFiles != nil {
+		if extra, err = s.ExtraFiles(); err != nil {
+			return fmt.Errorf("starting vm %q: %w", s.Cfg.ID, err)
+		}
+	}
+	s.proc, err = StartProcessIn(s.Cfg.Netns, s.Name, s.Bin, s.Args, s.Log, extra)
+	for _, f := range extra {
+		f.Close()
+	}
 	if err != nil {
 		return fmt.Errorf("vm %q: %w", s.Cfg.ID, err)
 	}
@@ -165,8 +179,8 @@ func (s *Supervisor) waitReady(ctx context.Context) error {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := s.Ready(rctx)
 		cancel()
-		if err == nil {
-			return nil
+		if err == nil || errors.Is(err, ErrNotReadyable) {
+			return err
 		}
 		select {
 		case <-s.proc.Done():

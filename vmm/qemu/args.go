@@ -33,6 +33,12 @@ func KernelCmdline(cfg *vmm.Config, tscKHz int) string {
 	// kernel's messages cost nothing measurable (2.19 s to the agent with
 	// and without, TCG) and a boot that stalls shows where.
 	s := "console=ttyS0 panic=-1 tsc_early_khz=" + strconv.Itoa(tscKHz) + " " + vmm.GuestKernelArgs
+	if hotplugShares(cfg) {
+		// microvm's ACPI tables grant the guest no control of the PCIe
+		// ports: without this option pciehp leaves them alone and a
+		// hot-added device never appears (docs/templates.md).
+		s += " pcie_ports=native"
+	}
 	if cfg.Cmdline != "" {
 		s += " " + cfg.Cmdline
 	}
@@ -46,6 +52,21 @@ func KernelCmdline(cfg *vmm.Config, tscKHz int) string {
 // 5% and a small workload by 70% (flushes).
 const tcgCacheMiB = 32
 
+// cloneRAMFd is the descriptor a virtiofs clone's copy of its template's
+// RAM reaches qemu as (the first of Supervisor.ExtraFiles).
+const cloneRAMFd = 3
+
+// hotplugShares reports whether cfg's virtiofs shares are hot-added after
+// a restore instead of being on the command line: qemu 7.2 cannot migrate
+// vhost-user-fs, so a template has an empty PCIe root port for each, and
+// its clones add the device there once restored (docs/templates.md).
+func hotplugShares(cfg *vmm.Config) bool {
+	return (cfg.Template != nil || cfg.RestoreFrom != nil) && cfg.HasShares(vmm.ShareVirtiofs)
+}
+
+// rootPort is the id of the PCIe root port share i is hot-added to.
+func rootPort(i int) string { return fmt.Sprintf("rp%d", i) }
+
 // optValue escapes a value inside a qemu -opt key=value,... list, where a
 // doubled comma stands for one comma.
 func optValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
@@ -55,6 +76,11 @@ func optValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 func buildArgs(cfg *vmm.Config, h hostParams) []string {
 	machine := "microvm,x-option-roms=off,rtc=on"
 	virtiofs := cfg.HasShares(vmm.ShareVirtiofs)
+	hotplug := hotplugShares(cfg)
+	if hotplug {
+		// microvm's only bus that takes devices after boot.
+		machine += ",pcie=on"
+	}
 	if virtiofs || cfg.Template != nil || cfg.RestoreFrom != nil {
 		// vhost-user-fs needs guest memory virtiofsd can map; a
 		// template's and a clone's RAM is the snapshot's file.
@@ -75,6 +101,10 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 		// Shared: what the guest writes reaches the file Save leaves
 		// for the clones.
 		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=on", cfg.MemoryMiB, optValue(cfg.Template.RAM)))
+	case cfg.RestoreFrom != nil && virtiofs:
+		// virtiofsd maps the guest's RAM too, so it must be shared, and
+		// the clone's own: a copy of the template's (a memfd, Start).
+		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=/dev/fd/%d,share=on", cfg.MemoryMiB, cloneRAMFd))
 	case cfg.RestoreFrom != nil:
 		// Private: copy-on-write over the template's pages.
 		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=off", cfg.MemoryMiB, optValue(cfg.RestoreFrom.RAM)))
@@ -112,12 +142,15 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 		"-device", "virtserialport,chardev=agent,name="+AgentPortName,
 	)
 	for i, s := range cfg.Shares {
-		if s.Mode == vmm.ShareVirtiofs {
+		switch {
+		case s.Mode == vmm.ShareVirtiofs && hotplug:
+			a = append(a, "-device", fmt.Sprintf("pcie-root-port,id=%s,bus=pcie.0,chassis=%d", rootPort(i), i+1))
+		case s.Mode == vmm.ShareVirtiofs:
 			a = append(a,
 				"-chardev", fmt.Sprintf("socket,id=vfs%d,path=%s", i, optValue(cfg.SocketPath(vmm.VirtiofsSocket(i)))),
 				"-device", fmt.Sprintf("vhost-user-fs-device,chardev=vfs%d,tag=%s", i, s.Tag),
 			)
-		} else {
+		default:
 			a = append(a,
 				"-fsdev", fmt.Sprintf("local,id=fs%d,path=%s,security_model=none,multidevs=remap", i, optValue(s.Dir)),
 				"-device", fmt.Sprintf("virtio-9p-device,fsdev=fs%d,mount_tag=%s", i, s.Tag),
@@ -146,6 +179,9 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 // of this driver needs for cfg, in initrd order.
 func ModuleGroups(cfg *vmm.Config) []string {
 	g := []string{"mmio"}
+	if hotplugShares(cfg) {
+		g = append(g, "pci") // the hot-added shares' transport
+	}
 	if len(cfg.Disks) > 0 {
 		g = append(g, "blk", "btrfs")
 	}

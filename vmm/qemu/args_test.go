@@ -97,6 +97,29 @@ func TestBuildArgs(t *testing.T) {
 			cat([]string{"-M", machine + ",memory-backend=mem", "-accel", "tcg,thread=multi,tb-size=32", "-cpu", "max", "-smp", "2", "-m", "512",
 				"-object", "memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/t.ram,share=off"},
 				common, rootDisk, agent, []string{"-incoming", "defer"})},
+		{"template with virtiofs shares: an empty root port for each", func(c *vmm.Config) {
+			c.Disks = nil
+			c.Shares = []vmm.Share{{Dir: "/b/share0", Tag: "r", Mode: vmm.ShareVirtiofs}, {Dir: "/b/share1", Tag: "z", Mode: vmm.Share9p},
+				{Dir: "/b/share2", Tag: "v", Mode: vmm.ShareVirtiofs}}
+			c.Template = &vmm.Snapshot{RAM: "/t/ram", State: "/t/state"}
+		}, vmm.AccelTCG,
+			cat([]string{"-M", machine + ",pcie=on,memory-backend=mem", "-accel", "tcg,thread=multi,tb-size=32", "-cpu", "max", "-smp", "2", "-m", "512",
+				"-object", "memory-backend-file,id=mem,size=512M,mem-path=/t/ram,share=on"},
+				common[:17], []string{"-append", "console=ttyS0 panic=-1 tsc_early_khz=2095986 cryptomgr.notests noreplace-smp pcie_ports=native initos.load=mmio,blk"},
+				agent,
+				[]string{"-device", "pcie-root-port,id=rp0,bus=pcie.0,chassis=1",
+					"-fsdev", "local,id=fs1,path=/b/share1,security_model=none,multidevs=remap", "-device", "virtio-9p-device,fsdev=fs1,mount_tag=z",
+					"-device", "pcie-root-port,id=rp2,bus=pcie.0,chassis=3"})},
+		{"clone with a virtiofs share: its RAM a copy, shared", func(c *vmm.Config) {
+			c.Disks = nil
+			c.Shares = []vmm.Share{{Dir: "/run/x/root", Tag: "r", Mode: vmm.ShareVirtiofs}}
+			c.RestoreFrom = &vmm.Snapshot{RAM: "/t/ram", State: "/t/state"}
+		}, vmm.AccelTCG,
+			cat([]string{"-M", machine + ",pcie=on,memory-backend=mem", "-accel", "tcg,thread=multi,tb-size=32", "-cpu", "max", "-smp", "2", "-m", "512",
+				"-object", "memory-backend-file,id=mem,size=512M,mem-path=/dev/fd/3,share=on"},
+				common[:17], []string{"-append", "console=ttyS0 panic=-1 tsc_early_khz=2095986 cryptomgr.notests noreplace-smp pcie_ports=native initos.load=mmio,blk"},
+				agent,
+				[]string{"-device", "pcie-root-port,id=rp0,bus=pcie.0,chassis=1", "-incoming", "defer"})},
 		{"two nics", func(c *vmm.Config) {
 			c.NICs = []vmm.NIC{{Tap: "tap0", MAC: "02:00:00:00:00:01"}, {Tap: "tap1", MAC: "02:00:00:00:00:02"}}
 		}, vmm.AccelTCG,
@@ -140,6 +163,9 @@ func TestModuleGroups(t *testing.T) {
 		{"9p", vmm.Config{Shares: []vmm.Share{{Mode: vmm.Share9p}}}, "mmio,console,9p"},
 		{"virtiofs and net", vmm.Config{Shares: []vmm.Share{{Mode: vmm.ShareVirtiofs}}, NICs: []vmm.NIC{{}}}, "mmio,console,net,virtiofs"},
 		{"both share kinds", vmm.Config{Shares: []vmm.Share{{Mode: vmm.ShareVirtiofs}, {Mode: vmm.Share9p}}}, "mmio,console,virtiofs,9p"},
+		{"template with virtiofs", vmm.Config{Shares: []vmm.Share{{Mode: vmm.ShareVirtiofs}}, Template: &vmm.Snapshot{}}, "mmio,pci,console,virtiofs"},
+		{"clone with virtiofs", vmm.Config{Shares: []vmm.Share{{Mode: vmm.ShareVirtiofs}}, RestoreFrom: &vmm.Snapshot{}}, "mmio,pci,console,virtiofs"},
+		{"template with 9p", vmm.Config{Shares: []vmm.Share{{Mode: vmm.Share9p}}, Template: &vmm.Snapshot{}}, "mmio,console,9p"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -99,6 +99,33 @@ func waitMigration(ctx context.Context, q *qmpConn) error {
 	}
 }
 
+// addShares hot-adds a restored clone's virtiofs shares to its
+// template's empty PCIe root ports (hotplugShares), each on its
+// virtiofsd's socket, before the guest resumes: pciehp sees them on its
+// first run, and the agent waits for their tags.
+func (v *VM) addShares(q *qmpConn) error {
+	if !hotplugShares(&v.cfg) {
+		return nil
+	}
+	for i, s := range v.cfg.Shares {
+		if s.Mode != vmm.ShareVirtiofs || i < v.hotAdded {
+			continue
+		}
+		chardev := fmt.Sprintf("vfs%d", i)
+		sock := map[string]any{"type": "unix", "data": map[string]any{"path": v.cfg.SocketPath(vmm.VirtiofsSocket(i))}}
+		if _, err := q.executeArgs("chardev-add", map[string]any{"id": chardev,
+			"backend": map[string]any{"type": "socket", "data": map[string]any{"addr": sock, "server": false}}}); err != nil {
+			return fmt.Errorf("%w: adding share %q: connecting to its virtiofsd: %w", vmm.ErrNotReadyable, s.Tag, err)
+		}
+		if _, err := q.executeArgs("device_add", map[string]any{"driver": "vhost-user-fs-pci", "id": chardev + "dev",
+			"chardev": chardev, "tag": s.Tag, "bus": rootPort(i)}); err != nil {
+			return fmt.Errorf("%w: adding share %q: %w", vmm.ErrNotReadyable, s.Tag, err)
+		}
+		v.hotAdded = i + 1
+	}
+	return nil
+}
+
 // restore is a clone's readiness step (Supervisor.Ready, polled): qemu
 // waits in "inmigrate" for its state, which restore starts loading from
 // RestoreFrom.State once; the loaded guest is "paused" (its template was
@@ -145,6 +172,9 @@ func (v *VM) restore(ctx context.Context) error {
 	case "running":
 		return nil
 	case "paused":
+		if err := v.addShares(q); err != nil {
+			return err
+		}
 		if _, err := q.execute("cont"); err != nil {
 			return err
 		}

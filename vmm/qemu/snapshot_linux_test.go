@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,6 +52,57 @@ func fileSum(t *testing.T, path string) [32]byte {
 	return s
 }
 
+// startVM starts a VM of cfg, stopped at the test's end.
+func startVM(t *testing.T, cfg vmm.Config) *VM {
+	t.Helper()
+	v, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Stop(context.Background()) })
+	return v
+}
+
+// clone is a VM startClones restored, and how long its Start took.
+type clone struct {
+	v    *VM
+	cfg  vmm.Config
+	took time.Duration
+	err  error
+}
+
+// startClones restores n clones at once, clone i of config cfg(i), and
+// fails the test unless all start; each is stopped at its end.
+func startClones(t *testing.T, n int, cfg func(i int) vmm.Config) []*clone {
+	t.Helper()
+	clones := make([]*clone, n)
+	done := make(chan *clone)
+	for i := range clones {
+		c := &clone{cfg: cfg(i)}
+		clones[i] = c
+		go func() {
+			t0 := time.Now()
+			c.v, c.err = New(c.cfg, Options{})
+			if c.err == nil {
+				c.err = c.v.Start(context.Background())
+			}
+			c.took = time.Since(t0)
+			done <- c
+		}()
+	}
+	for range clones {
+		c := <-done
+		if c.err != nil {
+			t.Fatalf("%s: %v", c.cfg.ID, c.err)
+		}
+		t.Cleanup(func() { _ = c.v.Stop(context.Background()) })
+	}
+	return clones
+}
+
 // TestTemplateSaveRestore boots a template whose /init counts on the
 // console, saves it, and restores two clones at once from the snapshot:
 // each goes on counting from where the template was saved, without a
@@ -64,14 +116,7 @@ func TestTemplateSaveRestore(t *testing.T) {
 
 	cfg := testConfig(t, kernel, initrd)
 	cfg.ID, cfg.Template = "tpl", snap
-	tpl, err := New(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tpl.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tpl.Stop(context.Background()) })
+	tpl := startVM(t, cfg)
 	waitConsole(t, cfg.ConsoleLog, regexp.MustCompile(`TICK-(\d+)`), 2*time.Minute)
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -91,35 +136,11 @@ func TestTemplateSaveRestore(t *testing.T) {
 	}
 	ramSum := fileSum(t, snap.RAM)
 
-	type clone struct {
-		v    *VM
-		cfg  vmm.Config
-		took time.Duration
-		err  error
-	}
-	clones := make([]*clone, 2)
-	done := make(chan *clone)
-	for i := range clones {
-		c := &clone{cfg: testConfig(t, kernel, initrd)}
-		c.cfg.ID, c.cfg.RestoreFrom = fmt.Sprintf("clone%d", i), snap
-		clones[i] = c
-		go func() {
-			t0 := time.Now()
-			c.v, c.err = New(c.cfg, Options{})
-			if c.err == nil {
-				c.err = c.v.Start(ctx)
-			}
-			c.took = time.Since(t0)
-			done <- c
-		}()
-	}
-	for range clones {
-		c := <-done
-		if c.err != nil {
-			t.Fatalf("%s: %v", c.cfg.ID, c.err)
-		}
-		t.Cleanup(func() { _ = c.v.Stop(context.Background()) })
-	}
+	clones := startClones(t, 2, func(i int) vmm.Config {
+		cfg := testConfig(t, kernel, initrd)
+		cfg.ID, cfg.RestoreFrom = fmt.Sprintf("clone%d", i), snap
+		return cfg
+	})
 	for _, c := range clones {
 		first, _ := strconv.Atoi(waitConsole(t, c.cfg.ConsoleLog, regexp.MustCompile(`TICK-(\d+)`), time.Minute))
 		if first <= lastTick {
@@ -220,5 +241,126 @@ func TestShellQuote(t *testing.T) {
 		if got := shellQuote(in); got != want {
 			t.Errorf("shellQuote(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestTemplateVirtiofs saves a template whose virtiofs share is an empty
+// PCIe root port and restores two clones at once, each with a share of
+// its own: each clone's guest, resumed mid-loop, mounts its own share
+// once restore has hot-added it, reads the clone's file and writes back;
+// the template's RAM file is unchanged and nothing is left behind.
+func TestTemplateVirtiofs(t *testing.T) {
+	kernel := needQemu(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: virtiofsd sandboxes itself in namespaces")
+	}
+	if _, err := vmm.FindVirtiofsd(""); err != nil {
+		t.Skip(err)
+	}
+	mods := []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci", "fuse", "virtiofs"}
+	initrd := makeInitrd(t, "echo TEMPLATE-READY\n"+
+		"until mount -t virtiofs z /z 2>/dev/null; do sleep 0.05; done\n"+
+		"echo \"SHARE=$(cat /z/hello)\"\necho from-guest > /z/back\nsync\necho SHARE-DONE\nwhile true; do sleep 1; done\n", mods...)
+	dir := t.TempDir()
+	snap := &vmm.Snapshot{RAM: filepath.Join(dir, "tpl.ram"), State: filepath.Join(dir, "tpl.state")}
+	ctx := context.Background()
+
+	cfg := testConfig(t, kernel, initrd)
+	cfg.ID, cfg.Template = "tpl", snap
+	cfg.Shares = []vmm.Share{{Dir: t.TempDir(), Tag: "z", Mode: vmm.ShareVirtiofs}}
+	tpl := startVM(t, cfg)
+	waitConsole(t, cfg.ConsoleLog, regexp.MustCompile(`(TEMPLATE-READY)`), 2*time.Minute)
+	time.Sleep(200 * time.Millisecond) // in its mount loop
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := tpl.Save(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tpl.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ramSum := fileSum(t, snap.RAM)
+
+	shares := make([]string, 2)
+	clones := startClones(t, len(shares), func(i int) vmm.Config {
+		shares[i] = t.TempDir()
+		if err := os.WriteFile(filepath.Join(shares[i], "hello"), []byte(fmt.Sprintf("clone-%d", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg := testConfig(t, kernel, initrd)
+		cfg.ID, cfg.RestoreFrom = fmt.Sprintf("clone%d", i), snap
+		cfg.Shares = []vmm.Share{{Dir: shares[i], Tag: "z", Mode: vmm.ShareVirtiofs}}
+		return cfg
+	})
+	for i, c := range clones {
+		if got := waitConsole(t, c.cfg.ConsoleLog, regexp.MustCompile(`SHARE=(\S*)`), time.Minute); got != fmt.Sprintf("clone-%d", i) {
+			t.Errorf("%s read %q from its share", c.cfg.ID, got)
+		}
+		waitConsole(t, c.cfg.ConsoleLog, regexp.MustCompile(`(SHARE-DONE)`), time.Minute)
+		if b, err := os.ReadFile(filepath.Join(shares[i], "back")); err != nil || string(b) != "from-guest\n" {
+			t.Errorf("%s: file the guest wrote to its share = %q, %v", c.cfg.ID, b, err)
+		}
+		if b, _ := os.ReadFile(c.cfg.ConsoleLog); bytes.Contains(b, []byte("TEMPLATE-READY")) {
+			t.Errorf("%s booted instead of resuming:\n%s", c.cfg.ID, b)
+		}
+		pid := c.v.Pid()
+		if err := c.v.Stop(ctx); err != nil {
+			t.Errorf("%s: stop: %v", c.cfg.ID, err)
+		}
+		assertClean(t, c.v, pid)
+		t.Logf("%s: running %s after exec", c.cfg.ID, c.took.Round(time.Millisecond))
+	}
+	if fileSum(t, snap.RAM) != ramSum {
+		t.Error("a clone wrote to the template's RAM file")
+	}
+}
+
+// TestCopyRAM: the copy reads as the source, zero pages and holes alike,
+// and holds no page of zeros.
+func TestCopyRAM(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "ram")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 8 << 20
+	page := func(b byte) []byte { return bytes.Repeat([]byte{b}, ramPage) }
+	// Data, a written page of zeros, a hole, data over a 1 MiB read, and
+	// a short tail.
+	writes := map[int64][]byte{0: page(1), ramPage: make([]byte, ramPage), 3 * ramPage: page(2),
+		1<<20 - ramPage: append(page(3), page(4)...), 5 << 20: []byte("tail")}
+	for off, b := range writes {
+		if _, err := f.WriteAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	want, _ := os.ReadFile(src)
+	want = append(want, make([]byte, size-len(want))...)
+
+	out, err := copyRAM(src, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	got := make([]byte, size)
+	if _, err := out.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Error("the copy differs from the source")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(out.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if used := st.Blocks * 512; used != 5*ramPage {
+		t.Errorf("the copy holds %d bytes, want %d (the five pages that are not zeros)", used, 5*ramPage)
+	}
+	if _, err := copyRAM(src, 4<<20); err == nil || !strings.Contains(err.Error(), "more than the vm's") {
+		t.Errorf("copyRAM into a smaller vm = %v", err)
+	}
+	if _, err := copyRAM(filepath.Join(t.TempDir(), "none"), size); err == nil {
+		t.Error("copyRAM of a missing file succeeded")
 	}
 }

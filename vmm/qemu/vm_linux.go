@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"sync"
 	"time"
@@ -40,6 +41,9 @@ type VM struct {
 
 	// incoming: a clone's restore has started loading its state.
 	incoming bool
+	// hotAdded is how many of a clone's virtiofs shares restore has
+	// added (hotplugShares).
+	hotAdded int
 
 	slotMu   sync.Mutex
 	slotUsed map[int]bool // disk slots holding an attached image, by index
@@ -86,7 +90,17 @@ func New(cfg vmm.Config, opts Options) (*VM, error) {
 			return err
 		},
 	}
-	if cfg.HasShares(vmm.ShareVirtiofs) {
+	if cfg.RestoreFrom != nil && cfg.HasShares(vmm.ShareVirtiofs) {
+		v.sup.ExtraFiles = func() ([]*os.File, error) {
+			f, err := copyRAM(cfg.RestoreFrom.RAM, int64(cfg.MemoryMiB)<<20)
+			if err != nil {
+				return nil, fmt.Errorf("vm %q: %w", cfg.ID, err)
+			}
+			return []*os.File{f}, nil // cloneRAMFd
+		}
+	}
+	// A template's virtiofs shares are empty ports: no virtiofsd.
+	if cfg.HasShares(vmm.ShareVirtiofs) && cfg.Template == nil {
 		v.sup.VirtiofsdCache = opts.VirtiofsdCache
 		if v.sup.Virtiofsd, err = vmm.FindVirtiofsd(opts.Virtiofsd); err != nil {
 			return nil, fmt.Errorf("vm %q: virtiofs shares: %w", cfg.ID, err)

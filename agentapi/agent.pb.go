@@ -1866,7 +1866,11 @@ type NetworkRequest struct {
 	// The MAC the NIC takes (the engine's interface's, which the engine's
 	// bridge and neighbours expect), e.g. "0a:58:0a:58:00:05"; empty:
 	// keep the NIC's own.
-	Mac           string `protobuf:"bytes,4,opt,name=mac,proto3" json:"mac,omitempty"`
+	Mac string `protobuf:"bytes,4,opt,name=mac,proto3" json:"mac,omitempty"`
+	// A name server (xip='s DNS, e.g. the seed's bridge): containers set
+	// up after this call whose spec mounts no /etc/resolv.conf get one
+	// naming it; empty: none.
+	Dns           string `protobuf:"bytes,5,opt,name=dns,proto3" json:"dns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1925,6 +1929,13 @@ func (x *NetworkRequest) GetMtu() uint32 {
 func (x *NetworkRequest) GetMac() string {
 	if x != nil {
 		return x.Mac
+	}
+	return ""
+}
+
+func (x *NetworkRequest) GetDns() string {
+	if x != nil {
+		return x.Dns
 	}
 	return ""
 }
@@ -2129,12 +2140,13 @@ const file_agent_proto_rawDesc = "" +
 	"\fpids_current\x18\b \x01(\x04R\vpidsCurrent\"o\n" +
 	"\x13UpdateLimitsRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x125\n" +
-	"\x06limits\x18\x02 \x01(\v2\x1d.initos.agent.v1.CgroupLimitsR\x06limits\"h\n" +
+	"\x06limits\x18\x02 \x01(\v2\x1d.initos.agent.v1.CgroupLimitsR\x06limits\"z\n" +
 	"\x0eNetworkRequest\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
 	"\agateway\x18\x02 \x01(\tR\agateway\x12\x10\n" +
 	"\x03mtu\x18\x03 \x01(\rR\x03mtu\x12\x10\n" +
-	"\x03mac\x18\x04 \x01(\tR\x03mac\"J\n" +
+	"\x03mac\x18\x04 \x01(\tR\x03mac\x12\x10\n" +
+	"\x03dns\x18\x05 \x01(\tR\x03dns\"J\n" +
 	"\x0fRestoredRequest\x12\x1d\n" +
 	"\n" +
 	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\x12\x18\n" +

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -33,6 +34,8 @@ type lateNet struct {
 
 	mu         sync.Mutex
 	configured bool
+	// resolvConf is what the request's name server asks for (dns), or "".
+	resolvConf string
 }
 
 func defaultLateNet(log *logger) *lateNet {
@@ -74,6 +77,7 @@ func (s *Service) ConfigureNetwork(_ context.Context, req *agentapi.NetworkReque
 		return nil, err
 	}
 	ln.configured = true
+	ln.resolvConf = n.ResolvConf()
 	s.log.Debugf("network: %s is %s (gateway %v, MTU %d, MAC %s) after %v", guestNIC, n.Addr, n.Gateway, n.MTU, mac, time.Since(start).Round(time.Millisecond))
 	return &agentapi.Empty{}, nil
 }
@@ -94,6 +98,12 @@ func parseNetworkRequest(req *agentapi.NetworkRequest) (*NetConfig, net.Hardware
 		}
 		n.MTU = int(req.Mtu)
 	}
+	// The name server may be of either family, as in xip=.
+	if req.Dns != "" {
+		if n.DNS, err = netip.ParseAddr(req.Dns); err != nil {
+			return nil, nil, bad("dns: %w", err)
+		}
+	}
 	var mac net.HardwareAddr
 	if req.Mac != "" {
 		if mac, err = net.ParseMAC(req.Mac); err != nil {
@@ -104,6 +114,18 @@ func parseNetworkRequest(req *agentapi.NetworkRequest) (*NetConfig, net.Hardware
 		}
 	}
 	return n, mac, nil
+}
+
+// resolvConf is the resolv.conf of containers whose spec mounts none: the
+// name server ConfigureNetwork gave, else xip='s (cfg.ResolvConf).
+func (s *Service) resolvConf() string {
+	ln := s.net
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	if ln.resolvConf != "" {
+		return ln.resolvConf
+	}
+	return s.cfg.ResolvConf
 }
 
 // waitOperUp polls the interface name until its operational state is up

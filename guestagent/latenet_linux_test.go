@@ -3,6 +3,7 @@ package guestagent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -35,6 +36,7 @@ func TestParseNetworkRequest(t *testing.T) {
 		{"multicast mac", &agentapi.NetworkRequest{Address: "10.88.0.5/16", Mac: "01:00:5e:00:00:01"}, "", "unicast"},
 		{"zero mac", &agentapi.NetworkRequest{Address: "10.88.0.5/16", Mac: "00:00:00:00:00:00"}, "", "unicast"},
 		{"long mac", &agentapi.NetworkRequest{Address: "10.88.0.5/16", Mac: "00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01"}, "", "unicast"},
+		{"bad dns", &agentapi.NetworkRequest{Address: "10.88.0.5/16", Dns: "ns1"}, "", "dns"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,6 +130,22 @@ func TestConfigureNetwork(t *testing.T) {
 	}
 	if len(nl.calls) != calls {
 		t.Errorf("second ConfigureNetwork touched the NIC: %q", nl.calls[calls:])
+	}
+	// A name server reaches the resolv.conf of containers set up after.
+	s, sys, _ := newTestService(t)
+	s.net.loadGroup, s.net.nl = func(string) error { return nil }, &fakeNetlink{}
+	if got := s.resolvConf(); got != "" {
+		t.Errorf("resolv.conf before ConfigureNetwork: %q", got)
+	}
+	if _, err := s.ConfigureNetwork(context.Background(), &agentapi.NetworkRequest{Address: "10.77.0.5/24", Gateway: "10.77.0.1", Dns: "10.77.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs"}); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("write %s/etc/resolv.conf %q", testRootfs, "nameserver 10.77.0.1\n")
+	if got := sys.Calls("write " + testRootfs + "/etc/resolv.conf"); !reflect.DeepEqual(got, []string{want}) {
+		t.Errorf("the container's resolv.conf: %q, want %q", got, want)
 	}
 	// A failed attempt can be retried.
 	s, _, _ = newLateNetService(t, 1<<30, 0, nil)

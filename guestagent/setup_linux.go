@@ -121,8 +121,9 @@ func (s *Service) setupRoot(ctx context.Context, rootfs, dev, cgroupDir string, 
 		return mounted, err
 	}
 
-	if s.cfg.ResolvConf != "" && !slices.ContainsFunc(req.Mounts, func(m *agentapi.Mount) bool { return path.Clean("/"+m.Destination) == "/etc/resolv.conf" }) {
-		// The DNS server of xip= (bridge mode): the container's resolver.
+	if resolv := s.resolvConf(); resolv != "" && !slices.ContainsFunc(req.Mounts, func(m *agentapi.Mount) bool { return path.Clean("/"+m.Destination) == "/etc/resolv.conf" }) {
+		// The DNS server of xip= or ConfigureNetwork (bridge mode): the
+		// container's resolver.
 		if err := s.sys.MkdirAll(filepath.Join(rootfs, "etc"), 0o755); err != nil {
 			return mounted, fmt.Errorf("creating /etc: %w", err)
 		}
@@ -130,7 +131,7 @@ func (s *Service) setupRoot(ctx context.Context, rootfs, dev, cgroupDir string, 
 		if err != nil {
 			return mounted, fmt.Errorf("/etc/resolv.conf: %w", err)
 		}
-		if err := s.sys.WriteFile(target, []byte(s.cfg.ResolvConf)); err != nil {
+		if err := s.sys.WriteFile(target, []byte(resolv)); err != nil {
 			return mounted, fmt.Errorf("writing /etc/resolv.conf: %w", err)
 		}
 	}

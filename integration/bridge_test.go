@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/initos-runtime/initos-runtime/runtime"
 )
 
 // TestBridgeMode runs the seed's bridge mode inside a network namespace of
@@ -21,53 +24,8 @@ func TestBridgeMode(t *testing.T) {
 	needVMs(t)
 	requirePrograms(t, deb("dnsmasq-base", "dnsmasq"), deb("iproute2", "ip"))
 	t.Parallel()
-	ns := fmt.Sprintf("initos-it-%d", time.Now().UnixNano()%1000000)
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	inNS := func(args ...string) *exec.Cmd {
-		return exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
-	}
-	if out, err := inNS("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v: %s", err, out)
-	}
-	root := t.TempDir()
-	// The runtime runs in the namespace (where the bridge is).
-	rtNS := func(args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), env.runTimeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, env.bin, "--config", env.config, "--root", root}, args...)...)
-		f, err := os.CreateTemp(t.TempDir(), "out")
-		if err != nil {
-			return "", err
-		}
-		defer f.Close()
-		// Detached containers keep their stdio: a file, not a pipe.
-		cmd.Stdout, cmd.Stderr = f, f
-		err = cmd.Run()
-		b, _ := os.ReadFile(f.Name())
-		return string(b), err
-	}
-	out, err := rtNS("network", "setup")
-	if err != nil || !strings.Contains(out, "10.213.0.1/24") {
-		t.Fatalf("network setup: %v: %s", err, out)
-	}
-	hosts := filepath.Join(env.cfg.DataDir, "dns", "hosts")
-	dns := inNS("dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-		"--bind-interfaces", "--listen-address=10.213.0.1", "--hostsdir="+filepath.Dir(hosts),
-		// The run's data dir is private (0700): dnsmasq must not drop to nobody.
-		"--user=root",
-		"--pid-file="+filepath.Join(root, "dnsmasq.pid"))
-	dnsLog, err := os.Create(filepath.Join(root, "dnsmasq.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dns.Stdout, dns.Stderr = dnsLog, dnsLog
-	if err := dns.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dns.Process.Kill(); dns.Wait() })
+	bn := newBridgeNet(t, env.config, env.cfg.DataDir)
+	rtNS, inNS, hosts := bn.rt, bn.in, bn.hosts
 
 	bundle := writeBundle(t, busyboxSpec(t, "sh", "-c", "exec sleep 3600"))
 	ids := []string{"br-a", "br-b"}
@@ -84,21 +42,7 @@ func TestBridgeMode(t *testing.T) {
 			t.Fatalf("run -d %s: %v: %s", id, err, out)
 		}
 	}
-	// dnsmasq reads its hosts dir when it changes (inotify): allow it a
-	// moment to see br-b.
-	poll(t, time.Minute, "br-a to ping br-b by name", func() (bool, string) {
-		if dns.ProcessState != nil {
-			return false, "dnsmasq exited"
-		}
-		out, err := rtNS("exec", "br-a", "ping", "-c", "1", "-W", "5", "br-b")
-		if err == nil && strings.Contains(out, "1 packets received") {
-			return true, ""
-		}
-		diag, _ := rtNS("exec", "br-a", "sh", "-c", "cat /etc/resolv.conf; ip -4 addr show eth0; nslookup br-b 10.213.0.1")
-		log, _ := os.ReadFile(dnsLog.Name())
-		hostsNow, _ := os.ReadFile(hosts)
-		return false, out + "\n" + diag + "\ndnsmasq: " + string(log) + "\nhosts: " + string(hostsNow)
-	})
+	bn.waitPing(t, "br-a", "br-b")
 
 	// Ten at once.
 	var wg sync.WaitGroup
@@ -154,5 +98,143 @@ func TestBridgeMode(t *testing.T) {
 	}
 	for _, id := range ids {
 		assertNothingLeft(t, id)
+	}
+}
+
+// bridgeNet is the seed's bridge in a network namespace of a test's own,
+// with dnsmasq serving the runtime's hosts file on the bridge's address.
+type bridgeNet struct {
+	ns     string
+	root   string // the runtime's --root
+	config string
+	hosts  string
+	dns    *exec.Cmd
+	dnsLog *os.File
+}
+
+// newBridgeNet makes the namespace, runs `network setup` in it with
+// config (whose data dir is dataDir) and starts dnsmasq; all is undone at
+// the test's end.
+func newBridgeNet(t *testing.T, config, dataDir string) *bridgeNet {
+	t.Helper()
+	bn := &bridgeNet{ns: fmt.Sprintf("initos-it-%d", rand.Uint32()), root: t.TempDir(), config: config,
+		hosts: filepath.Join(dataDir, "dns", "hosts")}
+	if out, err := exec.Command("ip", "netns", "add", bn.ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", bn.ns).Run() })
+	if out, err := bn.in("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v: %s", err, out)
+	}
+	out, err := bn.rt("network", "setup")
+	if err != nil || !strings.Contains(out, "10.213.0.1/24") {
+		t.Fatalf("network setup: %v: %s", err, out)
+	}
+	bn.dns = bn.in("dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+		"--bind-interfaces", "--listen-address=10.213.0.1", "--hostsdir="+filepath.Dir(bn.hosts),
+		// The run's data dir is private (0700): dnsmasq must not drop to nobody.
+		"--user=root",
+		"--pid-file="+filepath.Join(bn.root, "dnsmasq.pid"))
+	if bn.dnsLog, err = os.Create(filepath.Join(bn.root, "dnsmasq.log")); err != nil {
+		t.Fatal(err)
+	}
+	bn.dns.Stdout, bn.dns.Stderr = bn.dnsLog, bn.dnsLog
+	if err := bn.dns.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bn.dns.Process.Kill(); bn.dns.Wait() })
+	return bn
+}
+
+// in is a command in the namespace.
+func (bn *bridgeNet) in(args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", bn.ns}, args...)...)
+}
+
+// rt runs the runtime in the namespace (where the bridge is) and returns
+// its output.
+func (bn *bridgeNet) rt(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), env.runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", bn.ns, env.bin, "--config", bn.config, "--root", bn.root}, args...)...)
+	f, err := os.CreateTemp(bn.root, "out")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	// Detached containers keep their stdio: a file, not a pipe.
+	cmd.Stdout, cmd.Stderr = f, f
+	err = cmd.Run()
+	b, _ := os.ReadFile(f.Name())
+	return string(b), err
+}
+
+// waitPing waits until container from pings container to by name: dnsmasq
+// reads its hosts dir when it changes (inotify), a moment after the start.
+func (bn *bridgeNet) waitPing(t *testing.T, from, to string) {
+	t.Helper()
+	poll(t, time.Minute, from+" to ping "+to+" by name", func() (bool, string) {
+		if bn.dns.ProcessState != nil {
+			return false, "dnsmasq exited"
+		}
+		out, err := bn.rt("exec", from, "ping", "-c", "1", "-W", "5", to)
+		if err == nil && strings.Contains(out, "1 packets received") {
+			return true, ""
+		}
+		diag, _ := bn.rt("exec", from, "sh", "-c", "cat /etc/resolv.conf; ip -4 addr show eth0; nslookup "+to+" 10.213.0.1")
+		log, _ := os.ReadFile(bn.dnsLog.Name())
+		hostsNow, _ := os.ReadFile(bn.hosts)
+		return false, out + "\n" + diag + "\ndnsmasq: " + string(log) + "\nhosts: " + string(hostsNow)
+	})
+}
+
+// TestBridgeModeTemplates runs the seed's bridge mode on clones of a VM
+// template: each clone's NIC gets its lease's address, its own MAC and the
+// bridge's name server after the restore, and the two ping each other by
+// name. The run has a data dir of its own: TestBridgeMode, in parallel,
+// counts the hosts file's entries.
+func TestBridgeModeTemplates(t *testing.T) {
+	needVMs(t)
+	requirePrograms(t, deb("dnsmasq-base", "dnsmasq"), deb("iproute2", "ip"))
+	t.Parallel()
+	dataDir := t.TempDir()
+	cfg := writeConfig(t, func(c *runtime.Config) { c.DataDir = dataDir; c.ShareFS = "9p"; c.Templates = true })
+	bn := newBridgeNet(t, cfg, dataDir)
+	bundle := writeBundle(t, busyboxSpec(t, "sh", "-c", "exec sleep 3600"))
+	ids := []string{"brt-a", "brt-b"}
+	t.Cleanup(func() {
+		for _, id := range ids {
+			bn.rt("delete", "--force", id)
+		}
+	})
+	for _, id := range ids {
+		if out, err := bn.rt("run", "--detach", "--bundle", bundle, id); err != nil {
+			t.Fatalf("run -d %s: %v: %s", id, err, out)
+		}
+		if b, err := os.ReadFile(filepath.Join(bn.root, id, "console.log")); err != nil || strings.Contains(string(b), "Linux version") {
+			t.Fatalf("%s booted instead of restoring a template (%v); console:\n%s", id, err, b)
+		}
+	}
+	bn.waitPing(t, "brt-a", "brt-b")
+	macs := map[string]bool{}
+	for _, id := range ids {
+		out, err := bn.rt("exec", id, "sh", "-c", "cat /etc/resolv.conf /sys/class/net/eth0/address")
+		if err != nil || !strings.Contains(out, "nameserver 10.213.0.1\n") {
+			t.Errorf("%s: resolv.conf and MAC: %v: %q", id, err, out)
+		}
+		macs[strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:])] = true
+	}
+	if len(macs) != len(ids) {
+		t.Errorf("the clones share a MAC: %v", macs)
+	}
+	for _, id := range ids {
+		if out, err := bn.rt("delete", "--force", id); err != nil {
+			t.Errorf("delete -f %s: %v: %s", id, err, out)
+		}
+		assertNothingLeft(t, id)
+	}
+	if b, _ := os.ReadFile(bn.hosts); strings.TrimSpace(string(b)) != "" {
+		t.Errorf("hosts entries left: %q", b)
 	}
 }

@@ -160,23 +160,10 @@ func TestTemplatesVirtiofs(t *testing.T) {
 	}
 	run := func(id, wantOrigin string) {
 		t.Helper()
-		s := busyboxSpec(t, "sh", "-c", "cat /vol/in; echo from-the-clone > /written; echo "+id+" > /vol/out; exit 5")
-		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind", "rw"}})
-		r := runtimeCmdWith(t, cfg, nil, "run", "--timings", "--bundle", writeBundle(t, s), id)
-		if r.code != 5 || string(r.stdout) != "from-the-host\n" {
-			t.Fatalf("%s: exit %d, stdout %q, want 5 and the volume's file; stderr:\n%s", id, r.code, r.stdout, r.stderr)
-		}
-		if !strings.Contains(string(r.stderr), wantOrigin) || strings.Contains(string(r.stderr), "warning") {
-			t.Fatalf("%s: stderr does not say %q (or warns):\n%s", id, wantOrigin, r.stderr)
-		}
+		s := runWithVolume(t, cfg, id, "cat /vol/in; echo from-the-clone > /written; exit 5", vol, 5, "from-the-host\n", wantOrigin)
 		if b, err := os.ReadFile(filepath.Join(s.Root.Path, "written")); err != nil || string(b) != "from-the-clone\n" {
 			t.Errorf("%s: the container's write in its rootfs: %q, %v", id, b, err)
 		}
-		if b, err := os.ReadFile(filepath.Join(vol, "out")); err != nil || string(b) != id+"\n" {
-			t.Errorf("%s: the container's write in its volume: %q, %v", id, b, err)
-		}
-		assertNothingLeft(t, id)
-		t.Logf("%s: %s", id, bytes.TrimSpace(r.stderr))
 	}
 	run("tplv-1", "restored from a template booted and saved by this start")
 	run("tplv-2", "restored from a template; its guest")
@@ -197,4 +184,44 @@ func TestTemplatesVirtiofs(t *testing.T) {
 		t.Errorf("podman diff does not show the clone's write:\n%s", out)
 	}
 	p.ok(t, "stop", "-t", "1", "tplv-podman")
+}
+
+// TestTemplatesDisk runs clones whose root is a disk image (config rootfs
+// "disk"): the template's disk is an empty placeholder, each clone's is
+// its container's image, which its guest sees grow after the restore. A
+// 9p volume rides along.
+func TestTemplatesDisk(t *testing.T) {
+	needVMs(t)
+	cfg := writeConfig(t, func(c *runtime.Config) { c.Rootfs = runtime.RootfsDisk; c.ShareFS = "9p"; c.Templates = true })
+	if err := os.RemoveAll(filepath.Join(env.cfg.DataDir, "templates")); err != nil {
+		t.Fatal(err)
+	}
+	vol := t.TempDir()
+	for i, origin := range []string{"restored from a template booted and saved by this start", "restored from a template; its guest"} {
+		runWithVolume(t, cfg, fmt.Sprintf("tpld-%d", i), "grep -c root /etc/passwd; echo in-the-image > /f; cat /f; "+
+			"grep -c ' / btrfs ' /proc/mounts; exit 4", vol, 4, "1\nin-the-image\n1\n", origin)
+	}
+}
+
+// runWithVolume runs script as container id under config cfg with vol at
+// /vol, where the script's id is written last; it checks the exit code,
+// stdout and what run --timings says of the VM's origin (and no warning),
+// that nothing is left, and logs the timings. It returns the spec.
+func runWithVolume(t *testing.T, cfg, id, script, vol string, wantCode int, wantStdout, wantOrigin string) *specs.Spec {
+	t.Helper()
+	s := busyboxSpec(t, "sh", "-c", "echo "+id+" > /vol/out; "+script)
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind", "rw"}})
+	r := runtimeCmdWith(t, cfg, nil, "run", "--timings", "--bundle", writeBundle(t, s), id)
+	if r.code != wantCode || string(r.stdout) != wantStdout {
+		t.Fatalf("%s: exit %d, stdout %q, want %d and %q; stderr:\n%s", id, r.code, r.stdout, wantCode, wantStdout, r.stderr)
+	}
+	if !strings.Contains(string(r.stderr), wantOrigin) || strings.Contains(string(r.stderr), "warning") {
+		t.Fatalf("%s: stderr does not say %q (or warns):\n%s", id, wantOrigin, r.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(vol, "out")); err != nil || string(b) != id+"\n" {
+		t.Errorf("%s: the container's write in its volume: %q, %v", id, b, err)
+	}
+	assertNothingLeft(t, id)
+	t.Logf("%s: %s", id, bytes.TrimSpace(r.stderr))
+	return s
 }

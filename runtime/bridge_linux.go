@@ -11,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/network"
 	"github.com/initos-runtime/initos-runtime/vmm"
 )
@@ -119,7 +120,15 @@ func (l *bridgeLease) nic() vmm.NIC {
 	return vmm.NIC{Tap: l.tap, MAC: mac.String()}
 }
 
+// kernelArg configures a booted VM's NIC: the bridge's address is its
+// gateway and DNS server (dnsmasq).
 func (l *bridgeLease) kernelArg() string { return network.XIPArg(l.ip, l.gw, l.gw, 0) }
+
+// networkRequest is kernelArg for a clone (ConfigureNetwork), with the
+// NIC's MAC: its template's is not its own.
+func (l *bridgeLease) networkRequest() *agentapi.NetworkRequest {
+	return &agentapi.NetworkRequest{Address: l.ip.String(), Gateway: l.gw.String(), Dns: l.gw.String(), Mac: l.nic().MAC}
+}
 
 // release removes the hosts entry and the tap and frees the address.
 func (l *bridgeLease) release() error {

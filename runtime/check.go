@@ -117,20 +117,18 @@ func templatesServe(c Config, driver string, derr error, d checkDeps) (bool, str
 	switch {
 	case derr != nil:
 		return false, "on, but there is no usable VMM"
-	case driver != "qemu":
-		return false, "on, but the " + driver + " driver does not restore templates: containers boot"
-	case c.Rootfs == RootfsDisk:
-		return false, "on, but config rootfs \"disk\" gives each VM a disk of its own: containers boot"
+	case cloneable(driver) != nil:
+		return false, "on, but " + cloneable(driver).Error() + ": containers boot"
 	}
 	fs, err := shareFSWith(c, driver, d.findVirtiofsd)
 	if err != nil {
-		return false, "on, but the rootfs cannot be shared: " + err.Error()
+		return false, "on, but the shares have no filesystem: " + err.Error()
 	}
 	memory := "9p shares: idle clones share the template's memory"
 	if fs == vmm.ShareVirtiofs {
 		memory = "virtiofs shares, hot-added after the restore: each clone's memory is a copy of the template's (shareFS \"9p\" lets idle clones share it)"
 	}
-	return true, "on: containers start by restoring a saved VM of their shape (" + memory + "; the engine's network configured after the restore); templates in " + c.templatesDir()
+	return true, "on: containers start by restoring a saved VM of their shape (" + memory + "; the network configured after the restore); templates in " + c.templatesDir()
 }
 
 func found(name, path string, err error) string {

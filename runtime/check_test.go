@@ -112,7 +112,7 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name: "templates with disk roots", vmm: "auto", rootfs: RootfsDisk, accel: pvm, installed: all, shareFS: "9p", templates: true, wantOK: true,
-			lines: map[string]line{"templates": {false, []string{"rootfs \"disk\""}}},
+			lines: map[string]line{"templates": {true, []string{"on: containers start by restoring"}}},
 		},
 		{
 			name: "templates under cloud-hypervisor", vmm: "auto", accel: kvm, installed: all, shareFS: "9p", templates: true, wantOK: false,

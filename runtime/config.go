@@ -56,9 +56,8 @@ type Config struct {
 	BootTimeout Duration `json:"bootTimeout,omitempty"`
 	// Debug makes the guest agent log each step to the console log.
 	Debug bool `json:"debug,omitempty"`
-	// Templates starts each container whose VM can be a clone (the qemu
-	// driver, no disk, a network interface only when configured after
-	// boot) by restoring a saved VM of its shape instead of booting one
+	// Templates starts each container (under the qemu driver) by
+	// restoring a saved VM of its shape instead of booting one
 	// (docs/templates.md); the first start of a shape boots and saves its
 	// template. With 9p shares idle clones share the template's memory;
 	// with virtiofs each clone's is a copy.

@@ -184,7 +184,9 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		if info, _, err = c.diskCache().Build(ctx, d.buildDisk, b.Rootfs, inst.Disk, cacheKey(b), bundle.DiskOptions{FreeSpace: c.FreeSpace}); err != nil {
 			return nil, fmt.Errorf("building disk for container %q: %w", id, err)
 		}
-		disks = append(disks, vmm.Disk{Path: inst.Disk})
+		// By its serial a clone's agent finds the disk once it has a size
+		// (its template's was an empty placeholder).
+		disks = append(disks, vmm.Disk{Path: inst.Disk, Serial: rootDiskSerial})
 		for i := 1; pod && i <= c.PodSlots; i++ {
 			slot := filepath.Join(stateDir, fmt.Sprintf("slot%d.img", i))
 			if err := os.WriteFile(slot, nil, 0o600); err != nil {
@@ -248,8 +250,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	if inst.bridge != nil {
 		vcfg.NICs = []vmm.NIC{inst.bridge.nic()}
 	}
-	nicAfterBoot := inst.bridge == nil && (att == nil && inst.late != nil || att != nil && att.DNS == nil)
-	clone := c.Templates && cloneable(driver, vcfg, nicAfterBoot) == nil
+	clone := c.Templates && cloneable(driver) == nil
 	bootGroups := moduleGroups(driver, vcfg)
 	cloneGroups := bootGroups
 	if clone {
@@ -313,6 +314,9 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		// Within the Setup call's own bound, so that a share that never
 		// appears is named.
 		waitHotAdded(setup, min(time.Duration(c.BootTimeout), callTimeout/2))
+		if setup.RootDevice != "" {
+			setup.RootDevice, setup.RootSerial = "", rootDiskSerial
+		}
 	}
 	if err := inst.setup(ctx, setup); err != nil {
 		return nil, err
@@ -528,14 +532,23 @@ func (inst *Instance) startClone(ctx context.Context, newVM newVMFunc, driver st
 		return built, fmt.Errorf("making the clone a vm of its own: %w", err)
 	}
 	templateFailed = false
-	if inst.net != nil {
-		req := networkRequest(inst.net)
+	// What a booted VM's xip= says: the engine's or the bridge's network
+	// (the late mode's comes from the engine, later).
+	var req *agentapi.NetworkRequest
+	var where string
+	switch {
+	case inst.net != nil:
+		req, where = networkRequest(inst.net), inst.net.Iface
+	case inst.bridge != nil:
+		req, where = inst.bridge.networkRequest(), c.Bridge
+	}
+	if req != nil {
 		err = inst.call(ctx, callTimeout, func(ctx context.Context) error {
 			_, err := inst.Agent.ConfigureNetwork(ctx, req)
 			return err
 		})
 		if err != nil {
-			return built, fmt.Errorf("configuring the clone's network (%s on %s): %w", req.Address, inst.net.Iface, err)
+			return built, fmt.Errorf("configuring the clone's network (%s on %s): %w", req.Address, where, err)
 		}
 	}
 	return built, nil

@@ -191,5 +191,8 @@ func networkRequest(a *network.Attachment) *agentapi.NetworkRequest {
 	if len(a.MAC) > 0 {
 		req.Mac = a.MAC.String()
 	}
+	if a.DNS != nil {
+		req.Dns = a.DNS.String()
+	}
 	return req
 }

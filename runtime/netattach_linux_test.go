@@ -6,7 +6,9 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/network"
 )
 
@@ -57,5 +59,31 @@ func TestAttachNetwork(t *testing.T) {
 	}
 	if _, err := attachNetwork(spec(netns("/run/netns/broken"))); err == nil || err.Error() != "boom" {
 		t.Errorf("attach failure: %v", err)
+	}
+}
+
+// TestNetworkRequest: what a clone's ConfigureNetwork carries is what a
+// booted VM's xip= would have said, with the NIC's MAC.
+func TestNetworkRequest(t *testing.T) {
+	ip := net.IPNet{IP: net.IPv4(10, 88, 0, 5).To4(), Mask: net.CIDRMask(16, 32)}
+	mac, _ := net.ParseMAC("0a:58:0a:58:00:05")
+	tests := []struct {
+		name string
+		got  *agentapi.NetworkRequest
+		want *agentapi.NetworkRequest
+	}{
+		{"engine", networkRequest(&network.Attachment{IP: ip, Gateway: net.IPv4(10, 88, 0, 1), MTU: 1400, MAC: mac}),
+			&agentapi.NetworkRequest{Address: "10.88.0.5/16", Gateway: "10.88.0.1", Mtu: 1400, Mac: "0a:58:0a:58:00:05"}},
+		{"engine with a name server", networkRequest(&network.Attachment{IP: ip, DNS: net.IPv4(10, 88, 0, 53)}),
+			&agentapi.NetworkRequest{Address: "10.88.0.5/16", Dns: "10.88.0.53"}},
+		{"bridge", (&bridgeLease{ip: net.IPNet{IP: net.IPv4(10, 77, 0, 9).To4(), Mask: net.CIDRMask(24, 32)}, gw: net.IPv4(10, 77, 0, 1), tap: "itap0"}).networkRequest(),
+			&agentapi.NetworkRequest{Address: "10.77.0.9/24", Gateway: "10.77.0.1", Dns: "10.77.0.1", Mac: "02:49:0a:4d:00:09"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !proto.Equal(tt.got, tt.want) {
+				t.Errorf("got %v, want %v", tt.got, tt.want)
+			}
+		})
 	}
 }

@@ -40,22 +40,17 @@ const retryFailedTemplate = 10 * time.Minute
 // start that builds one removes the least recently used beyond it.
 const keepTemplates = 4
 
-// cloneable says why a VM of vcfg cannot start as a clone (nil: it can).
-// A clone's devices are its template's and its kernel command line too, so
-// what differs between containers must reach the agent after the restore;
-// today that is the shares' directories and nothing else (a virtiofs
-// share's device is the clone's own, attached after the restore).
-// A NIC the guest learns of only after boot (the late network mode:
-// ConfigureNetwork gives it its MAC and addresses) is part of the shape;
-// one configured at boot from the kernel command line is not.
-func cloneable(driver string, vcfg vmm.Config, nicAfterBoot bool) error {
-	switch {
-	case driver != "qemu":
+// cloneable says why the driver's VMs cannot start as clones (nil: they
+// can). Any VM shape can: a clone's devices are its template's and its
+// kernel command line too, so what differs between containers reaches it
+// after the restore. Its shares' directories and its disks' images are
+// its own on its command line (the template's are empty; the driver gives
+// a clone's disks their sizes, and attaches its virtiofs shares, after the
+// restore); its NIC gets its MAC, addresses and name server from
+// ConfigureNetwork, as the late network mode's does.
+func cloneable(driver string) error {
+	if driver != "qemu" {
 		return fmt.Errorf("the %s driver does not restore templates", driver)
-	case len(vcfg.Disks) > 0:
-		return errors.New("its root is a disk image")
-	case len(vcfg.NICs) > 0 && !nicAfterBoot:
-		return errors.New("its network interface is configured at boot")
 	}
 	return nil
 }
@@ -70,6 +65,10 @@ func waitHotAdded(req *agentapi.SetupRequest, wait time.Duration) {
 		}
 	}
 }
+
+// rootDiskSerial is the serial of a container's root disk (rootfs
+// "disk"), by which a clone's agent finds it.
+const rootDiskSerial = "initos-root"
 
 // templateKey names the template of vcfg's shape: the format, the driver
 // and accelerator, the VMM's binary, kernel and initrd (by stat: an
@@ -105,6 +104,9 @@ func templateKey(c Config, driver string, accel vmm.Accel, vcfg vmm.Config) (str
 	field(vcfg.Cmdline)
 	for _, s := range vcfg.Shares {
 		field(fmt.Sprintf("%s %s %s %t", s.Tag, s.Mode, s.Cache, s.Xattr))
+	}
+	for _, d := range vcfg.Disks {
+		field(fmt.Sprintf("disk %s %t %t", d.Serial, d.ReadOnly, d.Slot))
 	}
 	field(fmt.Sprintf("%d nics", len(vcfg.NICs)))
 	return hex.EncodeToString(h.Sum(nil)), nil
@@ -164,7 +166,7 @@ func snapshotExists(s *vmm.Snapshot) bool {
 }
 
 // buildTemplate boots a VM of vcfg's shape in a build directory (its shares
-// empty directories there), waits for its agent, saves it and moves the
+// empty directories there, its disks empty files), waits for its agent, saves it and moves the
 // directory to dir. Nothing is left of a failed build.
 func buildTemplate(ctx context.Context, c Config, newVM newVMFunc, driver string, vcfg vmm.Config, key, dir string) (err error) {
 	// Named by the key's prefix: the sockets' paths must fit sun_path.
@@ -199,6 +201,14 @@ func buildTemplate(ctx context.Context, c Config, newVM newVMFunc, driver string
 	for _, d := range append([]string{t.StateDir}, sharesDirs(t.Shares)...) {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			return fmt.Errorf("creating %q: %w", d, err)
+		}
+	}
+	// Empty disks: the clones' images take their places.
+	t.Disks = slices.Clone(vcfg.Disks)
+	for i := range t.Disks {
+		t.Disks[i].Path = filepath.Join(build, fmt.Sprintf("disk%d", i))
+		if err := os.WriteFile(t.Disks[i].Path, nil, 0o600); err != nil {
+			return fmt.Errorf("creating the template's disk %d: %w", i, err)
 		}
 	}
 	vm, err := newVM(driver, t, c)

@@ -13,28 +13,10 @@ import (
 )
 
 func TestCloneable(t *testing.T) {
-	p9 := []vmm.Share{{Tag: "initos-root", Mode: vmm.Share9p}}
-	tests := []struct {
-		name         string
-		driver       string
-		cfg          vmm.Config
-		nicAfterBoot bool
-		want         string // "" : cloneable
-	}{
-		{"9p shares", "qemu", vmm.Config{Shares: p9}, false, ""},
-		{"a nic configured after the restore", "qemu", vmm.Config{Shares: p9, NICs: []vmm.NIC{{Tap: "t"}}}, true, ""},
-		{"a nic configured at boot", "qemu", vmm.Config{Shares: p9, NICs: []vmm.NIC{{Tap: "t"}}}, false, "configured at boot"},
-		{"a disk", "qemu", vmm.Config{Disks: []vmm.Disk{{Path: "/d"}}}, false, "disk image"},
-		{"virtiofs", "qemu", vmm.Config{Shares: []vmm.Share{{Tag: "r", Mode: vmm.ShareVirtiofs}}}, false, ""},
-		{"cloud-hypervisor", "cloud-hypervisor", vmm.Config{Shares: p9}, false, "does not restore templates"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := cloneable(tt.driver, tt.cfg, tt.nicAfterBoot)
-			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
-				t.Errorf("cloneable = %v, want %q", err, tt.want)
-			}
-		})
+	for driver, want := range map[string]string{"qemu": "", "cloud-hypervisor": "the cloud-hypervisor driver does not restore templates"} {
+		if err := cloneable(driver); want == "" && err != nil || want != "" && (err == nil || err.Error() != want) {
+			t.Errorf("cloneable(%s) = %v, want %q", driver, err, want)
+		}
 	}
 }
 
@@ -71,6 +53,11 @@ func TestTemplateKey(t *testing.T) {
 		"another rootfs":          func(v *vmm.Config) { v.Shares[0].Dir = "/bundle/b/rootfs" },
 		"another tap and its mac": func(v *vmm.Config) { v.Netns = "/run/netns/x" },
 	}
+	withDisk := func(v *vmm.Config) { v.Disks = []vmm.Disk{{Path: "/disks/a.img", Serial: rootDiskSerial}} }
+	kd := key(withDisk, tcg)
+	if k := key(func(v *vmm.Config) { withDisk(v); v.Disks[0].Path = "/disks/b.img" }, tcg); k != kd {
+		t.Error("another container's disk image: another key")
+	}
 	for name, edit := range same {
 		if k := key(edit, tcg); k != k0 {
 			t.Errorf("%s: another key", name)
@@ -83,6 +70,14 @@ func TestTemplateKey(t *testing.T) {
 		"a share":   func(v *vmm.Config) { v.Shares = append(v.Shares, vmm.Share{Tag: "initos-share", Mode: vmm.Share9p}) },
 		"share tag": func(v *vmm.Config) { v.Shares[0].Tag = "other" },
 		"a nic":     func(v *vmm.Config) { v.NICs = []vmm.NIC{{Tap: "t", MAC: "02:00:00:00:00:01"}} },
+		"a disk":    withDisk,
+	}
+	slot := func(v *vmm.Config) {
+		withDisk(v)
+		v.Disks = append(v.Disks, vmm.Disk{Path: "/s/slot1.img", Serial: "initos-s1", Slot: true})
+	}
+	if k := key(slot, tcg); k == kd {
+		t.Error("a pod's disk slot: the same key")
 	}
 	for name, edit := range differ {
 		if k := key(edit, tcg); k == k0 {
@@ -244,5 +239,44 @@ func testBootFromTemplate(t *testing.T, fs string) {
 	}
 	if !h.vms[len(h.vms)-2].hasExited() {
 		t.Error("the refused clone still runs")
+	}
+}
+
+// TestBootFromTemplateDisk: a disk root's template has an empty disk in
+// its place; the clone restores with the container's image, and its Setup
+// finds the root by serial (the agent waits for its size); a booted VM's
+// Setup names the device.
+func TestBootFromTemplateDisk(t *testing.T) {
+	h := newFakeHost(t)
+	c := testConfig(t)
+	c.Templates, c.QemuBinary = true, "/bin/sh"
+	h.vmScript = fakeVMScript{console: []string{"initos-agent: ready"}}
+	inst, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), false, h.deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inst.Shutdown(context.Background(), 5*time.Second) })
+	if !inst.Timings.Restored || len(h.vmCfgs) != 2 {
+		t.Fatalf("timings %+v, %d vms", inst.Timings, len(h.vmCfgs))
+	}
+	tpl, clone := h.vmCfgs[0], h.vmCfgs[1]
+	if len(tpl.Disks) != 1 || !strings.HasPrefix(tpl.Disks[0].Path, c.templatesDir()) || tpl.Disks[0].Serial != rootDiskSerial {
+		t.Errorf("the template's disks %+v", tpl.Disks)
+	}
+	if len(clone.Disks) != 1 || clone.Disks[0].Path != inst.Disk || clone.Disks[0].Serial != rootDiskSerial {
+		t.Errorf("the clone's disks %+v, want its image %q", clone.Disks, inst.Disk)
+	}
+	if s := h.agent.setups[0]; s.RootSerial != rootDiskSerial || s.RootDevice != "" || s.RootFstype != "btrfs" {
+		t.Errorf("a clone's Setup: root device %q, serial %q, fstype %q", s.RootDevice, s.RootSerial, s.RootFstype)
+	}
+
+	c.Templates = false
+	booted, err := boot(context.Background(), c, loadBundle(t, nil), "c2", mkStateDir(t, c, "c2"), false, h.deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = booted.Shutdown(context.Background(), 5*time.Second) })
+	if s := h.agent.setups[len(h.agent.setups)-1]; s.RootDevice != "/dev/vda" || s.RootSerial != "" {
+		t.Errorf("a booted vm's Setup: root device %q, serial %q", s.RootDevice, s.RootSerial)
 	}
 }

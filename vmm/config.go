@@ -76,7 +76,8 @@ type Config struct {
 	Template *Snapshot
 	// RestoreFrom, when set, starts the VM from a saved snapshot instead
 	// of booting it, with the snapshot's devices: its state loaded, then
-	// the guest resumed. Without virtiofs shares the snapshot's RAM file
+	// the guest resumed. Its disks' images replace the template's (empty
+	// placeholders): the guest learns their sizes after the restore. Without virtiofs shares the snapshot's RAM file
 	// is mapped privately (each clone writes its own copies of the pages
 	// it changes, the rest stays shared between clones). With them, the
 	// clone's RAM is a copy of the file, as virtiofsd maps the guest's RAM

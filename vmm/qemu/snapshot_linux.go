@@ -99,11 +99,28 @@ func waitMigration(ctx context.Context, q *qmpConn) error {
 	}
 }
 
-// addShares hot-adds a restored clone's virtiofs shares to its
-// template's empty PCIe root ports (hotplugShares), each on its
-// virtiofsd's socket, before the guest resumes: pciehp sees them on its
-// first run, and the agent waits for their tags.
-func (v *VM) addShares(q *qmpConn) error {
+// attachOwn gives a restored clone, before its guest resumes, what is its
+// own and not its template's:
+//   - Its disks: the command line opened the clone's images where the
+//     template had empty placeholders, and the guest still sees their
+//     sizes as the template's (none). block_resize to each image's size
+//     makes the device announce its capacity; the agent waits for it.
+//   - Its virtiofs shares: hot-added to the template's empty PCIe root
+//     ports (hotplugShares), each on its virtiofsd's socket; pciehp finds
+//     them as the guest resumes, and the agent waits for their tags.
+func (v *VM) attachOwn(q *qmpConn) error {
+	if !v.resized {
+		for i, d := range v.cfg.Disks {
+			fi, err := os.Stat(d.Path)
+			if err != nil {
+				return fmt.Errorf("%w: sizing disk %d: %w", vmm.ErrNotReadyable, i, err)
+			}
+			if _, err := q.executeArgs("block_resize", map[string]any{"device": fmt.Sprintf("d%d", i), "size": fi.Size()}); err != nil {
+				return fmt.Errorf("%w: giving disk %d (%q) its size: %w", vmm.ErrNotReadyable, i, d.Path, err)
+			}
+		}
+		v.resized = true
+	}
 	if !hotplugShares(&v.cfg) {
 		return nil
 	}
@@ -172,7 +189,7 @@ func (v *VM) restore(ctx context.Context) error {
 	case "running":
 		return nil
 	case "paused":
-		if err := v.addShares(q); err != nil {
+		if err := v.attachOwn(q); err != nil {
 			return err
 		}
 		if _, err := q.execute("cont"); err != nil {

@@ -364,3 +364,56 @@ func TestCopyRAM(t *testing.T) {
 		t.Error("copyRAM of a missing file succeeded")
 	}
 }
+
+// TestTemplateDisk saves a template whose disk is an empty placeholder and
+// restores two clones at once, each with an image of its own: each
+// clone's guest, resumed, sees its disk grow to its image's size and reads
+// its own bytes.
+func TestTemplateDisk(t *testing.T) {
+	kernel := needQemu(t)
+	initrd := makeInitrd(t, "echo TEMPLATE-READY\n"+
+		"until [ \"$(cat /sys/block/vda/size)\" != 0 ]; do sleep 0.05; done\n"+
+		"echo \"DISK=$(head -c 7 /dev/vda) SERIAL=$(cat /sys/block/vda/serial)\"\nwhile true; do sleep 1; done\n",
+		"virtio_ring", "virtio", "virtio_mmio", "virtio_blk")
+	dir := t.TempDir()
+	snap := &vmm.Snapshot{RAM: filepath.Join(dir, "tpl.ram"), State: filepath.Join(dir, "tpl.state")}
+	placeholder := filepath.Join(dir, "disk0")
+	if err := os.WriteFile(placeholder, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, kernel, initrd)
+	cfg.ID, cfg.Template = "tpl", snap
+	cfg.Disks = []vmm.Disk{{Path: placeholder, Serial: "initos-root"}}
+	tpl := startVM(t, cfg)
+	waitConsole(t, cfg.ConsoleLog, regexp.MustCompile(`(TEMPLATE-READY)`), 2*time.Minute)
+	time.Sleep(200 * time.Millisecond) // in its loop
+	sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := tpl.Save(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tpl.Stop(sctx); err != nil {
+		t.Fatal(err)
+	}
+
+	clones := startClones(t, 2, func(i int) vmm.Config {
+		cfg := testConfig(t, kernel, initrd)
+		cfg.ID, cfg.RestoreFrom = fmt.Sprintf("clone%d", i), snap
+		cfg.Disks = []vmm.Disk{{Path: rawDisk(t, fmt.Sprintf("CLONE-%d", i)), Serial: "initos-root"}}
+		return cfg
+	})
+	for i, c := range clones {
+		want := fmt.Sprintf("CLONE-%d SERIAL=initos-root", i)
+		if got := waitConsole(t, c.cfg.ConsoleLog, regexp.MustCompile(`DISK=(.*)\r?\n`), time.Minute); strings.TrimSpace(got) != want {
+			t.Errorf("%s read %q from its disk, want %q", c.cfg.ID, got, want)
+		}
+		if b, _ := os.ReadFile(placeholder); len(b) != 0 {
+			t.Errorf("the template's placeholder was written: %d bytes", len(b))
+		}
+		pid := c.v.Pid()
+		if err := c.v.Stop(context.Background()); err != nil {
+			t.Errorf("%s: stop: %v", c.cfg.ID, err)
+		}
+		assertClean(t, c.v, pid)
+	}
+}

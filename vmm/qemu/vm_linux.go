@@ -41,8 +41,9 @@ type VM struct {
 
 	// incoming: a clone's restore has started loading its state.
 	incoming bool
-	// hotAdded is how many of a clone's virtiofs shares restore has
-	// added (hotplugShares).
+	// resized: restore has given a clone's disks their sizes; hotAdded
+	// is how many of its virtiofs shares it has added (attachOwn).
+	resized  bool
 	hotAdded int
 
 	slotMu   sync.Mutex

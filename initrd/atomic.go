@@ -62,3 +62,8 @@ func writeFileAtomicRaw(path string, write func(f *os.File) error) (err error) {
 	}
 	return nil
 }
+
+// WriteFileAtomic is writeFileAtomic for other packages.
+func WriteFileAtomic(path string, write func(w io.Writer) error) error {
+	return writeFileAtomic(path, write)
+}

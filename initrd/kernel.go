@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -22,11 +23,24 @@ var moduleRoots = []string{"lib/modules", "usr/lib/modules"}
 // linux-image deb was extracted with dpkg-deb -x) whose lib/modules/<release>
 // directory exists. With several, the highest release wins.
 func FindKernel(root string) (*Kernel, error) {
+	ks, err := ListKernels(root)
+	if err != nil {
+		return nil, err
+	}
+	if len(ks) == 0 {
+		return nil, fmt.Errorf("finding boot/vmlinuz-<release> with lib/modules/<release> in %q: %w", root, ErrNoKernel)
+	}
+	return ks[len(ks)-1], nil
+}
+
+// ListKernels lists every kernel under root as FindKernel finds them,
+// lowest release first; a root that does not exist holds none.
+func ListKernels(root string) ([]*Kernel, error) {
 	images, err := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
 	if err != nil {
 		return nil, fmt.Errorf("listing kernels in %q: %w", root, err)
 	}
-	var best *Kernel
+	var ks []*Kernel
 	for _, img := range images {
 		if fi, err := os.Stat(img); err != nil || !fi.Mode().IsRegular() {
 			continue
@@ -40,21 +54,17 @@ func FindKernel(root string) (*Kernel, error) {
 			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 				continue
 			}
-			if best == nil || compareVersions(release, best.Release) > 0 {
-				best = &Kernel{Release: release, Vmlinuz: img, ModulesDir: dir}
-			}
+			ks = append(ks, &Kernel{Release: release, Vmlinuz: img, ModulesDir: dir})
 			break
 		}
 	}
-	if best == nil {
-		return nil, fmt.Errorf("finding boot/vmlinuz-<release> with lib/modules/<release> in %q: %w", root, ErrNoKernel)
-	}
-	return best, nil
+	slices.SortFunc(ks, func(a, b *Kernel) int { return CompareVersions(a.Release, b.Release) })
+	return ks, nil
 }
 
-// compareVersions orders kernel releases: runs of digits compare as numbers,
+// CompareVersions orders kernel releases: runs of digits compare as numbers,
 // other runs as strings, so 6.1.0-10 > 6.1.0-9 and 6.10 > 6.9.
-func compareVersions(a, b string) int {
+func CompareVersions(a, b string) int {
 	for a != "" && b != "" {
 		ra, resta := versionRun(a)
 		rb, restb := versionRun(b)

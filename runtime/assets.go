@@ -1,11 +1,13 @@
 package runtime
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/initos-runtime/initos-runtime/initrd"
+	"github.com/initos-runtime/initos-runtime/kernels"
 	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
@@ -46,12 +48,48 @@ type Assets struct {
 	Agent   string
 }
 
-// FindAssets locates the kernel (extracting its vmlinux once) and the agent.
+// KernelAnnotation names the kernel release a container's VM boots
+// (initos-runtime kernel list); without it the store's default.
+const KernelAnnotation = "org.initos.kernel"
+
+// FindAssets locates the default kernel (extracting its vmlinux once) and
+// the agent.
 func FindAssets(c Config) (*Assets, error) {
-	k, err := initrd.FindKernel(c.KernelRoot)
+	k, err := kernels.Open(c.KernelRoot).Find("")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w (run scripts/setup.sh to fetch Debian's linux-image-amd64)", ErrNoKernel, err)
+		return nil, fmt.Errorf("%w: %w (run scripts/setup.sh to fetch Debian's linux-image-amd64, or initos-runtime kernel add)", ErrNoKernel, err)
 	}
+	return assetsOf(c, k)
+}
+
+// holdAssets holds the kernel of release ("" the default) for a VM (the
+// store refuses to remove it until unhold) and returns its vmlinux and the
+// initrd of it and the agent.
+func holdAssets(c Config, release string) (vmlinux, initrdPath string, unhold func(), err error) {
+	k, unhold, err := kernels.Open(c.KernelRoot).Hold(release)
+	if err != nil {
+		if !errors.Is(err, kernels.ErrNotAdded) && !errors.Is(err, kernels.ErrBadRelease) && !errors.Is(err, kernels.ErrBeingRemoved) {
+			err = fmt.Errorf("%w: %w (run scripts/setup.sh to fetch Debian's linux-image-amd64, or initos-runtime kernel add)", ErrNoKernel, err)
+		}
+		return "", "", nil, err
+	}
+	defer func() {
+		if err != nil {
+			unhold()
+		}
+	}()
+	a, err := assetsOf(c, k)
+	if err != nil {
+		return "", "", nil, err
+	}
+	if initrdPath, err = a.Initrd(c); err != nil {
+		return "", "", nil, err
+	}
+	return a.Vmlinux, initrdPath, unhold, nil
+}
+
+// assetsOf extracts kernel k's vmlinux (once) and finds the agent.
+func assetsOf(c Config, k *initrd.Kernel) (*Assets, error) {
 	vmlinux, err := initrd.Vmlinux(k, c.cacheDir())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoKernel, err)

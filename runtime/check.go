@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/initos-runtime/initos-runtime/initrd"
+	"github.com/initos-runtime/initos-runtime/kernels"
 	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
@@ -33,7 +34,7 @@ type checkDeps struct {
 // rootfs reaches the guest, the guest kernel and the agent for the initrd.
 // ok is false when no container can run.
 func Check(c Config) (results []CheckResult, ok bool) {
-	return check(c, checkDeps{detectAccel: vmm.DetectAccel, lookPath: exec.LookPath, findKernel: initrd.FindKernel,
+	return check(c, checkDeps{detectAccel: vmm.DetectAccel, lookPath: exec.LookPath, findKernel: func(root string) (*initrd.Kernel, error) { return kernels.Open(root).Find("") },
 		findAgent: findAgent, findVirtiofsd: vmm.FindVirtiofsd})
 }
 
@@ -98,7 +99,7 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 	if k, err := d.findKernel(c.KernelRoot); err != nil {
 		add("kernel", false, true, fmt.Sprintf("no guest kernel under %s: %v (scripts/setup.sh fetches Debian's linux-image-amd64)", c.KernelRoot, err))
 	} else {
-		add("kernel", true, true, fmt.Sprintf("Linux %s from %s", k.Release, k.Vmlinuz))
+		add("kernel", true, true, fmt.Sprintf("Linux %s from %s (the default: initos-runtime kernel list shows the others)", k.Release, k.Vmlinuz))
 	}
 	if a, err := d.findAgent(c); err != nil {
 		add("agent", false, true, err.Error())

@@ -65,6 +65,8 @@ type Instance struct {
 
 	// share is the VM's shared directory of host bind mounts (nil: none).
 	share *share
+	// unholdKernel lets the kernel store remove the VM's kernel again.
+	unholdKernel func()
 	// root is the VM's shared directory of container roots (nil: the
 	// rootfs is a disk, config Rootfs "disk").
 	root *rootShare
@@ -103,7 +105,9 @@ type bootDeps struct {
 	newVM       newVMFunc
 	detectAccel func() vmm.Accel
 	buildDisk   func(ctx context.Context, rootfs, image string, opts bundle.DiskOptions) (*bundle.DiskInfo, error)
-	assets      func(c Config) (vmlinux, initrd string, err error)
+	// assets holds the kernel of release ("" the default) for the VM and
+	// returns its vmlinux and the initrd; unhold lets it go.
+	assets func(c Config, release string) (vmlinux, initrd string, unhold func(), err error)
 	// lateNetwork makes the tap of the late network mode; nil unless the
 	// VMM runs in a network namespace of its own (the monitor's).
 	lateNetwork func() (*lateNetwork, error)
@@ -114,17 +118,7 @@ func defaultBootDeps() bootDeps {
 		newVM:       newVM,
 		detectAccel: vmm.DetectAccel,
 		buildDisk:   bundle.BuildDisk,
-		assets: func(c Config) (string, string, error) {
-			a, err := FindAssets(c)
-			if err != nil {
-				return "", "", err
-			}
-			ird, err := a.Initrd(c)
-			if err != nil {
-				return "", "", err
-			}
-			return a.Vmlinux, ird, nil
-		},
+		assets:      holdAssets,
 	}
 }
 
@@ -266,9 +260,9 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		// ConfigureNetwork gives it a network.
 		vcfg.NICs = []vmm.NIC{inst.late.nic()}
 	}
-	vcfg.Kernel, vcfg.Initrd, err = d.assets(c)
+	vcfg.Kernel, vcfg.Initrd, inst.unholdKernel, err = d.assets(c, b.Spec.Annotations[KernelAnnotation])
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("container %q: %w", id, err)
 	}
 	// vcfg's command line is its template's; a boot's names only its own
 	// module groups, and a booted guest configures its NIC from it. A
@@ -830,6 +824,9 @@ func (inst *Instance) destroy() error {
 			if err := os.Remove(inst.Disk); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("removing disk %q: %w", inst.Disk, err))
 			}
+		}
+		if inst.unholdKernel != nil {
+			inst.unholdKernel() // the VM is gone
 		}
 	})
 	return errors.Join(errs...)

@@ -42,6 +42,10 @@ type fakeHost struct {
 	kernel  string
 	initrd  string
 	drivers []string
+	// kernelHolds are the releases boots held, kernelUnholds how many
+	// holds were let go.
+	kernelHolds   []string
+	kernelUnholds int
 }
 
 func newFakeHost(t *testing.T) *fakeHost {
@@ -87,8 +91,15 @@ func (h *fakeHost) deps() bootDeps {
 			return &bundle.DiskInfo{Path: image, Size: int64(len(data)), Files: 1, Devices: h.devices,
 				RootMode: 0o711, RootUID: 42, RootGID: 43}, nil
 		},
-		assets: func(c Config) (string, string, error) {
-			return h.kernel, h.initrd, nil
+		assets: func(c Config, release string) (string, string, func(), error) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.kernelHolds = append(h.kernelHolds, release)
+			return h.kernel, h.initrd, func() {
+				h.mu.Lock()
+				defer h.mu.Unlock()
+				h.kernelUnholds++
+			}, nil
 		},
 	}
 }
@@ -619,5 +630,35 @@ func TestGuestProcesses(t *testing.T) {
 	}
 	if n := len(procs[1].Comm); n > maxGuestArgBytes+3 {
 		t.Errorf("process 2: comm of %d bytes", n)
+	}
+}
+
+// TestBootHoldsKernel: a VM holds the kernel its annotation names (the
+// default without one) from its boot to its end, and a boot that fails
+// lets it go.
+func TestBootHoldsKernel(t *testing.T) {
+	h := newFakeHost(t)
+	c := testConfig(t)
+	b := loadBundle(t, func(s *specs.Spec) { s.Annotations = map[string]string{KernelAnnotation: "6.1.0-56-amd64"} })
+	inst, err := boot(context.Background(), c, b, "k1", mkStateDir(t, c, "k1"), false, h.deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.kernelHolds) != 1 || h.kernelHolds[0] != "6.1.0-56-amd64" || h.kernelUnholds != 0 {
+		t.Fatalf("holds %q, unholds %d while the VM runs", h.kernelHolds, h.kernelUnholds)
+	}
+	if err := inst.Shutdown(context.Background(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if h.kernelUnholds != 1 {
+		t.Errorf("%d unholds after the VM ended, want 1", h.kernelUnholds)
+	}
+	// The VMM fails to start: after the hold.
+	h.vmScript = fakeVMScript{startErr: errors.New("qemu: cannot open /dev/kvm")}
+	if _, err := boot(context.Background(), c, loadBundle(t, nil), "k2", mkStateDir(t, c, "k2"), false, h.deps()); err == nil {
+		t.Fatal("boot succeeded")
+	}
+	if len(h.kernelHolds) != 2 || h.kernelHolds[1] != "" || h.kernelUnholds != 2 {
+		t.Errorf("holds %q, unholds %d after a failed boot", h.kernelHolds, h.kernelUnholds)
 	}
 }

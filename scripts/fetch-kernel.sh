@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Unpacks the kernel that Debian's linux-image-amd64 depends on into DIR (default
 # /var/lib/initos-runtime/kernel) with apt-get download + dpkg-deb -x: nothing is installed
-# on the host. Keeps one kernel; does nothing when DIR already holds the current one.
+# on the host. Kernels added to DIR before (initos-runtime kernel add) stay; does nothing
+# when DIR already holds the current one.
 set -euo pipefail
 dir=${1:-/var/lib/initos-runtime/kernel}
 log() { printf 'fetch-kernel: %s\n' "$*" >&2; }
@@ -19,7 +20,13 @@ log "fetching $pkg into $dir"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 chmod 0755 "$work" # apt's _apt user downloads into it
 (cd "$work" && apt-get download -q "$pkg" >/dev/null)
-rm -rf "$dir.new" && mkdir -p "$dir.new"
-dpkg-deb -x "$work"/"$pkg"_*.deb "$dir.new"
-rm -rf "$dir" && mv "$dir.new" "$dir"
+mkdir -p "$work/x" "$dir/boot" "$dir/lib/modules"
+dpkg-deb -x "$work"/"$pkg"_*.deb "$work/x"
+# The modules first, the boot file last: a kernel counts once both are there.
+rm -rf "$dir/lib/modules/$release"
+cp -a "$work/x/lib/modules/$release" "$dir/lib/modules/$release"
+for f in config System.map vmlinuz; do
+  cp -a "$work/x/boot/$f-$release" "$dir/boot/.$f-$release.tmp"
+  mv -f "$dir/boot/.$f-$release.tmp" "$dir/boot/$f-$release"
+done
 log "kernel $release ready"

@@ -22,7 +22,7 @@ func main() {
 		Commands: []*cli.Command{
 			createCommand(), startCommand(), runCommand(), stateCommand(), killCommand(), deleteCommand(),
 			execCommand(), psCommand(), listCommand(), pauseCommand(), resumeCommand(), checkCommand(),
-			updateCommand(), eventsCommand(), specCommand(), featuresCommand(), networkCommand(),
+			updateCommand(), eventsCommand(), specCommand(), featuresCommand(), networkCommand(), kernelCommand(),
 			monitorCommand(), execWaiterCommand(),
 		},
 		ExitErrHandler: exitErrHandler,

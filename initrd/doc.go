@@ -7,9 +7,9 @@
 // that decompressing the XZ payload costs under TCG. Debian's payload is XZ
 // with the x86 BCJ filter, which github.com/ulikunitz/xz does not support:
 // the xz container and the BCJ filter are decoded here, the LZMA2 data by
-// that module's lzma package. gzip, zstd (through the zstd program) and LZ4
-// legacy payloads work too. Vmlinux caches the extraction by the content of
-// the vmlinuz.
+// that module's lzma package. gzip, zstd (github.com/klauspost/compress/zstd)
+// and LZ4 legacy (blocks by github.com/pierrec/lz4/v4) payloads work too, all
+// in-process. Vmlinux caches the extraction by the content of the vmlinuz.
 //
 // Debian's package carries no modules.dep, so the module closure is computed
 // here from each .ko's .modinfo section (NewIndex, Resolve, ResolveGroups):

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/ulikunitz/xz"
 )
 
 // kernelRootEnv names the environment variable with the directory where a
@@ -80,16 +78,7 @@ func fakeModulesDir(t *testing.T, root, release string, mods []fakeMod, builtin 
 		}
 		data := fakeELF(m.modinfo...)
 		if strings.HasSuffix(p, ".xz") {
-			var b bytes.Buffer
-			w, err := xz.NewWriter(&b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w.Write(data)
-			if err := w.Close(); err != nil {
-				t.Fatal(err)
-			}
-			data = b.Bytes()
+			data = compressXZ(t, data)
 		}
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			t.Fatal(err)

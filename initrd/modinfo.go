@@ -26,7 +26,7 @@ var moduleSuffixes = []struct {
 }{
 	{".ko", nil},
 	{".ko.xz", decodeXZ},
-	{".ko.zst", decodeModuleZstd},
+	{".ko.zst", decodeZstdFrames},
 	{".ko.gz", decodeGzip},
 }
 
@@ -61,8 +61,6 @@ func readModule(path string) ([]byte, error) {
 	}
 	return data, nil
 }
-
-func decodeModuleZstd(dst io.Writer, src []byte) error { return runZstd(dst, src) }
 
 // ReadModInfo reads the .modinfo section of the module file path (.ko, or
 // .ko.xz/.ko.zst/.ko.gz).

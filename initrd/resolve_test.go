@@ -379,6 +379,7 @@ func TestReadModuleCompressed(t *testing.T) {
 		}},
 		{".ko.gz", func(t *testing.T) []byte { return compressGzip(t, raw) }},
 		{".ko.zst", func(t *testing.T) []byte { return compressCmd(t, raw, "zstd", "-q", "-c") }},
+		{".ko.zst", func(t *testing.T) []byte { return compressZstd(t, raw) }},
 	}
 	for i, tt := range tests {
 		t.Run(fmt.Sprint(i, tt.suffix), func(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -13,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
 	"github.com/ulikunitz/xz"
 )
 
@@ -28,18 +32,24 @@ func fakeVmlinux(n int) []byte {
 	return b[:n]
 }
 
-func compressXZ(t *testing.T, data []byte) []byte {
+// compressWith runs data through the compressing writer newWriter makes.
+func compressWith[W io.WriteCloser](t *testing.T, data []byte, newWriter func(io.Writer) (W, error)) []byte {
+	t.Helper()
 	var b bytes.Buffer
-	w, err := xz.NewWriter(&b)
+	w, err := newWriter(&b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Write(data)
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()
 }
+
+func compressXZ(t *testing.T, data []byte) []byte { return compressWith(t, data, xz.NewWriter) }
 
 func compressGzip(t *testing.T, data []byte) []byte {
 	var b bytes.Buffer
@@ -49,11 +59,35 @@ func compressGzip(t *testing.T, data []byte) []byte {
 	return b.Bytes()
 }
 
+// compressZstd compresses with the zstd encoder of the library the decoder
+// uses: independent of the zstd program, not of the library.
+func compressZstd(t *testing.T, data []byte, opts ...zstd.EOption) []byte {
+	t.Helper()
+	enc, err := zstd.NewWriter(nil, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	return enc.EncodeAll(data, nil)
+}
+
+// compressLZ4Legacy writes an LZ4 legacy stream (8 MiB blocks) with the
+// library whose block decoder decodeLZ4Legacy uses.
+func compressLZ4Legacy(t *testing.T, data []byte) []byte {
+	return compressWith(t, data, func(w io.Writer) (*lz4.Writer, error) {
+		zw := lz4.NewWriter(w)
+		return zw, zw.Apply(lz4.LegacyOption(true), lz4.CompressionLevelOption(lz4.Level9))
+	})
+}
+
+// debianPackage names the Debian package of each program compressCmd runs.
+var debianPackage = map[string]string{"xz": "xz-utils", "zstd": "zstd", "lz4": "lz4"}
+
 // compressCmd compresses with an installed tool, or skips.
 func compressCmd(t *testing.T, data []byte, name string, args ...string) []byte {
 	t.Helper()
 	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("needs the %s program: %v", name, err)
+		t.Skipf("needs the %s program (Debian package %s): %v", name, debianPackage[name], err)
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Stdin = bytes.NewReader(data)
@@ -109,7 +143,9 @@ func TestExtractVmlinux(t *testing.T) {
 		}},
 		{"gzip", func(t *testing.T) []byte { return compressGzip(t, raw) }},
 		{"zstd", func(t *testing.T) []byte { return compressCmd(t, raw, "zstd", "-q", "-c", "-19") }},
+		{"zstd-go", func(t *testing.T) []byte { return compressZstd(t, raw) }},
 		{"lz4-legacy", func(t *testing.T) []byte { return compressCmd(t, raw, "lz4", "-q", "-l", "-c") }},
+		{"lz4-legacy-go", func(t *testing.T) []byte { return compressLZ4Legacy(t, raw) }},
 	}
 	for _, f := range formats {
 		for _, header := range []bool{true, false} {
@@ -207,49 +243,90 @@ func TestVmlinuxCache(t *testing.T) {
 	}
 }
 
-func TestLZ4Block(t *testing.T) {
-	tests := []struct {
+// TestDecodeLZ4Legacy covers the framing: several 8 MiB blocks, a second
+// stream concatenated to the first, the kernel's appended size, trailing
+// data, and a corrupt block.
+func TestDecodeLZ4Legacy(t *testing.T) {
+	raw := fakeVmlinux(lz4LegacyBlock + 300<<10)
+	comp := compressLZ4Legacy(t, raw)
+	tail := fakeVmlinux(1000)
+	two := append(append([]byte{}, comp...), compressLZ4Legacy(t, tail)...)
+	want2 := append(append([]byte{}, raw...), tail...)
+	for _, tt := range []struct {
 		name string
-		in   []byte
-		want string
-		bad  bool
+		src  []byte
+		want []byte
 	}{
-		{"literals only", []byte{0x50, 'h', 'e', 'l', 'l', 'o'}, "hello", false},
-		{"match", []byte{0x32, 'a', 'b', 'c', 3, 0, 0x10, 'x'}, "abcabcabcx", false},
-		{"overlapping match", []byte{0x11, 'a', 1, 0, 0x00}, "aaaaaa", false},
-		{"long literal", append([]byte{0xf0, 2}, bytes.Repeat([]byte{'z'}, 17)...), "zzzzzzzzzzzzzzzzz", false},
-		{"offset zero", []byte{0x10, 'a', 0, 0, 0x00}, "", true},
-		{"offset too far", []byte{0x10, 'a', 2, 0, 0x00}, "", true},
-		{"truncated", []byte{0x50, 'h', 'e'}, "", true},
-		{"ends in a match", []byte{0x10, 'a', 1, 0}, "", true},
+		{"blocks", comp, raw},
+		{"appended size", binary.LittleEndian.AppendUint32(append([]byte{}, comp...), uint32(len(raw))), raw},
+		{"concatenated", two, want2},
+		{"trailing data", append(append([]byte{}, two...), "\x10\x00\x00\x00trailing"...), want2},
+	} {
+		var got bytes.Buffer
+		if err := decodeLZ4Legacy(&got, tt.src); err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+		} else if !bytes.Equal(got.Bytes(), tt.want) {
+			t.Errorf("%s: decoded %d bytes that differ from the %d compressed", tt.name, got.Len(), len(tt.want))
+		}
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := lz4Block(nil, tt.in, 1<<20)
-			if tt.bad {
-				if err == nil {
-					t.Errorf("got %q, want an error", got)
-				}
-				return
-			}
-			if err != nil || string(got) != tt.want {
-				t.Errorf("got %q, %v; want %q", got, err, tt.want)
-			}
-		})
+	if n := binary.LittleEndian.Uint32(comp[4:]); 8+int(n) >= len(comp) {
+		t.Fatalf("first block of %d bytes is the whole stream: want several blocks", n)
+	}
+	bad := append([]byte{}, comp...)
+	copy(bad[8:], bytes.Repeat([]byte{0xff}, 64)) // literal lengths that run past the block
+	if err := decodeLZ4Legacy(io.Discard, bad); err == nil {
+		t.Error("corrupt block decoded without error")
+	}
+}
+
+// TestDecodeZstd checks that a kernel payload stops after its frame and a
+// module file decodes all its frames.
+func TestDecodeZstd(t *testing.T) {
+	a, b := fakeVmlinux(100<<10), fakeVmlinux(3000)
+	fa := compressZstd(t, a)
+	both := append(append([]byte{}, fa...), compressZstd(t, b, zstd.WithEncoderCRC(false))...)
+	var got bytes.Buffer
+	if err := decodeZstd(&got, append(append([]byte{}, both...), 1, 2, 3, 4)); err != nil || !bytes.Equal(got.Bytes(), a) {
+		t.Errorf("first frame: %d bytes, %v; want the %d of the first frame", got.Len(), err, len(a))
+	}
+	got.Reset()
+	if err := decodeZstdFrames(&got, both); err != nil || !bytes.Equal(got.Bytes(), append(append([]byte{}, a...), b...)) {
+		t.Errorf("all frames: %d bytes, %v; want %d", got.Len(), err, len(a)+len(b))
+	}
+	bad := append([]byte{}, fa...)
+	bad[len(bad)/2] ^= 0x10
+	if err := decodeZstd(io.Discard, bad); err == nil {
+		t.Error("corrupt frame decoded without error")
+	}
+	if err := decodeZstdFrames(io.Discard, append(append([]byte{}, fa...), "garbage"...)); err == nil {
+		t.Error("module file with trailing garbage decoded without error")
 	}
 }
 
 func TestZstdFrameLen(t *testing.T) {
 	raw := fakeVmlinux(200 << 10)
+	frames := map[string]func(t *testing.T) []byte{
+		"go":                func(t *testing.T) []byte { return compressZstd(t, raw) },
+		"go no check":       func(t *testing.T) []byte { return compressZstd(t, raw, zstd.WithEncoderCRC(false)) },
+		"go single segment": func(t *testing.T) []byte { return compressZstd(t, raw, zstd.WithSingleSegment(true)) },
+		"go stream, no size": func(t *testing.T) []byte {
+			return compressWith(t, raw, func(w io.Writer) (*zstd.Encoder, error) { return zstd.NewWriter(w) })
+		},
+	}
 	for _, args := range [][]string{{"-q", "-c"}, {"-q", "-c", "--no-check"}, {"-q", "-c", "--no-content-size"}} {
-		frame := compressCmd(t, raw, "zstd", args...)
-		n, err := zstdFrameLen(append(append([]byte{}, frame...), "trailing"...))
-		if err != nil || n != len(frame) {
-			t.Errorf("zstd %v: got %d, %v; want %d", args, n, err, len(frame))
-		}
-		if _, err := zstdFrameLen(frame[:len(frame)/2]); err == nil {
-			t.Errorf("zstd %v: truncated frame accepted", args)
-		}
+		frames[fmt.Sprint("zstd", args)] = func(t *testing.T) []byte { return compressCmd(t, raw, "zstd", args...) }
+	}
+	for name, compress := range frames {
+		t.Run(name, func(t *testing.T) {
+			frame := compress(t)
+			n, err := zstdFrameLen(append(append([]byte{}, frame...), "trailing"...))
+			if err != nil || n != len(frame) {
+				t.Errorf("got %d, %v; want %d", n, err, len(frame))
+			}
+			if _, err := zstdFrameLen(frame[:len(frame)/2]); err == nil {
+				t.Error("truncated frame accepted")
+			}
+		})
 	}
 }
 

@@ -2,77 +2,43 @@ package initrd
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os/exec"
-	"strings"
-	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
-// Go's standard library has no zstd decoder and go.mod pins none, so zstd
-// data is handed to the zstd program (package zstd on Debian). It rejects
-// trailing bytes, so the frame's exact length is worked out first from its
-// headers.
+// zstd data is decoded by github.com/klauspost/compress/zstd. Its reader
+// takes whatever follows a frame for the next frame and fails on the size
+// the kernel build appends, so a kernel payload is cut to its first frame
+// (zstdFrameLen) before it is decoded.
 
-// zstdTimeout bounds one run of the zstd program.
-const zstdTimeout = 2 * time.Minute
+var errZstdFrame = errors.New("malformed zstd frame")
 
-// runZstd decompresses one zstd frame (or a whole .zst file) with the zstd
-// program.
-func runZstd(dst io.Writer, frame []byte) error {
-	path, err := exec.LookPath("zstd")
-	if err != nil {
-		return fmt.Errorf("decompressing zstd data needs the zstd program: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), zstdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, "-d", "-c", "-q")
-	cmd.Stdin = bytes.NewReader(frame)
-	cmd.Stdout = dst
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("running zstd: no result after %v: %w", zstdTimeout, ctx.Err())
-		}
-		return fmt.Errorf("running zstd: %w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	return nil
-}
-
+// decodeZstd writes the data of the zstd frame at the start of src to dst,
+// ignoring what follows the frame.
 func decodeZstd(dst io.Writer, src []byte) error {
 	n, err := zstdFrameLen(src)
 	if err != nil {
 		return err
 	}
-	cw := &firstErrWriter{w: dst}
-	if err := runZstd(cw, src[:n]); err != nil {
-		if cw.err != nil {
-			return cw.err // e.g. errNotELF: say why the output was refused
-		}
-		return err
+	return decodeZstdFrames(dst, src[:n])
+}
+
+// decodeZstdFrames writes the data of all the zstd frames in src (a whole
+// .zst file) to dst.
+func decodeZstdFrames(dst io.Writer, src []byte) error {
+	d, err := zstd.NewReader(bytes.NewReader(src))
+	if err != nil {
+		return fmt.Errorf("creating zstd decoder: %w", err)
+	}
+	defer d.Close()
+	if _, err := d.WriteTo(dst); err != nil {
+		return fmt.Errorf("decoding zstd data: %w", err)
 	}
 	return nil
 }
-
-// firstErrWriter remembers the first error of w, which exec reports only as
-// a broken pipe.
-type firstErrWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (f *firstErrWriter) Write(p []byte) (int, error) {
-	n, err := f.w.Write(p)
-	if err != nil && f.err == nil {
-		f.err = err
-	}
-	return n, err
-}
-
-var errZstdFrame = errors.New("malformed zstd frame")
 
 // zstdFrameLen returns the length of the zstd frame at the start of src
 // (RFC 8878 section 3.1.1): magic, frame header, blocks up to the last one,

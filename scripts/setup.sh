@@ -33,8 +33,8 @@ command -v go >/dev/null || { log "Go 1.26 is required (https://go.dev/dl) and w
 #   containernetworking-plugins the CNI plugins in /usr/lib/cni (containerd's CRI and nerdctl)
 #   dnsmasq-base                dnsmasq: names on the standalone bridge
 #   make, git                   the Makefile (make build, make lint's git ls-files)
-#   zstd                        zstd-compressed kernels and modules; with xz-utils and lz4, the
-#                               compressors the initrd unit tests make their inputs with
+#   zstd, xz-utils, lz4         the compressors the initrd unit tests make kernel-style inputs
+#                               with (the runtime decodes all of them in-process)
 pkgs=(qemu-system-x86 qemu-system-common btrfs-progs busybox-static debootstrap debian-archive-keyring
   runc crun iproute2 ca-certificates podman conmon netavark aardvark-dns iptables
   containernetworking-plugins dnsmasq-base make git zstd xz-utils lz4)

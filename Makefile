@@ -33,7 +33,7 @@ lint:
 
 # bench: every phase of a start (host and guest) beside runc, engines beside runc, ten at once and their memory, volume throughput; writes docs/benchmarks.md (.svg)
 bench:
-	INITOS_INTEGRATION=1 INITOS_BENCH_REPORT=$(CURDIR)/docs/benchmarks.md $(GO) test -count=1 -run '^$$' -bench . -benchtime 3x -timeout 30m ./integration/ ./bundle/ ./initrd/
+	INITOS_INTEGRATION=1 INITOS_BENCH_REPORT=$(CURDIR)/docs/benchmarks.md $(GO) test -count=1 -run '^$$' -bench . -benchtime 3x -timeout 45m ./integration/ ./bundle/ ./initrd/
 
 # fuzz: runs each fuzz target for FUZZTIME (default 30s)
 fuzz:

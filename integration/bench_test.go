@@ -30,6 +30,18 @@ func parseDuration(s string) (time.Duration, bool) {
 	return d, err == nil
 }
 
+// templateVariants are the template shapes the benchmarks compare: 9p
+// shares (clones share the template's memory), virtiofs shares (each
+// clone's RAM a copy), a disk root.
+var templateVariants = []struct {
+	name, suffix string
+	config       func(*runtime.Config)
+}{
+	{"template", "", func(c *runtime.Config) { c.ShareFS = "9p"; c.Templates = true }},
+	{"template-virtiofs", ".vfs", func(c *runtime.Config) { c.ShareFS = "virtiofs"; c.Templates = true }},
+	{"template-disk", ".disk", func(c *runtime.Config) { c.Rootfs = runtime.RootfsDisk; c.ShareFS = "9p"; c.Templates = true }},
+}
+
 // BenchmarkRunBusybox times `initos-runtime run` of the busybox bundle
 // phase by phase, host and guest (disk, initrd lookup, VMM start, the
 // kernel to /init and each step of the agent by the guest's clock, guest
@@ -91,29 +103,31 @@ func BenchmarkRunBusybox(b *testing.B) {
 		figures.Unlock()
 		record("cli.run.initos", ms(b.Elapsed())/float64(b.N))
 	})
-	b.Run("initos-runtime-template", func(b *testing.B) {
-		cfg := templatesConfig(b)
-		// The template of the shape, built before the timing.
-		if r := runtimeCmdWith(b, cfg, nil, "run", "--bundle", dir, "bench-tpl-warm"); r.code != 0 {
-			b.Fatalf("exit %d: %s", r.code, r.stderr)
-		}
-		b.ResetTimer()
-		var boot time.Duration
-		for i := 0; i < b.N; i++ {
-			r := runtimeCmdWith(b, cfg, nil, "run", "--timings", "--bundle", dir, fmt.Sprintf("bench-tpl-%d", i))
-			if r.code != 0 || !strings.Contains(string(r.stderr), "restored from a template; ") {
-				b.Fatalf("exit %d, not restored: %s", r.code, r.stderr)
+	for _, tpl := range templateVariants {
+		b.Run("initos-runtime-"+tpl.name, func(b *testing.B) {
+			cfg := writeConfig(b, tpl.config)
+			// The template of the shape, built before the timing.
+			if r := runtimeCmdWith(b, cfg, nil, "run", "--bundle", dir, "bench-"+tpl.name+"-warm"); r.code != 0 {
+				b.Fatalf("exit %d: %s", r.code, r.stderr)
 			}
-			if m := regexp.MustCompile(`boot=(\S+)`).FindStringSubmatch(string(r.stderr)); m != nil {
-				if d, ok := parseDuration(m[1]); ok {
-					boot += d
+			b.ResetTimer()
+			var boot time.Duration
+			for i := 0; i < b.N; i++ {
+				r := runtimeCmdWith(b, cfg, nil, "run", "--timings", "--bundle", dir, fmt.Sprintf("bench-%s-%d", tpl.name, i))
+				if r.code != 0 || !strings.Contains(string(r.stderr), "restored from a template; ") {
+					b.Fatalf("exit %d, not restored: %s", r.code, r.stderr)
+				}
+				if m := regexp.MustCompile(`boot=(\S+)`).FindStringSubmatch(string(r.stderr)); m != nil {
+					if d, ok := parseDuration(m[1]); ok {
+						boot += d
+					}
 				}
 			}
-		}
-		b.ReportMetric(ms(boot)/float64(b.N), "boot-ms/op")
-		record("boot.restored", ms(boot)/float64(b.N))
-		record("cli.run.initos-tpl", ms(b.Elapsed())/float64(b.N))
-	})
+			b.ReportMetric(ms(boot)/float64(b.N), "boot-ms/op")
+			record("boot.restored"+tpl.suffix, ms(boot)/float64(b.N))
+			record("cli.run.initos-tpl"+tpl.suffix, ms(b.Elapsed())/float64(b.N))
+		})
+	}
 	b.Run("runc", func(b *testing.B) {
 		if _, err := exec.LookPath("runc"); err != nil {
 			b.Skip("runc not installed")

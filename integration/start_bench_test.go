@@ -20,20 +20,22 @@ import (
 // cost the host once idle: the drop of MemAvailable divided by ten, and the
 // PSS of each container's VMM, monitor and virtiofsd.
 //
-// It runs twice: VMs booted, and VMs restored from a template (".tpl"
-// figures; 9p shares).
+// It runs three times: VMs booted, and VMs restored from a template with
+// 9p shares (".tpl" figures) and with virtiofs shares (".tpl.vfs").
 func BenchmarkTenContainers(b *testing.B) {
 	needVMs(b)
 	b.Run("boot", func(b *testing.B) { tenContainers(b, env.config, "") })
-	b.Run("template", func(b *testing.B) {
-		cfg := templatesConfig(b)
-		// The shape's template, built before the figures.
-		if err := runDetachedWith(b, cfg, writeBundle(b, busyboxSpec(b, "sleep", "3600")), "ten-warm"); err != nil {
-			b.Fatal(err)
-		}
-		deleteOKWith(b, cfg, "ten-warm")
-		tenContainers(b, cfg, ".tpl")
-	})
+	for _, tpl := range templateVariants[:2] {
+		b.Run(tpl.name, func(b *testing.B) {
+			cfg := writeConfig(b, tpl.config)
+			// The shape's template, built before the figures.
+			if err := runDetachedWith(b, cfg, writeBundle(b, busyboxSpec(b, "sleep", "3600")), "ten-warm"); err != nil {
+				b.Fatal(err)
+			}
+			deleteOKWith(b, cfg, "ten-warm")
+			tenContainers(b, cfg, ".tpl"+tpl.suffix)
+		})
+	}
 }
 
 func tenContainers(b *testing.B, config, suffix string) {

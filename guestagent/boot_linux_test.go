@@ -2,8 +2,10 @@ package guestagent
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -69,6 +71,12 @@ func TestLookPathAndEnv(t *testing.T) {
 	}
 	if got, err := lookPath(dir+"/tool", ""); err != nil || got != dir+"/tool" {
 		t.Errorf("a path is used as it is: %q, %v", got, err)
+	}
+	// runc's wording for what execve refuses (engines map it to 126).
+	for _, p := range []string{dir, dir + "/data"} {
+		if _, err := lookPath(p, ""); !errors.Is(err, fs.ErrPermission) || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("lookPath(%q) = %v, want permission denied", p, err)
+		}
 	}
 	if got := envValue([]string{"A=1", "PATH=/a", "PATH=/b", "B"}, "PATH"); got != "/a" {
 		t.Errorf("envValue = %q", got)

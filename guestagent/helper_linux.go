@@ -208,6 +208,11 @@ func prepareExec(cfg *helperConfig) (string, error) {
 	if err := enterCwd(p.Cwd); err != nil {
 		return "", err
 	}
+	// runc's init: "if we didn't get HOME already, set it based on the
+	// user's HOME" from the container's /etc/passwd, else "/". Read as
+	// root, inside the root, before the user switch.
+	passwd, _ := os.ReadFile("/etc/passwd")
+	p.Env = withHome(p.Env, p.User.UID, passwd)
 	for _, r := range p.Rlimits {
 		res, ok := agentapi.RlimitResources[r.Type]
 		if !ok {
@@ -375,7 +380,9 @@ func isExecutable(p string) error {
 		return err
 	}
 	if fi.IsDir() {
-		return errors.New("is a directory")
+		// execve(2) says EACCES, and engines map "permission denied"
+		// to exit status 126 (runc's wording).
+		return fmt.Errorf("is a directory: %w", fs.ErrPermission)
 	}
 	if fi.Mode()&0o111 == 0 {
 		return fs.ErrPermission

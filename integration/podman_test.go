@@ -159,6 +159,7 @@ func testPodmanCgroupLimits(t *testing.T, p *podman) {
 func testPodmanExitStatus(t *testing.T, p *podman) {
 	type tc struct {
 		name       string
+		flags      []string // podman run's, before the image
 		args       []string
 		wantStatus int
 		wantOut    string
@@ -174,13 +175,19 @@ func testPodmanExitStatus(t *testing.T, p *podman) {
 		// podman maps the runtime's "executable file not found" or "no such
 		// file or directory" error text to 127.
 		{name: "not-found", args: []string{"no-such-command"}, wantStatus: 127, wantErr: "no-such-command"},
+		// ... and "permission denied" to 126: what execve refuses.
+		{name: "a-directory", args: []string{"/etc"}, wantStatus: 126, wantErr: "permission denied"},
+		{name: "not-executable", args: []string{"/etc/passwd"}, wantStatus: 126, wantErr: "permission denied"},
+		// runc's HOME for a user the image's passwd does not know: "/".
+		{name: "home-without-passwd-entry", flags: []string{"--user", "100"}, args: []string{"sh", "-c", "echo \"HOME=$HOME\""}, wantOut: "HOME=/\n"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			name := "initos-pm-" + c.name
 			p.removeLater(t, name)
-			r := p.run(t, nil, append([]string{"run", "--rm", "--name", name, "--network", "none", podmanImage}, c.args...)...)
+			args := append(append([]string{"run", "--rm", "--name", name, "--network", "none"}, c.flags...), podmanImage)
+			r := p.run(t, nil, append(args, c.args...)...)
 			if r.code != c.wantStatus || string(r.stdout) != c.wantOut || !strings.Contains(string(r.stderr), c.wantErr) {
 				t.Errorf("exit %d, stdout %q, stderr %q; want %d, %q, stderr with %q",
 					r.code, r.stdout, r.stderr, c.wantStatus, c.wantOut, c.wantErr)
@@ -329,6 +336,7 @@ func testPodmanLifecycle(t *testing.T, p *podman) {
 			// An exec'd process is never its PID namespace's init.
 			{name: "sigkill-self", args: []string{"sh", "-c", "kill -9 $$; echo survived"}, wantStatus: 137},
 			{name: "not-found", args: []string{"no-such-command"}, wantStatus: 127, wantErr: "no-such-command"},
+			{name: "a-directory", args: []string{"/etc"}, wantStatus: 126, wantErr: "permission denied"},
 		}
 		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
@@ -336,7 +344,7 @@ func testPodmanLifecycle(t *testing.T, p *podman) {
 				args := append(append(append([]string{"exec"}, c.flags...), name), c.args...)
 				r := p.run(t, c.stdin, args...)
 				errOK := string(r.stderr) == c.wantErr
-				if c.name == "not-found" {
+				if c.name == "not-found" || c.name == "a-directory" {
 					errOK = strings.Contains(string(r.stderr), c.wantErr)
 				}
 				if r.code != c.wantStatus || string(r.stdout) != c.wantOut || !errOK {
@@ -432,6 +440,14 @@ func testPodmanLifecycle(t *testing.T, p *podman) {
 			n := ticks()
 			return n > before, fmt.Sprintf("%d ticks, %d before", n, before)
 		})
+		// The guest's clock stood still while paused: after unpause it
+		// is the host's again, as a frozen cgroup's never stopped.
+		t0 := time.Now().Unix()
+		out := p.ok(t, "exec", name, "date", "+%s")
+		t1 := time.Now().Unix()
+		if guest, err := strconv.ParseInt(out, 10, 64); err != nil || guest < t0-1 || guest > t1+1 {
+			t.Errorf("the guest's clock after unpause: %q, the host's %d..%d", out, t0, t1)
+		}
 	})
 
 	t.Run("rm-f", func(t *testing.T) {

@@ -514,15 +514,7 @@ func (inst *Instance) startClone(ctx context.Context, newVM newVMFunc, driver st
 	if err := inst.connect(ctx, time.Duration(c.BootTimeout)); err != nil {
 		return built, err
 	}
-	entropy := make([]byte, 64)
-	if _, err := rand.Read(entropy); err != nil {
-		return built, fmt.Errorf("reading the host's randomness: %w", err)
-	}
-	err = inst.call(ctx, callTimeout, func(ctx context.Context) error {
-		_, err := inst.Agent.Restored(ctx, &agentapi.RestoredRequest{UnixNanos: time.Now().UnixNano(), Entropy: entropy})
-		return err
-	})
-	if err != nil {
+	if err := inst.resync(ctx); err != nil {
 		return built, fmt.Errorf("making the clone a vm of its own: %w", err)
 	}
 	templateFailed = false
@@ -988,7 +980,30 @@ func (inst *Instance) freeze(ctx context.Context, pause bool) error {
 	if pause {
 		return p.Pause(ctx)
 	}
-	return p.Resume(ctx)
+	if err := p.Resume(ctx); err != nil {
+		return err
+	}
+	// The guest's clock stood still with its CPUs: it is the host's again
+	// before anything the container does reads it (runc's frozen cgroup
+	// never stops the clock).
+	if err := inst.resync(ctx); err != nil {
+		return fmt.Errorf("container %q: setting the guest's clock after resuming: %w", inst.ID, err)
+	}
+	return nil
+}
+
+// resync sets the guest's clock to the host's and mixes fresh host
+// randomness into its generator (Restored): after a restore, and after a
+// pause, the guest's own clock is behind.
+func (inst *Instance) resync(ctx context.Context) error {
+	entropy := make([]byte, 64)
+	if _, err := rand.Read(entropy); err != nil {
+		return fmt.Errorf("reading the host's randomness: %w", err)
+	}
+	return inst.call(ctx, callTimeout, func(ctx context.Context) error {
+		_, err := inst.Agent.Restored(ctx, &agentapi.RestoredRequest{UnixNanos: time.Now().UnixNano(), Entropy: entropy})
+		return err
+	})
 }
 
 // Usage is the VMM process's CPU time and resident memory: what the VM

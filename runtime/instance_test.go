@@ -662,3 +662,29 @@ func TestBootHoldsKernel(t *testing.T) {
 		t.Errorf("holds %q, unholds %d after a failed boot", h.kernelHolds, h.kernelUnholds)
 	}
 }
+
+// TestResumeSetsClock: a resumed VM's guest clock is set to the host's
+// (it stood still while paused), with fresh randomness.
+func TestResumeSetsClock(t *testing.T) {
+	h := newFakeHost(t)
+	c := testConfig(t)
+	inst, err := boot(context.Background(), c, loadBundle(t, nil), "p1", mkStateDir(t, c, "p1"), false, h.deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inst.Shutdown(context.Background(), 5*time.Second) })
+	if err := inst.Pause(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !h.vm().paused || len(h.agent.restored) != 0 {
+		t.Fatalf("paused %v, Restored calls %d", h.vm().paused, len(h.agent.restored))
+	}
+	t0 := time.Now()
+	if err := inst.Resume(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if h.vm().paused || len(h.agent.restored) != 1 || len(h.agent.restored[0].Entropy) != 64 ||
+		time.Unix(0, h.agent.restored[0].UnixNanos).Before(t0) {
+		t.Errorf("after Resume: paused %v, Restored calls %+v", h.vm().paused, h.agent.restored)
+	}
+}

@@ -45,6 +45,7 @@ type fakeVM struct {
 	stopCalls int
 	dials     int
 	saved     bool
+	paused    bool
 	srv       *ttrpc.Server
 	l         *connListener
 	conns     []net.Conn // the guest's ends
@@ -115,6 +116,21 @@ func (v *fakeVM) Save(context.Context) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// Pause and Resume stand for the VMM's: the guest's CPUs stop and go on.
+func (v *fakeVM) Pause(context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.paused = true
+	return nil
+}
+
+func (v *fakeVM) Resume(context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.paused = false
 	return nil
 }
 

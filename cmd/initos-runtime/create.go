@@ -24,11 +24,14 @@ func createCommand() *cli.Command {
 			&cli.StringFlag{Name: "pid-file", Usage: "specify the file to write the process id to"},
 			&cli.BoolFlag{Name: "no-pivot", Usage: "accepted for runc compatibility"},
 			&cli.BoolFlag{Name: "no-new-keyring", Usage: "accepted for runc compatibility"},
-			&cli.IntFlag{Name: "preserve-fds", Usage: "accepted for runc compatibility; extra fds cannot cross into a VM"},
+			preserveFdsFlag(),
 		},
 		Action: func(ctx *cli.Context) error {
 			id, err := oneID(ctx)
 			if err != nil {
+				return err
+			}
+			if err := checkPreserveFds(ctx); err != nil {
 				return err
 			}
 			c, err := loadConfig(ctx)

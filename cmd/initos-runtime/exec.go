@@ -35,7 +35,7 @@ func execCommand() *cli.Command {
 			&cli.StringFlag{Name: "apparmor", Usage: "accepted for runc compatibility"},
 			&cli.BoolFlag{Name: "no-new-privs", Usage: "set the no new privileges value for the process"},
 			&cli.StringSliceFlag{Name: "cap", Aliases: []string{"c"}, Usage: "add a capability to the bounding, effective and permitted sets of the process"},
-			&cli.IntFlag{Name: "preserve-fds", Usage: "accepted for runc compatibility; extra fds cannot cross into a VM"},
+			preserveFdsFlag(),
 			&cli.BoolFlag{Name: "ignore-paused", Usage: "accepted for runc compatibility"},
 			&cli.StringFlag{Name: "cgroup", Usage: "accepted for runc compatibility"},
 		},
@@ -48,6 +48,9 @@ func execAction(ctx *cli.Context) error {
 		return fmt.Errorf("exec: expected a container id")
 	}
 	id := ctx.Args().First()
+	if err := checkPreserveFds(ctx); err != nil {
+		return err
+	}
 	c, err := loadConfig(ctx)
 	if err != nil {
 		return err

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/initos-runtime/initos-runtime/runtime"
@@ -44,4 +46,19 @@ func loadConfig(ctx *cli.Context) (runtime.Config, error) {
 	}
 	c = c.WithDefaults()
 	return c, c.Validate()
+}
+
+// preserveFdsFlag is runc's --preserve-fds: file descriptors past stdio
+// that the process inherits. None can cross into a VM.
+func preserveFdsFlag() cli.Flag {
+	return &cli.IntFlag{Name: "preserve-fds", Usage: "runc's extra file descriptors for the process: a VM can take none, so only 0 is accepted"}
+}
+
+// checkPreserveFds refuses --preserve-fds above 0: the process would start
+// without descriptors it was promised (socket activation's, say).
+func checkPreserveFds(ctx *cli.Context) error {
+	if n := ctx.Int("preserve-fds"); n > 0 {
+		return fmt.Errorf("--preserve-fds %d: %w: the container runs in a VM, which cannot take file descriptors of the host (only stdio crosses)", n, runtime.ErrUnsupported)
+	}
+	return nil
 }

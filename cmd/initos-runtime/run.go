@@ -27,6 +27,7 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "timings", Usage: "print the time of each phase to stderr when the container ends"},
 			&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "detach from the container's process: create and start it, leaving its monitor"},
 			&cli.StringFlag{Name: "console-socket", Usage: "with --detach: path to an AF_UNIX socket which will receive a file descriptor referencing the master end of the console's pseudoterminal"},
+			preserveFdsFlag(),
 		},
 		Action: runAction,
 	}
@@ -35,6 +36,9 @@ func runCommand() *cli.Command {
 func runAction(ctx *cli.Context) error {
 	if ctx.NArg() != 1 {
 		return fmt.Errorf("run: expected exactly one container id, got %d arguments", ctx.NArg())
+	}
+	if err := checkPreserveFds(ctx); err != nil {
+		return err
 	}
 	c, err := loadConfig(ctx)
 	if err != nil {

@@ -27,6 +27,7 @@ func TestPodman(t *testing.T) {
 	t.Run("detached-logs-wait", func(t *testing.T) { t.Parallel(); testPodmanDetached(t, p) })
 	t.Run("run-it", func(t *testing.T) { t.Parallel(); testPodmanRunTerminal(t, p) })
 	t.Run("lifecycle", func(t *testing.T) { t.Parallel(); testPodmanLifecycle(t, p) })
+	t.Run("restart-logs", func(t *testing.T) { t.Parallel(); testPodmanRestartLogs(t, p) })
 	t.Run("cgroup-limits", func(t *testing.T) { t.Parallel(); testPodmanCgroupLimits(t, p) })
 	t.Run("masked-paths", func(t *testing.T) { t.Parallel(); testPodmanMaskedPaths(t, p) })
 	if p.initos {
@@ -472,5 +473,31 @@ func testPodmanLifecycle(t *testing.T, p *podman) {
 		}
 		p.ok(t, "rm", "--force", name)
 		p.assertRemoved(t, id, procs...)
+	})
+}
+
+// testPodmanRestartLogs: a container started again (podman start) runs
+// in a new VM, and its log (k8s-file) keeps the first run's output beside
+// the second's, as under runc.
+func testPodmanRestartLogs(t *testing.T, p *podman) {
+	name := "initos-pm-restart-logs"
+	p.removeLater(t, name)
+	if out := p.ok(t, "run", "--name", name, "--network", "none", podmanImage, "echo", "a-run"); out != "a-run" {
+		t.Fatalf("first run printed %q", out)
+	}
+	if out := p.ok(t, "start", "--attach", name); out != "a-run" {
+		t.Fatalf("second run printed %q", out)
+	}
+	if out, _ := p.logs(t, name); out != "a-run\na-run\n" {
+		t.Errorf("podman logs after two runs: %q, want both runs' output", out)
+	}
+	// podman restart of a running container.
+	running := name + "-running"
+	p.detached(t, running, "sh", "-c", "echo up; exec sleep 3600")
+	p.waitLogs(t, running, "up", settleTimeout)
+	p.ok(t, "restart", "-t", "0", running)
+	poll(t, settleTimeout, "the restarted container's output", func() (bool, string) {
+		out, _ := p.logs(t, running)
+		return out == "up\nup\n", fmt.Sprintf("podman logs: %q", out)
 	})
 }

@@ -214,6 +214,30 @@ func TestContainerdShim(t *testing.T) {
 			c.assertGone(t, id)
 		})
 
+		t.Run("cri stop of a process that ignores TERM", func(t *testing.T) {
+			t.Parallel()
+			// critest's "runtime should support stopping container": after
+			// the timeout the kill must end it, as under runc.
+			pod := c.runPod(t, "ictd-stop", initosHandler)
+			id := c.startContainer(t, pod, "stubborn", "sh", "-c", `trap "" TERM; echo ready; while true; do sleep 1; done`)
+			poll(t, settleTimeout, "the stubborn container's trap", func() (bool, string) {
+				r := c.crictl(t, "logs", id)
+				return strings.Contains(string(r.stdout), "ready"), string(r.stdout)
+			})
+			t0 := time.Now()
+			c.ok(t, "crictl", "stop", "--timeout", "3", id)
+			if took := time.Since(t0); took > 30*time.Second {
+				t.Errorf("crictl stop --timeout 3 took %s", took.Round(time.Second))
+			}
+			if code := c.waitExited(t, id, settleTimeout); code != 137 {
+				t.Errorf("exit code %d after the kill, want 137", code)
+			}
+			c.ok(t, "crictl", "rm", id)
+			c.ok(t, "crictl", "stopp", pod.id)
+			c.ok(t, "crictl", "rmp", pod.id)
+			c.assertGone(t, id)
+		})
+
 		t.Run("cri pod", func(t *testing.T) {
 			t.Parallel()
 			// The pod's total: 256 MiB and 1.5 CPUs, on top of the guest's own.

@@ -233,3 +233,39 @@ func (c *containerd) shimStateDir(ns, id string) string {
 	h := sha256.Sum256([]byte(ns + "/" + id))
 	return filepath.Join(c.initosRoot+"-shim", "c"+hex.EncodeToString(h[:8]))
 }
+
+// strayShims lists this containerd's shims in the CRI namespace whose id
+// is neither a sandbox nor a container that CRI knows.
+func (c *containerd) strayShims(t testing.TB) []string {
+	t.Helper()
+	known := map[string]bool{}
+	for _, args := range [][]string{{"pods", "-q"}, {"ps", "-a", "-q"}} {
+		r := c.crictl(t, args...)
+		for _, id := range strings.Fields(string(r.stdout)) {
+			known[id] = true
+		}
+	}
+	var stray []string
+	for _, line := range processesOf("containerd-shim-initos-v2", "") {
+		f := strings.Fields(strings.TrimSuffix(line, ")"))
+		if !strings.Contains(line, " -namespace "+criNamespace+" ") || !strings.Contains(line, c.address) {
+			continue
+		}
+		for i := range f[:len(f)-1] {
+			if f[i] == "-id" && !known[f[i+1]] && !knownPrefix(known, f[i+1]) {
+				stray = append(stray, line)
+			}
+		}
+	}
+	return stray
+}
+
+// knownPrefix: crictl -q prints full ids; a shim's may be the same.
+func knownPrefix(known map[string]bool, id string) bool {
+	for k := range known {
+		if strings.HasPrefix(k, id) || strings.HasPrefix(id, k) {
+			return true
+		}
+	}
+	return false
+}

@@ -214,6 +214,29 @@ func TestContainerdShim(t *testing.T) {
 			c.assertGone(t, id)
 		})
 
+		t.Run("cri host network refused, no shim left", func(t *testing.T) {
+			t.Parallel()
+			// A VM cannot share the host's network: RunPodSandbox fails
+			// naming it, and the shim started for it ends.
+			p := &criPod{name: "ictd-hostnet", logDir: filepath.Join(c.dir, "pods", "ictd-hostnet"), config: filepath.Join(c.dir, "pods", "ictd-hostnet.json")}
+			if err := os.MkdirAll(p.logDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeJSON(t, p.config, map[string]any{
+				"metadata":      map[string]any{"name": p.name, "namespace": "default", "uid": "uid-" + p.name, "attempt": 0},
+				"log_directory": p.logDir,
+				"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
+			})
+			r := c.crictl(t, "runp", "--runtime", initosHandler, p.config)
+			if r.code == 0 || !strings.Contains(string(r.stderr), "host's network") {
+				t.Fatalf("crictl runp of a host-network pod: exit %d, stdout %q, stderr %q; want a refusal naming the host's network", r.code, r.stdout, r.stderr)
+			}
+			poll(t, settleTimeout, "the refused sandbox's shim to end", func() (bool, string) {
+				left := c.strayShims(t)
+				return len(left) == 0, strings.Join(left, "; ")
+			})
+		})
+
 		t.Run("cri stop of a process that ignores TERM", func(t *testing.T) {
 			t.Parallel()
 			// critest's "runtime should support stopping container": after

@@ -20,6 +20,8 @@ func toGRPC(err error) error {
 	}
 	var ae *runtime.AgentError
 	switch {
+	case errdefs.IsFailedPrecondition(err):
+		// Classified already (toGRPCCreate).
 	case errors.Is(err, runtime.ErrWrongState):
 		err = fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
 	case errors.Is(err, runtime.ErrNotExist):
@@ -36,4 +38,18 @@ func toGRPC(err error) error {
 		err = fmt.Errorf("%w: %w", errdefs.ErrNotFound, err)
 	}
 	return errgrpc.ToGRPC(err)
+}
+
+// toGRPCCreate is toGRPC for Create. containerd's task client reads
+// Unimplemented from task.Create as "this shim serves no task API v3",
+// retries on v2 ("downgrading client API version") and reports that
+// call's failure instead of ours. So what this runtime cannot run (a
+// spec's host network, a checkpoint to restore) is a failed precondition
+// here, with its reason.
+func toGRPCCreate(err error) error {
+	if errors.Is(err, runtime.ErrUnsupported) || errdefs.IsNotImplemented(err) {
+		// Its text only: a NotImplemented class in the chain would win.
+		err = fmt.Errorf("%w: %s", errdefs.ErrFailedPrecondition, err)
+	}
+	return toGRPC(err)
 }

@@ -140,7 +140,7 @@ func stateDirName(ns, id string) string {
 
 // Create boots the container's VM and creates its process, not started.
 func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
-	defer func() { retErr = toGRPC(retErr) }()
+	defer func() { retErr = toGRPCCreate(retErr) }()
 	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
 		return nil, fmt.Errorf("task %q: restoring a checkpoint: %w", r.ID, errdefs.ErrNotImplemented)
 	}

@@ -30,17 +30,27 @@ func (c *containerd) runPod(t testing.TB, name, handler string) *criPod {
 // the pod's total resources).
 func (c *containerd) runPodWith(t testing.TB, name, handler string, linux map[string]any) *criPod {
 	t.Helper()
+	p := c.podConfig(t, name, map[string]any{"hostname": name, "linux": linux})
+	p.id = c.ok(t, "crictl", "runp", "--runtime", handler, p.config)
+	return p
+}
+
+// podConfig writes the PodSandboxConfig of pod name: its metadata and log
+// directory, and fields.
+func (c *containerd) podConfig(t testing.TB, name string, fields map[string]any) *criPod {
+	t.Helper()
 	p := &criPod{name: name, logDir: filepath.Join(c.dir, "pods", name), config: filepath.Join(c.dir, "pods", name+".json")}
 	if err := os.MkdirAll(p.logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeJSON(t, p.config, map[string]any{
+	config := map[string]any{
 		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": "uid-" + name, "attempt": 0},
-		"hostname":      name,
 		"log_directory": p.logDir,
-		"linux":         linux,
-	})
-	p.id = c.ok(t, "crictl", "runp", "--runtime", handler, p.config)
+	}
+	for k, v := range fields {
+		config[k] = v
+	}
+	writeJSON(t, p.config, config)
 	return p
 }
 

@@ -218,14 +218,8 @@ func TestContainerdShim(t *testing.T) {
 			t.Parallel()
 			// A VM cannot share the host's network: RunPodSandbox fails
 			// naming it, and the shim started for it ends.
-			p := &criPod{name: "ictd-hostnet", logDir: filepath.Join(c.dir, "pods", "ictd-hostnet"), config: filepath.Join(c.dir, "pods", "ictd-hostnet.json")}
-			if err := os.MkdirAll(p.logDir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			writeJSON(t, p.config, map[string]any{
-				"metadata":      map[string]any{"name": p.name, "namespace": "default", "uid": "uid-" + p.name, "attempt": 0},
-				"log_directory": p.logDir,
-				"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
+			p := c.podConfig(t, "ictd-hostnet", map[string]any{
+				"linux": map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
 			})
 			r := c.crictl(t, "runp", "--runtime", initosHandler, p.config)
 			if r.code == 0 || !strings.Contains(string(r.stderr), "host's network") {
@@ -235,6 +229,29 @@ func TestContainerdShim(t *testing.T) {
 				left := c.strayShims(t)
 				return len(left) == 0, strings.Join(left, "; ")
 			})
+		})
+
+		t.Run("cri dns config", func(t *testing.T) {
+			t.Parallel()
+			// critest's "runtime should support DNS config": the pod's
+			// servers, searches and options are its resolv.conf.
+			p := c.podConfig(t, "ictd-dns", map[string]any{"hostname": "ictd-dns", "dns_config": map[string]any{
+				"servers": []string{"10.96.0.10"}, "searches": []string{"svc.cluster.local", "cluster.local"}, "options": []string{"ndots:5"}}})
+			p.id = c.ok(t, "crictl", "runp", "--runtime", initosHandler, p.config)
+			id := c.startContainer(t, p, "dns", "sh", "-c", "cat /etc/resolv.conf; sleep 3600")
+			want := []string{"search svc.cluster.local cluster.local", "nameserver 10.96.0.10", "options ndots:5"}
+			poll(t, settleTimeout, "the pod's resolv.conf", func() (bool, string) {
+				out := string(c.crictl(t, "logs", id).stdout)
+				for _, l := range want {
+					if !strings.Contains(out, l+"\n") {
+						return false, fmt.Sprintf("resolv.conf %q, want lines %q", out, want)
+					}
+				}
+				return true, ""
+			})
+			c.ok(t, "crictl", "stopp", p.id)
+			c.ok(t, "crictl", "rmp", p.id)
+			c.assertGone(t, id)
 		})
 
 		t.Run("cri stop of a process that ignores TERM", func(t *testing.T) {

@@ -1539,8 +1539,11 @@ type WaitResponse struct {
 	ExitStatus int32 `protobuf:"varint,1,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
 	// Unix nanoseconds of the exit as seen in the guest.
 	ExitedAtUnixNano int64 `protobuf:"varint,2,opt,name=exited_at_unix_nano,json=exitedAtUnixNano,proto3" json:"exited_at_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The process died of SIGKILL after the kernel's OOM killer acted in
+	// its container's cgroup (memory.events oom_kill grew while it ran).
+	OomKilled     bool `protobuf:"varint,3,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WaitResponse) Reset() {
@@ -1585,6 +1588,13 @@ func (x *WaitResponse) GetExitedAtUnixNano() int64 {
 		return x.ExitedAtUnixNano
 	}
 	return 0
+}
+
+func (x *WaitResponse) GetOomKilled() bool {
+	if x != nil {
+		return x.OomKilled
+	}
+	return false
 }
 
 type ProcessInfo struct {
@@ -1712,9 +1722,12 @@ type StatsResponse struct {
 	MemoryAnonBytes uint64 `protobuf:"varint,6,opt,name=memory_anon_bytes,json=memoryAnonBytes,proto3" json:"memory_anon_bytes,omitempty"`
 	MemoryFileBytes uint64 `protobuf:"varint,7,opt,name=memory_file_bytes,json=memoryFileBytes,proto3" json:"memory_file_bytes,omitempty"`
 	// pids.current
-	PidsCurrent   uint64 `protobuf:"varint,8,opt,name=pids_current,json=pidsCurrent,proto3" json:"pids_current,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PidsCurrent uint64 `protobuf:"varint,8,opt,name=pids_current,json=pidsCurrent,proto3" json:"pids_current,omitempty"`
+	// memory.events: the OOM condition's count and the OOM killer's kills
+	MemoryOomEvents     uint64 `protobuf:"varint,9,opt,name=memory_oom_events,json=memoryOomEvents,proto3" json:"memory_oom_events,omitempty"`
+	MemoryOomKillEvents uint64 `protobuf:"varint,10,opt,name=memory_oom_kill_events,json=memoryOomKillEvents,proto3" json:"memory_oom_kill_events,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *StatsResponse) Reset() {
@@ -1799,6 +1812,20 @@ func (x *StatsResponse) GetMemoryFileBytes() uint64 {
 func (x *StatsResponse) GetPidsCurrent() uint64 {
 	if x != nil {
 		return x.PidsCurrent
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryOomEvents() uint64 {
+	if x != nil {
+		return x.MemoryOomEvents
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryOomKillEvents() uint64 {
+	if x != nil {
+		return x.MemoryOomKillEvents
 	}
 	return 0
 }
@@ -2117,18 +2144,20 @@ const file_agent_proto_rawDesc = "" +
 	"\rSignalRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\rR\x06signal\x12\x10\n" +
-	"\x03all\x18\x03 \x01(\bR\x03all\"^\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\"}\n" +
 	"\fWaitResponse\x12\x1f\n" +
 	"\vexit_status\x18\x01 \x01(\x05R\n" +
 	"exitStatus\x12-\n" +
-	"\x13exited_at_unix_nano\x18\x02 \x01(\x03R\x10exitedAtUnixNano\"[\n" +
+	"\x13exited_at_unix_nano\x18\x02 \x01(\x03R\x10exitedAtUnixNano\x12\x1d\n" +
+	"\n" +
+	"oom_killed\x18\x03 \x01(\bR\toomKilled\"[\n" +
 	"\vProcessInfo\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\rR\x04ppid\x12\x12\n" +
 	"\x04comm\x18\x03 \x01(\tR\x04comm\x12\x12\n" +
 	"\x04args\x18\x04 \x03(\tR\x04args\"S\n" +
 	"\x15ListProcessesResponse\x12:\n" +
-	"\tprocesses\x18\x01 \x03(\v2\x1c.initos.agent.v1.ProcessInfoR\tprocesses\"\xd8\x02\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x1c.initos.agent.v1.ProcessInfoR\tprocesses\"\xb9\x03\n" +
 	"\rStatsResponse\x12$\n" +
 	"\x0ecpu_usage_usec\x18\x01 \x01(\x04R\fcpuUsageUsec\x12\"\n" +
 	"\rcpu_user_usec\x18\x02 \x01(\x04R\vcpuUserUsec\x12&\n" +
@@ -2137,7 +2166,10 @@ const file_agent_proto_rawDesc = "" +
 	"\x12memory_limit_bytes\x18\x05 \x01(\x04R\x10memoryLimitBytes\x12*\n" +
 	"\x11memory_anon_bytes\x18\x06 \x01(\x04R\x0fmemoryAnonBytes\x12*\n" +
 	"\x11memory_file_bytes\x18\a \x01(\x04R\x0fmemoryFileBytes\x12!\n" +
-	"\fpids_current\x18\b \x01(\x04R\vpidsCurrent\"o\n" +
+	"\fpids_current\x18\b \x01(\x04R\vpidsCurrent\x12*\n" +
+	"\x11memory_oom_events\x18\t \x01(\x04R\x0fmemoryOomEvents\x123\n" +
+	"\x16memory_oom_kill_events\x18\n" +
+	" \x01(\x04R\x13memoryOomKillEvents\"o\n" +
 	"\x13UpdateLimitsRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x125\n" +
 	"\x06limits\x18\x02 \x01(\v2\x1d.initos.agent.v1.CgroupLimitsR\x06limits\"z\n" +

@@ -121,7 +121,25 @@ func (s *Service) Stats(_ context.Context, req *agentapi.ContainerRequest) (*age
 		return nil, err
 	}
 	resp.PidsCurrent, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if b, err = read("memory.events"); err != nil {
+		return nil, err
+	}
+	ev := keyed(b)
+	resp.MemoryOomEvents, resp.MemoryOomKillEvents = ev["oom"], ev["oom_kill"]
 	return resp, nil
+}
+
+// oomKills is container cid's count of OOM kills (memory.events
+// oom_kill); 0 without cgroups.
+func (s *Service) oomKills(cid string) uint64 {
+	if !s.cgroups {
+		return 0
+	}
+	b, err := s.sys.ReadFile(filepath.Join(cgroupOf(cid), "memory.events"))
+	if err != nil {
+		return 0
+	}
+	return keyed(b)["oom_kill"]
 }
 
 // keyed parses "key value" lines (cpu.stat, memory.stat, meminfo).

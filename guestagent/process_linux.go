@@ -102,6 +102,10 @@ type process struct {
 	stdinClosed bool
 	exit        exitInfo
 	done        chan struct{} // closed at exit
+	// oomKills is its container cgroup's oom_kill count when it was
+	// created; oomKilled says the count grew before its SIGKILL death.
+	oomKills  uint64
+	oomKilled bool
 }
 
 func (p *process) getState() procState {

@@ -258,6 +258,7 @@ func (s *Service) createProcess(ctx context.Context, cid, id string, spec *specs
 		h:         h,
 		state:     procCreated,
 		done:      make(chan struct{}),
+		oomKills:  s.oomKills(cid),
 	}
 	p.stdout = s.startPump(h.Stdout)
 	p.stderr = s.startPump(h.Stderr)
@@ -341,9 +342,12 @@ func (s *Service) startPump(src interface {
 // waitExit records the exit of p.
 func (s *Service) waitExit(p *process) {
 	e := <-p.h.Exited
+	// Read before done: Wait reports it.
+	oom := e.Status == 128+int32(unix.SIGKILL) && s.oomKills(p.container) > p.oomKills
 	p.mu.Lock()
 	p.state = procExited
 	p.exit = e
+	p.oomKilled = oom
 	p.mu.Unlock()
 	close(p.done)
 	if p.h.Stdin != nil {
@@ -595,7 +599,7 @@ func (s *Service) WaitProcess(ctx context.Context, req *agentapi.ProcessRequest)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return &agentapi.WaitResponse{ExitStatus: p.exit.Status, ExitedAtUnixNano: p.exit.At.UnixNano()}, nil
+	return &agentapi.WaitResponse{ExitStatus: p.exit.Status, ExitedAtUnixNano: p.exit.At.UnixNano(), OomKilled: p.oomKilled}, nil
 }
 
 // ListProcesses lists a container's processes (the agent and kernel

@@ -739,12 +739,14 @@ func TestStatsReadsTheContainersCgroup(t *testing.T) {
 	sys.fileData["/proc/meminfo"] = []byte("MemTotal:         501234 kB\nMemFree: 1 kB\n")
 	sys.fileData[dir+"memory.stat"] = []byte("anon 1024\nfile 2048\n")
 	sys.fileData[dir+"pids.current"] = []byte("3\n")
+	sys.fileData[dir+"memory.events"] = []byte("low 0\nhigh 0\nmax 7\noom 2\noom_kill 1\noom_group_kill 0\n")
 	got, err := s.Stats(ctx5s(t), &agentapi.ContainerRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := &agentapi.StatsResponse{CpuUsageUsec: 1500, CpuUserUsec: 1000, CpuSystemUsec: 500, MemoryUsageBytes: 4096,
-		MemoryLimitBytes: 501234 << 10, MemoryAnonBytes: 1024, MemoryFileBytes: 2048, PidsCurrent: 3}
+		MemoryLimitBytes: 501234 << 10, MemoryAnonBytes: 1024, MemoryFileBytes: 2048, PidsCurrent: 3,
+		MemoryOomEvents: 2, MemoryOomKillEvents: 1}
 	if !proto.Equal(got, want) {
 		t.Errorf("Stats = %v, want %v", got, want)
 	}
@@ -899,5 +901,46 @@ func TestRootfsPropagation(t *testing.T) {
 		if p.pid == int(resp.Pid) && p.req.RootPropagation != unix.MS_SHARED|unix.MS_REC {
 			t.Errorf("root propagation %#x, want MS_SHARED|MS_REC", p.req.RootPropagation)
 		}
+	}
+}
+
+// TestWaitReportsOOMKill: a process that died of SIGKILL after its
+// container's cgroup counted an OOM kill is reported OOM-killed; a SIGKILL
+// without one, or an OOM kill before it was created, is not.
+func TestWaitReportsOOMKill(t *testing.T) {
+	events := func(n int) []byte {
+		return []byte(fmt.Sprintf("low 0\nhigh 0\nmax 3\noom %d\noom_kill %d\noom_group_kill 0\n", n, n))
+	}
+	tests := []struct {
+		name          string
+		before, after int
+		status        int32
+		want          bool
+	}{
+		{"killed by the OOM killer", 0, 1, 137, true},
+		{"killed, no OOM", 2, 2, 137, false},
+		{"an OOM kill of another process, then exit 1", 0, 1, 1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, sys, l := setUpService(t)
+			s.cgroups = true
+			path := cgroupOf("") + "/memory.events"
+			sys.mu.Lock()
+			sys.fileData[path] = events(tt.before)
+			sys.mu.Unlock()
+			if _, err := s.CreateProcess(ctx5s(t), &agentapi.CreateProcessRequest{Id: "p",
+				ProcessJson: processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "/"})}); err != nil {
+				t.Fatal(err)
+			}
+			sys.mu.Lock()
+			sys.fileData[path] = events(tt.after)
+			sys.mu.Unlock()
+			l.proc("p").exit(tt.status)
+			w, err := s.WaitProcess(ctx5s(t), &agentapi.ProcessRequest{Id: "p"})
+			if err != nil || w.ExitStatus != tt.status || w.OomKilled != tt.want {
+				t.Errorf("WaitProcess = %v, %v; want status %d, oom_killed %v", w, err, tt.status, tt.want)
+			}
+		})
 	}
 }

@@ -231,6 +231,26 @@ func TestContainerdShim(t *testing.T) {
 			})
 		})
 
+		t.Run("cri oom killed", func(t *testing.T) {
+			t.Parallel()
+			// critest's "should terminate with exitCode 137 and reason
+			// OOMKilled": the guest's OOM kill reaches containerd.
+			pod := c.runPod(t, "ictd-oom", initosHandler)
+			id := c.startContainerWith(t, pod, "hog", map[string]any{"resources": map[string]any{"memory_limit_in_bytes": 24 << 20}},
+				"sh", "-c", "x=0123456789abcdef; while true; do x=$x$x; done")
+			if code := c.waitExited(t, id, settleTimeout); code != 137 {
+				t.Errorf("exit code %d, want 137", code)
+			}
+			reason := c.ok(t, "crictl", "inspect", "--output", "go-template", "--template", "{{.status.reason}}", id)
+			if strings.TrimSpace(reason) != "OOMKilled" {
+				t.Errorf("reason %q, want OOMKilled", reason)
+			}
+			c.ok(t, "crictl", "rm", id)
+			c.ok(t, "crictl", "stopp", pod.id)
+			c.ok(t, "crictl", "rmp", pod.id)
+			c.assertGone(t, id)
+		})
+
 		t.Run("cri dns config", func(t *testing.T) {
 			t.Parallel()
 			// critest's "runtime should support DNS config": the pod's

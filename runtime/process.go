@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -19,7 +20,13 @@ type Process struct {
 	ID   string
 	Pid  uint32
 	inst *Instance
+	// oomKilled: the exit Wait saw was the guest's OOM killer's.
+	oomKilled atomic.Bool
 }
+
+// OOMKilled reports whether the exit Wait returned was a kill by the
+// guest kernel's OOM killer (in the container's cgroup).
+func (p *Process) OOMKilled() bool { return p.oomKilled.Load() }
 
 // CreateProcess prepares p in the guest up to its execve, with the limits
 // p does not set inherited from this process (withInheritedRlimits).
@@ -92,6 +99,7 @@ func (p *Process) Wait(ctx context.Context) (int, error) {
 		// the driver's exit error, which ends with the console's tail.
 		return -1, fmt.Errorf("waiting for process %q in container %q: %w", p.ID, p.inst.ID, err)
 	}
+	p.oomKilled.Store(resp.OomKilled)
 	return exitStatus(resp.ExitStatus), nil
 }
 

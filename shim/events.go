@@ -31,3 +31,9 @@ func exitEvent(p *taskProcess) any {
 		ExitedAt:    timestamppb.New(p.exitedAt),
 	}
 }
+
+// oomEvent says the guest's OOM killer ended p's container's process; it
+// precedes that exit's TaskExit.
+func oomEvent(p *taskProcess) any {
+	return &eventstypes.TaskOOM{ContainerID: p.containerID}
+}

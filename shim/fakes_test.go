@@ -57,7 +57,8 @@ func (v *fakeVM) Processes(context.Context) ([]*agentapi.ProcessInfo, error) {
 }
 
 func (v *fakeVM) GuestStats(context.Context) (*agentapi.StatsResponse, error) {
-	return &agentapi.StatsResponse{CpuUsageUsec: 700, MemoryUsageBytes: 3 << 20, MemoryLimitBytes: 512 << 20, PidsCurrent: 2}, nil
+	return &agentapi.StatsResponse{CpuUsageUsec: 700, MemoryUsageBytes: 3 << 20, MemoryLimitBytes: 512 << 20, PidsCurrent: 2,
+		MemoryOomEvents: 3, MemoryOomKillEvents: 1}, nil
 }
 
 func (v *fakeVM) UpdateLimits(_ context.Context, l *agentapi.CgroupLimits) error {
@@ -102,6 +103,7 @@ type fakeProc struct {
 	mu     sync.Mutex
 	ended  bool
 	status int
+	oom    bool   // its end was the OOM killer's
 	out    []byte // what the process wrote: its args, on start
 }
 
@@ -147,6 +149,12 @@ func (p *fakeProc) Signal(_ context.Context, sig uint32, _ bool) error {
 }
 
 func (p *fakeProc) Resize(context.Context, uint32, uint32) error { return nil }
+
+func (p *fakeProc) OOMKilled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.oom
+}
 
 func (p *fakeProc) Wait(ctx context.Context) (int, error) {
 	select {

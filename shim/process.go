@@ -136,6 +136,11 @@ func (p *taskProcess) run(ctx context.Context, beforeExit func(), send func(any)
 		log.G(ctx).WithError(err).Warnf("%s: closing stdio", p.name())
 	}
 	p.mu.Lock()
+	if err == nil && p.gp.OOMKilled() {
+		// Before the exit: containerd's CRI records the reason
+		// OOMKilled for an exit that follows a TaskOOM.
+		send(oomEvent(p))
+	}
 	send(exitEvent(p))
 	close(p.exited)
 	p.mu.Unlock()

@@ -702,6 +702,8 @@ func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (_ *taskAP
 			CPU:    &stats.CPUStat{UsageUsec: gs.CpuUsageUsec, UserUsec: gs.CpuUserUsec, SystemUsec: gs.CpuSystemUsec},
 			Memory: &stats.MemoryStat{Usage: gs.MemoryUsageBytes, UsageLimit: gs.MemoryLimitBytes, Anon: gs.MemoryAnonBytes, File: gs.MemoryFileBytes},
 			Pids:   &stats.PidsStat{Current: gs.PidsCurrent},
+			// kubelet's and CRI's container_oom_events_total.
+			MemoryEvents: &stats.MemoryEvents{Oom: gs.MemoryOomEvents, OomKill: gs.MemoryOomKillEvents},
 		}
 	} else {
 		log.G(ctx).WithError(err).Debugf("task %q: no guest stats, reporting the VMM's usage", r.ID)

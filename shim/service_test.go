@@ -302,7 +302,8 @@ func TestStatsFromTheGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, ok := v.(*stats.Metrics)
-	if !ok || m.CPU.UsageUsec != 700 || m.Memory.Usage != 3<<20 || m.Pids.Current != 2 {
+	if !ok || m.CPU.UsageUsec != 700 || m.Memory.Usage != 3<<20 || m.Pids.Current != 2 ||
+		m.MemoryEvents.GetOom() != 3 || m.MemoryEvents.GetOomKill() != 1 {
 		t.Errorf("stats %v", v)
 	}
 }
@@ -375,5 +376,30 @@ func TestTaskView(t *testing.T) {
 	}
 	if v := vmOf(t, vms, "c2"); !v.shutdown {
 		t.Error("the VM of a task whose view failed was not shut down")
+	}
+}
+
+// TestOOMEvent: an exit the guest's OOM killer caused is preceded by
+// TaskOOM for the container (containerd's CRI then says OOMKilled).
+func TestOOMEvent(t *testing.T) {
+	s, pub, vms := testService(t)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: writeBundle(t, []string{"hog"}, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Start(ctx, &taskAPI.StartRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	p := vmOf(t, vms, "c1").proc("c1")
+	p.mu.Lock()
+	p.oom = true
+	p.mu.Unlock()
+	p.end(137)
+	waitTopics(t, pub, []string{"/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"})
+	pub.mu.Lock()
+	oom := pub.events[2]
+	pub.mu.Unlock()
+	if !strings.Contains(oom.(interface{ String() string }).String(), `container_id:"c1"`) {
+		t.Errorf("TaskOOM %v does not name c1", oom)
 	}
 }

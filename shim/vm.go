@@ -34,6 +34,8 @@ type guestProcess interface {
 	Signal(ctx context.Context, sig uint32, all bool) error
 	Resize(ctx context.Context, width, height uint32) error
 	Wait(ctx context.Context) (int, error)
+	// OOMKilled says the exit Wait returned was the OOM killer's.
+	OOMKilled() bool
 	Pump(ctx context.Context, s runtime.Stdio, progress chan<- struct{}) error
 }
 

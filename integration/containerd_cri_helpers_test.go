@@ -65,14 +65,24 @@ func (c *containerd) startContainer(t testing.TB, p *criPod, name string, args .
 // section (resources, security context).
 func (c *containerd) startContainerWith(t testing.TB, p *criPod, name string, linux map[string]any, args ...string) string {
 	t.Helper()
+	return c.startContainerConfig(t, p, name, map[string]any{"linux": linux}, args...)
+}
+
+// startContainerConfig is startContainer with fields of the
+// ContainerConfig (mounts, linux).
+func (c *containerd) startContainerConfig(t testing.TB, p *criPod, name string, fields map[string]any, args ...string) string {
+	t.Helper()
 	config := filepath.Join(c.dir, "pods", p.name+"-"+name+".json")
-	writeJSON(t, config, map[string]any{
+	cfg := map[string]any{
 		"metadata": map[string]any{"name": name},
 		"image":    map[string]any{"image": containerdImage},
 		"command":  args,
 		"log_path": name + ".log",
-		"linux":    linux,
-	})
+	}
+	for k, v := range fields {
+		cfg[k] = v
+	}
+	writeJSON(t, config, cfg)
 	id := c.ok(t, "crictl", "create", p.id, config, p.config)
 	c.ok(t, "crictl", "start", id)
 	return id

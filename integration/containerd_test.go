@@ -251,6 +251,52 @@ func TestContainerdShim(t *testing.T) {
 			c.assertGone(t, id)
 		})
 
+		t.Run("cri pod sysctls", func(t *testing.T) {
+			t.Parallel()
+			// critest's "should support safe sysctls" and "unsafe sysctls":
+			// the pod's namespaced sysctls are what its containers see.
+			pod := c.runPodWith(t, "ictd-sysctl", initosHandler, map[string]any{
+				"sysctls": map[string]string{"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "21"}})
+			id := c.startContainer(t, pod, "sysctls", "sh", "-c", "cat /proc/sys/kernel/shm_rmid_forced /proc/sys/fs/mqueue/msg_max; sleep 3600")
+			poll(t, settleTimeout, "the pod's sysctls", func() (bool, string) {
+				out := string(c.crictl(t, "logs", id).stdout)
+				return out == "1\n21\n", fmt.Sprintf("%q, want \"1\\n21\\n\"", out)
+			})
+			c.ok(t, "crictl", "stopp", pod.id)
+			c.ok(t, "crictl", "rmp", pod.id)
+			c.assertGone(t, id)
+		})
+
+		t.Run("cri volume", func(t *testing.T) {
+			t.Parallel()
+			// critest's "starting container with volume" and "... when
+			// host path is a symlink": what the host path held before the
+			// container was created is in it, both ways.
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "before"), []byte("made-before\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			link := filepath.Join(t.TempDir(), "link")
+			if err := os.Symlink(dir, link); err != nil {
+				t.Fatal(err)
+			}
+			pod := c.runPod(t, "ictd-vol", initosHandler)
+			id := c.startContainerConfig(t, pod, "vol", map[string]any{"mounts": []map[string]any{
+				{"host_path": dir, "container_path": "/vol"}, {"host_path": link, "container_path": "/viasymlink"}}},
+				"sh", "-c", "cat /vol/before /viasymlink/before; echo from-container > /vol/after; sleep 3600")
+			poll(t, settleTimeout, "the volume's file in the container", func() (bool, string) {
+				out := string(c.crictl(t, "logs", id).stdout)
+				return out == "made-before\nmade-before\n", fmt.Sprintf("%q", out)
+			})
+			poll(t, settleTimeout, "the container's file in the host path", func() (bool, string) {
+				b, err := os.ReadFile(filepath.Join(dir, "after"))
+				return err == nil && string(b) == "from-container\n", fmt.Sprintf("%q, %v", b, err)
+			})
+			c.ok(t, "crictl", "stopp", pod.id)
+			c.ok(t, "crictl", "rmp", pod.id)
+			c.assertGone(t, id)
+		})
+
 		t.Run("cri dns config", func(t *testing.T) {
 			t.Parallel()
 			// critest's "runtime should support DNS config": the pod's

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestPodman drives Debian's podman and conmon with the runtime under test
@@ -28,6 +30,7 @@ func TestPodman(t *testing.T) {
 	t.Run("run-it", func(t *testing.T) { t.Parallel(); testPodmanRunTerminal(t, p) })
 	t.Run("lifecycle", func(t *testing.T) { t.Parallel(); testPodmanLifecycle(t, p) })
 	t.Run("restart-logs", func(t *testing.T) { t.Parallel(); testPodmanRestartLogs(t, p) })
+	t.Run("block-io", func(t *testing.T) { t.Parallel(); testPodmanBlockIO(t, p) })
 	t.Run("cgroup-limits", func(t *testing.T) { t.Parallel(); testPodmanCgroupLimits(t, p) })
 	t.Run("masked-paths", func(t *testing.T) { t.Parallel(); testPodmanMaskedPaths(t, p) })
 	if p.initos {
@@ -500,4 +503,25 @@ func testPodmanRestartLogs(t *testing.T, p *podman) {
 		out, _ := p.logs(t, running)
 		return out == "up\nup\n", fmt.Sprintf("podman logs: %q", out)
 	})
+}
+
+// testPodmanBlockIO: block I/O limits are refused at create with a reason
+// naming them (they name host devices a VM's guest does not have), not
+// dropped without a word as before.
+func testPodmanBlockIO(t *testing.T, p *podman) {
+	if !p.initos {
+		t.Skip("runc applies block I/O limits in the host's cgroup")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat("/", &st); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := filepath.EvalSymlinks(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev)))
+	if err != nil {
+		t.Skipf("the root filesystem is on no block device: %v", err)
+	}
+	r := p.run(t, nil, "run", "--rm", "--device-read-bps", "/dev/"+filepath.Base(dev)+":1mb", "--network", "none", podmanImage, "true")
+	if r.code == 0 || !strings.Contains(string(r.stderr), "block I/O limits") {
+		t.Errorf("podman run --device-read-bps: exit %d, stderr %q; want a refusal naming block I/O limits", r.code, r.stderr)
+	}
 }

@@ -142,6 +142,9 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	if err != nil {
 		return nil, fmt.Errorf("container %q: %w", id, err)
 	}
+	if err := checkBlockIO(b.Spec); err != nil {
+		return nil, fmt.Errorf("container %q: %w", id, err)
+	}
 	memMiB, cpus := vmSize(c, b.Spec)
 	accel := d.detectAccel()
 	driver, err := chooseDriver(c, accel)

@@ -51,6 +51,9 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 	if err != nil {
 		return nil, fmt.Errorf("adding container %q: %w", id, err)
 	}
+	if err := checkBlockIO(b.Spec); err != nil {
+		return nil, fmt.Errorf("adding container %q: %w", id, err)
+	}
 	name := "m-" + randomSuffix()
 	var msh *share
 	mounts, err := shareMounts(b.Spec, &msh, filepath.Join(inst.share.dir, name), filepath.Join(shareMount, name))

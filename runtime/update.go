@@ -73,13 +73,32 @@ func PlanUpdate(id string, memMiB, cpus int, r *specs.LinuxResources) (*agentapi
 			refused = append(refused, "cpuset")
 		}
 	}
-	if b := r.BlockIO; b != nil && (b.Weight != nil || len(b.ThrottleReadBpsDevice)+len(b.ThrottleWriteBpsDevice)+len(b.ThrottleReadIOPSDevice)+len(b.ThrottleWriteIOPSDevice) > 0) {
+	if hasBlockIOLimits(r) {
 		refused = append(refused, "block I/O limits")
 	}
 	if len(refused) > 0 {
 		return nil, fmt.Errorf("cannot update container %q: %w: %s (a VM's memory and CPUs are fixed at create)", id, ErrUnsupported, strings.Join(refused, ", "))
 	}
 	return resourceLimits(r), nil
+}
+
+// hasBlockIOLimits reports whether r limits block I/O (a weight or a
+// throttle: podman's --blkio-weight, --device-read-bps and the like).
+func hasBlockIOLimits(r *specs.LinuxResources) bool {
+	b := r.BlockIO
+	return b != nil && (b.Weight != nil || b.LeafWeight != nil || len(b.WeightDevice) > 0 ||
+		len(b.ThrottleReadBpsDevice)+len(b.ThrottleWriteBpsDevice)+len(b.ThrottleReadIOPSDevice)+len(b.ThrottleWriteIOPSDevice) > 0)
+}
+
+// checkBlockIO refuses a spec's block I/O limits: they name the host's
+// devices, which the guest does not have, and the guest's disk and share
+// I/O is the VMM's on the host. Dropping them without a word would leave
+// a container unthrottled that asked to be.
+func checkBlockIO(s *specs.Spec) error {
+	if s.Linux != nil && s.Linux.Resources != nil && hasBlockIOLimits(s.Linux.Resources) {
+		return fmt.Errorf("%w: block I/O limits (linux.resources.blockIO: --blkio-weight, --device-read-bps and the like) name the host's devices, which a VM's guest does not have", ErrUnsupported)
+	}
+	return nil
 }
 
 // cpuWeight is runc's conversion of cgroup v1 CPU shares (2..262144) to

@@ -92,3 +92,28 @@ func TestLoadStateSettlesDeadMonitor(t *testing.T) {
 		t.Fatalf("missing container: %v", err)
 	}
 }
+
+// TestCheckBlockIO: a spec's block I/O limits are refused at create, not
+// dropped; an empty blockIO section is fine.
+func TestCheckBlockIO(t *testing.T) {
+	w := uint16(300)
+	for _, tc := range []struct {
+		name string
+		io   *specs.LinuxBlockIO
+		want bool // refused
+	}{
+		{"none", nil, false},
+		{"empty", &specs.LinuxBlockIO{}, false},
+		{"weight", &specs.LinuxBlockIO{Weight: &w}, true},
+		{"read bps", &specs.LinuxBlockIO{ThrottleReadBpsDevice: []specs.LinuxThrottleDevice{{Rate: 1 << 20}}}, true},
+		{"write iops", &specs.LinuxBlockIO{ThrottleWriteIOPSDevice: []specs.LinuxThrottleDevice{{Rate: 10}}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{BlockIO: tc.io}}}
+			err := checkBlockIO(s)
+			if tc.want != (err != nil) || err != nil && (!errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "--device-read-bps")) {
+				t.Errorf("checkBlockIO = %v, want refused %v", err, tc.want)
+			}
+		})
+	}
+}

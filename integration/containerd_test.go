@@ -214,110 +214,27 @@ func TestContainerdShim(t *testing.T) {
 			c.assertGone(t, id)
 		})
 
-		t.Run("cri host network refused, no shim left", func(t *testing.T) {
+		t.Run("cri host namespaces refused, no shim left", func(t *testing.T) {
 			t.Parallel()
-			// A VM cannot share the host's network: RunPodSandbox fails
-			// naming it, and the shim started for it ends.
-			p := c.podConfig(t, "ictd-hostnet", map[string]any{
-				"linux": map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
-			})
-			r := c.crictl(t, "runp", "--runtime", initosHandler, p.config)
-			if r.code == 0 || !strings.Contains(string(r.stderr), "host's network") {
-				t.Fatalf("crictl runp of a host-network pod: exit %d, stdout %q, stderr %q; want a refusal naming the host's network", r.code, r.stdout, r.stderr)
+			// A VM cannot share the node's network, processes or IPC:
+			// RunPodSandbox fails naming it, and the shim started for it
+			// ends.
+			for _, tc := range []struct{ option, want string }{
+				{"network", "host's network"}, {"pid", "hostPID: true"}, {"ipc", "hostIPC: true"},
+			} {
+				p := c.podConfig(t, "ictd-host"+tc.option, map[string]any{
+					"linux": map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{tc.option: 2}}},
+				})
+				r := c.crictl(t, "runp", "--runtime", initosHandler, p.config)
+				if r.code == 0 || !strings.Contains(string(r.stderr), tc.want) {
+					t.Errorf("crictl runp of a pod with the node's %s namespace: exit %d, stdout %q, stderr %q; want a refusal with %q",
+						tc.option, r.code, r.stdout, r.stderr, tc.want)
+				}
 			}
-			poll(t, settleTimeout, "the refused sandbox's shim to end", func() (bool, string) {
+			poll(t, settleTimeout, "the refused sandboxes' shims to end", func() (bool, string) {
 				left := c.strayShims(t)
 				return len(left) == 0, strings.Join(left, "; ")
 			})
-		})
-
-		t.Run("cri oom killed", func(t *testing.T) {
-			t.Parallel()
-			// critest's "should terminate with exitCode 137 and reason
-			// OOMKilled": the guest's OOM kill reaches containerd.
-			pod := c.runPod(t, "ictd-oom", initosHandler)
-			id := c.startContainerWith(t, pod, "hog", map[string]any{"resources": map[string]any{"memory_limit_in_bytes": 24 << 20}},
-				"sh", "-c", "x=0123456789abcdef; while true; do x=$x$x; done")
-			if code := c.waitExited(t, id, settleTimeout); code != 137 {
-				t.Errorf("exit code %d, want 137", code)
-			}
-			reason := c.ok(t, "crictl", "inspect", "--output", "go-template", "--template", "{{.status.reason}}", id)
-			if strings.TrimSpace(reason) != "OOMKilled" {
-				t.Errorf("reason %q, want OOMKilled", reason)
-			}
-			c.ok(t, "crictl", "rm", id)
-			c.ok(t, "crictl", "stopp", pod.id)
-			c.ok(t, "crictl", "rmp", pod.id)
-			c.assertGone(t, id)
-		})
-
-		t.Run("cri pod sysctls", func(t *testing.T) {
-			t.Parallel()
-			// critest's "should support safe sysctls" and "unsafe sysctls":
-			// the pod's namespaced sysctls are what its containers see.
-			pod := c.runPodWith(t, "ictd-sysctl", initosHandler, map[string]any{
-				"sysctls": map[string]string{"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "21"}})
-			id := c.startContainer(t, pod, "sysctls", "sh", "-c", "cat /proc/sys/kernel/shm_rmid_forced /proc/sys/fs/mqueue/msg_max; sleep 3600")
-			poll(t, settleTimeout, "the pod's sysctls", func() (bool, string) {
-				out := string(c.crictl(t, "logs", id).stdout)
-				return out == "1\n21\n", fmt.Sprintf("%q, want \"1\\n21\\n\"", out)
-			})
-			c.ok(t, "crictl", "stopp", pod.id)
-			c.ok(t, "crictl", "rmp", pod.id)
-			c.assertGone(t, id)
-		})
-
-		t.Run("cri volume", func(t *testing.T) {
-			t.Parallel()
-			// critest's "starting container with volume" and "... when
-			// host path is a symlink": what the host path held before the
-			// container was created is in it, both ways.
-			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, "before"), []byte("made-before\n"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			link := filepath.Join(t.TempDir(), "link")
-			if err := os.Symlink(dir, link); err != nil {
-				t.Fatal(err)
-			}
-			pod := c.runPod(t, "ictd-vol", initosHandler)
-			id := c.startContainerConfig(t, pod, "vol", map[string]any{"mounts": []map[string]any{
-				{"host_path": dir, "container_path": "/vol"}, {"host_path": link, "container_path": "/viasymlink"}}},
-				"sh", "-c", "cat /vol/before /viasymlink/before; echo from-container > /vol/after; sleep 3600")
-			poll(t, settleTimeout, "the volume's file in the container", func() (bool, string) {
-				out := string(c.crictl(t, "logs", id).stdout)
-				return out == "made-before\nmade-before\n", fmt.Sprintf("%q", out)
-			})
-			poll(t, settleTimeout, "the container's file in the host path", func() (bool, string) {
-				b, err := os.ReadFile(filepath.Join(dir, "after"))
-				return err == nil && string(b) == "from-container\n", fmt.Sprintf("%q, %v", b, err)
-			})
-			c.ok(t, "crictl", "stopp", pod.id)
-			c.ok(t, "crictl", "rmp", pod.id)
-			c.assertGone(t, id)
-		})
-
-		t.Run("cri dns config", func(t *testing.T) {
-			t.Parallel()
-			// critest's "runtime should support DNS config": the pod's
-			// servers, searches and options are its resolv.conf.
-			p := c.podConfig(t, "ictd-dns", map[string]any{"hostname": "ictd-dns", "dns_config": map[string]any{
-				"servers": []string{"10.96.0.10"}, "searches": []string{"svc.cluster.local", "cluster.local"}, "options": []string{"ndots:5"}}})
-			p.id = c.ok(t, "crictl", "runp", "--runtime", initosHandler, p.config)
-			id := c.startContainer(t, p, "dns", "sh", "-c", "cat /etc/resolv.conf; sleep 3600")
-			want := []string{"search svc.cluster.local cluster.local", "nameserver 10.96.0.10", "options ndots:5"}
-			poll(t, settleTimeout, "the pod's resolv.conf", func() (bool, string) {
-				out := string(c.crictl(t, "logs", id).stdout)
-				for _, l := range want {
-					if !strings.Contains(out, l+"\n") {
-						return false, fmt.Sprintf("resolv.conf %q, want lines %q", out, want)
-					}
-				}
-				return true, ""
-			})
-			c.ok(t, "crictl", "stopp", p.id)
-			c.ok(t, "crictl", "rmp", p.id)
-			c.assertGone(t, id)
 		})
 
 		t.Run("cri stop of a process that ignores TERM", func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -293,10 +294,34 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	return c, nil
 }
 
+// hostNamespaces refuses a CRI pod's request for the node's PID or IPC
+// namespace (hostPID, hostIPC): the CRI leaves the namespace out of the
+// spec, which would give the pod the VM's namespace, not the node's that
+// it asked to see; such a pod belongs on runc. (The node's network is
+// refused by the runtime for every engine.)
+func hostNamespaces(s *specs.Spec, kind string) error {
+	if kind == "" || s.Linux == nil {
+		return nil
+	}
+	for _, t := range []struct {
+		ns     specs.LinuxNamespaceType
+		option string
+	}{{specs.PIDNamespace, "hostPID"}, {specs.IPCNamespace, "hostIPC"}} {
+		if !slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == t.ns }) {
+			return fmt.Errorf("%w: the pod asks for the node's %s namespace (%s: true), which a VM cannot share: run it with runc",
+				runtime.ErrUnsupported, t.ns, t.option)
+		}
+	}
+	return nil
+}
+
 // vmFor boots the container's VM, or for a pod's container joins the
 // sandbox's VM (design section 7: one VM per pod).
 func (s *Service) vmFor(ctx context.Context, cfg runtime.Config, b *bundle.Bundle, id, name, stateDir string) (sandbox, error) {
 	kind, sandboxID := b.Spec.Annotations[annotationContainerType], b.Spec.Annotations[annotationSandboxID]
+	if err := hostNamespaces(b.Spec, kind); err != nil {
+		return nil, err
+	}
 	if kind == "container" && sandboxID != "" {
 		s.mu.Lock()
 		pod := s.pods[sandboxID]

@@ -67,7 +67,7 @@ func writeBundle(t *testing.T, args []string, annotations map[string]string) str
 		Root:        &specs.Root{Path: "rootfs"},
 		Process:     &specs.Process{Args: args, Cwd: "/", Env: []string{"PATH=/bin"}},
 		Annotations: annotations,
-		Linux:       &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}}},
+		Linux:       &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}}},
 	}
 	b, _ := json.Marshal(s)
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
@@ -401,5 +401,36 @@ func TestOOMEvent(t *testing.T) {
 	pub.mu.Unlock()
 	if !strings.Contains(oom.(interface{ String() string }).String(), `container_id:"c1"`) {
 		t.Errorf("TaskOOM %v does not name c1", oom)
+	}
+}
+
+// TestHostNamespacesRefused: a CRI pod that asks for the node's PID or IPC
+// namespace (hostPID, hostIPC: the namespace left out of its spec) is
+// refused naming the option; outside the CRI the VM's namespace serves.
+func TestHostNamespacesRefused(t *testing.T) {
+	withNs := func(types ...specs.LinuxNamespaceType) *specs.Spec {
+		s := &specs.Spec{Linux: &specs.Linux{}}
+		for _, ty := range types {
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: ty})
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name string
+		spec *specs.Spec
+		kind string
+		want string // "" : accepted
+	}{
+		{"a pod's own namespaces", withNs(specs.PIDNamespace, specs.IPCNamespace), "sandbox", ""},
+		{"hostPID", withNs(specs.IPCNamespace), "sandbox", "hostPID: true"},
+		{"hostIPC of a member", withNs(specs.PIDNamespace), "container", "hostIPC: true"},
+		{"not a CRI container", withNs(), "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := hostNamespaces(tc.spec, tc.kind)
+			if tc.want == "" && err != nil || tc.want != "" && (!errors.Is(err, runtime.ErrUnsupported) || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("hostNamespaces = %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -182,6 +182,8 @@ func testPodmanExitStatus(t *testing.T, p *podman) {
 		// ... and "permission denied" to 126: what execve refuses.
 		{name: "a-directory", args: []string{"/etc"}, wantStatus: 126, wantErr: "permission denied"},
 		{name: "not-executable", args: []string{"/etc/passwd"}, wantStatus: 126, wantErr: "permission denied"},
+		// conmon's --timeout kills the container; podman says 255, as with runc.
+		{name: "timeout", flags: []string{"--timeout", "3"}, args: []string{"sleep", "600"}, wantStatus: 255},
 		// runc's HOME for a user the image's passwd does not know: "/".
 		{name: "home-without-passwd-entry", flags: []string{"--user", "100"}, args: []string{"sh", "-c", "echo \"HOME=$HOME\""}, wantOut: "HOME=/\n"},
 	}

@@ -3,8 +3,10 @@ package initrd
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"debug/elf"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -424,4 +426,52 @@ func TestDecodeXZFilters(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDecodeXZCommitted decodes testdata/x86like.xz, made once with
+// `xz --check=crc64 --x86 --lzma2=preset=1` from x86Like(16 KiB): the BCJ
+// filter is checked on every machine, with or without the xz program.
+func TestDecodeXZCommitted(t *testing.T) {
+	comp, err := os.ReadFile(filepath.Join("testdata", "x86like.xz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := x86Like(16 << 10)
+	if sum := sha256.Sum256(want); hex.EncodeToString(sum[:]) != "d4236028fffde25b5c521949b445070f79f09bbf2c6cbc3f9c0dd020bc255759" {
+		t.Fatalf("x86Like changed (sha256 %x): regenerate testdata/x86like.xz", sum)
+	}
+	var got bytes.Buffer
+	if err := decodeXZ(&got, comp); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Errorf("decoded %d bytes that differ from the %d compressed", got.Len(), len(want))
+	}
+}
+
+// x86Like is n bytes of deterministic filler with relative calls and jumps
+// (E8/E9 and a 32-bit offset whose high byte is 00 or FF) for the x86 BCJ
+// filter to convert.
+func x86Like(n int) []byte {
+	b := make([]byte, 0, n)
+	x := uint32(2463534242)
+	next := func() uint32 { x ^= x << 13; x ^= x >> 17; x ^= x << 5; return x }
+	for len(b) < n {
+		switch r := next(); {
+		case r%5 == 0:
+			op := byte(0xe8)
+			if r%2 == 0 {
+				op = 0xe9
+			}
+			off := next() % 0x20000
+			hi := byte(0)
+			if r%3 == 0 {
+				off, hi = -off, 0xff
+			}
+			b = append(b, op, byte(off), byte(off>>8), byte(off>>16), hi)
+		default:
+			b = append(b, byte(r), byte(r>>8)&0x7f)
+		}
+	}
+	return b[:n]
 }

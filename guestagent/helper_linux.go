@@ -211,8 +211,10 @@ func prepareExec(cfg *helperConfig) (string, error) {
 	// runc's init: "if we didn't get HOME already, set it based on the
 	// user's HOME" from the container's /etc/passwd, else "/". Read as
 	// root, inside the root, before the user switch.
-	passwd, _ := os.ReadFile("/etc/passwd")
-	p.Env = withHome(p.Env, p.User.UID, passwd)
+	p.Env = withHome(p.Env, p.User.UID, func() []byte {
+		b, _ := os.ReadFile("/etc/passwd")
+		return b
+	})
 	for _, r := range p.Rlimits {
 		res, ok := agentapi.RlimitResources[r.Type]
 		if !ok {

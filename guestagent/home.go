@@ -7,16 +7,17 @@ import (
 )
 
 // withHome returns env with HOME set, as runc's init does when the spec
-// leaves it out: the home directory of uid in passwd (the container's
-// /etc/passwd), else "/". An env that has HOME is returned as it is.
-func withHome(env []string, uid uint32, passwd []byte) []string {
+// leaves it out: the home directory of uid in passwd() (the container's
+// /etc/passwd, read only then), else "/". An env that has HOME is
+// returned as it is.
+func withHome(env []string, uid uint32, passwd func() []byte) []string {
 	for _, e := range env {
 		if strings.HasPrefix(e, "HOME=") {
 			return env
 		}
 	}
 	home := "/"
-	for _, line := range bytes.Split(passwd, []byte("\n")) {
+	for _, line := range bytes.Split(passwd(), []byte("\n")) {
 		// name:password:UID:GID:GECOS:directory:shell
 		f := strings.Split(string(line), ":")
 		if len(f) < 7 || f[5] == "" {

@@ -23,12 +23,17 @@ func TestWithHome(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := withHome(tt.env, tt.uid, passwd); !reflect.DeepEqual(got, tt.want) {
+			read := false
+			got := withHome(tt.env, tt.uid, func() []byte { read = true; return passwd })
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("withHome = %q, want %q", got, tt.want)
+			}
+			if read != (len(tt.env) == len(got)-1) {
+				t.Errorf("passwd read: %v, though HOME was set: %v", read, len(tt.env) == len(got))
 			}
 		})
 	}
-	if got := withHome(nil, 0, nil); !reflect.DeepEqual(got, []string{"HOME=/"}) {
+	if got := withHome(nil, 0, func() []byte { return nil }); !reflect.DeepEqual(got, []string{"HOME=/"}) {
 		t.Errorf("no passwd: %q", got)
 	}
 }

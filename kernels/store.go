@@ -63,27 +63,35 @@ func (s *Store) List() ([]Entry, error) {
 
 // Find returns the kernel of release, or with "" the default one.
 func (s *Store) Find(release string) (*initrd.Kernel, error) {
-	if err := checkRelease(release, true); err != nil {
-		return nil, err
+	k, _, _, err := s.find(release)
+	return k, err
+}
+
+// find is Find that also returns what it read: every kernel of the store
+// and the default release.
+func (s *Store) find(release string) (k *initrd.Kernel, ks []*initrd.Kernel, def string, err error) {
+	if err := checkRelease(release); err != nil {
+		return nil, nil, "", err
 	}
-	ks, err := initrd.ListKernels(s.Root)
-	if err != nil {
-		return nil, err
+	if ks, err = initrd.ListKernels(s.Root); err != nil {
+		return nil, nil, "", err
 	}
-	if release == "" {
-		if release, err = s.defaultRelease(ks); err != nil {
-			return nil, err
-		}
+	if def, err = s.defaultRelease(ks); err != nil {
+		return nil, nil, "", err
+	}
+	want := release
+	if want == "" {
+		want = def
 	}
 	for _, k := range ks {
-		if k.Release == release {
-			return k, nil
+		if k.Release == want {
+			return k, ks, def, nil
 		}
 	}
-	if release == "" {
-		return nil, fmt.Errorf("finding a kernel in %q: %w", s.Root, initrd.ErrNoKernel)
+	if want == "" {
+		return nil, nil, "", fmt.Errorf("finding a kernel in %q: %w", s.Root, initrd.ErrNoKernel)
 	}
-	return nil, fmt.Errorf("kernel %q: %w in %q (initos-runtime kernel list)", release, ErrNotAdded, s.Root)
+	return nil, nil, "", fmt.Errorf("kernel %q: %w in %q (initos-runtime kernel list)", want, ErrNotAdded, s.Root)
 }
 
 // defaultRelease is the release the default file names, or without one
@@ -174,15 +182,7 @@ func (s *Store) lockFile(release string) (*os.File, error) {
 // the last one (no container could start); running VMs never need the
 // files again (their VMMs loaded kernel and initrd at start).
 func (s *Store) Remove(release string) error {
-	k, err := s.Find(release)
-	if err != nil {
-		return err
-	}
-	ks, err := initrd.ListKernels(s.Root)
-	if err != nil {
-		return err
-	}
-	def, err := s.defaultRelease(ks)
+	k, ks, def, err := s.find(release)
 	if err != nil {
 		return err
 	}
@@ -326,12 +326,10 @@ func dpkgExtract(ctx context.Context, deb, dir string) error {
 	return nil
 }
 
-// checkRelease refuses a release that is not a plain file name part.
-func checkRelease(release string, empty bool) error {
-	if release == "" && empty {
-		return nil
-	}
-	if release == "" || release == "." || release == ".." || strings.ContainsAny(release, "/\x00\n") || len(release) > 128 {
+// checkRelease refuses a release that is not a plain file name part ("":
+// the default).
+func checkRelease(release string) error {
+	if release == "." || release == ".." || strings.ContainsAny(release, "/\x00\n") || len(release) > 128 {
 		return fmt.Errorf("kernel release %q: %w", release, ErrBadRelease)
 	}
 	return nil

@@ -57,9 +57,14 @@ const KernelAnnotation = "org.initos.kernel"
 func FindAssets(c Config) (*Assets, error) {
 	k, err := kernels.Open(c.KernelRoot).Find("")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w (run scripts/setup.sh to fetch Debian's linux-image-amd64, or initos-runtime kernel add)", ErrNoKernel, err)
+		return nil, noKernel(err)
 	}
 	return assetsOf(c, k)
+}
+
+// noKernel is ErrNoKernel with the store's reason and how to get a kernel.
+func noKernel(err error) error {
+	return fmt.Errorf("%w: %w (run scripts/setup.sh to fetch Debian's linux-image-amd64, or initos-runtime kernel add)", ErrNoKernel, err)
 }
 
 // holdAssets holds the kernel of release ("" the default) for a VM (the
@@ -68,8 +73,10 @@ func FindAssets(c Config) (*Assets, error) {
 func holdAssets(c Config, release string) (vmlinux, initrdPath string, unhold func(), err error) {
 	k, unhold, err := kernels.Open(c.KernelRoot).Hold(release)
 	if err != nil {
+		// A kernel the container names that is not there is its own
+		// error; no kernel at all is the host's.
 		if !errors.Is(err, kernels.ErrNotAdded) && !errors.Is(err, kernels.ErrBadRelease) && !errors.Is(err, kernels.ErrBeingRemoved) {
-			err = fmt.Errorf("%w: %w (run scripts/setup.sh to fetch Debian's linux-image-amd64, or initos-runtime kernel add)", ErrNoKernel, err)
+			err = noKernel(err)
 		}
 		return "", "", nil, err
 	}

@@ -302,18 +302,20 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	t0 = time.Now()
 	setup := setupRequest(b, info, mounts, sh, false)
 	setup.Seccomp, setup.SeccompFlags = seccompProg, seccompFlags
-	if inst.root != nil {
+	switch {
+	case inst.root != nil:
 		setup.RootShare, setup.RootPath = inst.root.agentShare(), rootEntry
-	} else {
+	case inst.Timings.Restored:
+		// The template's disk was empty: the agent waits for this one's
+		// size, finding it by its serial.
+		setup.RootSerial = rootDiskSerial
+	default:
 		setup.RootDevice = "/dev/vda"
 	}
 	if inst.Timings.Restored {
 		// Within the Setup call's own bound, so that a share that never
 		// appears is named.
 		waitHotAdded(setup, min(time.Duration(c.BootTimeout), callTimeout/2))
-		if setup.RootDevice != "" {
-			setup.RootDevice, setup.RootSerial = "", rootDiskSerial
-		}
 	}
 	if err := inst.setup(ctx, setup); err != nil {
 		return nil, err

@@ -20,8 +20,6 @@ func toGRPC(err error) error {
 	}
 	var ae *runtime.AgentError
 	switch {
-	case errdefs.IsFailedPrecondition(err):
-		// Classified already (toGRPCCreate).
 	case errors.Is(err, runtime.ErrWrongState):
 		err = fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
 	case errors.Is(err, runtime.ErrNotExist):

@@ -91,16 +91,21 @@ type agent struct {
 	cmdline *Cmdline
 	reaper  *reaper
 	trace   *bootTrace
+	// pid1 is the handed-off PID 1 (nil: the agent is PID 1).
+	pid1 *pid1
 }
 
 // Main is the entry point of cmd/initos-agent. Re-executed as "initos-exec"
 // it is the process helper; otherwise it must be PID 1 of the initrd and
 // never returns.
 func Main(version string) {
-	if isHelper() {
+	switch {
+	case isHelper():
 		os.Exit(runHelper())
+	case isWatcher():
+		os.Exit(runWatcher())
 	}
-	if os.Getpid() != 1 {
+	if os.Getpid() != 1 && !isHandoffAgent() {
 		fmt.Fprintln(os.Stderr, "initos-agent: must run as PID 1 (/init of the initrd)")
 		os.Exit(2)
 	}
@@ -127,7 +132,15 @@ func (a *agent) boot() error {
 	}()
 	unix.Umask(0o022)
 
-	if err := mountBasics(os.MkdirAll, unix.Mount); err != nil {
+	servingAgent := isHandoffAgent()
+	if servingAgent {
+		// What PID 1 left it: the basic mounts, the root, stdio on the
+		// console. Its descendants' orphans are its own to reap, not the
+		// container's PID 1's.
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("becoming a subreaper: %w", err)
+		}
+	} else if err := mountBasics(os.MkdirAll, unix.Mount); err != nil {
 		return err
 	}
 	console, err := os.OpenFile("/dev/console", os.O_RDWR|unix.O_NOCTTY, 0)
@@ -156,10 +169,17 @@ func (a *agent) boot() error {
 		return err
 	}
 	a.cmdline = c
-	if c.Mode != ModeSwitchRoot {
+	if c.Mode != ModeSwitchRoot && !servingAgent {
 		if err := reroot(); err != nil {
 			return err
 		}
+	}
+	if c.Handoff && !servingAgent {
+		sock, err := a.startServingAgent()
+		if err != nil {
+			return err
+		}
+		return a.awaitHandoff(sock)
 	}
 	a.log.setDebug(c.Debug)
 	a.log.Debugf("initos-agent %s (protocol %s): %s", a.version, agentapi.Version, c)
@@ -174,10 +194,13 @@ func (a *agent) boot() error {
 		a.log.Debugf("resolv.conf for the container: %q", c.Net.ResolvConf())
 	}
 
-	switch c.Mode {
-	case ModeSwitchRoot:
+	switch {
+	case servingAgent:
+		a.pid1 = newPid1(os.NewFile(handoffFd, "handoff"), a.reaper, a.log)
+		return a.serveAgent()
+	case c.Mode == ModeSwitchRoot:
 		return a.switchRoot()
-	case ModeSidecar:
+	case c.Mode == ModeSidecar:
 		return a.sidecar()
 	default:
 		return a.serveAgent()
@@ -209,7 +232,11 @@ func (a *agent) newService() *Service {
 	if c := a.cmdline; c != nil && c.Net != nil && c.Net.DNS.IsValid() {
 		cfg.ResolvConf = c.Net.ResolvConf()
 	}
-	return newService(cfg, osSystem{}, newHelperLauncher(a.reaper), a.log)
+	s := newService(cfg, osSystem{}, newHelperLauncher(a.reaper), a.log)
+	if a.pid1 != nil {
+		s.setPID1(a.pid1)
+	}
+	return s
 }
 
 // serveAgent is agent mode: serve until the host calls Shutdown.

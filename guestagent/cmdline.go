@@ -50,6 +50,10 @@ type Cmdline struct {
 	Mode       Mode
 	Debug      bool
 	Net        *NetConfig // nil without xip=
+	// Handoff (initos.pid1=handoff): PID 1 starts the serving agent as a
+	// child and later becomes the container's first process, so that it
+	// is PID 1 of the VM (the engines' switch-root mode, handoff_linux.go).
+	Handoff bool
 	// Program is everything after the first "--", split on spaces.
 	Program []string
 }
@@ -99,6 +103,15 @@ func ParseCmdline(s string) (*Cmdline, error) {
 			default:
 				return nil, errorf(ErrInvalidArgument, "kernel command line: initos.mode=%q: want agent, sidecar or switchroot", value)
 			}
+		case "initos.pid1":
+			switch value {
+			case "handoff":
+				c.Handoff = true
+			case "agent":
+				c.Handoff = false
+			default:
+				return nil, errorf(ErrInvalidArgument, "kernel command line: initos.pid1=%q: want handoff or agent", value)
+			}
 		case "initos.debug":
 			switch value {
 			case "1", "true", "yes", "on":
@@ -118,6 +131,9 @@ func ParseCmdline(s string) (*Cmdline, error) {
 			}
 			c.Net = n
 		}
+	}
+	if c.Handoff && c.Mode != ModeAgent {
+		return nil, errorf(ErrInvalidArgument, "kernel command line: initos.pid1=handoff needs initos.mode=agent, not %s", c.Mode)
 	}
 	if c.Mode != ModeAgent && len(c.Program) == 0 {
 		return nil, errorf(ErrInvalidArgument, "kernel command line: initos.mode=%s needs a program after \"-- \"", c.Mode)
@@ -195,6 +211,10 @@ func (c *Cmdline) String() string {
 			net += " dns " + c.Net.DNS.String()
 		}
 	}
+	mode := string(c.Mode)
+	if c.Handoff {
+		mode += " (PID 1 handed off)"
+	}
 	return fmt.Sprintf("mode=%s root=%s (%s) load=%s net=%s debug=%t program=%q",
-		c.Mode, c.Root, c.RootFSType, load, net, c.Debug, c.Program)
+		mode, c.Root, c.RootFSType, load, net, c.Debug, c.Program)
 }

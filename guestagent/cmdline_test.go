@@ -56,6 +56,8 @@ func TestParseCmdline(t *testing.T) {
 			c.Mode = ModeSidecar
 			c.Program = []string{"/bin/sh", "-c", "echo", "hi"}
 		})},
+		{"PID 1 handed off", "initos.pid1=handoff", defaults(func(c *Cmdline) { c.Handoff = true })},
+		{"PID 1 kept", "initos.pid1=handoff initos.pid1=agent", defaults(nil)},
 		{"keys after -- belong to the program", "-- /bin/prog initos.mode=switchroot", defaults(func(c *Cmdline) {
 			c.Program = []string{"/bin/prog", "initos.mode=switchroot"}
 		})},
@@ -85,6 +87,8 @@ func TestParseCmdlineErrors(t *testing.T) {
 		{"sidecar without program", "initos.mode=sidecar"},
 		{"switchroot with empty program", "initos.mode=switchroot --"},
 		{"bad debug", "initos.debug=maybe"},
+		{"bad pid1", "initos.pid1=yes"},
+		{"handoff outside agent mode", "initos.pid1=handoff initos.mode=sidecar -- /bin/sh"},
 		{"empty root", "initos.root="},
 		{"bare root", "initos.root"},
 		{"empty fstype", "initos.rootfstype="},

@@ -120,7 +120,9 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 		s.state = guestSettingUp
 	}
 	s.mu.Unlock()
-	c := &guestContainer{id: id, rootfs: s.rootfsOf(id), ownPidns: req.OwnPidNamespace,
+	// A handed-off PID 1 is the machine's: its PID namespace is the VM's.
+	ownPidns := req.OwnPidNamespace && !(s.pid1 != nil && id == "")
+	c := &guestContainer{id: id, rootfs: s.rootfsOf(id), ownPidns: ownPidns,
 		newNs: req.NewNamespaces, joinNs: req.JoinNamespaces, hostname: req.Hostname, sysctls: req.Sysctls,
 		seccomp: req.Seccomp, seccompFlags: req.SeccompFlags, rootPropagation: rootPropagation,
 		masked: req.MaskedPaths, readonly: req.ReadonlyPaths}

@@ -84,17 +84,24 @@ func runHelper() int {
 	// Capabilities, keepcaps and no_new_privs belong to a thread: the one
 	// that sets them must be the one that execs.
 	goruntime.LockOSThread()
-	for _, fd := range []int{helperConfigFd, helperStartFd, helperStatusFd} {
+	cfgFd, startFd, statusFd := helperConfigFd, helperStartFd, helperStatusFd
+	if c, st, stat, ok, err := handoffHelperFds(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", helperArg0, err)
+		return 127
+	} else if ok {
+		cfgFd, startFd, statusFd = c, st, stat
+	}
+	for _, fd := range []int{cfgFd, startFd, statusFd} {
 		unix.CloseOnExec(fd) // none of them may reach the process
 	}
-	status := os.NewFile(helperStatusFd, "status")
+	status := os.NewFile(uintptr(statusFd), "status")
 	fail := func(err error) int {
 		msg := strings.ReplaceAll(err.Error(), "\n", " ")
 		_, _ = status.WriteString(helperErrorPrefix + msg + "\n")
 		return 127
 	}
 
-	cfgFile := os.NewFile(helperConfigFd, "config")
+	cfgFile := os.NewFile(uintptr(cfgFd), "config")
 	var cfg helperConfig
 	err := json.NewDecoder(cfgFile).Decode(&cfg)
 	cfgFile.Close()
@@ -112,7 +119,7 @@ func runHelper() int {
 		return 127 // the agent is gone
 	}
 
-	start := os.NewFile(helperStartFd, "start")
+	start := os.NewFile(uintptr(startFd), "start")
 	var b [1]byte
 	if n, _ := start.Read(b[:]); n != 1 {
 		return 127 // the agent dropped the process before starting it

@@ -34,6 +34,26 @@ func newHelperLauncher(r *reaper) *helperLauncher {
 	return &helperLauncher{reaper: r, exe: "/proc/self/exe", readyTimeout: 10 * time.Second}
 }
 
+// spawn starts the helper as a child of the agent with files as its
+// descriptors 0-5, in new namespaces flags (or req's joined ones).
+func (l *helperLauncher) spawn(req launchRequest, files []uintptr, flags uintptr, _ []*os.File) (int, <-chan exitInfo, error) {
+	exited := make(chan exitInfo, 1)
+	attr := &syscall.ProcAttr{Env: []string{}, Files: files}
+	if flags != 0 {
+		attr.Sys = &syscall.SysProcAttr{Cloneflags: flags}
+	}
+	pid, err := l.reaper.Start(func() (int, error) {
+		if req.JoinNamespacesOf > 0 {
+			return forkExecInNamespaces(req.JoinNamespacesOf, req.JoinNamespaces, l.exe, []string{helperArg0}, attr)
+		}
+		return syscall.ForkExec(l.exe, []string{helperArg0}, attr)
+	}, func(e exitInfo) { exited <- e })
+	if err != nil {
+		return 0, nil, fmt.Errorf("starting the process helper %q: %w", l.exe, err)
+	}
+	return pid, exited, nil
+}
+
 // Launch starts the helper with the process's stdio, sends it the
 // configuration and waits until it is ready to exec (or has failed).
 func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *launched, err error) {
@@ -149,25 +169,25 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	agentEnds, childEnds = append(agentEnds, statusR), append(childEnds, statusW)
 
 	files := []uintptr{stdio[0].Fd(), stdio[1].Fd(), stdio[2].Fd(), cfgR.Fd(), startR.Fd(), statusW.Fd()}
-	exited := make(chan exitInfo, 1)
-	attr := &syscall.ProcAttr{Env: []string{}, Files: files}
 	// A cgroup namespace is made by the helper once it is in the
 	// container's cgroup (its root is the cgroup it is made in).
 	flags, err := cloneFlags(slices.DeleteFunc(slices.Clone(req.NewNamespaces), func(ns string) bool { return ns == "cgroup" }))
 	if err != nil {
 		return nil, err
 	}
-	if flags != 0 {
-		attr.Sys = &syscall.SysProcAttr{Cloneflags: flags}
-	}
-	pid, err := l.reaper.Start(func() (int, error) {
-		if req.JoinNamespacesOf > 0 {
-			return forkExecInNamespaces(req.JoinNamespacesOf, req.JoinNamespaces, l.exe, []string{helperArg0}, attr)
+	var outputs []*os.File
+	for _, r := range []io.ReadCloser{h.Stdout, h.Stderr} {
+		if f, ok := r.(*os.File); ok {
+			outputs = append(outputs, f)
 		}
-		return syscall.ForkExec(l.exe, []string{helperArg0}, attr)
-	}, func(e exitInfo) { exited <- e })
+	}
+	spawn := l.spawn
+	if req.PID1 != nil {
+		spawn = req.PID1.spawn
+	}
+	pid, exited, err := spawn(req, files, flags, outputs)
 	if err != nil {
-		return nil, fmt.Errorf("starting the process helper %q: %w", l.exe, err)
+		return nil, err
 	}
 	h.Pid = pid
 	h.Exited = exited

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"sync"
 	"syscall"
 )
@@ -73,7 +74,9 @@ func (b *outputBuffer) pump(src io.Reader) {
 		}
 		if err != nil {
 			b.eof = true
-			if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.EIO) {
+			// os.ErrClosed: the agent closed it (a stopped PID 1 holds the
+			// other end, drainOutputs).
+			if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.EIO) && !errors.Is(err, os.ErrClosed) {
 				b.err = err
 			}
 			b.notifyLocked()

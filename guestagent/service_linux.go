@@ -93,6 +93,9 @@ type Service struct {
 
 	// net configures the NIC in the late network mode (ConfigureNetwork).
 	net *lateNet
+	// pid1 is the handed-off PID 1 the default container's first process
+	// becomes (nil: processes are the agent's children; setPID1).
+	pid1 *pid1
 }
 
 var _ agentapi.AgentService = (*Service)(nil)
@@ -235,6 +238,9 @@ func (s *Service) createProcess(ctx context.Context, cid, id string, spec *specs
 		CgroupMount: c.cgroupMount, CgroupReadonly: c.cgroupReadonly, RootPropagation: c.rootPropagation}
 	if s.cgroups {
 		req.CgroupProcs = filepath.Join(cgroupOf(cid), "cgroup.procs")
+	}
+	if s.pid1 != nil && cid == "" && c.mainID == "" && s.pid1.claim() {
+		req.PID1 = s.pid1
 	}
 	if err := s.namespacesOf(c, &req); err != nil {
 		delete(s.procs, id)
@@ -540,7 +546,7 @@ func (s *Service) SignalProcess(_ context.Context, req *agentapi.SignalRequest) 
 	if p.getState() == procExited {
 		return nil, errorf(ErrFailedPrecondition, "process %q has exited", req.Id)
 	}
-	if err := s.sys.Kill(p.pid, sig); err != nil {
+	if err := s.kill(p.pid, sig); err != nil {
 		if errors.Is(err, unix.ESRCH) {
 			return nil, errorf(ErrFailedPrecondition, "process %q has exited", req.Id)
 		}
@@ -549,9 +555,11 @@ func (s *Service) SignalProcess(_ context.Context, req *agentapi.SignalRequest) 
 	return &agentapi.Empty{}, nil
 }
 
-// userProcs lists the processes of the guest apart from the agent (PID 1)
-// and kernel threads; with c, only those in c's PID namespace (the
-// default container's is the agent's own).
+// userProcs lists the processes of the guest apart from the agent (PID 1,
+// or its child with PID 1 handed off, and PID 1's watcher) and kernel
+// threads; with c, only those in c's PID namespace (the default
+// container's is the agent's own). A handed-off PID 1 is the default
+// container's.
 func (s *Service) userProcs(c *guestContainer) ([]procInfo, error) {
 	all, err := s.sys.ListProcs()
 	if err != nil {
@@ -559,7 +567,8 @@ func (s *Service) userProcs(c *guestContainer) ([]procInfo, error) {
 	}
 	var out []procInfo
 	for _, p := range all {
-		if p.Pid == 1 || p.Pid == s.self || p.Kernel {
+		pid1Listed := s.pid1 != nil && c != nil && c.id == ""
+		if p.Pid == 1 && !pid1Listed || p.Pid == s.self || p.Kernel || s.pid1.isWatcherPid(p.Pid) {
 			continue
 		}
 		if c != nil && p.Pidns != s.pidnsOfContainer(c) {
@@ -579,7 +588,7 @@ func (s *Service) signalAll(c *guestContainer, sig unix.Signal) error {
 	}
 	var errs []error
 	for _, p := range procs {
-		if err := s.sys.Kill(p.Pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := s.kill(p.Pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("signalling pid %d (%s) with %d: %w", p.Pid, p.Comm, sig, err))
 		}
 	}
@@ -636,6 +645,12 @@ func (s *Service) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty, e
 		return &agentapi.Empty{}, nil
 	}
 	s.state = guestShuttingDown
+	if s.pid1 != nil {
+		// Nothing of the container runs on while the VM goes down.
+		if err := s.pid1.freeze(); err != nil {
+			s.log.Printf("shutdown: %v", err)
+		}
+	}
 	var mounted []string
 	if c := s.containers[""]; c != nil {
 		mounted = append(mounted, c.mounted...)

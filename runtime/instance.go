@@ -83,6 +83,10 @@ type Instance struct {
 	// keep their disk across their life; run's are removed at once).
 	keepDisk bool
 
+	// switchRoot: the container's process is PID 1 of the VM
+	// (switchroot.go).
+	switchRoot bool
+
 	// containerID is the agent's name of this container: "" for the VM's
 	// default container, the member's id in a pod.
 	containerID string
@@ -145,6 +149,10 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	if err := checkBlockIO(b.Spec); err != nil {
 		return nil, fmt.Errorf("container %q: %w", id, err)
 	}
+	handoff, err := switchRoot(b.Spec, pod)
+	if err != nil {
+		return nil, fmt.Errorf("container %q: %w", id, err)
+	}
 	memMiB, cpus := vmSize(c, b.Spec)
 	accel := d.detectAccel()
 	driver, err := chooseDriver(c, accel)
@@ -152,7 +160,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		return nil, err
 	}
 	inst := &Instance{ID: id, Bundle: b, StateDir: stateDir, Driver: driver, Accel: accel, exited: make(chan struct{}),
-		consoleLog: filepath.Join(stateDir, consoleLogFile)}
+		consoleLog: filepath.Join(stateDir, consoleLogFile), switchRoot: handoff}
 	defer func() {
 		if retErr != nil {
 			inst.destroy()
@@ -271,9 +279,9 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	// module groups, and a booted guest configures its NIC from it. A
 	// clone's NIC in the engine mode is configured after the restore
 	// (ConfigureNetwork), as the late mode's is.
-	vcfg.Cmdline = guestCmdline(cloneGroups, c.Debug, len(disks) > 0)
+	vcfg.Cmdline = guestCmdline(cloneGroups, c.Debug, len(disks) > 0, handoff)
 	boot := vcfg
-	boot.Cmdline = guestCmdline(bootGroups, c.Debug, len(disks) > 0)
+	boot.Cmdline = guestCmdline(bootGroups, c.Debug, len(disks) > 0, handoff)
 	if att != nil {
 		boot.Cmdline += " " + att.KernelArg()
 	}
@@ -831,10 +839,14 @@ func (inst *Instance) destroy() error {
 
 // guestCmdline is the runtime's part of the kernel command line
 // (docs/contracts.md); the driver adds console and timing arguments.
-func guestCmdline(groups []string, debug, disk bool) string {
+func guestCmdline(groups []string, debug, disk, handoff bool) string {
 	args := []string{"initos.load=" + strings.Join(groups, ",")}
 	if disk {
 		args = append(args, "initos.root=/dev/vda", "initos.rootfstype=btrfs")
+	}
+	if handoff {
+		// Only such VMs: PID 1 then starts the agent as a child.
+		args = append(args, "initos.pid1=handoff")
 	}
 	if debug {
 		// earlyprintk: the kernel's messages from before its console

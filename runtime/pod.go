@@ -47,6 +47,9 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 			m.removeMember(context.WithoutCancel(ctx))
 		}
 	}()
+	if _, err := switchRoot(b.Spec, true); err != nil {
+		return nil, fmt.Errorf("adding container %q: %w", id, err)
+	}
 	seccompProg, seccompFlags, err := guestSeccomp(b.Spec)
 	if err != nil {
 		return nil, fmt.Errorf("adding container %q: %w", id, err)

@@ -95,6 +95,9 @@ func (p *Process) Wait(ctx context.Context) (int, error) {
 		return err
 	})
 	if err != nil {
+		if st, ok := p.switchRootEnd(err); ok {
+			return st, nil
+		}
 		// A VM that ended is in err already: call wraps ErrVMExited with
 		// the driver's exit error, which ends with the console's tail.
 		return -1, fmt.Errorf("waiting for process %q in container %q: %w", p.ID, p.inst.ID, err)
@@ -210,3 +213,17 @@ func (p *Process) closeStdin(ctx context.Context) error {
 // before the runtime stops waiting for its end of file (a background child
 // may hold the pipe open forever, as with runc the container's end kills it).
 const drainGrace = 2 * time.Second
+
+// switchRootEnd is the status of a switch-root container's process (PID 1
+// of the VM, its id the container's) whose VM ended under the wait: what
+// the console says of its end (switchRootStatus).
+func (p *Process) switchRootEnd(err error) (int, bool) {
+	if !p.inst.switchRoot || p.ID != p.inst.ID || !errors.Is(err, ErrVMExited) {
+		return 0, false
+	}
+	return switchRootStatus(p.inst.ConsoleTail(consoleStatusLines))
+}
+
+// consoleStatusLines is how much of the console switchRootEnd reads: the
+// kernel's last words come after the shutdown's.
+const consoleStatusLines = 200

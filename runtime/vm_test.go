@@ -64,10 +64,10 @@ func TestModuleGroupsAndCmdline(t *testing.T) {
 	if g := moduleGroups("qemu", vmm.Config{Shares: []vmm.Share{{Mode: "9p"}}}); g[len(g)-1] != "9p" {
 		t.Errorf("9p share groups %v", g)
 	}
-	if got, want := guestCmdline([]string{"mmio", "blk"}, true, true), "initos.load=mmio,blk initos.root=/dev/vda initos.rootfstype=btrfs initos.debug=1 earlyprintk=ttyS0"; got != want {
+	if got, want := guestCmdline([]string{"mmio", "blk"}, true, true, false), "initos.load=mmio,blk initos.root=/dev/vda initos.rootfstype=btrfs initos.debug=1 earlyprintk=ttyS0"; got != want {
 		t.Errorf("cmdline %q, want %q", got, want)
 	}
-	if got, want := guestCmdline([]string{"mmio", "virtiofs"}, false, false), "initos.load=mmio,virtiofs"; got != want {
+	if got, want := guestCmdline([]string{"mmio", "virtiofs"}, false, false, true), "initos.load=mmio,virtiofs initos.pid1=handoff"; got != want {
 		t.Errorf("cmdline without a disk %q, want %q", got, want)
 	}
 }

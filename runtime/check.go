@@ -125,6 +125,11 @@ func templatesServe(c Config, driver string, derr error, d checkDeps) (bool, str
 	if err != nil {
 		return false, "on, but the shares have no filesystem: " + err.Error()
 	}
+	if driver == "cloud-hypervisor" {
+		return true, "on: containers start by restoring a saved VM of their shape (cloud-hypervisor: each clone's memory is a copy of the template's, " +
+			"and its disks, virtiofs shares and NIC are hot-added after the restore; written to cloud-hypervisor's documented API, " +
+			"tested only against a fake of it; the network configured after the restore); templates in " + c.templatesDir()
+	}
 	memory := "9p shares: idle clones share the template's memory"
 	if fs == vmm.ShareVirtiofs {
 		memory = "virtiofs shares, hot-added after the restore: each clone's memory is a copy of the template's (shareFS \"9p\" lets idle clones share it)"

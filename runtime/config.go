@@ -56,11 +56,11 @@ type Config struct {
 	BootTimeout Duration `json:"bootTimeout,omitempty"`
 	// Debug makes the guest agent log each step to the console log.
 	Debug bool `json:"debug,omitempty"`
-	// Templates starts each container (under the qemu driver) by
-	// restoring a saved VM of its shape instead of booting one
-	// (docs/templates.md); the first start of a shape boots and saves its
-	// template. With 9p shares idle clones share the template's memory;
-	// with virtiofs each clone's is a copy.
+	// Templates starts each container by restoring a saved VM of its
+	// shape instead of booting one (docs/templates.md); the first start
+	// of a shape boots and saves its template. Under qemu with 9p shares
+	// idle clones share the template's memory; with virtiofs, and under
+	// cloud-hypervisor, each clone's is a copy.
 	Templates bool `json:"templates,omitempty"`
 	// Bridge and BridgeSubnet are the seed's per-host bridge and its /24
 	// (`initos-runtime network setup` creates them). A container whose

@@ -23,7 +23,7 @@ import (
 // of booting. The template is booted and saved by the first start of its
 // shape; its clones map its RAM copy-on-write.
 
-// saver is a VM that can be saved as a template (the qemu driver).
+// saver is a VM that can be saved as a template (both drivers).
 type saver interface {
 	Save(ctx context.Context) error
 }
@@ -43,13 +43,15 @@ const keepTemplates = 4
 // cloneable says why the driver's VMs cannot start as clones (nil: they
 // can). Any VM shape can: a clone's devices are its template's and its
 // kernel command line too, so what differs between containers reaches it
-// after the restore. Its shares' directories and its disks' images are
-// its own on its command line (the template's are empty; the driver gives
-// a clone's disks their sizes, and attaches its virtiofs shares, after the
-// restore); its NIC gets its MAC, addresses and name server from
-// ConfigureNetwork, as the late network mode's does.
+// after the restore. Under qemu its shares' directories and its disks'
+// images are its own on its command line (the template's are empty; the
+// driver gives a clone's disks their sizes, and attaches its virtiofs
+// shares, after the restore). Under cloud-hypervisor the template has no
+// disk, share or NIC, and the driver hot-adds the clone's after the
+// restore. Either way its NIC gets its MAC, addresses and name server
+// from ConfigureNetwork, as the late network mode's does.
 func cloneable(driver string) error {
-	if driver != "qemu" {
+	if driver != "qemu" && driver != "cloud-hypervisor" {
 		return fmt.Errorf("the %s driver does not restore templates", driver)
 	}
 	return nil
@@ -81,13 +83,9 @@ func templateKey(c Config, driver string, accel vmm.Accel, vcfg vmm.Config) (str
 	field(templateFormat)
 	field(driver)
 	field(accel.Name)
-	bin := c.QemuBinary
-	if bin == "" {
-		bin = "qemu-system-x86_64"
-	}
-	bin, err := exec.LookPath(bin)
+	bin, err := exec.LookPath(vmmBinary(c, driver))
 	if err != nil {
-		return "", fmt.Errorf("finding qemu: %w", err)
+		return "", fmt.Errorf("finding %s: %w", driver, err)
 	}
 	for _, p := range []string{bin, vcfg.Kernel, vcfg.Initrd} {
 		fi, err := os.Stat(p)

@@ -13,7 +13,7 @@ import (
 )
 
 func TestCloneable(t *testing.T) {
-	for driver, want := range map[string]string{"qemu": "", "cloud-hypervisor": "the cloud-hypervisor driver does not restore templates"} {
+	for driver, want := range map[string]string{"qemu": "", "cloud-hypervisor": "", "firecracker": "the firecracker driver does not restore templates"} {
 		if err := cloneable(driver); want == "" && err != nil || want != "" && (err == nil || err.Error() != want) {
 			t.Errorf("cloneable(%s) = %v, want %q", driver, err, want)
 		}
@@ -94,6 +94,34 @@ func TestTemplateKey(t *testing.T) {
 	}
 	if k := key(nil, tcg); k == k0 {
 		t.Error("a changed initrd: the same key")
+	}
+}
+
+// TestTemplateKeyDriver: a template is its driver's, keyed by that
+// driver's binary.
+func TestTemplateKeyDriver(t *testing.T) {
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "vmlinux")
+	if err := os.WriteFile(kernel, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v := vmm.Config{ID: "a", Kernel: kernel, Initrd: kernel, MemoryMiB: 512, CPUs: 1}
+	kvm := vmm.Accel{Name: vmm.AccelKVM}
+	keyOf := func(c Config, driver string) (string, error) { return templateKey(c, driver, kvm, v) }
+	both := Config{QemuBinary: "/bin/sh", CloudHypervisorBinary: "/bin/sh"}
+	kq, err := keyOf(both, "qemu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := keyOf(both, "cloud-hypervisor")
+	if err != nil || kc == kq {
+		t.Errorf("cloud-hypervisor's key = %s, %v; want one of its own (qemu's %s)", kc, err, kq)
+	}
+	if k, err := keyOf(Config{QemuBinary: "/bin/sh", CloudHypervisorBinary: "/bin/true"}, "cloud-hypervisor"); err != nil || k == kc {
+		t.Errorf("another cloud-hypervisor binary: key %s, %v; want another key", k, err)
+	}
+	if _, err := keyOf(Config{QemuBinary: "/bin/sh", CloudHypervisorBinary: "/nonexistent/ch"}, "cloud-hypervisor"); err == nil || !strings.Contains(err.Error(), "finding cloud-hypervisor") {
+		t.Errorf("key without cloud-hypervisor's binary: %v", err)
 	}
 }
 

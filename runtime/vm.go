@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -60,21 +61,23 @@ func chooseDriverWith(c Config, accel vmm.Accel, lookPath func(string) (string, 
 		}
 		return c.VMM, nil
 	}
-	chv := c.CloudHypervisorBinary
-	if chv == "" {
-		chv = "cloud-hypervisor"
-	}
-	if _, err := lookPath(chv); err == nil && accel.Name == "kvm" {
+	if _, err := lookPath(vmmBinary(c, "cloud-hypervisor")); err == nil && accel.Name == "kvm" {
 		return "cloud-hypervisor", nil
 	}
-	q := c.QemuBinary
-	if q == "" {
-		q = "qemu-system-x86_64"
-	}
+	q := vmmBinary(c, "qemu")
 	if _, err := lookPath(q); err != nil {
 		return "", fmt.Errorf("no usable vmm: %s not found and cloud-hypervisor unusable (%s)", q, accel.Reason)
 	}
 	return "qemu", nil
+}
+
+// vmmBinary is the executable the config names for a driver, or the
+// driver's default, to find in PATH.
+func vmmBinary(c Config, driver string) string {
+	if driver == "cloud-hypervisor" {
+		return cmp.Or(c.CloudHypervisorBinary, cloudhypervisor.DefaultBinary)
+	}
+	return cmp.Or(c.QemuBinary, qemu.DefaultBinary)
 }
 
 // moduleGroups lists the initrd module groups a driver's guest needs

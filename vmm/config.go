@@ -82,14 +82,16 @@ type Config struct {
 	// it changes, the rest stays shared between clones). With them, the
 	// clone's RAM is a copy of the file, as virtiofsd maps the guest's RAM
 	// too and must see the clone's; the shares are attached after the
-	// restore and the guest must wait for their tags.
+	// restore and the guest must wait for their tags. (That is qemu's
+	// way; cloud-hypervisor's restore copies the RAM into each clone, and
+	// a clone's disks, shares and NICs are all hot-added after it.)
 	RestoreFrom *Snapshot
 }
 
 // Snapshot is a saved VM: its guest RAM and its device and CPU state.
 type Snapshot struct {
 	RAM   string // the guest's RAM, a file (tmpfs keeps it in memory)
-	State string // the VMM's saved state of the devices and CPUs
+	State string // the VMM's saved state of the devices and CPUs; a driver keeps its other files beside it, named after it
 }
 
 // Disk is a raw disk image.

@@ -115,6 +115,76 @@ func TestAPIClientErrors(t *testing.T) {
 	}
 }
 
+// TestAPIBodies: each request with a body sends what cloud-hypervisor's
+// API schema names, as JSON.
+func TestAPIBodies(t *testing.T) {
+	bodies := make(chan string, 1)
+	path, seen := fakeAPI(t, func(r *http.Request) (int, string) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- string(b)
+		if r.Header.Get("Content-Type") != "application/json" {
+			return http.StatusBadRequest, "want JSON"
+		}
+		return http.StatusOK, `{"id":"x","bdf":"0000:00:06.0"}`
+	})
+	a := newAPIClient(path)
+	tests := []struct {
+		name string
+		call func(context.Context) error
+		want string
+	}{
+		{"snapshot", func(ctx context.Context) error { return a.snapshot(ctx, "/t/state.d") },
+			`PUT /api/v1/vm.snapshot {"destination_url":"file:///t/state.d"}`},
+		{"add-disk read-only", func(ctx context.Context) error {
+			return a.hotplug(ctx, diskConfig{Path: "/d/r.img", ID: "disk1", Serial: "s", Readonly: true})
+		}, `PUT /api/v1/vm.add-disk {"path":"/d/r.img","id":"disk1","serial":"s","readonly":true}`},
+		{"add-fs", func(ctx context.Context) error {
+			return a.hotplug(ctx, fsConfig{Tag: "z", Socket: "/s/virtiofs0.sock", NumQueues: 1, QueueSize: 1024, ID: "fs0"})
+		}, `PUT /api/v1/vm.add-fs {"tag":"z","socket":"/s/virtiofs0.sock","num_queues":1,"queue_size":1024,"id":"fs0"}`},
+		{"add-net", func(ctx context.Context) error {
+			return a.hotplug(ctx, netConfig{Tap: "tap0", MAC: "02:00:00:00:00:02", ID: "net0"})
+		}, `PUT /api/v1/vm.add-net {"tap":"tap0","mac":"02:00:00:00:00:02","id":"net0"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := <-seen + " " + <-bodies; got != tt.want {
+				t.Errorf("request %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAPIVMState(t *testing.T) {
+	tests := []struct {
+		name, answer string
+		status       int
+		want         string
+		err          string
+	}{
+		{"paused", `{"config":{"cpus":{}},"state":"Paused","device_tree":{}}`, http.StatusOK, "Paused", ""},
+		{"not created", "Error from API: The VM instance is not created", http.StatusInternalServerError, "", "VM instance is not created"},
+		{"not json", "<html>", http.StatusOK, "", "decoding the answer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path, seen := fakeAPI(t, func(r *http.Request) (int, string) { return tt.status, tt.answer })
+			st, err := newAPIClient(path).vmState(context.Background())
+			if got := <-seen; got != "GET /api/v1/vm.info" {
+				t.Errorf("request %q", got)
+			}
+			if tt.err == "" && (err != nil || st != tt.want) {
+				t.Errorf("vmState = %q, %v; want %q", st, err, tt.want)
+			}
+			if tt.err != "" && (!errors.Is(err, vmm.ErrVMMRequest) || !strings.Contains(err.Error(), tt.err)) {
+				t.Errorf("vmState = %q, %v; want ErrVMMRequest containing %q", st, err, tt.err)
+			}
+		})
+	}
+}
+
 func TestAPIDiskHotplug(t *testing.T) {
 	bodies := make(chan string, 4)
 	path, seen := fakeAPI(t, func(r *http.Request) (int, string) {
@@ -127,7 +197,7 @@ func TestAPIDiskHotplug(t *testing.T) {
 	})
 	a := newAPIClient(path)
 	ctx := context.Background()
-	if err := a.addDisk(ctx, diskConfig{Path: "/d/m.img", ID: "initos-h1", Serial: "initos-h1"}); err != nil {
+	if err := a.hotplug(ctx, diskConfig{Path: "/d/m.img", ID: "initos-h1", Serial: "initos-h1"}); err != nil {
 		t.Fatal(err)
 	}
 	if got, body := <-seen, <-bodies; got != "PUT /api/v1/vm.add-disk" || body != `{"path":"/d/m.img","id":"initos-h1","serial":"initos-h1"}` {

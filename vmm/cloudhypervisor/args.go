@@ -2,6 +2,7 @@ package cloudhypervisor
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -51,6 +52,11 @@ func checkConfig(cfg *vmm.Config) error {
 			p = append(p, fmt.Sprintf("path %q: cloud-hypervisor options cannot hold ',' or '\"'", path))
 		}
 	}
+	if cfg.RestoreFrom != nil {
+		if fi, err := os.Stat(snapshotConfig(cfg.RestoreFrom)); err != nil || !fi.Mode().IsRegular() {
+			p = append(p, fmt.Sprintf("snapshot: no configuration %q", snapshotConfig(cfg.RestoreFrom)))
+		}
+	}
 	if len(p) > 0 {
 		return fmt.Errorf("%w %q: %s", vmm.ErrInvalidConfig, cfg.ID, strings.Join(p, "; "))
 	}
@@ -59,8 +65,13 @@ func checkConfig(cfg *vmm.Config) error {
 
 // buildArgs is cloud-hypervisor's command line for cfg. Options taking
 // several devices (--disk, --net, --fs) get them as values of one flag;
-// the first disk is /dev/vda.
+// the first disk is /dev/vda. A template has none of the container's
+// devices (its clones hot-add theirs after the restore), and a clone is
+// restored from its snapshot (restoreArgs).
 func buildArgs(cfg *vmm.Config) []string {
+	if cfg.RestoreFrom != nil {
+		return restoreArgs(cfg)
+	}
 	virtiofs := len(cfg.Shares) > 0
 	a := []string{
 		"--api-socket", "path=" + cfg.SocketPath(apiSocket),
@@ -81,6 +92,11 @@ func buildArgs(cfg *vmm.Config) []string {
 		"--serial", "file="+cfg.ConsoleLog,
 		"--console", "off",
 	)
+	if cfg.Template != nil {
+		// Its memory stays shared=on with shares: cloud-hypervisor
+		// validates a hot-added fs against the restored configuration.
+		return append(a, "--vsock", fmt.Sprintf("cid=%d,socket=%s", GuestCID, cfg.SocketPath(vsockSocket)))
+	}
 	if len(cfg.Disks) > 0 {
 		a = append(a, "--disk")
 		for _, d := range cfg.Disks {
@@ -108,6 +124,42 @@ func buildArgs(cfg *vmm.Config) []string {
 		}
 	}
 	return a
+}
+
+// restoreDir is the directory, in the state dir, that a clone is restored
+// from: its own config.json beside links to its template's state and RAM.
+const restoreDir = "restore"
+
+// Names of a snapshot's files in the directory given to vm.snapshot
+// (docs/snapshot_restore.md: "config.json", "memory-ranges",
+// "state.json").
+const (
+	snapConfig = "config.json"
+	snapMemory = "memory-ranges"
+	snapState  = "state.json"
+)
+
+// snapshotConfig is the path of a snapshot's config.json: beside its
+// State, which Save writes last.
+func snapshotConfig(s *vmm.Snapshot) string { return s.State + ".config" }
+
+// restoreArgs is a clone's command line: the API socket and the restore.
+// "--restore is mutually exclusive with all VM config flags": the VM's
+// devices, serial file and vsock socket are those of the config.json that
+// writeRestoreDir rewrote for the clone.
+//
+// Written to cloud-hypervisor v48.0's --restore, whose syntax is
+// "source_url=<source_url>,prefault=on|off,net_fds=<...>" with "`prefault`
+// brings memory pages in when enabled (disabled by default)": only
+// source_url is given. net_fds (v40.0) serves VMs created with net fds,
+// which ours are not; memory_restore_mode=ondemand (userfaultfd) and
+// resume=true arrived in v52.0 and are not used, so every restore copies
+// memory-ranges into the clone's own guest memory, and vm.resume follows.
+func restoreArgs(cfg *vmm.Config) []string {
+	return []string{
+		"--api-socket", "path=" + cfg.SocketPath(apiSocket),
+		"--restore", "source_url=" + fileURL(cfg.SocketPath(restoreDir)),
+	}
 }
 
 // ModuleGroups are the initrd module groups (docs/contracts.md) a guest

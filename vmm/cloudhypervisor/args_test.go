@@ -52,6 +52,15 @@ func TestBuildArgs(t *testing.T) {
 			c.NICs = []vmm.NIC{{Tap: "tap0", MAC: "02:00:00:00:00:01"}, {Tap: "tap1", MAC: "02:00:00:00:00:02"}}
 		}, cat(head, []string{"--memory", "size=512M"}, serial, []string{"--disk", "path=/d/root.img"}, vsock,
 			[]string{"--net", "tap=tap0,mac=02:00:00:00:00:01", "tap=tap1,mac=02:00:00:00:00:02"})},
+		{"template: no disk, share or nic, memory shared for the clones' shares", func(c *vmm.Config) {
+			c.Template = &vmm.Snapshot{RAM: "/t/ram", State: "/t/state"}
+			c.Shares = []vmm.Share{{Dir: "/t/share0", Tag: "z", Mode: vmm.ShareVirtiofs}}
+			c.NICs = []vmm.NIC{{MAC: "02:00:00:00:00:01"}}
+		}, cat(head, []string{"--memory", "size=512M,shared=on"}, serial, vsock)},
+		{"clone: restored from its own directory", func(c *vmm.Config) {
+			c.RestoreFrom = &vmm.Snapshot{RAM: "/t/ram", State: "/t/state"}
+			c.Shares = []vmm.Share{{Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}}
+		}, []string{"--api-socket", "path=/run/x/api.sock", "--restore", "source_url=file:///run/x/restore"}},
 		{"no initrd, no cmdline, no disk", func(c *vmm.Config) { c.Initrd, c.Cmdline, c.Disks = "", "", nil },
 			cat([]string{"--api-socket", "path=/run/x/api.sock", "--kernel", "/k/vmlinux",
 				"--cmdline", "console=ttyS0 panic=-1 cryptomgr.notests noreplace-smp", "--cpus", "boot=2", "--memory", "size=512M"}, serial, vsock)},
@@ -78,6 +87,8 @@ func TestCheckConfig(t *testing.T) {
 		{"virtiofs ok", func(c *vmm.Config) { c.Shares = []vmm.Share{{Dir: "/a,b", Tag: "z", Mode: vmm.ShareVirtiofs}} }, ""},
 		{"9p", func(c *vmm.Config) { c.Shares = []vmm.Share{{Dir: "/s", Tag: "z", Mode: vmm.Share9p}} }, `share "z": mode "9p"`},
 		{"comma in disk", func(c *vmm.Config) { c.Disks[0].Path = "/d/a,b.img" }, `path "/d/a,b.img"`},
+		{"clone without the snapshot's config", func(c *vmm.Config) { c.RestoreFrom = &vmm.Snapshot{RAM: "/none/ram", State: "/none/state"} },
+			`snapshot: no configuration "/none/state.config"`},
 		{"comma in console", func(c *vmm.Config) { c.ConsoleLog = "/run/x/c,l" }, `path "/run/x/c,l"`},
 	}
 	for _, tt := range tests {

@@ -14,7 +14,7 @@ var hotplugSeq atomic.Uint64
 func (v *VM) AttachDisk(ctx context.Context, path string) (string, error) {
 	serial := fmt.Sprintf("initos-h%d", hotplugSeq.Add(1))
 	err := v.control(ctx, "add-disk", func(ctx context.Context) error {
-		return v.api.addDisk(ctx, diskConfig{Path: path, ID: serial, Serial: serial})
+		return v.api.hotplug(ctx, diskConfig{Path: path, ID: serial, Serial: serial})
 	})
 	if err != nil {
 		return "", err

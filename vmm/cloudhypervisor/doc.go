@@ -9,6 +9,14 @@
 // Shares are virtiofs only (cloud-hypervisor has no 9p), served by
 // virtiofsd; guest memory is then shared=on.
 //
-// Files in Config.StateDir: api.sock, vsock.sock, virtiofs.sock (sockets,
-// removed by Stop) and cloud-hypervisor.log, virtiofsd.log.
+// VM templates (docs/snapshot_restore.md upstream): a template boots
+// without the container's disks, shares and NICs, and Save pauses it,
+// snapshots it and shuts it down; a clone is restored (--restore) from a
+// directory of its own whose config.json gives it its serial file and
+// vsock socket, is resumed, and gets its devices by hot-add. Tested only
+// against a fake cloud-hypervisor: no real one runs here.
+//
+// Files in Config.StateDir: api.sock, vsock.sock, virtiofs<i>.sock
+// (sockets, removed by Stop), cloud-hypervisor.log, virtiofsd<i>.log, and
+// a clone's restore directory while Start restores it.
 package cloudhypervisor

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"time"
 
@@ -35,6 +36,12 @@ type VM struct {
 	cfg vmm.Config
 	api *apiClient
 	sup vmm.Supervisor
+
+	// A clone's restore (restore, polled by Start): resumed says its
+	// guest runs; added is how many of its disks, then shares, then NICs
+	// are hot-added.
+	resumed bool
+	added   int
 }
 
 // New checks cfg and the host (binaries, KVM); nothing runs yet.
@@ -75,7 +82,7 @@ func New(cfg vmm.Config, opts Options) (*VM, error) {
 		Sockets:      []string{cfg.SocketPath(apiSocket), cfg.SocketPath(vsockSocket)},
 		StartTimeout: opts.StartTimeout,
 		StopTimeout:  opts.StopTimeout,
-		Ready:        v.api.ping,
+		Ready:        v.ready,
 		Shutdown: func(ctx context.Context) error {
 			// vm.shutdown fails when the guest is down already;
 			// vmm.shutdown is what ends the process.
@@ -83,7 +90,8 @@ func New(cfg vmm.Config, opts Options) (*VM, error) {
 			return v.api.shutdownVMM(ctx)
 		},
 	}
-	if len(cfg.Shares) > 0 {
+	// A template has no shares: its clones add theirs.
+	if len(cfg.Shares) > 0 && cfg.Template == nil {
 		v.sup.VirtiofsdCache = opts.VirtiofsdCache
 		if v.sup.Virtiofsd, err = vmm.FindVirtiofsd(opts.Virtiofsd); err != nil {
 			return nil, fmt.Errorf("vm %q: virtiofs shares: %w", cfg.ID, err)
@@ -99,9 +107,28 @@ func (v *VM) Args() []string { return buildArgs(&v.cfg) }
 func (v *VM) ModuleGroups() []string { return ModuleGroups(&v.cfg) }
 
 // Start launches cloud-hypervisor (and virtiofsd for a share) and returns
-// once its API answers vmm.ping; the guest may still be booting. On
-// failure everything it started is killed and its sockets are removed.
-func (v *VM) Start(ctx context.Context) error { return v.sup.Start(ctx) }
+// once its API answers vmm.ping; the guest may still be booting. A clone
+// (Config.RestoreFrom) is restored instead, and Start returns once it
+// runs with its own devices (restore). On failure everything it started
+// is killed and its sockets are removed.
+func (v *VM) Start(ctx context.Context) error {
+	if v.cfg.RestoreFrom == nil {
+		return v.sup.Start(ctx)
+	}
+	if err := writeRestoreDir(&v.cfg); err != nil {
+		return fmt.Errorf("vm %q: restoring %q: %w", v.cfg.ID, v.cfg.RestoreFrom.State, err)
+	}
+	// Read by then: cloud-hypervisor copied memory-ranges into the guest.
+	defer os.RemoveAll(v.cfg.SocketPath(restoreDir))
+	return v.sup.Start(ctx)
+}
+
+func (v *VM) ready(ctx context.Context) error {
+	if v.cfg.RestoreFrom != nil {
+		return v.restore(ctx)
+	}
+	return v.api.ping(ctx)
+}
 
 // Stop ends cloud-hypervisor: PUT vm.shutdown, then PUT vmm.shutdown
 // (SIGTERM if that fails), SIGKILL when it has not exited within

@@ -3,14 +3,17 @@ package cloudhypervisor
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,10 +34,20 @@ func TestMain(m *testing.M) {
 
 // fakeCloudHypervisor stands in for the real binary, which needs KVM: it
 // takes the same arguments, writes the serial file, serves the REST API
-// (logging each request to stdout) and a hybrid vsock socket whose agent
-// echoes. Modes: "serve"; "fail" (exit 1 at once); "stubborn" (vmm.shutdown
-// fails and SIGTERM is ignored); "poweroff" (exit 0 after 300ms).
+// (logging each request, with its body, to stdout) and a hybrid vsock
+// socket whose agent echoes. With --restore it reads the snapshot's
+// directory as cloud-hypervisor would and logs what it found; vm.snapshot
+// writes one. Modes: "serve"; "fail" (exit 1 at once); "stubborn"
+// (vmm.shutdown fails and SIGTERM is ignored); "poweroff" (exit 0 after
+// 300ms); "refuse-snapshot" (vm.snapshot fails); "partial-snapshot"
+// (vm.snapshot succeeds without writing state.json); "refuse-net" (vm.add-net
+// fails); "mute" (the API never answers). Called with virtiofsd's
+// arguments it is virtiofsd (fakeVirtiofsd).
 func fakeCloudHypervisor(mode string, args []string) int {
+	if len(args) > 0 && (args[0] == "--help" || strings.HasPrefix(args[0], "--socket-path=")) {
+		return fakeVirtiofsd(args)
+	}
+	fmt.Printf("pid %d\n", os.Getpid())
 	opt := map[string]string{}
 	for i := 0; i+1 < len(args); i++ {
 		if strings.HasPrefix(args[i], "--") {
@@ -56,7 +69,17 @@ func fakeCloudHypervisor(mode string, args []string) int {
 	if mode == "stubborn" {
 		signal.Ignore(syscall.SIGTERM)
 	}
-	if err := os.WriteFile(value("--serial", "file"), []byte("fake guest booted\n"), 0o644); err != nil {
+	serialFile, vsockPath, state := value("--serial", "file"), value("--vsock", "socket"), "Running"
+	if src, ok := strings.CutPrefix(value("--restore", "source_url"), "file://"); ok {
+		fmt.Printf("restore %s\n", opt["--restore"])
+		var err error
+		if serialFile, vsockPath, err = fakeRestore(src); err != nil {
+			fmt.Fprintln(os.Stderr, "Error restoring VM:", err)
+			return 1
+		}
+		state = "Paused"
+	}
+	if err := os.WriteFile(serialFile, []byte("fake guest booted\n"), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -65,17 +88,31 @@ func fakeCloudHypervisor(mode string, args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	vsock, err := net.Listen("unix", value("--vsock", "socket"))
+	vsock, err := net.Listen("unix", vsockPath)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	exit := make(chan int, 1)
+	var mu sync.Mutex // guards state
 	go http.Serve(api, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Printf("%s %s\n", r.Method, r.URL.Path)
+		body, _ := io.ReadAll(r.Body)
+		if len(body) > 0 {
+			fmt.Printf("%s %s %s\n", r.Method, r.URL.Path, body)
+		} else {
+			fmt.Printf("%s %s\n", r.Method, r.URL.Path)
+		}
+		if mode == "mute" {
+			<-r.Context().Done()
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
 		switch r.URL.Path {
 		case "/api/v1/vmm.ping":
 			w.Write([]byte(`{"version":"fake"}`))
+		case "/api/v1/vm.info":
+			fmt.Fprintf(w, `{"config":{},"state":%q}`, state)
 		case "/api/v1/vmm.shutdown":
 			if mode == "stubborn" {
 				http.Error(w, "no", http.StatusInternalServerError)
@@ -83,8 +120,23 @@ func fakeCloudHypervisor(mode string, args []string) int {
 			}
 			w.WriteHeader(http.StatusNoContent)
 			exit <- 0
-		case "/api/v1/vm.shutdown", "/api/v1/vm.pause", "/api/v1/vm.resume":
+		case "/api/v1/vm.pause", "/api/v1/vm.resume":
+			state = map[string]string{"/api/v1/vm.pause": "Paused", "/api/v1/vm.resume": "Running"}[r.URL.Path]
 			w.WriteHeader(http.StatusNoContent)
+		case "/api/v1/vm.shutdown":
+			w.WriteHeader(http.StatusNoContent)
+		case "/api/v1/vm.snapshot":
+			if err := fakeSnapshot(mode, state, body, serialFile, vsockPath); err != nil {
+				http.Error(w, "Error from API: The VM could not be snapshotted: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		case "/api/v1/vm.add-disk", "/api/v1/vm.add-fs", "/api/v1/vm.add-net":
+			if mode == "refuse-net" && r.URL.Path == "/api/v1/vm.add-net" {
+				http.Error(w, "Error from API: The new network device could not be added to the VM: tap not found", http.StatusInternalServerError)
+				return
+			}
+			w.Write([]byte(`{"id":"x","bdf":"0000:00:06.0"}`))
 		default:
 			http.NotFound(w, r)
 		}
@@ -122,9 +174,104 @@ func fakeCloudHypervisor(mode string, args []string) int {
 	return code
 }
 
+// fakeSnapshot is the fake's vm.snapshot: the VM must be paused, and the
+// destination an existing directory, where it writes the three files.
+// Its config.json has the VM's serial file and vsock socket, and no
+// disk, share or NIC (a template's).
+func fakeSnapshot(mode, state string, body []byte, serialFile, vsockPath string) error {
+	if mode == "refuse-snapshot" {
+		return errors.New("fake refuses")
+	}
+	if state != "Paused" {
+		return fmt.Errorf("the vm is %s", state)
+	}
+	var req struct {
+		URL string `json:"destination_url"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return err
+	}
+	dir, ok := strings.CutPrefix(req.URL, "file://")
+	if !ok {
+		return fmt.Errorf("not a file url: %q", req.URL)
+	}
+	for name, content := range fakeSnapshotFiles(serialFile, vsockPath) {
+		if mode == "partial-snapshot" && name == snapState {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fakeSnapshotFiles are the files of a fake snapshot, by their names in a
+// snapshot's directory.
+func fakeSnapshotFiles(serialFile, vsockPath string) map[string]string {
+	config := fmt.Sprintf(`{"cpus":{"boot_vcpus":1},"disks":null,"fs":null,"net":null,`+
+		`"serial":{"file":%q,"mode":"File"},"vsock":{"cid":3,"socket":%q,"id":"_vsock0"}}`, serialFile, vsockPath)
+	return map[string]string{snapConfig: config, snapMemory: "fake RAM", snapState: "fake state"}
+}
+
+// fakeRestore reads the snapshot in dir as --restore does, logs what it
+// read, and returns the serial file and vsock socket of its config.
+func fakeRestore(dir string) (serialFile, vsockPath string, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, snapConfig))
+	if err != nil {
+		return "", "", err
+	}
+	var c struct {
+		Serial struct{ File string }   `json:"serial"`
+		Vsock  struct{ Socket string } `json:"vsock"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return "", "", err
+	}
+	st, err := os.ReadFile(filepath.Join(dir, snapState))
+	if err != nil {
+		return "", "", err
+	}
+	ram, err := os.ReadFile(filepath.Join(dir, snapMemory))
+	if err != nil {
+		return "", "", err
+	}
+	fmt.Printf("restored serial=%s vsock=%s state=%q memory=%q\n", c.Serial.File, c.Vsock.Socket, st, ram)
+	return c.Serial.File, c.Vsock.Socket, nil
+}
+
+// fakeVirtiofsd is virtiofsd to the Supervisor: its --help names
+// --shared-dir (the Rust dialect), and it serves --socket-path (logging
+// its pid) until killed.
+func fakeVirtiofsd(args []string) int {
+	if args[0] == "--help" {
+		fmt.Println("--shared-dir=DIR")
+		return 0
+	}
+	fmt.Printf("pid %d\n", os.Getpid())
+	l, err := net.Listen("unix", strings.TrimPrefix(args[0], "--socket-path="))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return 1
+		}
+		defer c.Close()
+	}
+}
+
 var kvm = &vmm.Accel{Name: vmm.AccelKVM, Reason: "test"}
 
 func fakeVM(t *testing.T, mode string, opts Options) (*VM, vmm.Config) {
+	t.Helper()
+	return fakeVMWith(t, mode, opts, func(*vmm.Config) {})
+}
+
+// fakeVMWith is fakeVM with its config changed by mutate before New.
+func fakeVMWith(t *testing.T, mode string, opts Options, mutate func(*vmm.Config)) (*VM, vmm.Config) {
 	t.Helper()
 	t.Setenv(fakeEnv, mode)
 	dir := t.TempDir()
@@ -137,6 +284,7 @@ func fakeVM(t *testing.T, mode string, opts Options) (*VM, vmm.Config) {
 	}
 	cfg := vmm.Config{ID: "t", Kernel: kernel, MemoryMiB: 128, CPUs: 1, Disks: []vmm.Disk{{Path: disk}},
 		StateDir: filepath.Join(dir, "state"), ConsoleLog: filepath.Join(dir, "console.log")}
+	mutate(&cfg)
 	opts.Binary = os.Args[0]
 	opts.Accel = kvm
 	v, err := New(cfg, opts)

@@ -41,6 +41,30 @@ func TestContainerdShim(t *testing.T) {
 			}
 		})
 
+		t.Run("nerdctl switch-root", func(t *testing.T) {
+			t.Parallel()
+			ann := "--annotation=org.initos.mode=switch-root"
+			r := c.nerdctl(t, "run", "--rm", rt, ann, containerdImage, "sh", "-c", "echo $$; exit 4")
+			if r.code != 4 || string(r.stdout) != "1\n" {
+				t.Errorf("nerdctl run in switch-root: exit %d, stdout %q; want 4 and PID 1\nstderr: %s", r.code, r.stdout, r.stderr)
+			}
+			name := "ictd-switch-root"
+			c.ok(t, "nerdctl", "run", "-d", "--name", name, rt, ann, containerdImage, "sh", "-c", "echo started; while true; do sleep 0.2; done")
+			defer c.ok(t, "nerdctl", "rm", "-f", name)
+			poll(t, settleTimeout, "logs of "+name, func() (bool, string) {
+				out := c.ok(t, "nerdctl", "logs", name)
+				return hasLine(out, "started"), out
+			})
+			if out := c.ok(t, "nerdctl", "exec", name, "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"); !strings.HasPrefix(out, "sh -c echo started") {
+				t.Errorf("nerdctl exec: PID 1 is %q, want the container's sh", out)
+			}
+			// The kernel drops a SIGKILL to PID 1: the runtime stops it.
+			c.ok(t, "nerdctl", "kill", name)
+			if out := c.ok(t, "nerdctl", "wait", name); out != "137" {
+				t.Errorf("nerdctl wait after kill: %q, want 137", out)
+			}
+		})
+
 		t.Run("nerdctl detached", func(t *testing.T) {
 			t.Parallel()
 			name := "ictd-detached"

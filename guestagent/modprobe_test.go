@@ -55,18 +55,18 @@ func TestParseModprobeArgs(t *testing.T) {
 // llc, overlay is compressed, tun answers a char-major wildcard, ipv6 is
 // built in.
 const testModIndex = `initos-modindex v1
-m llc kernel/net/802/llc.ko - - -
-m stp kernel/net/802/stp.ko llc - -
-m bridge kernel/net/bridge/bridge.ko stp,llc - -
-m overlay kernel/fs/overlayfs/overlay.ko.xz - - -
-m tun kernel/drivers/net/tun.ko - - -
-m 9pnet_virtio kernel/net/9p/9pnet_virtio.ko - - -
-a rtnl_link_bridge bridge
-a fs_overlay overlay
-a char_major_10_* tun
 a 9p_virtio 9pnet_virtio
+a char_major_10_* tun
+a fs_overlay overlay
 a net_pf_10 ipv6
+a rtnl_link_bridge bridge
 b ipv6
+m 9pnet_virtio kernel/net/9p/9pnet_virtio.ko - - -
+m bridge kernel/net/bridge/bridge.ko stp,llc - -
+m llc kernel/net/802/llc.ko - - -
+m overlay kernel/fs/overlayfs/overlay.ko.xz - - -
+m stp kernel/net/802/stp.ko llc - -
+m tun kernel/drivers/net/tun.ko - - -
 `
 
 func readTestModIndex(t *testing.T) *initrd.ModIndex {

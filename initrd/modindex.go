@@ -1,7 +1,6 @@
 package initrd
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 )
@@ -35,16 +33,27 @@ const maxModuleName = 255
 // name, path relative to the modules directory, dependencies and softdeps,
 // the aliases of module files and of built-in modules, and the built-in
 // module names. It is the tree's modules.dep, modules.alias and
-// modules.builtin in one gzip'd text file:
+// modules.builtin in one gzip'd text file, sorted:
 //
 //	initos-modindex v1
-//	m NAME PATH DEPENDS SOFTPRE SOFTPOST   (lists comma-separated, "-" when empty)
 //	a ALIAS NAME                           (ALIAS normalised as kmod does)
 //	b NAME                                 (built in)
+//	m NAME PATH DEPENDS SOFTPRE SOFTPOST   (lists comma-separated, "-" when empty)
+//
+// The guest reads it at every request, under TCG: ReadModIndex checks each
+// line but builds no tables, and a request searches the text (a handful
+// of module lines, one pass over the aliases). It is safe for concurrent
+// use.
 type ModIndex struct {
-	modules map[string]*indexedModule // normalised name → module file
-	exact   map[string][]string       // normalised alias → module names
-	globs   []aliasGlob               // aliases with wildcards, in file order
+	// The lines after the version by kind, each with a '\n' before each
+	// line and after the last.
+	aliases, builtins, modules string
+}
+
+// indexBuilder collects an index on the host.
+type indexBuilder struct {
+	modules map[string]indexedModule // normalised name → module file
+	aliases map[[2]string]bool       // normalised alias, module
 	builtin map[string]bool
 }
 
@@ -53,63 +62,55 @@ type indexedModule struct {
 	info ModInfo
 }
 
-func newModIndex() *ModIndex {
-	return &ModIndex{modules: map[string]*indexedModule{}, exact: map[string][]string{}, builtin: map[string]bool{}}
-}
-
 // buildModIndex indexes every module file of ix, reading each one's
 // .modinfo (in parallel), and its built-in modules.
-func buildModIndex(ix *Index) (*ModIndex, error) {
+func buildModIndex(ix *Index) (*indexBuilder, error) {
 	ix.mu.Lock()
 	err := ix.readAllInfos()
 	ix.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("indexing modules: %w", err)
 	}
-	mi := newModIndex()
+	b := &indexBuilder{modules: map[string]indexedModule{}, aliases: map[[2]string]bool{}, builtin: map[string]bool{}}
 	for name, p := range ix.files {
 		rel, err := filepath.Rel(ix.dir, p)
 		if err != nil {
 			return nil, fmt.Errorf("indexing module %q: %w", p, err)
 		}
 		info := ix.infos[name]
-		mi.modules[name] = &indexedModule{path: filepath.ToSlash(rel), info: ModInfo{
+		b.modules[name] = indexedModule{path: filepath.ToSlash(rel), info: ModInfo{
 			Name: name, Depends: info.Depends, SoftPre: info.SoftPre, SoftPost: info.SoftPost,
 		}}
 		for _, a := range info.Aliases {
-			mi.addAlias(a, name)
+			b.addAlias(a, name)
 		}
 	}
 	for n := range ix.builtin {
-		mi.builtin[n] = true
+		b.builtin[n] = true
 	}
 	for a, mods := range ix.builtinAliases {
 		for _, m := range mods {
-			mi.addAlias(a, m)
+			b.addAlias(a, m)
 		}
 	}
-	return mi, nil
+	return b, nil
 }
 
 // addAlias adds one alias of module. Like depmod, it drops an alias kmod
 // cannot normalise; one with blanks in it could never be asked for.
-func (mi *ModIndex) addAlias(alias, module string) {
+func (b *indexBuilder) addAlias(alias, module string) {
 	a, err := aliasNormalize(alias)
 	if err != nil || a == "" || strings.ContainsFunc(a, isBlankOrControl) {
 		return
 	}
-	if strings.ContainsAny(a, "*?[\\") {
-		mi.globs = append(mi.globs, aliasGlob{a, module})
-		return
-	}
-	mi.exact[a] = appendUnique(mi.exact[a], module)
+	b.aliases[[2]string{a, module}] = true
 }
 
 func isBlankOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
 
 // encode writes the index in its text form, sorted, so the same tree
 // gives the same bytes.
-func (mi *ModIndex) encode(w io.Writer) error {
+func (b *indexBuilder) encode(w io.Writer) error {
 	list := func(l []string) string {
 		if len(l) == 0 {
 			return "-"
@@ -117,34 +118,28 @@ func (mi *ModIndex) encode(w io.Writer) error {
 		return strings.Join(l, ",")
 	}
 	var lines []string
-	for n, m := range mi.modules {
+	for n, m := range b.modules {
 		lines = append(lines, fmt.Sprintf("m %s %s %s %s %s", n, m.path, list(m.info.Depends), list(m.info.SoftPre), list(m.info.SoftPost)))
 	}
-	for a, mods := range mi.exact {
-		for _, m := range mods {
-			lines = append(lines, "a "+a+" "+m)
-		}
+	for a := range b.aliases {
+		lines = append(lines, "a "+a[0]+" "+a[1])
 	}
-	for _, g := range mi.globs {
-		lines = append(lines, "a "+g.pattern+" "+g.module)
-	}
-	for n := range mi.builtin {
+	for n := range b.builtin {
 		lines = append(lines, "b "+n)
 	}
 	sort.Strings(lines)
-	lines = slices.Compact(lines)
 	_, err := io.WriteString(w, modIndexVersion+"\n"+strings.Join(lines, "\n")+"\n")
 	return err
 }
 
 // encodeGzip is encode, gzip'd (deterministic: no name, no time).
-func (mi *ModIndex) encodeGzip() ([]byte, error) {
+func (b *indexBuilder) encodeGzip() ([]byte, error) {
 	var buf bytes.Buffer
 	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
 	if err != nil {
 		return nil, err
 	}
-	if err := mi.encode(zw); err != nil {
+	if err := b.encode(zw); err != nil {
 		return nil, err
 	}
 	if err := zw.Close(); err != nil {
@@ -153,35 +148,61 @@ func (mi *ModIndex) encodeGzip() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// ReadModIndex reads a gzip'd module index. Each module file must be a
-// local path below the modules directory whose name is the module's, so
-// that a name the kernel asks for can only ever lead to a module file of
-// the tree.
+// ReadModIndex reads a gzip'd module index and checks every line: each
+// module file must be a local path below the modules directory whose name
+// is the module's, so that a name the kernel asks for can only ever lead
+// to a module file of the tree.
 func ReadModIndex(r io.Reader) (*ModIndex, error) {
 	zr, err := gzip.NewReader(r)
 	if err != nil {
 		return nil, fmt.Errorf("reading module index: %w: %w", ErrBadModIndex, err)
 	}
 	defer zr.Close()
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	if !sc.Scan() || sc.Text() != modIndexVersion {
-		if err := sc.Err(); err != nil {
-			return nil, fmt.Errorf("reading module index: %w", err)
-		}
-		return nil, fmt.Errorf("reading module index: %w: first line is not %q", ErrBadModIndex, modIndexVersion)
-	}
-	mi := newModIndex()
-	for n := 2; sc.Scan(); n++ {
-		if err := mi.parseLine(sc.Text()); err != nil {
-			return nil, fmt.Errorf("reading module index line %d: %w: %w", n, ErrBadModIndex, err)
-		}
-	}
-	if err := sc.Err(); err != nil {
+	b, err := io.ReadAll(io.LimitReader(zr, maxModIndex+1))
+	if err != nil {
 		return nil, fmt.Errorf("reading module index: %w", err)
 	}
-	return mi, nil
+	if len(b) > maxModIndex {
+		return nil, fmt.Errorf("reading module index: %w: over %d bytes", ErrBadModIndex, maxModIndex)
+	}
+	first, body, _ := strings.Cut(string(b), "\n")
+	if first != modIndexVersion {
+		return nil, fmt.Errorf("reading module index: %w: first line is not %q", ErrBadModIndex, modIndexVersion)
+	}
+	if body != "" && !strings.HasSuffix(body, "\n") {
+		body += "\n"
+	}
+	rest, prev := body, byte(0)
+	for n := 2; rest != ""; n++ {
+		var line string
+		line, rest, _ = strings.Cut(rest, "\n")
+		if _, err := checkIndexLine(line); err != nil {
+			return nil, fmt.Errorf("reading module index line %d: %w: %w", n, ErrBadModIndex, err)
+		}
+		// Sorted by kind: aliasMatches reads the aliases at the start.
+		if line[0] < prev {
+			return nil, fmt.Errorf("reading module index line %d: %w: %q after %q lines", n, ErrBadModIndex, line[:1], []byte{prev})
+		}
+		prev = line[0]
+	}
+	text := "\n" + body
+	// Each section starts at its first line, or where the next one does.
+	ms := sectionStart(text, "\nm ", len(text)-1)
+	bs := sectionStart(text[:ms+1], "\nb ", ms)
+	return &ModIndex{aliases: text[:bs+1], builtins: text[bs : ms+1], modules: text[ms:]}, nil
 }
+
+// sectionStart is where the first line starting with prefix is in text,
+// or none when there is no such line.
+func sectionStart(text, prefix string, none int) int {
+	if i := strings.Index(text, prefix); i >= 0 {
+		return i
+	}
+	return none
+}
+
+// maxModIndex bounds an index's text (Debian's is 1.5 MB).
+const maxModIndex = 64 << 20
 
 // OpenModIndex reads the gzip'd module index at path.
 func OpenModIndex(path string) (*ModIndex, error) {
@@ -193,33 +214,65 @@ func OpenModIndex(path string) (*ModIndex, error) {
 	return ReadModIndex(f)
 }
 
-func (mi *ModIndex) parseLine(line string) error {
-	f := strings.Fields(line)
+// indexFields is one line of the index split at its spaces.
+type indexFields struct {
+	f [6]string
+	n int
+}
+
+// checkIndexLine splits and checks one line of the index.
+func checkIndexLine(line string) (indexFields, error) {
+	var f indexFields
+	for rest, more := line, true; more; {
+		var field string
+		field, rest, more = strings.Cut(rest, " ")
+		if field == "" || f.n == len(f.f) {
+			return f, fmt.Errorf("%q is not a module, alias or built-in line", line)
+		}
+		f.f[f.n] = field
+		f.n++
+	}
+	switch {
+	case f.n == 6 && f.f[0] == "m":
+		name, p := f.f[1], f.f[2]
+		if err := checkModuleName(name); err != nil {
+			return f, err
+		}
+		if base, ok := moduleFileName(path.Base(p)); !ok || base != name || !filepath.IsLocal(p) || path.Clean(p) != p {
+			return f, fmt.Errorf("module %q: %q is not a file of it below the modules directory", name, p)
+		}
+	case f.n == 3 && f.f[0] == "a", f.n == 2 && f.f[0] == "b":
+	default:
+		return f, fmt.Errorf("%q is not a module, alias or built-in line", line)
+	}
+	return f, nil
+}
+
+// module returns the module file called name (normalised).
+func (mi *ModIndex) module(name string) (indexedModule, bool) {
+	i := strings.Index(mi.modules, "\nm "+name+" ")
+	if i < 0 {
+		return indexedModule{}, false
+	}
+	line, _, _ := strings.Cut(mi.modules[i+1:], "\n")
+	f, err := checkIndexLine(line) // checked by ReadModIndex
+	if err != nil {
+		return indexedModule{}, false
+	}
 	list := func(s string) []string {
 		if s == "-" {
 			return nil
 		}
 		return strings.Split(s, ",")
 	}
-	switch {
-	case len(f) == 6 && f[0] == "m":
-		name, p := f[1], f[2]
-		if err := checkModuleName(name); err != nil {
-			return err
-		}
-		if base, ok := moduleFileName(path.Base(p)); !ok || base != name || !filepath.IsLocal(p) || path.Clean(p) != p {
-			return fmt.Errorf("module %q: %q is not a file of it below the modules directory", name, p)
-		}
-		mi.modules[name] = &indexedModule{path: p, info: ModInfo{Name: name, Depends: list(f[3]), SoftPre: list(f[4]), SoftPost: list(f[5])}}
-	case len(f) == 3 && f[0] == "a":
-		mi.addAlias(f[1], f[2])
-	case len(f) == 2 && f[0] == "b":
-		mi.builtin[f[1]] = true
-	default:
-		return fmt.Errorf("%q is not a module, alias or built-in line", line)
-	}
-	return nil
+	return indexedModule{path: f.f[2], info: ModInfo{Name: name, Depends: list(f.f[3]), SoftPre: list(f.f[4]), SoftPost: list(f.f[5])}}, true
 }
+
+func (mi *ModIndex) isBuiltin(name string) bool {
+	return strings.Contains(mi.builtins, "\nb "+name+"\n")
+}
+
+func (mi *ModIndex) isModule(name string) bool { return strings.Contains(mi.modules, "\nm "+name+" ") }
 
 // checkModuleName rejects names that cannot be a module's or an alias and
 // could name a file elsewhere.
@@ -241,15 +294,15 @@ func (mi *ModIndex) Request(name string) ([]Module, error) {
 		return nil, err
 	}
 	n := normalizeName(name)
-	if _, ok := mi.modules[n]; ok {
+	if mi.isModule(n) {
 		return resolve(mi, []string{n})
 	}
 	var files []string
-	builtin := mi.builtin[n]
+	builtin := mi.isBuiltin(n)
 	for _, m := range mi.aliasMatches(name) {
-		if _, ok := mi.modules[m]; ok {
+		if mi.isModule(m) {
 			files = append(files, m)
-		} else if mi.builtin[m] {
+		} else if mi.isBuiltin(m) {
 			builtin = true
 		}
 	}
@@ -264,16 +317,26 @@ func (mi *ModIndex) Request(name string) ([]Module, error) {
 }
 
 // aliasMatches returns the modules (files or built in) with an alias that
-// matches name.
+// matches name: one pass over the alias lines, which sort first.
 func (mi *ModIndex) aliasMatches(name string) []string {
 	a, err := aliasNormalize(name)
 	if err != nil {
 		return nil
 	}
-	out := slices.Clone(mi.exact[a])
-	for _, g := range mi.globs {
-		if fnmatch(g.pattern, a) {
-			out = appendUnique(out, g.module)
+	var out []string
+	rest := mi.aliases[1:]
+	for rest != "" {
+		var line string
+		line, rest, _ = strings.Cut(rest, "\n")
+		pattern, module, _ := strings.Cut(line[2:], " ")
+		var match bool
+		if strings.ContainsAny(pattern, "*?[\\") {
+			match = fnmatch(pattern, a)
+		} else {
+			match = pattern == a
+		}
+		if match {
+			out = appendUnique(out, module)
 		}
 	}
 	return out
@@ -282,27 +345,25 @@ func (mi *ModIndex) aliasMatches(name string) []string {
 // moduleSource for resolve.
 
 func (mi *ModIndex) info(name string) (*ModInfo, error) {
-	if m, ok := mi.modules[name]; ok {
+	if m, ok := mi.module(name); ok {
 		return &m.info, nil
 	}
 	return nil, fmt.Errorf("module %q: %w", name, ErrModuleNotFound)
 }
 
 func (mi *ModIndex) file(name string) string {
-	if m, ok := mi.modules[name]; ok {
-		return m.path
-	}
-	return ""
+	m, _ := mi.module(name)
+	return m.path
 }
 
 func (mi *ModIndex) where() string { return "the module index" }
 
 func (mi *ModIndex) lookupName(name string) lookupResult {
 	n := normalizeName(name)
-	if _, ok := mi.modules[n]; ok {
+	if mi.isModule(n) {
 		return lookupResult{module: n}
 	}
-	return lookupResult{builtin: mi.builtin[n]}
+	return lookupResult{builtin: mi.isBuiltin(n)}
 }
 
 func (mi *ModIndex) lookup(name string) (lookupResult, error) {
@@ -311,10 +372,10 @@ func (mi *ModIndex) lookup(name string) (lookupResult, error) {
 	}
 	var files []string
 	for _, m := range mi.aliasMatches(name) {
-		if mi.builtin[m] {
+		if mi.isBuiltin(m) {
 			return lookupResult{builtin: true}, nil
 		}
-		if _, ok := mi.modules[m]; ok {
+		if mi.isModule(m) {
 			files = append(files, m)
 		}
 	}
@@ -344,11 +405,11 @@ func cachedModIndex(ix *Index, cacheDir string) ([]byte, error) {
 			return nil, fmt.Errorf("reading cached module index: %w", err)
 		}
 	}
-	mi, err := buildModIndex(ix)
+	ib, err := buildModIndex(ix)
 	if err != nil {
 		return nil, err
 	}
-	b, err := mi.encodeGzip()
+	b, err := ib.encodeGzip()
 	if err != nil {
 		return nil, fmt.Errorf("encoding module index: %w", err)
 	}

@@ -92,14 +92,23 @@ func bridgeLikeMods() []fakeMod {
 	}
 }
 
-// modIndexOf builds the module index of the tree dir.
+// modIndexOf builds the module index of the tree dir and reads it back, as
+// the guest does.
 func modIndexOf(t *testing.T, dir string) *ModIndex {
 	t.Helper()
 	ix, err := NewIndex(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mi, err := buildModIndex(ix)
+	ib, err := buildModIndex(ix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ib.encodeGzip()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi, err := ReadModIndex(bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,17 +119,7 @@ func bridgeLikeIndex(t *testing.T) *ModIndex {
 	t.Helper()
 	dir := fakeModulesDir(t, t.TempDir(), "1.0", bridgeLikeMods(), []string{"kernel/lib/crc32.ko", "kernel/net/ipv6/ipv6.ko"})
 	writeBuiltinModinfo(t, dir, "ipv6.alias=net-pf-10\x00ipv6.license=GPL\x00")
-	mi := modIndexOf(t, dir)
-	// What the guest reads: the encoded index, read back.
-	b, err := mi.encodeGzip()
-	if err != nil {
-		t.Fatal(err)
-	}
-	back, err := ReadModIndex(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return back
+	return modIndexOf(t, dir)
 }
 
 func TestModIndexRequest(t *testing.T) {
@@ -212,13 +211,31 @@ func gzipped(t *testing.T, s string) []byte {
 }
 
 func TestReadModIndex(t *testing.T) {
-	good := modIndexVersion + "\nm bridge kernel/net/bridge/bridge.ko stp,llc - -\na rtnl_link_bridge bridge\nb ipv6\n"
+	good := modIndexVersion + "\na rtnl_link_bridge bridge\nb ipv6\nm bridge kernel/net/bridge/bridge.ko stp,llc - -\n"
 	mi, err := ReadModIndex(bytes.NewReader(gzipped(t, good)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p := mi.file("bridge"); p != "kernel/net/bridge/bridge.ko" {
 		t.Errorf("bridge: %q", p)
+	}
+	// Sections may be missing, and a last line may lack its newline.
+	for _, in := range []string{
+		modIndexVersion + "\na x_y mod\nm mod kernel/mod.ko - - -",
+		modIndexVersion + "\na x_y mod\nb other\nm mod kernel/mod.ko - - -\n",
+		modIndexVersion + "\nm mod kernel/mod.ko - - -\n",
+	} {
+		mi, err := ReadModIndex(bytes.NewReader(gzipped(t, in)))
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if got, err := mi.Request("mod"); err != nil || !slices.Equal(names(got), []string{"mod"}) {
+			t.Errorf("%q: mod: %v, %v", in, names(got), err)
+		}
+		got, err := mi.Request("x-y")
+		if strings.Contains(in, "a x_y") != (err == nil && slices.Equal(names(got), []string{"mod"})) {
+			t.Errorf("%q: x-y: %v, %v", in, names(got), err)
+		}
 	}
 	for name, in := range map[string]string{
 		"other version":    "initos-modindex v0\n",
@@ -233,6 +250,9 @@ func TestReadModIndex(t *testing.T) {
 		"not a module":     modIndexVersion + "\nm bridge kernel/bridge.txt - - -\n",
 		"name with slash":  modIndexVersion + "\nm a/bridge kernel/a/bridge.ko - - -\n",
 		"name with dotdot": modIndexVersion + "\nm ..bridge kernel/..bridge.ko - - -\n",
+		"empty field":      modIndexVersion + "\na  bridge\n",
+		"too many fields":  modIndexVersion + "\nm bridge kernel/bridge.ko - - - -\n",
+		"unsorted":         modIndexVersion + "\nb ipv6\na rtnl_link_bridge bridge\n",
 	} {
 		if _, err := ReadModIndex(bytes.NewReader(gzipped(t, in))); !errors.Is(err, ErrBadModIndex) {
 			t.Errorf("%s: got %v, want ErrBadModIndex", name, err)
@@ -274,7 +294,7 @@ func TestCachedModIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mi, err := ReadModIndex(bytes.NewReader(b2)); err != nil || mi.builtin["marked"] || mi.file("bridge") == "" {
+	if mi, err := ReadModIndex(bytes.NewReader(b2)); err != nil || mi.isBuiltin("marked") || mi.file("bridge") == "" {
 		t.Errorf("after the tree changed: %v; want a rebuilt index", err)
 	}
 	if files, _ = filepath.Glob(filepath.Join(cache, modIndexPrefix+"*.gz")); len(files) != 2 {
@@ -289,24 +309,24 @@ func TestModIndexRealKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	mi, err := buildModIndex(ix)
+	ib, err := buildModIndex(ix)
 	if err != nil {
 		t.Fatal(err)
 	}
 	built := time.Since(start)
-	b, err := mi.encodeGzip()
+	b, err := ib.encodeGzip()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var raw bytes.Buffer
-	mi.encode(&raw)
+	ib.encode(&raw)
 	start = time.Now()
 	back, err := ReadModIndex(bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("index of %d modules, %d aliases, %d wildcard: built in %v, %d bytes (%d gzip'd), read back in %v",
-		len(mi.modules), len(mi.exact), len(mi.globs), built, raw.Len(), len(b), time.Since(start))
+	t.Logf("index of %d modules, %d aliases: built in %v, %d bytes (%d gzip'd), read back in %v",
+		len(ib.modules), len(ib.aliases), built, raw.Len(), len(b), time.Since(start))
 	for name, want := range map[string][]string{
 		"rtnl-link-bridge":    {"llc", "stp", "bridge"},
 		"bridge":              {"llc", "stp", "bridge"},

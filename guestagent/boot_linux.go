@@ -96,10 +96,13 @@ type agent struct {
 }
 
 // Main is the entry point of cmd/initos-agent. Re-executed as "initos-exec"
-// it is the process helper; otherwise it must be PID 1 of the initrd and
+// it is the process helper; run as /sbin/initos-modprobe it is the guest
+// kernel's modprobe; otherwise it must be PID 1 of the initrd and
 // never returns.
 func Main(version string) {
 	switch {
+	case isModprobe():
+		os.Exit(runModprobe(os.Args[1:]))
 	case isHelper():
 		os.Exit(runHelper())
 	case isWatcher():
@@ -186,6 +189,7 @@ func (a *agent) boot() error {
 	a.trace.mark("mounts")
 
 	a.loadModules()
+	a.enableModprobe()
 	if err := setupNetwork(realNetlink{}, c.Net, 5*time.Second); err != nil {
 		a.log.Printf("network: %v", err)
 	}

@@ -54,6 +54,10 @@ type Cmdline struct {
 	// child and later becomes the container's first process, so that it
 	// is PID 1 of the VM (the engines' switch-root mode, handoff_linux.go).
 	Handoff bool
+	// Modules is how the kernel's modules share is attached (initos.modules=:
+	// "9p" or "virtiofs", the module group of its transport); "" without
+	// one.
+	Modules string
 	// Program is everything after the first "--", split on spaces.
 	Program []string
 }
@@ -124,6 +128,11 @@ func ParseCmdline(s string) (*Cmdline, error) {
 				}
 				c.Debug = true // bare initos.debug
 			}
+		case "initos.modules":
+			if value != "9p" && value != "virtiofs" {
+				return nil, errorf(ErrInvalidArgument, "kernel command line: initos.modules=%q: want 9p or virtiofs", value)
+			}
+			c.Modules = value
 		case "xip":
 			n, err := parseXIP(value)
 			if err != nil {
@@ -215,6 +224,10 @@ func (c *Cmdline) String() string {
 	if c.Handoff {
 		mode += " (PID 1 handed off)"
 	}
-	return fmt.Sprintf("mode=%s root=%s (%s) load=%s net=%s debug=%t program=%q",
-		mode, c.Root, c.RootFSType, load, net, c.Debug, c.Program)
+	modules := c.Modules
+	if modules == "" {
+		modules = "none"
+	}
+	return fmt.Sprintf("mode=%s root=%s (%s) load=%s modules=%s net=%s debug=%t program=%q",
+		mode, c.Root, c.RootFSType, load, modules, net, c.Debug, c.Program)
 }

@@ -39,6 +39,8 @@ func TestParseCmdline(t *testing.T) {
 		{"debug", "initos.debug=1", defaults(func(c *Cmdline) { c.Debug = true })},
 		{"debug bare", "initos.debug", defaults(func(c *Cmdline) { c.Debug = true })},
 		{"debug off", "initos.debug=1 initos.debug=0", defaults(nil)},
+		{"modules share over 9p", "initos.modules=9p", defaults(func(c *Cmdline) { c.Modules = "9p" })},
+		{"modules share over virtiofs", "initos.modules=virtiofs", defaults(func(c *Cmdline) { c.Modules = "virtiofs" })},
 		{"xip address only", "xip=10.88.0.5/24", defaults(func(c *Cmdline) {
 			c.Net = &NetConfig{Addr: netip.MustParsePrefix("10.88.0.5/24")}
 		})},
@@ -89,6 +91,8 @@ func TestParseCmdlineErrors(t *testing.T) {
 		{"bad debug", "initos.debug=maybe"},
 		{"bad pid1", "initos.pid1=yes"},
 		{"handoff outside agent mode", "initos.pid1=handoff initos.mode=sidecar -- /bin/sh"},
+		{"bad modules transport", "initos.modules=nfs"},
+		{"empty modules transport", "initos.modules="},
 		{"empty root", "initos.root="},
 		{"bare root", "initos.root"},
 		{"empty fstype", "initos.rootfstype="},

@@ -2,20 +2,51 @@ package guestagent
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/initrd"
 )
 
 // finitModule loads one module file; a module that is already loaded (or
 // built in and so "exists") counts as loaded.
-func finitModule(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
+func finitModule(path string) error { return loadModuleFile(path, finitFd) }
+
+// finitFd is finit_module(2) without parameters.
+func finitFd(fd int) error { return unix.FinitModule(fd, "", 0) }
+
+// loadModuleFile loads the module file path with finit: a .ko as it is, a
+// compressed one (.ko.xz, .ko.zst, .ko.gz) decompressed by the initrd
+// builder's decoders into a memfd. EEXIST (loaded already, or by a
+// concurrent request: the kernel serialises loads of one name) is success.
+func loadModuleFile(path string, finit func(fd int) error) error {
+	var f *os.File
+	if strings.HasSuffix(path, ".ko") {
+		var err error
+		if f, err = os.Open(path); err != nil {
+			return err
+		}
+	} else {
+		data, err := initrd.ReadModule(path)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.MemfdCreate(filepath.Base(path), unix.MFD_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("decompressing module %q: memfd: %w", path, err)
+		}
+		f = os.NewFile(uintptr(fd), filepath.Base(path))
+		if _, err := f.Write(data); err != nil {
+			f.Close()
+			return fmt.Errorf("decompressing module %q: %w", path, err)
+		}
 	}
 	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := finit(int(f.Fd())); err != nil && !errors.Is(err, unix.EEXIST) {
 		return &os.PathError{Op: "finit_module", Path: path, Err: err}
 	}
 	return nil

@@ -17,7 +17,11 @@ import (
 
 // formatVersion is hashed into every cache key: change it whenever the
 // layout Build writes changes for the same inputs.
-const formatVersion = "initos-initrd newc v1: dirs . dev lib lib/modules proc run sys tmp, dev/console 5:1"
+const formatVersion = "initos-initrd newc v2: dirs . dev lib lib/modules proc run sbin sys tmp, dev/console 5:1, " + ModIndexName + ", sbin/" + ModprobeName + " -> /init"
+
+// ModprobeName is the agent's name as the guest kernel's modprobe: the
+// initrd's /sbin/<ModprobeName> is a symlink to /init (docs/contracts.md).
+const ModprobeName = "initos-modprobe"
 
 // Options says what goes into an initrd.
 type Options struct {
@@ -76,34 +80,47 @@ func statStamp(opts Options) (string, error) {
 	h := sha256.New()
 	hashField(h, []byte(formatVersion))
 	hashField(h, []byte("stat stamp v1"))
-	// The agent and the modules directory must exist; the files in it
-	// may be missing (a missing one is part of the stamp too).
-	optional := map[string]bool{}
-	paths := []string{opts.AgentPath, opts.Kernel.ModulesDir}
-	for _, f := range []string{"kernel", "modules.order", "modules.builtin", "modules.builtin.modinfo", "modules.alias"} {
-		p := filepath.Join(opts.Kernel.ModulesDir, f)
-		paths, optional[p] = append(paths, p), true
-	}
-	for _, p := range paths {
-		hashField(h, []byte(p))
-		fi, err := os.Stat(p)
-		if errors.Is(err, os.ErrNotExist) && optional[p] {
-			hashField(h, []byte("missing"))
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok {
-			return "", fmt.Errorf("no stat of %q", p)
-		}
-		hashField(h, fmt.Appendf(nil, "%d %d %d %d.%d %d.%d", st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec))
+	if err := hashStats(h, []string{opts.AgentPath, opts.Kernel.ModulesDir}, moduleTreeFiles(opts.Kernel.ModulesDir)); err != nil {
+		return "", err
 	}
 	groups := slices.Clone(opts.Groups)
 	slices.Sort(groups)
 	hashField(h, []byte(strings.Join(groups, ",")))
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// moduleTreeFiles are the files of a modules directory whose stat stands
+// for the whole tree: dpkg replaces modules.order and modules.builtin with
+// every package.
+func moduleTreeFiles(modulesDir string) []string {
+	var out []string
+	for _, f := range []string{"kernel", "modules.order", "modules.builtin", "modules.builtin.modinfo", "modules.alias"} {
+		out = append(out, filepath.Join(modulesDir, f))
+	}
+	return out
+}
+
+// hashStats hashes the path and stat (device, inode, size, mtime, ctime)
+// of each file: the required ones must exist, a missing optional one is
+// hashed as missing.
+func hashStats(h hash.Hash, required, optional []string) error {
+	for i, p := range append(slices.Clone(required), optional...) {
+		hashField(h, []byte(p))
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) && i >= len(required) {
+			hashField(h, []byte("missing"))
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("no stat of %q", p)
+		}
+		hashField(h, fmt.Appendf(nil, "%d %d %d %d.%d %d.%d", st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec))
+	}
+	return nil
 }
 
 // readStamp returns the initrd the stamp file names, if both exist.
@@ -148,6 +165,8 @@ func build(opts Options) (string, error) {
 		{name: "lib/modules", mode: modeDir | 0o755},
 		{name: "proc", mode: modeDir | 0o755},
 		{name: "run", mode: modeDir | 0o755},
+		{name: "sbin", mode: modeDir | 0o755},
+		{name: "sbin/" + ModprobeName, mode: modeSymlink | 0o777, data: []byte("/init")},
 		{name: "sys", mode: modeDir | 0o755},
 		{name: "tmp", mode: modeDir | 0o755},
 	}
@@ -156,7 +175,7 @@ func build(opts Options) (string, error) {
 	hashField(h, agent)
 	var order strings.Builder
 	for _, m := range mods {
-		data, err := readModule(m.Path)
+		data, err := ReadModule(m.Path)
 		if err != nil {
 			return "", fmt.Errorf("building initrd: %w", err)
 		}
@@ -168,6 +187,14 @@ func build(opts Options) (string, error) {
 	}
 	hashField(h, []byte(order.String()))
 	entries = append(entries, cpioEntry{name: "lib/modules/load.order", mode: modeFile | 0o644, data: []byte(order.String())})
+	// The whole tree's index, for the modules the guest's kernel asks for
+	// later (from the kernel's modules share).
+	modIndex, err := cachedModIndex(ix, opts.CacheDir)
+	if err != nil {
+		return "", fmt.Errorf("building initrd: %w", err)
+	}
+	hashField(h, modIndex)
+	entries = append(entries, cpioEntry{name: "lib/modules/" + ModIndexName, mode: modeFile | 0o644, data: modIndex})
 
 	out := filepath.Join(opts.CacheDir, "initrd-"+hex.EncodeToString(h.Sum(nil))+".cpio")
 	if fi, err := os.Stat(out); err == nil && fi.Mode().IsRegular() {

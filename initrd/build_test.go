@@ -146,7 +146,7 @@ func checkLayout(t *testing.T, path string, agent []byte) map[string]cpioRecord 
 		}
 		byName[r.name] = r
 	}
-	for _, d := range []string{".", "dev", "lib", "lib/modules", "proc", "sys", "run", "tmp"} {
+	for _, d := range []string{".", "dev", "lib", "lib/modules", "proc", "sbin", "sys", "run", "tmp"} {
 		if r, ok := byName[d]; !ok || r.mode != modeDir|0o755 {
 			t.Errorf("directory %s: %+v, present %v", d, r.mode, ok)
 		}
@@ -156,6 +156,16 @@ func checkLayout(t *testing.T, path string, agent []byte) map[string]cpioRecord 
 	}
 	if r := byName["init"]; r.mode != modeFile|0o755 || !bytes.Equal(r.data, agent) {
 		t.Errorf("init: mode %o, %d bytes, want the agent's %d", r.mode, len(r.data), len(agent))
+	}
+	if r := byName["sbin/"+ModprobeName]; r.mode != modeSymlink|0o777 || string(r.data) != "/init" {
+		t.Errorf("sbin/%s: mode %o -> %q, want a symlink to /init", ModprobeName, r.mode, r.data)
+	}
+	idx, ok := byName["lib/modules/"+ModIndexName]
+	if !ok || idx.mode != modeFile|0o644 {
+		t.Fatalf("%s: %+v", ModIndexName, idx)
+	}
+	if _, err := ReadModIndex(bytes.NewReader(idx.data)); err != nil {
+		t.Errorf("%s: %v", ModIndexName, err)
 	}
 	order, ok := byName["lib/modules/load.order"]
 	if !ok || order.mode != modeFile|0o644 {
@@ -177,7 +187,7 @@ func checkLayout(t *testing.T, path string, agent []byte) map[string]cpioRecord 
 	}
 	var files []string
 	for name, r := range byName {
-		if strings.HasPrefix(name, "lib/modules/") && name != "lib/modules/load.order" {
+		if strings.HasPrefix(name, "lib/modules/") && name != "lib/modules/load.order" && name != "lib/modules/"+ModIndexName {
 			files = append(files, name)
 			if r.mode != modeFile|0o644 || !bytes.HasPrefix(r.data, elfMagic) {
 				t.Errorf("%s: mode %o, not ELF", name, r.mode)
@@ -189,7 +199,7 @@ func checkLayout(t *testing.T, path string, agent []byte) map[string]cpioRecord 
 	if !slices.Equal(files, sortedListed) {
 		t.Errorf("modules %v, load.order lists %v", files, listed)
 	}
-	other := len(byName) - len(files) - 11 // 8 dirs, console, init, load.order
+	other := len(byName) - len(files) - 14 // 9 dirs, console, init, load.order, the index, the modprobe link
 	if other != 0 {
 		t.Errorf("%d unexpected entries", other)
 	}

@@ -11,6 +11,8 @@ const (
 	modeDir  = 0o040000
 	modeFile = 0o100000
 	modeChar = 0o020000
+	// modeSymlink: the entry's data is the link's target.
+	modeSymlink = 0o120000
 )
 
 // cpioEntry is one member of a newc archive.

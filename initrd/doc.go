@@ -22,7 +22,14 @@
 // Build writes the initrd of docs/contracts.md as an uncompressed, deterministic
 // newc cpio archive: /init is the agent, /lib/modules/<name>.ko the modules and
 // /lib/modules/load.order the order the agent loads them in, each line naming
-// the module groups that need it. The archive is cached under a key derived
+// the module groups that need it. It also holds /lib/modules/modules.idx.gz,
+// the ModIndex of the kernel's whole module tree (every module's path,
+// dependencies and aliases, and the built-in modules; cached per kernel under
+// a stat stamp of its modules directory), and /sbin/initos-modprobe, a
+// symlink to /init: the guest kernel's modprobe, which resolves a request
+// with ModIndex.Request (modprobe's rules: name, then fnmatch over the
+// aliases, then built in) and loads the files from a share of the modules
+// directory. The archive is cached under a key derived
 // from its contents, so the same agent and modules give the same file and the
 // same bytes.
 package initrd

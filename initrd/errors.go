@@ -17,4 +17,12 @@ var (
 	// ErrUnknownGroup is returned for a module group that docs/contracts.md
 	// does not define.
 	ErrUnknownGroup = errors.New("unknown module group")
+	// ErrBadModuleName is returned for a module request whose name could
+	// not be a module's or an alias: empty, too long, or holding '/',
+	// "..", a space or a control character.
+	ErrBadModuleName = errors.New("bad module name")
+	// ErrBadModIndex is returned by ReadModIndex for an index it cannot
+	// trust: a wrong version, a malformed line, or a module file outside
+	// the modules directory.
+	ErrBadModIndex = errors.New("bad module index")
 )

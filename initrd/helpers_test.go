@@ -97,6 +97,15 @@ func fakeModulesDir(t *testing.T, root, release string, mods []fakeMod, builtin 
 	return dir
 }
 
+// writeBuiltinModinfo writes the modules.builtin.modinfo of the tree dir:
+// NUL-separated "module.key=value" strings.
+func writeBuiltinModinfo(t *testing.T, dir, records string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "modules.builtin.modinfo"), []byte(records), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // debianLikeMods mirrors the dependencies of the group modules in Debian's
 // 6.1 kernel, including the alias softdeps of btrfs and libcrc32c.
 func debianLikeMods() []fakeMod {

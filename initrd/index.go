@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -117,6 +118,9 @@ func newIndex(modulesDir, cacheDir string) (*Index, error) {
 
 // Dir returns the lib/modules/<release> directory of the index.
 func (ix *Index) Dir() string { return ix.dir }
+
+func (ix *Index) file(name string) string { return ix.files[name] }
+func (ix *Index) where() string           { return ix.dir }
 
 // readBuiltin reads modules.builtin: one kernel/.../name.ko path a line.
 func (ix *Index) readBuiltin() error {
@@ -240,6 +244,24 @@ func (ix *Index) loadAliases() error {
 			return err
 		}
 	}
+	if err := ix.readAllInfos(); err != nil {
+		return err
+	}
+	ix.aliases = map[string][]string{}
+	for n, mi := range ix.infos {
+		for _, a := range mi.Aliases {
+			ix.addAlias(a, n)
+		}
+	}
+	if ix.aliasCache != "" {
+		return ix.writeAliasCache()
+	}
+	return nil
+}
+
+// readAllInfos reads the modinfo of every module file not read yet, in
+// parallel. Called with ix.mu held.
+func (ix *Index) readAllInfos() error {
 	names := make([]string, 0, len(ix.files))
 	for n := range ix.files {
 		if ix.infos[n] == nil {
@@ -263,19 +285,10 @@ func (ix *Index) loadAliases() error {
 	close(work)
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("reading module aliases in %q: %w", ix.dir, err)
+		return fmt.Errorf("reading modinfo in %q: %w", ix.dir, err)
 	}
 	for i, n := range names {
 		ix.infos[n] = infos[i]
-	}
-	ix.aliases = map[string][]string{}
-	for n, mi := range ix.infos {
-		for _, a := range mi.Aliases {
-			ix.addAlias(a, n)
-		}
-	}
-	if ix.aliasCache != "" {
-		return ix.writeAliasCache()
 	}
 	return nil
 }
@@ -340,6 +353,13 @@ func (ix *Index) lookup(name string) (lookupResult, error) {
 	if len(cands) == 0 {
 		return lookupResult{}, nil
 	}
+	return lookupResult{module: pickCandidate(cands)}, nil
+}
+
+// pickCandidate chooses among the modules that share an alias: the
+// portable *_generic implementation, else the first name in sort order.
+func pickCandidate(cands []string) string {
+	cands = slices.Clone(cands)
 	sort.Slice(cands, func(i, j int) bool {
 		gi, gj := strings.HasSuffix(cands[i], "_generic"), strings.HasSuffix(cands[j], "_generic")
 		if gi != gj {
@@ -347,7 +367,7 @@ func (ix *Index) lookup(name string) (lookupResult, error) {
 		}
 		return cands[i] < cands[j]
 	})
-	return lookupResult{module: cands[0]}, nil
+	return cands[0]
 }
 
 func appendUnique(list []string, s string) []string {

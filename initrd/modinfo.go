@@ -44,8 +44,9 @@ func moduleFileName(base string) (name string, ok bool) {
 // normalizeName turns a module name into the form the kernel uses: '-' is '_'.
 func normalizeName(s string) string { return strings.ReplaceAll(s, "-", "_") }
 
-// readModule returns the uncompressed bytes of a module file.
-func readModule(path string) ([]byte, error) {
+// ReadModule returns the uncompressed bytes of a module file (.ko, or
+// .ko.xz/.ko.zst/.ko.gz, decompressed in-process).
+func ReadModule(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading module: %w", err)
@@ -74,7 +75,7 @@ func ReadModInfo(path string) (*ModInfo, error) {
 		defer f.Close()
 		ra = f
 	} else {
-		data, err := readModule(path)
+		data, err := ReadModule(path)
 		if err != nil {
 			return nil, err
 		}

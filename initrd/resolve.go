@@ -61,9 +61,24 @@ func GroupModules(group string) ([]string, error) {
 // them (as modprobe does) and skipped otherwise; a missing wanted module or
 // dependency is an error naming it and what needs it.
 func Resolve(ix *Index, wanted []string) ([]Module, error) {
-	r := resolver{ix: ix, state: map[string]int{}}
+	return resolve(ix, wanted)
+}
+
+// moduleSource is what the resolver needs of a module tree: the host's
+// Index, or the ModIndex the guest resolves its kernel's requests with.
+type moduleSource interface {
+	info(name string) (*ModInfo, error)
+	file(name string) string // the module file of a module name
+	lookupName(name string) lookupResult
+	lookup(name string) (lookupResult, error)
+	where() string // the tree, for errors
+}
+
+// resolve is Resolve over any moduleSource.
+func resolve(src moduleSource, wanted []string) ([]Module, error) {
+	r := resolver{src: src, state: map[string]int{}}
 	for _, w := range wanted {
-		lr, err := ix.lookup(w)
+		lr, err := src.lookup(w)
 		if err != nil {
 			return nil, err
 		}
@@ -71,7 +86,7 @@ func Resolve(ix *Index, wanted []string) ([]Module, error) {
 			continue
 		}
 		if lr.module == "" {
-			return nil, fmt.Errorf("module %q (wanted) not in %q or built in: %w", w, ix.dir, ErrModuleNotFound)
+			return nil, fmt.Errorf("module %q (wanted) not in %q or built in: %w", w, src.where(), ErrModuleNotFound)
 		}
 		if err := r.visit(lr.module); err != nil {
 			return nil, err
@@ -140,7 +155,7 @@ const (
 )
 
 type resolver struct {
-	ix    *Index
+	src   moduleSource
 	state map[string]int
 	stack []string
 	out   []Module
@@ -153,15 +168,15 @@ func (r *resolver) visit(name string) error {
 	case visiting:
 		i := slices.Index(r.stack, name)
 		cycle := append(slices.Clone(r.stack[i:]), name)
-		return fmt.Errorf("%s in %q: %w", strings.Join(cycle, " -> "), r.ix.dir, ErrDependencyCycle)
+		return fmt.Errorf("%s in %q: %w", strings.Join(cycle, " -> "), r.src.where(), ErrDependencyCycle)
 	}
 	r.state[name] = visiting
 	r.stack = append(r.stack, name)
-	mi, err := r.ix.info(name)
+	mi, err := r.src.info(name)
 	if err != nil {
 		return err
 	}
-	m := Module{Name: name, Path: r.ix.files[name]}
+	m := Module{Name: name, Path: r.src.file(name)}
 	m.SoftPre, err = r.soft(name, mi.SoftPre)
 	if err != nil {
 		return err
@@ -172,12 +187,12 @@ func (r *resolver) visit(name string) error {
 		}
 	}
 	for _, d := range mi.Depends {
-		lr := r.ix.lookupName(d)
+		lr := r.src.lookupName(d)
 		if lr.builtin {
 			continue
 		}
 		if lr.module == "" {
-			return fmt.Errorf("module %q needed by %q not in %q or built in: %w", d, name, r.ix.dir, ErrModuleNotFound)
+			return fmt.Errorf("module %q needed by %q not in %q or built in: %w", d, name, r.src.where(), ErrModuleNotFound)
 		}
 		m.Depends = append(m.Depends, lr.module)
 		if err := r.visit(lr.module); err != nil {
@@ -205,7 +220,7 @@ func (r *resolver) visit(name string) error {
 func (r *resolver) soft(owner string, names []string) ([]string, error) {
 	var out []string
 	for _, n := range names {
-		lr, err := r.ix.lookup(n)
+		lr, err := r.src.lookup(n)
 		if err != nil {
 			return nil, fmt.Errorf("resolving softdep %q of %q: %w", n, owner, err)
 		}

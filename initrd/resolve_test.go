@@ -191,10 +191,7 @@ func TestIndexBuiltinAndAliases(t *testing.T) {
 	}, []string{"kernel/lib/builtin-dep.ko"})
 	// sha256 is also provided by a built-in module: that wins, nothing
 	// to load.
-	bm := "sha256_generic.alias=crypto-sha256\x00sha256_generic.alias=sha256\x00sha256_generic.license=GPL\x00"
-	if err := os.WriteFile(filepath.Join(dir, "modules.builtin.modinfo"), []byte(bm), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeBuiltinModinfo(t, dir, "sha256_generic.alias=crypto-sha256\x00sha256_generic.alias=sha256\x00sha256_generic.license=GPL\x00")
 	ix, err := NewIndex(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -387,7 +384,7 @@ func TestReadModuleCompressed(t *testing.T) {
 			if err := os.WriteFile(p, tt.compress(t), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			got, err := readModule(p)
+			got, err := ReadModule(p)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -405,7 +402,7 @@ func TestReadModuleCompressed(t *testing.T) {
 	}
 	p := filepath.Join(t.TempDir(), "bad.ko.xz")
 	os.WriteFile(p, []byte("not xz at all"), 0o644)
-	if _, err := readModule(p); err == nil || !strings.Contains(err.Error(), p) {
+	if _, err := ReadModule(p); err == nil || !strings.Contains(err.Error(), p) {
 		t.Errorf("corrupt .ko.xz: got %v, want an error naming it", err)
 	}
 }

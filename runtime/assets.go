@@ -67,10 +67,18 @@ func noKernel(err error) error {
 	return fmt.Errorf("%w: %w (run scripts/setup.sh to fetch Debian's linux-image-amd64, or initos-runtime kernel add)", ErrNoKernel, err)
 }
 
+// bootAssets are the host files a VM boots from.
+type bootAssets struct {
+	vmlinux, initrd string
+	// modules is the kernel's modules directory, shared read-only with the
+	// guest for the modules its kernel asks for (vmm.Config.Modules).
+	modules string
+}
+
 // holdAssets holds the kernel of release ("" the default) for a VM (the
-// store refuses to remove it until unhold) and returns its vmlinux and the
-// initrd of it and the agent.
-func holdAssets(c Config, release string) (vmlinux, initrdPath string, unhold func(), err error) {
+// store refuses to remove it until unhold) and returns its vmlinux, the
+// initrd of it and the agent, and its modules directory.
+func holdAssets(c Config, release string) (_ bootAssets, unhold func(), err error) {
 	k, unhold, err := kernels.Open(c.KernelRoot).Hold(release)
 	if err != nil {
 		// A kernel the container names that is not there is its own
@@ -78,7 +86,7 @@ func holdAssets(c Config, release string) (vmlinux, initrdPath string, unhold fu
 		if !errors.Is(err, kernels.ErrNotAdded) && !errors.Is(err, kernels.ErrBadRelease) && !errors.Is(err, kernels.ErrBeingRemoved) {
 			err = noKernel(err)
 		}
-		return "", "", nil, err
+		return bootAssets{}, nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -87,12 +95,13 @@ func holdAssets(c Config, release string) (vmlinux, initrdPath string, unhold fu
 	}()
 	a, err := assetsOf(c, k)
 	if err != nil {
-		return "", "", nil, err
+		return bootAssets{}, nil, err
 	}
-	if initrdPath, err = a.Initrd(c); err != nil {
-		return "", "", nil, err
+	initrdPath, err := a.Initrd(c)
+	if err != nil {
+		return bootAssets{}, nil, err
 	}
-	return a.Vmlinux, initrdPath, unhold, nil
+	return bootAssets{vmlinux: a.Vmlinux, initrd: initrdPath, modules: k.ModulesDir}, unhold, nil
 }
 
 // assetsOf extracts kernel k's vmlinux (once) and finds the agent.

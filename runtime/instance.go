@@ -110,8 +110,9 @@ type bootDeps struct {
 	detectAccel func() vmm.Accel
 	buildDisk   func(ctx context.Context, rootfs, image string, opts bundle.DiskOptions) (*bundle.DiskInfo, error)
 	// assets holds the kernel of release ("" the default) for the VM and
-	// returns its vmlinux and the initrd; unhold lets it go.
-	assets func(c Config, release string) (vmlinux, initrd string, unhold func(), err error)
+	// returns its vmlinux, the initrd and its modules directory; unhold
+	// lets it go.
+	assets func(c Config, release string) (bootAssets, func(), error)
 	// lateNetwork makes the tap of the late network mode; nil unless the
 	// VMM runs in a network namespace of its own (the monitor's).
 	lateNetwork func() (*lateNetwork, error)
@@ -271,10 +272,12 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		// ConfigureNetwork gives it a network.
 		vcfg.NICs = []vmm.NIC{inst.late.nic()}
 	}
-	vcfg.Kernel, vcfg.Initrd, inst.unholdKernel, err = d.assets(c, b.Spec.Annotations[KernelAnnotation])
+	ba, unhold, err := d.assets(c, b.Spec.Annotations[KernelAnnotation])
 	if err != nil {
 		return nil, fmt.Errorf("container %q: %w", id, err)
 	}
+	inst.unholdKernel = unhold
+	vcfg.Kernel, vcfg.Initrd, vcfg.Modules = ba.vmlinux, ba.initrd, ba.modules
 	// vcfg's command line is its template's; a boot's names only its own
 	// module groups, and a booted guest configures its NIC from it. A
 	// clone's NIC in the engine mode is configured after the restore

@@ -41,6 +41,7 @@ type fakeHost struct {
 	images  []string
 	kernel  string
 	initrd  string
+	modules string
 	drivers []string
 	// kernelHolds are the releases boots held, kernelUnholds how many
 	// holds were let go.
@@ -50,7 +51,11 @@ type fakeHost struct {
 
 func newFakeHost(t *testing.T) *fakeHost {
 	dir := t.TempDir()
-	h := &fakeHost{t: t, agent: newFakeAgent(), kernel: filepath.Join(dir, "vmlinux"), initrd: filepath.Join(dir, "initrd.img")}
+	h := &fakeHost{t: t, agent: newFakeAgent(), kernel: filepath.Join(dir, "vmlinux"), initrd: filepath.Join(dir, "initrd.img"),
+		modules: filepath.Join(dir, "lib", "modules", "6.1.0-99-amd64")}
+	if err := os.MkdirAll(h.modules, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range []string{h.kernel, h.initrd} {
 		if err := os.WriteFile(p, []byte("not really "+filepath.Base(p)), 0o644); err != nil {
 			t.Fatal(err)
@@ -91,11 +96,11 @@ func (h *fakeHost) deps() bootDeps {
 			return &bundle.DiskInfo{Path: image, Size: int64(len(data)), Files: 1, Devices: h.devices,
 				RootMode: 0o711, RootUID: 42, RootGID: 43}, nil
 		},
-		assets: func(c Config, release string) (string, string, func(), error) {
+		assets: func(c Config, release string) (bootAssets, func(), error) {
 			h.mu.Lock()
 			defer h.mu.Unlock()
 			h.kernelHolds = append(h.kernelHolds, release)
-			return h.kernel, h.initrd, func() {
+			return bootAssets{vmlinux: h.kernel, initrd: h.initrd, modules: h.modules}, func() {
 				h.mu.Lock()
 				defer h.mu.Unlock()
 				h.kernelUnholds++
@@ -362,7 +367,7 @@ func TestBootAndShutdown(t *testing.T) {
 	if _, err := os.Stat(inst.Disk); err != nil {
 		t.Errorf("disk image missing while the VM runs: %v", err)
 	}
-	if cfg.Kernel != h.kernel || cfg.Initrd != h.initrd || cfg.MemoryMiB != 256 || cfg.CPUs != 1 || cfg.StateDir != sd ||
+	if cfg.Kernel != h.kernel || cfg.Initrd != h.initrd || cfg.Modules != h.modules || cfg.MemoryMiB != 256 || cfg.CPUs != 1 || cfg.StateDir != sd ||
 		cfg.ConsoleLog != filepath.Join(sd, "console.log") {
 		t.Errorf("vm config %+v", cfg)
 	}

@@ -103,6 +103,8 @@ func templateKey(c Config, driver string, accel vmm.Accel, vcfg vmm.Config) (str
 	for _, s := range vcfg.Shares {
 		field(fmt.Sprintf("%s %s %s %t", s.Tag, s.Mode, s.Cache, s.Xattr))
 	}
+	// The modules share is a device of the snapshot too.
+	field("modules " + vcfg.Modules)
 	for _, d := range vcfg.Disks {
 		field(fmt.Sprintf("disk %s %t %t", d.Serial, d.ReadOnly, d.Slot))
 	}

@@ -71,6 +71,7 @@ func TestTemplateKey(t *testing.T) {
 		"share tag": func(v *vmm.Config) { v.Shares[0].Tag = "other" },
 		"a nic":     func(v *vmm.Config) { v.NICs = []vmm.NIC{{Tap: "t", MAC: "02:00:00:00:00:01"}} },
 		"a disk":    withDisk,
+		"modules":   func(v *vmm.Config) { v.Modules = "/k/lib/modules/6.1.0-57-amd64" },
 	}
 	slot := func(v *vmm.Config) {
 		withDisk(v)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -64,7 +65,13 @@ type Config struct {
 	StateDir   string // the driver puts its sockets and logs here
 	ConsoleLog string // file the guest console goes to
 	Shares     []Share
-	NICs       []NIC
+	// Modules is the guest kernel's modules directory (lib/modules/
+	// <release>), shared read-only by tag ModulesTag so that the guest's
+	// modprobe loads the modules its kernel asks for (docs/contracts.md).
+	// It is no module group: the guest mounts it at the first request,
+	// loading its transport's modules from the initrd then. "": none.
+	Modules string
+	NICs    []NIC
 	// Netns is the network namespace the VMM runs in (the engine's, whose
 	// interface its NICs' taps are redirected to); "" for the caller's.
 	Netns string
@@ -110,6 +117,22 @@ type Disk struct {
 // MaxSerial is virtio-blk's serial length.
 const MaxSerial = 20
 
+// ModulesTag is the tag of Config.Modules's share.
+const ModulesTag = "initos-modules"
+
+// ModulesArg is the kernel argument that tells the guest how the modules
+// share is attached: ModulesArg=<mode> (Share9p or ShareVirtiofs).
+const ModulesArg = "initos.modules"
+
+// WithModulesShare returns c with Modules, when set, as one more share of
+// mode: read-only, cached (the tree does not change under a VM).
+func (c Config) WithModulesShare(mode string) Config {
+	if c.Modules != "" {
+		c.Shares = append(slices.Clone(c.Shares), Share{Dir: c.Modules, Tag: ModulesTag, Mode: mode, Cache: CacheAuto, ReadOnly: true})
+	}
+	return c
+}
+
 // Share is a host directory the guest mounts by tag.
 type Share struct {
 	Dir  string
@@ -120,6 +143,10 @@ type Share struct {
 	// Xattr passes extended attributes through (file capabilities, ACLs,
 	// user.*); virtiofsd keeps no CAP_SYS_ADMIN, so trusted.* stays out.
 	Xattr bool
+	// ReadOnly makes a 9p share read-only on the host's side (qemu's
+	// readonly=on). qemu's C virtiofsd has no such option: the guest
+	// mounts a read-only virtiofs share read-only.
+	ReadOnly bool
 }
 
 // HasShares reports whether cfg has a share of mode m.
@@ -213,6 +240,16 @@ func (c *Config) Validate() error {
 			add("share dir: %v", err)
 		} else if !fi.IsDir() {
 			add("share dir %q is not a directory", s.Dir)
+		}
+	}
+	if tags[ModulesTag] {
+		add("share tag %q is the modules share's", ModulesTag)
+	}
+	if c.Modules != "" {
+		if fi, err := os.Stat(c.Modules); err != nil {
+			add("modules dir: %v", err)
+		} else if !fi.IsDir() || !filepath.IsAbs(c.Modules) {
+			add("modules dir %q is not an absolute path of a directory", c.Modules)
 		}
 	}
 	taps := map[string]bool{}

@@ -68,6 +68,10 @@ func TestValidate(t *testing.T) {
 				c.Shares = append(c.Shares, Share{Dir: c.Shares[0].Dir, Tag: fmt.Sprintf("s%d", i), Mode: Share9p})
 			}
 		}, []string{"5 shares: at most 4"}},
+		{"modules share", func(c *Config) { c.Modules = c.Shares[0].Dir }, nil},
+		{"modules share is a file", func(c *Config) { c.Modules = c.Kernel }, []string{"is not an absolute path of a directory"}},
+		{"missing modules share", func(c *Config) { c.Modules = "/nonexistent/modules" }, []string{"modules dir:", "no such file"}},
+		{"share with the modules tag", func(c *Config) { c.Shares[0].Tag = ModulesTag }, []string{`share tag "initos-modules" is the modules share's`}},
 		{"bad mac", func(c *Config) { c.NICs[0].MAC = "zz" }, []string{`nic 0: mac "zz"`}},
 		{"multicast mac", func(c *Config) { c.NICs[0].MAC = "01:00:5e:00:00:01" }, []string{"multicast"}},
 		{"long tap", func(c *Config) { c.NICs[0].Tap = "tap-name-too-long" }, []string{"tap name"}},

@@ -28,6 +28,9 @@ const (
 // "quiet": a boot that stalls shows where on the console.
 func KernelCmdline(cfg *vmm.Config) string {
 	s := "console=ttyS0 panic=-1 " + vmm.GuestKernelArgs
+	if deviceConfig(*cfg).Modules != "" {
+		s += " " + vmm.ModulesArg + "=" + vmm.ShareVirtiofs
+	}
 	if cfg.Cmdline != "" {
 		s += " " + cfg.Cmdline
 	}
@@ -63,6 +66,18 @@ func checkConfig(cfg *vmm.Config) error {
 	return nil
 }
 
+// deviceConfig is cfg with its modules share as one more virtiofs share
+// (cloud-hypervisor has no 9p): the shares the VM's --fs and virtiofsd
+// serve. A template and its clones have none: a clone hot-adds only the
+// container's own shares (not built for the modules share yet).
+func deviceConfig(cfg vmm.Config) vmm.Config {
+	if cfg.Template != nil || cfg.RestoreFrom != nil {
+		cfg.Modules = ""
+		return cfg
+	}
+	return cfg.WithModulesShare(vmm.ShareVirtiofs)
+}
+
 // buildArgs is cloud-hypervisor's command line for cfg. Options taking
 // several devices (--disk, --net, --fs) get them as values of one flag;
 // the first disk is /dev/vda. A template has none of the container's
@@ -72,7 +87,8 @@ func buildArgs(cfg *vmm.Config) []string {
 	if cfg.RestoreFrom != nil {
 		return restoreArgs(cfg)
 	}
-	virtiofs := len(cfg.Shares) > 0
+	shares := deviceConfig(*cfg).Shares
+	virtiofs := len(shares) > 0
 	a := []string{
 		"--api-socket", "path=" + cfg.SocketPath(apiSocket),
 		"--kernel", cfg.Kernel,
@@ -113,7 +129,7 @@ func buildArgs(cfg *vmm.Config) []string {
 	a = append(a, "--vsock", fmt.Sprintf("cid=%d,socket=%s", GuestCID, cfg.SocketPath(vsockSocket)))
 	if virtiofs {
 		a = append(a, "--fs")
-		for i, s := range cfg.Shares {
+		for i, s := range shares {
 			a = append(a, "tag="+s.Tag+",socket="+cfg.SocketPath(vmm.VirtiofsSocket(i)))
 		}
 	}

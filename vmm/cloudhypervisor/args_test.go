@@ -48,6 +48,17 @@ func TestBuildArgs(t *testing.T) {
 			c.Shares = []vmm.Share{{Dir: "/run/x/root", Tag: "r", Mode: vmm.ShareVirtiofs, Cache: vmm.CacheAuto}, {Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}}
 		}, cat(head, []string{"--memory", "size=512M,shared=on"}, serial, vsock,
 			[]string{"--fs", "tag=r,socket=/run/x/virtiofs0.sock", "tag=z,socket=/run/x/virtiofs1.sock"})},
+		{"modules share: one more virtiofs share, named on the command line", func(c *vmm.Config) {
+			c.Shares = []vmm.Share{{Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}}
+			c.Modules = "/k/lib/modules/6.1.0-57-amd64"
+		}, cat(head[:6], []string{"--cmdline", "console=ttyS0 panic=-1 cryptomgr.notests noreplace-smp initos.modules=virtiofs initos.load=pci,blk", "--cpus", "boot=2"},
+			[]string{"--memory", "size=512M,shared=on"}, serial, []string{"--disk", "path=/d/root.img"}, vsock,
+			[]string{"--fs", "tag=z,socket=/run/x/virtiofs0.sock", "tag=initos-modules,socket=/run/x/virtiofs1.sock"})},
+		{"modules share alone: shared memory", func(c *vmm.Config) {
+			c.Modules = "/k/mods"
+		}, cat(head[:6], []string{"--cmdline", "console=ttyS0 panic=-1 cryptomgr.notests noreplace-smp initos.modules=virtiofs initos.load=pci,blk", "--cpus", "boot=2"},
+			[]string{"--memory", "size=512M,shared=on"}, serial, []string{"--disk", "path=/d/root.img"}, vsock,
+			[]string{"--fs", "tag=initos-modules,socket=/run/x/virtiofs0.sock"})},
 		{"two nics", func(c *vmm.Config) {
 			c.NICs = []vmm.NIC{{Tap: "tap0", MAC: "02:00:00:00:00:01"}, {Tap: "tap1", MAC: "02:00:00:00:00:02"}}
 		}, cat(head, []string{"--memory", "size=512M"}, serial, []string{"--disk", "path=/d/root.img"}, vsock,
@@ -118,11 +129,36 @@ func TestModuleGroups(t *testing.T) {
 		{"plain", vmm.Config{}, "pci,console,vsock"},
 		{"disk", vmm.Config{Disks: []vmm.Disk{{}}}, "pci,blk,btrfs,console,vsock"},
 		{"virtiofs and net", vmm.Config{Shares: []vmm.Share{{Mode: vmm.ShareVirtiofs}}, NICs: []vmm.NIC{{}}}, "pci,console,net,virtiofs,vsock"},
+		// The guest loads virtiofs when its kernel first asks for a module.
+		{"modules share", vmm.Config{Modules: "/k/mods"}, "pci,console,vsock"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := strings.Join(ModuleGroups(&tt.cfg), ","); got != tt.want {
 				t.Errorf("ModuleGroups = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestTemplateWithoutModulesShare: a template (and so its clones) carries
+// no modules share under cloud-hypervisor, and its command line does not
+// promise one; a booted VM carries it.
+func TestTemplateWithoutModulesShare(t *testing.T) {
+	booted := vmm.Config{ID: "a", Kernel: "/k", MemoryMiB: 512, CPUs: 1, StateDir: "/s", ConsoleLog: "/s/c", Modules: "/lib/modules/6.1"}
+	tmpl := booted
+	tmpl.Template = &vmm.Snapshot{}
+	for _, tt := range []struct {
+		name string
+		cfg  vmm.Config
+		want bool
+	}{{"booted", booted, true}, {"template", tmpl, false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			args := strings.Join(buildArgs(&tt.cfg), " ")
+			hasFs := strings.Contains(args, "--fs ")
+			hasArg := strings.Contains(KernelCmdline(&tt.cfg), vmm.ModulesArg+"=")
+			if hasFs != tt.want || hasArg != tt.want {
+				t.Errorf("--fs %t, %s on the command line %t; want both %t\n%s", hasFs, vmm.ModulesArg, hasArg, tt.want, args)
 			}
 		})
 	}

@@ -34,6 +34,7 @@ type Options struct {
 // use; Start succeeds at most once.
 type VM struct {
 	cfg vmm.Config
+	dev vmm.Config // cfg with the modules share (deviceConfig): what the supervisor serves
 	api *apiClient
 	sup vmm.Supervisor
 
@@ -72,9 +73,9 @@ func New(cfg vmm.Config, opts Options) (*VM, error) {
 	if opts.StopTimeout <= 0 {
 		opts.StopTimeout = DefaultStopTimeout
 	}
-	v := &VM{cfg: cfg, api: newAPIClient(cfg.SocketPath(apiSocket))}
+	v := &VM{cfg: cfg, dev: deviceConfig(cfg), api: newAPIClient(cfg.SocketPath(apiSocket))}
 	v.sup = vmm.Supervisor{
-		Cfg:          &v.cfg,
+		Cfg:          &v.dev,
 		Name:         "cloud-hypervisor",
 		Bin:          bin,
 		Args:         v.Args(),
@@ -91,7 +92,7 @@ func New(cfg vmm.Config, opts Options) (*VM, error) {
 		},
 	}
 	// A template has no shares: its clones add theirs.
-	if len(cfg.Shares) > 0 && cfg.Template == nil {
+	if len(v.dev.Shares) > 0 && cfg.Template == nil {
 		v.sup.VirtiofsdCache = opts.VirtiofsdCache
 		if v.sup.Virtiofsd, err = vmm.FindVirtiofsd(opts.Virtiofsd); err != nil {
 			return nil, fmt.Errorf("vm %q: virtiofs shares: %w", cfg.ID, err)

@@ -39,6 +39,9 @@ func KernelCmdline(cfg *vmm.Config, tscKHz int) string {
 		// hot-added device never appears (docs/templates.md).
 		s += " pcie_ports=native"
 	}
+	if cfg.Modules != "" {
+		s += " " + vmm.ModulesArg + "=" + vmm.Share9p
+	}
 	if cfg.Cmdline != "" {
 		s += " " + cfg.Cmdline
 	}
@@ -141,7 +144,10 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 		"-chardev", "socket,id=agent,path="+optValue(cfg.SocketPath(agentSocket))+",server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name="+AgentPortName,
 	)
-	for i, s := range cfg.Shares {
+	// The modules share is 9p: it needs no virtiofsd, and a template
+	// whose guest never mounted it saves (qemu blocks the migration of a
+	// mounted 9p share only).
+	for i, s := range cfg.WithModulesShare(vmm.Share9p).Shares {
 		switch {
 		case s.Mode == vmm.ShareVirtiofs && hotplug:
 			a = append(a, "-device", fmt.Sprintf("pcie-root-port,id=%s,bus=pcie.0,chassis=%d", rootPort(i), i+1))
@@ -151,8 +157,12 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 				"-device", fmt.Sprintf("vhost-user-fs-device,chardev=vfs%d,tag=%s", i, s.Tag),
 			)
 		default:
+			fsdev := fmt.Sprintf("local,id=fs%d,path=%s,security_model=none,multidevs=remap", i, optValue(s.Dir))
+			if s.ReadOnly {
+				fsdev += ",readonly=on"
+			}
 			a = append(a,
-				"-fsdev", fmt.Sprintf("local,id=fs%d,path=%s,security_model=none,multidevs=remap", i, optValue(s.Dir)),
+				"-fsdev", fsdev,
 				"-device", fmt.Sprintf("virtio-9p-device,fsdev=fs%d,mount_tag=%s", i, s.Tag),
 			)
 		}

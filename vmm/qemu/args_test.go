@@ -68,6 +68,26 @@ func TestBuildArgs(t *testing.T) {
 		}, vmm.AccelTCG,
 			cat(head(machine, "tcg,thread=multi,tb-size=32", "max"), common, rootDisk, agent,
 				[]string{"-fsdev", "local,id=fs0,path=/srv/vol,security_model=none,multidevs=remap", "-device", "virtio-9p-device,fsdev=fs0,mount_tag=z"})},
+		{"modules share: read-only 9p after the others, named on the command line", func(c *vmm.Config) {
+			c.Shares = []vmm.Share{{Dir: "/srv/vol", Tag: "z", Mode: vmm.Share9p}}
+			c.Modules = "/k/lib/modules/6.1.0-57-amd64"
+		}, vmm.AccelTCG,
+			cat(head(machine, "tcg,thread=multi,tb-size=32", "max"), common[:17],
+				[]string{"-append", "console=ttyS0 panic=-1 tsc_early_khz=2095986 cryptomgr.notests noreplace-smp initos.modules=9p initos.load=mmio,blk"},
+				rootDisk, agent,
+				[]string{"-fsdev", "local,id=fs0,path=/srv/vol,security_model=none,multidevs=remap", "-device", "virtio-9p-device,fsdev=fs0,mount_tag=z",
+					"-fsdev", "local,id=fs1,path=/k/lib/modules/6.1.0-57-amd64,security_model=none,multidevs=remap,readonly=on", "-device", "virtio-9p-device,fsdev=fs1,mount_tag=initos-modules"})},
+		{"modules share with a virtiofs share: still 9p", func(c *vmm.Config) {
+			c.Shares = []vmm.Share{{Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}}
+			c.Modules = "/k/mods"
+		}, vmm.AccelTCG,
+			cat([]string{"-M", machine + ",memory-backend=mem", "-accel", "tcg,thread=multi,tb-size=32", "-cpu", "max", "-smp", "2", "-m", "512",
+				"-object", "memory-backend-memfd,id=mem,size=512M,share=on"},
+				common[:17],
+				[]string{"-append", "console=ttyS0 panic=-1 tsc_early_khz=2095986 cryptomgr.notests noreplace-smp initos.modules=9p initos.load=mmio,blk"},
+				rootDisk, agent,
+				[]string{"-chardev", "socket,id=vfs0,path=/run/x/virtiofs0.sock", "-device", "vhost-user-fs-device,chardev=vfs0,tag=z",
+					"-fsdev", "local,id=fs1,path=/k/mods,security_model=none,multidevs=remap,readonly=on", "-device", "virtio-9p-device,fsdev=fs1,mount_tag=initos-modules"})},
 		{"virtiofs share", func(c *vmm.Config) {
 			c.Shares = []vmm.Share{{Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}}
 		}, vmm.AccelTCG,
@@ -166,6 +186,8 @@ func TestModuleGroups(t *testing.T) {
 		{"template with virtiofs", vmm.Config{Shares: []vmm.Share{{Mode: vmm.ShareVirtiofs}}, Template: &vmm.Snapshot{}}, "mmio,pci,console,virtiofs"},
 		{"clone with virtiofs", vmm.Config{Shares: []vmm.Share{{Mode: vmm.ShareVirtiofs}}, RestoreFrom: &vmm.Snapshot{}}, "mmio,pci,console,virtiofs"},
 		{"template with 9p", vmm.Config{Shares: []vmm.Share{{Mode: vmm.Share9p}}, Template: &vmm.Snapshot{}}, "mmio,console,9p"},
+		// The guest loads 9p when its kernel first asks for a module.
+		{"modules share", vmm.Config{Modules: "/k/mods"}, "mmio,console"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

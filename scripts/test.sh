@@ -7,6 +7,8 @@ export PATH=$PATH:/usr/local/go/bin
 ./scripts/setup.sh
 # The Debian minbase test image, built once with debootstrap from Debian's packages.
 ./scripts/minbase.sh /var/cache/initos-runtime/minbase-bookworm
+# The same with systemd as its init, for the switch-root machines (/sbin/init is systemd).
+./scripts/minbase.sh /var/cache/initos-runtime/systemd-bookworm systemd,systemd-sysv
 # The OCI runtime-tools validation programs, built from the Go module proxy at a pinned version.
 ./scripts/runtime-tools.sh /var/cache/initos-runtime/runtime-tools
 # containerd, ctr, containerd-shim-runc-v2, nerdctl and crictl at pinned versions (built from the Go
@@ -15,4 +17,5 @@ export PATH=$PATH:/usr/local/go/bin
 make lint
 make test
 INITOS_MINBASE=/var/cache/initos-runtime/minbase-bookworm \
+  INITOS_SYSTEMD_IMAGE=/var/cache/initos-runtime/systemd-bookworm \
   INITOS_RUNTIME_TOOLS=/var/cache/initos-runtime/runtime-tools make integration

@@ -347,6 +347,10 @@ func (h *pid1) spawn(_ launchRequest, files []uintptr, flags uintptr, outputs []
 	case line != watcherAttached:
 		return fail(fmt.Errorf("PID 1's watcher (pid %d) said %q", pid, line))
 	}
+	// The attach's deadline must not bound the wait for the exit.
+	if err := repR.SetReadDeadline(time.Time{}); err != nil {
+		return fail(fmt.Errorf("PID 1's watcher's report pipe: %w", err))
+	}
 	h.mu.Lock()
 	h.watcher, h.control = pid, ctlW
 	h.mu.Unlock()

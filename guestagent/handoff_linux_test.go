@@ -71,6 +71,12 @@ func TestWatcherLoop(t *testing.T) {
 			wantReport: "",
 		},
 		{
+			name:       "a trap notification is continued, without a SIGCONT that would trap again",
+			stops:      []unix.WaitStatus{stopped(unix.SIGTRAP, unix.PTRACE_EVENT_STOP), stopped(unix.SIGTRAP, unix.PTRACE_EVENT_STOP)},
+			wantConts:  []unix.Signal{0, 0},
+			wantReport: "",
+		},
+		{
 			name:       "a freeze lets SIGSTOP through and reports its group stop as SIGKILL",
 			freeze:     true,
 			stops:      []unix.WaitStatus{stopped(unix.SIGSTOP, 0), stopped(unix.SIGSTOP, unix.PTRACE_EVENT_STOP)},

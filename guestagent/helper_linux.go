@@ -49,6 +49,10 @@ type helperConfig struct {
 	Ctty bool `json:"ctty,omitempty"`
 	// TryCtty does the same where it can (the console of sidecar mode).
 	TryCtty bool `json:"tryCtty,omitempty"`
+	// Console, when set, is the container's /dev/console (under Rootfs):
+	// its terminal (stdin) is bound there before the pivot, as runc does
+	// for a container's first process with a terminal.
+	Console string `json:"console,omitempty"`
 	// MountProc, when set, gets a new proc mount before the chroot: the
 	// helper is PID 1 of a new PID namespace and the container's /proc
 	// must show that namespace.
@@ -192,6 +196,11 @@ func prepareExec(cfg *helperConfig) (string, error) {
 			return "", fmt.Errorf("mounting the PID namespace's proc on %q: %w", cfg.MountProc, err)
 		}
 		if _, err := maskPaths(osSystem{}, cfg.Rootfs, cfg.Masked, cfg.Readonly, "/proc"); err != nil {
+			return "", err
+		}
+	}
+	if cfg.Console != "" {
+		if err := bindConsole(cfg.Console); err != nil {
 			return "", err
 		}
 	}
@@ -395,6 +404,29 @@ func isExecutable(p string) error {
 	}
 	if fi.Mode()&0o111 == 0 {
 		return fs.ErrPermission
+	}
+	return nil
+}
+
+// bindConsole binds the helper's terminal (stdin) on path, made as an
+// empty file when missing: the container's /dev/console, where an init
+// system writes its messages.
+func bindConsole(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|unix.O_NOFOLLOW, 0o666)
+	if err != nil && !errors.Is(err, unix.ENXIO) && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("creating the console %q: %w", path, err)
+	}
+	if f != nil {
+		f.Close()
+	}
+	// By its path: the descriptor's mount is the agent's namespace's,
+	// which a bind from this one refuses (EINVAL).
+	tty, err := os.Readlink("/proc/self/fd/0")
+	if err != nil {
+		return fmt.Errorf("finding the terminal: %w", err)
+	}
+	if err := unix.Mount(tty, path, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("binding the terminal %q on %q: %w", tty, path, err)
 	}
 	return nil
 }

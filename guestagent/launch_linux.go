@@ -129,6 +129,11 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 		}
 		stdio = [3]*os.File{slave, slave, slave}
 		cfg.Ctty = true
+		if cfg.Pivot && req.Rootfs != "" {
+			// config.md "terminal": runc's first process also finds its
+			// terminal as /dev/console.
+			cfg.Console = filepath.Join(req.Rootfs, "dev/console")
+		}
 		h.Stdout = master
 		h.Stdin = ptyStdin{master}
 		h.Resize = func(w, hh uint16) error { return resizePty(master, w, hh) }
@@ -194,7 +199,7 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	if req.CgroupProcs != "" {
 		// Before the helper reads its configuration: all it does is in
 		// the container's cgroup, and its cgroup namespace is rooted there.
-		if err := os.WriteFile(req.CgroupProcs, []byte(strconv.Itoa(pid)), 0); err != nil {
+		if err := joinCgroup(req.CgroupProcs, pid, req.JoinNamespacesOf); err != nil {
 			_ = unix.Kill(pid, unix.SIGKILL)
 			return nil, fmt.Errorf("moving the process helper (pid %d) into %s: %w", pid, req.CgroupProcs, err)
 		}
@@ -505,4 +510,26 @@ func forkExecInNamespaces(pid int, namespaces []string, exe string, args []strin
 	}()
 	r := <-done
 	return r.pid, r.err
+}
+
+// joinCgroup writes pid into procs, the container's cgroup.procs. When the
+// container manages its cgroups itself (systemd enabled controllers below
+// its cgroup, which then may hold no process: EBUSY), pid joins the
+// cgroup of the container's process main instead, as runc's exec does.
+func joinCgroup(procs string, pid, main int) error {
+	err := os.WriteFile(procs, []byte(strconv.Itoa(pid)), 0)
+	if !errors.Is(err, unix.EBUSY) || main <= 0 {
+		return err
+	}
+	data, rerr := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", main))
+	if rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok {
+			dir := filepath.Join(cgroupRoot, filepath.Clean("/"+path))
+			return os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0)
+		}
+	}
+	return err
 }

@@ -117,8 +117,10 @@ func (w *pid1Watcher) report(ws uint) error {
 //   - a signal-delivery stop: pass the signal on, as if untraced (the
 //     kernel then drops what init does not handle). SIGSTOP, which the
 //     kernel would not have let through to init, passes only to freeze;
-//   - a group stop (under PTRACE_SEIZE, PTRACE_EVENT_STOP): a freeze is
-//     reported as a SIGKILL death and kept; any other is undone.
+//   - a group stop (under PTRACE_SEIZE, PTRACE_EVENT_STOP with the stop
+//     signal): a freeze is reported as a SIGKILL death and kept; any other
+//     is undone. PTRACE_EVENT_STOP with SIGTRAP is a notification, and
+//     PID 1 just goes on.
 func (w *pid1Watcher) loop(t tracer) error {
 	for {
 		ws, err := t.wait()
@@ -134,6 +136,7 @@ func (w *pid1Watcher) loop(t tracer) error {
 		}
 		sig := ws.StopSignal()
 		event := int(ws) >> 16
+
 		switch {
 		case sig == unix.SIGTRAP && event == unix.PTRACE_EVENT_EXIT:
 			msg, err := t.eventMsg()
@@ -142,6 +145,13 @@ func (w *pid1Watcher) loop(t tracer) error {
 			}
 			if err := w.report(msg); err != nil {
 				return err
+			}
+		case event == unix.PTRACE_EVENT_STOP && sig == unix.SIGTRAP:
+			// A notification (under PTRACE_SEIZE a SIGCONT or a job
+			// control change traps the tracee once), not a stop of its
+			// own: answering it with SIGCONT would trap it again.
+			if err := t.cont(0); err != nil {
+				return fmt.Errorf("resuming PID 1: %w", err)
 			}
 		case event == unix.PTRACE_EVENT_STOP:
 			if w.frozen.Load() {

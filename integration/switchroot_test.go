@@ -51,6 +51,14 @@ func TestSwitchRoot(t *testing.T) {
 			t.Errorf("podman run: exit %d stdout %q, want 5 and 1; stderr:\n%s", r.code, r.stdout, r.stderr)
 		}
 
+		// With a terminal, the container finds it as /dev/console (runc's
+		// first process does; an init system writes there).
+		r = p.run(t, nil, "run", "--rm", "-t", "--network", "none", "--annotation", switchRootAnnotation, podmanImage,
+			"sh", "-c", "[ -c /dev/console ] && [ /dev/console -ef $(tty) ] && echo console")
+		if strings.TrimSpace(string(r.stdout)) != "console" {
+			t.Errorf("podman run -t: /dev/console is not the terminal: exit %d, %q %s", r.code, r.stdout, r.stderr)
+		}
+
 		// A PID 1 that handles TERM stops with its own status.
 		name := "initos-sr-term"
 		switchRootDetached(t, p, name, "sh", "-c", `trap 'echo bye; exit 7' TERM; echo ready; while :; do sleep 0.2; done`)

@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"slices"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -13,7 +15,8 @@ import (
 // the VM's own container then shares the VM's (what the host's would be to
 // runc), and a pod member shares the sandbox's UTS and IPC namespaces (the
 // CRI's paths name the sandbox's). A pod member always has a PID namespace
-// of its own.
+// of its own. A container given its cgroups to manage gets a cgroup
+// namespace (cgroupsDelegated).
 func guestNamespaces(s *specs.Spec, member bool) (ownPid bool, newNs, joinNs []string) {
 	ownPid = member
 	if s.Linux == nil {
@@ -34,6 +37,9 @@ func guestNamespaces(s *specs.Spec, member bool) (ownPid bool, newNs, joinNs []s
 				joinNs = append(joinNs, name)
 			}
 		}
+	}
+	if cgroupsDelegated(s.Mounts) && slices.Contains(newNs, string(specs.MountNamespace)) && !slices.Contains(newNs, string(specs.CgroupNamespace)) {
+		newNs = append(newNs, string(specs.CgroupNamespace))
 	}
 	return ownPid, newNs, joinNs
 }

@@ -7,26 +7,27 @@ import (
 	"slices"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
-	"github.com/elastic/go-seccomp-bpf/arch"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/net/bpf"
 )
 
 // The spec's seccomp profile is compiled on the host into the classic BPF
 // program the guest kernel (x86_64) runs, and the agent's helper installs it
-// before the process's execve (config-linux.md seccomp). The compiler is
-// github.com/elastic/go-seccomp-bpf (pure Go: the agent is static, without
-// cgo). What libseccomp does and this compiler does not, and how it is met:
+// before the process's execve (config-linux.md seccomp). The program is
+// assembled here (seccompasm.go), with github.com/elastic/go-seccomp-bpf's
+// system call tables and action values (its own compiler lets a rule with
+// conditions leave an argument where the next rule expects the system call
+// number: under podman's profile every socket(2) got ENOSYS). How
+// libseccomp's behaviour is met:
 //   - unknown syscall names are skipped (libseccomp resolves names per
 //     architecture; profiles list other architectures' names);
 //   - SCMP_CMP_MASKED_EQ (arg & value == valueTwo) becomes "every bit of
 //     valueTwo set" and "no other bit of value set";
-//   - a default action with an errno (podman's ENOSYS) is written into
-//     the program's last instruction, its default return;
-//   - it compiles for x86_64 only: the i386 part of a profile that lists
-//     SCMP_ARCH_X86 is assembled here (seccomp32.go), and x32 calls (the
-//     x86_64 ABI with 32-bit pointers) fail with ENOSYS whatever the
-//     profile; any other architecture gets the default action.
+//   - when several rules match a call, the most restrictive action wins;
+//   - x86_64's calls are filtered, and i386's by their own numbers when the
+//     profile lists SCMP_ARCH_X86; x32 calls (the x86_64 ABI with 32-bit
+//     pointers) fail with ENOSYS whatever the profile; any other
+//     architecture gets the default action.
 // Not supported (an error names them): SCMP_ACT_NOTIFY and listenerPath.
 
 // seccompFlags are the spec's flags the kernel takes
@@ -75,46 +76,9 @@ func seccompProgram(s *specs.LinuxSeccomp) ([]byte, uint32, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	// go-seccomp-bpf validates the default action by name: assemble with
-	// a plain one and write the real one into the default return below.
-	policy := seccomp.Policy{DefaultAction: seccomp.ActionAllow}
-	for _, r := range rules {
-		g := seccomp.SyscallGroup{Action: r.action}
-		for _, name := range r.names {
-			if _, ok := arch.X86_64.SyscallNames[name]; !ok {
-				continue // not an x86_64 system call
-			}
-			if !r.hasArgs {
-				g.Names = append(g.Names, name)
-				continue
-			}
-			for _, c := range r.alts {
-				g.NamesWithCondtions = append(g.NamesWithCondtions, seccomp.NameWithConditions{Name: name, Conditions: c})
-			}
-		}
-		policy.Syscalls = append(policy.Syscalls, g)
-	}
-	if len(policy.Syscalls) == 0 {
-		// The compiler wants one group: one that matches nothing.
-		policy.Syscalls = []seccomp.SyscallGroup{{Action: def}}
-	}
-	insts, err := policy.Assemble()
+	insts, err := seccompAssemble(rules, def, slices.Contains(s.Architectures, specs.ArchX86))
 	if err != nil {
-		return nil, 0, fmt.Errorf("linux.seccomp: compiling the profile: %w", err)
-	}
-	// The program ends with the default return; the architecture check
-	// jumps there too.
-	last, ok := insts[len(insts)-1].(bpf.RetConstant)
-	if !ok || last.Val != uint32(seccomp.ActionAllow) {
-		return nil, 0, fmt.Errorf("linux.seccomp: compiled program does not end with its default return (%v)", insts[len(insts)-1])
-	}
-	insts[len(insts)-1] = bpf.RetConstant{Val: uint32(def)}
-	if slices.Contains(s.Architectures, specs.ArchX86) {
-		part, err := i386Part(i386Rules(rules), def)
-		if err != nil {
-			return nil, 0, err
-		}
-		insts = withI386(insts, part)
+		return nil, 0, err
 	}
 	// The kernel's BPF_MAXINSNS.
 	if len(insts) > 4096 {

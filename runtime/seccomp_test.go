@@ -200,3 +200,86 @@ func TestSeccompProgramErrors(t *testing.T) {
 		t.Errorf("no profile: %v, %v", p, err)
 	}
 }
+
+// TestSeccompRulesAfterConditions: podman's socket rules, where a rule with
+// conditions is followed by others on the same call. go-seccomp-bpf's own
+// compiler left the argument it compared in the accumulator, and the next
+// rule compared it with the system call number: every socket(2) got the
+// default ENOSYS.
+func TestSeccompRulesAfterConditions(t *testing.T) {
+	u := func(v uint) *uint { return &v }
+	profile := &specs.LinuxSeccomp{
+		DefaultAction:   specs.ActErrno,
+		DefaultErrnoRet: u(38),
+		Architectures:   []specs.Arch{specs.ArchX86_64, specs.ArchX86},
+		Syscalls: []specs.LinuxSyscall{
+			{Names: []string{"socket"}, Action: specs.ActErrno, ErrnoRet: u(22),
+				Args: []specs.LinuxSeccompArg{{Index: 0, Value: 16, Op: specs.OpEqualTo}, {Index: 2, Value: 9, Op: specs.OpEqualTo}}},
+			{Names: []string{"socket"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{{Index: 2, Value: 9, Op: specs.OpNotEqual}}},
+			{Names: []string{"socket"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{{Index: 0, Value: 16, Op: specs.OpNotEqual}}},
+			{Names: []string{"getpid"}, Action: specs.ActAllow},
+		},
+	}
+	prog, _, err := seccompProgram(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allow, einval, enosys := uint32(seccomp.ActionAllow), uint32(seccomp.ActionErrno)|22, uint32(seccomp.ActionErrno)|38
+	for _, a := range []*arch.Info{arch.X86_64, arch.I386} {
+		for _, tc := range []struct {
+			name string
+			args []uint64
+			want uint32
+		}{
+			{"socket", []uint64{1, 0x80801, 0}, allow},   // AF_UNIX
+			{"socket", []uint64{2, 1, 0}, allow},         // AF_INET
+			{"socket", []uint64{16, 0x80003, 15}, allow}, // netlink uevents
+			{"socket", []uint64{16, 3, 9}, einval},       // netlink audit
+			{"getpid", nil, allow},
+			{"getppid", nil, enosys},
+		} {
+			if got := runSeccomp(t, prog, a, tc.name, tc.args...); got != tc.want {
+				t.Errorf("%s %s%v = %#x, want %#x", a.Name, tc.name, tc.args, got, tc.want)
+			}
+		}
+	}
+}
+
+// TestSeccompWideConditions: x86_64's comparisons take all 64 bits of an
+// argument, both words deciding.
+func TestSeccompWideConditions(t *testing.T) {
+	const v = 5<<32 | 7
+	for _, tc := range []struct {
+		op   specs.LinuxSeccompOperator
+		arg  uint64
+		want bool
+	}{
+		{specs.OpEqualTo, v, true}, {specs.OpEqualTo, 7, false}, {specs.OpEqualTo, 5 << 32, false},
+		{specs.OpNotEqual, v, false}, {specs.OpNotEqual, 7, true}, {specs.OpNotEqual, 6<<32 | 7, true},
+		{specs.OpGreaterThan, v, false}, {specs.OpGreaterThan, v + 1, true}, {specs.OpGreaterThan, 6 << 32, true}, {specs.OpGreaterThan, 4<<32 | 9, false},
+		{specs.OpGreaterEqual, v, true}, {specs.OpGreaterEqual, v - 1, false}, {specs.OpGreaterEqual, 6 << 32, true},
+		{specs.OpLessThan, v, false}, {specs.OpLessThan, v - 1, true}, {specs.OpLessThan, 4<<32 | 9, true}, {specs.OpLessThan, 6 << 32, false},
+		{specs.OpLessEqual, v, true}, {specs.OpLessEqual, v + 1, false}, {specs.OpLessEqual, 4<<32 | 9, true},
+	} {
+		profile := &specs.LinuxSeccomp{
+			DefaultAction: specs.ActErrno,
+			Architectures: []specs.Arch{specs.ArchX86_64},
+			Syscalls: []specs.LinuxSyscall{
+				{Names: []string{"prctl"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{{Index: 1, Value: v, Op: tc.op}}},
+				{Names: []string{"getpid"}, Action: specs.ActAllow},
+			},
+		}
+		prog, _, err := seccompProgram(profile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := runSeccomp(t, prog, arch.X86_64, "prctl", 0, tc.arg) == uint32(seccomp.ActionAllow)
+		if got != tc.want {
+			t.Errorf("arg %#x %s %#x: %t, want %t", tc.arg, tc.op, uint64(v), got, tc.want)
+		}
+		// The rule after it still sees the system call number.
+		if runSeccomp(t, prog, arch.X86_64, "getpid") != uint32(seccomp.ActionAllow) {
+			t.Errorf("getpid after a %s rule is not allowed", tc.op)
+		}
+	}
+}

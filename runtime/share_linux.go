@@ -71,7 +71,7 @@ func guestMounts(s *specs.Spec, stateDir string, always bool) (_ []*agentapi.Mou
 // share *shp (made at dir when nil), seen by the guest under guestDir.
 func shareMounts(s *specs.Spec, shp **share, dir, guestDir string) ([]*agentapi.Mount, error) {
 	var out []*agentapi.Mount
-	for _, m := range s.Mounts {
+	for _, m := range guestCgroupMounts(s.Mounts) {
 		if !isBind(m) {
 			out = append(out, &agentapi.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
 			continue

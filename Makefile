@@ -6,7 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 export INITOS_KERNEL_ROOT ?= $(wildcard /var/lib/initos-runtime/kernel)
 FUZZTIME ?= 30s
 
-.PHONY: build test integration stress lint bench fuzz proto clean
+.PHONY: build test integration stress conformance lint bench fuzz proto clean
 
 # build: the runtime CLI, the containerd shim and the static guest agent into bin/
 build:
@@ -25,6 +25,10 @@ integration:
 # stress: boots INITOS_STRESS_N VMs (60), INITOS_STRESS_PAR at a time (6), prints the boot times, and counts host leaks over podman and nerdctl runs (not in CI)
 stress:
 	INITOS_INTEGRATION=1 INITOS_STRESS=1 $(GO) test -count=1 -timeout 60m -v -run '^TestStress(Boot|Leaks)$$' ./integration/
+
+# conformance: critest v1.37.0 against a private containerd under runc and initos, prints passed/failed/skipped and the time of each (CONFORMANCE_ARGS=--ci: only conformance/initos-pass.txt)
+conformance:
+	./scripts/conformance.sh $(CONFORMANCE_ARGS)
 
 # lint: gofmt and go vet must be clean
 lint:

@@ -33,13 +33,14 @@ command -v go >/dev/null || { log "Go 1.26 is required (https://go.dev/dl) and w
 #   containernetworking-plugins the CNI plugins in /usr/lib/cni (containerd's CRI and nerdctl)
 #   dnsmasq-base                dnsmasq: names on the standalone bridge
 #   make, git                   the Makefile (make build, make lint's git ls-files)
+#   jq                          scripts/conformance.sh: its configs and critest's JSON report
 #   zstd, xz-utils, lz4         the compressors the initrd unit tests make kernel-style inputs
 #                               with, and TestKernels its compressed modules (the runtime decodes
 #                               all of them in-process); dpkg-deb (dpkg, always there) unpacks
 #                               the packages of initos-runtime kernel add
 pkgs=(qemu-system-x86 qemu-system-common btrfs-progs busybox-static debootstrap debian-archive-keyring
   runc crun iproute2 ca-certificates podman conmon netavark aardvark-dns iptables
-  containernetworking-plugins dnsmasq-base make git zstd xz-utils lz4)
+  containernetworking-plugins dnsmasq-base make git jq zstd xz-utils lz4)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -469,7 +469,11 @@ func (a *agentProxy) SignalProcess(ctx context.Context, r *agentapi.SignalReques
 		// signal has nothing left to reach.
 		return &agentapi.Empty{}, nil
 	}
-	return a.agent().SignalProcess(ctx, r)
+	resp, err := a.agent().SignalProcess(ctx, r)
+	if err == nil && r.Id == a.m.st.ID && r.Signal == uint32(syscall.SIGKILL) {
+		a.m.inst.afterKill(a.m.mainExited.Load)
+	}
+	return resp, err
 }
 
 func (a *agentProxy) WaitProcess(ctx context.Context, r *agentapi.ProcessRequest) (*agentapi.WaitResponse, error) {

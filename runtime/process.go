@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -22,6 +23,8 @@ type Process struct {
 	inst *Instance
 	// oomKilled: the exit Wait saw was the guest's OOM killer's.
 	oomKilled atomic.Bool
+	// waited: Wait has returned.
+	waited atomic.Bool
 }
 
 // OOMKilled reports whether the exit Wait returned was a kill by the
@@ -68,6 +71,9 @@ func (p *Process) Signal(ctx context.Context, sig uint32, all bool) error {
 	if err != nil {
 		return fmt.Errorf("signalling process %q in container %q with %d: %w", p.ID, p.inst.ID, sig, err)
 	}
+	if sig == uint32(syscall.SIGKILL) && p.ID == p.inst.ID {
+		p.inst.afterKill(p.waited.Load)
+	}
 	return nil
 }
 
@@ -88,6 +94,7 @@ func (p *Process) Resize(ctx context.Context, width, height uint32) error {
 // with the process, with ctx, or with the VM (its exit closes the
 // connection).
 func (p *Process) Wait(ctx context.Context) (int, error) {
+	defer p.waited.Store(true)
 	var resp *agentapi.WaitResponse
 	err := p.inst.call(ctx, 0, func(ctx context.Context) error {
 		var err error

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -28,12 +29,18 @@ const (
 	ModeSwitchRoot = "switch-root"
 )
 
+// stopSignalAnnotation is the image's stop signal as podman passes it
+// (image-spec's annotation).
+const stopSignalAnnotation = "org.opencontainers.image.stopSignal"
+
 // initSystems are the programs that run as switch-root without the
 // annotation: an init system expects to be the machine's PID 1.
 var initSystems = []string{"/sbin/init", "/usr/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd"}
 
 // switchRoot says whether the container of spec runs as PID 1 of its VM:
-// the annotation's choice, else whether its process is an init system. A
+// the annotation's choice, else whether it runs an init system (its
+// process is one, or it stops with systemd's SIGRTMIN+3: podman's
+// --systemd=always). A
 // pod's containers share their VM, so none can be its PID 1.
 func switchRoot(s *specs.Spec, pod bool) (bool, error) {
 	mode, set := s.Annotations[ModeAnnotation]
@@ -50,6 +57,11 @@ func switchRoot(s *specs.Spec, pod bool) (bool, error) {
 	}
 	if pod || s.Process == nil || len(s.Process.Args) == 0 {
 		return false, nil
+	}
+	// podman's --systemd=always (and an image whose STOPSIGNAL is
+	// systemd's) stops the container with SIGRTMIN+3, systemd's halt.
+	if sig := s.Annotations[stopSignalAnnotation]; sig == "37" || strings.EqualFold(sig, "SIGRTMIN+3") || strings.EqualFold(sig, "RTMIN+3") {
+		return true, nil
 	}
 	for _, p := range initSystems {
 		if s.Process.Args[0] == p {
@@ -91,4 +103,29 @@ func switchRootStatus(console string) (status int, ok bool) {
 		}
 	}
 	return 0, false
+}
+
+// switchRootKillGrace is how long the exit of a switch-root container's
+// PID 1 may take to follow its SIGKILL before the VM itself is stopped.
+// The kernel drops a SIGKILL to init, so the agent freezes PID 1 instead;
+// should that not end it (the agent or its watcher gone), stopping the VM
+// does, as a SIGKILL ends runc's container: the wait then reports 137.
+var switchRootKillGrace = 10 * time.Second
+
+// afterKill arms that for a switch-root container's PID 1 just sent
+// SIGKILL; exited reports whether its exit is known.
+func (inst *Instance) afterKill(exited func() bool) {
+	if !inst.switchRoot {
+		return
+	}
+	time.AfterFunc(switchRootKillGrace, func() {
+		select {
+		case <-inst.exited:
+			return
+		default:
+		}
+		if !exited() {
+			_ = inst.stopVM() // its exit is the wait's
+		}
+	})
 }

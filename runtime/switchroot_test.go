@@ -3,8 +3,11 @@ package runtime
 import (
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
 func TestSwitchRootMode(t *testing.T) {
@@ -31,6 +34,10 @@ func TestSwitchRootMode(t *testing.T) {
 		{"annotation in a pod", spec("switch-root", "sh"), true, false, "a pod's containers share one VM"},
 		{"bad value", spec("switchroot", "sh"), false, false, `org.initos.mode="switchroot": want switch-root or sidecar`},
 		{"no process", &specs.Spec{}, false, false, ""},
+		{"podman --systemd=always", &specs.Spec{Process: &specs.Process{Args: []string{"/usr/bin/my-init"}},
+			Annotations: map[string]string{"org.opencontainers.image.stopSignal": "37"}}, false, true, ""},
+		{"another stop signal", &specs.Spec{Process: &specs.Process{Args: []string{"sh"}},
+			Annotations: map[string]string{"org.opencontainers.image.stopSignal": "15"}}, false, false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,6 +75,36 @@ func TestSwitchRootStatus(t *testing.T) {
 			if got != tt.want || ok != tt.ok {
 				t.Errorf("switchRootStatus = %d, %t; want %d, %t", got, ok, tt.want, tt.ok)
 			}
+		})
+	}
+}
+
+// TestAfterKill: a switch-root PID 1 whose exit does not follow its
+// SIGKILL within the grace gets its VM stopped; one that exits, or a
+// container that is not switch-root, keeps it.
+func TestAfterKill(t *testing.T) {
+	defer func(g time.Duration) { switchRootKillGrace = g }(switchRootKillGrace)
+	switchRootKillGrace = 20 * time.Millisecond
+	for _, tt := range []struct {
+		name       string
+		switchRoot bool
+		exited     bool
+		wantStops  int
+	}{
+		{"no exit: the VM is stopped", true, false, 1},
+		{"exited in time", true, true, 0},
+		{"not switch-root", false, false, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v := newFakeVM(vmm.Config{ID: "c"}, nil, fakeVMScript{})
+			inst := &Instance{ID: "c", vm: v, switchRoot: tt.switchRoot, exited: make(chan struct{})}
+			go func() { _ = v.Wait(); close(inst.exited) }()
+			inst.afterKill(func() bool { return tt.exited })
+			time.Sleep(200 * time.Millisecond)
+			if got := v.stops(); got != tt.wantStops {
+				t.Errorf("VM stopped %d times, want %d", got, tt.wantStops)
+			}
+			v.exit(nil, nil)
 		})
 	}
 }

@@ -102,6 +102,7 @@ type process struct {
 	mu          sync.Mutex
 	state       procState
 	starting    bool
+	startedAt   time.Time // when its exec succeeded
 	stdinClosed bool
 	exit        exitInfo
 	done        chan struct{} // closed at exit

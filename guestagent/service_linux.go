@@ -408,6 +408,7 @@ func (s *Service) StartProcess(ctx context.Context, req *agentapi.ProcessRequest
 	if p.state == procCreated {
 		p.state = procRunning
 	}
+	p.startedAt = time.Now()
 	return &agentapi.Empty{}, nil
 }
 
@@ -546,6 +547,7 @@ func (s *Service) SignalProcess(_ context.Context, req *agentapi.SignalRequest) 
 	if p.getState() == procExited {
 		return nil, errorf(ErrFailedPrecondition, "process %q has exited", req.Id)
 	}
+	s.awaitHandler(p, sig)
 	if err := s.kill(p.pid, sig); err != nil {
 		if errors.Is(err, unix.ESRCH) {
 			return nil, errorf(ErrFailedPrecondition, "process %q has exited", req.Id)

@@ -285,6 +285,25 @@ func TestContainerdShim(t *testing.T) {
 			c.assertGone(t, id)
 		})
 
+		t.Run("cri stop of top", func(t *testing.T) {
+			t.Parallel()
+			// critest's stop specs run busybox top, which ends on TERM: the
+			// stop must not wait for its timeout's kill.
+			pod := c.runPod(t, "ictd-stop-top", initosHandler)
+			id := c.startContainer(t, pod, "top", "top")
+			t0 := time.Now()
+			c.ok(t, "crictl", "stop", "--timeout", "60", id)
+			if took := time.Since(t0); took > 30*time.Second {
+				t.Errorf("crictl stop --timeout 60 of top took %s: TERM should end it", took.Round(time.Second))
+			}
+			if code := c.waitExited(t, id, settleTimeout); code == 137 {
+				t.Errorf("exit code 137: top was killed, not ended by TERM")
+			}
+			c.ok(t, "crictl", "rm", id)
+			c.ok(t, "crictl", "stopp", pod.id)
+			c.ok(t, "crictl", "rmp", pod.id)
+		})
+
 		t.Run("cri pod", func(t *testing.T) {
 			t.Parallel()
 			// The pod's total: 256 MiB and 1.5 CPUs, on top of the guest's own.

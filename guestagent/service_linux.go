@@ -567,9 +567,9 @@ func (s *Service) userProcs(c *guestContainer) ([]procInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	pid1Listed := s.pid1 != nil && c != nil && c.id == ""
 	var out []procInfo
 	for _, p := range all {
-		pid1Listed := s.pid1 != nil && c != nil && c.id == ""
 		if p.Pid == 1 && !pid1Listed || p.Pid == s.self || p.Kernel || s.pid1.isWatcherPid(p.Pid) {
 			continue
 		}

@@ -23,7 +23,7 @@ func runWatcher() int {
 	goruntime.LockOSThread()
 	var w pid1Watcher
 	w.out = os.Stdout
-	if err := w.attach(); err != nil {
+	if err := seizeExit(1); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", watcherArg0, err)
 		return 1
 	}
@@ -31,7 +31,7 @@ func runWatcher() int {
 		return 1 // the agent is gone
 	}
 	go func() {
-		w.serveControl(os.Stdin)
+		w.control(os.Stdin, ptraceOps{})
 		os.Exit(0) // a tracer's exit detaches it
 	}()
 	if err := w.loop(ptraceOps{}); err != nil {
@@ -63,12 +63,9 @@ func (ptraceOps) wait() (unix.WaitStatus, error) {
 		return ws, err
 	}
 }
-func (ptraceOps) cont(sig unix.Signal) error    { return unix.PtraceCont(1, int(sig)) }
-func (ptraceOps) eventMsg() (uint, error)       { return unix.PtraceGetEventMsg(1) }
-func (ptraceOps) kill(sig unix.Signal) error    { return unix.Kill(1, sig) }
-func (w *pid1Watcher) attach() error            { return seizeExit(1) }
-func (w *pid1Watcher) requestFreeze(t tracer)   { w.frozen.Store(true); _ = t.kill(unix.SIGSTOP) }
-func (w *pid1Watcher) serveControl(r io.Reader) { w.control(r, ptraceOps{}) }
+func (ptraceOps) cont(sig unix.Signal) error { return unix.PtraceCont(1, int(sig)) }
+func (ptraceOps) eventMsg() (uint, error)    { return unix.PtraceGetEventMsg(1) }
+func (ptraceOps) kill(sig unix.Signal) error { return unix.Kill(1, sig) }
 
 // seizeExit traces pid with PTRACE_O_TRACEEXIT, without stopping it.
 func seizeExit(pid int) error {
@@ -94,7 +91,8 @@ func (w *pid1Watcher) control(r io.Reader, t tracer) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		if sc.Text() == "freeze" {
-			w.requestFreeze(t)
+			w.frozen.Store(true)
+			_ = t.kill(unix.SIGSTOP)
 		}
 	}
 }

@@ -81,6 +81,8 @@ type Service struct {
 	// vmMounted are the mounts of the whole VM (the share), unmounted
 	// after every container's.
 	vmMounted []string
+	// shmMu serializes the mounting of shared tmpfs (bindSharedShm).
+	shmMu     sync.Mutex
 	procs     map[string]*process
 	selfPidns string
 	// boot is the agent's boot trace (nil until the agent serves).

@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -244,7 +245,11 @@ func (s *Service) mountOne(rootfs, cgroupDir string, m *agentapi.Mount) ([]strin
 		source = fstype
 	}
 	flags := opts.Flags &^ unix.MS_REMOUNT
-	if opts.CopyUp && fstype == "tmpfs" {
+	if key, ok := strings.CutPrefix(source, sharedShmPrefix); ok && fstype == "tmpfs" {
+		if err := s.bindSharedShm(key, target, flags, opts.DataString()); err != nil {
+			return nil, fmt.Errorf("mount %q: %w", m.Destination, err)
+		}
+	} else if opts.CopyUp && fstype == "tmpfs" {
 		if err := s.copyUpTmpfs(source, target, flags, opts.DataString()); err != nil {
 			return nil, fmt.Errorf("mounting tmpfs with copy-up on %q: %w", m.Destination, err)
 		}
@@ -255,6 +260,45 @@ func (s *Service) mountOne(rootfs, cgroupDir string, m *agentapi.Mount) ([]strin
 		return []string{target}, fmt.Errorf("mount %q: %w", m.Destination, err)
 	}
 	return []string{target}, nil
+}
+
+// A tmpfs whose source is sharedShmPrefix and a key is the VM's one tmpfs
+// of that key, mounted once under sharedShmDir and bound into each
+// container that names it: the host gives the same key to the binds of
+// one host /dev/shm, which runc's containers of a pod share (podman's and
+// containerd's pod members bind their sandbox's).
+const (
+	sharedShmPrefix = "initos-shm:"
+	sharedShmDir    = "/run/initos/shm"
+)
+
+// bindSharedShm binds the VM's tmpfs of key on target, mounting it with
+// flags and data first if it is not there yet.
+func (s *Service) bindSharedShm(key, target string, flags uintptr, data string) error {
+	if key == "" || len(key) > 64 || strings.Trim(key, "0123456789abcdef") != "" {
+		return errorf(ErrInvalidArgument, "shared tmpfs key %q: want 1 to 64 lower-case hex digits", key)
+	}
+	dir := path.Join(sharedShmDir, key)
+	s.shmMu.Lock()
+	defer s.shmMu.Unlock()
+	s.mu.Lock()
+	mounted := slices.Contains(s.vmMounted, dir)
+	s.mu.Unlock()
+	if !mounted {
+		if err := s.sys.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("creating %q: %w", dir, err)
+		}
+		if err := s.sys.Mount("shm", dir, "tmpfs", flags, data); err != nil {
+			return fmt.Errorf("mounting tmpfs on %q: %w", dir, err)
+		}
+		s.mu.Lock()
+		s.vmMounted = append(s.vmMounted, dir)
+		s.mu.Unlock()
+	}
+	if err := s.sys.Mount(dir, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("binding %q on %q: %w", dir, target, err)
+	}
+	return nil
 }
 
 // sharedRoot is the directory of a container's root in the share sh,

@@ -56,7 +56,13 @@ func Create(ctx context.Context, c Config, o CreateOptions) (pid int, err error)
 			os.RemoveAll(dir)
 		}
 	}()
+	sandbox, err := podSandbox(c, b.Spec)
+	if err != nil {
+		return 0, fmt.Errorf("container %q: %w", o.ID, err)
+	}
 	prepareMonitor(o.Monitor, c, b.Spec)
+	// Always set, so that the caller's environment never names one.
+	o.Monitor.Env = append(o.Monitor.Env, monitorSandboxEnv+"="+sandbox)
 	// The monitor is recorded as soon as it runs: a create killed before
 	// the monitor is ready leaves a container that delete --force can
 	// still stop.

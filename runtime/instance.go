@@ -98,6 +98,9 @@ type Instance struct {
 	rootName string
 	// memberShare is a member's part of the pod's shared directory.
 	memberShare string
+	// remote links a member to the VM of another monitor's container
+	// (member.go; nil: none).
+	remote *remoteSandbox
 
 	exited  chan struct{} // closed once the VMM process has exited
 	waitErr error         // VMM exit error, valid after exited is closed
@@ -208,7 +211,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		if inst.root, err = newRootShare(stateDir, fs); err != nil {
 			return nil, err
 		}
-		if err := inst.root.bind(b.Rootfs, rootEntry); err != nil {
+		if err := inst.root.bind(b.Rootfs, rootEntry, nil); err != nil {
 			return nil, fmt.Errorf("container %q: %w", id, err)
 		}
 	}
@@ -759,6 +762,12 @@ func (inst *Instance) Shutdown(ctx context.Context, timeout time.Duration) error
 	if inst.pod != nil {
 		return inst.memberShutdown(ctx)
 	}
+	if inst.remote != nil {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		err := inst.remote.remove(ctx, inst.exited)
+		return errors.Join(err, inst.destroy())
+	}
 	t0 := time.Now()
 	defer func() { inst.Timings.Teardown = time.Since(t0) }()
 	quiesced := false
@@ -794,6 +803,9 @@ func (inst *Instance) destroy() error {
 	inst.once.Do(func() {
 		if inst.client != nil {
 			inst.client.Close()
+		}
+		if inst.remote != nil {
+			inst.remote.close() // its sandbox removes it
 		}
 		if inst.vm != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -992,6 +1004,9 @@ func (inst *Instance) Resume(ctx context.Context) error { return inst.freeze(ctx
 func (inst *Instance) freeze(ctx context.Context, pause bool) error {
 	if inst.pod != nil {
 		return fmt.Errorf("container %q: %w: pausing one container of a pod's VM (pause the pod's sandbox %q)", inst.ID, ErrUnsupported, inst.pod.ID)
+	}
+	if inst.remote != nil {
+		return fmt.Errorf("container %q: %w: pausing one container of a pod's VM (pause the container %q, whose VM it shares)", inst.ID, ErrUnsupported, inst.remote.id)
 	}
 	p, ok := inst.vm.(pauser)
 	if !ok {

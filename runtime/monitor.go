@@ -17,6 +17,7 @@ import (
 
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/bundle"
@@ -59,6 +60,9 @@ type monitor struct {
 	self  hostIdentity
 	// mainExited is set once the container's process has exited.
 	mainExited atomic.Bool
+	// members are the containers of other monitors that joined this
+	// one's VM (member.go).
+	members members
 }
 
 // RunMonitor boots the container's VM, creates its process, reports ready
@@ -116,11 +120,20 @@ func RunMonitor(ctx context.Context, c Config, o MonitorOptions) int {
 	// exits: until then the container is stopping, kill has no effect and
 	// succeeds (runc's window between the exit and "stopped" is as short),
 	// so an engine's last SIGKILL never fails and skips its delete.
+	select {
+	case <-terminated:
+	default:
+		// The containers that joined the VM end on their own terms (an
+		// engine stops a pod's containers together, in no order).
+		m.awaitMembers(memberGrace)
+	}
+	m.dropMembers()
 	if err := m.inst.Shutdown(context.Background(), 10*time.Second); err != nil {
 		m.log.Printf("monitor: %v", err)
 	}
 	m.setStopped(status)
 	os.Remove(filepath.Join(m.dir, monitorSock))
+	os.Remove(filepath.Join(m.dir, memberSock))
 	return status
 }
 
@@ -135,7 +148,16 @@ func (m *monitor) create(ctx context.Context, o MonitorOptions) (stdio Stdio, er
 	if b.Spec.Process.Terminal && o.ConsoleSocket == "" {
 		return stdio, fmt.Errorf("container %q: process.terminal is set: --console-socket is required", o.ID)
 	}
-	inst, err := bootMonitored(ctx, m.c, b, o.ID, m.dir, m.self.ownNetns)
+	// A container that shares another's network namespace joins its VM
+	// (member.go); create found it.
+	sandbox := os.Getenv(monitorSandboxEnv)
+	os.Unsetenv(monitorSandboxEnv)
+	var inst *Instance
+	if sandbox != "" {
+		inst, err = joinSandbox(ctx, m.c, b, o.ID, sandbox, m.dir)
+	} else {
+		inst, err = bootMonitored(ctx, m.c, b, o.ID, m.dir, m.self.ownNetns)
+	}
 	if err != nil {
 		return stdio, err
 	}
@@ -165,7 +187,7 @@ func (m *monitor) create(ctx context.Context, o MonitorOptions) (stdio Stdio, er
 	m.st = &State{
 		ID: o.ID, Bundle: b.Dir, Rootfs: b.Rootfs, Created: time.Now().UTC(), Status: StatusCreated,
 		Annotations: b.Spec.Annotations, Owner: "", MonitorPid: m.self.pid, MonitorStart: m.self.start,
-		GuestPid: p.Pid, Disk: inst.Disk,
+		GuestPid: p.Pid, Disk: inst.Disk, Sandbox: sandbox,
 	}
 	m.st.MemoryMiB, m.st.CPUs = vmSize(m.c, b.Spec)
 	if err := saveState(m.dir, m.st); err != nil {
@@ -266,6 +288,13 @@ func (m *monitor) listen(ctx context.Context) error {
 	}
 	agentapi.RegisterAgentService(srv, &agentProxy{m: m})
 	monitorapi.RegisterMonitorService(srv, &monitorService{m: m})
+	if m.inst.takesMembers() {
+		if err := m.serveMembers(ctx); err != nil {
+			srv.Close()
+			l.Close()
+			return err
+		}
+	}
 	go func() {
 		<-ctx.Done()
 		srv.Close()
@@ -384,9 +413,17 @@ func (a *agentProxy) Setup(context.Context, *agentapi.SetupRequest) (*agentapi.E
 	return nil, fmt.Errorf("container %q is set up by its monitor: %w", a.m.st.ID, ErrWrongState)
 }
 
+// container is the agent's name of the monitor's container: "" (the VM's
+// own) unless it is a member of another monitor's VM, whose clients (exec,
+// ps, update) cannot name another container of that VM.
+func (a *agentProxy) container() string { return a.m.inst.containerID }
+
 func (a *agentProxy) CreateProcess(ctx context.Context, r *agentapi.CreateProcessRequest) (*agentapi.CreateProcessResponse, error) {
 	if r.Id == a.m.st.ID {
 		return nil, fmt.Errorf("process id %q is the container's own: %w", r.Id, ErrWrongState)
+	}
+	if c := a.container(); c != "" {
+		r.ContainerId = c
 	}
 	return a.agent().CreateProcess(ctx, r)
 }
@@ -470,6 +507,12 @@ func (a *agentProxy) SignalProcess(ctx context.Context, r *agentapi.SignalReques
 		return &agentapi.Empty{}, nil
 	}
 	resp, err := a.agent().SignalProcess(ctx, r)
+	var ae *AgentError
+	if r.Id == a.m.st.ID && errors.As(agentError(err), &ae) && ae.Code == codes.FailedPrecondition {
+		// It exited a moment ago and its exit is on its way: the
+		// container is stopping, as above.
+		return &agentapi.Empty{}, nil
+	}
 	if err == nil && r.Id == a.m.st.ID && r.Signal == uint32(syscall.SIGKILL) {
 		a.m.inst.afterKill(a.m.mainExited.Load)
 	}
@@ -481,14 +524,23 @@ func (a *agentProxy) WaitProcess(ctx context.Context, r *agentapi.ProcessRequest
 }
 
 func (a *agentProxy) ListProcesses(ctx context.Context, r *agentapi.ListProcessesRequest) (*agentapi.ListProcessesResponse, error) {
+	if c := a.container(); c != "" {
+		r.ContainerId = c
+	}
 	return a.agent().ListProcesses(ctx, r)
 }
 
 func (a *agentProxy) Stats(ctx context.Context, r *agentapi.ContainerRequest) (*agentapi.StatsResponse, error) {
+	if c := a.container(); c != "" {
+		r.ContainerId = c
+	}
 	return a.agent().Stats(ctx, r)
 }
 
 func (a *agentProxy) UpdateLimits(ctx context.Context, r *agentapi.UpdateLimitsRequest) (*agentapi.Empty, error) {
+	if c := a.container(); c != "" {
+		r.ContainerId = c
+	}
 	return a.agent().UpdateLimits(ctx, r)
 }
 
@@ -510,6 +562,17 @@ func (a *agentProxy) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty
 
 func (s *monitorService) Stats(ctx context.Context, _ *monitorapi.Empty) (*monitorapi.StatsResponse, error) {
 	m := s.m
+	if r := m.inst.remote; r != nil {
+		// A member's VM is its sandbox's.
+		resp, err := r.control.Monitor.Stats(ctx, &monitorapi.Empty{})
+		if err != nil {
+			return nil, err
+		}
+		if procs, err := m.inst.Processes(ctx); err == nil {
+			resp.Pids = uint32(len(procs))
+		}
+		return resp, nil
+	}
 	cpu, rss, err := m.inst.Usage()
 	if err != nil {
 		return nil, err

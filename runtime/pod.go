@@ -27,8 +27,15 @@ type diskAttacher interface {
 // mounts in the pod's shared directory.
 // The member shares the sandbox's VM and agent; its Shutdown removes only
 // what is its own. On error nothing of it is left.
-func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bundle, id string) (_ *Instance, retErr error) {
-	if inst.pod != nil {
+func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bundle, id string) (*Instance, error) {
+	return inst.addContainer(ctx, c, b, id, nil)
+}
+
+// addContainer is AddContainer with the member's rootfs and bind sources
+// taken from trees where it holds them (a member whose own monitor made
+// them, member.go).
+func (inst *Instance) addContainer(ctx context.Context, c Config, b *bundle.Bundle, id string, trees mountTrees) (_ *Instance, retErr error) {
+	if inst.pod != nil || inst.remote != nil {
 		return nil, fmt.Errorf("adding container %q: %q is itself a pod member: %w", id, inst.ID, ErrWrongState)
 	}
 	att, ok := inst.vm.(diskAttacher)
@@ -37,6 +44,9 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 	}
 	if inst.share == nil {
 		return nil, fmt.Errorf("adding container %q to the VM of %q: it was not booted as a pod sandbox: %w", id, inst.ID, ErrWrongState)
+	}
+	if trees != nil && inst.root == nil {
+		return nil, fmt.Errorf("adding container %q to the VM of %q: %w: its rootfs would be a disk (config rootfs %q) built from a path only its own monitor sees", id, inst.ID, ErrUnsupported, RootfsDisk)
 	}
 	m := &Instance{
 		ID: id, Bundle: b, StateDir: inst.StateDir, Driver: inst.Driver, Accel: inst.Accel, Agent: inst.Agent,
@@ -59,7 +69,7 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 	}
 	name := "m-" + randomSuffix()
 	var msh *share
-	mounts, err := shareMounts(b.Spec, &msh, filepath.Join(inst.share.dir, name), filepath.Join(shareMount, name))
+	mounts, err := shareMounts(b.Spec, &msh, filepath.Join(inst.share.dir, name), filepath.Join(shareMount, name), trees)
 	if msh != nil {
 		m.memberShare = msh.dir
 	}
@@ -68,7 +78,7 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 	}
 	var setup *agentapi.SetupRequest
 	if inst.root != nil {
-		if err := inst.root.bind(b.Rootfs, name); err != nil {
+		if err := inst.root.bind(b.Rootfs, name, trees); err != nil {
 			return nil, fmt.Errorf("adding container %q to the VM of %q: %w", id, inst.ID, err)
 		}
 		m.rootName = name
@@ -94,6 +104,14 @@ func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bund
 		return nil, fmt.Errorf("adding container %q to the VM of %q: %w", id, inst.ID, err)
 	}
 	return m, nil
+}
+
+// takesMembers reports whether other monitors' containers can join the
+// VM (member.go): it has a root share and a shared directory (a shared
+// mount) for their roots and binds, and the agent serves it as a whole (not
+// a switch-root VM).
+func (inst *Instance) takesMembers() bool {
+	return inst.root != nil && inst.share != nil && !inst.switchRoot && inst.pod == nil && inst.remote == nil
 }
 
 // removeMember ends a pod member: its processes and mounts in the guest,

@@ -66,13 +66,14 @@ func makeSharedDir(dir string) error {
 	return nil
 }
 
-// bind makes entry name a recursive bind of rootfs. It stays writable
+// bind makes entry name a recursive bind of rootfs (or the tree of it
+// that trees holds). It stays writable
 // for a read-only root too: the agent makes the spec's mount points in it
 // first and then remounts its bind read-only (runc's order, which a
 // privileged container could undo under runc as well). On error nothing
 // is left mounted.
-func (rs *rootShare) bind(rootfs, name string) (err error) {
-	fi, err := os.Stat(rootfs)
+func (rs *rootShare) bind(rootfs, name string, trees mountTrees) (err error) {
+	fi, err := statSource(trees, rootfs, true)
 	if err != nil {
 		return fmt.Errorf("sharing the rootfs: %w", err)
 	}
@@ -88,7 +89,7 @@ func (rs *rootShare) bind(rootfs, name string) (err error) {
 			_ = rs.unbind(name)
 		}
 	}()
-	if err := mountFunc(rootfs, entry, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	if err := bindSource(trees, rootfs, entry, true); err != nil {
 		return fmt.Errorf("binding the rootfs %q on %q: %w", rootfs, entry, err)
 	}
 	return nil

@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -46,9 +48,10 @@ type share struct {
 // size (a host tmpfs cannot be shared with a VM's memory). On error
 // nothing stays mounted.
 //
-// always makes the shared directory even without bind mounts, as a shared
-// mount of its own (a pod's, whose members bring theirs after boot: only
-// then does virtiofsd see them).
+// The shared directory is a shared mount of its own, so that virtiofsd
+// sees what is bound under it after boot: the mounts of pod members
+// (member.go, AddContainer). always makes it even without bind mounts (a
+// CRI pod's sandbox, whose members bring theirs).
 func guestMounts(s *specs.Spec, stateDir string, always bool) (_ []*agentapi.Mount, _ *share, err error) {
 	var sh *share
 	defer func() {
@@ -56,20 +59,21 @@ func guestMounts(s *specs.Spec, stateDir string, always bool) (_ []*agentapi.Mou
 			sh.remove()
 		}
 	}()
-	if always {
+	if always || hasHostBinds(s) {
 		dir := filepath.Join(stateDir, shareDirName)
 		if err := makeSharedDir(dir); err != nil {
 			return nil, nil, err
 		}
 		sh = &share{dir: dir}
 	}
-	out, err := shareMounts(s, &sh, filepath.Join(stateDir, shareDirName), shareMount)
+	out, err := shareMounts(s, &sh, filepath.Join(stateDir, shareDirName), shareMount, nil)
 	return out, sh, err
 }
 
 // shareMounts converts the mounts of s; host binds get an entry in the
-// share *shp (made at dir when nil), seen by the guest under guestDir.
-func shareMounts(s *specs.Spec, shp **share, dir, guestDir string) ([]*agentapi.Mount, error) {
+// share *shp (made at dir when nil), seen by the guest under guestDir,
+// from the trees of their sources where trees holds them.
+func shareMounts(s *specs.Spec, shp **share, dir, guestDir string, trees mountTrees) ([]*agentapi.Mount, error) {
 	var out []*agentapi.Mount
 	for _, m := range guestCgroupMounts(s.Mounts) {
 		if !isBind(m) {
@@ -89,7 +93,7 @@ func shareMounts(s *specs.Spec, shp **share, dir, guestDir string) ([]*agentapi.
 				return nil, fmt.Errorf("creating shared directory %q: %w", dir, err)
 			}
 		}
-		entry, err := (*shp).add(m)
+		entry, err := (*shp).add(m, trees)
 		if err != nil {
 			return nil, err
 		}
@@ -98,9 +102,24 @@ func shareMounts(s *specs.Spec, shp **share, dir, guestDir string) ([]*agentapi.
 	return out, nil
 }
 
+// hasHostBinds reports whether s binds a host path that the guest gets
+// through the shared directory.
+func hasHostBinds(s *specs.Spec) bool {
+	for _, m := range guestCgroupMounts(s.Mounts) {
+		if isBind(m) && filepath.Clean(m.Destination) != "/dev/shm" {
+			return true
+		}
+	}
+	return false
+}
+
 func isBind(m specs.Mount) bool {
 	return m.Type == "bind" || hasOption(m.Options, "bind") || hasOption(m.Options, "rbind")
 }
+
+// sharedShmSource prefixes the key of a guest tmpfs that the VM's
+// containers share (the agent's sharedShmPrefix).
+const sharedShmSource = "initos-shm:"
 
 // shmMount is a guest tmpfs for a bind of a host /dev/shm, sized like it.
 func shmMount(m specs.Mount) *agentapi.Mount {
@@ -109,15 +128,20 @@ func shmMount(m specs.Mount) *agentapi.Mount {
 	if err := statfsFunc(m.Source, &st); err == nil && st.Blocks > 0 {
 		opts = append(opts, "size="+strconv.FormatUint(st.Blocks*uint64(st.Bsize), 10))
 	}
-	return &agentapi.Mount{Destination: m.Destination, Type: "tmpfs", Source: "shm", Options: opts}
+	// Keyed by the host's path: the containers of a VM that bind the same
+	// /dev/shm (a pod's) share one tmpfs in the guest, as they share it
+	// under runc.
+	key := sha256.Sum256([]byte(filepath.Clean(m.Source)))
+	return &agentapi.Mount{Destination: m.Destination, Type: "tmpfs", Source: sharedShmSource + hex.EncodeToString(key[:8]), Options: opts}
 }
 
 // add binds m's source into the share and returns the entry's name,
 // <n>/<the source's base name>: the guest's bind of it then has the
 // source's name as its root in mountinfo, as a bind under runc has (tools
 // such as runtime-tools' runtimetest match a bind by that name).
-func (sh *share) add(m specs.Mount) (_ string, err error) {
-	fi, err := os.Stat(m.Source)
+func (sh *share) add(m specs.Mount, trees mountTrees) (_ string, err error) {
+	recursive := hasOption(m.Options, "rbind")
+	fi, err := statSource(trees, m.Source, recursive)
 	if err != nil {
 		return "", fmt.Errorf("bind mount on %q: %w", m.Destination, err)
 	}
@@ -147,11 +171,7 @@ func (sh *share) add(m specs.Mount) (_ string, err error) {
 	if err != nil {
 		return "", fmt.Errorf("creating share entry for %q: %w", m.Destination, err)
 	}
-	flags := uintptr(unix.MS_BIND)
-	if hasOption(m.Options, "rbind") {
-		flags |= unix.MS_REC
-	}
-	if err := mountFunc(m.Source, entry, "", flags, ""); err != nil {
+	if err := bindSource(trees, m.Source, entry, recursive); err != nil {
 		os.Remove(entry)
 		return "", fmt.Errorf("binding %q into the shared directory: %w", m.Source, err)
 	}
@@ -159,7 +179,11 @@ func (sh *share) add(m specs.Mount) (_ string, err error) {
 	// The guest makes its bind read-only too, but its root could undo
 	// that: a read-only source is read-only on the host side as well.
 	if hasOption(m.Options, "ro") {
-		if err := mountFunc("", entry, "", flags|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY)
+		if recursive {
+			flags |= unix.MS_REC
+		}
+		if err := mountFunc("", entry, "", flags, ""); err != nil {
 			return "", fmt.Errorf("making the share entry of %q read-only: %w", m.Source, err)
 		}
 	}

@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -73,14 +75,20 @@ func TestGuestMountsShare(t *testing.T) {
 	}
 	// An entry keeps its source's base name (runtimetest matches a bind by
 	// the name of its root in mountinfo).
-	want := []string{"proc proc /proc", "bind /z/0/hosts /etc/hosts", "bind /z/1/" + filepath.Base(src) + " /data", "tmpfs shm /dev/shm"}
+	// /dev/shm: keyed by the host path, which pod members share.
+	shmKey := sha256.Sum256([]byte("/run/x/shm"))
+	want := []string{"proc proc /proc", "bind /z/0/hosts /etc/hosts", "bind /z/1/" + filepath.Base(src) + " /data",
+		"tmpfs initos-shm:" + hex.EncodeToString(shmKey[:8]) + " /dev/shm"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("guest mounts %q, want %q", got, want)
 	}
 	if size := mounts[3].Options[len(mounts[3].Options)-1]; size != "size=8388608" {
 		t.Errorf("shm size option %q, want the source's size", size)
 	}
-	wantMounts := []string{"bind " + file + " hosts", "remount-ro  hosts", "bind " + src + " " + filepath.Base(src)}
+	// The directory is a shared mount first: what members bind later
+	// reaches virtiofsd.
+	share := filepath.Join(state, "share")
+	wantMounts := []string{"bind " + share + " share", "shared  share", "bind " + file + " hosts", "remount-ro  hosts", "bind " + src + " " + filepath.Base(src)}
 	if !reflect.DeepEqual(f.mounts, wantMounts) {
 		t.Errorf("host mounts %q, want %q", f.mounts, wantMounts)
 	}

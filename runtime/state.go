@@ -51,6 +51,9 @@ type State struct {
 	// MemoryMiB and CPUs are the VM's size, fixed at create.
 	MemoryMiB int `json:"memoryMiB,omitempty"`
 	CPUs      int `json:"cpus,omitempty"`
+	// Sandbox is the container whose VM this one joined (member.go; ""
+	// for a VM of its own).
+	Sandbox string `json:"sandbox,omitempty"`
 }
 
 const (

@@ -25,6 +25,8 @@ command -v go >/dev/null || { log "Go 1.26 is required (https://go.dev/dl) and w
 #   iproute2                    ip: the tests' network namespaces
 #   ca-certificates             Go's module downloads over HTTPS
 #   podman, conmon              podman run --runtime initos-runtime (and podman build)
+#   catatonit                   podman's pause image, every pod's infra container (a
+#                               Recommends of podman)
 #   netavark, aardvark-dns      podman's network backend and its by-name DNS (Recommends of
 #                               containers-common and netavark: netavark runs
 #                               /usr/lib/podman/aardvark-dns for podman networks)
@@ -39,7 +41,7 @@ command -v go >/dev/null || { log "Go 1.26 is required (https://go.dev/dl) and w
 #                               all of them in-process); dpkg-deb (dpkg, always there) unpacks
 #                               the packages of initos-runtime kernel add
 pkgs=(qemu-system-x86 qemu-system-common btrfs-progs busybox-static debootstrap debian-archive-keyring
-  runc crun iproute2 ca-certificates podman conmon netavark aardvark-dns iptables
+  runc crun iproute2 ca-certificates podman conmon catatonit netavark aardvark-dns iptables
   containernetworking-plugins dnsmasq-base make git jq zstd xz-utils lz4)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done

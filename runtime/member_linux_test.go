@@ -1,0 +1,187 @@
+package runtime
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/bundle"
+)
+
+// packetPair is a connected pair of SOCK_SEQPACKET unix sockets, as
+// memberSock's.
+func packetPair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), "packet")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c.(*net.UnixConn)
+	}
+	return conn(fds[0]), conn(fds[1])
+}
+
+func TestMemberMessages(t *testing.T) {
+	a, b := packetPair(t)
+	dir := t.TempDir()
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	req := memberRequest{Op: memberAdd, ID: "m1", Rootfs: "/r", Spec: &specs.Spec{Hostname: "h"}, Trees: []treeRef{{Path: dir, Recursive: true}}}
+	if err := sendMember(a, req, []*os.File{f}); err != nil {
+		t.Fatal(err)
+	}
+	var got memberRequest
+	files, err := recvMember(b, &got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != "m1" || got.Spec.Hostname != "h" || len(got.Trees) != 1 || len(files) != 1 {
+		t.Fatalf("received %+v with %d files", got, len(files))
+	}
+	// The descriptor names the same directory.
+	var st1, st2 unix.Stat_t
+	if err := unix.Fstat(int(files[0].Fd()), &st1); err != nil {
+		t.Fatal(err)
+	}
+	unix.Stat(dir, &st2)
+	if st1.Ino != st2.Ino || st1.Dev != st2.Dev {
+		t.Errorf("the received descriptor is not the directory sent")
+	}
+	files[0].Close()
+
+	// Too large: refused on the sending side.
+	big := memberRequest{Op: memberAdd, Bundle: strings.Repeat("x", maxMemberMessage)}
+	if err := sendMember(a, big, nil); err == nil {
+		t.Error("a message over the bound was sent")
+	}
+	// Not JSON.
+	if _, err := a.Write([]byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := recvMember(b, &got); err == nil || !strings.Contains(err.Error(), "parsing") {
+		t.Errorf("a malformed message: %v", err)
+	}
+	// The other end closed.
+	a.Close()
+	if _, err := recvMember(b, &got); !errors.Is(err, errMemberClosed) {
+		t.Errorf("after close: %v, want errMemberClosed", err)
+	}
+}
+
+// TestBindSource: a path with a tree gets the tree moved into place; one
+// without is bound as this namespace sees it.
+func TestBindSource(t *testing.T) {
+	var f fakeMounts
+	f.install(t)
+	var moved []string
+	om := moveMountFunc
+	t.Cleanup(func() { moveMountFunc = om })
+	moveMountFunc = func(fromDirfd int, fromPath string, toDirfd int, toPath string, flags int) error {
+		if fromPath != "" || toDirfd != unix.AT_FDCWD || flags != unix.MOVE_MOUNT_F_EMPTY_PATH {
+			return unix.EINVAL
+		}
+		moved = append(moved, filepath.Base(toPath))
+		return nil
+	}
+	tf, err := os.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := mountTrees{{Path: "/src", Recursive: true}: {tf}}
+	if err := bindSource(tr, "/src", "/t/one", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := tf.Close(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("the tree was not closed once moved (close: %v)", err)
+	}
+	// The tree is used up: the next bind of /src is a plain one.
+	if err := bindSource(tr, "/src", "/t/two", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := bindSource(nil, "/other", "/t/three", false); err != nil {
+		t.Fatal(err)
+	}
+	if len(moved) != 1 || moved[0] != "one" {
+		t.Errorf("moved %q, want one", moved)
+	}
+	want := []string{"bind /src two", "bind /other three"}
+	if strings.Join(f.mounts, ",") != strings.Join(want, ",") {
+		t.Errorf("mounts %q, want %q", f.mounts, want)
+	}
+}
+
+// TestMemberTreesMove: the trees a member's monitor makes of its rootfs
+// and bind sources attach in another place with their content (root only:
+// open_tree and move_mount).
+func TestMemberTreesMove(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("open_tree and move_mount need root")
+	}
+	rootfs, data, target := t.TempDir(), t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(rootfs, "in-root"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hosts := filepath.Join(data, "hosts")
+	if err := os.WriteFile(hosts, []byte("h"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := &bundle.Bundle{Rootfs: rootfs, Spec: &specs.Spec{Mounts: []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc"},
+		{Destination: "/etc/hosts", Type: "bind", Source: hosts, Options: []string{"bind", "ro"}},
+		{Destination: "/dev/shm", Type: "bind", Source: "/dev/shm", Options: []string{"rbind"}},
+		{Destination: "/data", Type: "bind", Source: data, Options: []string{"rbind"}},
+	}}}
+	refs, files, err := memberTrees(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []treeRef{{rootfs, true}, {hosts, false}, {data, true}}
+	if len(refs) != len(want) || len(files) != len(want) {
+		t.Fatalf("trees %+v (%d files), want %+v", refs, len(files), want)
+	}
+	for i := range want {
+		if refs[i] != want[i] {
+			t.Errorf("tree %d: %+v, want %+v", i, refs[i], want[i])
+		}
+	}
+	tr, err := newMountTrees(refs, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.close()
+	entry := filepath.Join(target, "root")
+	if err := os.Mkdir(entry, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := bindSource(tr, rootfs, entry, true); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(entry, unix.MNT_DETACH)
+	if _, err := os.Stat(filepath.Join(entry, "in-root")); err != nil {
+		t.Errorf("the moved rootfs tree lacks its file: %v", err)
+	}
+
+	// A bind source that is gone fails naming the mount.
+	b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: "/gone", Type: "bind", Source: filepath.Join(data, "gone")})
+	if _, _, err := memberTrees(b); err == nil || !strings.Contains(err.Error(), `"/gone"`) || !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("memberTrees with a missing source: %v", err)
+	}
+}

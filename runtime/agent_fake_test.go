@@ -68,6 +68,10 @@ type fakeAgent struct {
 	goneOnce   sync.Once
 	// networks are the ConfigureNetwork requests.
 	networks []*agentapi.NetworkRequest
+	// creates are the CreateProcess requests; removed the containers
+	// RemoveContainer removed.
+	creates []*agentapi.CreateProcessRequest
+	removed []string
 }
 
 func newFakeAgent() *fakeAgent {
@@ -233,6 +237,7 @@ func (a *fakeAgent) CreateProcess(_ context.Context, r *agentapi.CreateProcessRe
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.creates = append(a.creates, r)
 	if len(a.setups) == 0 {
 		return nil, errors.New("CreateProcess before Setup")
 	}
@@ -394,11 +399,18 @@ func (a *fakeAgent) ConfigureNetwork(_ context.Context, r *agentapi.NetworkReque
 	return &agentapi.Empty{}, nil
 }
 
+func (a *fakeAgent) removedCopy() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.removed...)
+}
+
 func (a *fakeAgent) RemoveContainer(_ context.Context, r *agentapi.ContainerRequest) (*agentapi.Empty, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, s := range a.setups {
 		if r.ContainerId != "" && s.ContainerId == r.ContainerId {
+			a.removed = append(a.removed, r.ContainerId)
 			return &agentapi.Empty{}, nil
 		}
 	}

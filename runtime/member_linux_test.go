@@ -1,13 +1,18 @@
 package runtime
 
 import (
+	"context"
 	"errors"
+	"io"
+	"log"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -183,5 +188,146 @@ func TestMemberTreesMove(t *testing.T) {
 	b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: "/gone", Type: "bind", Source: filepath.Join(data, "gone")})
 	if _, _, err := memberTrees(b); err == nil || !strings.Contains(err.Error(), `"/gone"`) || !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("memberTrees with a missing source: %v", err)
+	}
+}
+
+// memberHost is a sandbox VM of fakes whose monitor serves its control and
+// member sockets, with open_tree and move_mount faked (a tree is an O_PATH
+// descriptor of the path; moving it records the target).
+func memberHost(t *testing.T, edit func(*Instance)) (*monitor, *fakeHost, Config, func() []string) {
+	t.Helper()
+	h, _, c := sharedRootHost(t)
+	ot, mm := openTreeFunc, moveMountFunc
+	t.Cleanup(func() { openTreeFunc, moveMountFunc = ot, mm })
+	openTreeFunc = func(dfd int, path string, flags uint) (int, error) {
+		return unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	}
+	var mu sync.Mutex
+	moved := &[]string{}
+	moveMountFunc = func(from int, _ string, _ int, to string, _ int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		*moved = append(*moved, to)
+		return nil
+	}
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hosts, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	withHosts := func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/etc/hosts", Type: "bind", Source: hosts, Options: []string{"bind"}})
+	}
+	sb := loadBundle(t, withHosts)
+	sd := mkStateDir(t, c, "infra")
+	inst, err := boot(context.Background(), c, sb, "infra", sd, false, h.deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inst.takesMembers() {
+		t.Fatal("a VM with a root share and host binds does not take members")
+	}
+	if edit != nil {
+		edit(inst)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &monitor{c: c, dir: sd, inst: inst, st: &State{ID: "infra"}, log: log.New(io.Discard, "", 0), start: make(chan struct{})}
+	if err := m.listen(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		m.dropMembers()
+		inst.Shutdown(context.Background(), time.Second)
+	})
+	return m, h, c, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), *moved...)
+	}
+}
+
+// TestMonitorMembers: a member's monitor joins the sandbox's VM with its
+// rootfs and binds as trees, creates its process in its own container,
+// and leaves when it asks or when its connection ends.
+func TestMonitorMembers(t *testing.T) {
+	m, h, c, moved := memberHost(t, nil)
+	mb := loadBundle(t, nil)
+	mem, err := joinSandbox(context.Background(), c, mb, "app", "infra", mkStateDir(t, c, "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.agent.mu.Lock()
+	s := h.agent.setups[len(h.agent.setups)-1]
+	h.agent.mu.Unlock()
+	if s.ContainerId != "app" || !strings.HasPrefix(s.RootPath, "m-") {
+		t.Errorf("the member's setup %+v", s)
+	}
+	if got := moved(); len(got) != 1 || filepath.Base(got[0]) != s.RootPath {
+		t.Errorf("trees moved to %q, want the member's root entry %q", got, s.RootPath)
+	}
+	if _, err := mem.CreateProcess(context.Background(), "app", mb.Spec.Process); err != nil {
+		t.Fatal(err)
+	}
+	h.agent.mu.Lock()
+	cr := h.agent.creates[len(h.agent.creates)-1]
+	h.agent.mu.Unlock()
+	if cr.ContainerId != "app" {
+		t.Errorf("the member's process was created in container %q", cr.ContainerId)
+	}
+	// Pausing one member would pause the whole VM.
+	if err := mem.Pause(context.Background()); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("pausing a member: %v, want ErrUnsupported", err)
+	}
+	// A second member with the same id is refused.
+	if _, err := joinSandbox(context.Background(), c, mb, "app", "infra", mkStateDir(t, c, "app2")); err == nil || !strings.Contains(err.Error(), "member already") {
+		t.Errorf("a second member %q: %v", "app", err)
+	}
+	if err := mem.Shutdown(context.Background(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.agent.removedCopy(); len(got) != 1 || got[0] != "app" {
+		t.Errorf("removed %q after the member's shutdown, want app", got)
+	}
+	if _, err := os.Stat(filepath.Join(m.dir, "root", s.RootPath)); !os.IsNotExist(err) {
+		t.Errorf("the member's root entry is left: %v", err)
+	}
+
+	// A member whose monitor ends without a word is removed too.
+	gone, err := joinSandbox(context.Background(), c, mb, "gone", "infra", mkStateDir(t, c, "gone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone.destroy()
+	poll := time.Now().Add(5 * time.Second)
+	for len(h.agent.removedCopy()) < 2 && time.Now().Before(poll) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := h.agent.removedCopy(); len(got) != 2 || got[1] != "gone" {
+		t.Errorf("removed %q after a member's connection closed, want app and gone", got)
+	}
+	t0 := time.Now()
+	m.awaitMembers(time.Minute)
+	if d := time.Since(t0); d > time.Second {
+		t.Errorf("awaitMembers with no member waited %s", d)
+	}
+}
+
+// TestMonitorMembersRefused: a switch-root VM and a VM that has stopped
+// taking members refuse a member with an error naming it, and a member of
+// a container that takes none is told so.
+func TestMonitorMembersRefused(t *testing.T) {
+	_, _, c, _ := memberHost(t, func(inst *Instance) { inst.switchRoot = true })
+	mb := loadBundle(t, nil)
+	if _, err := joinSandbox(context.Background(), c, mb, "app", "infra", mkStateDir(t, c, "app")); err == nil || !strings.Contains(err.Error(), "switch-root") {
+		t.Errorf("joining a switch-root VM: %v", err)
+	}
+	m, _, c, _ := memberHost(t, nil)
+	m.mainExited.Store(true)
+	if _, err := joinSandbox(context.Background(), c, mb, "app", "infra", mkStateDir(t, c, "app")); err == nil || !strings.Contains(err.Error(), "stopping") {
+		t.Errorf("joining a VM whose container exited: %v", err)
+	}
+	mkStateDir(t, c, "plain")
+	if _, err := joinSandbox(context.Background(), c, mb, "app", "plain", mkStateDir(t, c, "app")); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("joining a container without a member socket: %v, want ErrUnsupported", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -18,6 +19,7 @@ import (
 
 // fakeMounts records mount(2)/umount2(2) calls instead of making them.
 type fakeMounts struct {
+	mu       sync.Mutex // a monitor's members mount from goroutines of their own
 	mounts   []string
 	unmounts []string
 	failOn   string
@@ -27,6 +29,8 @@ func (f *fakeMounts) install(t *testing.T) {
 	om, ou, osf := mountFunc, unmountFunc, statfsFunc
 	t.Cleanup(func() { mountFunc, unmountFunc, statfsFunc = om, ou, osf })
 	mountFunc = func(src, dst, fstype string, flags uintptr, data string) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
 		if f.failOn != "" && src == f.failOn {
 			return unix.EPERM
 		}
@@ -41,6 +45,8 @@ func (f *fakeMounts) install(t *testing.T) {
 		return nil
 	}
 	unmountFunc = func(p string, flags int) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
 		f.unmounts = append(f.unmounts, filepath.Base(p))
 		return nil
 	}

@@ -7,6 +7,8 @@
 #   ./scripts/conformance.sh --ci       initos only, only the specs of conformance/initos-pass.txt;
 #                                       exits 1 unless every one of them ran and passed
 #   ./scripts/conformance.sh --handler runc   one handler (runc or initos), every spec
+#   --templates (with any of the above)  the initos handler restores each pod's VM from a template
+#                                       (config "templates": true) instead of booting it
 # As root, after scripts/containerd-setup.sh (containerd, ctr, crictl) and scripts/fetch-kernel.sh.
 # critest is built into $TOOLS_CACHE (default /var/cache/initos-runtime/tools) once. The images the
 # specs run are stand-ins built here from Debian's busybox (conformance/standins): no registry is
@@ -31,10 +33,12 @@ die() { log "$*"; exit 1; }
 
 mode=full
 handlers=(runc initos)
+templates=false
 while [ $# -gt 0 ]; do
 	case $1 in
 	--ci) mode=ci; handlers=(initos) ;;
 	--handler) [ $# -ge 2 ] || die "--handler needs runc or initos"; handlers=("$2"); shift ;;
+	--templates) templates=true ;;
 	*) die "unknown argument $1 (see the head of $0)" ;;
 	esac
 	shift
@@ -151,7 +155,8 @@ for r in registry.k8s.io gcr.io k8s.gcr.io docker.io _default; do
 	printf 'server = "http://127.0.0.1:9"\n\n[host."http://127.0.0.1:9"]\n  capabilities = ["pull", "resolve"]\n' >"$work/certs.d/$r/hosts.toml"
 done
 jq -n --arg root "$work/r" --arg data "$work/data" --arg kernel "$KERNEL_ROOT" --arg agent "$repo/bin/initos-agent" \
-	'{root: $root, dataDir: $data, kernelRoot: $kernel, agentPath: $agent, vmm: "qemu", bootTimeout: "3m"}' >"$work/initos.json"
+	--argjson templates "$templates" \
+	'{root: $root, dataDir: $data, kernelRoot: $kernel, agentPath: $agent, vmm: "qemu", bootTimeout: "3m", templates: $templates}' >"$work/initos.json"
 # As the integration tests' private containerd (integration/containerd_config_test.go), with one CNI
 # network and the registries above.
 cat >"$work/config.toml" <<EOF
@@ -298,7 +303,9 @@ for h in "${handlers[@]}"; do
 done
 # The counts alone on their line (the form CI reads as a test runner's closing line).
 for h in "${handlers[@]}"; do
-	echo "critest under $h took ${took[$h]}"
+	label=$h
+	[ "$h" = initos ] && [ "$templates" = true ] && label="$h (VM templates)"
+	echo "critest under $label took ${took[$h]}"
 	echo "$h: ${summary[$h]}"
 done
 if [ "$failed_listed" -gt 0 ]; then

@@ -68,6 +68,8 @@ type fakeAgent struct {
 	goneOnce   sync.Once
 	// networks are the ConfigureNetwork requests.
 	networks []*agentapi.NetworkRequest
+	// ports are the port connections (portconn_fake_test.go).
+	ports fakePorts
 }
 
 func newFakeAgent() *fakeAgent {

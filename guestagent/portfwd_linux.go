@@ -40,9 +40,20 @@ func newPortConns() *portConns {
 	return &portConns{dial: dialLoopback, conns: map[uint64]net.Conn{}}
 }
 
+// dialLoopback connects to 127.0.0.1:port, else to [::1]:port (a server
+// listening on IPv6 only), as containerd's own port forward tries tcp4
+// first and then tcp6; the error is the IPv4 dial's.
 func dialLoopback(ctx context.Context, port int) (net.Conn, error) {
 	d := net.Dialer{Timeout: portDialTimeout}
-	return d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	p := strconv.Itoa(port)
+	c, err := d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", p))
+	if err == nil {
+		return c, nil
+	}
+	if c6, err6 := d.DialContext(ctx, "tcp6", net.JoinHostPort("::1", p)); err6 == nil {
+		return c6, nil
+	}
+	return nil, err
 }
 
 func (pc *portConns) open(ctx context.Context, port uint32) (uint64, error) {

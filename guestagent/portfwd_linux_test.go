@@ -144,9 +144,12 @@ func TestPortErrors(t *testing.T) {
 	s, _, _ := newTestService(t)
 	ctx := ctx5s(t)
 	for name, call := range map[string]func() error{
-		"read":  func() error { _, err := s.ReadPort(ctx, &agentapi.PortReadRequest{Conn: 7}); return err },
-		"write": func() error { _, err := s.WritePort(ctx, &agentapi.PortWriteRequest{Conn: 7, Data: []byte("x")}); return err },
-		"half":  func() error { _, err := s.ClosePortWrite(ctx, &agentapi.PortRequest{Conn: 7}); return err },
+		"read": func() error { _, err := s.ReadPort(ctx, &agentapi.PortReadRequest{Conn: 7}); return err },
+		"write": func() error {
+			_, err := s.WritePort(ctx, &agentapi.PortWriteRequest{Conn: 7, Data: []byte("x")})
+			return err
+		},
+		"half": func() error { _, err := s.ClosePortWrite(ctx, &agentapi.PortRequest{Conn: 7}); return err },
 	} {
 		if err := call(); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "port connection 7: no such connection") {
 			t.Errorf("%s of an unknown connection: %v, want ErrNotFound", name, err)
@@ -233,5 +236,29 @@ func TestPortReset(t *testing.T) {
 	}
 	if _, err := s.ReadPort(ctx, &agentapi.PortReadRequest{Conn: d.Conn}); !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("ReadPort of a reset connection: %v, want ECONNRESET", err)
+	}
+}
+
+// dialLoopback reaches a server on 127.0.0.1, else one on ::1 only, and
+// reports the IPv4 error when neither listens.
+func TestDialLoopback(t *testing.T) {
+	ctx := ctx5s(t)
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Logf("no listener on %s here: %v", addr, err)
+			continue
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		c, err := dialLoopback(ctx, port)
+		if err != nil {
+			t.Errorf("dialLoopback(%d) with a listener on %s: %v", port, addr, err)
+		} else {
+			c.Close()
+		}
+		ln.Close()
+		if _, err := dialLoopback(ctx, port); !errors.Is(err, syscall.ECONNREFUSED) || !strings.Contains(err.Error(), "127.0.0.1") {
+			t.Errorf("dialLoopback(%d) without a listener: %v, want the IPv4 dial's connection refused", port, err)
+		}
 	}
 }

@@ -2021,6 +2021,245 @@ func (x *RestoredRequest) GetEntropy() []byte {
 	return nil
 }
 
+type DialPortRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The TCP port on the guest's 127.0.0.1, 1-65535.
+	Port          uint32 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DialPortRequest) Reset() {
+	*x = DialPortRequest{}
+	mi := &file_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DialPortRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DialPortRequest) ProtoMessage() {}
+
+func (x *DialPortRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DialPortRequest.ProtoReflect.Descriptor instead.
+func (*DialPortRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DialPortRequest) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+type DialPortResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names the connection in the other port calls; never reused while
+	// the agent runs.
+	Conn          uint64 `protobuf:"varint,1,opt,name=conn,proto3" json:"conn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DialPortResponse) Reset() {
+	*x = DialPortResponse{}
+	mi := &file_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DialPortResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DialPortResponse) ProtoMessage() {}
+
+func (x *DialPortResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DialPortResponse.ProtoReflect.Descriptor instead.
+func (*DialPortResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DialPortResponse) GetConn() uint64 {
+	if x != nil {
+		return x.Conn
+	}
+	return 0
+}
+
+type PortRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conn          uint64                 `protobuf:"varint,1,opt,name=conn,proto3" json:"conn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortRequest) Reset() {
+	*x = PortRequest{}
+	mi := &file_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortRequest) ProtoMessage() {}
+
+func (x *PortRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortRequest.ProtoReflect.Descriptor instead.
+func (*PortRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PortRequest) GetConn() uint64 {
+	if x != nil {
+		return x.Conn
+	}
+	return 0
+}
+
+type PortReadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conn          uint64                 `protobuf:"varint,1,opt,name=conn,proto3" json:"conn,omitempty"`
+	MaxBytes      uint32                 `protobuf:"varint,2,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortReadRequest) Reset() {
+	*x = PortReadRequest{}
+	mi := &file_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortReadRequest) ProtoMessage() {}
+
+func (x *PortReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortReadRequest.ProtoReflect.Descriptor instead.
+func (*PortReadRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PortReadRequest) GetConn() uint64 {
+	if x != nil {
+		return x.Conn
+	}
+	return 0
+}
+
+func (x *PortReadRequest) GetMaxBytes() uint32 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+type PortWriteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conn          uint64                 `protobuf:"varint,1,opt,name=conn,proto3" json:"conn,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortWriteRequest) Reset() {
+	*x = PortWriteRequest{}
+	mi := &file_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortWriteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortWriteRequest) ProtoMessage() {}
+
+func (x *PortWriteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortWriteRequest.ProtoReflect.Descriptor instead.
+func (*PortWriteRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *PortWriteRequest) GetConn() uint64 {
+	if x != nil {
+		return x.Conn
+	}
+	return 0
+}
+
+func (x *PortWriteRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2182,8 +2421,19 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fRestoredRequest\x12\x1d\n" +
 	"\n" +
 	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\x12\x18\n" +
-	"\aentropy\x18\x02 \x01(\fR\aentropy2\xe0\n" +
-	"\n" +
+	"\aentropy\x18\x02 \x01(\fR\aentropy\"%\n" +
+	"\x0fDialPortRequest\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\"&\n" +
+	"\x10DialPortResponse\x12\x12\n" +
+	"\x04conn\x18\x01 \x01(\x04R\x04conn\"!\n" +
+	"\vPortRequest\x12\x12\n" +
+	"\x04conn\x18\x01 \x01(\x04R\x04conn\"B\n" +
+	"\x0fPortReadRequest\x12\x12\n" +
+	"\x04conn\x18\x01 \x01(\x04R\x04conn\x12\x1b\n" +
+	"\tmax_bytes\x18\x02 \x01(\rR\bmaxBytes\":\n" +
+	"\x10PortWriteRequest\x12\x12\n" +
+	"\x04conn\x18\x01 \x01(\x04R\x04conn\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data2\xd1\r\n" +
 	"\x05Agent\x12C\n" +
 	"\x04Ping\x12\x1c.initos.agent.v1.PingRequest\x1a\x1d.initos.agent.v1.PingResponse\x12>\n" +
 	"\x05Setup\x12\x1d.initos.agent.v1.SetupRequest\x1a\x16.initos.agent.v1.Empty\x12^\n" +
@@ -2206,7 +2456,12 @@ const file_agent_proto_rawDesc = "" +
 	"\fUpdateLimits\x12$.initos.agent.v1.UpdateLimitsRequest\x1a\x16.initos.agent.v1.Empty\x12:\n" +
 	"\bShutdown\x12\x16.initos.agent.v1.Empty\x1a\x16.initos.agent.v1.Empty\x12K\n" +
 	"\x10ConfigureNetwork\x12\x1f.initos.agent.v1.NetworkRequest\x1a\x16.initos.agent.v1.Empty\x12D\n" +
-	"\bRestored\x12 .initos.agent.v1.RestoredRequest\x1a\x16.initos.agent.v1.EmptyB<Z:github.com/initos-runtime/initos-runtime/agentapi;agentapib\x06proto3"
+	"\bRestored\x12 .initos.agent.v1.RestoredRequest\x1a\x16.initos.agent.v1.Empty\x12O\n" +
+	"\bDialPort\x12 .initos.agent.v1.DialPortRequest\x1a!.initos.agent.v1.DialPortResponse\x12K\n" +
+	"\bReadPort\x12 .initos.agent.v1.PortReadRequest\x1a\x1d.initos.agent.v1.ReadResponse\x12F\n" +
+	"\tWritePort\x12!.initos.agent.v1.PortWriteRequest\x1a\x16.initos.agent.v1.Empty\x12F\n" +
+	"\x0eClosePortWrite\x12\x1c.initos.agent.v1.PortRequest\x1a\x16.initos.agent.v1.Empty\x12A\n" +
+	"\tClosePort\x12\x1c.initos.agent.v1.PortRequest\x1a\x16.initos.agent.v1.EmptyB<Z:github.com/initos-runtime/initos-runtime/agentapi;agentapib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2220,7 +2475,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: initos.agent.v1.Empty
 	(*PingRequest)(nil),           // 1: initos.agent.v1.PingRequest
@@ -2251,7 +2506,12 @@ var file_agent_proto_goTypes = []any{
 	(*UpdateLimitsRequest)(nil),   // 26: initos.agent.v1.UpdateLimitsRequest
 	(*NetworkRequest)(nil),        // 27: initos.agent.v1.NetworkRequest
 	(*RestoredRequest)(nil),       // 28: initos.agent.v1.RestoredRequest
-	nil,                           // 29: initos.agent.v1.SetupRequest.SysctlsEntry
+	(*DialPortRequest)(nil),       // 29: initos.agent.v1.DialPortRequest
+	(*DialPortResponse)(nil),      // 30: initos.agent.v1.DialPortResponse
+	(*PortRequest)(nil),           // 31: initos.agent.v1.PortRequest
+	(*PortReadRequest)(nil),       // 32: initos.agent.v1.PortReadRequest
+	(*PortWriteRequest)(nil),      // 33: initos.agent.v1.PortWriteRequest
+	nil,                           // 34: initos.agent.v1.SetupRequest.SysctlsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: initos.agent.v1.PingResponse.boot_steps:type_name -> initos.agent.v1.BootStep
@@ -2260,7 +2520,7 @@ var file_agent_proto_depIdxs = []int32{
 	12, // 3: initos.agent.v1.SetupRequest.root_attrs:type_name -> initos.agent.v1.FileAttrs
 	11, // 4: initos.agent.v1.SetupRequest.share:type_name -> initos.agent.v1.Share
 	8,  // 5: initos.agent.v1.SetupRequest.limits:type_name -> initos.agent.v1.CgroupLimits
-	29, // 6: initos.agent.v1.SetupRequest.sysctls:type_name -> initos.agent.v1.SetupRequest.SysctlsEntry
+	34, // 6: initos.agent.v1.SetupRequest.sysctls:type_name -> initos.agent.v1.SetupRequest.SysctlsEntry
 	11, // 7: initos.agent.v1.SetupRequest.root_share:type_name -> initos.agent.v1.Share
 	7,  // 8: initos.agent.v1.SetupRequest.device_rules:type_name -> initos.agent.v1.DeviceRule
 	23, // 9: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
@@ -2283,26 +2543,36 @@ var file_agent_proto_depIdxs = []int32{
 	0,  // 26: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
 	27, // 27: initos.agent.v1.Agent.ConfigureNetwork:input_type -> initos.agent.v1.NetworkRequest
 	28, // 28: initos.agent.v1.Agent.Restored:input_type -> initos.agent.v1.RestoredRequest
-	2,  // 29: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
-	0,  // 30: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
-	14, // 31: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
-	0,  // 32: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
-	17, // 33: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
-	0,  // 34: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
-	19, // 35: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
-	19, // 36: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
-	0,  // 37: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
-	0,  // 38: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
-	22, // 39: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
-	24, // 40: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
-	0,  // 41: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
-	25, // 42: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
-	0,  // 43: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
-	0,  // 44: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
-	0,  // 45: initos.agent.v1.Agent.ConfigureNetwork:output_type -> initos.agent.v1.Empty
-	0,  // 46: initos.agent.v1.Agent.Restored:output_type -> initos.agent.v1.Empty
-	29, // [29:47] is the sub-list for method output_type
-	11, // [11:29] is the sub-list for method input_type
+	29, // 29: initos.agent.v1.Agent.DialPort:input_type -> initos.agent.v1.DialPortRequest
+	32, // 30: initos.agent.v1.Agent.ReadPort:input_type -> initos.agent.v1.PortReadRequest
+	33, // 31: initos.agent.v1.Agent.WritePort:input_type -> initos.agent.v1.PortWriteRequest
+	31, // 32: initos.agent.v1.Agent.ClosePortWrite:input_type -> initos.agent.v1.PortRequest
+	31, // 33: initos.agent.v1.Agent.ClosePort:input_type -> initos.agent.v1.PortRequest
+	2,  // 34: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
+	0,  // 35: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
+	14, // 36: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
+	0,  // 37: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
+	17, // 38: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
+	0,  // 39: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
+	19, // 40: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
+	19, // 41: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
+	0,  // 42: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
+	0,  // 43: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
+	22, // 44: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
+	24, // 45: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
+	0,  // 46: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
+	25, // 47: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
+	0,  // 48: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
+	0,  // 49: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
+	0,  // 50: initos.agent.v1.Agent.ConfigureNetwork:output_type -> initos.agent.v1.Empty
+	0,  // 51: initos.agent.v1.Agent.Restored:output_type -> initos.agent.v1.Empty
+	30, // 52: initos.agent.v1.Agent.DialPort:output_type -> initos.agent.v1.DialPortResponse
+	19, // 53: initos.agent.v1.Agent.ReadPort:output_type -> initos.agent.v1.ReadResponse
+	0,  // 54: initos.agent.v1.Agent.WritePort:output_type -> initos.agent.v1.Empty
+	0,  // 55: initos.agent.v1.Agent.ClosePortWrite:output_type -> initos.agent.v1.Empty
+	0,  // 56: initos.agent.v1.Agent.ClosePort:output_type -> initos.agent.v1.Empty
+	34, // [34:57] is the sub-list for method output_type
+	11, // [11:34] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -2319,7 +2589,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

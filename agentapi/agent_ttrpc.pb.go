@@ -26,6 +26,11 @@ type AgentService interface {
 	Shutdown(context.Context, *Empty) (*Empty, error)
 	ConfigureNetwork(context.Context, *NetworkRequest) (*Empty, error)
 	Restored(context.Context, *RestoredRequest) (*Empty, error)
+	DialPort(context.Context, *DialPortRequest) (*DialPortResponse, error)
+	ReadPort(context.Context, *PortReadRequest) (*ReadResponse, error)
+	WritePort(context.Context, *PortWriteRequest) (*Empty, error)
+	ClosePortWrite(context.Context, *PortRequest) (*Empty, error)
+	ClosePort(context.Context, *PortRequest) (*Empty, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -156,6 +161,41 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.Restored(ctx, &req)
+			},
+			"DialPort": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DialPortRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DialPort(ctx, &req)
+			},
+			"ReadPort": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PortReadRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ReadPort(ctx, &req)
+			},
+			"WritePort": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PortWriteRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WritePort(ctx, &req)
+			},
+			"ClosePortWrite": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PortRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ClosePortWrite(ctx, &req)
+			},
+			"ClosePort": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PortRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ClosePort(ctx, &req)
 			},
 		},
 	})
@@ -310,6 +350,46 @@ func (c *agentClient) ConfigureNetwork(ctx context.Context, req *NetworkRequest)
 func (c *agentClient) Restored(ctx context.Context, req *RestoredRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "Restored", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) DialPort(ctx context.Context, req *DialPortRequest) (*DialPortResponse, error) {
+	var resp DialPortResponse
+	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "DialPort", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ReadPort(ctx context.Context, req *PortReadRequest) (*ReadResponse, error) {
+	var resp ReadResponse
+	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "ReadPort", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) WritePort(ctx context.Context, req *PortWriteRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "WritePort", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ClosePortWrite(ctx context.Context, req *PortRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "ClosePortWrite", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ClosePort(ctx context.Context, req *PortRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "ClosePort", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

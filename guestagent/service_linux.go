@@ -98,6 +98,8 @@ type Service struct {
 	// pid1 is the handed-off PID 1 the default container's first process
 	// becomes (nil: processes are the agent's children; setPID1).
 	pid1 *pid1
+	// ports are the connections of the host's port forward.
+	ports *portConns
 }
 
 var _ agentapi.AgentService = (*Service)(nil)
@@ -115,6 +117,7 @@ func newService(cfg serviceConfig, sys system, l launcher, log *logger) *Service
 		selfPidns:  pidnsOf(sys, os.Getpid()),
 		net:        defaultLateNet(log),
 		setDevices: setCgroupDevices,
+		ports:      newPortConns(),
 	}
 }
 
@@ -669,6 +672,7 @@ func (s *Service) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty, e
 	s.vmMounted = nil
 	s.mu.Unlock()
 
+	s.ports.closeAll()
 	s.stopAll()
 	s.sys.Sync()
 	s.unmountAll(mounted)

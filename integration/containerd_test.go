@@ -304,6 +304,11 @@ func TestContainerdShim(t *testing.T) {
 			c.ok(t, "crictl", "rmp", pod.id)
 		})
 
+		t.Run("cri portforward", func(t *testing.T) {
+			t.Parallel()
+			testCRIPortForward(t, c)
+		})
+
 		t.Run("cri pod", func(t *testing.T) {
 			t.Parallel()
 			// The pod's total: 256 MiB and 1.5 CPUs, on top of the guest's own.

@@ -72,6 +72,8 @@ type fakeAgent struct {
 	// RemoveContainer removed.
 	creates []*agentapi.CreateProcessRequest
 	removed []string
+	// ports are the port connections (portconn_fake_test.go).
+	ports fakePorts
 }
 
 func newFakeAgent() *fakeAgent {

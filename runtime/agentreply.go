@@ -23,6 +23,7 @@ const (
 	maxAgentReply          = 64 << 10
 	maxAgentProcessesReply = 512 << 10
 	maxAgentReadReply      = agentapi.MaxReadBytes + 1<<10 // data and framing
+	maxAgentPortReply      = MaxPortRead + 1<<10
 )
 
 // agentReplyLimit is the largest reply the host accepts for a method of
@@ -37,6 +38,8 @@ func agentReplyLimit(fullMethod string) (int, bool) {
 		return maxAgentReadReply, true
 	case "ListProcesses":
 		return maxAgentProcessesReply, true
+	case "ReadPort":
+		return maxAgentPortReply, true
 	}
 	return maxAgentReply, true
 }

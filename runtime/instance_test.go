@@ -612,6 +612,7 @@ func TestAgentReplyLimit(t *testing.T) {
 		{"/initos.agent.v1.Agent/ReadStdout", maxAgentReadReply, true},
 		{"/initos.agent.v1.Agent/ReadStderr", maxAgentReadReply, true},
 		{"/initos.agent.v1.Agent/ListProcesses", maxAgentProcessesReply, true},
+		{"/initos.agent.v1.Agent/ReadPort", maxAgentPortReply, true},
 		{"/initos.monitor.v1.Monitor/State", 0, false},
 	} {
 		limit, agent := agentReplyLimit(tc.method)

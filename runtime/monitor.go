@@ -556,6 +556,32 @@ func (a *agentProxy) RemoveContainer(context.Context, *agentapi.ContainerRequest
 	return nil, fmt.Errorf("container %q is the VM's only container: use delete: %w", a.m.st.ID, ErrWrongState)
 }
 
+// errPortForward refuses the port calls: port forward is the containerd
+// shim's, for CRI pods; a monitor's container has no such client.
+func (a *agentProxy) errPortForward() error {
+	return fmt.Errorf("container %q: port forward is not served by the monitor: %w", a.m.st.ID, ErrUnsupported)
+}
+
+func (a *agentProxy) DialPort(context.Context, *agentapi.DialPortRequest) (*agentapi.DialPortResponse, error) {
+	return nil, a.errPortForward()
+}
+
+func (a *agentProxy) ReadPort(context.Context, *agentapi.PortReadRequest) (*agentapi.ReadResponse, error) {
+	return nil, a.errPortForward()
+}
+
+func (a *agentProxy) WritePort(context.Context, *agentapi.PortWriteRequest) (*agentapi.Empty, error) {
+	return nil, a.errPortForward()
+}
+
+func (a *agentProxy) ClosePortWrite(context.Context, *agentapi.PortRequest) (*agentapi.Empty, error) {
+	return nil, a.errPortForward()
+}
+
+func (a *agentProxy) ClosePort(context.Context, *agentapi.PortRequest) (*agentapi.Empty, error) {
+	return nil, a.errPortForward()
+}
+
 func (a *agentProxy) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty, error) {
 	return nil, errors.New("shutdown is the monitor's: use kill or delete --force")
 }

@@ -24,6 +24,8 @@ type container struct {
 	init   *taskProcess
 	// view is the task's view process, whose pid is the task's.
 	view view
+	// ports is a pod sandbox's port forward (nil: none).
+	ports *portForward
 
 	mu     sync.Mutex // guards execs and paused
 	execs  map[string]*taskProcess

@@ -24,6 +24,8 @@ type fakeVM struct {
 	members  []string
 	nextPid  uint32
 	limits   *agentapi.CgroupLimits // the last UpdateLimits
+	// dialPort serves DialPort (nil: every port refuses).
+	dialPort dialPortFunc
 }
 
 func newFakeVM() *fakeVM { return &fakeVM{procs: map[string]*fakeProc{}, nextPid: 100} }
@@ -81,6 +83,16 @@ func (v *fakeVM) Shutdown(context.Context, time.Duration) error {
 		p.end(137)
 	}
 	return nil
+}
+
+func (v *fakeVM) DialPort(ctx context.Context, port uint32) (guestPort, error) {
+	v.mu.Lock()
+	dial := v.dialPort
+	v.mu.Unlock()
+	if dial == nil {
+		return nil, fmt.Errorf("dialing 127.0.0.1:%d: connection refused", port)
+	}
+	return dial(ctx, port)
 }
 
 func (v *fakeVM) AddMember(_ context.Context, _ runtime.Config, _ *bundle.Bundle, id string) (sandbox, error) {

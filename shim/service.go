@@ -39,13 +39,14 @@ import (
 // Service is the task service (task API v3) of one shim server: every
 // container of its group (a pod, or one container) with its VM.
 type Service struct {
-	ctx       context.Context
-	ns        string
-	publisher cshim.Publisher
-	sd        shutdown.Service
-	boot      bootFunc
-	startView startViewFunc
-	events    chan any
+	ctx         context.Context
+	ns          string
+	publisher   cshim.Publisher
+	sd          shutdown.Service
+	boot        bootFunc
+	startView   startViewFunc
+	listenPorts listenPortsFunc
+	events      chan any
 	// pending counts events sent and not yet published: Shutdown waits
 	// for them, or the last ones (TaskDelete) would die with the process.
 	pending sync.WaitGroup
@@ -73,15 +74,16 @@ const (
 func NewService(ctx context.Context, publisher cshim.Publisher, sd shutdown.Service) (*Service, error) {
 	ns, _ := namespaces.Namespace(ctx)
 	s := &Service{
-		ctx:        ctx,
-		ns:         ns,
-		publisher:  publisher,
-		sd:         sd,
-		boot:       bootInstance,
-		startView:  startView,
-		events:     make(chan any, 128),
-		containers: map[string]*container{},
-		pods:       map[string]podVM{},
+		ctx:         ctx,
+		ns:          ns,
+		publisher:   publisher,
+		sd:          sd,
+		boot:        bootInstance,
+		startView:   startView,
+		listenPorts: listenPorts,
+		events:      make(chan any, 128),
+		containers:  map[string]*container{},
+		pods:        map[string]podVM{},
 	}
 	go s.forward(ctx)
 	return s, nil
@@ -282,6 +284,7 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		_ = gp.Signal(ctx, 9, false)
 		return nil, fmt.Errorf("task %q: %w", r.ID, err)
 	}
+	s.forwardPorts(ctx, c, netns)
 	c.init = newTaskProcess(r.ID, "", v.Pid(), gp, paths, pio)
 	s.send(&eventstypes.TaskCreate{
 		ContainerID: r.ID,
@@ -292,6 +295,22 @@ func (s *Service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	})
 	go c.init.run(s.ctx, func() { c.endExecs(s.ctx) }, s.send)
 	return c, nil
+}
+
+// forwardPorts starts the port forward of a pod sandbox that has a
+// network namespace (portforward.go). Without it the pod still runs: the
+// CRI's port forward then fails as before, and the log says why.
+func (s *Service) forwardPorts(ctx context.Context, c *container, netns string) {
+	pod, ok := c.vm.(podVM)
+	if !ok || netns == "" || c.spec.Annotations[annotationContainerType] != "sandbox" {
+		return
+	}
+	ln, err := s.listenPorts(netns)
+	if err != nil {
+		log.G(ctx).WithError(err).Warnf("pod sandbox %q: no port forward", c.id)
+		return
+	}
+	c.ports = startPortForward(s.ctx, c.id, ln, pod.DialPort)
 }
 
 // hostNamespaces refuses a CRI pod's request for the node's PID or IPC
@@ -446,6 +465,12 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 // container held (network namespace, rootfs mount, disk, state).
 func (s *Service) teardown(ctx context.Context, c *container) error {
 	var errs []error
+	if c.ports != nil {
+		// First, while the VM still closes its ends.
+		if err := c.ports.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := c.vm.Shutdown(context.WithoutCancel(ctx), 10*time.Second); err != nil {
 		errs = append(errs, err)
 	}

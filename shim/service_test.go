@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,6 +52,9 @@ func testService(t *testing.T) (*Service, *fakePublisher, map[string]*fakeVM) {
 	}
 	s.startView = func(rootfs string, _ []specs.Mount, _ string) (view, error) {
 		return &fakeView{pid: 5151, rootfs: rootfs}, nil
+	}
+	s.listenPorts = func(ns string) (portListener, error) {
+		return nil, fmt.Errorf("no port forward in network namespace %q in this test", ns)
 	}
 	return s, pub, vms
 }

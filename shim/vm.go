@@ -43,6 +43,9 @@ type guestProcess interface {
 type podVM interface {
 	sandbox
 	AddMember(ctx context.Context, c runtime.Config, b *bundle.Bundle, id string) (sandbox, error)
+	// DialPort connects to 127.0.0.1:port in the VM (the pod's port
+	// forward, portforward.go).
+	DialPort(ctx context.Context, port uint32) (guestPort, error)
 }
 
 // bootFunc boots a VM for bundle b (runtime.Boot in production); a pod
@@ -85,6 +88,14 @@ func (i instance) CreateProcess(ctx context.Context, id string, p *specs.Process
 }
 
 func (i instance) Disk() string { return i.Instance.Disk }
+
+func (i instance) DialPort(ctx context.Context, port uint32) (guestPort, error) {
+	pc, err := i.Instance.DialPort(ctx, port)
+	if err != nil {
+		return nil, err
+	}
+	return pc, nil
+}
 
 // process adapts runtime.Process to guestProcess.
 type process struct{ *runtime.Process }

@@ -59,7 +59,8 @@ func TestParseNetworkRequest(t *testing.T) {
 }
 
 // newLateNetService is a Service whose late network is fake: module
-// groups are recorded, eth0 appears after appearAfter lookups.
+// groups are recorded, eth0 appears after appearAfter lookups and has no
+// carrier for downFor more (1<<30: never).
 func newLateNetService(t *testing.T, appearAfter, downFor int, loadErr error) (*Service, *fakeNetlink, *[]string) {
 	t.Helper()
 	s, _, _ := newTestService(t)
@@ -71,7 +72,12 @@ func newLateNetService(t *testing.T, appearAfter, downFor int, loadErr error) (*
 			return loadErr
 		},
 		nl:   nl,
-		wait: 50 * time.Millisecond,
+		wait: 10 * time.Second,
+	}
+	if appearAfter >= 1<<30 || downFor >= 1<<30 {
+		// A wait that must run out: short. One that must not: as long as
+		// a busy machine may need (50 ms failed once under load).
+		s.net.wait = 50 * time.Millisecond
 	}
 	return s, nl, &loaded
 }

@@ -304,6 +304,36 @@ func TestContainerdShim(t *testing.T) {
 			c.ok(t, "crictl", "rmp", pod.id)
 		})
 
+		t.Run("cri image volume, shared /dev/shm", func(t *testing.T) {
+			t.Parallel()
+			// An image as a read-only volume (containerd mounts it on the
+			// host and binds it in), and the pod's /dev/shm, which its
+			// containers share as under runc.
+			pod := c.runPod(t, "ictd-imgvol", initosHandler)
+			a := c.startContainerConfig(t, pod, "a", map[string]any{"mounts": []any{map[string]any{
+				"container_path": "/mnt/iv", "readonly": true, "image": map[string]any{"image": containerdImage}}}},
+				"sh", "-c", "test -x /mnt/iv/bin/busybox && echo image-volume-ok; touch /mnt/iv/x 2>/dev/null || echo read-only-ok; "+
+					"echo from-a > /dev/shm/shared; echo ready; while true; do sleep 1; done")
+			poll(t, settleTimeout, "container a's ready line", func() (bool, string) {
+				r := c.crictl(t, "logs", a)
+				return strings.Contains(string(r.stdout), "ready"), string(r.stdout)
+			})
+			if out := string(c.crictl(t, "logs", a).stdout); !strings.Contains(out, "image-volume-ok") || !strings.Contains(out, "read-only-ok") {
+				t.Errorf("container a with an image volume printed %q, want image-volume-ok and read-only-ok", out)
+			}
+			b := c.startContainer(t, pod, "b", "cat", "/dev/shm/shared")
+			if code := c.waitExited(t, b, settleTimeout); code != 0 {
+				t.Errorf("cat /dev/shm/shared in container b exited %d", code)
+			}
+			if out := string(c.crictl(t, "logs", b).stdout); out != "from-a\n" {
+				t.Errorf("container b read %q from the pod's /dev/shm, want what a wrote", out)
+			}
+			c.ok(t, "crictl", "rm", "-f", a, b)
+			c.ok(t, "crictl", "stopp", pod.id)
+			c.ok(t, "crictl", "rmp", pod.id)
+			c.assertGone(t, a)
+		})
+
 		t.Run("cri portforward", func(t *testing.T) {
 			t.Parallel()
 			testCRIPortForward(t, c)

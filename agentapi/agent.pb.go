@@ -339,11 +339,17 @@ func (x *DeviceNode) GetGid() uint32 {
 }
 
 type Mount struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Destination   string                 `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
-	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
-	Source        string                 `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
-	Options       []string               `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Destination string                 `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	Type        string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Source      string                 `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Options     []string               `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty"`
+	// For a recursive bind of a host path: the mount points below its
+	// source on the host (paths relative to it, parents first). The share
+	// carries them as one filesystem; the guest binds each on its own, so
+	// that a non-recursive "ro" leaves them writable as runc does, and
+	// "rro" makes them read-only too.
+	Submounts     []string `protobuf:"bytes,5,rep,name=submounts,proto3" json:"submounts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -406,6 +412,13 @@ func (x *Mount) GetOptions() []string {
 	return nil
 }
 
+func (x *Mount) GetSubmounts() []string {
+	if x != nil {
+		return x.Submounts
+	}
+	return nil
+}
+
 type SetupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Block device holding the root filesystem, e.g. "/dev/vda".
@@ -459,7 +472,9 @@ type SetupRequest struct {
 	// processes join them.
 	NewNamespaces []string `protobuf:"bytes,18,rep,name=new_namespaces,json=newNamespaces,proto3" json:"new_namespaces,omitempty"`
 	// Namespaces the container's processes share with the VM's default
-	// container (a pod's sandbox): "uts" and "ipc" of pod members.
+	// container (a pod's sandbox): "uts" and "ipc" of pod members, and
+	// "pid" of a pod that shares its process namespace (then without
+	// own_pid_namespace): the sandbox's first process is their PID 1.
 	JoinNamespaces []string `protobuf:"bytes,19,rep,name=join_namespaces,json=joinNamespaces,proto3" json:"join_namespaces,omitempty"`
 	// The container cgroup's device rules, in order (the spec's
 	// linux.resources.devices, then the devices every container may use);
@@ -2288,12 +2303,13 @@ const file_agent_proto_rawDesc = "" +
 	"\x05minor\x18\x04 \x01(\rR\x05minor\x12\x12\n" +
 	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x10\n" +
 	"\x03uid\x18\x06 \x01(\rR\x03uid\x12\x10\n" +
-	"\x03gid\x18\a \x01(\rR\x03gid\"o\n" +
+	"\x03gid\x18\a \x01(\rR\x03gid\"\x8d\x01\n" +
 	"\x05Mount\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xaf\b\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions\x12\x1c\n" +
+	"\tsubmounts\x18\x05 \x03(\tR\tsubmounts\"\xaf\b\n" +
 	"\fSetupRequest\x12\x1f\n" +
 	"\vroot_device\x18\x01 \x01(\tR\n" +
 	"rootDevice\x12\x1f\n" +

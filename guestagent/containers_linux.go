@@ -23,11 +23,14 @@ type guestContainer struct {
 	mounted []string // in mount order
 	mainID  string   // its first process
 	// ownPidns: its processes live in a PID namespace of their own, whose
-	// link target ("pid:[inode]") pidns is once the first one runs.
+	// link target ("pid:[inode]") pidns is once the first one runs. With
+	// "pid" in joinNs they live in the default container's (a pod's shared
+	// PID namespace), which pidns names once the first one runs.
 	ownPidns bool
 	pidns    string
 	// newNs are the other namespaces of its own (uts, ipc), joinNs those
-	// it shares with the default container; hostname is its UTS's.
+	// it shares with the default container (uts, ipc, pid); hostname is
+	// its UTS's.
 	newNs, joinNs []string
 	hostname      string
 	// sysctls are the spec's, written again in its new IPC and UTS
@@ -80,10 +83,33 @@ func pidnsOf(sys system, pid int) string {
 
 // pidnsOfContainer is the namespace whose processes belong to c.
 func (s *Service) pidnsOfContainer(c *guestContainer) string {
-	if c.ownPidns {
+	if c.ownPidns || c.joinsPidns() {
 		return c.pidns
 	}
 	return s.selfPidns
+}
+
+// joinsPidns reports whether c's processes live in the default
+// container's PID namespace (a pod's shareProcessNamespace).
+func (c *guestContainer) joinsPidns() bool { return slices.Contains(c.joinNs, "pid") }
+
+// sharesPidns reports whether another container's processes may live in
+// c's PID namespace: c joins the default container's, or c is the default
+// container and a member joins its. Its processes are then told from the
+// others' by their cgroup. s.mu is held.
+func (s *Service) sharesPidns(c *guestContainer) bool {
+	if c.joinsPidns() {
+		return true
+	}
+	if c.id != "" {
+		return false
+	}
+	for _, o := range s.containers {
+		if o != nil && o.joinsPidns() {
+			return true
+		}
+	}
+	return false
 }
 
 // Setup mounts a container's root disk and the spec's mounts, fixes up
@@ -227,10 +253,18 @@ func (s *Service) ensureShare(sh *agentapi.Share) error {
 // checkSetup checks what Setup takes beyond the mounts, before anything is
 // reserved, and returns the root's propagation flags.
 func checkSetup(id string, req *agentapi.SetupRequest) (uintptr, error) {
-	for _, ns := range append(append([]string(nil), req.NewNamespaces...), req.JoinNamespaces...) {
+	for _, ns := range req.NewNamespaces {
 		if ns != "uts" && ns != "ipc" && ns != "mount" && ns != "cgroup" {
 			return 0, errorf(ErrInvalidArgument, "setup of container %q: namespace %q: want uts, ipc, mount or cgroup", id, ns)
 		}
+	}
+	for _, ns := range req.JoinNamespaces {
+		if ns != "uts" && ns != "ipc" && ns != "pid" {
+			return 0, errorf(ErrInvalidArgument, "setup of container %q: namespace %q to join: want uts, ipc or pid", id, ns)
+		}
+	}
+	if req.OwnPidNamespace && slices.Contains(req.JoinNamespaces, "pid") {
+		return 0, errorf(ErrInvalidArgument, "setup of container %q: a PID namespace of its own and the default container's", id)
 	}
 	if len(req.Seccomp)%8 != 0 || len(req.Seccomp)/8 > maxSeccompInstructions {
 		return 0, errorf(ErrInvalidArgument, "setup of container %q: seccomp program of %d bytes: want whole 8-byte instructions, at most %d", id, len(req.Seccomp), maxSeccompInstructions)
@@ -311,7 +345,7 @@ func (s *Service) RemoveContainer(_ context.Context, req *agentapi.ContainerRequ
 			_ = s.sys.Kill(p.pid, unix.SIGKILL)
 		}
 	}
-	if c.ownPidns && c.pidns != "" {
+	if (c.ownPidns || c.joinsPidns()) && c.pidns != "" {
 		deadline := time.Now().Add(s.cfg.TermGrace)
 		for {
 			_ = s.signalAll(c, unix.SIGKILL)

@@ -108,6 +108,13 @@ func (f *fakeSystem) Mount(source, target, fstype string, flags uintptr, data st
 	return nil
 }
 
+func (f *fakeSystem) MountSetattr(target string, recursive bool, set, clr uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("mount_setattr %s recursive=%v set=%#x clr=%#x", target, recursive, set, clr)
+	return nil
+}
+
 func (f *fakeSystem) Unmount(target string, flags int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

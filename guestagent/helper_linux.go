@@ -54,8 +54,9 @@ type helperConfig struct {
 	// for a container's first process with a terminal.
 	Console string `json:"console,omitempty"`
 	// MountProc, when set, gets a new proc mount before the chroot: the
-	// helper is PID 1 of a new PID namespace and the container's /proc
-	// must show that namespace.
+	// helper is PID 1 of a new PID namespace (or the first process of a
+	// container that joined another's, in a mount namespace of its own)
+	// and the container's /proc must show that namespace.
 	MountProc string `json:"mountProc,omitempty"`
 	// Masked and Readonly are the spec's paths; those under /proc are
 	// applied again on the new proc mount.

@@ -301,6 +301,59 @@ func TestHelperPodMemberPidns(t *testing.T) {
 	}
 }
 
+// TestHelperPodSharedPidns: a pod member that joins the default
+// container's PID namespace (CRI shareProcessNamespace) sees the sandbox's
+// process as PID 1 and its own processes beside it, its execs join it, and
+// the end of the sandbox's process ends them. (Without a mount namespace
+// here: the default container's /proc, which its PID 1 mounted, is that
+// namespace's; the member's own proc mount is the guest's business.)
+func TestHelperPodSharedPidns(t *testing.T) {
+	s := rootService(t)
+	s.containers[""].ownPidns = true
+	root := s.containers[""].rootfs
+	if err := os.MkdirAll(filepath.Join(root, "proc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for unix.Unmount(filepath.Join(root, "proc"), unix.MNT_DETACH) == nil {
+		}
+	})
+	s.containers["m2"] = &guestContainer{id: "m2", rootfs: root, joinNs: []string{"pid"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := func(cid, id string, p specs.Process) {
+		t.Helper()
+		if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: id, ContainerId: cid, ProcessJson: processJSON(t, p)}); err != nil {
+			t.Fatalf("CreateProcess %s: %v", id, err)
+		}
+		if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: id}); err != nil {
+			t.Fatalf("StartProcess %s: %v", id, err)
+		}
+	}
+	start("", "pause", specs.Process{Args: []string{"sleep", "30"}, Env: []string{"PATH=/bin"}, Cwd: "/"})
+	start("m2", "m2-main", specs.Process{Args: []string{"sleep", "31"}, Env: []string{"PATH=/bin"}, Cwd: "/"})
+	s.mu.Lock()
+	pausePidns, memberPidns := s.containers[""].pidns, s.containers["m2"].pidns
+	s.mu.Unlock()
+	if memberPidns == "" || memberPidns != pausePidns {
+		t.Errorf("the member's PID namespace %q, want the sandbox's %q", memberPidns, pausePidns)
+	}
+	stdout, stderr, status := runIn(t, s, "m2", "m2-exec", specs.Process{
+		Args: []string{"sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; cat /proc/[0-9]*/cmdline | tr '\\0' ' '"}, Env: []string{"PATH=/bin"}, Cwd: "/"}, "")
+	lines := strings.SplitN(stdout, "\n", 2)
+	if status != 0 || len(lines) != 2 || strings.TrimSpace(lines[0]) != "sleep 30" || !strings.Contains(lines[1], "sleep 31") {
+		t.Errorf("the member's exec: status %d, stdout %q, stderr %q; want PID 1 \"sleep 30\" (the sandbox's) and its own \"sleep 31\" listed", status, stdout, stderr)
+	}
+	// The sandbox's process ends: the kernel ends the namespace, the
+	// member's processes with it.
+	if _, err := s.SignalProcess(ctx, &agentapi.SignalRequest{Id: "pause", Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := s.WaitProcess(ctx, &agentapi.ProcessRequest{Id: "m2-main"}); err != nil || w.ExitStatus != 137 {
+		t.Errorf("the member's process after the sandbox's end: %v, %v; want 137", w, err)
+	}
+}
+
 // TestHelperCapabilities: the helper gives the process the spec's
 // capability sets, no_new_privs and oom_score_adj, as runc does.
 func TestHelperCapabilities(t *testing.T) {

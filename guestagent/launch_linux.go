@@ -106,7 +106,13 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 			}
 		}
 	}
-	if slices.Contains(req.NewNamespaces, "pid") && req.Rootfs != "" {
+	newPid := slices.Contains(req.NewNamespaces, "pid")
+	// A first process that joins another container's PID namespace (a
+	// pod's shared one) with a mount namespace of its own: Setup's /proc
+	// shows the agent's namespace, so it mounts one of the namespace it
+	// joined, in its own mount namespace.
+	joinedPid := slices.Contains(req.JoinNamespaces, "pid") && slices.Contains(req.NewNamespaces, "mount")
+	if (newPid || joinedPid) && req.Rootfs != "" {
 		// PID 1 of the new namespace mounts a /proc that shows it.
 		cfg.MountProc = filepath.Join(req.Rootfs, "proc")
 		cfg.Masked, cfg.Readonly = req.Masked, req.Readonly

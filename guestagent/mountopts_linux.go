@@ -18,7 +18,14 @@ type mountOpts struct {
 	// CopyUp (runc's "tmpcopyup") copies what the destination held into a
 	// fresh tmpfs.
 	CopyUp bool
+	// RecSet and RecClr are the MOUNT_ATTR_* of the recursive options
+	// (rro, rnosuid, ...: mount_setattr(2) with AT_RECURSIVE on the mount
+	// and every mount below it).
+	RecSet, RecClr uint64
 }
+
+// Recursive reports whether the options hold recursive attributes.
+func (o mountOpts) Recursive() bool { return o.RecSet|o.RecClr != 0 }
 
 // DataString is Data as mount(2)'s data argument.
 func (o mountOpts) DataString() string { return strings.Join(o.Data, ",") }
@@ -81,14 +88,37 @@ var propagationFlags = map[string]uintptr{
 	"runbindable": unix.MS_UNBINDABLE | unix.MS_REC,
 }
 
+// recursiveAttrs are the recursive mount options (runtime-spec config.md
+// "Mounts": rro, rrw, rnosuid, ...; runc's table): MOUNT_ATTR_* set or
+// cleared with mount_setattr(2) AT_RECURSIVE.
+var recursiveAttrs = map[string]struct {
+	clear bool
+	attr  uint64
+}{
+	"rro":            {false, unix.MOUNT_ATTR_RDONLY},
+	"rrw":            {true, unix.MOUNT_ATTR_RDONLY},
+	"rnosuid":        {false, unix.MOUNT_ATTR_NOSUID},
+	"rsuid":          {true, unix.MOUNT_ATTR_NOSUID},
+	"rnodev":         {false, unix.MOUNT_ATTR_NODEV},
+	"rdev":           {true, unix.MOUNT_ATTR_NODEV},
+	"rnoexec":        {false, unix.MOUNT_ATTR_NOEXEC},
+	"rexec":          {true, unix.MOUNT_ATTR_NOEXEC},
+	"rnodiratime":    {false, unix.MOUNT_ATTR_NODIRATIME},
+	"rdiratime":      {true, unix.MOUNT_ATTR_NODIRATIME},
+	"rrelatime":      {false, unix.MOUNT_ATTR_RELATIME},
+	"rnorelatime":    {true, unix.MOUNT_ATTR_RELATIME},
+	"rnoatime":       {false, unix.MOUNT_ATTR_NOATIME},
+	"ratime":         {true, unix.MOUNT_ATTR_NOATIME},
+	"rstrictatime":   {false, unix.MOUNT_ATTR_STRICTATIME},
+	"rnostrictatime": {true, unix.MOUNT_ATTR_STRICTATIME},
+	"rnosymfollow":   {false, unix.MOUNT_ATTR_NOSYMFOLLOW},
+	"rsymfollow":     {true, unix.MOUNT_ATTR_NOSYMFOLLOW},
+}
+
 // unsupportedMountOptions are options the runtime-spec or runc know that the
 // agent does not implement; they fail rather than reach the kernel as data.
 var unsupportedMountOptions = map[string]bool{
 	"idmap": true, "ridmap": true,
-	"rro": true, "rrw": true, "rnosuid": true, "rsuid": true, "rnodev": true, "rdev": true,
-	"rnoexec": true, "rexec": true, "rnodiratime": true, "rdiratime": true,
-	"rrelatime": true, "rnorelatime": true, "rnoatime": true, "ratime": true,
-	"rstrictatime": true, "rnostrictatime": true, "rnosymfollow": true, "rsymfollow": true,
 }
 
 // parseMountOptions turns an OCI mount's options into flags and data.
@@ -110,6 +140,20 @@ func parseMountOptions(options []string) (mountOpts, error) {
 		}
 		if p, ok := propagationFlags[opt]; ok {
 			o.Propagation = append(o.Propagation, p)
+			continue
+		}
+		if r, ok := recursiveAttrs[opt]; ok {
+			switch {
+			case r.clear:
+				o.RecClr |= r.attr
+			default:
+				o.RecSet |= r.attr
+				if r.attr&unix.MOUNT_ATTR__ATIME == r.attr {
+					// An access-time mode replaces the other ones
+					// (MOUNT_ATTR_RELATIME is 0).
+					o.RecClr |= unix.MOUNT_ATTR__ATIME
+				}
+			}
 			continue
 		}
 		switch {

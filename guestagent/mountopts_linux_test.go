@@ -32,6 +32,13 @@ func TestParseMountOptions(t *testing.T) {
 		{"relatime and norelatime", []string{"relatime", "noatime", "norelatime"}, mountOpts{Flags: unix.MS_NOATIME}},
 		{"defaults and empty", []string{"defaults", ""}, mountOpts{}},
 		{"tmpcopyup", []string{"rw", "tmpcopyup", "nosuid"}, mountOpts{Flags: unix.MS_NOSUID, CopyUp: true}},
+		{"rro with rbind", []string{"rbind", "rprivate", "rro"},
+			mountOpts{Flags: unix.MS_BIND | unix.MS_REC, Propagation: []uintptr{unix.MS_PRIVATE | unix.MS_REC}, RecSet: unix.MOUNT_ATTR_RDONLY}},
+		{"recursive set and clear", []string{"rnosuid", "rexec", "rnodev"},
+			mountOpts{RecSet: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, RecClr: unix.MOUNT_ATTR_NOEXEC}},
+		{"recursive atime replaces the mode", []string{"rnoatime"},
+			mountOpts{RecSet: unix.MOUNT_ATTR_NOATIME, RecClr: unix.MOUNT_ATTR__ATIME}},
+		{"ro is not rro", []string{"rbind", "ro"}, mountOpts{Flags: unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY}},
 		{"9p data keeps order", []string{"trans=virtio", "version=9p2000.L", "msize=262144"},
 			mountOpts{Data: []string{"trans=virtio", "version=9p2000.L", "msize=262144"}}},
 	}
@@ -52,7 +59,7 @@ func TestParseMountOptions(t *testing.T) {
 }
 
 func TestParseMountOptionsUnsupported(t *testing.T) {
-	for _, opt := range []string{"idmap", "rro", "rnosuid"} {
+	for _, opt := range []string{"idmap", "ridmap"} {
 		_, err := parseMountOptions([]string{"nosuid", opt})
 		if !errors.Is(err, ErrNotSupported) {
 			t.Errorf("option %q: got %v, want ErrNotSupported", opt, err)

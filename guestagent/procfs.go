@@ -25,6 +25,10 @@ type procInfo struct {
 	// Pidns is the target of /proc/PID/ns/pid ("pid:[inode]"): which
 	// container's PID namespace the process is in ("" if unknown).
 	Pidns string
+	// Cgroup is its cgroup v2 path ("0::" of /proc/PID/cgroup, e.g.
+	// "/c-app"; "" if unknown): which container a process of a shared PID
+	// namespace belongs to.
+	Cgroup string
 }
 
 // parseStat parses /proc/PID/stat. comm may hold spaces and parentheses, so
@@ -88,6 +92,9 @@ func listProcs(root string) ([]procInfo, error) {
 				p.Args = strings.Split(string(cmdline), "\x00")
 			}
 			p.Pidns, _ = os.Readlink(filepath.Join(dir, "ns", "pid"))
+			if cg, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
+				p.Cgroup = cgroupV2Path(string(cg))
+			}
 		}
 		out = append(out, p)
 	}
@@ -97,4 +104,15 @@ func listProcs(root string) ([]procInfo, error) {
 // gone reports a read error of a process that exited meanwhile.
 func gone(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH)
+}
+
+// cgroupV2Path is the cgroup v2 path of a /proc/PID/cgroup ("0::PATH"), ""
+// without one.
+func cgroupV2Path(data string) string {
+	for _, line := range strings.Split(data, "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return p
+		}
+	}
+	return ""
 }

@@ -274,7 +274,9 @@ func (s *Service) createProcess(ctx context.Context, cid, id string, spec *specs
 	p.stdout = s.startPump(h.Stdout)
 	p.stderr = s.startPump(h.Stderr)
 
-	newPidns := slices.Contains(req.NewNamespaces, "pid")
+	// The first process of a container with a PID namespace of its own,
+	// or in the default container's, names the namespace of its processes.
+	newPidns := slices.Contains(req.NewNamespaces, "pid") || c.mainID == "" && c.joinsPidns()
 	pidns := ""
 	if newPidns {
 		pidns = pidnsOf(s.sys, p.pid)
@@ -317,12 +319,12 @@ func (s *Service) namespacesOf(c *guestContainer, req *launchRequest) error {
 		if m == nil || m.getState() == procExited {
 			return errorf(ErrFailedPrecondition, "container %q shares the %s namespaces of the default container, which has no running process", c.id, strings.Join(c.joinNs, " and "))
 		}
-		req.JoinNamespacesOf, req.JoinNamespaces = m.pid, c.joinNs
+		req.JoinNamespacesOf, req.JoinNamespaces = m.pid, pidLast(slices.Clone(c.joinNs))
 		return nil
 	}
-	// own ends with "pid": it only applies to the children of the thread
-	// that joins it.
-	all := append(append([]string(nil), c.joinNs...), own...)
+	// "pid" last: it only applies to the children of the thread that
+	// joins it.
+	all := pidLast(append(append([]string(nil), c.joinNs...), own...))
 	if len(all) == 0 {
 		return nil
 	}
@@ -332,6 +334,14 @@ func (s *Service) namespacesOf(c *guestContainer, req *launchRequest) error {
 	}
 	req.JoinNamespacesOf, req.JoinNamespaces = m.pid, all
 	return nil
+}
+
+// pidLast moves "pid" to the end of namespaces (in place).
+func pidLast(namespaces []string) []string {
+	if i := slices.Index(namespaces, "pid"); i >= 0 {
+		namespaces = append(slices.Delete(namespaces, i, i+1), "pid")
+	}
+	return namespaces
 }
 
 // startPump buffers an output stream; nil gives a stream at EOF.
@@ -573,12 +583,33 @@ func (s *Service) userProcs(c *guestContainer) ([]procInfo, error) {
 		return nil, err
 	}
 	pid1Listed := s.pid1 != nil && c != nil && c.id == ""
+	mine := func(procInfo) bool { return true }
+	if c != nil {
+		s.mu.Lock()
+		shared := s.sharesPidns(c)
+		known := map[int]bool{}
+		for _, p := range s.procs {
+			if p != nil && p.container == c.id {
+				known[p.pid] = true
+			}
+		}
+		s.mu.Unlock()
+		switch {
+		case shared && s.cgroups:
+			// Its cgroup, or one below it.
+			cg := strings.TrimPrefix(cgroupOf(c.id), cgroupRoot)
+			mine = func(p procInfo) bool { return p.Cgroup == cg || strings.HasPrefix(p.Cgroup, cg+"/") }
+		case shared:
+			// No cgroups to tell them apart: the processes it started.
+			mine = func(p procInfo) bool { return known[p.Pid] }
+		}
+	}
 	var out []procInfo
 	for _, p := range all {
 		if p.Pid == 1 && !pid1Listed || p.Pid == s.self || p.Kernel || s.pid1.isWatcherPid(p.Pid) {
 			continue
 		}
-		if c != nil && p.Pidns != s.pidnsOfContainer(c) {
+		if c != nil && (p.Pidns != s.pidnsOfContainer(c) || !mine(p)) {
 			continue
 		}
 		out = append(out, p)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -313,6 +314,70 @@ func TestSetupHostBindFailsAndRollsBack(t *testing.T) {
 	req.Mounts = req.Mounts[:1]
 	if _, err := s.Setup(ctx5s(t), req); err != nil {
 		t.Errorf("retrying Setup: %v", err)
+	}
+}
+
+// TestSetupBindSubmounts: a recursive bind of a host path binds each of
+// its submounts on its own before the bind's remount, so that "ro" leaves
+// them writable (runc's ro without rro); "rro" makes them all read-only
+// with one recursive mount_setattr; unmounting goes in reverse.
+func TestSetupBindSubmounts(t *testing.T) {
+	r := testRootfs
+	for _, tc := range []struct {
+		name    string
+		options []string
+		subs    []string
+		want    []string
+		err     string
+	}{
+		{"ro: the bind alone", []string{"rbind", "rprivate", "ro"}, []string{"tmpfs", "tmpfs/deep"}, []string{
+			"mount /z/0/src " + r + "/mnt  0x5000 ",
+			"mount /z/0/src/tmpfs " + r + "/mnt/tmpfs  0x1000 ",
+			"mount /z/0/src/tmpfs/deep " + r + "/mnt/tmpfs/deep  0x1000 ",
+			"mount  " + r + "/mnt  0x1021 ",
+			"mount  " + r + "/mnt  0x44000 ",
+		}, ""},
+		{"rro: all of them", []string{"rbind", "rprivate", "rro"}, []string{"tmpfs"}, []string{
+			"mount /z/0/src " + r + "/mnt  0x5000 ",
+			"mount /z/0/src/tmpfs " + r + "/mnt/tmpfs  0x1000 ",
+			"mount_setattr " + r + "/mnt recursive=true set=0x1 clr=0x0",
+			"mount  " + r + "/mnt  0x44000 ",
+		}, ""},
+		{"bind without rec ignores them", []string{"bind", "ro"}, []string{"tmpfs"}, []string{
+			"mount /z/0/src " + r + "/mnt  0x1000 ",
+			"mount  " + r + "/mnt  0x1021 ",
+		}, ""},
+		{"a submount that climbs out", []string{"rbind", "ro"}, []string{"../etc"}, nil, "clean relative path"},
+		{"an absolute submount", []string{"rbind", "ro"}, []string{"/etc"}, nil, "clean relative path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, sys, _ := newTestService(t)
+			sys.files["/z/0/src"] = fs.ModeDir
+			req := &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs",
+				Mounts: []*agentapi.Mount{{Destination: "/mnt", Type: "bind", Source: "/z/0/src", Options: tc.options, Submounts: tc.subs}}}
+			_, err := s.Setup(ctx5s(t), req)
+			if tc.err != "" {
+				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Setup = %v, want an invalid argument with %q", err, tc.err)
+				}
+				if left := sys.mountedTargets(); len(left) != 0 {
+					t.Errorf("mounts left: %q", left)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, c := range sys.Calls("mount") {
+				if strings.Contains(c, r+"/mnt") {
+					got = append(got, c)
+				}
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("calls\n got %q\nwant %q", got, tc.want)
+			}
+		})
 	}
 }
 
@@ -879,6 +944,123 @@ func TestProcessNamespaces(t *testing.T) {
 	if _, err := s.Setup(ctx, &agentapi.SetupRequest{ContainerId: "bad", RootDevice: "/dev/vdc", RootFstype: "btrfs",
 		NewNamespaces: []string{"user"}}); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), `"user"`) {
 		t.Errorf("Setup with a user namespace = %v, want ErrInvalidArgument naming it", err)
+	}
+}
+
+// TestPodSharedPidns: a pod member that joins the sandbox's PID namespace
+// (CRI shareProcessNamespace) starts in it with a /proc of it in its own
+// mount namespace; its execs join it, pid last; its processes, the
+// sandbox's and the other member's are told apart by cgroup; removing it
+// kills only its own.
+func TestPodSharedPidns(t *testing.T) {
+	s, sys, l := newTestService(t)
+	sys.files["/dev/vdb"], sys.files["/dev/vdc"] = fs.ModeDevice, fs.ModeDevice
+	ctx := ctx5s(t)
+	if _, err := s.Setup(ctx, &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs",
+		OwnPidNamespace: true, NewNamespaces: []string{"mount"}}); err != nil {
+		t.Fatal(err)
+	}
+	create := func(cid, id string) *fakeProc {
+		t.Helper()
+		resp, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{ContainerId: cid, Id: id,
+			ProcessJson: processJSON(t, specs.Process{Args: []string{"sh"}, Cwd: "/"})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, p := range l.procs {
+			if p.pid == int(resp.Pid) {
+				return p
+			}
+		}
+		t.Fatalf("no launch of pid %d", resp.Pid)
+		return nil
+	}
+	// pids 101 (pause), 102 (app), 103 (app's exec), 104 (own's): the
+	// sandbox's namespace is pid:[7], own's pid:[8].
+	sys.links["/proc/101/ns/pid"], sys.links["/proc/102/ns/pid"] = "pid:[7]", "pid:[7]"
+	sys.links["/proc/103/ns/pid"], sys.links["/proc/104/ns/pid"] = "pid:[7]", "pid:[8]"
+	pause := create("", "pause")
+
+	if _, err := s.Setup(ctx, &agentapi.SetupRequest{ContainerId: "app", RootDevice: "/dev/vdb", RootFstype: "btrfs",
+		NewNamespaces: []string{"mount"}, JoinNamespaces: []string{"pid", "uts", "ipc"}}); err != nil {
+		t.Fatal(err)
+	}
+	app := create("app", "app")
+	if !reflect.DeepEqual(app.req.NewNamespaces, []string{"mount"}) || app.req.JoinNamespacesOf != pause.pid ||
+		!reflect.DeepEqual(app.req.JoinNamespaces, []string{"uts", "ipc", "pid"}) {
+		t.Errorf("member's first process: new %q, joins %q of %d; want mount, and uts, ipc, pid of %d",
+			app.req.NewNamespaces, app.req.JoinNamespaces, app.req.JoinNamespacesOf, pause.pid)
+	}
+	exec := create("app", "app-exec")
+	if exec.req.JoinNamespacesOf != app.pid || !reflect.DeepEqual(exec.req.JoinNamespaces, []string{"uts", "ipc", "mount", "pid"}) {
+		t.Errorf("member's exec: joins %q of %d; want the member's, pid last", exec.req.JoinNamespaces, exec.req.JoinNamespacesOf)
+	}
+	if _, err := s.Setup(ctx, &agentapi.SetupRequest{ContainerId: "own", RootDevice: "/dev/vdc", RootFstype: "btrfs",
+		OwnPidNamespace: true, NewNamespaces: []string{"mount"}}); err != nil {
+		t.Fatal(err)
+	}
+	create("own", "own")
+
+	sys.procs = []procInfo{
+		{Pid: 1, Comm: "init"}, {Pid: 101, Comm: "pause", Pidns: "pid:[7]", Cgroup: "/initos-default"},
+		{Pid: 102, Comm: "app", Pidns: "pid:[7]", Cgroup: "/c-app"}, {Pid: 103, Comm: "exec", Pidns: "pid:[7]", Cgroup: "/c-app"},
+		{Pid: 150, Comm: "child", Pidns: "pid:[7]", Cgroup: "/c-app/sub"}, {Pid: 160, Comm: "other", Pidns: "pid:[7]", Cgroup: "/c-apple"},
+		{Pid: 104, Comm: "own", Pidns: "pid:[8]", Cgroup: "/c-own"},
+	}
+	list := func(cid string) []uint32 {
+		t.Helper()
+		resp, err := s.ListProcesses(ctx, &agentapi.ListProcessesRequest{ContainerId: cid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pids []uint32
+		for _, p := range resp.Processes {
+			pids = append(pids, p.Pid)
+		}
+		return pids
+	}
+	for cid, want := range map[string][]uint32{"": {101}, "app": {102, 103, 150}, "own": {104}} {
+		if got := list(cid); !reflect.DeepEqual(got, want) {
+			t.Errorf("processes of %q: %v, want %v", cid, got, want)
+		}
+	}
+	sys.calls = nil
+	if _, err := s.RemoveContainer(ctx, &agentapi.ContainerRequest{ContainerId: "app"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range sys.Calls("kill") {
+		if k == "kill 101 9" || k == "kill 160 9" || k == "kill 104 9" {
+			t.Errorf("removing the member: %s (not its process)", k)
+		}
+	}
+	if got := sys.Calls("kill"); !slices.Contains(got, "kill 150 9") {
+		t.Errorf("removing the member killed %q: not its child 150", got)
+	}
+
+	// Refused: a PID namespace of its own and the sandbox's; pid to make.
+	for _, req := range []*agentapi.SetupRequest{
+		{ContainerId: "x", RootDevice: "/dev/vdc", RootFstype: "btrfs", OwnPidNamespace: true, JoinNamespaces: []string{"pid"}},
+		{ContainerId: "y", RootDevice: "/dev/vdc", RootFstype: "btrfs", NewNamespaces: []string{"pid"}},
+		{ContainerId: "z", RootDevice: "/dev/vdc", RootFstype: "btrfs", JoinNamespaces: []string{"mount"}},
+	} {
+		if _, err := s.Setup(ctx, req); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("Setup(new %q, join %q, own pid %v) = %v, want ErrInvalidArgument", req.NewNamespaces, req.JoinNamespaces, req.OwnPidNamespace, err)
+		}
+	}
+}
+
+func TestCgroupV2Path(t *testing.T) {
+	for _, tc := range []struct{ data, want string }{
+		{"0::/c-app\n", "/c-app"},
+		{"12:pids:/x\n0::/initos-default/sub\n", "/initos-default/sub"},
+		{"1:name=systemd:/\n", ""},
+		{"", ""},
+	} {
+		if got := cgroupV2Path(tc.data); got != tc.want {
+			t.Errorf("cgroupV2Path(%q) = %q, want %q", tc.data, got, tc.want)
+		}
 	}
 }
 

@@ -256,6 +256,9 @@ func (s *Service) mountOne(rootfs, cgroupDir string, m *agentapi.Mount) ([]strin
 	} else if err := s.sys.Mount(source, target, fstype, flags, opts.DataString()); err != nil {
 		return nil, fmt.Errorf("mounting %s %q on %q: %w", fstype, source, m.Destination, err)
 	}
+	if err := s.recursiveAttrs(target, opts); err != nil {
+		return []string{target}, fmt.Errorf("mount %q: %w", m.Destination, err)
+	}
 	if err := s.propagate(target, opts); err != nil {
 		return []string{target}, fmt.Errorf("mount %q: %w", m.Destination, err)
 	}
@@ -297,6 +300,18 @@ func (s *Service) bindSharedShm(key, target string, flags uintptr, data string) 
 	}
 	if err := s.sys.Mount(dir, target, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("binding %q on %q: %w", dir, target, err)
+	}
+	return nil
+}
+
+// recursiveAttrs applies the recursive options (rro, rnosuid, ...) to the
+// mount at target and every mount below it.
+func (s *Service) recursiveAttrs(target string, opts mountOpts) error {
+	if !opts.Recursive() {
+		return nil
+	}
+	if err := s.sys.MountSetattr(target, true, opts.RecSet, opts.RecClr); err != nil {
+		return fmt.Errorf("setting its recursive attributes: %w", err)
 	}
 	return nil
 }
@@ -381,16 +396,58 @@ func (s *Service) bindMount(rootfs string, m *agentapi.Mount, opts mountOpts) ([
 	if err := s.sys.Mount(m.Source, target, "", uintptr(bindFlags), ""); err != nil {
 		return nil, fmt.Errorf("binding %q on %q: %w", m.Source, m.Destination, err)
 	}
-	// A bind ignores every other flag: they need a remount of the bind.
-	if rest := opts.Flags &^ (unix.MS_BIND | unix.MS_REC | unix.MS_REMOUNT); rest != 0 {
-		if err := s.sys.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|rest, ""); err != nil {
-			return []string{target}, fmt.Errorf("remounting bind %q with its options: %w", m.Destination, err)
+	mounted := []string{target}
+	if bindFlags&unix.MS_REC != 0 {
+		// The host's mounts below the source reach the guest as part of
+		// the share's one filesystem: each gets a bind of its own, as
+		// the host's rbind has, so that the remount below (a
+		// non-recursive "ro") leaves them as they are.
+		for _, rel := range m.Submounts {
+			sub, err := s.bindSubmount(m, target, rel)
+			if sub != "" {
+				mounted = append(mounted, sub)
+			}
+			if err != nil {
+				return mounted, err
+			}
 		}
 	}
-	if err := s.propagate(target, opts); err != nil {
-		return []string{target}, fmt.Errorf("bind mount %q: %w", m.Destination, err)
+	// A bind ignores every other flag: they need a remount of the bind
+	// (of the bind alone: runc's "ro" without "rro").
+	if rest := opts.Flags &^ (unix.MS_BIND | unix.MS_REC | unix.MS_REMOUNT); rest != 0 {
+		if err := s.sys.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|rest, ""); err != nil {
+			return mounted, fmt.Errorf("remounting bind %q with its options: %w", m.Destination, err)
+		}
 	}
-	return []string{target}, nil
+	if err := s.recursiveAttrs(target, opts); err != nil {
+		return mounted, fmt.Errorf("bind mount %q: %w", m.Destination, err)
+	}
+	if err := s.propagate(target, opts); err != nil {
+		return mounted, fmt.Errorf("bind mount %q: %w", m.Destination, err)
+	}
+	return mounted, nil
+}
+
+// bindSubmount binds the submount rel of m's source (a path relative to
+// it, from the host) on the same path under target, both resolved inside
+// their trees. It returns the mount point once mounted.
+func (s *Service) bindSubmount(m *agentapi.Mount, target, rel string) (string, error) {
+	clean := path.Clean("/" + rel)
+	if rel == "" || path.IsAbs(rel) || clean == "/" || clean[1:] != rel {
+		return "", errorf(ErrInvalidArgument, "bind mount %q: submount %q: want a clean relative path", m.Destination, rel)
+	}
+	src, err := scopedJoin(s.sys, m.Source, rel)
+	if err != nil {
+		return "", fmt.Errorf("bind mount %q: submount %q: %w", m.Destination, rel, err)
+	}
+	dst, err := scopedJoin(s.sys, target, rel)
+	if err != nil {
+		return "", fmt.Errorf("bind mount %q: submount %q: %w", m.Destination, rel, err)
+	}
+	if err := s.sys.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return "", fmt.Errorf("bind mount %q: binding its submount %q: %w", m.Destination, rel, err)
+	}
+	return dst, nil
 }
 
 // propagate applies the propagation options in order.

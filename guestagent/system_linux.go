@@ -21,6 +21,9 @@ type system interface {
 	Stat(path string) (fs.FileInfo, error)
 	Mount(source, target, fstype string, flags uintptr, data string) error
 	Unmount(target string, flags int) error
+	// MountSetattr sets and clears MOUNT_ATTR_* on the mount at target and,
+	// with AT_RECURSIVE, every mount below it (mount_setattr(2)).
+	MountSetattr(target string, recursive bool, set, clr uint64) error
 	MkdirAll(path string, perm fs.FileMode) error
 	// CreateFile creates an empty file unless path exists.
 	CreateFile(path string) error
@@ -72,6 +75,17 @@ func (osSystem) Mount(source, target, fstype string, flags uintptr, data string)
 func (osSystem) Unmount(target string, flags int) error {
 	if err := unix.Unmount(target, flags); err != nil {
 		return &os.PathError{Op: "umount", Path: target, Err: err}
+	}
+	return nil
+}
+
+func (osSystem) MountSetattr(target string, recursive bool, set, clr uint64) error {
+	var flags uint
+	if recursive {
+		flags = unix.AT_RECURSIVE
+	}
+	if err := unix.MountSetattr(unix.AT_FDCWD, target, flags, &unix.MountAttr{Attr_set: set, Attr_clr: clr}); err != nil {
+		return &os.PathError{Op: "mount_setattr", Path: target, Err: err}
 	}
 	return nil
 }

@@ -113,6 +113,20 @@ func (c *containerd) waitExited(t testing.TB, id string, timeout time.Duration) 
 	return code
 }
 
+// removePod stops and removes pod p and checks that its containers ids,
+// the sandbox and the pod's VM are gone.
+func (c *containerd) removePod(t testing.TB, p *criPod, ids ...string) {
+	t.Helper()
+	c.ok(t, "crictl", "stopp", p.id)
+	c.ok(t, "crictl", "rmp", p.id)
+	for _, id := range append(ids, p.id) {
+		c.assertGone(t, id)
+	}
+	if vmms := vmmsOf(c.shimStateDir(criNamespace, p.id)); len(vmms) != 0 {
+		t.Errorf("VMMs left after rmp: %v", vmms)
+	}
+}
+
 // podIP is the pod's IPv4 address as CRI reports it.
 func (c *containerd) podIP(t testing.TB, p *criPod) string {
 	t.Helper()

@@ -163,10 +163,9 @@ func TestContainerdSecurity(t *testing.T) {
 	// CRI: a container's security context as kubelet passes it, in a pod
 	// of each runtime's handler (initos: a member of the pod's VM). Its PID
 	// namespace is its own (namespace_options pid CONTAINER, kubelet's
-	// default without shareProcessNamespace; crictl's default, POD, would
-	// show runc's pause process as PID 1, whereas a member under
-	// initos-runtime always has a PID namespace of its own: see
-	// docs/architecture.md, Pods).
+	// default without shareProcessNamespace; crictl's default, POD, shows
+	// the pod's pause process as PID 1 under both: see
+	// docs/architecture.md, Pods, and "cri pod shared pid").
 	t.Run("cri", func(t *testing.T) {
 		t.Parallel()
 		linux := map[string]any{"security_context": map[string]any{

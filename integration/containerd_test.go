@@ -339,15 +339,147 @@ func TestContainerdShim(t *testing.T) {
 			testCRIPortForward(t, c)
 		})
 
+		t.Run("cri pod shared pid", func(t *testing.T) {
+			t.Parallel()
+			// critest's "runtime should support PodPID": with
+			// shareProcessNamespace (NamespaceMode POD) the pod's containers
+			// live in the sandbox's PID namespace, as under runc: PID 1 is
+			// the pause process, each sees the others' processes, execs
+			// work, and the end of the sandbox's process ends them all.
+			shared := map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"pid": 0}}}
+			pod := c.runPodWith(t, "ictd-podpid", initosHandler, shared)
+			a := c.startContainerWith(t, pod, "a", shared, "sh", "-c", "exec sleep 1111")
+			b := c.startContainerWith(t, pod, "b", shared, "sh", "-c", "exec sleep 2222")
+			poll(t, settleTimeout, "b to see a's sleep", func() (bool, string) {
+				r := c.crictl(t, "exec", b, "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; ps -o pid,args")
+				out := string(r.stdout)
+				return r.code == 0 && strings.Contains(out, "sleep 1111") && strings.Contains(out, "sleep 2222"), fmt.Sprintf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+			})
+			for id, who := range map[string]string{a: "a", b: "b"} {
+				r := c.crictl(t, "exec", id, "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '")
+				if out := string(r.stdout); r.code != 0 || !strings.Contains(out, "trap 'exit 0'") {
+					t.Errorf("container %s: PID 1 is %q (exit %d, %s), want the pod's pause process", who, out, r.code, r.stderr)
+				}
+			}
+			// a's own view lists b's process too; its processes (Pids) stay its own.
+			if r := c.crictl(t, "exec", a, "sh", "-c", "ps -o args | grep -c '^sleep 2222'"); r.code != 0 || strings.TrimSpace(string(r.stdout)) != "1" {
+				t.Errorf("a does not see b's process: exit %d, %q %s", r.code, r.stdout, r.stderr)
+			}
+			// The sandbox's process ends (pause traps TERM): the kernel ends
+			// the namespace, members included, as under runc.
+			c.ok(t, "crictl", "exec", a, "kill", "1")
+			for id, who := range map[string]string{a: "a", b: "b"} {
+				if code := c.waitExited(t, id, settleTimeout); code != 137 {
+					t.Errorf("container %s exited with %d after the sandbox's process ended, want 137 (SIGKILL)", who, code)
+				}
+			}
+			c.removePod(t, pod, a, b)
+		})
+
+		t.Run("cri mounts readonly", func(t *testing.T) {
+			t.Parallel()
+			// critest's Container Mount Readonly specs and the Bidirectional
+			// refusal: a host path with a tmpfs mounted below it, bound
+			// read-only (runc's ro: the tmpfs stays writable), recursively
+			// read-only (rro: it does not), rro with a writable mount
+			// (containerd refuses), and Bidirectional propagation (refused
+			// naming it: a VM's mounts cannot reach the host).
+			host := t.TempDir()
+			tmpfs := filepath.Join(host, "tmpfs")
+			if err := os.Mkdir(tmpfs, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Mount("none", tmpfs, "tmpfs", 0, ""); err != nil {
+				t.Fatal(err)
+			}
+			defer syscall.Unmount(tmpfs, syscall.MNT_DETACH) // unless the test got to it
+			pod := c.runPod(t, "ictd-rro", initosHandler)
+			defer func() {
+				c.crictl(t, "stopp", pod.id)
+				c.crictl(t, "rmp", pod.id)
+			}()
+			mount := func(extra map[string]any) map[string]any {
+				m := map[string]any{"host_path": host, "container_path": "/mnt", "readonly": true}
+				for k, v := range extra {
+					m[k] = v
+				}
+				return map[string]any{"mounts": []any{m}}
+			}
+			ro := c.startContainerConfig(t, pod, "ro", mount(nil), "sleep", "3600")
+			if r := c.crictl(t, "exec", ro, "touch", "/mnt/tmpfs/file"); r.code != 0 {
+				t.Errorf("touch in the tmpfs below a non-recursive read-only bind: exit %d, %s", r.code, r.stderr)
+			} else if _, err := os.Stat(filepath.Join(tmpfs, "file")); err != nil {
+				t.Errorf("the file written in the container is not in the host's tmpfs: %v", err)
+			}
+			if r := c.crictl(t, "exec", ro, "sh", "-c", "touch /mnt/top 2>&1"); r.code == 0 || !strings.Contains(string(r.stdout), "Read-only file system") {
+				t.Errorf("touch at the top of a read-only bind: exit %d, %q; want Read-only file system", r.code, r.stdout)
+			}
+			rro := c.startContainerConfig(t, pod, "rro", mount(map[string]any{"recursive_read_only": true}), "sleep", "3600")
+			for _, f := range []string{"/mnt/tmpfs/foo", "/mnt/top"} {
+				if r := c.crictl(t, "exec", rro, "sh", "-c", "touch "+f+" 2>&1"); r.code == 0 || !strings.Contains(string(r.stdout), "Read-only file system") {
+					t.Errorf("touch %s under a recursive read-only bind: exit %d, %q; want Read-only file system", f, r.code, r.stdout)
+				}
+			}
+			// critest removes the host directory mounted on below the
+			// volume while the containers run (under runc their copies of
+			// the mount are in their own namespaces): the host's namespace
+			// holds none.
+			if err := syscall.Unmount(tmpfs, syscall.MNT_DETACH); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(tmpfs); err != nil {
+				t.Errorf("removing the host's mount point below the volumes of running containers: %v", err)
+			}
+			create := func(name string, fields map[string]any) result {
+				config := filepath.Join(c.dir, "pods", pod.name+"-"+name+".json")
+				cfg := map[string]any{"metadata": map[string]any{"name": name}, "image": map[string]any{"image": containerdImage},
+					"command": []string{"sleep", "3600"}, "log_path": name + ".log"}
+				for k, v := range fields {
+					cfg[k] = v
+				}
+				writeJSON(t, config, cfg)
+				return c.crictl(t, "create", pod.id, config, pod.config)
+			}
+			if r := create("rro-rw", mount(map[string]any{"recursive_read_only": true, "readonly": false})); r.code == 0 {
+				t.Errorf("crictl create of an rro mount with readonly false succeeded: %s", r.stdout)
+			}
+			// Bidirectional needs a shared host mount (containerd checks).
+			if err := syscall.Mount(host, host, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+				t.Fatal(err)
+			}
+			defer syscall.Unmount(host, syscall.MNT_DETACH)
+			if err := syscall.Mount("", host, "", syscall.MS_SHARED|syscall.MS_REC, ""); err != nil {
+				t.Fatal(err)
+			}
+			// containerd's CreateContainer only records it: the task (the
+			// runtime's create) comes with StartContainer.
+			r := create("bidi", mount(map[string]any{"readonly": false, "propagation": 2}))
+			if r.code != 0 {
+				t.Fatalf("crictl create with Bidirectional propagation: exit %d, %s", r.code, r.stderr)
+			}
+			bidi := strings.TrimSpace(string(r.stdout))
+			r = c.crictl(t, "start", bidi)
+			if r.code == 0 || !strings.Contains(string(r.stderr), "rshared") || !strings.Contains(string(r.stderr), "Bidirectional") || !strings.Contains(string(r.stderr), host) {
+				t.Errorf("crictl start with Bidirectional propagation: exit %d, %s; want a refusal naming the mount, rshared and Bidirectional", r.code, r.stderr)
+			}
+			c.crictl(t, "rm", "-f", bidi)
+			c.ok(t, "crictl", "rm", "-f", ro, rro)
+		})
+
 		t.Run("cri pod", func(t *testing.T) {
 			t.Parallel()
 			// The pod's total: 256 MiB and 1.5 CPUs, on top of the guest's own.
 			pod := c.runPodWith(t, "ictd-pod", initosHandler, map[string]any{
 				"resources": map[string]any{"memory_limit_in_bytes": 256 << 20, "cpu_quota": 150000, "cpu_period": 100000}})
-			// kubelet passes masked paths (crictl none unless told).
-			a := c.startContainerWith(t, pod, "a", map[string]any{"security_context": map[string]any{"masked_paths": []string{"/proc/timer_list"}}},
+			// kubelet passes masked paths (crictl none unless told); each
+			// container a PID namespace of its own (NamespaceMode
+			// CONTAINER: kubelet's default; the CRI's zero value is POD,
+			// see "cri pod shared pid").
+			ownPid := map[string]any{"pid": 1}
+			a := c.startContainerWith(t, pod, "a", map[string]any{"security_context": map[string]any{"masked_paths": []string{"/proc/timer_list"}, "namespace_options": ownPid}},
 				"sh", "-c", "echo hello-from-a; echo a > /tmp/who; while true; do sleep 1; done")
-			b := c.startContainer(t, pod, "b", "sh", "-c", "echo b > /tmp/who; while true; do sleep 1; done")
+			b := c.startContainerWith(t, pod, "b", map[string]any{"security_context": map[string]any{"namespace_options": ownPid}},
+				"sh", "-c", "echo b > /tmp/who; while true; do sleep 1; done")
 			// One VM for the pod: the sandbox's; its members boot none.
 			if vmms := vmmsOf(c.shimStateDir(criNamespace, pod.id)); len(vmms) != 1 {
 				t.Errorf("%d VMMs run for the pod sandbox, want 1: %v", len(vmms), vmms)
@@ -378,14 +510,7 @@ func TestContainerdShim(t *testing.T) {
 				r := c.crictl(t, "logs", a)
 				return strings.Contains(string(r.stdout), "hello-from-a"), fmt.Sprintf("exit %d: %s %s", r.code, r.stdout, r.stderr)
 			})
-			c.ok(t, "crictl", "stopp", pod.id)
-			c.ok(t, "crictl", "rmp", pod.id)
-			for _, id := range []string{a, b, pod.id} {
-				c.assertGone(t, id)
-			}
-			if vmms := vmmsOf(c.shimStateDir(criNamespace, pod.id)); len(vmms) != 0 {
-				t.Errorf("VMMs left after rmp: %v", vmms)
-			}
+			c.removePod(t, pod, a, b)
 		})
 	})
 }

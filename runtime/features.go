@@ -9,18 +9,28 @@ import (
 const FeaturesVMMAnnotation = "io.github.initos-runtime.vmm"
 
 // guestMountOptions are the mount options the guest agent recognizes
-// (guestagent/mountopts_linux.go: its flag and propagation tables and
-// tmpcopyup/notmpcopyup), sorted. Options it refuses (idmap, ridmap and the
-// recursive rro, rnosuid, ... of mount_setattr) are not here; everything
-// else it passes to mount(2) as data, which features.md keeps out of this
-// list. TestFeaturesMountOptionsMatchAgent keeps the two in step.
+// (guestagent/mountopts_linux.go: its flag, propagation and recursive
+// attribute tables and tmpcopyup/notmpcopyup), sorted. Options it refuses
+// (idmap, ridmap) are not here; everything else it passes to mount(2) as
+// data, which features.md keeps out of this list.
+// TestFeaturesMountOptionsMatchAgent keeps the two in step.
+//
+// "rro" here is what containerd's CRI reads as "recursive read-only mounts
+// supported" (RuntimeHandlerFeatures.RecursiveReadOnlyMounts): the agent
+// makes a bind and every mount below it read-only (mount_setattr
+// AT_RECURSIVE), and the host makes the share's entry so too.
+// "rshared" is recognized, but a host path's bind refuses it (see
+// checkPropagation): a VM's mounts cannot propagate to the host's.
 var guestMountOptions = []string{
 	"async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec",
 	"iversion", "lazytime", "loud", "mand", "noatime", "nodev", "nodiratime",
 	"noexec", "noiversion", "nolazytime", "nomand", "norelatime", "nostrictatime",
-	"nosuid", "nosymfollow", "notmpcopyup", "private", "rbind", "relatime", "remount",
-	"ro", "rprivate", "rshared", "rslave", "runbindable", "rw", "shared", "silent",
-	"slave", "strictatime", "suid", "symfollow", "sync", "tmpcopyup", "unbindable",
+	"nosuid", "nosymfollow", "notmpcopyup", "private", "ratime", "rbind", "rdev",
+	"rdiratime", "relatime", "remount", "rexec", "rnoatime", "rnodev", "rnodiratime",
+	"rnoexec", "rnorelatime", "rnostrictatime", "rnosuid", "rnosymfollow", "ro",
+	"rprivate", "rrelatime", "rro", "rrw", "rshared", "rslave", "rstrictatime",
+	"rsuid", "rsymfollow", "runbindable", "rw", "shared", "silent", "slave",
+	"strictatime", "suid", "symfollow", "sync", "tmpcopyup", "unbindable",
 }
 
 // Features is the runtime-spec Features structure (features.md) of this

@@ -79,9 +79,9 @@ func agentMountOptions(t *testing.T, maps ...string) map[string][]string {
 // TestFeaturesMountOptionsMatchAgent: features lists exactly what the
 // agent recognizes, and nothing it refuses.
 func TestFeaturesMountOptionsMatchAgent(t *testing.T) {
-	src := agentMountOptions(t, "mountFlags", "propagationFlags", "unsupportedMountOptions")
+	src := agentMountOptions(t, "mountFlags", "propagationFlags", "recursiveAttrs", "unsupportedMountOptions")
 	var want []string
-	for _, k := range []string{"mountFlags", "propagationFlags", "opt=="} {
+	for _, k := range []string{"mountFlags", "propagationFlags", "recursiveAttrs", "opt=="} {
 		want = append(want, src[k]...)
 	}
 	sort.Strings(want)

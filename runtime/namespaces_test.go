@@ -32,6 +32,10 @@ func TestGuestNamespaces(t *testing.T) {
 		{"paths share the VM's", ns("pid=path", "uts=path", "ipc=path"), false, false, nil, nil},
 		{"pod member", ns("pid", "ipc=path", "uts=path", "network=path", "mount"), true, true, []string{"mount"}, []string{"ipc", "uts"}},
 		{"pod member with its own uts", ns("uts", "ipc=path"), true, true, []string{"uts"}, []string{"ipc"}},
+		{"pod member sharing the sandbox's PID namespace", ns("pid=path", "ipc=path", "uts=path", "network=path", "mount"), true, false, []string{"mount"}, []string{"ipc", "uts", "pid"}},
+		{"pod member, pid path first", ns("pid=path", "uts=path", "ipc=path"), true, false, nil, []string{"uts", "ipc", "pid"}},
+		{"pod member without a PID namespace (hostPID, refused by the shim)", ns("ipc=path", "uts=path"), true, true, nil, []string{"ipc", "uts"}},
+		{"a path outside a pod: the VM's", ns("pid=path", "mount"), false, false, []string{"mount"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ownPid, newNs, joinNs := guestNamespaces(tc.spec, tc.member)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/bundle"
+	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
 // diskAttacher is what a pod needs of its VM: disks given to the guest
@@ -23,8 +24,9 @@ type diskAttacher interface {
 
 // AddContainer adds container id of bundle b to the pod whose sandbox is
 // inst: its rootfs in the VM's root share (or its own disk, attached to the
-// running VM), its own root and PID namespace in the guest, its bind
-// mounts in the pod's shared directory.
+// running VM), its own root in the guest and a PID namespace of its own or
+// the sandbox's (guestNamespaces), its bind mounts in the pod's shared
+// directory.
 // The member shares the sandbox's VM and agent; its Shutdown removes only
 // what is its own. On error nothing of it is left.
 func (inst *Instance) AddContainer(ctx context.Context, c Config, b *bundle.Bundle, id string) (*Instance, error) {
@@ -69,7 +71,12 @@ func (inst *Instance) addContainer(ctx context.Context, c Config, b *bundle.Bund
 	}
 	name := "m-" + randomSuffix()
 	var msh *share
-	mounts, err := shareMounts(b.Spec, &msh, filepath.Join(inst.share.dir, name), filepath.Join(shareMount, name), trees)
+	served := ""
+	if inst.share.fs == vmm.ShareVirtiofs {
+		// Its entries only in virtiofsd's namespace (share.add).
+		served = inst.share.dir
+	}
+	mounts, err := shareMounts(b.Spec, &msh, filepath.Join(inst.share.dir, name), filepath.Join(shareMount, name), served, trees)
 	if msh != nil {
 		m.memberShare = msh.dir
 	}

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -27,11 +30,17 @@ const (
 	shareMount   = "/z"
 )
 
-// mountFunc and unmountFunc are mount(2) and umount2(2); tests replace them.
+// mountFunc and unmountFunc are mount(2) and umount2(2), mountSetattrFunc
+// mount_setattr(2), submountsFunc lists the mount points below a path and
+// attachServedFunc mounts an entry in virtiofsd's namespace; tests replace
+// them.
 var (
-	mountFunc   = unix.Mount
-	unmountFunc = unix.Unmount
-	statfsFunc  = unix.Statfs
+	mountFunc        = unix.Mount
+	unmountFunc      = unix.Unmount
+	statfsFunc       = unix.Statfs
+	mountSetattrFunc = unix.MountSetattr
+	submountsFunc    = hostSubmounts
+	attachServedFunc = attachServed
 )
 
 // share is the prepared shared directory of one VM.
@@ -40,6 +49,10 @@ type share struct {
 	entries []string // bind-mounted entries, to unmount
 	// fs is vmm.ShareVirtiofs or vmm.Share9p.
 	fs string
+	// served is the directory a running virtiofsd serves, which holds
+	// dir (a pod's share, for a member's entries; "": none). Entries are
+	// then mounted in virtiofsd's mount namespace only (see add).
+	served string
 }
 
 // guestMounts turns the spec's mounts into the agent's: host bind mounts
@@ -59,6 +72,14 @@ func guestMounts(s *specs.Spec, stateDir string, always bool) (_ []*agentapi.Mou
 			sh.remove()
 		}
 	}()
+	for _, m := range guestCgroupMounts(s.Mounts) {
+		// Refused before anything is mounted.
+		if isBind(m) {
+			if err := checkPropagation(m); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
 	if always || hasHostBinds(s) {
 		dir := filepath.Join(stateDir, shareDirName)
 		if err := makeSharedDir(dir); err != nil {
@@ -66,14 +87,15 @@ func guestMounts(s *specs.Spec, stateDir string, always bool) (_ []*agentapi.Mou
 		}
 		sh = &share{dir: dir}
 	}
-	out, err := shareMounts(s, &sh, filepath.Join(stateDir, shareDirName), shareMount, nil)
+	out, err := shareMounts(s, &sh, filepath.Join(stateDir, shareDirName), shareMount, "", nil)
 	return out, sh, err
 }
 
 // shareMounts converts the mounts of s; host binds get an entry in the
-// share *shp (made at dir when nil), seen by the guest under guestDir,
-// from the trees of their sources where trees holds them.
-func shareMounts(s *specs.Spec, shp **share, dir, guestDir string, trees mountTrees) ([]*agentapi.Mount, error) {
+// share *shp (made at dir when nil, inside served: see share.served),
+// seen by the guest under guestDir, from the trees of their sources where
+// trees holds them (a member's, member.go).
+func shareMounts(s *specs.Spec, shp **share, dir, guestDir, served string, trees mountTrees) ([]*agentapi.Mount, error) {
 	var out []*agentapi.Mount
 	for _, m := range guestCgroupMounts(s.Mounts) {
 		if !isBind(m) {
@@ -83,23 +105,45 @@ func shareMounts(s *specs.Spec, shp **share, dir, guestDir string, trees mountTr
 		if !filepath.IsAbs(m.Source) {
 			return nil, fmt.Errorf("bind mount on %q: source %q is not an absolute path", m.Destination, m.Source)
 		}
+		if err := checkPropagation(m); err != nil {
+			return nil, err
+		}
 		if filepath.Clean(m.Destination) == "/dev/shm" {
 			out = append(out, shmMount(m))
 			continue
 		}
 		if *shp == nil {
-			*shp = &share{dir: dir}
+			*shp = &share{dir: dir, served: served}
 			if err := os.Mkdir(dir, 0o700); err != nil {
 				return nil, fmt.Errorf("creating shared directory %q: %w", dir, err)
 			}
 		}
-		entry, err := (*shp).add(m, trees)
+		entry, subs, err := (*shp).add(m, trees)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, &agentapi.Mount{Destination: m.Destination, Type: "bind", Source: filepath.Join(guestDir, entry), Options: m.Options})
+		out = append(out, &agentapi.Mount{Destination: m.Destination, Type: "bind", Source: filepath.Join(guestDir, entry), Options: m.Options, Submounts: subs})
 	}
 	return out, nil
+}
+
+// checkPropagation refuses a bind of a host path whose propagation is
+// shared ("shared", "rshared": Kubernetes' mountPropagation Bidirectional,
+// the CRI's PROPAGATION_BIDIRECTIONAL): mounts the container makes there
+// would have to appear on the host, and the container's mounts are the
+// guest kernel's, which the host's cannot be a peer of. (The other way,
+// the host's mounts made later below the source, reaches the guest through
+// the share, as "rslave" wants.)
+func checkPropagation(m specs.Mount) error {
+	for _, o := range m.Options {
+		if o == "shared" || o == "rshared" {
+			return fmt.Errorf("bind mount of host path %q on %q: mount propagation %q (Kubernetes mountPropagation: Bidirectional) %w: "+
+				"the container runs in a VM, and the mounts it makes cannot reach the host's; "+
+				"use HostToContainer (rslave) or None (rprivate), or run the pod with runc",
+				m.Source, m.Destination, o, ErrUnsupported)
+		}
+	}
+	return nil
 }
 
 // hasHostBinds reports whether s binds a host path that the guest gets
@@ -138,16 +182,23 @@ func shmMount(m specs.Mount) *agentapi.Mount {
 // add binds m's source into the share and returns the entry's name,
 // <n>/<the source's base name>: the guest's bind of it then has the
 // source's name as its root in mountinfo, as a bind under runc has (tools
-// such as runtime-tools' runtimetest match a bind by that name).
-func (sh *share) add(m specs.Mount, trees mountTrees) (_ string, err error) {
-	recursive := hasOption(m.Options, "rbind")
-	fi, err := statSource(trees, m.Source, recursive)
+// such as runtime-tools' runtimetest match a bind by that name). For a
+// recursive bind it also returns the mount points below the source
+// (relative paths, parents first), which the guest binds one by one.
+//
+// Read-only: "ro" makes the entry read-only, not the mounts below it (as
+// runc's "ro" without "rro"), "rro" makes them all read-only. The guest
+// does the same in its view; the host's side holds even if the guest's
+// root undid it.
+func (sh *share) add(m specs.Mount, trees mountTrees) (_ string, _ []string, err error) {
+	rec := hasOption(m.Options, "rbind")
+	fi, err := statSource(trees, m.Source, rec)
 	if err != nil {
-		return "", fmt.Errorf("bind mount on %q: %w", m.Destination, err)
+		return "", nil, fmt.Errorf("bind mount on %q: %w", m.Destination, err)
 	}
 	slot := filepath.Join(sh.dir, strconv.Itoa(len(sh.entries)))
 	if err := os.Mkdir(slot, 0o700); err != nil {
-		return "", fmt.Errorf("creating share entry for %q: %w", m.Destination, err)
+		return "", nil, fmt.Errorf("creating share entry for %q: %w", m.Destination, err)
 	}
 	defer func() {
 		if err != nil {
@@ -169,25 +220,106 @@ func (sh *share) add(m specs.Mount, trees mountTrees) (_ string, err error) {
 		}
 	}
 	if err != nil {
-		return "", fmt.Errorf("creating share entry for %q: %w", m.Destination, err)
+		return "", nil, fmt.Errorf("creating share entry for %q: %w", m.Destination, err)
 	}
-	if err := bindSource(trees, m.Source, entry, recursive); err != nil {
+	ro, rro := hasOption(m.Options, "ro"), hasOption(m.Options, "rro")
+	var subs []string
+	if rec && fi.IsDir() {
+		if subs, err = submountsFunc(m.Source); err != nil {
+			os.Remove(entry)
+			return "", nil, fmt.Errorf("bind mount on %q: %w", m.Destination, err)
+		}
+	}
+	if sh.served != "" && !slaveOrShared(m.Options) {
+		// A pod member's entry, mounted in virtiofsd's namespace alone:
+		// in the host's, its copies of the source's mount points would
+		// keep them busy (under runc a container's copies are in its own
+		// namespace, and the host may remove a directory mounted on below
+		// a running container's volume: critest's read-only mount specs
+		// do), and virtiofsd's copy would miss the read-only flags (it
+		// got the bind by propagation, before the remount). An entry
+		// with slave propagation stays the host's peer, which brings it
+		// the host's later mounts.
+		if err := attachServedFunc(sh.served, m.Source, entry, rec, ro, rro, trees); err != nil {
+			os.Remove(entry)
+			return "", nil, fmt.Errorf("bind mount on %q: %w", m.Destination, err)
+		}
+		sh.entries = append(sh.entries, entry)
+		return name, subs, nil
+	}
+	flags := uintptr(unix.MS_BIND)
+	if rec {
+		flags |= unix.MS_REC
+	}
+	if err := bindSource(trees, m.Source, entry, rec); err != nil {
 		os.Remove(entry)
-		return "", fmt.Errorf("binding %q into the shared directory: %w", m.Source, err)
+		return "", nil, fmt.Errorf("binding %q into the shared directory: %w", m.Source, err)
 	}
 	sh.entries = append(sh.entries, entry)
 	// The guest makes its bind read-only too, but its root could undo
 	// that: a read-only source is read-only on the host side as well.
-	if hasOption(m.Options, "ro") {
-		flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY)
-		if recursive {
-			flags |= unix.MS_REC
-		}
-		if err := mountFunc("", entry, "", flags, ""); err != nil {
-			return "", fmt.Errorf("making the share entry of %q read-only: %w", m.Source, err)
+	// A remount of a bind changes that mount alone, MS_REC or not.
+	if ro {
+		if err := mountFunc("", entry, "", flags|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return "", nil, fmt.Errorf("making the share entry of %q read-only: %w", m.Source, err)
 		}
 	}
-	return name, nil
+	if rro {
+		attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := mountSetattrFunc(unix.AT_FDCWD, entry, unix.AT_RECURSIVE, attr); err != nil {
+			return "", nil, fmt.Errorf("making the share entry of %q recursively read-only: %w", m.Source, err)
+		}
+	}
+	return name, subs, nil
+}
+
+// slaveOrShared reports whether a mount's propagation receives the host's
+// later mounts (slave, shared): its share entry must stay the host's peer.
+func slaveOrShared(opts []string) bool {
+	for _, o := range opts {
+		switch o {
+		case "slave", "rslave", "shared", "rshared":
+			return true
+		}
+	}
+	return false
+}
+
+// hostSubmounts lists the mount points strictly below dir in this mount
+// namespace, relative to dir, parents first.
+func hostSubmounts(dir string) ([]string, error) {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return nil, fmt.Errorf("listing the mounts below %q: %w", dir, err)
+	}
+	points := make([]string, 0, len(infos))
+	for _, i := range infos {
+		points = append(points, i.Mountpoint)
+	}
+	return submountsBelow(dir, points), nil
+}
+
+// submountsBelow keeps the mount points strictly below dir, relative to
+// it, each once, parents before children.
+func submountsBelow(dir string, points []string) []string {
+	dir = filepath.Clean(dir)
+	seen := map[string]bool{}
+	var out []string
+	for _, p := range points {
+		rel, err := filepath.Rel(dir, filepath.Clean(p))
+		if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || seen[rel] {
+			continue
+		}
+		seen[rel] = true
+		out = append(out, rel)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		return strings.Count(out[i], "/") < strings.Count(out[j], "/")
+	})
+	return out
 }
 
 // vmmShare is the VMM's view of the share: uncached, so that each side

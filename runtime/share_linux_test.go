@@ -4,10 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -23,11 +25,36 @@ type fakeMounts struct {
 	mounts   []string
 	unmounts []string
 	failOn   string
+	// submounts are the mount points below a source, by source.
+	submounts map[string][]string
 }
 
 func (f *fakeMounts) install(t *testing.T) {
-	om, ou, osf := mountFunc, unmountFunc, statfsFunc
-	t.Cleanup(func() { mountFunc, unmountFunc, statfsFunc = om, ou, osf })
+	om, ou, osf, oms, osm, oa := mountFunc, unmountFunc, statfsFunc, mountSetattrFunc, submountsFunc, attachServedFunc
+	t.Cleanup(func() {
+		mountFunc, unmountFunc, statfsFunc, mountSetattrFunc, submountsFunc, attachServedFunc = om, ou, osf, oms, osm, oa
+	})
+	attachServedFunc = func(served, src, entry string, rec, ro, rro bool, _ mountTrees) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		rel, _ := filepath.Rel(served, entry)
+		f.mounts = append(f.mounts, fmt.Sprintf("attach %s %s rec=%v ro=%v rro=%v", src, rel, rec, ro, rro))
+		return nil
+	}
+	mountSetattrFunc = func(_ int, p string, flags uint, attr *unix.MountAttr) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		kind := "setattr"
+		if flags&unix.AT_RECURSIVE != 0 {
+			kind += "-recursive"
+		}
+		if attr.Attr_set&unix.MOUNT_ATTR_RDONLY != 0 {
+			kind += "-ro"
+		}
+		f.mounts = append(f.mounts, kind+" "+filepath.Base(p))
+		return nil
+	}
+	submountsFunc = func(src string) ([]string, error) { return f.submounts[src], nil }
 	mountFunc = func(src, dst, fstype string, flags uintptr, data string) error {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -226,5 +253,193 @@ func TestRemoveShareDirGuestSymlinks(t *testing.T) {
 	}
 	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("share dir left: %v", err)
+	}
+}
+
+// TestShareReadOnly: "ro" makes the share's entry read-only, not the mounts
+// below it (runc's ro without rro), "rro" all of them; a recursive bind of
+// a directory tells the guest its submounts, which it binds one by one.
+func TestShareReadOnly(t *testing.T) {
+	src := t.TempDir()
+	file := filepath.Join(src, "f")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Base(src)
+	for _, tc := range []struct {
+		name       string
+		source     string
+		options    []string
+		wantMounts []string
+		wantSubs   []string
+	}{
+		{"rw rbind", src, []string{"rbind", "rprivate", "rw"}, []string{"bind " + src + " " + base}, []string{"tmpfs", "tmpfs/deeper"}},
+		{"ro rbind: the entry alone", src, []string{"rbind", "rprivate", "ro"},
+			[]string{"bind " + src + " " + base, "remount-ro  " + base}, []string{"tmpfs", "tmpfs/deeper"}},
+		{"rro: every mount", src, []string{"rbind", "rprivate", "rro"},
+			[]string{"bind " + src + " " + base, "setattr-recursive-ro " + base}, []string{"tmpfs", "tmpfs/deeper"}},
+		{"bind without rec: no submounts", src, []string{"bind", "ro"}, []string{"bind " + src + " " + base, "remount-ro  " + base}, nil},
+		{"a file has none", file, []string{"rbind", "ro"}, []string{"bind " + file + " f", "remount-ro  f"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := fakeMounts{submounts: map[string][]string{src: {"tmpfs", "tmpfs/deeper"}}}
+			f.install(t)
+			s := &specs.Spec{Mounts: []specs.Mount{{Destination: "/mnt", Type: "bind", Source: tc.source, Options: tc.options}}}
+			mounts, sh, err := guestMounts(s, t.TempDir(), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sh.remove()
+			// After the shared directory's own two (TestGuestMountsShare).
+			if got := f.mounts[2:]; !reflect.DeepEqual(got, tc.wantMounts) {
+				t.Errorf("host mounts %q, want %q", got, tc.wantMounts)
+			}
+			if got := mounts[0].Submounts; !reflect.DeepEqual(got, tc.wantSubs) {
+				t.Errorf("submounts %q, want %q", got, tc.wantSubs)
+			}
+			if !reflect.DeepEqual(mounts[0].Options, tc.options) {
+				t.Errorf("options %q, want the spec's %q", mounts[0].Options, tc.options)
+			}
+		})
+	}
+}
+
+func TestSubmountsBelow(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		dir    string
+		points []string
+		want   []string
+	}{
+		{"none", "/data", []string{"/", "/data", "/proc"}, nil},
+		{"below only", "/data", []string{"/", "/data", "/data/tmpfs", "/database", "/data2/x"}, []string{"tmpfs"}},
+		{"parents first, once", "/data/", []string{"/data/a/b", "/data/a", "/data/c", "/data/a"}, []string{"a", "c", "a/b"}},
+		{"root", "/", []string{"/", "/proc", "/proc/sys/fs/binfmt_misc"}, []string{"proc", "proc/sys/fs/binfmt_misc"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := submountsBelow(tc.dir, tc.points); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("submountsBelow(%q, %q) = %q, want %q", tc.dir, tc.points, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestShareRefusesSharedPropagation: a host path's bind with shared
+// propagation (Kubernetes' Bidirectional) is refused, naming the mount and
+// the option; the share is left empty.
+func TestShareRefusesSharedPropagation(t *testing.T) {
+	src := t.TempDir()
+	for _, tc := range []struct {
+		name    string
+		mount   specs.Mount
+		wantErr string
+	}{
+		{"rshared", specs.Mount{Destination: "/vol", Type: "bind", Source: src, Options: []string{"rbind", "rshared", "rw"}}, `"rshared"`},
+		{"shared", specs.Mount{Destination: "/vol", Type: "bind", Source: src, Options: []string{"bind", "shared"}}, `"shared"`},
+		{"rslave passes", specs.Mount{Destination: "/vol", Type: "bind", Source: src, Options: []string{"rbind", "rslave"}}, ""},
+		{"rprivate passes", specs.Mount{Destination: "/vol", Type: "bind", Source: src, Options: []string{"rbind", "rprivate"}}, ""},
+		{"a guest tmpfs may be shared", specs.Mount{Destination: "/t", Type: "tmpfs", Source: "tmpfs", Options: []string{"rshared"}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var f fakeMounts
+			f.install(t)
+			state := t.TempDir()
+			_, sh, err := guestMounts(&specs.Spec{Mounts: []specs.Mount{tc.mount}}, state, false)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				sh.remove()
+				return
+			}
+			if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), src) ||
+				!strings.Contains(err.Error(), "/vol") || !strings.Contains(err.Error(), "Bidirectional") {
+				t.Fatalf("guestMounts = %v, want ErrUnsupported naming the mount, %s and Bidirectional", err, tc.wantErr)
+			}
+			if len(f.mounts) != 0 {
+				t.Errorf("host mounts made: %q", f.mounts)
+			}
+		})
+	}
+}
+
+// TestShareServedEntries: a pod member's entries on virtiofs are mounted in
+// virtiofsd's namespace alone (read-only flags on the clone), except those
+// with slave propagation, which stay the host's peers.
+func TestShareServedEntries(t *testing.T) {
+	src := t.TempDir()
+	base := filepath.Base(src)
+	for _, tc := range []struct {
+		name    string
+		options []string
+		want    []string
+	}{
+		{"ro", []string{"rbind", "rprivate", "ro"}, []string{"attach " + src + " m-1/0/" + base + " rec=true ro=true rro=false"}},
+		{"rro", []string{"rbind", "rprivate", "rro"}, []string{"attach " + src + " m-1/0/" + base + " rec=true ro=false rro=true"}},
+		{"plain bind", []string{"bind"}, []string{"attach " + src + " m-1/0/" + base + " rec=false ro=false rro=false"}},
+		{"rslave stays on the host", []string{"rbind", "rslave", "ro"}, []string{"bind " + src + " " + base, "remount-ro  " + base}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := fakeMounts{submounts: map[string][]string{src: {"tmpfs"}}}
+			f.install(t)
+			pod := t.TempDir()
+			var sh *share
+			s := &specs.Spec{Mounts: []specs.Mount{{Destination: "/mnt", Type: "bind", Source: src, Options: tc.options}}}
+			mounts, err := shareMounts(s, &sh, filepath.Join(pod, "m-1"), "/z/m-1", pod, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sh.remove()
+			if !reflect.DeepEqual(f.mounts, tc.want) {
+				t.Errorf("mounts %q, want %q", f.mounts, tc.want)
+			}
+			if got := mounts[0].Source; got != "/z/m-1/0/"+base {
+				t.Errorf("guest source %q", got)
+			}
+		})
+	}
+}
+
+// TestVirtiofsdPid: the sandboxed virtiofsd of a directory is the process
+// whose command line serves it from a mount namespace other than ours.
+func TestVirtiofsdPid(t *testing.T) {
+	tries := virtiofsdTries
+	virtiofsdTries = 0
+	t.Cleanup(func() { virtiofsdTries = tries })
+	proc := t.TempDir()
+	add := func(pid, ns string, args ...string) {
+		t.Helper()
+		d := filepath.Join(proc, pid, "ns")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(ns, filepath.Join(d, "mnt")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(proc, pid, "cmdline"), []byte(strings.Join(args, "\x00")+"\x00"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("self", "mnt:[1]")
+	add("10", "mnt:[1]", "/usr/lib/qemu/virtiofsd", "--socket-path=/s/v1.sock", "-o", "source=/st/a,b/share", "-o", "cache=none")
+	add("11", "mnt:[2]", "/usr/lib/qemu/virtiofsd", "--socket-path=/s/v1.sock", "-o", "source=/st/a\\,b/share", "-o", "cache=none")
+	add("12", "mnt:[3]", "/usr/lib/qemu/virtiofsd", "--socket-path=/s/v0.sock", "-o", "source=/st/other/share")
+	add("20", "mnt:[4]", "virtiofsd", "--socket-path=/r.sock", "--shared-dir=/rust/share", "--cache=never")
+	add("21", "mnt:[5]", "virtiofsd", "--shared-dir", "/rust2/share")
+	add("30", "mnt:[1]", "virtiofsd", "--shared-dir=/host-only/share")
+	for _, tc := range []struct {
+		dir  string
+		want int
+	}{{"/st/a,b/share", 11}, {"/st/other/share", 12}, {"/rust/share", 20}, {"/rust2/share", 21}, {"/host-only/share", 0}, {"/none", 0}} {
+		pid, err := virtiofsdPid(proc, tc.dir)
+		if tc.want == 0 {
+			if !errors.Is(err, errNoVirtiofsd) {
+				t.Errorf("virtiofsdPid(%q) = %d, %v; want errNoVirtiofsd", tc.dir, pid, err)
+			}
+			continue
+		}
+		if err != nil || pid != tc.want {
+			t.Errorf("virtiofsdPid(%q) = %d, %v; want %d", tc.dir, pid, err, tc.want)
+		}
 	}
 }

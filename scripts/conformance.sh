@@ -34,6 +34,7 @@ log() { printf 'conformance: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 mode=full
+user_focus=
 handlers=(runc initos)
 templates=false
 while [ $# -gt 0 ]; do

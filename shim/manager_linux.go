@@ -19,6 +19,7 @@ import (
 	cshim "github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
 
 	"github.com/initos-runtime/initos-runtime/runtime"
 )
@@ -201,11 +202,20 @@ func (m *Manager) Stop(ctx context.Context, id string) (cshim.StopStatus, error)
 	return cshim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL), Pid: rec.VMMPid}, nil
 }
 
-// Info describes the runtime and checks its options.
+// Info describes the runtime and checks its options. Its features are the
+// runtime's (runtime-spec features.md, as `initos-runtime features` prints
+// them): containerd's CRI reads them (`shim -info`) for each runtime
+// handler, e.g. "rro" in mountOptions as support for recursive read-only
+// mounts.
 func (m *Manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeInfo, error) {
+	features, err := typeurl.MarshalAnyToProto(runtime.Features())
+	if err != nil {
+		return nil, fmt.Errorf("marshalling the runtime's features: %w", err)
+	}
 	info := &types.RuntimeInfo{
-		Name:    m.name,
-		Version: &types.RuntimeVersion{Version: Version, Revision: "initos-runtime"},
+		Name:     m.name,
+		Version:  &types.RuntimeVersion{Version: Version, Revision: "initos-runtime"},
+		Features: features,
 	}
 	opts, err := readOptionsFrom(optionsR)
 	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {

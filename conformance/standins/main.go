@@ -146,6 +146,10 @@ func write(rootfs, nnpPath, out string) error {
 			Env: []string{ociarchive.DefaultPath, "NGINX_PORT=12003"}},
 		{Name: nonewprivs, Layers: [][]byte{base, tars["nonewprivs"]}, Entrypoint: []string{"/usr/local/bin/nnp"}},
 		{Name: predefinedUser, Layers: [][]byte{base, tars["busybox"], tars["group"]}, Cmd: []string{"sh"}, User: "1000"},
-		{Name: pauseImage, Layers: [][]byte{base}, Entrypoint: []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wait"}},
+		// Its child runs as "busybox sleep" (command name busybox): with the
+		// pod's shared PID namespace (CRI's default without
+		// namespace_options, as crictl sends them) the containers see it,
+		// and "pgrep sleep" (execSync with timeout) must find only theirs.
+		{Name: pauseImage, Layers: [][]byte{base}, Entrypoint: []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; busybox sleep 2147483647 & wait"}},
 	})
 }

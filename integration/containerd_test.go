@@ -304,7 +304,7 @@ func TestContainerdShim(t *testing.T) {
 			c.ok(t, "crictl", "rmp", pod.id)
 		})
 
-		t.Run("cri image volume, shared /dev/shm", func(t *testing.T) {
+		t.Run("cri image volume and shared shm", func(t *testing.T) {
 			t.Parallel()
 			// An image as a read-only volume (containerd mounts it on the
 			// host and binds it in), and the pod's /dev/shm, which its

@@ -33,6 +33,7 @@ func TestPodman(t *testing.T) {
 	t.Run("block-io", func(t *testing.T) { t.Parallel(); testPodmanBlockIO(t, p) })
 	t.Run("cgroup-limits", func(t *testing.T) { t.Parallel(); testPodmanCgroupLimits(t, p) })
 	t.Run("masked-paths", func(t *testing.T) { t.Parallel(); testPodmanMaskedPaths(t, p) })
+	t.Run("privileged-dev", func(t *testing.T) { t.Parallel(); testPodmanPrivilegedDev(t, p) })
 	t.Run("seccomp-sockets", func(t *testing.T) { t.Parallel(); testPodmanSeccompSockets(t, p) })
 	if p.initos {
 		t.Run("faults", func(t *testing.T) { t.Parallel(); testPodmanFaults(t, p) })
@@ -154,6 +155,37 @@ func testPodmanMaskedPaths(t *testing.T, p *podman) {
 	r := p.run(t, nil, "run", "--rm", "--network", "none", podmanImage, "sh", "-c", script)
 	if want := "kcore 0\nfirmware 0\nsys-read-only\n"; r.code != 0 || string(r.stdout) != want {
 		t.Errorf("exit %d, stdout %q, stderr %q; want %q", r.code, r.stdout, r.stderr, want)
+	}
+}
+
+// testPodmanPrivilegedDev: a privileged container's /dev holds the
+// kernel's devices as runc gives them (under initos-runtime the guest
+// kernel's: its virtual consoles and kmsg), an unprivileged one only the
+// default set.
+func testPodmanPrivilegedDev(t *testing.T, p *podman) {
+	devs := func(args ...string) map[string]bool {
+		t.Helper()
+		r := p.run(t, nil, append(append([]string{"run", "--rm", "--network", "none"}, args...), podmanImage, "ls", "/dev")...)
+		if r.code != 0 {
+			t.Fatalf("ls /dev with %q: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+		set := map[string]bool{}
+		for _, f := range strings.Fields(string(r.stdout)) {
+			set[f] = true
+		}
+		return set
+	}
+	priv := devs("--privileged")
+	for _, d := range []string{"null", "zero", "full", "random", "urandom", "tty", "ptmx", "tty0", "tty1", "tty63", "kmsg"} {
+		if !priv[d] {
+			t.Errorf("--privileged: /dev/%s is missing", d)
+		}
+	}
+	plain := devs()
+	for _, d := range []string{"tty0", "kmsg"} {
+		if plain[d] {
+			t.Errorf("without --privileged: /dev/%s is there", d)
+		}
 	}
 }
 

@@ -27,8 +27,9 @@ OUT=${CONFORMANCE_OUT:-/tmp/initos-conformance}
 KERNEL_ROOT=${INITOS_KERNEL_ROOT:-/var/lib/initos-runtime/kernel}
 PASS_LIST=$repo/conformance/initos-pass.txt
 # Specs that pull images from a registry every time (PullImage is not skipped for a present image):
-# the image service's specs, the same under every handler. Stand-ins cannot be pulled.
-SKIP='\[k8s\.io\] Image (Manager|Consistency|Identifier Consistency|Volume)'
+# the image service's specs, the same under every handler, which need the real images (by digest).
+# The Image Volume specs run: a registry on loopback serves their stand-ins (below).
+SKIP='\[k8s\.io\] Image (Manager|Consistency|Identifier Consistency)'
 
 log() { printf 'conformance: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -63,6 +64,7 @@ need go "Go (scripts/setup.sh installs it)"
 for t in containerd ctr containerd-shim-runc-v2 crictl; do need "$t" "scripts/containerd-setup.sh builds it"; done
 need runc "Debian package runc"
 need ip "Debian package iproute2"
+need ss "Debian package iproute2"
 need iptables "Debian package iptables" /usr/sbin/iptables
 need jq "Debian package jq"
 need ipcmk "Debian package util-linux"
@@ -86,6 +88,22 @@ if ! grep -q "^critest version: $CRITEST_VERSION\$" <<<"$version"; then
 	(cd "$src" && GOFLAGS=-buildvcs=false go test -c -o "$critest.new" \
 		-ldflags "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRITEST_VERSION" ./cmd/critest)
 	mv -f "$critest.new" "$critest"
+fi
+
+# Debian's docker-registry (distribution 2.8) serves the Image Volume specs' images on loopback: its
+# binary is taken from the package into $TOOLS_CACHE, not installed (the package starts a system
+# service on port 5000).
+registry=$TOOLS_CACHE/docker-registry
+if [ ! -x "$registry" ]; then
+	log "fetching docker-registry (Debian package) into $TOOLS_CACHE"
+	mkdir -p "$TOOLS_CACHE"
+	deb=$(mktemp -d)
+	(cd "$deb" && { apt-get download -q docker-registry >/dev/null 2>&1 ||
+		{ apt-get update -q >/dev/null && apt-get download -q docker-registry >/dev/null; }; }) ||
+		die "apt-get download docker-registry failed"
+	dpkg-deb -x "$deb"/docker-registry_*.deb "$deb/x"
+	install -m 0755 "$deb/x/usr/bin/docker-registry" "$registry.new" && mv -f "$registry.new" "$registry"
+	rm -rf "$deb"
 fi
 
 log "building the runtime (make build)"
@@ -257,6 +275,29 @@ done
 CGO_ENABLED=0 go build -o "$work/nnp" ./conformance/nnp
 go run ./conformance/standins -rootfs "$work/busybox/rootfs" -nnp "$work/nnp" -out "$work/images.tar"
 ctr --address "$sock" --namespace k8s.io images import "$work/images.tar" >/dev/null
+
+# The registry: on a free loopback port, its storage under $work; gcr.io's mirror from now on (the
+# Image Volume specs pull gcr.io/k8s-staging-cri-tools/... each time). Its command line names $work,
+# so cleanup stops it.
+for port in $(seq 15800 15899); do
+	ss -Htln "sport = :$port" | grep -q . || break
+done
+mkdir -p "$work/registry"
+printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+	"$work/registry" "$port" >"$work/registry.yml"
+setsid "$registry" serve "$work/registry.yml" >"$work/registry.log" 2>&1 </dev/null &
+for _ in $(seq 100); do
+	(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+	sleep 0.1
+done
+(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { cat "$work/registry.log" >&2; die "docker-registry did not listen on 127.0.0.1:$port"; }
+c="ctr --address $sock --namespace k8s.io"
+$c images tag registry.k8s.io/e2e-test-images/busybox:1.29-2 gcr.io/k8s-staging-cri-tools/test-image-tag:test >/dev/null
+for img in test-image-tag:test test-image-predefined-group:latest; do
+	$c images push --plain-http "127.0.0.1:$port/k8s-staging-cri-tools/$img" "gcr.io/k8s-staging-cri-tools/$img" >/dev/null
+done
+printf 'server = "http://127.0.0.1:%s"\n\n[host."http://127.0.0.1:%s"]\n  capabilities = ["pull", "resolve"]\n' "$port" "$port" \
+	>"$work/certs.d/gcr.io/hosts.toml"
 
 # The CI mode's focus: the listed spec names, regexp characters escaped (not anchored: ginkgo
 # matches against a longer text than the name).

@@ -113,6 +113,7 @@ mkdir -p "$OUT"
 work=$(mktemp -d /tmp/icnf-XXXXXX) # short: socket paths live under it
 sock=$work/c.sock
 cpid=
+rpid=
 bridge=
 
 # cleanup removes everything this script started, in order: the pods (their VMs and network
@@ -128,6 +129,7 @@ cleanup() {
 		for _ in $(seq 300); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
 		kill -KILL "$cpid" 2>/dev/null
 	fi
+	[ -n "$rpid" ] && kill -TERM "$rpid" 2>/dev/null && wait "$rpid" 2>/dev/null
 	local p left cmdline
 	for _ in $(seq 50); do
 		left=
@@ -286,6 +288,7 @@ mkdir -p "$work/registry"
 printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
 	"$work/registry" "$port" >"$work/registry.yml"
 setsid "$registry" serve "$work/registry.yml" >"$work/registry.log" 2>&1 </dev/null &
+rpid=$!
 for _ in $(seq 100); do
 	(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
 	sleep 0.1

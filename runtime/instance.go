@@ -787,14 +787,25 @@ func (inst *Instance) Shutdown(ctx context.Context, timeout time.Duration) error
 	// A guest that said it is quiesced has nothing left to lose: the VMM
 	// is stopped at once rather than after the guest kernel's own power
 	// off (the agent's reply delay and the kernel's shutdown, about 200 ms
-	// under TCG).
+	// under TCG), and killed rather than asked to quit (its orderly exit
+	// cost 15-20 ms more under TCG).
 	if inst.vm != nil && !quiesced {
 		select {
 		case <-inst.exited:
 		case <-time.After(timeout):
 		}
 	}
+	if k, ok := inst.vm.(killer); ok && quiesced {
+		if err := k.Kill(); err != nil {
+			return errors.Join(err, inst.destroy())
+		}
+	}
 	return inst.destroy()
+}
+
+// killer is a VM whose VMM can be ended at once (both drivers).
+type killer interface {
+	Kill() error
 }
 
 // destroy stops the VMM and removes the disk image; safe to call twice.

@@ -300,6 +300,10 @@ func TestBootFailuresLeaveNothing(t *testing.T) {
 				if n := h.vm().stops(); n < 1 {
 					t.Errorf("Stop called %d times, want at least 1", n)
 				}
+				// Never quiesced: stopped, not killed at once.
+				if n := h.vm().kills(); n != 0 {
+					t.Errorf("Kill called %d times, want 0", n)
+				}
 			}
 			h.assertNothingLeft(c)
 		})
@@ -410,8 +414,12 @@ func TestBootAndShutdown(t *testing.T) {
 	if err := v.Wait(); err != nil {
 		t.Errorf("vm exit %v, want a clean one", err)
 	}
-	// The agent said the guest is quiesced: the VMM is stopped at once,
-	// not after the guest's own power off.
+	// The agent said the guest is quiesced: the VMM is killed at once,
+	// not asked to quit nor waited for after the guest's own power off
+	// (destroy's Stop then finds it gone).
+	if n := v.kills(); n != 1 {
+		t.Errorf("vm killed %d times, want 1", n)
+	}
 	if n := v.stops(); n != 1 {
 		t.Errorf("vm stopped %d times, want 1", n)
 	}

@@ -43,6 +43,7 @@ type fakeVM struct {
 	mu        sync.Mutex
 	started   bool
 	stopCalls int
+	killCalls int
 	dials     int
 	saved     bool
 	paused    bool
@@ -173,6 +174,20 @@ func (v *fakeVM) Stop(ctx context.Context) error {
 	// As the Supervisor's: an exit Stop causes is a clean one for Wait.
 	v.exit(nil, nil)
 	return nil
+}
+
+func (v *fakeVM) Kill() error {
+	v.mu.Lock()
+	v.killCalls++
+	v.mu.Unlock()
+	v.exit(nil, nil) // clean for Wait, as the Supervisor's
+	return nil
+}
+
+func (v *fakeVM) kills() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.killCalls
 }
 
 func (v *fakeVM) Wait() error {

@@ -3,6 +3,7 @@ package vmm
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -56,6 +57,45 @@ func TestSupervisorStopSIGTERM(t *testing.T) {
 	}
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("pid %d still exists", pid)
+	}
+}
+
+// Kill ends the VMM at once without its Shutdown, removes its sockets, and
+// Wait reports a clean exit (as after Stop, unlike an outside kill); Stop
+// and Kill after it are no-ops.
+func TestSupervisorKill(t *testing.T) {
+	shutdowns := 0
+	s := sleepSupervisor(t, func(context.Context) error { return nil }, func(context.Context) error { shutdowns++; return nil })
+	if err := s.Kill(); err != nil {
+		t.Fatalf("Kill before Start: %v", err)
+	}
+	ctx := context.Background()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pid := s.Pid()
+	if err := s.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Wait(); err != nil {
+		t.Errorf("Wait after Kill = %v, want nil", err)
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("pid %d still exists", pid)
+	}
+	if shutdowns != 0 {
+		t.Errorf("Kill asked the VMM to shut down %d times", shutdowns)
+	}
+	for _, sock := range s.SocketPaths() {
+		if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("socket %s left after Kill: %v", sock, err)
+		}
+	}
+	if err := s.Stop(ctx); err != nil {
+		t.Errorf("Stop after Kill: %v", err)
+	}
+	if err := s.Kill(); err != nil {
+		t.Errorf("Kill after Kill: %v", err)
 	}
 }
 

@@ -137,6 +137,9 @@ func (v *VM) ready(ctx context.Context) error {
 // Stopping a VM that never started or already stopped is a no-op.
 func (v *VM) Stop(ctx context.Context) error { return v.sup.Stop(ctx) }
 
+// Kill ends the VMM at once (vmm.Supervisor.Kill): for a quiesced guest.
+func (v *VM) Kill() error { return v.sup.Kill() }
+
 // Wait blocks until cloud-hypervisor exited. It returns nil when it exited
 // cleanly (the guest powered off) or because Stop ended it, else an error
 // wrapping vmm.ErrVMExited with its log's and the console's last lines.

@@ -132,6 +132,9 @@ func (v *VM) Start(ctx context.Context) error { return v.sup.Start(ctx) }
 // no-op.
 func (v *VM) Stop(ctx context.Context) error { return v.sup.Stop(ctx) }
 
+// Kill ends the VMM at once (vmm.Supervisor.Kill): for a quiesced guest.
+func (v *VM) Kill() error { return v.sup.Kill() }
+
 // Wait blocks until qemu exited. It returns nil when qemu exited cleanly
 // (the guest powered off) or because Stop ended it, else an error wrapping
 // vmm.ErrVMExited with qemu's and the console's last lines.

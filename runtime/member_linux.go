@@ -81,7 +81,7 @@ func memberTrees(b *bundle.Bundle) (refs []treeRef, files []*os.File, err error)
 		return nil, nil, err
 	}
 	for _, m := range guestCgroupMounts(b.Spec.Mounts) {
-		if !isBind(m) || !filepath.IsAbs(m.Source) || filepath.Clean(m.Destination) == "/dev/shm" {
+		if !sharedBind(m) || !filepath.IsAbs(m.Source) {
 			continue
 		}
 		if err := add(m.Source, hasOption(m.Options, "rbind")); err != nil {

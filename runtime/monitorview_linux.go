@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -78,7 +77,7 @@ func EnterContainerView(rootfs string, mounts []specs.Mount) error {
 	}
 	defer unix.Close(root)
 	for _, m := range mounts {
-		if !isBind(m) || filepath.Clean(m.Destination) == "/dev/shm" {
+		if !sharedBind(m) {
 			continue
 		}
 		if err := bindInView(root, m); err != nil {

@@ -69,6 +69,9 @@ func (inst *Instance) addContainer(ctx context.Context, c Config, b *bundle.Bund
 	if err := checkBlockIO(b.Spec); err != nil {
 		return nil, fmt.Errorf("adding container %q: %w", id, err)
 	}
+	if err := checkBinds(b.Spec); err != nil {
+		return nil, fmt.Errorf("adding container %q: %w", id, err)
+	}
 	name := "m-" + randomSuffix()
 	var msh *share
 	served := ""

@@ -72,13 +72,8 @@ func guestMounts(s *specs.Spec, stateDir string, always bool) (_ []*agentapi.Mou
 			sh.remove()
 		}
 	}()
-	for _, m := range guestCgroupMounts(s.Mounts) {
-		// Refused before anything is mounted.
-		if isBind(m) {
-			if err := checkPropagation(m); err != nil {
-				return nil, nil, err
-			}
-		}
+	if err := checkBinds(s); err != nil {
+		return nil, nil, err
 	}
 	if always || hasHostBinds(s) {
 		dir := filepath.Join(stateDir, shareDirName)
@@ -91,10 +86,10 @@ func guestMounts(s *specs.Spec, stateDir string, always bool) (_ []*agentapi.Mou
 	return out, sh, err
 }
 
-// shareMounts converts the mounts of s; host binds get an entry in the
-// share *shp (made at dir when nil, inside served: see share.served),
-// seen by the guest under guestDir, from the trees of their sources where
-// trees holds them (a member's, member.go).
+// shareMounts converts the mounts of s, which checkBinds has passed; host
+// binds get an entry in the share *shp (made at dir when nil, inside
+// served: see share.served), seen by the guest under guestDir, from the
+// trees of their sources where trees holds them (a member's, member.go).
 func shareMounts(s *specs.Spec, shp **share, dir, guestDir, served string, trees mountTrees) ([]*agentapi.Mount, error) {
 	var out []*agentapi.Mount
 	for _, m := range guestCgroupMounts(s.Mounts) {
@@ -105,10 +100,7 @@ func shareMounts(s *specs.Spec, shp **share, dir, guestDir, served string, trees
 		if !filepath.IsAbs(m.Source) {
 			return nil, fmt.Errorf("bind mount on %q: source %q is not an absolute path", m.Destination, m.Source)
 		}
-		if err := checkPropagation(m); err != nil {
-			return nil, err
-		}
-		if filepath.Clean(m.Destination) == "/dev/shm" {
+		if !sharedBind(m) {
 			out = append(out, shmMount(m))
 			continue
 		}
@@ -125,6 +117,19 @@ func shareMounts(s *specs.Spec, shp **share, dir, guestDir, served string, trees
 		out = append(out, &agentapi.Mount{Destination: m.Destination, Type: "bind", Source: filepath.Join(guestDir, entry), Options: m.Options, Submounts: subs})
 	}
 	return out, nil
+}
+
+// checkBinds refuses, before anything is mounted, the binds of s that the
+// guest cannot have (checkPropagation).
+func checkBinds(s *specs.Spec) error {
+	for _, m := range guestCgroupMounts(s.Mounts) {
+		if isBind(m) {
+			if err := checkPropagation(m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // checkPropagation refuses a bind of a host path whose propagation is
@@ -150,11 +155,18 @@ func checkPropagation(m specs.Mount) error {
 // through the shared directory.
 func hasHostBinds(s *specs.Spec) bool {
 	for _, m := range guestCgroupMounts(s.Mounts) {
-		if isBind(m) && filepath.Clean(m.Destination) != "/dev/shm" {
+		if sharedBind(m) {
 			return true
 		}
 	}
 	return false
+}
+
+// sharedBind reports whether m is a bind that the guest gets through the
+// shared directory: every bind but one on /dev/shm, which becomes a guest
+// tmpfs (shmMount).
+func sharedBind(m specs.Mount) bool {
+	return isBind(m) && filepath.Clean(m.Destination) != "/dev/shm"
 }
 
 func isBind(m specs.Mount) bool {

@@ -77,17 +77,15 @@ type mountTrees map[treeRef][]*os.File
 
 // newMountTrees pairs the descriptors of a request with its refs.
 func newMountTrees(refs []treeRef, files []*os.File) (mountTrees, error) {
+	if len(files) != len(refs) {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, fmt.Errorf("the request names %d mount trees and carries %d", len(refs), len(files))
+	}
 	t := mountTrees{}
 	for i, f := range files {
-		if i >= len(refs) {
-			t.add(treeRef{Path: "\x00extra"}, f)
-			continue
-		}
 		t.add(refs[i], f)
-	}
-	if len(files) != len(refs) {
-		t.close()
-		return nil, fmt.Errorf("the request names %d mount trees and carries %d", len(refs), len(files))
 	}
 	return t, nil
 }

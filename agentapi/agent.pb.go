@@ -891,6 +891,59 @@ func (x *ContainerRequest) GetContainerId() string {
 	return ""
 }
 
+type FreezeRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// frozen: freeze (true) or thaw (false).
+	Frozen        bool `protobuf:"varint,2,opt,name=frozen,proto3" json:"frozen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreezeRequest) Reset() {
+	*x = FreezeRequest{}
+	mi := &file_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreezeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreezeRequest) ProtoMessage() {}
+
+func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreezeRequest.ProtoReflect.Descriptor instead.
+func (*FreezeRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *FreezeRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *FreezeRequest) GetFrozen() bool {
+	if x != nil {
+		return x.Frozen
+	}
+	return false
+}
+
 type ListProcessesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -900,7 +953,7 @@ type ListProcessesRequest struct {
 
 func (x *ListProcessesRequest) Reset() {
 	*x = ListProcessesRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +965,7 @@ func (x *ListProcessesRequest) String() string {
 func (*ListProcessesRequest) ProtoMessage() {}
 
 func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +978,7 @@ func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListProcessesRequest) GetContainerId() string {
@@ -958,7 +1011,7 @@ type Share struct {
 
 func (x *Share) Reset() {
 	*x = Share{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1023,7 @@ func (x *Share) String() string {
 func (*Share) ProtoMessage() {}
 
 func (x *Share) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1036,7 @@ func (x *Share) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Share.ProtoReflect.Descriptor instead.
 func (*Share) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Share) GetTag() string {
@@ -1033,7 +1086,7 @@ type FileAttrs struct {
 
 func (x *FileAttrs) Reset() {
 	*x = FileAttrs{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1098,7 @@ func (x *FileAttrs) String() string {
 func (*FileAttrs) ProtoMessage() {}
 
 func (x *FileAttrs) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1111,7 @@ func (x *FileAttrs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileAttrs.ProtoReflect.Descriptor instead.
 func (*FileAttrs) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FileAttrs) GetMode() uint32 {
@@ -1097,7 +1150,7 @@ type CreateProcessRequest struct {
 
 func (x *CreateProcessRequest) Reset() {
 	*x = CreateProcessRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1162,7 @@ func (x *CreateProcessRequest) String() string {
 func (*CreateProcessRequest) ProtoMessage() {}
 
 func (x *CreateProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1175,7 @@ func (x *CreateProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProcessRequest.ProtoReflect.Descriptor instead.
 func (*CreateProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateProcessRequest) GetId() string {
@@ -1155,7 +1208,7 @@ type CreateProcessResponse struct {
 
 func (x *CreateProcessResponse) Reset() {
 	*x = CreateProcessResponse{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1220,7 @@ func (x *CreateProcessResponse) String() string {
 func (*CreateProcessResponse) ProtoMessage() {}
 
 func (x *CreateProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1233,7 @@ func (x *CreateProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProcessResponse.ProtoReflect.Descriptor instead.
 func (*CreateProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateProcessResponse) GetPid() uint32 {
@@ -1199,7 +1252,7 @@ type ProcessRequest struct {
 
 func (x *ProcessRequest) Reset() {
 	*x = ProcessRequest{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1264,7 @@ func (x *ProcessRequest) String() string {
 func (*ProcessRequest) ProtoMessage() {}
 
 func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1277,7 @@ func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessRequest.ProtoReflect.Descriptor instead.
 func (*ProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ProcessRequest) GetId() string {
@@ -1244,7 +1297,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1309,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1322,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WriteStdinRequest) GetId() string {
@@ -1295,7 +1348,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1360,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1373,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WriteStdinResponse) GetWritten() uint32 {
@@ -1340,7 +1393,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1405,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1418,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReadRequest) GetId() string {
@@ -1391,7 +1444,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1456,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1469,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReadResponse) GetData() []byte {
@@ -1437,7 +1490,7 @@ type ResizePtyRequest struct {
 
 func (x *ResizePtyRequest) Reset() {
 	*x = ResizePtyRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1502,7 @@ func (x *ResizePtyRequest) String() string {
 func (*ResizePtyRequest) ProtoMessage() {}
 
 func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1515,7 @@ func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResizePtyRequest) GetId() string {
@@ -1499,7 +1552,7 @@ type SignalRequest struct {
 
 func (x *SignalRequest) Reset() {
 	*x = SignalRequest{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1564,7 @@ func (x *SignalRequest) String() string {
 func (*SignalRequest) ProtoMessage() {}
 
 func (x *SignalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1577,7 @@ func (x *SignalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
 func (*SignalRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SignalRequest) GetId() string {
@@ -1563,7 +1616,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1628,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1641,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WaitResponse) GetExitStatus() int32 {
@@ -1624,7 +1677,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1689,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1702,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ProcessInfo) GetPid() uint32 {
@@ -1689,7 +1742,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +1754,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +1767,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
@@ -1747,7 +1800,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +1812,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +1825,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StatsResponse) GetCpuUsageUsec() uint64 {
@@ -1855,7 +1908,7 @@ type UpdateLimitsRequest struct {
 
 func (x *UpdateLimitsRequest) Reset() {
 	*x = UpdateLimitsRequest{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +1920,7 @@ func (x *UpdateLimitsRequest) String() string {
 func (*UpdateLimitsRequest) ProtoMessage() {}
 
 func (x *UpdateLimitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +1933,7 @@ func (x *UpdateLimitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateLimitsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateLimitsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdateLimitsRequest) GetContainerId() string {
@@ -1919,7 +1972,7 @@ type NetworkRequest struct {
 
 func (x *NetworkRequest) Reset() {
 	*x = NetworkRequest{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +1984,7 @@ func (x *NetworkRequest) String() string {
 func (*NetworkRequest) ProtoMessage() {}
 
 func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +1997,7 @@ func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkRequest.ProtoReflect.Descriptor instead.
 func (*NetworkRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NetworkRequest) GetAddress() string {
@@ -1994,7 +2047,7 @@ type RestoredRequest struct {
 
 func (x *RestoredRequest) Reset() {
 	*x = RestoredRequest{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2059,7 @@ func (x *RestoredRequest) String() string {
 func (*RestoredRequest) ProtoMessage() {}
 
 func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2072,7 @@ func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
 func (*RestoredRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RestoredRequest) GetUnixNanos() int64 {
@@ -2046,7 +2099,7 @@ type DialPortRequest struct {
 
 func (x *DialPortRequest) Reset() {
 	*x = DialPortRequest{}
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2111,7 @@ func (x *DialPortRequest) String() string {
 func (*DialPortRequest) ProtoMessage() {}
 
 func (x *DialPortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2124,7 @@ func (x *DialPortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialPortRequest.ProtoReflect.Descriptor instead.
 func (*DialPortRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DialPortRequest) GetPort() uint32 {
@@ -2092,7 +2145,7 @@ type DialPortResponse struct {
 
 func (x *DialPortResponse) Reset() {
 	*x = DialPortResponse{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2104,7 +2157,7 @@ func (x *DialPortResponse) String() string {
 func (*DialPortResponse) ProtoMessage() {}
 
 func (x *DialPortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2117,7 +2170,7 @@ func (x *DialPortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialPortResponse.ProtoReflect.Descriptor instead.
 func (*DialPortResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DialPortResponse) GetConn() uint64 {
@@ -2136,7 +2189,7 @@ type PortRequest struct {
 
 func (x *PortRequest) Reset() {
 	*x = PortRequest{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2201,7 @@ func (x *PortRequest) String() string {
 func (*PortRequest) ProtoMessage() {}
 
 func (x *PortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2214,7 @@ func (x *PortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortRequest.ProtoReflect.Descriptor instead.
 func (*PortRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PortRequest) GetConn() uint64 {
@@ -2181,7 +2234,7 @@ type PortReadRequest struct {
 
 func (x *PortReadRequest) Reset() {
 	*x = PortReadRequest{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2193,7 +2246,7 @@ func (x *PortReadRequest) String() string {
 func (*PortReadRequest) ProtoMessage() {}
 
 func (x *PortReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2206,7 +2259,7 @@ func (x *PortReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortReadRequest.ProtoReflect.Descriptor instead.
 func (*PortReadRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PortReadRequest) GetConn() uint64 {
@@ -2233,7 +2286,7 @@ type PortWriteRequest struct {
 
 func (x *PortWriteRequest) Reset() {
 	*x = PortWriteRequest{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2298,7 @@ func (x *PortWriteRequest) String() string {
 func (*PortWriteRequest) ProtoMessage() {}
 
 func (x *PortWriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2311,7 @@ func (x *PortWriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortWriteRequest.ProtoReflect.Descriptor instead.
 func (*PortWriteRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PortWriteRequest) GetConn() uint64 {
@@ -2359,7 +2412,10 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"cpu_weight\x18\x05 \x01(\x04R\tcpuWeight\"5\n" +
 	"\x10ContainerRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"9\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"J\n" +
+	"\rFreezeRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
+	"\x06frozen\x18\x02 \x01(\bR\x06frozen\"9\n" +
 	"\x14ListProcessesRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\x87\x01\n" +
 	"\x05Share\x12\x10\n" +
@@ -2449,7 +2505,7 @@ const file_agent_proto_rawDesc = "" +
 	"\tmax_bytes\x18\x02 \x01(\rR\bmaxBytes\":\n" +
 	"\x10PortWriteRequest\x12\x12\n" +
 	"\x04conn\x18\x01 \x01(\x04R\x04conn\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data2\xd1\r\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data2\x9c\x0e\n" +
 	"\x05Agent\x12C\n" +
 	"\x04Ping\x12\x1c.initos.agent.v1.PingRequest\x1a\x1d.initos.agent.v1.PingResponse\x12>\n" +
 	"\x05Setup\x12\x1d.initos.agent.v1.SetupRequest\x1a\x16.initos.agent.v1.Empty\x12^\n" +
@@ -2469,7 +2525,8 @@ const file_agent_proto_rawDesc = "" +
 	"\rListProcesses\x12%.initos.agent.v1.ListProcessesRequest\x1a&.initos.agent.v1.ListProcessesResponse\x12L\n" +
 	"\x0fRemoveContainer\x12!.initos.agent.v1.ContainerRequest\x1a\x16.initos.agent.v1.Empty\x12J\n" +
 	"\x05Stats\x12!.initos.agent.v1.ContainerRequest\x1a\x1e.initos.agent.v1.StatsResponse\x12L\n" +
-	"\fUpdateLimits\x12$.initos.agent.v1.UpdateLimitsRequest\x1a\x16.initos.agent.v1.Empty\x12:\n" +
+	"\fUpdateLimits\x12$.initos.agent.v1.UpdateLimitsRequest\x1a\x16.initos.agent.v1.Empty\x12I\n" +
+	"\x0fFreezeContainer\x12\x1e.initos.agent.v1.FreezeRequest\x1a\x16.initos.agent.v1.Empty\x12:\n" +
 	"\bShutdown\x12\x16.initos.agent.v1.Empty\x1a\x16.initos.agent.v1.Empty\x12K\n" +
 	"\x10ConfigureNetwork\x12\x1f.initos.agent.v1.NetworkRequest\x1a\x16.initos.agent.v1.Empty\x12D\n" +
 	"\bRestored\x12 .initos.agent.v1.RestoredRequest\x1a\x16.initos.agent.v1.Empty\x12O\n" +
@@ -2491,7 +2548,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                 // 0: initos.agent.v1.Empty
 	(*PingRequest)(nil),           // 1: initos.agent.v1.PingRequest
@@ -2503,92 +2560,95 @@ var file_agent_proto_goTypes = []any{
 	(*DeviceRule)(nil),            // 7: initos.agent.v1.DeviceRule
 	(*CgroupLimits)(nil),          // 8: initos.agent.v1.CgroupLimits
 	(*ContainerRequest)(nil),      // 9: initos.agent.v1.ContainerRequest
-	(*ListProcessesRequest)(nil),  // 10: initos.agent.v1.ListProcessesRequest
-	(*Share)(nil),                 // 11: initos.agent.v1.Share
-	(*FileAttrs)(nil),             // 12: initos.agent.v1.FileAttrs
-	(*CreateProcessRequest)(nil),  // 13: initos.agent.v1.CreateProcessRequest
-	(*CreateProcessResponse)(nil), // 14: initos.agent.v1.CreateProcessResponse
-	(*ProcessRequest)(nil),        // 15: initos.agent.v1.ProcessRequest
-	(*WriteStdinRequest)(nil),     // 16: initos.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),    // 17: initos.agent.v1.WriteStdinResponse
-	(*ReadRequest)(nil),           // 18: initos.agent.v1.ReadRequest
-	(*ReadResponse)(nil),          // 19: initos.agent.v1.ReadResponse
-	(*ResizePtyRequest)(nil),      // 20: initos.agent.v1.ResizePtyRequest
-	(*SignalRequest)(nil),         // 21: initos.agent.v1.SignalRequest
-	(*WaitResponse)(nil),          // 22: initos.agent.v1.WaitResponse
-	(*ProcessInfo)(nil),           // 23: initos.agent.v1.ProcessInfo
-	(*ListProcessesResponse)(nil), // 24: initos.agent.v1.ListProcessesResponse
-	(*StatsResponse)(nil),         // 25: initos.agent.v1.StatsResponse
-	(*UpdateLimitsRequest)(nil),   // 26: initos.agent.v1.UpdateLimitsRequest
-	(*NetworkRequest)(nil),        // 27: initos.agent.v1.NetworkRequest
-	(*RestoredRequest)(nil),       // 28: initos.agent.v1.RestoredRequest
-	(*DialPortRequest)(nil),       // 29: initos.agent.v1.DialPortRequest
-	(*DialPortResponse)(nil),      // 30: initos.agent.v1.DialPortResponse
-	(*PortRequest)(nil),           // 31: initos.agent.v1.PortRequest
-	(*PortReadRequest)(nil),       // 32: initos.agent.v1.PortReadRequest
-	(*PortWriteRequest)(nil),      // 33: initos.agent.v1.PortWriteRequest
-	nil,                           // 34: initos.agent.v1.SetupRequest.SysctlsEntry
+	(*FreezeRequest)(nil),         // 10: initos.agent.v1.FreezeRequest
+	(*ListProcessesRequest)(nil),  // 11: initos.agent.v1.ListProcessesRequest
+	(*Share)(nil),                 // 12: initos.agent.v1.Share
+	(*FileAttrs)(nil),             // 13: initos.agent.v1.FileAttrs
+	(*CreateProcessRequest)(nil),  // 14: initos.agent.v1.CreateProcessRequest
+	(*CreateProcessResponse)(nil), // 15: initos.agent.v1.CreateProcessResponse
+	(*ProcessRequest)(nil),        // 16: initos.agent.v1.ProcessRequest
+	(*WriteStdinRequest)(nil),     // 17: initos.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),    // 18: initos.agent.v1.WriteStdinResponse
+	(*ReadRequest)(nil),           // 19: initos.agent.v1.ReadRequest
+	(*ReadResponse)(nil),          // 20: initos.agent.v1.ReadResponse
+	(*ResizePtyRequest)(nil),      // 21: initos.agent.v1.ResizePtyRequest
+	(*SignalRequest)(nil),         // 22: initos.agent.v1.SignalRequest
+	(*WaitResponse)(nil),          // 23: initos.agent.v1.WaitResponse
+	(*ProcessInfo)(nil),           // 24: initos.agent.v1.ProcessInfo
+	(*ListProcessesResponse)(nil), // 25: initos.agent.v1.ListProcessesResponse
+	(*StatsResponse)(nil),         // 26: initos.agent.v1.StatsResponse
+	(*UpdateLimitsRequest)(nil),   // 27: initos.agent.v1.UpdateLimitsRequest
+	(*NetworkRequest)(nil),        // 28: initos.agent.v1.NetworkRequest
+	(*RestoredRequest)(nil),       // 29: initos.agent.v1.RestoredRequest
+	(*DialPortRequest)(nil),       // 30: initos.agent.v1.DialPortRequest
+	(*DialPortResponse)(nil),      // 31: initos.agent.v1.DialPortResponse
+	(*PortRequest)(nil),           // 32: initos.agent.v1.PortRequest
+	(*PortReadRequest)(nil),       // 33: initos.agent.v1.PortReadRequest
+	(*PortWriteRequest)(nil),      // 34: initos.agent.v1.PortWriteRequest
+	nil,                           // 35: initos.agent.v1.SetupRequest.SysctlsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: initos.agent.v1.PingResponse.boot_steps:type_name -> initos.agent.v1.BootStep
 	4,  // 1: initos.agent.v1.SetupRequest.device_nodes:type_name -> initos.agent.v1.DeviceNode
 	5,  // 2: initos.agent.v1.SetupRequest.mounts:type_name -> initos.agent.v1.Mount
-	12, // 3: initos.agent.v1.SetupRequest.root_attrs:type_name -> initos.agent.v1.FileAttrs
-	11, // 4: initos.agent.v1.SetupRequest.share:type_name -> initos.agent.v1.Share
+	13, // 3: initos.agent.v1.SetupRequest.root_attrs:type_name -> initos.agent.v1.FileAttrs
+	12, // 4: initos.agent.v1.SetupRequest.share:type_name -> initos.agent.v1.Share
 	8,  // 5: initos.agent.v1.SetupRequest.limits:type_name -> initos.agent.v1.CgroupLimits
-	34, // 6: initos.agent.v1.SetupRequest.sysctls:type_name -> initos.agent.v1.SetupRequest.SysctlsEntry
-	11, // 7: initos.agent.v1.SetupRequest.root_share:type_name -> initos.agent.v1.Share
+	35, // 6: initos.agent.v1.SetupRequest.sysctls:type_name -> initos.agent.v1.SetupRequest.SysctlsEntry
+	12, // 7: initos.agent.v1.SetupRequest.root_share:type_name -> initos.agent.v1.Share
 	7,  // 8: initos.agent.v1.SetupRequest.device_rules:type_name -> initos.agent.v1.DeviceRule
-	23, // 9: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
+	24, // 9: initos.agent.v1.ListProcessesResponse.processes:type_name -> initos.agent.v1.ProcessInfo
 	8,  // 10: initos.agent.v1.UpdateLimitsRequest.limits:type_name -> initos.agent.v1.CgroupLimits
 	1,  // 11: initos.agent.v1.Agent.Ping:input_type -> initos.agent.v1.PingRequest
 	6,  // 12: initos.agent.v1.Agent.Setup:input_type -> initos.agent.v1.SetupRequest
-	13, // 13: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
-	15, // 14: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
-	16, // 15: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
-	15, // 16: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
-	18, // 17: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
-	18, // 18: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
-	20, // 19: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
-	21, // 20: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
-	15, // 21: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
-	10, // 22: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.ListProcessesRequest
+	14, // 13: initos.agent.v1.Agent.CreateProcess:input_type -> initos.agent.v1.CreateProcessRequest
+	16, // 14: initos.agent.v1.Agent.StartProcess:input_type -> initos.agent.v1.ProcessRequest
+	17, // 15: initos.agent.v1.Agent.WriteStdin:input_type -> initos.agent.v1.WriteStdinRequest
+	16, // 16: initos.agent.v1.Agent.CloseStdin:input_type -> initos.agent.v1.ProcessRequest
+	19, // 17: initos.agent.v1.Agent.ReadStdout:input_type -> initos.agent.v1.ReadRequest
+	19, // 18: initos.agent.v1.Agent.ReadStderr:input_type -> initos.agent.v1.ReadRequest
+	21, // 19: initos.agent.v1.Agent.ResizePty:input_type -> initos.agent.v1.ResizePtyRequest
+	22, // 20: initos.agent.v1.Agent.SignalProcess:input_type -> initos.agent.v1.SignalRequest
+	16, // 21: initos.agent.v1.Agent.WaitProcess:input_type -> initos.agent.v1.ProcessRequest
+	11, // 22: initos.agent.v1.Agent.ListProcesses:input_type -> initos.agent.v1.ListProcessesRequest
 	9,  // 23: initos.agent.v1.Agent.RemoveContainer:input_type -> initos.agent.v1.ContainerRequest
 	9,  // 24: initos.agent.v1.Agent.Stats:input_type -> initos.agent.v1.ContainerRequest
-	26, // 25: initos.agent.v1.Agent.UpdateLimits:input_type -> initos.agent.v1.UpdateLimitsRequest
-	0,  // 26: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
-	27, // 27: initos.agent.v1.Agent.ConfigureNetwork:input_type -> initos.agent.v1.NetworkRequest
-	28, // 28: initos.agent.v1.Agent.Restored:input_type -> initos.agent.v1.RestoredRequest
-	29, // 29: initos.agent.v1.Agent.DialPort:input_type -> initos.agent.v1.DialPortRequest
-	32, // 30: initos.agent.v1.Agent.ReadPort:input_type -> initos.agent.v1.PortReadRequest
-	33, // 31: initos.agent.v1.Agent.WritePort:input_type -> initos.agent.v1.PortWriteRequest
-	31, // 32: initos.agent.v1.Agent.ClosePortWrite:input_type -> initos.agent.v1.PortRequest
-	31, // 33: initos.agent.v1.Agent.ClosePort:input_type -> initos.agent.v1.PortRequest
-	2,  // 34: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
-	0,  // 35: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
-	14, // 36: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
-	0,  // 37: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
-	17, // 38: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
-	0,  // 39: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
-	19, // 40: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
-	19, // 41: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
-	0,  // 42: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
-	0,  // 43: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
-	22, // 44: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
-	24, // 45: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
-	0,  // 46: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
-	25, // 47: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
-	0,  // 48: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
-	0,  // 49: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
-	0,  // 50: initos.agent.v1.Agent.ConfigureNetwork:output_type -> initos.agent.v1.Empty
-	0,  // 51: initos.agent.v1.Agent.Restored:output_type -> initos.agent.v1.Empty
-	30, // 52: initos.agent.v1.Agent.DialPort:output_type -> initos.agent.v1.DialPortResponse
-	19, // 53: initos.agent.v1.Agent.ReadPort:output_type -> initos.agent.v1.ReadResponse
-	0,  // 54: initos.agent.v1.Agent.WritePort:output_type -> initos.agent.v1.Empty
-	0,  // 55: initos.agent.v1.Agent.ClosePortWrite:output_type -> initos.agent.v1.Empty
-	0,  // 56: initos.agent.v1.Agent.ClosePort:output_type -> initos.agent.v1.Empty
-	34, // [34:57] is the sub-list for method output_type
-	11, // [11:34] is the sub-list for method input_type
+	27, // 25: initos.agent.v1.Agent.UpdateLimits:input_type -> initos.agent.v1.UpdateLimitsRequest
+	10, // 26: initos.agent.v1.Agent.FreezeContainer:input_type -> initos.agent.v1.FreezeRequest
+	0,  // 27: initos.agent.v1.Agent.Shutdown:input_type -> initos.agent.v1.Empty
+	28, // 28: initos.agent.v1.Agent.ConfigureNetwork:input_type -> initos.agent.v1.NetworkRequest
+	29, // 29: initos.agent.v1.Agent.Restored:input_type -> initos.agent.v1.RestoredRequest
+	30, // 30: initos.agent.v1.Agent.DialPort:input_type -> initos.agent.v1.DialPortRequest
+	33, // 31: initos.agent.v1.Agent.ReadPort:input_type -> initos.agent.v1.PortReadRequest
+	34, // 32: initos.agent.v1.Agent.WritePort:input_type -> initos.agent.v1.PortWriteRequest
+	32, // 33: initos.agent.v1.Agent.ClosePortWrite:input_type -> initos.agent.v1.PortRequest
+	32, // 34: initos.agent.v1.Agent.ClosePort:input_type -> initos.agent.v1.PortRequest
+	2,  // 35: initos.agent.v1.Agent.Ping:output_type -> initos.agent.v1.PingResponse
+	0,  // 36: initos.agent.v1.Agent.Setup:output_type -> initos.agent.v1.Empty
+	15, // 37: initos.agent.v1.Agent.CreateProcess:output_type -> initos.agent.v1.CreateProcessResponse
+	0,  // 38: initos.agent.v1.Agent.StartProcess:output_type -> initos.agent.v1.Empty
+	18, // 39: initos.agent.v1.Agent.WriteStdin:output_type -> initos.agent.v1.WriteStdinResponse
+	0,  // 40: initos.agent.v1.Agent.CloseStdin:output_type -> initos.agent.v1.Empty
+	20, // 41: initos.agent.v1.Agent.ReadStdout:output_type -> initos.agent.v1.ReadResponse
+	20, // 42: initos.agent.v1.Agent.ReadStderr:output_type -> initos.agent.v1.ReadResponse
+	0,  // 43: initos.agent.v1.Agent.ResizePty:output_type -> initos.agent.v1.Empty
+	0,  // 44: initos.agent.v1.Agent.SignalProcess:output_type -> initos.agent.v1.Empty
+	23, // 45: initos.agent.v1.Agent.WaitProcess:output_type -> initos.agent.v1.WaitResponse
+	25, // 46: initos.agent.v1.Agent.ListProcesses:output_type -> initos.agent.v1.ListProcessesResponse
+	0,  // 47: initos.agent.v1.Agent.RemoveContainer:output_type -> initos.agent.v1.Empty
+	26, // 48: initos.agent.v1.Agent.Stats:output_type -> initos.agent.v1.StatsResponse
+	0,  // 49: initos.agent.v1.Agent.UpdateLimits:output_type -> initos.agent.v1.Empty
+	0,  // 50: initos.agent.v1.Agent.FreezeContainer:output_type -> initos.agent.v1.Empty
+	0,  // 51: initos.agent.v1.Agent.Shutdown:output_type -> initos.agent.v1.Empty
+	0,  // 52: initos.agent.v1.Agent.ConfigureNetwork:output_type -> initos.agent.v1.Empty
+	0,  // 53: initos.agent.v1.Agent.Restored:output_type -> initos.agent.v1.Empty
+	31, // 54: initos.agent.v1.Agent.DialPort:output_type -> initos.agent.v1.DialPortResponse
+	20, // 55: initos.agent.v1.Agent.ReadPort:output_type -> initos.agent.v1.ReadResponse
+	0,  // 56: initos.agent.v1.Agent.WritePort:output_type -> initos.agent.v1.Empty
+	0,  // 57: initos.agent.v1.Agent.ClosePortWrite:output_type -> initos.agent.v1.Empty
+	0,  // 58: initos.agent.v1.Agent.ClosePort:output_type -> initos.agent.v1.Empty
+	35, // [35:59] is the sub-list for method output_type
+	11, // [11:35] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -2605,7 +2665,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

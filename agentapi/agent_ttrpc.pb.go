@@ -23,6 +23,7 @@ type AgentService interface {
 	RemoveContainer(context.Context, *ContainerRequest) (*Empty, error)
 	Stats(context.Context, *ContainerRequest) (*StatsResponse, error)
 	UpdateLimits(context.Context, *UpdateLimitsRequest) (*Empty, error)
+	FreezeContainer(context.Context, *FreezeRequest) (*Empty, error)
 	Shutdown(context.Context, *Empty) (*Empty, error)
 	ConfigureNetwork(context.Context, *NetworkRequest) (*Empty, error)
 	Restored(context.Context, *RestoredRequest) (*Empty, error)
@@ -140,6 +141,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.UpdateLimits(ctx, &req)
+			},
+			"FreezeContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req FreezeRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.FreezeContainer(ctx, &req)
 			},
 			"Shutdown": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req Empty
@@ -326,6 +334,14 @@ func (c *agentClient) Stats(ctx context.Context, req *ContainerRequest) (*StatsR
 func (c *agentClient) UpdateLimits(ctx context.Context, req *UpdateLimitsRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "UpdateLimits", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) FreezeContainer(ctx context.Context, req *FreezeRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "initos.agent.v1.Agent", "FreezeContainer", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

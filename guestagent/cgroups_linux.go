@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
 )
@@ -204,4 +205,49 @@ func (s *Service) UpdateLimits(_ context.Context, req *agentapi.UpdateLimitsRequ
 		return nil, err
 	}
 	return &agentapi.Empty{}, nil
+}
+
+// freezeWait bounds how long FreezeContainer waits for the cgroup to reach
+// the state it asked for (a task in uninterruptible sleep delays it).
+const freezeWait = 10 * time.Second
+
+// FreezeContainer freezes or thaws container req.ContainerId's processes:
+// its cgroup's cgroup.freeze, then cgroup.events until it says so (the
+// kernel freezes asynchronously), as runc pauses a cgroup v2 container.
+func (s *Service) FreezeContainer(ctx context.Context, req *agentapi.FreezeRequest) (*agentapi.Empty, error) {
+	verb, want := "thawing", "0"
+	if req.Frozen {
+		verb, want = "freezing", "1"
+	}
+	s.mu.Lock()
+	c := s.containers[req.ContainerId]
+	s.mu.Unlock()
+	if c == nil {
+		return nil, errorf(ErrNotFound, "%s container %q: it is not set up", verb, req.ContainerId)
+	}
+	if !s.cgroups {
+		return nil, errorf(ErrFailedPrecondition, "%s container %q: the guest has no cgroup v2", verb, req.ContainerId)
+	}
+	dir := cgroupOf(req.ContainerId)
+	if err := s.sys.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte(want)); err != nil {
+		return nil, fmt.Errorf("%s container %q: %w", verb, req.ContainerId, err)
+	}
+	deadline := time.Now().Add(freezeWait)
+	for {
+		b, err := s.sys.ReadFile(filepath.Join(dir, "cgroup.events"))
+		if err != nil {
+			return nil, fmt.Errorf("%s container %q: %w", verb, req.ContainerId, err)
+		}
+		if ev, ok := keyed(b)["frozen"]; ok && strconv.FormatUint(ev, 10) == want {
+			return &agentapi.Empty{}, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s container %q: its cgroup %s did not say frozen %s within %v: %w", verb, req.ContainerId, dir, want, freezeWait, context.DeadlineExceeded)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s container %q: %w", verb, req.ContainerId, ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }

@@ -41,6 +41,9 @@ type fakeSystem struct {
 	poweredOff chan struct{}
 	fileData   map[string][]byte // ReadFile contents (sysfs attributes)
 	failWrite  map[string]error  // WriteFile errors, by path
+	// onWrite, when set, sees each WriteFile (under mu: it may change
+	// fileData, as a kernel file's write changes what another reads).
+	onWrite func(p string, data []byte)
 }
 
 func newFakeSystem() *fakeSystem {
@@ -153,6 +156,9 @@ func (f *fakeSystem) WriteFile(p string, data []byte) error {
 		return err
 	}
 	f.files[p] = 0o644
+	if f.onWrite != nil {
+		f.onWrite(p, data)
+	}
 	return nil
 }
 

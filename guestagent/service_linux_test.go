@@ -839,6 +839,64 @@ func TestSetupAppliesCgroupLimits(t *testing.T) {
 	}
 }
 
+// TestFreezeContainer: a pause freezes the container's cgroup and returns
+// once cgroup.events says frozen (the kernel's answer comes later than the
+// write); a thaw likewise; a container not set up, a guest without
+// cgroups and a cgroup that never freezes fail, naming the container.
+func TestFreezeContainer(t *testing.T) {
+	s, sys, _ := newTestService(t)
+	if _, err := s.FreezeContainer(ctx5s(t), &agentapi.FreezeRequest{ContainerId: "nope", Frozen: true}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("freezing a container that is not set up: %v, want ErrNotFound", err)
+	}
+	if _, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs"}); err != nil {
+		t.Fatal(err)
+	}
+	dir := "/sys/fs/cgroup/initos-default/"
+	sys.mu.Lock()
+	sys.fileData[dir+"cgroup.events"] = []byte("populated 1\nfrozen 0\n")
+	sys.onWrite = func(p string, data []byte) {
+		if p == dir+"cgroup.freeze" {
+			state := string(data)
+			// The kernel's answer, a little later.
+			time.AfterFunc(20*time.Millisecond, func() {
+				sys.mu.Lock()
+				defer sys.mu.Unlock()
+				sys.fileData[dir+"cgroup.events"] = []byte("populated 1\nfrozen " + state + "\n")
+			})
+		}
+	}
+	sys.mu.Unlock()
+	for _, frozen := range []bool{true, false} {
+		if _, err := s.FreezeContainer(ctx5s(t), &agentapi.FreezeRequest{Frozen: frozen}); err != nil {
+			t.Fatalf("FreezeContainer(%v): %v", frozen, err)
+		}
+		sys.mu.Lock()
+		ev := string(sys.fileData[dir+"cgroup.events"])
+		sys.mu.Unlock()
+		if want := map[bool]string{true: "frozen 1", false: "frozen 0"}[frozen]; !strings.Contains(ev, want) {
+			t.Errorf("FreezeContainer(%v) returned before the cgroup said %q (%q)", frozen, want, ev)
+		}
+	}
+	if got := sys.Calls("write " + dir + "cgroup.freeze"); len(got) != 2 || !strings.HasSuffix(got[0], `"1"`) || !strings.HasSuffix(got[1], `"0"`) {
+		t.Errorf("cgroup.freeze writes %q, want 1 then 0", got)
+	}
+
+	// A cgroup that never says frozen: the caller's deadline ends the wait.
+	sys.mu.Lock()
+	sys.onWrite = nil
+	sys.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.FreezeContainer(ctx, &agentapi.FreezeRequest{Frozen: true}); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), `container ""`) {
+		t.Errorf("freezing a cgroup that never freezes: %v, want a deadline error naming the container", err)
+	}
+
+	s.cgroups = false
+	if _, err := s.FreezeContainer(ctx5s(t), &agentapi.FreezeRequest{Frozen: true}); !errors.Is(err, ErrFailedPrecondition) {
+		t.Errorf("freezing without cgroups: %v, want ErrFailedPrecondition", err)
+	}
+}
+
 func TestUpdateLimits(t *testing.T) {
 	s, sys, _ := newTestService(t)
 	if _, err := s.UpdateLimits(ctx5s(t), &agentapi.UpdateLimitsRequest{Limits: &agentapi.CgroupLimits{Pids: 5}}); !errors.Is(err, ErrNotFound) {

@@ -68,6 +68,8 @@ func TestPodmanPod(t *testing.T) {
 	}
 	p.ok(t, "rm", "--force", "--time", "0", base)
 
+	testPodmanPodPause(t, p, pod, web, port, want)
+
 	if p.initos {
 		// A member's monitor killed: that member ends as by SIGKILL, the
 		// pod serves on.
@@ -109,6 +111,83 @@ func TestPodmanPod(t *testing.T) {
 	}
 
 	t.Run("play-kube", func(t *testing.T) { testPodmanPlayKube(t, p, suffix) })
+	t.Run("shared-pid", func(t *testing.T) { testPodmanPodSharedPid(t, p, suffix) })
+}
+
+// testPodmanPodSharedPid: in a pod made with --share pid its members see
+// the infra container's catatonit as PID 1 and each other's processes.
+func testPodmanPodSharedPid(t *testing.T, p *podman, suffix string) {
+	pod := "initos-pidpod-" + suffix
+	t.Cleanup(func() { p.run(t, nil, "pod", "rm", "--force", "--ignore", pod) })
+	p.ok(t, "pod", "create", "--name", pod, "--network", "none", "--share", "pid,ipc,net,uts")
+	sleeper := pod + "-sleeper"
+	p.ok(t, "run", "-d", "--pod", pod, "--name", sleeper, podmanImage, "sleep", "3600")
+	r := p.run(t, nil, "run", "--rm", "--pod", pod, podmanImage, "sh", "-c",
+		"tr '\\0' ' ' < /proc/1/cmdline; echo; for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done")
+	if r.code != 0 || !strings.Contains(strings.SplitN(string(r.stdout), "\n", 2)[0], "catatonit") || !strings.Contains(string(r.stdout), "sleep 3600") {
+		t.Errorf("a member of a pod sharing its PID namespace: exit %d, stdout %q, stderr %q; want PID 1 catatonit and the other member's sleep", r.code, r.stdout, r.stderr)
+	}
+	p.ok(t, "pod", "rm", "--force", pod)
+}
+
+// testPodmanPodPause: pausing one member stops its processes alone (the
+// others run and serve on); `podman pod pause` pauses every container of
+// the pod and `pod unpause` lets them go on, as under runc. A counter
+// member writes into the pod's shared /dev/shm, read through an exec in
+// web.
+func testPodmanPodPause(t *testing.T, p *podman, pod, web string, port int, want string) {
+	counter := pod + "-counter"
+	p.removeLater(t, counter)
+	p.ok(t, "run", "-d", "--pod", pod, "--name", counter, podmanImage, "sh", "-c",
+		"i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count; sleep 0.1; done")
+	count := func() int {
+		t.Helper()
+		n, err := strconv.Atoi(p.ok(t, "exec", web, "cat", "/dev/shm/count"))
+		if err != nil {
+			t.Fatalf("the counter in %s's /dev/shm: %v", web, err)
+		}
+		return n
+	}
+	advances := func(what string) {
+		t.Helper()
+		start := count()
+		deadline := time.Now().Add(settleTimeout)
+		for count() == start {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the counter stayed at %d for %v", what, start, settleTimeout)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	stands := func(what string) {
+		t.Helper()
+		before := count()
+		time.Sleep(time.Second)
+		if after := count(); after != before {
+			t.Errorf("%s: the counter went on from %d to %d", what, before, after)
+		}
+	}
+	advances("the counter member")
+
+	p.ok(t, "pause", counter)
+	if got := p.inspect(t, counter, "{{.State.Status}}"); got != "paused" {
+		t.Errorf("%s after pause is %q, want paused", counter, got)
+	}
+	stands("a paused member")
+	waitServed(t, port, want) // the rest of the pod serves on
+	p.ok(t, "unpause", counter)
+	advances("a member unpaused")
+
+	p.ok(t, "pod", "pause", pod)
+	for _, c := range []string{counter, web} {
+		if got := p.inspect(t, c, "{{.State.Status}}"); got != "paused" {
+			t.Errorf("%s after the pod's pause is %q, want paused", c, got)
+		}
+	}
+	p.ok(t, "pod", "unpause", pod)
+	advances("the pod unpaused")
+	waitServed(t, port, want)
+	p.ok(t, "rm", "--force", "--time", "0", counter)
 }
 
 // testPodmanPlayKube: `podman play kube` of a pod whose client container

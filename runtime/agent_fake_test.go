@@ -62,6 +62,7 @@ type fakeAgent struct {
 	procs      map[string]*fakeProc
 	shutdowns  int
 	limits     *agentapi.CgroupLimits // the last UpdateLimits
+	frozen     map[string]bool        // FreezeContainer: each container's last state
 	poweredOff chan struct{}          // closed by Shutdown
 	offOnce    sync.Once
 	gone       chan struct{} // closed when the VM has exited
@@ -382,6 +383,16 @@ func (a *fakeAgent) ListProcesses(context.Context, *agentapi.ListProcessesReques
 
 func (a *fakeAgent) Stats(context.Context, *agentapi.ContainerRequest) (*agentapi.StatsResponse, error) {
 	return &agentapi.StatsResponse{CpuUsageUsec: 1}, nil
+}
+
+func (a *fakeAgent) FreezeContainer(_ context.Context, r *agentapi.FreezeRequest) (*agentapi.Empty, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.frozen == nil {
+		a.frozen = map[string]bool{}
+	}
+	a.frozen[r.ContainerId] = r.Frozen
+	return &agentapi.Empty{}, nil
 }
 
 func (a *fakeAgent) UpdateLimits(_ context.Context, r *agentapi.UpdateLimitsRequest) (*agentapi.Empty, error) {

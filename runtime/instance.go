@@ -1013,11 +1013,9 @@ func (inst *Instance) Pause(ctx context.Context) error { return inst.freeze(ctx,
 func (inst *Instance) Resume(ctx context.Context) error { return inst.freeze(ctx, false) }
 
 func (inst *Instance) freeze(ctx context.Context, pause bool) error {
-	if inst.pod != nil {
-		return fmt.Errorf("container %q: %w: pausing one container of a pod's VM (pause the pod's sandbox %q)", inst.ID, ErrUnsupported, inst.pod.ID)
-	}
-	if inst.remote != nil {
-		return fmt.Errorf("container %q: %w: pausing one container of a pod's VM (pause the container %q, whose VM it shares)", inst.ID, ErrUnsupported, inst.remote.id)
+	if inst.pod != nil || inst.remote != nil {
+		// One container of a VM others share: its processes, not the VM.
+		return inst.FreezeContainer(ctx, pause)
 	}
 	p, ok := inst.vm.(pauser)
 	if !ok {
@@ -1034,6 +1032,21 @@ func (inst *Instance) freeze(ctx context.Context, pause bool) error {
 	// never stops the clock).
 	if err := inst.resync(ctx); err != nil {
 		return fmt.Errorf("container %q: setting the guest's clock after resuming: %w", inst.ID, err)
+	}
+	return nil
+}
+
+// FreezeContainer freezes (or thaws) only this container's processes in
+// the guest, as runc freezes a container's cgroup: the pause of a
+// container whose VM other containers share, which runs on for them (and
+// whose clock therefore never stops).
+func (inst *Instance) FreezeContainer(ctx context.Context, frozen bool) error {
+	err := inst.call(ctx, callTimeout, func(ctx context.Context) error {
+		_, err := inst.Agent.FreezeContainer(ctx, &agentapi.FreezeRequest{ContainerId: inst.containerID, Frozen: frozen})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("container %q: %w", inst.ID, err)
 	}
 	return nil
 }

@@ -175,6 +175,13 @@ type members struct {
 	done bool // the sandbox is going: no more members
 }
 
+// count is how many members the VM has.
+func (ms *members) count() int {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return len(ms.all)
+}
+
 // serveMembers accepts members on memberSock until ctx ends.
 func (m *monitor) serveMembers(ctx context.Context) error {
 	path := filepath.Join(m.dir, memberSock)
@@ -266,6 +273,9 @@ func (m *monitor) addMember(ctx context.Context, req memberRequest, trees mountT
 	m.members.mu.Unlock()
 	if dup || done || m.mainExited.Load() {
 		return nil, fmt.Errorf("adding container %q to the VM of %q: it is a member already, or the VM is stopping: %w", req.ID, m.st.ID, ErrWrongState)
+	}
+	if m.vmPaused.Load() {
+		return nil, fmt.Errorf("adding container %q to the VM of %q: that container is paused, and with it its VM (resume it first): %w", req.ID, m.st.ID, ErrWrongState)
 	}
 	b := &bundle.Bundle{Dir: req.Bundle, Spec: req.Spec, Rootfs: req.Rootfs}
 	mem, err := m.inst.addContainer(ctx, m.c, b, req.ID, trees)

@@ -274,9 +274,27 @@ func TestMonitorMembers(t *testing.T) {
 	if cr.ContainerId != "app" {
 		t.Errorf("the member's process was created in container %q", cr.ContainerId)
 	}
-	// Pausing one member would pause the whole VM.
-	if err := mem.Pause(context.Background()); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("pausing a member: %v, want ErrUnsupported", err)
+	// Pausing a member freezes its processes; the VM runs on for the
+	// others, and so does the sandbox's own pause while it has members.
+	vm := m.inst.vm.(*fakeVM)
+	frozen := func(id string) bool {
+		h.agent.mu.Lock()
+		defer h.agent.mu.Unlock()
+		return h.agent.frozen[id]
+	}
+	if err := mem.Pause(context.Background()); err != nil || !frozen("app") || vm.paused {
+		t.Errorf("pausing a member: %v; frozen %v, the VM paused %v: want its container frozen, the VM running", err, frozen("app"), vm.paused)
+	}
+	if err := mem.Resume(context.Background()); err != nil || frozen("app") {
+		t.Errorf("resuming a member: %v; frozen %v", err, frozen("app"))
+	}
+	svc := &monitorService{m}
+	m.st.Status = StatusRunning
+	if _, err := svc.Pause(context.Background(), nil); err != nil || !frozen("") || vm.paused || m.vmPaused.Load() {
+		t.Errorf("pausing the sandbox with a member: %v; frozen %v, the VM paused %v", err, frozen(""), vm.paused)
+	}
+	if _, err := svc.Resume(context.Background(), nil); err != nil || frozen("") || m.st.Status == StatusPaused {
+		t.Errorf("resuming the sandbox: %v; frozen %v, status %s", err, frozen(""), m.st.Status)
 	}
 	// A second member with the same id is refused.
 	if _, err := joinSandbox(context.Background(), c, mb, "app", "infra", mkStateDir(t, c, "app2")); err == nil || !strings.Contains(err.Error(), "member already") {
@@ -321,7 +339,26 @@ func TestMonitorMembersRefused(t *testing.T) {
 	if _, err := joinSandbox(context.Background(), c, mb, "app", "infra", mkStateDir(t, c, "app")); err == nil || !strings.Contains(err.Error(), "switch-root") {
 		t.Errorf("joining a switch-root VM: %v", err)
 	}
-	m, _, c, _ := memberHost(t, nil)
+	// A sandbox paused alone is a paused VM: it takes no member until
+	// resumed, and says so.
+	m, h, c, _ := memberHost(t, nil)
+	m.st.Status = StatusRunning
+	svc := &monitorService{m}
+	if _, err := svc.Pause(context.Background(), nil); err != nil || !m.inst.vm.(*fakeVM).paused {
+		t.Fatalf("pausing a sandbox without members: %v; want its VM paused", err)
+	}
+	h.agent.mu.Lock()
+	if len(h.agent.frozen) != 0 {
+		t.Errorf("pausing a sandbox without members froze %v", h.agent.frozen)
+	}
+	h.agent.mu.Unlock()
+	if _, err := joinSandbox(context.Background(), c, mb, "app", "infra", mkStateDir(t, c, "app")); err == nil || !strings.Contains(err.Error(), "is paused") {
+		t.Errorf("joining a paused VM: %v", err)
+	}
+	if _, err := svc.Resume(context.Background(), nil); err != nil || m.inst.vm.(*fakeVM).paused {
+		t.Errorf("resuming a sandbox without members: %v", err)
+	}
+	m, _, c, _ = memberHost(t, nil)
 	m.mainExited.Store(true)
 	if _, err := joinSandbox(context.Background(), c, mb, "app", "infra", mkStateDir(t, c, "app")); err == nil || !strings.Contains(err.Error(), "stopping") {
 		t.Errorf("joining a VM whose container exited: %v", err)

@@ -63,6 +63,9 @@ type monitor struct {
 	// members are the containers of other monitors that joined this
 	// one's VM (member.go).
 	members members
+	// vmPaused: the pause stopped the whole VM (it hosted no member then);
+	// a pause with members froze the container's processes only.
+	vmPaused atomic.Bool
 }
 
 // RunMonitor boots the container's VM, creates its process, reports ready
@@ -382,10 +385,29 @@ func (s *monitorService) freeze(ctx context.Context, pause bool) (*monitorapi.Em
 	}
 	next := StatusPaused
 	var err error
-	if pause {
-		err = m.inst.Pause(ctx)
-	} else {
-		err = m.inst.Resume(ctx)
+	switch {
+	case pause:
+		// A VM the container shares (it is a member, or has members) runs
+		// on for the others: the pause freezes this container's processes
+		// alone, as runc's freezes one container's cgroup.
+		whole := m.inst.remote == nil && m.members.count() == 0
+		if whole {
+			err = m.inst.Pause(ctx)
+		} else {
+			err = m.inst.FreezeContainer(ctx, true)
+		}
+		if err == nil {
+			m.vmPaused.Store(whole)
+		}
+	default:
+		if m.vmPaused.Load() {
+			err = m.inst.Resume(ctx)
+		} else {
+			err = m.inst.FreezeContainer(ctx, false)
+		}
+		if err == nil {
+			m.vmPaused.Store(false)
+		}
 		next = StatusRunning
 		select {
 		case <-m.start:
@@ -535,6 +557,13 @@ func (a *agentProxy) Stats(ctx context.Context, r *agentapi.ContainerRequest) (*
 		r.ContainerId = c
 	}
 	return a.agent().Stats(ctx, r)
+}
+
+func (a *agentProxy) FreezeContainer(ctx context.Context, r *agentapi.FreezeRequest) (*agentapi.Empty, error) {
+	if c := a.container(); c != "" {
+		r.ContainerId = c
+	}
+	return a.agent().FreezeContainer(ctx, r)
 }
 
 func (a *agentProxy) UpdateLimits(ctx context.Context, r *agentapi.UpdateLimitsRequest) (*agentapi.Empty, error) {

@@ -584,7 +584,7 @@ func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (_ *taskAP
 	return resp, nil
 }
 
-// Pause freezes the task's VM.
+// Pause freezes the task: its VM, or in a pod's VM its processes alone.
 func (s *Service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (_ *emptypb.Empty, retErr error) {
 	defer func() { retErr = toGRPC(retErr) }()
 	return s.freeze(ctx, r.ID, true)

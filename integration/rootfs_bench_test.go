@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -98,11 +99,13 @@ func BenchmarkRootfs(b *testing.B) {
 			}
 			s := busyboxSpec(b, "sh", "-c", rootfsBenchScript(b, rootfsBenchDir))
 			withEngineCaps(s)
+			withClock(s)
 			bundle := writeBundle(b, s)
 			dir := filepath.Join(s.Root.Path, rootfsBenchDir)
 			var sum volumeBenchResult
 			var ready time.Duration
 			fstype := ""
+			retries := 0
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				// A fresh directory (share: the last run's writes are in
@@ -129,23 +132,26 @@ func BenchmarkRootfs(b *testing.B) {
 						b.Fatalf("initos-runtime run of the rootfs benchmark (%s): exit %d; stdout:\n%s\nstderr:\n%s", target.name, r.code, r.stdout, r.stderr)
 					}
 					out, stderr = r.stdout, r.stderr
-					d, err := runTiming(r.stderr, "disk")
-					if err != nil {
-						b.Fatal(err)
-					}
-					ready += d
 				}
-				wall := time.Since(t0)
-				res, err := parseVolumeBench(out)
+				res, err := checkSteps(out, time.Since(t0))
+				if errors.Is(err, errClockStepped) && retries < clockRetries {
+					retries++
+					b.Logf("%s: run %d again: %v", target.name, i, err)
+					i--
+					continue
+				}
 				if err != nil {
 					b.Fatalf("%s: %v\nstderr:\n%s", target.name, err, stderr)
 				}
 				if target.fstype != "" && res.fstype != target.fstype {
 					b.Fatalf("%s: the container's root is %q, want %q", target.name, res.fstype, target.fstype)
 				}
-				// The guest's clock must agree with the host's.
-				if steps := res.write + res.read + res.create; steps > wall {
-					b.Fatalf("%s: the steps took %s by the clock of the script, more than the %s the whole run took", target.name, steps, wall)
+				if target.config != nil {
+					d, err := runTiming(stderr, "disk")
+					if err != nil {
+						b.Fatal(err)
+					}
+					ready += d
 				}
 				fstype = res.fstype
 				sum.write += res.write

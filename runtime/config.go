@@ -62,6 +62,11 @@ type Config struct {
 	// idle clones share the template's memory; with virtiofs, and under
 	// cloud-hypervisor, each clone's is a copy.
 	Templates bool `json:"templates,omitempty"`
+	// BootConcurrency is how many VMs may boot (and set up) at once on
+	// this host, the others waiting their turn (bootslots.go): 0 picks
+	// the host's CPU count under TCG and no limit with KVM; -1 is no
+	// limit.
+	BootConcurrency int `json:"bootConcurrency,omitempty"`
 	// Bridge and BridgeSubnet are the seed's per-host bridge and its /24
 	// (`initos-runtime network setup` creates them). A container whose
 	// spec asks for a new network namespace joins the bridge when it
@@ -187,6 +192,9 @@ func (c Config) Validate() error {
 	if c.CPUs < 1 {
 		return fmt.Errorf("config: cpus %d must be at least 1", c.CPUs)
 	}
+	if c.BootConcurrency < -1 {
+		return fmt.Errorf("config: bootConcurrency %d: want a count, 0 (the host's CPUs under TCG, else no limit) or -1 (no limit)", c.BootConcurrency)
+	}
 	switch c.ShareFS {
 	case "auto", "virtiofs", "9p":
 	default:
@@ -213,6 +221,9 @@ func (c Config) Validate() error {
 
 // cacheDir holds the extracted vmlinux and the initrds.
 func (c Config) cacheDir() string { return filepath.Join(c.DataDir, "cache") }
+
+// bootSlotsDir holds the boot slots' lock files.
+func (c Config) bootSlotsDir() string { return filepath.Join(c.DataDir, "boot-slots") }
 
 // templatesDir holds the VM templates, one directory each.
 func (c Config) templatesDir() string { return filepath.Join(c.DataDir, "templates") }

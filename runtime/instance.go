@@ -33,6 +33,7 @@ import (
 type Timings struct {
 	Disk     time.Duration // rootfs → btrfs image, or its bind into the root share
 	Initrd   time.Duration // kernel lookup + initrd (cached after the first)
+	Queued   time.Duration // waiting for a boot slot (bootslots.go)
 	Boot     time.Duration // VMM start → agent answers Ping
 	Setup    time.Duration // mounts and device nodes in the guest
 	Run      time.Duration // process start → exit status
@@ -295,6 +296,15 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		boot.Cmdline += " " + inst.bridge.kernelArg()
 	}
 	inst.Timings.Initrd = time.Since(t0)
+
+	t0 = time.Now()
+	release, err := acquireBootSlot(ctx, c.bootSlotsDir(), bootSlots(c, accel))
+	if err != nil {
+		return nil, fmt.Errorf("container %q: %w", id, err)
+	}
+	// Held through the boot and the setup: the start's CPU work.
+	defer release()
+	inst.Timings.Queued = time.Since(t0)
 
 	t0 = time.Now()
 	if clone {

@@ -95,6 +95,7 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 
 	tplOK, tplWords := templatesServe(c, driver, derr, d)
 	add("templates", tplOK, false, tplWords)
+	add("boot slots", true, false, bootSlotsWords(c, accel))
 
 	if k, err := d.findKernel(c.KernelRoot); err != nil {
 		add("kernel", false, true, fmt.Sprintf("no guest kernel under %s: %v (scripts/setup.sh fetches Debian's linux-image-amd64)", c.KernelRoot, err))
@@ -107,6 +108,20 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 		add("agent", true, true, "guest agent for the initrd: "+a+" (initrds are built from it on first use and cached in "+c.cacheDir()+")")
 	}
 	return rs, ok
+}
+
+// bootSlotsWords says how many VMs may boot at once (bootslots.go).
+func bootSlotsWords(c Config, accel vmm.Accel) string {
+	n := bootSlots(c, accel)
+	switch {
+	case n > 0 && c.BootConcurrency > 0:
+		return fmt.Sprintf("at most %d VMs boot and set up at once, the others wait their turn (config bootConcurrency; slots in %s)", n, c.bootSlotsDir())
+	case n > 0:
+		return fmt.Sprintf("at most %d VMs boot and set up at once, one per CPU of the host: under TCG a boot is the host's CPU work (config bootConcurrency changes it; slots in %s)", n, c.bootSlotsDir())
+	case c.BootConcurrency < 0:
+		return "no limit: every VM boots at once (config bootConcurrency -1)"
+	}
+	return "no limit: every VM boots at once (with KVM a boot waits on its guest, not on the host's CPUs; config bootConcurrency sets one)"
 }
 
 // templatesServe says whether VM templates are on and serve, and, when they

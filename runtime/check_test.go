@@ -45,6 +45,7 @@ func TestCheck(t *testing.T) {
 				"agent":            {true, []string{"/opt/initos-agent"}},
 				"virtiofsd":        {true, []string{"/usr/bin/virtiofsd"}},
 				"rootfs":           {true, []string{"shared with the VM over virtiofs", "engine's storage"}},
+				"boot slots":       {true, []string{"at most", "one per CPU", "/d/boot-slots"}},
 			},
 		},
 		{
@@ -117,7 +118,8 @@ func TestCheck(t *testing.T) {
 		{
 			name: "templates under cloud-hypervisor", vmm: "auto", accel: kvm, installed: all, templates: true, wantOK: true,
 			lines: map[string]line{"templates": {true, []string{"on: containers start by restoring", "cloud-hypervisor: each clone's memory is a copy",
-				"hot-added after the restore", "tested only against a fake"}}},
+				"hot-added after the restore", "tested only against a fake"}},
+				"boot slots": {true, []string{"no limit", "with KVM"}}},
 		},
 		{
 			name: "cloud-hypervisor asked for without kvm", vmm: "cloud-hypervisor", accel: pvm, installed: all, wantOK: false,
@@ -167,13 +169,13 @@ func TestCheck(t *testing.T) {
 			for _, r := range rs {
 				got[r.Name] = r
 			}
-			for _, name := range []string{"kvm", "qemu", "cloud-hypervisor", "vmm", "virtiofsd", "mkfs.btrfs", "rootfs", "templates", "kernel", "agent"} {
+			for _, name := range []string{"kvm", "qemu", "cloud-hypervisor", "vmm", "virtiofsd", "mkfs.btrfs", "rootfs", "templates", "boot slots", "kernel", "agent"} {
 				if _, ok := got[name]; !ok {
 					t.Errorf("no %q line in %+v", name, rs)
 				}
 			}
 			for name, r := range got {
-				want := name != "kvm" && name != "qemu" && name != "cloud-hypervisor" && name != "virtiofsd" && name != "templates" &&
+				want := name != "kvm" && name != "qemu" && name != "cloud-hypervisor" && name != "virtiofsd" && name != "templates" && name != "boot slots" &&
 					(name != "mkfs.btrfs" || c.Rootfs == RootfsDisk)
 				if r.Required != want {
 					t.Errorf("%s: Required = %v, want %v", name, r.Required, want)

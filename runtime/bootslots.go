@@ -2,14 +2,11 @@ package runtime
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/initos-runtime/initos-runtime/vmm"
 )
@@ -50,26 +47,9 @@ func acquireBootSlot(ctx context.Context, dir string, n int) (release func(), er
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the boot slots' directory: %w", err)
 	}
-	for {
-		for i := 0; i < n; i++ {
-			path := filepath.Join(dir, fmt.Sprintf("slot%d", i))
-			f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-			if err != nil {
-				return nil, fmt.Errorf("opening boot slot %q: %w", path, err)
-			}
-			err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-			if err == nil {
-				return func() { f.Close() }, nil // closing unlocks
-			}
-			f.Close()
-			if !errors.Is(err, unix.EWOULDBLOCK) {
-				return nil, fmt.Errorf("locking boot slot %q: %w", path, err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for one of the %d boot slots in %s (other VMs are booting): %w", n, dir, ctx.Err())
-		case <-time.After(bootSlotPoll):
-		}
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = filepath.Join(dir, fmt.Sprintf("slot%d", i))
 	}
+	return lockAny(ctx, paths, bootSlotPoll, fmt.Sprintf("one of the %d boot slots in %s (other VMs are booting)", n, dir))
 }

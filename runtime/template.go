@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -131,7 +130,7 @@ func templateSnapshot(ctx context.Context, c Config, newVM newVMFunc, driver str
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, false, fmt.Errorf("creating %q: %w", root, err)
 	}
-	unlock, err := lockWait(ctx, filepath.Join(root, key[:16]+".lock"))
+	unlock, err := lockWait(ctx, filepath.Join(root, key[:16]+".lock"), 20*time.Millisecond)
 	if err != nil {
 		return nil, false, fmt.Errorf("locking the template %s: %w", key[:16], err)
 	}
@@ -315,30 +314,6 @@ func pruneTemplates(root, keep string) {
 			_ = os.RemoveAll(filepath.Join(root, t.name))
 			_ = os.Remove(filepath.Join(root, t.name[:16]+".lock"))
 			_ = os.Remove(filepath.Join(root, t.name[:16]+".failed"))
-		}
-	}
-}
-
-// lockWait takes an exclusive flock on path, polling until ctx ends.
-func lockWait(ctx context.Context, path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for %q: %w", path, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }

@@ -8,11 +8,12 @@ FUZZTIME ?= 30s
 
 .PHONY: build test integration stress conformance lint bench fuzz proto clean
 
-# build: the runtime CLI, the containerd shim and the static guest agent into bin/
+# build: the runtime CLI, the containerd shim, the static guest agent and its process helper into bin/
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/initos-runtime ./cmd/initos-runtime
 	$(GO) build -ldflags "-X github.com/initos-runtime/initos-runtime/shim.Version=$(VERSION)" -o bin/containerd-shim-initos-v2 ./cmd/containerd-shim-initos-v2
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS) -s -w" -o bin/initos-agent ./cmd/initos-agent
+	CGO_ENABLED=0 $(GO) build -ldflags "-s -w" -o bin/initos-exec ./cmd/initos-exec
 
 # test: unit tests of every package (root-only ones skip without root; no VMs)
 test:

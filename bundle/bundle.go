@@ -14,7 +14,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
 // ConfigName is the name of the bundle's configuration file.
@@ -242,7 +242,7 @@ func validateRlimits(rl []specs.POSIXRlimit) error {
 	for i, r := range rl {
 		// "The runtime MUST generate an error for any values which cannot be
 		// mapped to a relevant kernel interface." (config.md, process.rlimits)
-		if _, ok := agentapi.RlimitResources[r.Type]; !ok {
+		if _, ok := procinit.RlimitResources[r.Type]; !ok {
 			return fmt.Errorf("process.rlimits[%d]: unknown type %q (must be one of getrlimit(2)'s RLIMIT_* resources)", i, r.Type)
 		}
 		// "If rlimits contains duplicated entries with same type, the

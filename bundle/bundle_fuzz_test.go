@@ -13,7 +13,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
 // checkValidBundle checks what Load promises of a bundle it returns.
@@ -55,7 +55,7 @@ func checkValidSpec(t *testing.T, what string, s *specs.Spec) {
 	}
 	seen := map[string]bool{}
 	for _, r := range p.Rlimits {
-		if _, ok := agentapi.RlimitResources[r.Type]; !ok || seen[r.Type] || r.Soft > r.Hard {
+		if _, ok := procinit.RlimitResources[r.Type]; !ok || seen[r.Type] || r.Soft > r.Hard {
 			fail("rlimits %+v", p.Rlimits)
 		}
 		seen[r.Type] = true

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
 // basicMount is one of the filesystems the agent mounts at boot.
@@ -95,16 +96,14 @@ type agent struct {
 	pid1 *pid1
 }
 
-// Main is the entry point of cmd/initos-agent. Re-executed as "initos-exec"
-// it is the process helper; run as /sbin/initos-modprobe it is the guest
-// kernel's modprobe; otherwise it must be PID 1 of the initrd and
-// never returns.
+// Main is the entry point of cmd/initos-agent. Run as /sbin/initos-modprobe
+// it is the guest kernel's modprobe; otherwise it must be PID 1 of the
+// initrd and never returns. The process helper is a program of its own
+// (cmd/initos-exec, package procinit).
 func Main(version string) {
 	switch {
 	case isModprobe():
 		os.Exit(runModprobe(os.Args[1:]))
-	case isHelper():
-		os.Exit(runHelper())
 	case isWatcher():
 		os.Exit(runWatcher())
 	}
@@ -236,7 +235,7 @@ func (a *agent) newService() *Service {
 	if c := a.cmdline; c != nil && c.Net != nil && c.Net.DNS.IsValid() {
 		cfg.ResolvConf = c.Net.ResolvConf()
 	}
-	s := newService(cfg, osSystem{}, newHelperLauncher(a.reaper), a.log)
+	s := newService(cfg, osSystem{}, newHelperLauncher(a.reaper, procinit.Path), a.log)
 	if a.pid1 != nil {
 		s.setPID1(a.pid1)
 	}
@@ -299,7 +298,7 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // own, it keeps the capabilities the agent has (inheritable and ambient
 // empty).
 func programSpec(args []string) *specs.Process {
-	all := allCapabilityNames()
+	all := procinit.AllCapabilityNames()
 	return &specs.Process{
 		Args: args,
 		Env:  []string{"PATH=" + defaultPath, "HOME=/", "TERM=linux"},
@@ -415,7 +414,7 @@ func (a *agent) switchRoot() error {
 		return fmt.Errorf("chdir to the new /: %w", err)
 	}
 	spec := programSpec(a.cmdline.Program)
-	path, err := lookPath(spec.Args[0], defaultPath)
+	path, err := procinit.LookPath(spec.Args[0], defaultPath)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
 // guestContainer is one container of the VM: its root, its mounts and
@@ -202,7 +203,7 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 	}
 	for _, m := range req.Mounts {
 		if m.Type == "cgroup" || m.Type == "cgroup2" {
-			if target, err := scopedJoin(s.sys, c.rootfs, m.Destination); err == nil {
+			if target, err := procinit.ScopedJoin(s.sys, c.rootfs, m.Destination); err == nil {
 				c.cgroupMount, c.cgroupReadonly = target, slices.Contains(m.Options, "ro")
 			}
 		}
@@ -266,8 +267,8 @@ func checkSetup(id string, req *agentapi.SetupRequest) (uintptr, error) {
 	if req.OwnPidNamespace && slices.Contains(req.JoinNamespaces, "pid") {
 		return 0, errorf(ErrInvalidArgument, "setup of container %q: a PID namespace of its own and the default container's", id)
 	}
-	if len(req.Seccomp)%8 != 0 || len(req.Seccomp)/8 > maxSeccompInstructions {
-		return 0, errorf(ErrInvalidArgument, "setup of container %q: seccomp program of %d bytes: want whole 8-byte instructions, at most %d", id, len(req.Seccomp), maxSeccompInstructions)
+	if len(req.Seccomp)%8 != 0 || len(req.Seccomp)/8 > procinit.MaxSeccompInstructions {
+		return 0, errorf(ErrInvalidArgument, "setup of container %q: seccomp program of %d bytes: want whole 8-byte instructions, at most %d", id, len(req.Seccomp), procinit.MaxSeccompInstructions)
 	}
 	var rootPropagation uintptr
 	if p := req.RootfsPropagation; p != "" {

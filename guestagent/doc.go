@@ -15,22 +15,24 @@
 // status of a process the agent started reaches its waiters and every other
 // one is reaped silently; os/exec's Cmd.Wait is never used.
 //
-// Processes (Service.CreateProcess) run through a helper: the agent
-// re-executes itself with argv[0] "initos-exec". The helper reads its
-// configuration from fd 3, chroots into the container's root filesystem,
-// changes directory, sets rlimits, groups, gid, uid and umask, starts a new
-// session (taking the pty as its controlling terminal), looks up args[0] in
-// the process's PATH and reports "ready" on fd 5. It then waits on fd 4 for
-// StartProcess and execs. Errors before the exec travel to the host as one
-// line on fd 5, which is close-on-exec, so a successful exec closes it.
+// Processes (Service.CreateProcess) run through the process helper, a small
+// program of its own in the initrd (/sbin/initos-exec, cmd/initos-exec,
+// package procinit), started in the container's namespaces and cgroup. It
+// reads its configuration from fd 3, pivots (or chroots) into the
+// container's root filesystem, changes directory, sets rlimits, the
+// session and terminal, capabilities, groups, gid, uid and umask and the
+// seccomp filter, looks up args[0] in the process's PATH and reports
+// "ready" on fd 5. It then waits on fd 4 for StartProcess and execs. Errors
+// before the exec travel to the host as one line on fd 5, which is
+// close-on-exec, so a successful exec closes it. It is not the agent's own
+// binary re-executed because a Go program's start costs in proportion to
+// what it links under TCG (docs/boot-budget.md).
 //
 // Output is read by one goroutine per stream into a bounded buffer: a full
 // buffer stops the reading, so a process that writes faster than the host
 // reads blocks (backpressure) rather than losing output.
 //
-// Processes share the guest's namespaces and are confined by chroot only:
-// the VM is the isolation boundary. Not implemented yet: bind mounts of host
-// paths (they need the shared directory), capabilities, seccomp, cgroup
-// resources, /dev/console for terminals, and writing the container's
-// resolv.conf from xip=.
+// The VM is the isolation boundary; inside it each container also gets the
+// spec's namespaces, cgroup, capabilities, seccomp filter, masked and
+// read-only paths (docs/architecture.md).
 package guestagent

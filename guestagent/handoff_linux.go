@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
 // PID 1 handed off (initos.pid1=handoff; the engines' switch-root mode,
@@ -30,7 +32,7 @@ import (
 //   - When the agent launches the container's first process, it sends PID 1
 //     that process's descriptors (stdio, and the helper's configuration,
 //     start and status pipes) and the namespaces to make. PID 1 unshares
-//     them and execs the process helper (helper_linux.go), which prepares
+//     them and execs the process helper (package procinit), which prepares
 //     the process and execs it as before: PID 1 stays PID 1 throughout.
 //   - PID 1 has no parent to wait for it, and when it exits the kernel
 //     panics at once, losing what is still in its pipes. A watcher process
@@ -53,46 +55,7 @@ const (
 	watcherArg0 = "@initos-pid1"
 	// handoffFd is the agent's end of its socket to PID 1.
 	handoffFd = 3
-	// handoffFiles is how many descriptors a handoff carries: the
-	// process's stdin, stdout and stderr and the helper's configuration,
-	// start and status pipes, in the helper's order (0-5).
-	handoffFiles = 6
-	// handoffFdBase is the lowest descriptor PID 1 moves them to.
-	handoffFdBase = 64
-	// handoffFdsEnv names them for the helper PID 1 execs.
-	handoffFdsEnv = "INITOS_HANDOFF_FDS"
 )
-
-// handoffHelperFds are the helper's configuration, start and status
-// descriptors when PID 1 exec'd it: it makes the stdio ones (the first
-// three of handoffFdsEnv) 0-2 at once, as a forked helper finds them; the
-// others stay where PID 1 put them. ok is false for a forked helper.
-func handoffHelperFds() (cfg, start, status int, ok bool, err error) {
-	v := os.Getenv(handoffFdsEnv)
-	if v == "" {
-		return 0, 0, 0, false, nil
-	}
-	parts := strings.Split(v, ",")
-	if len(parts) != handoffFiles {
-		return 0, 0, 0, false, fmt.Errorf("%s=%q: want %d descriptors", handoffFdsEnv, v, handoffFiles)
-	}
-	fds := make([]int, len(parts))
-	for i, p := range parts {
-		fd, err := strconv.Atoi(p)
-		if err != nil || fd < handoffFdBase {
-			return 0, 0, 0, false, fmt.Errorf("%s=%q: %q is not a descriptor above %d", handoffFdsEnv, v, p, handoffFdBase)
-		}
-		fds[i] = fd
-	}
-	// 0-2 are the console here, never one of the Go runtime's.
-	for i := 0; i < 3; i++ {
-		if err := unix.Dup3(fds[i], i, 0); err != nil {
-			return 0, 0, 0, false, fmt.Errorf("making fd %d the process's: %w", i, err)
-		}
-		_ = unix.Close(fds[i])
-	}
-	return fds[3], fds[4], fds[5], true, nil
-}
 
 // isHandoffAgent reports whether this process is the serving agent under a
 // handed-off PID 1.
@@ -143,10 +106,10 @@ func (a *agent) awaitHandoff(sock *os.File) error {
 	a.log.Debugf("handoff: PID 1 becomes the container's first process")
 	// Above the descriptors of Go's runtime, which the exec keeps apart
 	// from: replacing its epoll descriptor kills this process. The helper
-	// moves the stdio ones to 0-2 (handoffHelperFds).
+	// moves the stdio ones to 0-2 (procinit.HandoffFds).
 	high := make([]string, len(files))
 	for i, fd := range files {
-		h, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD, handoffFdBase)
+		h, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD, procinit.HandoffFdBase)
 		if err != nil {
 			return fmt.Errorf("handoff: moving fd %d: %w", fd, err)
 		}
@@ -161,9 +124,9 @@ func (a *agent) awaitHandoff(sock *os.File) error {
 	}
 	// asyncpreemptoff: each of the Go runtime's preemption signals to the
 	// traced thread is a stop for the watcher to handle.
-	env := []string{handoffFdsEnv + "=" + strings.Join(high, ","), "GODEBUG=asyncpreemptoff=1"}
+	env := []string{procinit.HandoffFdsEnv + "=" + strings.Join(high, ","), "GODEBUG=asyncpreemptoff=1"}
 	a.reaper.Stop()
-	err = unix.Exec("/proc/self/exe", []string{helperArg0}, env)
+	err = unix.Exec(procinit.Path, []string{procinit.Arg0}, env)
 	return fmt.Errorf("handoff: exec of the process helper: %w", err)
 }
 
@@ -171,7 +134,7 @@ func (a *agent) awaitHandoff(sock *os.File) error {
 func recvHandoff(sock *os.File) (handoffMsg, []int, error) {
 	var msg handoffMsg
 	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(handoffFiles*4))
+	oob := make([]byte, unix.CmsgSpace(procinit.HandoffFiles*4))
 	for {
 		n, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
 		if errors.Is(err, unix.EINTR) {
@@ -187,9 +150,9 @@ func recvHandoff(sock *os.File) (handoffMsg, []int, error) {
 		if err != nil {
 			return msg, nil, err
 		}
-		if len(files) != handoffFiles {
+		if len(files) != procinit.HandoffFiles {
 			closeFds(files)
-			return msg, nil, fmt.Errorf("handoff: got %d descriptors, want %d", len(files), handoffFiles)
+			return msg, nil, fmt.Errorf("handoff: got %d descriptors, want %d", len(files), procinit.HandoffFiles)
 		}
 		if err := json.Unmarshal(buf[:n], &msg); err != nil {
 			closeFds(files)
@@ -440,12 +403,12 @@ func unread(f *os.File) int {
 }
 
 func init() {
-	// PID 1 and the process helper exec from their main thread: namespaces
-	// made for the exec are that thread's, and an exec from another thread
-	// would end the traced main thread of a handed-off PID 1 (its watcher
-	// would read that as PID 1's exit). Locking in init runs main on the
-	// startup thread.
-	if os.Getpid() == 1 || isHelper() {
+	// PID 1 execs from its main thread (as the process helper does, see
+	// procinit): namespaces made for the exec are that thread's, and an
+	// exec from another thread would end the traced main thread of a
+	// handed-off PID 1 (its watcher would read that as PID 1's exit).
+	// Locking in init runs main on the startup thread.
+	if os.Getpid() == 1 {
 		goruntime.LockOSThread()
 	}
 }

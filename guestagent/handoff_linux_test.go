@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
 // fakeTracer replays wait statuses and records what the watcher did.
@@ -180,7 +182,7 @@ func TestHandoffSocket(t *testing.T) {
 	defer b.Close()
 	var files []uintptr
 	var writers []*os.File
-	for i := 0; i < handoffFiles; i++ {
+	for i := 0; i < procinit.HandoffFiles; i++ {
 		r, w, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
@@ -198,7 +200,7 @@ func TestHandoffSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeFds(got)
-	if msg.Unshare != unix.CLONE_NEWNS || len(got) != handoffFiles {
+	if msg.Unshare != unix.CLONE_NEWNS || len(got) != procinit.HandoffFiles {
 		t.Fatalf("got %+v and %d descriptors", msg, len(got))
 	}
 	// Each received descriptor is the pipe sent in its place.
@@ -220,23 +222,6 @@ func TestHandoffSocket(t *testing.T) {
 	}
 }
 
-func TestHandoffHelperFdsErrors(t *testing.T) {
-	for _, v := range []string{"1,2,3", "64,65,66,67,68,x", "3,65,66,67,68,69"} {
-		t.Run(v, func(t *testing.T) {
-			t.Setenv(handoffFdsEnv, v)
-			if _, _, _, _, err := handoffHelperFds(); err == nil || !strings.Contains(err.Error(), handoffFdsEnv) {
-				t.Errorf("%s=%s: %v, want an error naming it", handoffFdsEnv, v, err)
-			}
-		})
-	}
-	t.Setenv(handoffFdsEnv, "")
-	if _, _, _, ok, err := handoffHelperFds(); ok || err != nil {
-		t.Errorf("a forked helper: ok %t, %v", ok, err)
-	}
-}
-
-// TestDrainOutputs: what waits in a pipe is read before the pipe is
-// closed, and a reader that stops reading does not hold the exit forever.
 func TestDrainOutputs(t *testing.T) {
 	r, w, err := os.Pipe()
 	if err != nil {

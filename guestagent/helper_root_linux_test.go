@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
 // busyboxRootfs makes a root filesystem of a static busybox and its applets.
@@ -72,7 +73,7 @@ func rootService(t *testing.T) *Service {
 	t.Cleanup(r.Stop)
 	cfg := defaultServiceConfig()
 	cfg.Rootfs = root
-	s := newService(cfg, osSystem{}, newHelperLauncher(r), newLogger(io.Discard, false))
+	s := newService(cfg, osSystem{}, newHelperLauncher(r, "/proc/self/exe"), newLogger(io.Discard, false))
 	s.state = guestSetUp
 	s.containers[""] = &guestContainer{rootfs: root}
 	return s
@@ -388,9 +389,9 @@ func TestHelperCapabilities(t *testing.T) {
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		t.Fatal(err)
 	}
-	held := capMask(data[0].Permitted) | capMask(data[1].Permitted)<<32
+	held := uint64(data[0].Permitted) | uint64(data[1].Permitted)<<32
 	var heldNames []string
-	for n, b := range capabilityBits {
+	for n, b := range procinit.CapabilityBits {
 		if held&(1<<uint(b)) != 0 {
 			heldNames = append(heldNames, n)
 		}
@@ -405,7 +406,7 @@ func TestHelperCapabilities(t *testing.T) {
 	}
 	adj := 500
 	script := `grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status; cat /proc/self/oom_score_adj`
-	status := func(inh, prm, eff, bnd, amb capMask, nnp, oom int) string {
+	status := func(inh, prm, eff, bnd, amb uint64, nnp, oom int) string {
 		return fmt.Sprintf("CapInh:\t%016x\nCapPrm:\t%016x\nCapEff:\t%016x\nCapBnd:\t%016x\nCapAmb:\t%016x\nNoNewPrivs:\t%d\n%d\n",
 			uint64(inh), uint64(prm), uint64(eff), uint64(bnd), uint64(amb), nnp, oom)
 	}

@@ -18,20 +18,45 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
-// helperLauncher starts processes through the helper (helper_linux.go).
+// helperLauncher starts processes through the process helper (package
+// procinit).
 type helperLauncher struct {
 	reaper *reaper
-	// exe is the agent's own binary, re-executed as the helper.
+	// exe is the helper's program: procinit.Path in the initrd (tests
+	// run their own binary, which serves as one).
 	exe string
+	// file is exe, opened when the launcher is made: a helper that joins a
+	// container's mount namespace is exec'd through it (joinedExe), as
+	// exe's path names another file, or none, in the container's tree.
+	file    *os.File
+	fileErr error
 	// readyTimeout bounds the wait for the helper's "ready" and for its
 	// exec after the start byte.
 	readyTimeout time.Duration
 }
 
-func newHelperLauncher(r *reaper) *helperLauncher {
-	return &helperLauncher{reaper: r, exe: "/proc/self/exe", readyTimeout: 10 * time.Second}
+func newHelperLauncher(r *reaper, exe string) *helperLauncher {
+	l := &helperLauncher{reaper: r, exe: exe, readyTimeout: 10 * time.Second}
+	// Close-on-exec: the helper's exec of /proc/self/fd/N opens the
+	// program before the descriptor goes.
+	if l.file, l.fileErr = os.Open(exe); l.fileErr != nil {
+		l.fileErr = fmt.Errorf("opening the process helper: %w", l.fileErr)
+	}
+	return l
+}
+
+// joinedExe is the helper's program as a child in a container's mount
+// namespace finds it: the agent's descriptor of it, through the /proc of
+// the PID namespace the child is in (the container's, or the VM's).
+func (l *helperLauncher) joinedExe() (string, error) {
+	if l.fileErr != nil {
+		return "", l.fileErr
+	}
+	return fmt.Sprintf("/proc/self/fd/%d", l.file.Fd()), nil
 }
 
 // spawn starts the helper as a child of the agent with files as its
@@ -43,10 +68,17 @@ func (l *helperLauncher) spawn(req launchRequest, files []uintptr, flags uintptr
 		attr.Sys = &syscall.SysProcAttr{Cloneflags: flags}
 	}
 	pid, err := l.reaper.Start(func() (int, error) {
-		if req.JoinNamespacesOf > 0 {
-			return forkExecInNamespaces(req.JoinNamespacesOf, req.JoinNamespaces, l.exe, []string{helperArg0}, attr)
+		if req.JoinNamespacesOf > 0 && slices.Contains(req.JoinNamespaces, "mount") {
+			exe, err := l.joinedExe()
+			if err != nil {
+				return 0, err
+			}
+			return forkExecInNamespaces(req.JoinNamespacesOf, req.JoinNamespaces, exe, []string{procinit.Arg0}, attr)
 		}
-		return syscall.ForkExec(l.exe, []string{helperArg0}, attr)
+		if req.JoinNamespacesOf > 0 {
+			return forkExecInNamespaces(req.JoinNamespacesOf, req.JoinNamespaces, l.exe, []string{procinit.Arg0}, attr)
+		}
+		return syscall.ForkExec(l.exe, []string{procinit.Arg0}, attr)
 	}, func(e exitInfo) { exited <- e })
 	if err != nil {
 		return 0, nil, fmt.Errorf("starting the process helper %q: %w", l.exe, err)
@@ -79,7 +111,7 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 
 	h := &launched{}
 	var stdio [3]*os.File
-	cfg := helperConfig{Process: req.Process, Rootfs: req.Rootfs, Seccomp: req.Seccomp, SeccompFlags: req.SeccompFlags}
+	cfg := procinit.Config{Process: req.Process, Rootfs: req.Rootfs, Seccomp: req.Seccomp, SeccompFlags: req.SeccompFlags}
 	switch {
 	case slices.Contains(req.NewNamespaces, "mount"):
 		// Its root is pivoted to, not chrooted into.
@@ -240,10 +272,10 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("waiting for the process helper (pid %d): %w", pid, err)
-	case line == helperReady:
-	case strings.HasPrefix(line, helperErrorPrefix):
+	case line == procinit.Ready:
+	case strings.HasPrefix(line, procinit.ErrorPrefix):
 		helperFailed = true
-		return nil, helperError(strings.TrimPrefix(line, helperErrorPrefix))
+		return nil, helperError(strings.TrimPrefix(line, procinit.ErrorPrefix))
 	case line == "":
 		helperFailed = true
 		return nil, fmt.Errorf("the process helper (pid %d) exited before it was ready", pid)
@@ -286,8 +318,8 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 			return fmt.Errorf("waiting for the exec: %w", err)
 		case line == "":
 			return nil
-		case strings.HasPrefix(line, helperErrorPrefix):
-			return helperError(strings.TrimPrefix(line, helperErrorPrefix))
+		case strings.HasPrefix(line, procinit.ErrorPrefix):
+			return helperError(strings.TrimPrefix(line, procinit.ErrorPrefix))
 		default:
 			return fmt.Errorf("the process helper said %q", line)
 		}

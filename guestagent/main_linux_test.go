@@ -3,13 +3,16 @@ package guestagent
 import (
 	"os"
 	"testing"
+
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
-// TestMain lets the test binary serve as the process helper, as the agent
-// binary does: the launcher re-executes /proc/self/exe as "initos-exec".
+// TestMain lets the test binary serve as the process helper, as
+// cmd/initos-exec does in the initrd: the tests' launcher re-executes
+// /proc/self/exe as "initos-exec".
 func TestMain(m *testing.M) {
-	if isHelper() {
-		os.Exit(runHelper())
+	if procinit.IsHelper() {
+		os.Exit(procinit.Main())
 	}
 	os.Exit(m.Run())
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
 // confinedSystem is a fakeSystem that records every path the service
@@ -157,7 +158,7 @@ func fuzzSetup(t *testing.T, req *agentapi.SetupRequest) {
 			shares = append(shares, filepath.Clean(sh.MountPoint))
 		}
 	}
-	allowed := append([]string{s.rootfsOf(id), filepath.Join(filepath.Dir(testRootfs), "copyup"), cgroupRoot, procSys}, shares...)
+	allowed := append([]string{s.rootfsOf(id), filepath.Join(filepath.Dir(testRootfs), "copyup"), cgroupRoot, procinit.ProcSys}, shares...)
 	for _, op := range sys.touched {
 		op, p, _ := strings.Cut(op, "\x00")
 		ok := false
@@ -258,7 +259,7 @@ func validProcessRequest(req *agentapi.CreateProcessRequest) bool {
 	}
 	seen := map[string]bool{}
 	for _, r := range p.Rlimits {
-		if _, ok := agentapi.RlimitResources[r.Type]; !ok || seen[r.Type] || r.Soft > r.Hard {
+		if _, ok := procinit.RlimitResources[r.Type]; !ok || seen[r.Type] || r.Soft > r.Hard {
 			return false
 		}
 		seen[r.Type] = true

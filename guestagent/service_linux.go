@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
 // RootfsDir is where Setup mounts the container's root filesystem.
@@ -185,7 +186,7 @@ func validateProcess(p *specs.Process) error {
 	for _, r := range p.Rlimits {
 		// config.md rlimits: "The runtime MUST generate an error for any
 		// values which cannot be mapped to a relevant kernel interface."
-		if _, ok := agentapi.RlimitResources[r.Type]; !ok {
+		if _, ok := procinit.RlimitResources[r.Type]; !ok {
 			return errorf(ErrInvalidArgument, "rlimit %q is not a Linux resource limit", r.Type)
 		}
 		// "If rlimits contains duplicated entries with same type, the

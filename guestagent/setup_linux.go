@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
 // defaultDevice is one of the runtime-spec's default devices.
@@ -128,7 +129,7 @@ func (s *Service) setupRoot(ctx context.Context, rootfs, dev, cgroupDir string, 
 		if err := s.sys.MkdirAll(filepath.Join(rootfs, "etc"), 0o755); err != nil {
 			return mounted, fmt.Errorf("creating /etc: %w", err)
 		}
-		target, err := scopedJoin(s.sys, rootfs, "/etc/resolv.conf")
+		target, err := procinit.ScopedJoin(s.sys, rootfs, "/etc/resolv.conf")
 		if err != nil {
 			return mounted, fmt.Errorf("/etc/resolv.conf: %w", err)
 		}
@@ -136,7 +137,7 @@ func (s *Service) setupRoot(ctx context.Context, rootfs, dev, cgroupDir string, 
 			return mounted, fmt.Errorf("writing /etc/resolv.conf: %w", err)
 		}
 	}
-	masks, err := maskPaths(s.sys, rootfs, req.MaskedPaths, req.ReadonlyPaths, "")
+	masks, err := procinit.MaskPaths(s.sys, rootfs, req.MaskedPaths, req.ReadonlyPaths, "")
 	mounted = append(mounted, masks...)
 	if err != nil {
 		return mounted, err
@@ -177,7 +178,7 @@ func waitDevice(ctx context.Context, stat func(string) (fs.FileInfo, error), dev
 // mountTarget resolves dest inside rootfs and creates it: a directory, or an
 // empty file when dir is false.
 func (s *Service) mountTarget(rootfs, dest string, dir bool) (string, error) {
-	target, err := scopedJoin(s.sys, rootfs, dest)
+	target, err := procinit.ScopedJoin(s.sys, rootfs, dest)
 	if err != nil {
 		return "", fmt.Errorf("mount destination %q: %w", dest, err)
 	}
@@ -436,11 +437,11 @@ func (s *Service) bindSubmount(m *agentapi.Mount, target, rel string) (string, e
 	if rel == "" || path.IsAbs(rel) || clean == "/" || clean[1:] != rel {
 		return "", errorf(ErrInvalidArgument, "bind mount %q: submount %q: want a clean relative path", m.Destination, rel)
 	}
-	src, err := scopedJoin(s.sys, m.Source, rel)
+	src, err := procinit.ScopedJoin(s.sys, m.Source, rel)
 	if err != nil {
 		return "", fmt.Errorf("bind mount %q: submount %q: %w", m.Destination, rel, err)
 	}
-	dst, err := scopedJoin(s.sys, target, rel)
+	dst, err := procinit.ScopedJoin(s.sys, target, rel)
 	if err != nil {
 		return "", fmt.Errorf("bind mount %q: submount %q: %w", m.Destination, rel, err)
 	}
@@ -503,7 +504,7 @@ func (s *Service) makeDevice(rootfs string, d *agentapi.DeviceNode) error {
 	if d.Mode&^0o7777 != 0 {
 		return errorf(ErrInvalidArgument, "device %q: mode %#o has bits beyond permissions", d.Path, d.Mode)
 	}
-	target, err := scopedJoin(s.sys, rootfs, d.Path)
+	target, err := procinit.ScopedJoin(s.sys, rootfs, d.Path)
 	if err != nil {
 		return fmt.Errorf("device %q: %w", d.Path, err)
 	}
@@ -534,7 +535,7 @@ func (s *Service) makeDevice(rootfs string, d *agentapi.DeviceNode) error {
 // the default devices the request did not name, the /dev/fd links and
 // /dev/ptmx.
 func (s *Service) populateDev(rootfs string, given []*agentapi.DeviceNode, devpts bool) error {
-	dev, err := scopedJoin(s.sys, rootfs, "/dev")
+	dev, err := procinit.ScopedJoin(s.sys, rootfs, "/dev")
 	if err != nil {
 		return err
 	}

@@ -9,36 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestSysctlPath(t *testing.T) {
-	for _, tt := range []struct {
-		name, want string
-	}{
-		{"net.ipv4.ip_unprivileged_port_start", "/proc/sys/net/ipv4/ip_unprivileged_port_start"},
-		{"kernel.shmmax", "/proc/sys/kernel/shmmax"},
-		{"fs.mqueue.msg_max", "/proc/sys/fs/mqueue/msg_max"},
-		{"net.ipv4.conf.all.forwarding", "/proc/sys/net/ipv4/conf/all/forwarding"},
-		{"", ""},
-		{"net.ipv4/../../vm", ""},
-		{"net..ipv4", ""},
-		{".net", ""},
-		{"net.", ""},
-		{"net.\x00", ""},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := sysctlPath(tt.name)
-			if tt.want == "" {
-				if err == nil {
-					t.Fatalf("sysctlPath(%q) = %q, want an error", tt.name, got)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Fatalf("sysctlPath(%q) = %q, %v; want %q", tt.name, got, err, tt.want)
-			}
-		})
-	}
-}
-
 func TestSetupWritesSysctls(t *testing.T) {
 	s, sys, _ := newTestService(t)
 	req := &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs", Sysctls: map[string]string{

@@ -12,12 +12,14 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
 // system is what the service does to the guest apart from starting
 // processes. osSystem is the real one; tests use fakeSystem.
 type system interface {
-	linkReader
+	procinit.LinkReader
 	Stat(path string) (fs.FileInfo, error)
 	Mount(source, target, fstype string, flags uintptr, data string) error
 	Unmount(target string, flags int) error

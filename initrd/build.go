@@ -17,18 +17,24 @@ import (
 
 // formatVersion is hashed into every cache key: change it whenever the
 // layout Build writes changes for the same inputs.
-const formatVersion = "initos-initrd newc v2: dirs . dev lib lib/modules proc run sbin sys tmp, dev/console 5:1, " + ModIndexName + ", sbin/" + ModprobeName + " -> /init"
+const formatVersion = "initos-initrd newc v3: dirs . dev lib lib/modules proc run sbin sys tmp, dev/console 5:1, " + ModIndexName + ", sbin/" + ModprobeName + " -> /init, sbin/" + HelperName
 
 // ModprobeName is the agent's name as the guest kernel's modprobe: the
 // initrd's /sbin/<ModprobeName> is a symlink to /init (docs/contracts.md).
 const ModprobeName = "initos-modprobe"
 
+// HelperName is the process helper's name: the initrd's /sbin/<HelperName>
+// (guestagent/procinit.Path), which the agent starts for each container
+// process.
+const HelperName = "initos-exec"
+
 // Options says what goes into an initrd.
 type Options struct {
-	Kernel    *Kernel  // where the modules come from
-	AgentPath string   // the guest agent, installed as /init
-	Groups    []string // module groups to include; nil or empty: all groups
-	CacheDir  string   // where initrd-<sha256>.cpio files are kept
+	Kernel     *Kernel  // where the modules come from
+	AgentPath  string   // the guest agent, installed as /init
+	HelperPath string   // the process helper, installed as /sbin/<HelperName>
+	Groups     []string // module groups to include; nil or empty: all groups
+	CacheDir   string   // where initrd-<sha256>.cpio files are kept
 }
 
 // Build returns the path of the initrd for opts, writing it when the cache
@@ -44,6 +50,9 @@ func Build(opts Options) (string, error) {
 	}
 	if opts.AgentPath == "" {
 		return "", errors.New("building initrd: no agent path given")
+	}
+	if opts.HelperPath == "" {
+		return "", errors.New("building initrd: no process helper path given")
 	}
 	if opts.CacheDir == "" {
 		return "", errors.New("building initrd: no cache directory given")
@@ -71,7 +80,7 @@ func Build(opts Options) (string, error) {
 const stampPrefix = "initrd-stat-"
 
 // statStamp identifies opts's inputs by what stat says of them: the
-// agent's and the modules directory's files (device, inode, size, mtime and
+// agent's, the helper's and the modules directory's files (device, inode, size, mtime and
 // ctime), which a rebuilt agent or an upgraded kernel package changes (dpkg
 // replaces modules.order and modules.builtin with every package), and the
 // groups. A stamp that matches names the initrd Build made from the same
@@ -80,7 +89,7 @@ func statStamp(opts Options) (string, error) {
 	h := sha256.New()
 	hashField(h, []byte(formatVersion))
 	hashField(h, []byte("stat stamp v1"))
-	if err := hashStats(h, []string{opts.AgentPath, opts.Kernel.ModulesDir}, moduleTreeFiles(opts.Kernel.ModulesDir)); err != nil {
+	if err := hashStats(h, []string{opts.AgentPath, opts.HelperPath, opts.Kernel.ModulesDir}, moduleTreeFiles(opts.Kernel.ModulesDir)); err != nil {
 		return "", err
 	}
 	groups := slices.Clone(opts.Groups)
@@ -146,6 +155,10 @@ func build(opts Options) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("building initrd: reading agent: %w", err)
 	}
+	helper, err := os.ReadFile(opts.HelperPath)
+	if err != nil {
+		return "", fmt.Errorf("building initrd: reading the process helper: %w", err)
+	}
 	ix, err := newIndex(opts.Kernel.ModulesDir, opts.CacheDir)
 	if err != nil {
 		return "", fmt.Errorf("building initrd: %w", err)
@@ -166,6 +179,7 @@ func build(opts Options) (string, error) {
 		{name: "proc", mode: modeDir | 0o755},
 		{name: "run", mode: modeDir | 0o755},
 		{name: "sbin", mode: modeDir | 0o755},
+		{name: "sbin/" + HelperName, mode: modeFile | 0o755, data: helper},
 		{name: "sbin/" + ModprobeName, mode: modeSymlink | 0o777, data: []byte("/init")},
 		{name: "sys", mode: modeDir | 0o755},
 		{name: "tmp", mode: modeDir | 0o755},
@@ -173,6 +187,7 @@ func build(opts Options) (string, error) {
 	h := sha256.New()
 	hashField(h, []byte(formatVersion))
 	hashField(h, agent)
+	hashField(h, helper)
 	var order strings.Builder
 	for _, m := range mods {
 		data, err := ReadModule(m.Path)

@@ -120,12 +120,22 @@ func TestWriteCpio(t *testing.T) {
 }
 
 func writeAgent(t testing.TB, data []byte) string {
-	p := filepath.Join(t.TempDir(), "agent")
+	dir := t.TempDir()
+	p := filepath.Join(dir, "agent")
 	if err := os.WriteFile(p, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(helperOf(p), helperData, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
+
+// helperData is the process helper writeAgent puts next to each agent.
+var helperData = []byte("\x7fELF pretend process helper")
+
+// helperOf is the process helper next to the agent agent.
+func helperOf(agent string) string { return filepath.Join(filepath.Dir(agent), HelperName) }
 
 // checkLayout checks an initrd against docs/contracts.md and returns its
 // entries by name.
@@ -156,6 +166,9 @@ func checkLayout(t *testing.T, path string, agent []byte) map[string]cpioRecord 
 	}
 	if r := byName["init"]; r.mode != modeFile|0o755 || !bytes.Equal(r.data, agent) {
 		t.Errorf("init: mode %o, %d bytes, want the agent's %d", r.mode, len(r.data), len(agent))
+	}
+	if r := byName["sbin/"+HelperName]; r.mode != modeFile|0o755 || len(r.data) == 0 {
+		t.Errorf("sbin/%s: mode %o, %d bytes, want the process helper", HelperName, r.mode, len(r.data))
 	}
 	if r := byName["sbin/"+ModprobeName]; r.mode != modeSymlink|0o777 || string(r.data) != "/init" {
 		t.Errorf("sbin/%s: mode %o -> %q, want a symlink to /init", ModprobeName, r.mode, r.data)
@@ -199,7 +212,7 @@ func checkLayout(t *testing.T, path string, agent []byte) map[string]cpioRecord 
 	if !slices.Equal(files, sortedListed) {
 		t.Errorf("modules %v, load.order lists %v", files, listed)
 	}
-	other := len(byName) - len(files) - 14 // 9 dirs, console, init, load.order, the index, the modprobe link
+	other := len(byName) - len(files) - 15 // 9 dirs, console, init, load.order, the index, the helper, the modprobe link
 	if other != 0 {
 		t.Errorf("%d unexpected entries", other)
 	}
@@ -211,7 +224,7 @@ func TestBuild(t *testing.T) {
 	agentData := []byte("\x7fELF pretend agent")
 	agent := writeAgent(t, agentData)
 	cache1, cache2 := t.TempDir(), t.TempDir()
-	p1, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache1})
+	p1, err := Build(Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +241,7 @@ func TestBuild(t *testing.T) {
 	}
 
 	// Same inputs, other cache: same name, same bytes.
-	p2, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache2})
+	p2, err := Build(Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +253,7 @@ func TestBuild(t *testing.T) {
 
 	// A cache hit does not rebuild: mark the file.
 	os.WriteFile(p1, []byte("cached"), 0o644)
-	if p, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache1}); err != nil || p != p1 {
+	if p, err := Build(Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache1}); err != nil || p != p1 {
 		t.Fatalf("cache hit: %q, %v", p, err)
 	}
 	if b, _ := os.ReadFile(p1); string(b) != "cached" {
@@ -249,11 +262,11 @@ func TestBuild(t *testing.T) {
 
 	// Other agent, other groups: other files.
 	agent2 := writeAgent(t, []byte("\x7fELF another agent"))
-	p3, err := Build(Options{Kernel: k, AgentPath: agent2, CacheDir: cache1})
+	p3, err := Build(Options{Kernel: k, AgentPath: agent2, HelperPath: helperOf(agent2), CacheDir: cache1})
 	if err != nil || p3 == p1 {
 		t.Fatalf("new agent: %q, %v", p3, err)
 	}
-	p4, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache1, Groups: []string{"mmio", "blk"}})
+	p4, err := Build(Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache1, Groups: []string{"mmio", "blk"}})
 	if err != nil || p4 == p1 {
 		t.Fatalf("groups: %q, %v", p4, err)
 	}
@@ -280,12 +293,14 @@ func TestBuildErrors(t *testing.T) {
 		is   error
 		msg  string
 	}{
-		{"no kernel", Options{AgentPath: agent, CacheDir: cache}, nil, "no kernel"},
+		{"no kernel", Options{AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache}, nil, "no kernel"},
 		{"no agent", Options{Kernel: k, CacheDir: cache}, nil, "no agent"},
-		{"no cache", Options{Kernel: k, AgentPath: agent}, nil, "no cache"},
-		{"missing agent", Options{Kernel: k, AgentPath: agent + ".nope", CacheDir: cache}, os.ErrNotExist, "agent.nope"},
-		{"unknown group", Options{Kernel: k, AgentPath: agent, CacheDir: cache, Groups: []string{"usb"}}, ErrUnknownGroup, `"usb"`},
-		{"missing modules", Options{Kernel: &Kernel{ModulesDir: filepath.Join(cache, "none")}, AgentPath: agent, CacheDir: cache}, os.ErrNotExist, "none"},
+		{"no cache", Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent)}, nil, "no cache"},
+		{"no helper", Options{Kernel: k, AgentPath: agent, CacheDir: cache}, nil, "no process helper"},
+		{"missing helper", Options{Kernel: k, AgentPath: agent, HelperPath: agent + ".helper", CacheDir: cache}, os.ErrNotExist, "agent.helper"},
+		{"missing agent", Options{Kernel: k, AgentPath: agent + ".nope", HelperPath: helperOf(agent), CacheDir: cache}, os.ErrNotExist, "agent.nope"},
+		{"unknown group", Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache, Groups: []string{"usb"}}, ErrUnknownGroup, `"usb"`},
+		{"missing modules", Options{Kernel: &Kernel{ModulesDir: filepath.Join(cache, "none")}, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache}, os.ErrNotExist, "none"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -303,7 +318,7 @@ func TestBuildErrors(t *testing.T) {
 	}
 	// A module missing from the tree names the module and its dependent.
 	os.Remove(filepath.Join(k.ModulesDir, "kernel", "lib", "raid6", "raid6_pq.ko"))
-	_, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache, Groups: []string{"btrfs"}})
+	_, err := Build(Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache, Groups: []string{"btrfs"}})
 	if !errors.Is(err, ErrModuleNotFound) || !strings.Contains(err.Error(), `"raid6_pq" needed by "btrfs"`) {
 		t.Errorf("missing dependency: %v", err)
 	}
@@ -328,13 +343,13 @@ func TestBuildRealKernel(t *testing.T) {
 	}
 	cache := t.TempDir()
 	start := time.Now()
-	p, err := Build(Options{Kernel: k, AgentPath: exe, CacheDir: cache})
+	p, err := Build(Options{Kernel: k, AgentPath: exe, HelperPath: exe, CacheDir: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cold := time.Since(start)
 	start = time.Now()
-	if p2, err := Build(Options{Kernel: k, AgentPath: exe, CacheDir: cache}); err != nil || p2 != p {
+	if p2, err := Build(Options{Kernel: k, AgentPath: exe, HelperPath: exe, CacheDir: cache}); err != nil || p2 != p {
 		t.Fatalf("cached: %q, %v", p2, err)
 	}
 	cached := time.Since(start)
@@ -358,18 +373,18 @@ func BenchmarkBuild(b *testing.B) {
 			b.StopTimer()
 			cache := b.TempDir()
 			b.StartTimer()
-			if _, err := Build(Options{Kernel: k, AgentPath: exe, CacheDir: cache}); err != nil {
+			if _, err := Build(Options{Kernel: k, AgentPath: exe, HelperPath: exe, CacheDir: cache}); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("cached", func(b *testing.B) {
 		cache := b.TempDir()
-		if _, err := Build(Options{Kernel: k, AgentPath: exe, CacheDir: cache}); err != nil {
+		if _, err := Build(Options{Kernel: k, AgentPath: exe, HelperPath: exe, CacheDir: cache}); err != nil {
 			b.Fatal(err)
 		}
 		for b.Loop() {
-			if _, err := Build(Options{Kernel: k, AgentPath: exe, CacheDir: cache}); err != nil {
+			if _, err := Build(Options{Kernel: k, AgentPath: exe, HelperPath: exe, CacheDir: cache}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -388,7 +403,7 @@ func TestBuildStatStamp(t *testing.T) {
 	}
 	agent := writeAgent(t, []byte("\x7fELF pretend agent"))
 	cache := t.TempDir()
-	p1, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache})
+	p1, err := Build(Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +423,7 @@ func TestBuildStatStamp(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if p, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache}); err != nil || p != p1 {
+	if p, err := Build(Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache}); err != nil || p != p1 {
 		t.Fatalf("same stat: %q, %v; want %q found by its stamp", p, err, p1)
 	}
 	// modules.order replaced, as a package upgrade does: the stamp misses,
@@ -419,7 +434,7 @@ func TestBuildStatStamp(t *testing.T) {
 	if err := os.WriteFile(order, []byte("kernel/fs/btrfs/btrfs.ko\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache}); err == nil {
+	if _, err := Build(Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache}); err == nil {
 		t.Fatal("a replaced modules.order still found the old initrd by its stamp")
 	}
 	for i, p := range moved {
@@ -427,7 +442,7 @@ func TestBuildStatStamp(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if p, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache}); err != nil || p != p1 {
+	if p, err := Build(Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache}); err != nil || p != p1 {
 		t.Fatalf("after the upgrade: %q, %v; want the same contents' %q", p, err, p1)
 	}
 	// A rebuilt agent (a new file) misses too.
@@ -438,7 +453,19 @@ func TestBuildStatStamp(t *testing.T) {
 	if err := os.Rename(agent2, agent); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := Build(Options{Kernel: k, AgentPath: agent, CacheDir: cache}); err != nil || p == p1 {
-		t.Fatalf("new agent: %q, %v; want another initrd", p, err)
+	p2, err := Build(Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache})
+	if err != nil || p2 == p1 {
+		t.Fatalf("new agent: %q, %v; want another initrd", p2, err)
+	}
+	// So does a rebuilt process helper.
+	helper2 := filepath.Join(filepath.Dir(agent), "helper.new")
+	if err := os.WriteFile(helper2, []byte("\x7fELF another helper"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(helper2, helperOf(agent)); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := Build(Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: cache}); err != nil || p == p2 || p == p1 {
+		t.Fatalf("new helper: %q, %v; want another initrd", p, err)
 	}
 }

@@ -99,8 +99,12 @@ func setup() (int, error) {
 	if err := build(nil, env.bin, "./cmd/initos-runtime"); err != nil {
 		return 1, err
 	}
-	// The runtime finds the agent next to its own executable.
+	// The runtime finds the agent next to its own executable, and the
+	// process helper next to the agent.
 	if err := build([]string{"CGO_ENABLED=0"}, filepath.Join(work, "bin", "initos-agent"), "./cmd/initos-agent"); err != nil {
+		return 1, err
+	}
+	if err := build([]string{"CGO_ENABLED=0"}, filepath.Join(work, "bin", "initos-exec"), "./cmd/initos-exec"); err != nil {
 		return 1, err
 	}
 	// containerd runs the shim of runtime io.containerd.initos.v2 from its

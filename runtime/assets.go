@@ -24,21 +24,41 @@ func agentSearchPath() []string {
 	)
 }
 
-// findAgent returns the guest agent binary to put into the initrd.
+// findAgent returns the guest agent binary to put into the initrd, once it
+// has found the process helper next to it (findHelper).
 func findAgent(c Config) (string, error) {
 	if c.AgentPath != "" {
 		if _, err := os.Stat(c.AgentPath); err != nil {
 			return "", fmt.Errorf("%w: %v", ErrNoAgent, err)
 		}
-		return c.AgentPath, nil
+		_, err := findHelper(c.AgentPath)
+		return c.AgentPath, err
 	}
 	candidates := agentSearchPath()
 	for _, p := range candidates {
 		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p, nil
+			// An agent without its helper is a broken install: said as
+			// such, not passed over for an older one further on.
+			_, err := findHelper(p)
+			return p, err
 		}
 	}
 	return "", fmt.Errorf("%w: looked in %q (build it with `make build`, or set agentPath)", ErrNoAgent, candidates)
+}
+
+// findHelper returns the process helper that goes into the initrd with
+// agent: initos-exec in the agent's directory (make build and setup.sh put
+// them side by side).
+func findHelper(agent string) (string, error) {
+	p := filepath.Join(filepath.Dir(agent), initrd.HelperName)
+	st, err := os.Stat(p)
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%q is not a regular file", p)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w: the process helper %s belongs next to the agent %q: %v (build both with `make build`)", ErrNoAgent, initrd.HelperName, agent, err)
+	}
+	return p, nil
 }
 
 // Assets are the host files every VM of this host boots from.
@@ -46,6 +66,7 @@ type Assets struct {
 	Kernel  *initrd.Kernel
 	Vmlinux string
 	Agent   string
+	Helper  string // the process helper, next to the agent
 }
 
 // KernelAnnotation names the kernel release a container's VM boots
@@ -104,7 +125,8 @@ func holdAssets(c Config, release string) (_ bootAssets, unhold func(), err erro
 	return bootAssets{vmlinux: a.Vmlinux, initrd: initrdPath, modules: k.ModulesDir}, unhold, nil
 }
 
-// assetsOf extracts kernel k's vmlinux (once) and finds the agent.
+// assetsOf extracts kernel k's vmlinux (once) and finds the agent and its
+// process helper.
 func assetsOf(c Config, k *initrd.Kernel) (*Assets, error) {
 	vmlinux, err := initrd.Vmlinux(k, c.cacheDir())
 	if err != nil {
@@ -114,14 +136,18 @@ func assetsOf(c Config, k *initrd.Kernel) (*Assets, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Assets{Kernel: k, Vmlinux: vmlinux, Agent: agent}, nil
+	helper, err := findHelper(agent)
+	if err != nil {
+		return nil, err
+	}
+	return &Assets{Kernel: k, Vmlinux: vmlinux, Agent: agent, Helper: helper}, nil
 }
 
-// Initrd returns the cached initrd: one per kernel and agent, holding every
+// Initrd returns the cached initrd: one per kernel, agent and helper, holding every
 // module group; each VM's kernel command line (initos.load=) picks the
 // groups its devices need.
 func (a *Assets) Initrd(c Config) (string, error) {
-	p, err := initrd.Build(initrd.Options{Kernel: a.Kernel, AgentPath: a.Agent, CacheDir: c.cacheDir()})
+	p, err := initrd.Build(initrd.Options{Kernel: a.Kernel, AgentPath: a.Agent, HelperPath: a.Helper, CacheDir: c.cacheDir()})
 	if err != nil {
 		return "", fmt.Errorf("building initrd: %w", err)
 	}

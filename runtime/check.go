@@ -105,7 +105,7 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 	if a, err := d.findAgent(c); err != nil {
 		add("agent", false, true, err.Error())
 	} else {
-		add("agent", true, true, "guest agent for the initrd: "+a+" (initrds are built from it on first use and cached in "+c.cacheDir()+")")
+		add("agent", true, true, "guest agent for the initrd: "+a+", its process helper "+initrd.HelperName+" beside it (initrds are built from it on first use and cached in "+c.cacheDir()+")")
 	}
 	return rs, ok
 }

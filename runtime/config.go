@@ -39,7 +39,8 @@ type Config struct {
 	// extracted (default DataDir/kernel).
 	KernelRoot string `json:"kernelRoot,omitempty"`
 	// AgentPath is the static guest agent binary (default: initos-agent next
-	// to the runtime's executable, then the libexec directories).
+	// to the runtime's executable, then the libexec directories). The
+	// process helper, initos-exec, is taken from the same directory.
 	AgentPath string `json:"agentPath,omitempty"`
 	// VMM is "qemu", "cloud-hypervisor" or "auto" (cloud-hypervisor when
 	// installed and KVM is usable, else qemu).

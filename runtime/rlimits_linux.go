@@ -7,7 +7,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/initos-runtime/initos-runtime/agentapi"
+	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
 )
 
 // getrlimit is unix.Getrlimit; tests replace it.
@@ -33,8 +33,8 @@ func withInheritedRlimits(p *specs.Process) *specs.Process {
 	if p == nil {
 		return nil
 	}
-	names := make([]string, 0, len(agentapi.RlimitResources))
-	for name := range agentapi.RlimitResources {
+	names := make([]string, 0, len(procinit.RlimitResources))
+	for name := range procinit.RlimitResources {
 		names = append(names, name)
 	}
 	sort.Strings(names)
@@ -45,7 +45,7 @@ func withInheritedRlimits(p *specs.Process) *specs.Process {
 			continue
 		}
 		var lim unix.Rlimit
-		if err := getrlimit(agentapi.RlimitResources[name], &lim); err != nil {
+		if err := getrlimit(procinit.RlimitResources[name], &lim); err != nil {
 			continue
 		}
 		if name == "RLIMIT_NOFILE" {

@@ -61,6 +61,7 @@ log "installing into $PREFIX"
 install -D -m 0755 bin/initos-runtime "$PREFIX/bin/initos-runtime"
 install -D -m 0755 bin/containerd-shim-initos-v2 "$PREFIX/bin/containerd-shim-initos-v2"
 install -D -m 0755 bin/initos-agent "$PREFIX/libexec/initos-runtime/initos-agent"
+install -D -m 0755 bin/initos-exec "$PREFIX/libexec/initos-runtime/initos-exec"
 
 initos-runtime check
 

@@ -1,4 +1,4 @@
-package guestagent
+package procinit
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// osLinks is the real filesystem as a linkReader.
+// osLinks is the real filesystem as a LinkReader.
 type osLinks struct{}
 
 func (osLinks) Lstat(p string) (fs.FileInfo, error) { return os.Lstat(p) }
@@ -51,16 +51,16 @@ func TestScopedJoin(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := scopedJoin(osLinks{}, root, tt.in)
+			got, err := ScopedJoin(osLinks{}, root, tt.in)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if want := filepath.Join(root, tt.want); got != want {
-				t.Errorf("scopedJoin(%q) = %q, want %q", tt.in, got, want)
+				t.Errorf("ScopedJoin(%q) = %q, want %q", tt.in, got, want)
 			}
 		})
 	}
-	if _, err := scopedJoin(osLinks{}, root, "/loop1/x"); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("symlink loop: got %v, want ErrInvalidArgument", err)
+	if _, err := ScopedJoin(osLinks{}, root, "/loop1/x"); !errors.Is(err, ErrTooManySymlinks) {
+		t.Errorf("symlink loop: got %v, want ErrTooManySymlinks", err)
 	}
 }

@@ -1,4 +1,4 @@
-package guestagent
+package procinit
 
 import (
 	"testing"
@@ -23,16 +23,16 @@ func TestCapabilityBits(t *testing.T) {
 		{"CAP_CHECKPOINT_RESTORE", 40},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got, ok := capabilityBits[tc.name]; !ok || got != tc.bit {
-				t.Errorf("capabilityBits[%q] = %d, %v; want %d", tc.name, got, ok, tc.bit)
+			if got, ok := CapabilityBits[tc.name]; !ok || got != tc.bit {
+				t.Errorf("CapabilityBits[%q] = %d, %v; want %d", tc.name, got, ok, tc.bit)
 			}
 		})
 	}
-	if len(capabilityBits) != unix.CAP_LAST_CAP+1 {
-		t.Errorf("%d capability names, want %d (0 to CAP_LAST_CAP)", len(capabilityBits), unix.CAP_LAST_CAP+1)
+	if len(CapabilityBits) != unix.CAP_LAST_CAP+1 {
+		t.Errorf("%d capability names, want %d (0 to CAP_LAST_CAP)", len(CapabilityBits), unix.CAP_LAST_CAP+1)
 	}
 	seen := map[int]string{}
-	for n, b := range capabilityBits {
+	for n, b := range CapabilityBits {
 		if other, ok := seen[b]; ok {
 			t.Errorf("%s and %s both have bit %d", n, other, b)
 		}

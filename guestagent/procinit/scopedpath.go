@@ -1,7 +1,8 @@
-package guestagent
+package procinit
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"path"
 	"path/filepath"
@@ -11,19 +12,19 @@ import (
 // maxSymlinks bounds the symlinks followed while resolving one path.
 const maxSymlinks = 255
 
-// linkReader is what scopedJoin needs of a filesystem.
-type linkReader interface {
+// LinkReader is what ScopedJoin needs of a filesystem.
+type LinkReader interface {
 	Lstat(path string) (fs.FileInfo, error)
 	Readlink(path string) (string, error)
 }
 
-// scopedJoin joins unsafe to root as if root were "/": symlinks met on the
+// ScopedJoin joins unsafe to root as if root were "/": symlinks met on the
 // way are followed, absolute ones relative to root, and ".." stops at root,
 // so the result never leaves root (github.com/cyphar/filepath-securejoin's
 // rule). Components that do not exist are appended as they are. Container
 // images hold such links (/var/run -> /run); followed naively, a mount at
 // /var/run/x would land in the agent's own /run.
-func scopedJoin(fsys linkReader, root, unsafe string) (string, error) {
+func ScopedJoin(fsys LinkReader, root, unsafe string) (string, error) {
 	root = filepath.Clean(root)
 	var resolved string // relative to root, always clean, never starts with ".."
 	remaining := unsafe
@@ -56,7 +57,7 @@ func scopedJoin(fsys linkReader, root, unsafe string) (string, error) {
 			continue
 		}
 		if links++; links > maxSymlinks {
-			return "", errorf(ErrInvalidArgument, "resolving %q in %q: too many symlinks", unsafe, root)
+			return "", fmt.Errorf("resolving %q in %q: %w", unsafe, root, ErrTooManySymlinks)
 		}
 		target, err := fsys.Readlink(full)
 		if err != nil {

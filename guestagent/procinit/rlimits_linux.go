@@ -1,4 +1,4 @@
-package agentapi
+package procinit
 
 import "golang.org/x/sys/unix"
 

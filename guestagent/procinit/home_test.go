@@ -1,4 +1,4 @@
-package guestagent
+package procinit
 
 import (
 	"reflect"

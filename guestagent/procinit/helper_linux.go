@@ -1,4 +1,4 @@
-package guestagent
+package procinit
 
 import (
 	"encoding/json"
@@ -14,28 +14,30 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-
-	"github.com/initos-runtime/initos-runtime/agentapi"
 )
 
-// helperArg0 is argv[0] of the agent re-executed as a process helper.
-const helperArg0 = "initos-exec"
+// Path is the helper's program in the initrd (cmd/initos-exec), and Arg0
+// the argv[0] the agent starts it with.
+const (
+	Path = "/sbin/initos-exec"
+	Arg0 = "initos-exec"
+)
 
 // The helper's descriptors besides stdio.
 const (
-	helperConfigFd = 3 // helperConfig as JSON, then EOF
-	helperStartFd  = 4 // one byte: exec now; EOF: give up
-	helperStatusFd = 5 // "ready\n" or "error <text>\n"; close-on-exec
+	ConfigFd = 3 // Config as JSON, then EOF
+	StartFd  = 4 // one byte: exec now; EOF: give up
+	StatusFd = 5 // "ready\n" or "error <text>\n"; close-on-exec
 )
 
 // Status lines of the helper.
 const (
-	helperReady       = "ready"
-	helperErrorPrefix = "error "
+	Ready       = "ready"
+	ErrorPrefix = "error "
 )
 
-// helperConfig is what the agent sends the helper on fd 3.
-type helperConfig struct {
+// Config is what the agent sends the helper on fd 3.
+type Config struct {
 	Process *specs.Process `json:"process"`
 	// Rootfs is the directory to chroot into, or with Pivot (the helper is
 	// in a mount namespace of its own) to pivot_root to; "" when it is
@@ -78,20 +80,29 @@ type helperConfig struct {
 	SeccompFlags uint32 `json:"seccompFlags,omitempty"`
 }
 
-// isHelper reports whether this process is the agent re-executed as a
-// process helper.
-func isHelper() bool { return len(os.Args) > 0 && os.Args[0] == helperArg0 }
+func init() {
+	// The helper execs from its main thread: namespaces made for the exec
+	// are that thread's, and a handed-off PID 1's watcher traces that
+	// thread (guestagent/handoff_linux.go). Locking in init runs main on
+	// the startup thread.
+	if IsHelper() {
+		goruntime.LockOSThread()
+	}
+}
 
-// runHelper is the helper's whole life: it prepares the process, reports
+// IsHelper reports whether this process was started as the process helper.
+func IsHelper() bool { return len(os.Args) > 0 && os.Args[0] == Arg0 }
+
+// Main is the helper's whole life: it prepares the process, reports
 // ready, waits for the start byte and execs. It returns only on failure,
 // with the exit code 127, after telling the agent why on fd 5.
-func runHelper() int {
+func Main() int {
 	// Capabilities, keepcaps and no_new_privs belong to a thread: the one
 	// that sets them must be the one that execs.
 	goruntime.LockOSThread()
-	cfgFd, startFd, statusFd := helperConfigFd, helperStartFd, helperStatusFd
-	if c, st, stat, ok, err := handoffHelperFds(); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", helperArg0, err)
+	cfgFd, startFd, statusFd := ConfigFd, StartFd, StatusFd
+	if c, st, stat, ok, err := HandoffFds(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", Arg0, err)
 		return 127
 	} else if ok {
 		cfgFd, startFd, statusFd = c, st, stat
@@ -102,12 +113,12 @@ func runHelper() int {
 	status := os.NewFile(uintptr(statusFd), "status")
 	fail := func(err error) int {
 		msg := strings.ReplaceAll(err.Error(), "\n", " ")
-		_, _ = status.WriteString(helperErrorPrefix + msg + "\n")
+		_, _ = status.WriteString(ErrorPrefix + msg + "\n")
 		return 127
 	}
 
 	cfgFile := os.NewFile(uintptr(cfgFd), "config")
-	var cfg helperConfig
+	var cfg Config
 	err := json.NewDecoder(cfgFile).Decode(&cfg)
 	cfgFile.Close()
 	if err != nil {
@@ -120,7 +131,7 @@ func runHelper() int {
 	if err != nil {
 		return fail(err)
 	}
-	if _, err := status.WriteString(helperReady + "\n"); err != nil {
+	if _, err := status.WriteString(Ready + "\n"); err != nil {
 		return 127 // the agent is gone
 	}
 
@@ -139,8 +150,8 @@ func runHelper() int {
 // chroot, cwd, rlimits, session and terminal, the bounding set, groups, gid
 // and uid (keeping the permitted capabilities), umask, the other
 // capability sets, the PATH lookup, then no_new_privs. It returns the path
-// to exec. It runs on the thread that execs (runHelper locks it).
-func prepareExec(cfg *helperConfig) (string, error) {
+// to exec. It runs on the thread that execs (Main locks it).
+func prepareExec(cfg *Config) (string, error) {
 	p := cfg.Process
 	// Read while the agent's /proc is there (before the chroot).
 	lastCap := lastCapability()
@@ -189,14 +200,14 @@ func prepareExec(cfg *helperConfig) (string, error) {
 	}
 	// Through the agent's /proc, before the chroot: a sysctl of the IPC
 	// or UTS namespace is the writer's.
-	if err := writeSysctls(func(p string, b []byte) error { return os.WriteFile(p, b, 0) }, cfg.Sysctls, nil); err != nil {
+	if err := WriteSysctls(func(p string, b []byte) error { return os.WriteFile(p, b, 0) }, cfg.Sysctls, nil); err != nil {
 		return "", err
 	}
 	if cfg.MountProc != "" {
 		if err := unix.Mount("proc", cfg.MountProc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 			return "", fmt.Errorf("mounting the PID namespace's proc on %q: %w", cfg.MountProc, err)
 		}
-		if _, err := maskPaths(osSystem{}, cfg.Rootfs, cfg.Masked, cfg.Readonly, "/proc"); err != nil {
+		if _, err := MaskPaths(osMounter{}, cfg.Rootfs, cfg.Masked, cfg.Readonly, "/proc"); err != nil {
 			return "", err
 		}
 	}
@@ -233,7 +244,7 @@ func prepareExec(cfg *helperConfig) (string, error) {
 		return b
 	})
 	for _, r := range p.Rlimits {
-		res, ok := agentapi.RlimitResources[r.Type]
+		res, ok := RlimitResources[r.Type]
 		if !ok {
 			return "", fmt.Errorf("rlimit %q is not a Linux resource limit", r.Type)
 		}
@@ -293,7 +304,7 @@ func prepareExec(cfg *helperConfig) (string, error) {
 	if err := applyCaps(caps); err != nil {
 		return "", err
 	}
-	path, err := lookPath(p.Args[0], envValue(p.Env, "PATH"))
+	path, err := LookPath(p.Args[0], envValue(p.Env, "PATH"))
 	if err != nil {
 		return "", err
 	}
@@ -359,10 +370,10 @@ func envValue(env []string, key string) string {
 	return ""
 }
 
-// lookPath finds file like execvp and runc: a name with a '/' is used as it
+// LookPath finds file like execvp and runc: a name with a '/' is used as it
 // is; another is searched in the directories of path, an empty entry
 // meaning the working directory. It runs inside the chroot.
-func lookPath(file, path string) (string, error) {
+func LookPath(file, path string) (string, error) {
 	if strings.Contains(file, "/") {
 		if err := isExecutable(file); err != nil {
 			return "", fmt.Errorf("executable %q: %w", file, err)
@@ -389,7 +400,7 @@ func lookPath(file, path string) (string, error) {
 	if denied != nil {
 		return "", denied
 	}
-	return "", errorf(ErrNotFound, "exec: %q: executable file not found in $PATH", file)
+	return "", fmt.Errorf("exec: %q: %w", file, ErrExecutableNotFound)
 }
 
 // isExecutable checks that p is a regular file with an execute bit.

@@ -1,4 +1,4 @@
-package guestagent
+package procinit
 
 import (
 	"errors"
@@ -11,8 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// capabilityBits maps the runtime-spec's capability names to their bits.
-var capabilityBits = map[string]int{
+// CapabilityBits maps the runtime-spec's capability names to their bits.
+var CapabilityBits = map[string]int{
 	"CAP_CHOWN":              unix.CAP_CHOWN,
 	"CAP_DAC_OVERRIDE":       unix.CAP_DAC_OVERRIDE,
 	"CAP_DAC_READ_SEARCH":    unix.CAP_DAC_READ_SEARCH,
@@ -70,7 +70,7 @@ type capSets struct {
 func maskOf(names []string, lastCap int) capMask {
 	var m capMask
 	for _, n := range names {
-		if b, ok := capabilityBits[n]; ok && b <= lastCap {
+		if b, ok := CapabilityBits[n]; ok && b <= lastCap {
 			m |= 1 << uint(b)
 		}
 	}
@@ -167,11 +167,11 @@ func applyCaps(s capSets) error {
 	return nil
 }
 
-// allCapabilityNames is every capability name the agent knows, for a
+// AllCapabilityNames is every capability name the agent knows, for a
 // process that keeps them all (the command line's program).
-func allCapabilityNames() []string {
-	names := make([]string, 0, len(capabilityBits))
-	for n := range capabilityBits {
+func AllCapabilityNames() []string {
+	names := make([]string, 0, len(CapabilityBits))
+	for n := range CapabilityBits {
 		names = append(names, n)
 	}
 	return names

@@ -1,16 +1,34 @@
-package guestagent
+package procinit
 
 import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
-// maskPaths applies the spec's masked and read-only paths under rootfs
+// Mounter is what MaskPaths needs of the system: path lookups and mount(2).
+type Mounter interface {
+	LinkReader
+	Stat(path string) (fs.FileInfo, error)
+	Mount(source, target, fstype string, flags uintptr, data string) error
+}
+
+// osMounter is the real system as a Mounter.
+type osMounter struct{}
+
+func (osMounter) Lstat(p string) (fs.FileInfo, error) { return os.Lstat(p) }
+func (osMounter) Readlink(p string) (string, error)   { return os.Readlink(p) }
+func (osMounter) Stat(p string) (fs.FileInfo, error)  { return os.Stat(p) }
+func (osMounter) Mount(source, target, fstype string, flags uintptr, data string) error {
+	return unix.Mount(source, target, fstype, flags, data)
+}
+
+// MaskPaths applies the spec's masked and read-only paths under rootfs
 // (only those below under, when set: a pod member's own /proc gets them
 // again) and returns the mount points it made.
 //
@@ -19,7 +37,7 @@ import (
 // processes"; "Readonly Paths": "The runtime MUST set these paths as
 // readonly inside the container." A path that does not exist is skipped,
 // as runc does.
-func maskPaths(sys system, rootfs string, masked, readonly []string, under string) (mounted []string, err error) {
+func MaskPaths(sys Mounter, rootfs string, masked, readonly []string, under string) (mounted []string, err error) {
 	in := func(p string) bool {
 		p = path.Clean("/" + p)
 		return under == "" || p == under || strings.HasPrefix(p, under+"/")
@@ -68,8 +86,8 @@ func maskPaths(sys system, rootfs string, masked, readonly []string, under strin
 }
 
 // existing resolves p inside rootfs; fi is nil when nothing is there.
-func existing(sys system, rootfs, p string) (string, fs.FileInfo, error) {
-	target, err := scopedJoin(sys, rootfs, p)
+func existing(sys Mounter, rootfs, p string) (string, fs.FileInfo, error) {
+	target, err := ScopedJoin(sys, rootfs, p)
 	if err != nil {
 		return "", nil, err
 	}

@@ -1,4 +1,4 @@
-package guestagent
+package procinit
 
 import (
 	"encoding/binary"
@@ -8,16 +8,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxSeccompInstructions is the kernel's BPF_MAXINSNS for a filter.
-const maxSeccompInstructions = 4096
+// MaxSeccompInstructions is the kernel's BPF_MAXINSNS for a filter.
+const MaxSeccompInstructions = 4096
 
 // installSeccomp installs prog (the host-compiled sock_filter array,
 // little-endian) on the calling thread, the one that execs (config-
 // linux.md seccomp; the helper's other threads end with the exec).
 func installSeccomp(prog []byte, flags uint32) error {
 	n := len(prog) / 8
-	if n == 0 || len(prog)%8 != 0 || n > maxSeccompInstructions {
-		return fmt.Errorf("seccomp program of %d bytes: want 1 to %d whole 8-byte instructions", len(prog), maxSeccompInstructions)
+	if n == 0 || len(prog)%8 != 0 || n > MaxSeccompInstructions {
+		return fmt.Errorf("seccomp program of %d bytes: want 1 to %d whole 8-byte instructions", len(prog), MaxSeccompInstructions)
 	}
 	filter := make([]unix.SockFilter, n)
 	for i := range filter {

@@ -233,9 +233,41 @@ func (f *fakeSystem) Kill(pid int, sig unix.Signal) error {
 	return nil
 }
 
+// KillAll records the signal and kills, as kill(-1) does, every process of
+// procs but PID 1 through onKill.
+func (f *fakeSystem) KillAll(sig unix.Signal) error {
+	f.mu.Lock()
+	f.record("killall %d", sig)
+	procs := append([]procInfo(nil), f.procs...)
+	onKill := f.onKill
+	f.mu.Unlock()
+	for _, p := range procs {
+		if p.Pid != 1 && onKill != nil {
+			if err := onKill(p.Pid, sig); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// HasChildren says whether procs has any process but PID 1.
+func (f *fakeSystem) HasChildren() (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("haschildren")
+	for _, p := range f.procs {
+		if p.Pid != 1 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 func (f *fakeSystem) ListProcs() ([]procInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.record("listprocs")
 	return append([]procInfo(nil), f.procs...), nil
 }
 

@@ -44,6 +44,12 @@ type system interface {
 	Sethostname(name string) error
 	Sync()
 	Kill(pid int, sig unix.Signal) error
+	// KillAll sends sig to every process but the caller and PID 1 (kill(2)
+	// of pid -1); none to signal is not an error.
+	KillAll(sig unix.Signal) error
+	// HasChildren reports whether the caller has a child, running or not
+	// yet reaped (waitid(2) with WNOHANG|WNOWAIT, which reaps nothing).
+	HasChildren() (bool, error)
 	ListProcs() ([]procInfo, error)
 	PowerOff() error
 	// SetClock sets the wall clock (CLOCK_REALTIME).
@@ -226,6 +232,29 @@ func (osSystem) Sync()                         { unix.Sync() }
 func (osSystem) Kill(pid int, sig unix.Signal) error { return unix.Kill(pid, sig) }
 
 func (osSystem) ListProcs() ([]procInfo, error) { return listProcs("/proc") }
+
+func (osSystem) KillAll(sig unix.Signal) error {
+	if err := unix.Kill(-1, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signalling every process with %d: %w", sig, err)
+	}
+	return nil
+}
+
+func (osSystem) HasChildren() (bool, error) {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.ECHILD):
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("waitid: %w", err)
+		}
+		return true, nil
+	}
+}
 
 func (osSystem) ReadFile(p string) ([]byte, error) { return os.ReadFile(p) }
 

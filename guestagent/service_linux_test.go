@@ -763,14 +763,7 @@ func TestShutdown(t *testing.T) {
 	s, sys, _ := setUpService(t)
 	// A process that ignores SIGTERM and dies on SIGKILL.
 	sys.procs = []procInfo{{Pid: 1, Comm: "init"}, {Pid: 77, Comm: "stubborn"}}
-	sys.onKill = func(pid int, sig unix.Signal) error {
-		if sig == unix.SIGKILL {
-			sys.mu.Lock()
-			sys.procs = sys.procs[:1]
-			sys.mu.Unlock()
-		}
-		return nil
-	}
+	sys.onKill = killedBySIGKILL(sys)
 	if _, err := s.Shutdown(ctx5s(t), &agentapi.Empty{}); err != nil {
 		t.Fatal(err)
 	}
@@ -809,14 +802,7 @@ func TestShutdownAsInit(t *testing.T) {
 			s.self = 1
 			s.cfg.TermGrace = 30 * time.Millisecond
 			sys.procs = tc.procs
-			sys.onKill = func(pid int, sig unix.Signal) error {
-				if sig == unix.SIGKILL {
-					sys.mu.Lock()
-					sys.procs = sys.procs[:1]
-					sys.mu.Unlock()
-				}
-				return nil
-			}
+			sys.onKill = killedBySIGKILL(sys)
 			if _, err := s.Shutdown(ctx5s(t), &agentapi.Empty{}); err != nil {
 				t.Fatal(err)
 			}
@@ -832,6 +818,19 @@ func TestShutdownAsInit(t *testing.T) {
 				t.Fatal("no power off after Shutdown")
 			}
 		})
+	}
+}
+
+// killedBySIGKILL is an onKill under which every process but the first
+// ignores SIGTERM and dies on SIGKILL.
+func killedBySIGKILL(sys *fakeSystem) func(int, unix.Signal) error {
+	return func(_ int, sig unix.Signal) error {
+		if sig == unix.SIGKILL {
+			sys.mu.Lock()
+			sys.procs = sys.procs[:1]
+			sys.mu.Unlock()
+		}
+		return nil
 	}
 }
 

@@ -707,8 +707,14 @@ func (s *Service) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty, e
 	s.ports.closeAll()
 	s.stopAll()
 	s.sys.Sync()
-	s.unmountAll(mounted)
-	s.sys.Sync()
+	// What lives on a share or in memory is safe once synced (the shares
+	// write through to the host); a filesystem on a block device (the
+	// root disk, disk volumes) is unmounted too, so that its image is
+	// left clean. Unmounting the rest cost 15-20 ms under TCG.
+	if s.blockDeviceMounted() {
+		s.unmountAll(mounted)
+		s.sys.Sync()
+	}
 	s.log.Debugf("shutdown: powering off")
 	time.AfterFunc(s.cfg.PowerOffDelay, func() {
 		if err := s.sys.PowerOff(); err != nil {
@@ -716,6 +722,25 @@ func (s *Service) Shutdown(context.Context, *agentapi.Empty) (*agentapi.Empty, e
 		}
 	})
 	return &agentapi.Empty{}, nil
+}
+
+// blockDeviceMounted reports whether the agent's mount namespace has a
+// filesystem on a block device (mountinfo's source a /dev node); a
+// mountinfo it cannot read counts as yes.
+func (s *Service) blockDeviceMounted() bool {
+	b, err := s.sys.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return true
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// "... - FSTYPE SOURCE SUPEROPTIONS" (proc_pid_mountinfo(5))
+		if _, post, ok := strings.Cut(line, " - "); ok {
+			if f := strings.Fields(post); len(f) >= 2 && strings.HasPrefix(f[1], "/dev/") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // stopAll sends SIGTERM to every process, waits up to TermGrace for them to

@@ -785,6 +785,43 @@ func TestShutdown(t *testing.T) {
 	}
 }
 
+// TestShutdownUnmounts: a VM with a filesystem on a block device unmounts
+// everything after the sync; one whose filesystems are shares and memory
+// only syncs.
+func TestShutdownUnmounts(t *testing.T) {
+	const shares = "22 1 0:21 / / rw - rootfs rootfs rw\n" +
+		"25 22 0:5 / /dev rw - devtmpfs devtmpfs rw\n" +
+		"40 22 0:40 / /run/initos/rootfs rw - virtiofs initos-root rw\n" +
+		"41 22 0:41 / /run/initos/share rw - 9p initos-share rw,trans=virtio\n"
+	for _, tc := range []struct {
+		name      string
+		mountinfo string // "": unreadable
+		unmounts  bool
+	}{
+		{"root disk", shares + "42 22 0:42 / /run/initos/disk rw - btrfs /dev/vda rw\n", true},
+		{"shares only", shares, false},
+		{"mountinfo unreadable", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, sys, _ := setUpService(t)
+			if tc.mountinfo != "" {
+				sys.mu.Lock()
+				sys.fileData["/proc/self/mountinfo"] = []byte(tc.mountinfo)
+				sys.mu.Unlock()
+			}
+			if _, err := s.Shutdown(ctx5s(t), &agentapi.Empty{}); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(sys.Calls("umount")) > 0; got != tc.unmounts {
+				t.Errorf("unmounted: %v, want %v (calls %q)", got, tc.unmounts, sys.Calls("sync", "umount"))
+			}
+			if calls := sys.Calls("sync"); len(calls) == 0 {
+				t.Error("no sync before the power off")
+			}
+		})
+	}
+}
+
 // TestShutdownAsInit: the agent as the VM's init signals every process at
 // once and waits until it has no child, reading no /proc.
 func TestShutdownAsInit(t *testing.T) {

@@ -68,17 +68,17 @@ func (l *helperLauncher) spawn(req launchRequest, files []uintptr, flags uintptr
 		attr.Sys = &syscall.SysProcAttr{Cloneflags: flags}
 	}
 	pid, err := l.reaper.Start(func() (int, error) {
-		if req.JoinNamespacesOf > 0 && slices.Contains(req.JoinNamespaces, "mount") {
-			exe, err := l.joinedExe()
-			if err != nil {
+		if req.JoinNamespacesOf == 0 {
+			return syscall.ForkExec(l.exe, []string{procinit.Arg0}, attr)
+		}
+		exe := l.exe
+		if slices.Contains(req.JoinNamespaces, "mount") {
+			var err error
+			if exe, err = l.joinedExe(); err != nil {
 				return 0, err
 			}
-			return forkExecInNamespaces(req.JoinNamespacesOf, req.JoinNamespaces, exe, []string{procinit.Arg0}, attr)
 		}
-		if req.JoinNamespacesOf > 0 {
-			return forkExecInNamespaces(req.JoinNamespacesOf, req.JoinNamespaces, l.exe, []string{procinit.Arg0}, attr)
-		}
-		return syscall.ForkExec(l.exe, []string{procinit.Arg0}, attr)
+		return forkExecInNamespaces(req.JoinNamespacesOf, req.JoinNamespaces, exe, []string{procinit.Arg0}, attr)
 	}, func(e exitInfo) { exited <- e })
 	if err != nil {
 		return 0, nil, fmt.Errorf("starting the process helper %q: %w", l.exe, err)

@@ -50,7 +50,7 @@ func findAgent(c Config) (string, error) {
 // agent: initos-exec in the agent's directory (make build and setup.sh put
 // them side by side).
 func findHelper(agent string) (string, error) {
-	p := filepath.Join(filepath.Dir(agent), initrd.HelperName)
+	p := helperOf(agent)
 	st, err := os.Stat(p)
 	if err == nil && !st.Mode().IsRegular() {
 		err = fmt.Errorf("%q is not a regular file", p)
@@ -60,6 +60,9 @@ func findHelper(agent string) (string, error) {
 	}
 	return p, nil
 }
+
+// helperOf is where agent's process helper is: initos-exec beside it.
+func helperOf(agent string) string { return filepath.Join(filepath.Dir(agent), initrd.HelperName) }
 
 // Assets are the host files every VM of this host boots from.
 type Assets struct {
@@ -136,11 +139,8 @@ func assetsOf(c Config, k *initrd.Kernel) (*Assets, error) {
 	if err != nil {
 		return nil, err
 	}
-	helper, err := findHelper(agent)
-	if err != nil {
-		return nil, err
-	}
-	return &Assets{Kernel: k, Vmlinux: vmlinux, Agent: agent, Helper: helper}, nil
+	// findAgent found the helper beside the agent.
+	return &Assets{Kernel: k, Vmlinux: vmlinux, Agent: agent, Helper: helperOf(agent)}, nil
 }
 
 // Initrd returns the cached initrd: one per kernel, agent and helper, holding every

@@ -403,14 +403,16 @@ func unread(f *os.File) int {
 }
 
 func init() {
-	// PID 1 execs from its main thread (as the process helper does, see
-	// procinit): namespaces made for the exec are that thread's, and an
-	// exec from another thread would end the traced main thread of a
-	// handed-off PID 1 (its watcher would read that as PID 1's exit).
-	// Locking in init runs main on the startup thread.
-	if os.Getpid() == 1 {
-		goruntime.LockOSThread()
-	}
+	// The main goroutine keeps the startup thread, and no other goroutine
+	// runs on it. PID 1 execs from its main thread (as the process helper
+	// does, see procinit): namespaces made for the exec are that thread's,
+	// and an exec from another thread would end the traced main thread of
+	// a handed-off PID 1 (its watcher would read that as PID 1's exit).
+	// And forkExecInNamespaces leaves its thread in a container's
+	// namespaces, locked so that Go ends it: Go cannot end the main thread
+	// and would park it there, where /proc/self (the agent's mountinfo,
+	// its namespaces) would show the container's.
+	goruntime.LockOSThread()
 }
 
 // setPID1 makes the default container's first process PID 1 of the VM:

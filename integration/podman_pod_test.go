@@ -134,12 +134,13 @@ func testPodmanPodSharedPid(t *testing.T, p *podman, suffix string) {
 // others run and serve on); `podman pod pause` pauses every container of
 // the pod and `pod unpause` lets them go on, as under runc. A counter
 // member writes into the pod's shared /dev/shm, read through an exec in
-// web.
+// web. It writes a new file and renames it over the count: a read between
+// the shell's truncation and its write would find the file empty.
 func testPodmanPodPause(t *testing.T, p *podman, pod, web string, port int, want string) {
 	counter := pod + "-counter"
 	p.removeLater(t, counter)
 	p.ok(t, "run", "-d", "--pod", pod, "--name", counter, podmanImage, "sh", "-c",
-		"i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count; sleep 0.1; done")
+		"i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count.new; mv /dev/shm/count.new /dev/shm/count; sleep 0.1; done")
 	count := func() int {
 		t.Helper()
 		n, err := strconv.Atoi(p.ok(t, "exec", web, "cat", "/dev/shm/count"))

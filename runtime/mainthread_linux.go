@@ -3,7 +3,9 @@ package runtime
 import goruntime "runtime"
 
 // The main goroutine keeps the main thread, and no other goroutine runs on
-// it. Code here that joins a namespace (virtiofsd's mount namespace in
+// it. The monitor needs that: MonitorMain moves the main thread into the
+// container's view and the main goroutine must be the one there. And code
+// here that joins a namespace (virtiofsd's mount namespace in
 // servedns_linux.go; the network package's netns changes) does it on a
 // locked thread and returns with the thread still locked, so that Go ends
 // the thread with the goroutine. Go cannot end the main thread: it parks

@@ -32,8 +32,8 @@ type viewRequest struct {
 }
 
 // MonitorMain is RunMonitor for the monitor process: it must be called on
-// the main goroutine locked to the main thread (runtime.LockOSThread in an
-// init function), runs RunMonitor on another goroutine and enters the
+// the main goroutine, which this package's init locks to the main thread
+// (mainthread_linux.go), runs RunMonitor on another goroutine and enters the
 // container's view when RunMonitor asks for it, before create returns.
 func MonitorMain(ctx context.Context, c Config, o MonitorOptions) int {
 	views := make(chan viewRequest)

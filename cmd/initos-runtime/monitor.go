@@ -7,17 +7,12 @@ import (
 	"log"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/initos-runtime/initos-runtime/runtime"
 )
-
-// The monitor's main thread enters the container's view once the container
-// is created (runtime.MonitorMain): the main goroutine must stay on it.
-func init() { goruntime.LockOSThread() }
 
 // monitorCommand is internal: create re-executes the binary with it, and
 // the process it starts is the container's monitor (the pid conmon waits

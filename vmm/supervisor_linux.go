@@ -172,8 +172,10 @@ func (s *Supervisor) watchVirtiofsd(p *Process, tag string, vm *Process) {
 }
 
 // waitReady polls Ready until it succeeds, the VMM exits or ctx ends.
+// Often: a restored VM is ready about 100 ms after its VMM starts, and a
+// poll that finds no socket yet costs a failed connect.
 func (s *Supervisor) waitReady(ctx context.Context) error {
-	tick := time.NewTicker(20 * time.Millisecond)
+	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -55,9 +55,14 @@ func KernelCmdline(cfg *vmm.Config, tscKHz int) string {
 // 5% and a small workload by 70% (flushes).
 const tcgCacheMiB = 32
 
-// cloneRAMFd is the descriptor a virtiofs clone's copy of its template's
-// RAM reaches qemu as (the first of Supervisor.ExtraFiles).
-const cloneRAMFd = 3
+// A clone's descriptors (Supervisor.ExtraFiles, in this order): its
+// template's state, which qemu loads with "migrate-incoming fd:3" (no
+// shell and cat forked off qemu, as an exec: URI would), and a virtiofs
+// clone's copy of its template's RAM.
+const (
+	cloneStateFd = 3
+	cloneRAMFd   = 4
+)
 
 // hotplugShares reports whether cfg's virtiofs shares are hot-added after
 // a restore instead of being on the command line: qemu 7.2 cannot migrate
@@ -179,7 +184,8 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 		)
 	}
 	if cfg.RestoreFrom != nil {
-		// The state comes over QMP once qemu is up (restore).
+		// The state is loaded once qemu is up (restore), from
+		// cloneStateFd.
 		a = append(a, "-incoming", "defer")
 	}
 	return a

@@ -136,7 +136,7 @@ func TestBuildArgs(t *testing.T) {
 			c.RestoreFrom = &vmm.Snapshot{RAM: "/t/ram", State: "/t/state"}
 		}, vmm.AccelTCG,
 			cat([]string{"-M", machine + ",pcie=on,memory-backend=mem", "-accel", "tcg,thread=multi,tb-size=32", "-cpu", "max", "-smp", "2", "-m", "512",
-				"-object", "memory-backend-file,id=mem,size=512M,mem-path=/dev/fd/3,share=on"},
+				"-object", "memory-backend-file,id=mem,size=512M,mem-path=/dev/fd/4,share=on"},
 				common[:17], []string{"-append", "console=ttyS0 panic=-1 tsc_early_khz=2095986 cryptomgr.notests noreplace-smp pcie_ports=native initos.load=mmio,blk"},
 				agent,
 				[]string{"-device", "pcie-root-port,id=rp0,bus=pcie.0,chassis=1", "-incoming", "defer"})},

@@ -164,7 +164,9 @@ func (v *VM) restore(ctx context.Context) error {
 			if _, err := q.executeArgs("migrate-set-capabilities", ignoreShared); err != nil {
 				return err
 			}
-			uri := "exec:cat " + shellQuote(v.cfg.RestoreFrom.State)
+			// qemu's own descriptor (Start opened it): "fd:" takes a
+			// number as well as a name given with getfd.
+			uri := fmt.Sprintf("fd:%d", cloneStateFd)
 			if _, err := q.executeArgs("migrate-incoming", map[string]any{"uri": uri}); err != nil {
 				return err
 			}

@@ -417,3 +417,49 @@ func TestTemplateDisk(t *testing.T) {
 		assertClean(t, c.v, pid)
 	}
 }
+
+// TestCloneFiles checks a clone's descriptors: the state first (fd 3, what
+// migrate-incoming loads), the RAM copy second for virtiofs only, and a
+// missing state named before qemu starts.
+func TestCloneFiles(t *testing.T) {
+	dir := t.TempDir()
+	state, ram := filepath.Join(dir, "state"), filepath.Join(dir, "ram")
+	if err := os.WriteFile(state, []byte("QEVM"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ram, make([]byte, 8192), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		state     string
+		shares    []vmm.Share
+		wantFiles int
+		wantErr   string
+	}{
+		{"9p", state, []vmm.Share{{Tag: "t", Mode: vmm.Share9p}}, 1, ""},
+		{"virtiofs", state, []vmm.Share{{Tag: "t", Mode: vmm.ShareVirtiofs}}, 2, ""},
+		{"missing state", filepath.Join(dir, "none"), nil, 0, "opening its template's state"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := vmm.Config{ID: "c", MemoryMiB: 1, Shares: tt.shares, RestoreFrom: &vmm.Snapshot{RAM: ram, State: tt.state}}
+			files, err := cloneFiles(&cfg)
+			for _, f := range files {
+				defer f.Close()
+			}
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), tt.state) {
+					t.Fatalf("cloneFiles = %v, want %q naming %q", err, tt.wantErr, tt.state)
+				}
+				return
+			}
+			if err != nil || len(files) != tt.wantFiles {
+				t.Fatalf("cloneFiles = %d files, %v; want %d", len(files), err, tt.wantFiles)
+			}
+			if b, _ := io.ReadAll(files[cloneStateFd-3]); string(b) != "QEVM" {
+				t.Errorf("descriptor %d holds %q, want the state", cloneStateFd, b)
+			}
+		})
+	}
+}

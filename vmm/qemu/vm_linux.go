@@ -91,14 +91,8 @@ func New(cfg vmm.Config, opts Options) (*VM, error) {
 			return err
 		},
 	}
-	if cfg.RestoreFrom != nil && cfg.HasShares(vmm.ShareVirtiofs) {
-		v.sup.ExtraFiles = func() ([]*os.File, error) {
-			f, err := copyRAM(cfg.RestoreFrom.RAM, int64(cfg.MemoryMiB)<<20)
-			if err != nil {
-				return nil, fmt.Errorf("vm %q: %w", cfg.ID, err)
-			}
-			return []*os.File{f}, nil // cloneRAMFd
-		}
+	if cfg.RestoreFrom != nil {
+		v.sup.ExtraFiles = func() ([]*os.File, error) { return cloneFiles(&cfg) }
 	}
 	// A template's virtiofs shares are empty ports: no virtiofsd.
 	if cfg.HasShares(vmm.ShareVirtiofs) && cfg.Template == nil {
@@ -108,6 +102,25 @@ func New(cfg vmm.Config, opts Options) (*VM, error) {
 		}
 	}
 	return v, nil
+}
+
+// cloneFiles opens a clone's descriptors: cloneStateFd, and cloneRAMFd
+// for a virtiofs clone.
+func cloneFiles(cfg *vmm.Config) ([]*os.File, error) {
+	state, err := os.Open(cfg.RestoreFrom.State)
+	if err != nil {
+		return nil, fmt.Errorf("vm %q: opening its template's state: %w", cfg.ID, err)
+	}
+	files := []*os.File{state}
+	if cfg.HasShares(vmm.ShareVirtiofs) {
+		ram, err := copyRAM(cfg.RestoreFrom.RAM, int64(cfg.MemoryMiB)<<20)
+		if err != nil {
+			state.Close()
+			return nil, fmt.Errorf("vm %q: %w", cfg.ID, err)
+		}
+		files = append(files, ram)
+	}
+	return files, nil
 }
 
 // Args is the qemu command line (without the binary) Start runs.

@@ -312,6 +312,15 @@ func programSpec(args []string) *specs.Process {
 // serve serves svc on every transport there is and prints "ready". With
 // required, a guest without any transport is an error.
 func (a *agent) serve(svc *Service, required bool) error {
+	if c := a.cmdline; c != nil && c.Template && a.pid1 == nil {
+		// Before "ready", which is when the host saves the template.
+		if ss, ok := svc.launcher.(spareStarter); ok {
+			if err := ss.StartSpare(spareWait); err != nil {
+				a.log.Printf("template: %v; its clones start their first process without a spare", err)
+			}
+			a.trace.mark("spare")
+		}
+	}
 	srv, err := ttrpc.NewServer()
 	if err != nil {
 		return fmt.Errorf("creating the ttrpc server: %w", err)

@@ -58,6 +58,11 @@ type Cmdline struct {
 	// "9p" or "virtiofs", the module group of its transport); "" without
 	// one.
 	Modules string
+	// Template (initos.template=1): this boot is a VM template's, saved
+	// once its agent is ready; the agent prepares what each clone's first
+	// process would otherwise start under the clone's clock (a spare
+	// process helper, spare_linux.go).
+	Template bool
 	// Program is everything after the first "--", split on spaces.
 	Program []string
 }
@@ -72,6 +77,7 @@ func ParseCmdline(s string) (*Cmdline, error) {
 		RootFSType: DefaultRootFSType,
 		Mode:       ModeAgent,
 	}
+	var err error
 	fields := strings.Fields(s)
 	for i, f := range fields {
 		if f == "--" {
@@ -117,16 +123,12 @@ func ParseCmdline(s string) (*Cmdline, error) {
 				return nil, errorf(ErrInvalidArgument, "kernel command line: initos.pid1=%q: want handoff or agent", value)
 			}
 		case "initos.debug":
-			switch value {
-			case "1", "true", "yes", "on":
-				c.Debug = true
-			case "0", "false", "no", "off":
-				c.Debug = false
-			default:
-				if hasValue {
-					return nil, errorf(ErrInvalidArgument, "kernel command line: initos.debug=%q: want 1 or 0", value)
-				}
-				c.Debug = true // bare initos.debug
+			if c.Debug, err = boolArg(key, value, hasValue); err != nil {
+				return nil, err
+			}
+		case "initos.template":
+			if c.Template, err = boolArg(key, value, hasValue); err != nil {
+				return nil, err
 			}
 		case "initos.modules":
 			if value != "9p" && value != "virtiofs" {
@@ -148,6 +150,21 @@ func ParseCmdline(s string) (*Cmdline, error) {
 		return nil, errorf(ErrInvalidArgument, "kernel command line: initos.mode=%s needs a program after \"-- \"", c.Mode)
 	}
 	return c, nil
+}
+
+// boolArg is the value of a boolean key: 1 or 0 (true/false, yes/no,
+// on/off too); a bare key is true.
+func boolArg(key, value string, hasValue bool) (bool, error) {
+	switch value {
+	case "1", "true", "yes", "on":
+		return true, nil
+	case "0", "false", "no", "off":
+		return false, nil
+	}
+	if hasValue {
+		return false, errorf(ErrInvalidArgument, "kernel command line: %s=%q: want 1 or 0", key, value)
+	}
+	return true, nil
 }
 
 // parseXIP parses IP/PREFIX[,GW[,DNS]]; empty GW or DNS parts mean none.

@@ -59,6 +59,8 @@ func TestParseCmdline(t *testing.T) {
 			c.Program = []string{"/bin/sh", "-c", "echo", "hi"}
 		})},
 		{"PID 1 handed off", "initos.pid1=handoff", defaults(func(c *Cmdline) { c.Handoff = true })},
+		{"template", "initos.template=1", defaults(func(c *Cmdline) { c.Template = true })},
+		{"template off", "initos.template=1 initos.template=0", defaults(nil)},
 		{"PID 1 kept", "initos.pid1=handoff initos.pid1=agent", defaults(nil)},
 		{"keys after -- belong to the program", "-- /bin/prog initos.mode=switchroot", defaults(func(c *Cmdline) {
 			c.Program = []string{"/bin/prog", "initos.mode=switchroot"}
@@ -89,6 +91,7 @@ func TestParseCmdlineErrors(t *testing.T) {
 		{"sidecar without program", "initos.mode=sidecar"},
 		{"switchroot with empty program", "initos.mode=switchroot --"},
 		{"bad debug", "initos.debug=maybe"},
+		{"bad template", "initos.template=maybe"},
 		{"bad pid1", "initos.pid1=yes"},
 		{"handoff outside agent mode", "initos.pid1=handoff initos.mode=sidecar -- /bin/sh"},
 		{"bad modules transport", "initos.modules=nfs"},

@@ -42,7 +42,7 @@ func busyboxRootfs(t *testing.T) string {
 	if err := os.WriteFile(filepath.Join(bin, "busybox"), data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, applet := range []string{"sh", "cat", "id", "pwd", "echo", "sleep", "stty", "true"} {
+	for _, applet := range []string{"sh", "cat", "id", "pwd", "echo", "sleep", "stty", "true", "readlink", "hostname"} {
 		if err := os.Symlink("busybox", filepath.Join(bin, applet)); err != nil {
 			t.Fatal(err)
 		}

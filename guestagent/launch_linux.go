@@ -37,6 +37,8 @@ type helperLauncher struct {
 	// readyTimeout bounds the wait for the helper's "ready" and for its
 	// exec after the start byte.
 	readyTimeout time.Duration
+	// spare is a template's spare helper (spare_linux.go).
+	spare spareSlot
 }
 
 func newHelperLauncher(r *reaper, exe string) *helperLauncher {
@@ -228,9 +230,24 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	if req.PID1 != nil {
 		spawn = req.PID1.spawn
 	}
-	pid, exited, err := spawn(req, files, flags, outputs)
-	if err != nil {
-		return nil, err
+	var pid int
+	var exited <-chan exitInfo
+	if sp := l.spare.take(); sp != nil {
+		switch {
+		case req.PID1 != nil || !sp.fits(req.JoinNamespacesOf, flags):
+			// Not kept: it would only hold the template's memory.
+			sp.discard()
+		case sp.hand(files) == nil:
+			pid, exited = sp.pid, sp.exited
+			cfg.UnshareMount = flags&syscall.CLONE_NEWNS != 0
+		}
+		// A spare that could not take its descriptors is gone (hand
+		// killed it): the process gets a helper of its own.
+	}
+	if pid == 0 {
+		if pid, exited, err = spawn(req, files, flags, outputs); err != nil {
+			return nil, err
+		}
 	}
 	h.Pid = pid
 	h.Exited = exited

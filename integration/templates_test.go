@@ -45,6 +45,11 @@ func TestTemplates(t *testing.T) {
 		if !strings.Contains(string(r.stderr), wantOrigin) || strings.Contains(string(r.stderr), "warning") {
 			t.Fatalf("%s: stderr does not say %q (or warns):\n%s", id, wantOrigin, r.stderr)
 		}
+		// The template's agent started a spare process helper before
+		// its save (guestagent/spare_linux.go).
+		if !strings.Contains(string(r.stderr), " spare=") {
+			t.Errorf("%s: the template's guest phases have no spare helper:\n%s", id, r.stderr)
+		}
 		lines := strings.Split(strings.TrimSpace(string(r.stdout)), "\n")
 		if len(lines) != 2 {
 			t.Fatalf("%s: stdout %q", id, r.stdout)

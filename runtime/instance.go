@@ -286,7 +286,10 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	// module groups, and a booted guest configures its NIC from it. A
 	// clone's NIC in the engine mode is configured after the restore
 	// (ConfigureNetwork), as the late mode's is.
-	vcfg.Cmdline = guestCmdline(cloneGroups, c.Debug, len(disks) > 0, handoff)
+	// initos.template=1: the template's agent starts a spare process helper
+	// before it says it is ready, and each clone's first process starts
+	// through it (guestagent/spare_linux.go).
+	vcfg.Cmdline = guestCmdline(cloneGroups, c.Debug, len(disks) > 0, handoff) + " initos.template=1"
 	boot := vcfg
 	boot.Cmdline = guestCmdline(bootGroups, c.Debug, len(disks) > 0, handoff)
 	if att != nil {

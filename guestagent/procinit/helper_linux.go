@@ -78,6 +78,10 @@ type Config struct {
 	// SeccompFlags before the exec.
 	Seccomp      []byte `json:"seccomp,omitempty"`
 	SeccompFlags uint32 `json:"seccompFlags,omitempty"`
+	// UnshareMount: the helper makes its mount namespace itself, first
+	// (a spare, started in the agent's before the container's mounts
+	// were there); a helper started for its process has it from clone.
+	UnshareMount bool `json:"unshareMount,omitempty"`
 }
 
 func init() {
@@ -104,6 +108,15 @@ func Main() int {
 	if c, st, stat, ok, err := HandoffFds(); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", Arg0, err)
 		return 127
+	} else if ok {
+		cfgFd, startFd, statusFd = c, st, stat
+	}
+	if c, st, stat, ok, gone, err := SpareFds(); err != nil {
+		// Stderr is /dev/null or the process's: the agent sees the exit.
+		fmt.Fprintf(os.Stderr, "%s: %v\n", Arg0, err)
+		return 127
+	} else if gone {
+		return 0
 	} else if ok {
 		cfgFd, startFd, statusFd = c, st, stat
 	}
@@ -153,6 +166,12 @@ func Main() int {
 // to exec. It runs on the thread that execs (Main locks it).
 func prepareExec(cfg *Config) (string, error) {
 	p := cfg.Process
+	if cfg.UnshareMount {
+		// This thread's (CLONE_FS goes with it): the one that execs.
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			return "", fmt.Errorf("making the mount namespace: %w", err)
+		}
+	}
 	// Read while the agent's /proc is there (before the chroot).
 	lastCap := lastCapability()
 	caps := computeCapSets(p.Capabilities, lastCap)

@@ -319,10 +319,8 @@ func (a *agent) serve(svc *Service, required bool) error {
 		svc.setupCgroups()
 		svc.makeCgroup("")
 		a.trace.mark("cgroups")
-	}
-	if c := a.cmdline; c != nil && c.Template && a.pid1 == nil {
 		// Before "ready", which is when the host saves the template.
-		if ss, ok := svc.launcher.(spareStarter); ok {
+		if ss, ok := svc.launcher.(spareStarter); ok && a.pid1 == nil {
 			if err := ss.StartSpare(spareWait); err != nil {
 				a.log.Printf("template: %v; its clones start their first process without a spare", err)
 			}

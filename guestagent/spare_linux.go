@@ -134,9 +134,6 @@ func (l *helperLauncher) StartSpare(wait time.Duration) (err error) {
 	return nil
 }
 
-// errSpareEnded: the spare's socket ended before it said it waits.
-var errSpareEnded = errors.New("it exited before it was waiting")
-
 // waitSpare reads the spare's procinit.SpareWaiting from sock.
 func waitSpare(sock int, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
@@ -161,7 +158,7 @@ func waitSpare(sock int, wait time.Duration) error {
 		case err != nil:
 			return fmt.Errorf("reading its socket: %w", err)
 		case n == 0:
-			return errSpareEnded
+			return errors.New("it exited before it was waiting")
 		case b[0] != procinit.SpareWaiting:
 			return fmt.Errorf("it said %q", b[:])
 		}

@@ -45,11 +45,20 @@ func HandoffFds() (cfg, start, status int, ok bool, err error) {
 		fds[i] = fd
 	}
 	// 0-2 are the console here, never one of the Go runtime's.
+	if err := takeStdio(fds); err != nil {
+		return 0, 0, 0, false, err
+	}
+	return fds[3], fds[4], fds[5], true, nil
+}
+
+// takeStdio makes fds' first three the helper's 0-2, as a forked helper
+// finds them (flags 0: they reach the process), and closes the originals.
+func takeStdio(fds []int) error {
 	for i := 0; i < 3; i++ {
 		if err := unix.Dup3(fds[i], i, 0); err != nil {
-			return 0, 0, 0, false, fmt.Errorf("making fd %d the process's: %w", i, err)
+			return fmt.Errorf("making fd %d the process's: %w", i, err)
 		}
 		_ = unix.Close(fds[i])
 	}
-	return fds[3], fds[4], fds[5], true, nil
+	return nil
 }

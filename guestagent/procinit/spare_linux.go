@@ -58,12 +58,8 @@ func SpareFds() (cfg, start, status int, ok, gone bool, err error) {
 	if err != nil {
 		return 0, 0, 0, false, false, err
 	}
-	for i := 0; i < 3; i++ {
-		// Flags 0: stdio reaches the process.
-		if err := unix.Dup3(fds[i], i, 0); err != nil {
-			return 0, 0, 0, false, false, fmt.Errorf("making fd %d the process's: %w", i, err)
-		}
-		_ = unix.Close(fds[i])
+	if err := takeStdio(fds); err != nil {
+		return 0, 0, 0, false, false, err
 	}
 	return fds[3], fds[4], fds[5], true, false, nil
 }

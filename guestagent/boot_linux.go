@@ -94,6 +94,9 @@ type agent struct {
 	trace   *bootTrace
 	// pid1 is the handed-off PID 1 (nil: the agent is PID 1).
 	pid1 *pid1
+	// linksSet is when the boot last changed the guest's links: the NIC's
+	// driver loaded, lo set up (settleLinks).
+	linksSet time.Time
 }
 
 // Main is the entry point of cmd/initos-agent. Run as /sbin/initos-modprobe
@@ -192,6 +195,7 @@ func (a *agent) boot() error {
 	if err := setupNetwork(realNetlink{}, c.Net, 5*time.Second); err != nil {
 		a.log.Printf("network: %v", err)
 	}
+	a.linksSet = time.Now()
 	a.trace.mark("network")
 	if c.Net != nil && c.Net.DNS.IsValid() {
 		a.log.Debugf("resolv.conf for the container: %q", c.Net.ResolvConf())
@@ -309,6 +313,37 @@ func programSpec(args []string) *specs.Process {
 	}
 }
 
+// linkwatchWindow is how often the kernel handles a device's non-urgent
+// link events (net/core/link_watch.c: at most once a second), with a
+// margin.
+const linkwatchWindow = 1100 * time.Millisecond
+
+// settleLinks waits, in a template with a NIC, until linkwatchWindow has
+// passed since the boot last changed a link. A clone resumes with its
+// template's jiffies, and with them the window that the template's boot
+// opened: the clone's eth0, set up by ConfigureNetwork, would be
+// operationally up (its queue taking frames) only once that window had
+// passed. Measured under TCG: 260 ms of a pod clone's ConfigureNetwork,
+// 6 ms after a template that waited (its build takes that much longer,
+// once).
+func (a *agent) settleLinks() {
+	if _, err := (realNetlink{}).LinkByName(guestNIC); err != nil {
+		return
+	}
+	time.Sleep(linksSettle(a.linksSet, time.Now()))
+	a.trace.mark("links")
+}
+
+// linksSettle is how long a template saved at now must wait for the
+// linkwatch window its boot opened when it last changed a link at set
+// (zero: never).
+func linksSettle(set, now time.Time) time.Duration {
+	if set.IsZero() {
+		return 0
+	}
+	return max(0, set.Add(linkwatchWindow).Sub(now))
+}
+
 // serve serves svc on every transport there is and prints "ready". With
 // required, a guest without any transport is an error.
 func (a *agent) serve(svc *Service, required bool) error {
@@ -319,6 +354,7 @@ func (a *agent) serve(svc *Service, required bool) error {
 		svc.setupCgroups()
 		svc.makeCgroup("")
 		a.trace.mark("cgroups")
+		a.settleLinks()
 		// Before "ready", which is when the host saves the template.
 		if ss, ok := svc.launcher.(spareStarter); ok && a.pid1 == nil {
 			if err := ss.StartSpare(spareWait); err != nil {

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -52,5 +53,29 @@ func TestProgramSpec(t *testing.T) {
 	}
 	if !slices.Contains(p.Env, "PATH="+defaultPath) || p.Cwd != "/" {
 		t.Errorf("spec %+v", p)
+	}
+}
+
+func TestLinksSettle(t *testing.T) {
+	now := time.Date(2026, 12, 2, 18, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		set  time.Time
+		want time.Duration
+	}{
+		{"no link changed", time.Time{}, 0},
+		{"just now", now, linkwatchWindow},
+		{"half a second ago", now.Add(-500 * time.Millisecond), linkwatchWindow - 500*time.Millisecond},
+		{"window passed", now.Add(-linkwatchWindow), 0},
+		{"long ago", now.Add(-time.Minute), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := linksSettle(tc.set, now); got != tc.want {
+				t.Errorf("linksSettle = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if linkwatchWindow <= time.Second {
+		t.Errorf("linkwatchWindow %v is not past the kernel's one second", linkwatchWindow)
 	}
 }

@@ -41,7 +41,8 @@ type lateNet struct {
 func defaultLateNet(log *logger) *lateNet {
 	return &lateNet{
 		loadGroup: func(group string) error {
-			_, _, err := loadGroups(ModulesDir, false, []string{group}, finitModule, debugLoaded(log))
+			// Loaded already in a clone whose template had the NIC.
+			_, _, err := loadGroups(ModulesDir, false, []string{group}, loadModule, debugLoaded(log))
 			return err
 		},
 		nl:   realNetlink{},

@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -53,18 +52,7 @@ type realModprobeSys struct {
 
 func (realModprobeSys) index() (*initrd.ModIndex, error) { return initrd.OpenModIndex(ModIndexPath) }
 
-// loaded: /sys/module/NAME is there once a module is coming; only a live
-// one counts (a load in progress elsewhere is waited for by finit_module,
-// which then says EEXIST). A built-in module has no initstate.
-func (realModprobeSys) loaded(name string) bool {
-	dir := filepath.Join("/sys/module", name)
-	state, err := os.ReadFile(filepath.Join(dir, "initstate"))
-	if err != nil {
-		_, derr := os.Stat(dir)
-		return derr == nil && os.IsNotExist(err)
-	}
-	return strings.TrimSpace(string(state)) == "live"
-}
+func (realModprobeSys) loaded(name string) bool { return moduleLive(sysModuleDir, name) }
 
 func (realModprobeSys) inInitrd(name string) (string, bool) {
 	p := filepath.Join(ModulesDir, name+".ko")
@@ -98,7 +86,7 @@ func (s realModprobeSys) mountShare() (string, error) {
 	if isMountPoint(modulesMountPoint) {
 		return modulesMountPoint, nil
 	}
-	if _, _, err := loadGroups(ModulesDir, false, []string{s.transport}, finitModule, nil); err != nil {
+	if _, _, err := loadGroups(ModulesDir, false, []string{s.transport}, loadModule, nil); err != nil {
 		return "", fmt.Errorf("loading the %s modules for the modules share: %w", s.transport, err)
 	}
 	data := ""

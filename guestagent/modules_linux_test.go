@@ -85,3 +85,53 @@ func TestLoadModuleFile(t *testing.T) {
 		t.Errorf("corrupt .ko.xz: %v, finit called %d times", err, len(r.got))
 	}
 }
+
+func TestLoadUnlessLive(t *testing.T) {
+	sys := t.TempDir()
+	mk := func(name, initstate string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(sys, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if initstate != "" {
+			if err := os.WriteFile(filepath.Join(sys, name, "initstate"), []byte(initstate+"\n"), 0o444); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mk("virtio_net", "live")
+	mk("fuse", "coming")
+	mk("virtio", "") // built in: no initstate
+	mk("net_failover", "going")
+	for _, tc := range []struct {
+		file string
+		load bool
+	}{
+		{"virtio_net.ko", false},
+		{"virtio.ko", false},
+		{"fuse.ko", true}, // coming: finit_module waits for it and says EEXIST
+		{"net_failover.ko.xz", true},
+		{"failover.ko", true}, // not in the kernel
+		{"9pnet-virtio.ko", true},
+		{"load.order", true}, // not a module name: the loader decides
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			var loaded []string
+			err := loadUnlessLive(filepath.Join("/lib/modules", tc.file), sys, func(p string) error {
+				loaded = append(loaded, p)
+				return nil
+			})
+			if err != nil || (len(loaded) == 1) != tc.load {
+				t.Fatalf("loadUnlessLive(%s) = %v, loaded %v; want a load: %v", tc.file, err, loaded, tc.load)
+			}
+		})
+	}
+	mk("9pnet_virtio", "live") // the kernel's name of 9pnet-virtio.ko
+	if err := loadUnlessLive("/lib/modules/9pnet-virtio.ko", sys, func(string) error { return errors.New("loaded") }); err != nil {
+		t.Fatalf("a live module with '-' in its file name was loaded again: %v", err)
+	}
+	want := errors.New("finit failed")
+	if err := loadUnlessLive("/lib/modules/failover.ko", sys, func(string) error { return want }); !errors.Is(err, want) {
+		t.Fatalf("the loader's error was not returned: %v", err)
+	}
+}

@@ -41,6 +41,10 @@ func moduleFileName(base string) (name string, ok bool) {
 	return "", false
 }
 
+// ModuleName is the kernel's name of the module in file base (a .ko,
+// .ko.xz, .ko.zst or .ko.gz file name); ok is false for any other name.
+func ModuleName(base string) (name string, ok bool) { return moduleFileName(base) }
+
 // normalizeName turns a module name into the form the kernel uses: '-' is '_'.
 func normalizeName(s string) string { return strings.ReplaceAll(s, "-", "_") }
 

@@ -217,6 +217,15 @@ func TestBridgeModeTemplates(t *testing.T) {
 		}
 	}
 	bn.waitPing(t, "brt-a", "brt-b")
+	// A clone's eth0 is up when its first process runs, and its template
+	// waited out the kernel's linkwatch window before its save
+	// (guestagent settleLinks: the guest phase "links").
+	probe := writeBundle(t, busyboxSpec(t, "cat", "/sys/class/net/eth0/operstate"))
+	if out, err := bn.rt("run", "--timings", "--bundle", probe, "brt-probe"); err != nil ||
+		!strings.HasPrefix(out, "up\n") || !strings.Contains(out, "restored from a template") || !strings.Contains(out, " links=") {
+		t.Errorf("run --timings of a clone: %v; want eth0 up and the template's links phase:\n%s", err, out)
+	}
+	assertNothingLeft(t, "brt-probe")
 	macs := map[string]bool{}
 	for _, id := range ids {
 		out, err := bn.rt("exec", id, "sh", "-c", "cat /etc/resolv.conf /sys/class/net/eth0/address")

@@ -35,6 +35,7 @@ type Timings struct {
 	Initrd   time.Duration // kernel lookup + initrd (cached after the first)
 	Queued   time.Duration // waiting for a boot slot (bootslots.go)
 	Boot     time.Duration // VMM start → agent answers Ping
+	Network  time.Duration // of Boot: a clone's network, configured after its restore
 	Setup    time.Duration // mounts and device nodes in the guest
 	Run      time.Duration // process start → exit status
 	Teardown time.Duration // shutdown, VMM exit, cleanup
@@ -561,10 +562,12 @@ func (inst *Instance) startClone(ctx context.Context, newVM newVMFunc, driver st
 		req, where = inst.bridge.networkRequest(), c.Bridge
 	}
 	if req != nil {
+		t0 := time.Now()
 		err = inst.call(ctx, callTimeout, func(ctx context.Context) error {
 			_, err := inst.Agent.ConfigureNetwork(ctx, req)
 			return err
 		})
+		inst.Timings.Network = time.Since(t0)
 		if err != nil {
 			return built, fmt.Errorf("configuring the clone's network (%s on %s): %w", req.Address, where, err)
 		}

@@ -75,7 +75,7 @@ func logStart(ctx context.Context, msg, id string, t runtime.Timings) {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	log.G(ctx).WithFields(log.Fields{
 		"id": id, "restored": t.Restored, "templateBuilt": t.TemplateBuilt, "boots": t.Boots,
-		"diskMs": ms(t.Disk), "initrdMs": ms(t.Initrd), "queuedMs": ms(t.Queued), "bootMs": ms(t.Boot), "setupMs": ms(t.Setup),
+		"diskMs": ms(t.Disk), "initrdMs": ms(t.Initrd), "queuedMs": ms(t.Queued), "bootMs": ms(t.Boot), "networkMs": ms(t.Network), "setupMs": ms(t.Setup),
 	}).Info(msg)
 }
 

@@ -27,7 +27,7 @@ integration:
 stress:
 	INITOS_INTEGRATION=1 INITOS_STRESS=1 $(GO) test -count=1 -timeout 60m -v -run '^TestStress(Boot|Leaks)$$' ./integration/
 
-# conformance: critest v1.37.0 against a private containerd under runc and initos, prints passed/failed/skipped and the time of each (CONFORMANCE_ARGS=--ci: only conformance/initos-pass.txt)
+# conformance: critest v1.37.0 against a private containerd under runc and initos, prints passed/failed/skipped and the time of each (CONFORMANCE_ARGS=--ci: only conformance/initos-pass.txt; --templates: initos's VMs from templates)
 conformance:
 	./scripts/conformance.sh $(CONFORMANCE_ARGS)
 

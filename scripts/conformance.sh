@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # critest (cri-tools v1.37.0, the CRI validation suite) against a private containerd with CRI and
 # two runtime handlers: runc (containerd's default) and initos (this checkout's shim, one VM per pod).
-# Prints per handler: passed, failed, skipped and the time taken (docs/conformance.md has a run).
+# Prints per handler: passed, failed, skipped and the time taken, and with both handlers initos's time
+# as a multiple of runc's (docs/conformance.md has a run).
 #   ./scripts/conformance.sh            both handlers, every spec but those that need a registry;
 #                                       exits 1 if a spec of conformance/initos-pass.txt fails
-#   ./scripts/conformance.sh --ci       initos only, only the specs of conformance/initos-pass.txt;
-#                                       exits 1 unless every one of them ran and passed
+#   ./scripts/conformance.sh --ci       only the specs of conformance/initos-pass.txt, under runc then
+#                                       initos (the time beside runc's); exits 1 unless every one of
+#                                       them ran and passed under initos (--handler initos: initos only)
 #   ./scripts/conformance.sh --handler runc   one handler (runc or initos), every spec
 #   ./scripts/conformance.sh --handler initos --focus REGEXP   only the specs matching REGEXP
 #                                       (ginkgo's --focus); the pass list is not checked
@@ -40,7 +42,7 @@ handlers=(runc initos)
 templates=false
 while [ $# -gt 0 ]; do
 	case $1 in
-	--ci) mode=ci; handlers=(initos) ;;
+	--ci) mode=ci ;;
 	--handler) [ $# -ge 2 ] || die "--handler needs runc or initos"; handlers=("$2"); shift ;;
 	--templates) templates=true ;;
 	--focus) [ $# -ge 2 ] || die "--focus needs a regular expression"; mode=focus; user_focus=$2; shift ;;
@@ -311,10 +313,10 @@ if [ "$mode" = ci ]; then
 fi
 
 # run HANDLER: one critest run; its JSON report in $OUT/HANDLER.json, its output in $OUT/HANDLER.log.
-declare -A summary took
+declare -A summary took secs
 failed_listed=0
 run() {
-	local h=$1 t0 secs rc=0
+	local h=$1 t0 rc=0
 	local args=(--runtime-endpoint "unix://$sock" --image-endpoint "unix://$sock" --runtime-handler "$h"
 		--ginkgo.no-color --ginkgo.skip "$SKIP" --ginkgo.json-report "$OUT/$h.json")
 	[ -n "$focus" ] && args+=(--ginkgo.focus "$focus")
@@ -322,7 +324,7 @@ run() {
 	t0=$(date +%s)
 	# critest reads crictl.yaml from its working directory: none there.
 	(cd "$work" && "$critest" "${args[@]}") >"$OUT/$h.log" 2>&1 || rc=$?
-	secs=$(($(date +%s) - t0))
+	secs[$h]=$(($(date +%s) - t0))
 	[ -s "$OUT/$h.json" ] || { tail -n 30 "$OUT/$h.log" >&2; die "critest under $h wrote no report (exit $rc)"; }
 	local specs='.[0].SpecReports[] | select(.LeafNodeType == "It")'
 	local name='(.ContainerHierarchyTexts | join(" ")) + " " + .LeafNodeText'
@@ -332,7 +334,7 @@ run() {
 	skipped=$(grep -c '^skipped' "$OUT/$h.results" || true)
 	failed=$(grep -vc '^\(passed\|skipped\|pending\)' "$OUT/$h.results" || true)
 	summary[$h]="$passed passed, $failed failed, $skipped skipped"
-	took[$h]="$((secs / 60))m$((secs % 60))s"
+	took[$h]="$((secs[$h] / 60))m$((secs[$h] % 60))s"
 	if [ "$h" = initos ] && [ "$mode" != focus ] && [ -s "$PASS_LIST" ]; then
 		# Each listed spec must have run and passed.
 		local missing
@@ -356,6 +358,12 @@ for h in "${handlers[@]}"; do
 	echo "critest under $label took ${took[$h]}"
 	echo "$h: ${summary[$h]}"
 done
+# Issue 16's bound: the specs under initos in at most 3x runc's time, on the same machine and specs.
+if [ -n "${secs[runc]:-}" ] && [ -n "${secs[initos]:-}" ] && [ "${secs[runc]}" -gt 0 ]; then
+	label=initos
+	[ "$templates" = true ] && label="initos (VM templates)"
+	echo "critest: $label took $(awk -v a="${secs[initos]}" -v b="${secs[runc]}" 'BEGIN { printf "%.2f", a / b }')x runc's time on the same specs"
+fi
 if [ "$failed_listed" -gt 0 ]; then
 	echo "conformance: $failed_listed of the specs that pass under initos (conformance/initos-pass.txt) did not"
 	exit 1

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,6 +33,7 @@ func TestPodman(t *testing.T) {
 	t.Run("lifecycle", func(t *testing.T) { t.Parallel(); testPodmanLifecycle(t, p) })
 	t.Run("restart-logs", func(t *testing.T) { t.Parallel(); testPodmanRestartLogs(t, p) })
 	t.Run("block-io", func(t *testing.T) { t.Parallel(); testPodmanBlockIO(t, p) })
+	t.Run("preserve-fds", func(t *testing.T) { t.Parallel(); testPodmanPreserveFds(t, p) })
 	t.Run("cgroup-limits", func(t *testing.T) { t.Parallel(); testPodmanCgroupLimits(t, p) })
 	t.Run("masked-paths", func(t *testing.T) { t.Parallel(); testPodmanMaskedPaths(t, p) })
 	t.Run("privileged-dev", func(t *testing.T) { t.Parallel(); testPodmanPrivilegedDev(t, p) })
@@ -571,5 +574,48 @@ func testPodmanBlockIO(t *testing.T, p *podman) {
 	r := p.run(t, nil, "run", "--rm", "--device-read-bps", "/dev/"+filepath.Base(dev)+":1mb", "--network", "none", podmanImage, "true")
 	if r.code == 0 || !strings.Contains(string(r.stderr), "block I/O limits") {
 		t.Errorf("podman run --device-read-bps: exit %d, stderr %q; want a refusal naming block I/O limits", r.code, r.stderr)
+	}
+}
+
+// testPodmanPreserveFds: `podman run --preserve-fds 1` gives the container's
+// process podman's descriptor 3. runc passes it (the process reads the
+// file through it); a VM cannot take a host descriptor, so initos-runtime
+// refuses the container at create with an error naming the option, and
+// podman is left with no container of that name.
+func testPodmanPreserveFds(t *testing.T, p *podman) {
+	f, err := os.CreateTemp(t.TempDir(), "fd3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("through-fd-3\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	name := "initos-pm-preserve-fds"
+	p.removeLater(t, name)
+	ctx, cancel := context.WithTimeout(context.Background(), podmanTimeout)
+	defer cancel()
+	cmd := p.command(ctx, "run", "--rm", "--name", name, "--network", "none", "--preserve-fds", "1", podmanImage, "sh", "-c", "cat <&3")
+	cmd.ExtraFiles = []*os.File{f}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("podman run --preserve-fds 1 did not finish within %s; stderr:\n%s", podmanTimeout, errb.Bytes())
+	}
+	if !p.initos {
+		if err != nil || out.String() != "through-fd-3\n" {
+			t.Errorf("podman run --preserve-fds 1: %v, stdout %q, stderr %q; want the file read through fd 3", err, out.String(), errb.String())
+		}
+		return
+	}
+	if err == nil || !strings.Contains(errb.String(), "--preserve-fds 1") || !strings.Contains(errb.String(), "cannot take file descriptors") {
+		t.Errorf("podman run --preserve-fds 1: %v, stdout %q, stderr %q; want a refusal naming --preserve-fds", err, out.String(), errb.String())
+	}
+	if r := p.run(t, nil, "ps", "--all", "--quiet", "--filter", "name=^"+name+"$"); r.code != 0 || len(bytes.TrimSpace(r.stdout)) != 0 {
+		t.Errorf("podman ps after the refusal: exit %d, %q (%s); want no container %s", r.code, r.stdout, r.stderr, name)
 	}
 }

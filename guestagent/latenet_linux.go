@@ -41,8 +41,7 @@ type lateNet struct {
 func defaultLateNet(log *logger) *lateNet {
 	return &lateNet{
 		loadGroup: func(group string) error {
-			// Loaded already in a clone whose template had the NIC.
-			_, _, err := loadGroups(ModulesDir, false, []string{group}, loadModule, debugLoaded(log))
+			_, _, err := loadGroups(ModulesDir, false, []string{group}, finitModule, debugLoaded(log))
 			return err
 		},
 		nl:   realNetlink{},

@@ -60,7 +60,8 @@ func (realModprobeSys) inInitrd(name string) (string, bool) {
 	return p, err == nil && fi.Mode().IsRegular()
 }
 
-func (realModprobeSys) load(path string) error { return finitModule(path) }
+// load: modprobe asked loaded first.
+func (realModprobeSys) load(path string) error { return loadModuleFile(path, finitFd) }
 
 // mountShare mounts the modules share read-only at modulesMountPoint the
 // first time, under a lock that concurrent requests wait on, after
@@ -86,7 +87,7 @@ func (s realModprobeSys) mountShare() (string, error) {
 	if isMountPoint(modulesMountPoint) {
 		return modulesMountPoint, nil
 	}
-	if _, _, err := loadGroups(ModulesDir, false, []string{s.transport}, loadModule, nil); err != nil {
+	if _, _, err := loadGroups(ModulesDir, false, []string{s.transport}, finitModule, nil); err != nil {
 		return "", fmt.Errorf("loading the %s modules for the modules share: %w", s.transport, err)
 	}
 	data := ""

@@ -29,15 +29,8 @@ func moduleLive(sys, name string) bool {
 	return strings.TrimSpace(string(state)) == "live"
 }
 
-// loadModule loads the module file path unless the kernel has the module
-// live already. finit_module of a loaded module says EEXIST, but Linux 6.1
-// finds the duplicate name only after it has copied the file and checked
-// its signature: 7-47 ms a module under TCG, measured in a clone whose
-// template had loaded the net group that ConfigureNetwork loads again.
-func loadModule(path string) error { return loadUnlessLive(path, sysModuleDir, finitModule) }
-
-// loadUnlessLive is loadModule with the sysfs directory and the loader
-// given.
+// loadUnlessLive loads the module file path with load unless sys (the
+// kernel's /sys/module) shows the module live already.
 func loadUnlessLive(path, sys string, load func(path string) error) error {
 	if name, ok := initrd.ModuleName(filepath.Base(path)); ok && moduleLive(sys, name) {
 		return nil
@@ -46,8 +39,15 @@ func loadUnlessLive(path, sys string, load func(path string) error) error {
 }
 
 // finitModule loads one module file; a module that is already loaded (or
-// built in and so "exists") counts as loaded.
-func finitModule(path string) error { return loadModuleFile(path, finitFd) }
+// built in and so "exists") counts as loaded, and one the kernel has live
+// is not loaded again: finit_module of a loaded module says EEXIST, but
+// Linux 6.1 finds the duplicate name only after it has copied the file and
+// checked its signature (7-47 ms a module under TCG, measured in a clone
+// whose template had loaded the net group that ConfigureNetwork loads
+// again).
+func finitModule(path string) error {
+	return loadUnlessLive(path, sysModuleDir, func(path string) error { return loadModuleFile(path, finitFd) })
+}
 
 // finitFd is finit_module(2) without parameters.
 func finitFd(fd int) error { return unix.FinitModule(fd, "", 0) }

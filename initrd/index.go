@@ -80,7 +80,7 @@ func newIndex(modulesDir, cacheDir string) (*Index, error) {
 		if d.IsDir() {
 			return nil
 		}
-		name, ok := moduleFileName(d.Name())
+		name, ok := ModuleName(d.Name())
 		if !ok {
 			return nil
 		}
@@ -134,7 +134,7 @@ func (ix *Index) readBuiltin() error {
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
-		if name, ok := moduleFileName(path.Base(strings.TrimSpace(sc.Text()))); ok {
+		if name, ok := ModuleName(path.Base(strings.TrimSpace(sc.Text()))); ok {
 			ix.builtin[name] = true
 		}
 	}

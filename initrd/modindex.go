@@ -238,7 +238,7 @@ func checkIndexLine(line string) (indexFields, error) {
 		if err := checkModuleName(name); err != nil {
 			return f, err
 		}
-		if base, ok := moduleFileName(path.Base(p)); !ok || base != name || !filepath.IsLocal(p) || path.Clean(p) != p {
+		if base, ok := ModuleName(path.Base(p)); !ok || base != name || !filepath.IsLocal(p) || path.Clean(p) != p {
 			return f, fmt.Errorf("module %q: %q is not a file of it below the modules directory", name, p)
 		}
 	case f.n == 3 && f.f[0] == "a", f.n == 2 && f.f[0] == "b":

@@ -30,9 +30,9 @@ var moduleSuffixes = []struct {
 	{".ko.gz", decodeGzip},
 }
 
-// moduleFileName splits a module file name into the normalised module name
-// and whether it is a module at all.
-func moduleFileName(base string) (name string, ok bool) {
+// ModuleName splits a module file name (.ko, .ko.xz, .ko.zst, .ko.gz) into
+// the kernel's (normalised) module name and whether it is a module at all.
+func ModuleName(base string) (name string, ok bool) {
 	for _, s := range moduleSuffixes {
 		if strings.HasSuffix(base, s.suffix) && len(base) > len(s.suffix) {
 			return normalizeName(strings.TrimSuffix(base, s.suffix)), true
@@ -40,10 +40,6 @@ func moduleFileName(base string) (name string, ok bool) {
 	}
 	return "", false
 }
-
-// ModuleName is the kernel's name of the module in file base (a .ko,
-// .ko.xz, .ko.zst or .ko.gz file name); ok is false for any other name.
-func ModuleName(base string) (name string, ok bool) { return moduleFileName(base) }
 
 // normalizeName turns a module name into the form the kernel uses: '-' is '_'.
 func normalizeName(s string) string { return strings.ReplaceAll(s, "-", "_") }

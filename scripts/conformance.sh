@@ -352,17 +352,17 @@ for h in "${handlers[@]}"; do
 	run "$h"
 done
 # The counts alone on their line (the form CI reads as a test runner's closing line).
+initos_label=initos
+[ "$templates" = true ] && initos_label="initos (VM templates)"
 for h in "${handlers[@]}"; do
 	label=$h
-	[ "$h" = initos ] && [ "$templates" = true ] && label="$h (VM templates)"
+	[ "$h" = initos ] && label=$initos_label
 	echo "critest under $label took ${took[$h]}"
 	echo "$h: ${summary[$h]}"
 done
 # Issue 16's bound: the specs under initos in at most 3x runc's time, on the same machine and specs.
 if [ -n "${secs[runc]:-}" ] && [ -n "${secs[initos]:-}" ] && [ "${secs[runc]}" -gt 0 ]; then
-	label=initos
-	[ "$templates" = true ] && label="initos (VM templates)"
-	echo "critest: $label took $(awk -v a="${secs[initos]}" -v b="${secs[runc]}" 'BEGIN { printf "%.2f", a / b }')x runc's time on the same specs"
+	echo "critest: $initos_label took $(awk -v a="${secs[initos]}" -v b="${secs[runc]}" 'BEGIN { printf "%.2f", a / b }')x runc's time on the same specs"
 fi
 if [ "$failed_listed" -gt 0 ]; then
 	echo "conformance: $failed_listed of the specs that pass under initos (conformance/initos-pass.txt) did not"

@@ -945,8 +945,14 @@ func (x *FreezeRequest) GetFrozen() bool {
 }
 
 type ListProcessesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// detail asks for each process's stat and status files as the guest's
+	// kernel prints them, its pid in the container's PID namespace and the
+	// guest's boot time: what the host needs to show the container's
+	// processes as a /proc (podman top reads one). The reply stays under a
+	// bound; truncated says processes were left out.
+	Detail        bool `protobuf:"varint,2,opt,name=detail,proto3" json:"detail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -986,6 +992,13 @@ func (x *ListProcessesRequest) GetContainerId() string {
 		return x.ContainerId
 	}
 	return ""
+}
+
+func (x *ListProcessesRequest) GetDetail() bool {
+	if x != nil {
+		return x.Detail
+	}
+	return false
 }
 
 type Share struct {
@@ -1666,11 +1679,18 @@ func (x *WaitResponse) GetOomKilled() bool {
 }
 
 type ProcessInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
-	Ppid          uint32                 `protobuf:"varint,2,opt,name=ppid,proto3" json:"ppid,omitempty"`
-	Comm          string                 `protobuf:"bytes,3,opt,name=comm,proto3" json:"comm,omitempty"`
-	Args          []string               `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pid   uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Ppid  uint32                 `protobuf:"varint,2,opt,name=ppid,proto3" json:"ppid,omitempty"`
+	Comm  string                 `protobuf:"bytes,3,opt,name=comm,proto3" json:"comm,omitempty"`
+	Args  []string               `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty"`
+	// With detail: the pid in the container's PID namespace (NSpid's
+	// last field), /proc/PID/stat and /proc/PID/status.
+	NsPid  uint32 `protobuf:"varint,5,opt,name=ns_pid,json=nsPid,proto3" json:"ns_pid,omitempty"`
+	Stat   string `protobuf:"bytes,6,opt,name=stat,proto3" json:"stat,omitempty"`
+	Status string `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
+	// With detail: /proc/PID/ns/pid's target, e.g. "pid:[4026532210]".
+	Pidns         string `protobuf:"bytes,8,opt,name=pidns,proto3" json:"pidns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1733,9 +1753,42 @@ func (x *ProcessInfo) GetArgs() []string {
 	return nil
 }
 
+func (x *ProcessInfo) GetNsPid() uint32 {
+	if x != nil {
+		return x.NsPid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetStat() string {
+	if x != nil {
+		return x.Stat
+	}
+	return ""
+}
+
+func (x *ProcessInfo) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ProcessInfo) GetPidns() string {
+	if x != nil {
+		return x.Pidns
+	}
+	return ""
+}
+
 type ListProcessesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Processes     []*ProcessInfo         `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Processes []*ProcessInfo         `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	// With detail: the guest's boot time in Unix nanoseconds (its wall
+	// clock less CLOCK_BOOTTIME, from which stat's starttime counts).
+	BootUnixNano int64 `protobuf:"varint,2,opt,name=boot_unix_nano,json=bootUnixNano,proto3" json:"boot_unix_nano,omitempty"`
+	// With detail: processes were left out to keep the reply bounded.
+	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1775,6 +1828,20 @@ func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
 		return x.Processes
 	}
 	return nil
+}
+
+func (x *ListProcessesResponse) GetBootUnixNano() int64 {
+	if x != nil {
+		return x.BootUnixNano
+	}
+	return 0
+}
+
+func (x *ListProcessesResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
 }
 
 type StatsResponse struct {
@@ -2415,9 +2482,10 @@ const file_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"J\n" +
 	"\rFreezeRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
-	"\x06frozen\x18\x02 \x01(\bR\x06frozen\"9\n" +
+	"\x06frozen\x18\x02 \x01(\bR\x06frozen\"Q\n" +
 	"\x14ListProcessesRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\x87\x01\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
+	"\x06detail\x18\x02 \x01(\bR\x06detail\"\x87\x01\n" +
 	"\x05Share\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\tR\x03tag\x12\x16\n" +
 	"\x06fstype\x18\x02 \x01(\tR\x06fstype\x12\x1f\n" +
@@ -2461,14 +2529,20 @@ const file_agent_proto_rawDesc = "" +
 	"exitStatus\x12-\n" +
 	"\x13exited_at_unix_nano\x18\x02 \x01(\x03R\x10exitedAtUnixNano\x12\x1d\n" +
 	"\n" +
-	"oom_killed\x18\x03 \x01(\bR\toomKilled\"[\n" +
+	"oom_killed\x18\x03 \x01(\bR\toomKilled\"\xb4\x01\n" +
 	"\vProcessInfo\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\rR\x04ppid\x12\x12\n" +
 	"\x04comm\x18\x03 \x01(\tR\x04comm\x12\x12\n" +
-	"\x04args\x18\x04 \x03(\tR\x04args\"S\n" +
+	"\x04args\x18\x04 \x03(\tR\x04args\x12\x15\n" +
+	"\x06ns_pid\x18\x05 \x01(\rR\x05nsPid\x12\x12\n" +
+	"\x04stat\x18\x06 \x01(\tR\x04stat\x12\x16\n" +
+	"\x06status\x18\a \x01(\tR\x06status\x12\x14\n" +
+	"\x05pidns\x18\b \x01(\tR\x05pidns\"\x97\x01\n" +
 	"\x15ListProcessesResponse\x12:\n" +
-	"\tprocesses\x18\x01 \x03(\v2\x1c.initos.agent.v1.ProcessInfoR\tprocesses\"\xb9\x03\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x1c.initos.agent.v1.ProcessInfoR\tprocesses\x12$\n" +
+	"\x0eboot_unix_nano\x18\x02 \x01(\x03R\fbootUnixNano\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"\xb9\x03\n" +
 	"\rStatsResponse\x12$\n" +
 	"\x0ecpu_usage_usec\x18\x01 \x01(\x04R\fcpuUsageUsec\x12\"\n" +
 	"\rcpu_user_usec\x18\x02 \x01(\x04R\vcpuUserUsec\x12&\n" +

@@ -299,6 +299,11 @@ func (f *fakeSystem) FlushBuffers(dev string) error {
 	return nil
 }
 
+// BootTime is a fixed moment: 2026-12-01 08:00 UTC.
+func (f *fakeSystem) BootTime() (time.Time, error) {
+	return time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC), nil
+}
+
 func (f *fakeSystem) SetClock(t time.Time) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -9,12 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/guestagent/procinit"
@@ -667,12 +669,78 @@ func (s *Service) ListProcesses(_ context.Context, req *agentapi.ListProcessesRe
 		return nil, err
 	}
 	resp := &agentapi.ListProcessesResponse{}
+	if req.Detail {
+		boot, err := s.sys.BootTime()
+		if err != nil {
+			return nil, err
+		}
+		resp.BootUnixNano = boot.UnixNano()
+	}
+	size := 0
 	for _, p := range procs {
-		resp.Processes = append(resp.Processes, &agentapi.ProcessInfo{
+		info := &agentapi.ProcessInfo{
 			Pid: uint32(p.Pid), Ppid: uint32(p.Ppid), Comm: p.Comm, Args: p.Args,
-		})
+		}
+		if req.Detail {
+			info.Pidns = p.Pidns
+			ok, err := s.procDetail(info)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue // exited meanwhile
+			}
+			// An entry's framing (tag and length) is 4 bytes at most.
+			if size += proto.Size(info) + 4; size > maxDetailReply {
+				resp.Truncated = true
+				break
+			}
+		}
+		resp.Processes = append(resp.Processes, info)
 	}
 	return resp, nil
+}
+
+// maxDetailReply bounds a detailed ListProcesses reply below the host's
+// bound on it (512 KiB): about 300 processes of a 1.5 KiB status each.
+const maxDetailReply = 448 << 10
+
+// procDetail adds p's stat, status and pid in its PID namespace (NSpid's
+// last field; ListProcesses lists none of a deeper namespace). ok is false
+// when the process has exited.
+func (s *Service) procDetail(p *agentapi.ProcessInfo) (ok bool, err error) {
+	dir := fmt.Sprintf("/proc/%d/", p.Pid)
+	stat, err := s.sys.ReadFile(dir + "stat")
+	if err != nil {
+		if gone(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("reading %q: %w", dir+"stat", err)
+	}
+	status, err := s.sys.ReadFile(dir + "status")
+	if err != nil {
+		if gone(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("reading %q: %w", dir+"status", err)
+	}
+	p.Stat, p.Status, p.NsPid = string(stat), string(status), p.Pid
+	if ns := statusField(string(status), "NSpid"); len(ns) > 0 {
+		if n, err := strconv.ParseUint(ns[len(ns)-1], 10, 32); err == nil {
+			p.NsPid = uint32(n)
+		}
+	}
+	return true, nil
+}
+
+// statusField is the fields of the line of /proc/PID/status named key.
+func statusField(status, key string) []string {
+	for _, line := range strings.Split(status, "\n") {
+		if rest, ok := strings.CutPrefix(line, key+":"); ok {
+			return strings.Fields(rest)
+		}
+	}
+	return nil
 }
 
 // Shutdown stops every process (TERM, then KILL), syncs, unmounts, replies

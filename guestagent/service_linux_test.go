@@ -708,6 +708,67 @@ func TestListProcesses(t *testing.T) {
 	}
 }
 
+func TestListProcessesDetail(t *testing.T) {
+	s, sys, _ := newTestService(t)
+	sys.procs = []procInfo{
+		{Pid: 1, Comm: "init", Args: []string{"/init"}},
+		{Pid: 40, Ppid: 1, Comm: "sh", Args: []string{"sh"}},
+		{Pid: 41, Ppid: 40, Comm: "gone"},
+		{Pid: 42, Ppid: 40, Comm: "sleep"},
+	}
+	sys.fileData = map[string][]byte{
+		"/proc/40/stat":   []byte("40 (sh) S 1 40 40 0 -1 4194560 0 0 0 0 3 1 0 0 20 0 1 0 250 1 1\n"),
+		"/proc/40/status": []byte("Name:\tsh\nPid:\t40\nNSpid:\t40\t1\n"),
+		"/proc/42/stat":   []byte("42 (sleep) S 40 40 40 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 260 1 1\n"),
+		"/proc/42/status": []byte("Name:\tsleep\nPid:\t42\n"), // a kernel without NSpid
+	}
+	resp, err := s.ListProcesses(ctx5s(t), &agentapi.ListProcessesRequest{Detail: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC).UnixNano(); resp.BootUnixNano != want {
+		t.Errorf("BootUnixNano = %d, want %d", resp.BootUnixNano, want)
+	}
+	if resp.Truncated || len(resp.Processes) != 2 {
+		t.Fatalf("ListProcesses = %v (truncated %v), want 40 and 42 (41 exited)", resp.Processes, resp.Truncated)
+	}
+	sh, sleep := resp.Processes[0], resp.Processes[1]
+	if sh.NsPid != 1 || sh.Stat != string(sys.fileData["/proc/40/stat"]) || sh.Status != string(sys.fileData["/proc/40/status"]) {
+		t.Errorf("sh = %v, want ns pid 1 and its files", sh)
+	}
+	if sleep.NsPid != 42 {
+		t.Errorf("sleep's ns pid = %d, want its pid without NSpid", sleep.NsPid)
+	}
+	plain, err := s.ListProcesses(ctx5s(t), &agentapi.ListProcessesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plain.Processes) != 3 || plain.Processes[0].Stat != "" || plain.BootUnixNano != 0 {
+		t.Errorf("ListProcesses without detail = %v", plain)
+	}
+}
+
+func TestListProcessesDetailBounded(t *testing.T) {
+	s, sys, _ := newTestService(t)
+	sys.fileData = map[string][]byte{}
+	status := strings.Repeat("x", 4000)
+	for pid := 10; pid < 210; pid++ {
+		sys.procs = append(sys.procs, procInfo{Pid: pid, Ppid: 1, Comm: "p"})
+		sys.fileData[fmt.Sprintf("/proc/%d/stat", pid)] = []byte(fmt.Sprintf("%d (p) S 1", pid))
+		sys.fileData[fmt.Sprintf("/proc/%d/status", pid)] = []byte(status)
+	}
+	resp, err := s.ListProcesses(ctx5s(t), &agentapi.ListProcessesRequest{Detail: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.Truncated || len(resp.Processes) == 0 || len(resp.Processes) == 200 {
+		t.Errorf("200 processes of 4 KB: %d listed, truncated %v; want some, and truncated", len(resp.Processes), resp.Truncated)
+	}
+	if n := proto.Size(resp); n > maxDetailReply {
+		t.Errorf("reply of %d bytes, more than %d", n, maxDetailReply)
+	}
+}
+
 func TestRestored(t *testing.T) {
 	at := time.Date(2026, 12, 1, 17, 0, 0, 0, time.UTC)
 	tests := []struct {

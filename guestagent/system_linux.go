@@ -54,6 +54,9 @@ type system interface {
 	PowerOff() error
 	// SetClock sets the wall clock (CLOCK_REALTIME).
 	SetClock(t time.Time) error
+	// BootTime is the wall clock less CLOCK_BOOTTIME: the moment from
+	// which /proc/PID/stat's starttime counts.
+	BootTime() (time.Time, error)
 	// Reseed credits entropy to the kernel's input pool and reseeds its
 	// random generator from it at once (RNDADDENTROPY, RNDRESEEDCRNG).
 	Reseed(entropy []byte) error
@@ -290,6 +293,17 @@ func (osSystem) SetClock(t time.Time) error {
 		return fmt.Errorf("setting the clock: %w", err)
 	}
 	return nil
+}
+
+func (osSystem) BootTime() (time.Time, error) {
+	var wall, boot unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &wall); err != nil {
+		return time.Time{}, fmt.Errorf("reading the wall clock: %w", err)
+	}
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
+		return time.Time{}, fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+	}
+	return time.Unix(0, wall.Nano()-boot.Nano()), nil
 }
 
 // rndAddEntropy and rndReseedCRNG are <linux/random.h>'s ioctls.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +52,21 @@ func TestPodmanPod(t *testing.T) {
 	}
 	if got := p.ok(t, "exec", web, "cat", "/dev/shm/shared"); got != "from-member" {
 		t.Errorf("/dev/shm/shared in %s: %q, want what another member of the pod wrote there", web, got)
+	}
+	// pod top lists each container's processes (psgo reads /proc in the
+	// view of each container's pid): the infra container's catatonit and
+	// the member's httpd, PID 1 each, and nothing of the host (the VM's
+	// qemu and virtiofsd, conmon).
+	top := p.ok(t, "pod", "top", pod, "pid", "args")
+	for _, w := range []string{"catatonit", "httpd -f -p 80"} {
+		if !regexp.MustCompile(`(?m)^\s*1\s+\S*` + regexp.QuoteMeta(w)).MatchString(top) {
+			t.Errorf("podman pod top %s: no %q as PID 1:\n%s", pod, w, top)
+		}
+	}
+	for _, host := range []string{"qemu-system", "virtiofsd", "conmon", "initos-runtime"} {
+		if strings.Contains(top, host) {
+			t.Errorf("podman pod top %s lists %s:\n%s", pod, host, top)
+		}
 	}
 	// exec runs in the member (httpd is its PID 1), not in the infra container.
 	if got := p.ok(t, "exec", web, "cat", "/proc/1/cmdline"); !strings.HasPrefix(got, "httpd") {

@@ -5,8 +5,11 @@ import (
 	"os/exec"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/initos-runtime/initos-runtime/initrd"
 	"github.com/initos-runtime/initos-runtime/kernels"
+	"github.com/initos-runtime/initos-runtime/procview"
 	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
@@ -27,6 +30,8 @@ type checkDeps struct {
 	findAgent   func(Config) (string, error)
 	// findVirtiofsd is vmm.FindVirtiofsd.
 	findVirtiofsd func(explicit string) (string, error)
+	// openFuse opens and closes a FUSE connection (procview.Open).
+	openFuse func() error
 }
 
 // Check reports, in plain words, what this host has and lacks to run
@@ -35,7 +40,16 @@ type checkDeps struct {
 // ok is false when no container can run.
 func Check(c Config) (results []CheckResult, ok bool) {
 	return check(c, checkDeps{detectAccel: vmm.DetectAccel, lookPath: exec.LookPath, findKernel: func(root string) (*initrd.Kernel, error) { return kernels.Open(root).Find("") },
-		findAgent: findAgent, findVirtiofsd: vmm.FindVirtiofsd})
+		findAgent: findAgent, findVirtiofsd: vmm.FindVirtiofsd, openFuse: openFuse})
+}
+
+// openFuse checks that a FUSE connection can be opened.
+func openFuse() error {
+	fd, err := procview.Open()
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
 }
 
 func check(c Config, d checkDeps) ([]CheckResult, bool) {
@@ -91,6 +105,12 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 		default:
 			add("rootfs", true, true, "shared with the VM over "+fs+": the container's writes land in the engine's storage, as under runc")
 		}
+	}
+
+	if err := d.openFuse(); err != nil {
+		add("fuse", false, false, fmt.Sprintf("%v: podman top of a container lists its VM's host processes (qemu, virtiofsd) instead of the container's", err))
+	} else {
+		add("fuse", true, false, "/dev/fuse: podman top and pod top list the container's processes in its VM")
 	}
 
 	tplOK, tplWords := templatesServe(c, driver, derr, d)

@@ -32,6 +32,7 @@ func TestCheck(t *testing.T) {
 		installed []string
 		kernelErr error
 		agentErr  error
+		fuseErr   error
 		wantOK    bool
 		lines     map[string]line
 	}{
@@ -46,7 +47,13 @@ func TestCheck(t *testing.T) {
 				"virtiofsd":        {true, []string{"/usr/bin/virtiofsd"}},
 				"rootfs":           {true, []string{"shared with the VM over virtiofs", "engine's storage"}},
 				"boot slots":       {true, []string{"at most", "one per CPU", "/d/boot-slots"}},
+				"fuse":             {true, []string{"/dev/fuse", "list the container's processes"}},
 			},
+		},
+		{
+			name: "no fuse", vmm: "auto", accel: pvm, installed: all, wantOK: true,
+			fuseErr: errors.New("opening /dev/fuse: no such file or directory"),
+			lines:   map[string]line{"fuse": {false, []string{"opening /dev/fuse: no such file", "lists its VM's host processes"}}},
 		},
 		{
 			name: "no virtiofsd: rootfs over 9p", vmm: "auto", accel: pvm, installed: []string{"qemu-system-x86_64"}, wantOK: true,
@@ -160,6 +167,7 @@ func TestCheck(t *testing.T) {
 					}
 					return "/opt/initos-agent", nil
 				},
+				openFuse: func() error { return tc.fuseErr },
 			}
 			rs, ok := check(c, d)
 			if ok != tc.wantOK {
@@ -169,13 +177,13 @@ func TestCheck(t *testing.T) {
 			for _, r := range rs {
 				got[r.Name] = r
 			}
-			for _, name := range []string{"kvm", "qemu", "cloud-hypervisor", "vmm", "virtiofsd", "mkfs.btrfs", "rootfs", "templates", "boot slots", "kernel", "agent"} {
+			for _, name := range []string{"kvm", "qemu", "cloud-hypervisor", "vmm", "virtiofsd", "mkfs.btrfs", "rootfs", "fuse", "templates", "boot slots", "kernel", "agent"} {
 				if _, ok := got[name]; !ok {
 					t.Errorf("no %q line in %+v", name, rs)
 				}
 			}
 			for name, r := range got {
-				want := name != "kvm" && name != "qemu" && name != "cloud-hypervisor" && name != "virtiofsd" && name != "templates" && name != "boot slots" &&
+				want := name != "kvm" && name != "qemu" && name != "cloud-hypervisor" && name != "virtiofsd" && name != "templates" && name != "boot slots" && name != "fuse" &&
 					(name != "mkfs.btrfs" || c.Rootfs == RootfsDisk)
 				if r.Required != want {
 					t.Errorf("%s: Required = %v, want %v", name, r.Required, want)

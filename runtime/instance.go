@@ -1105,6 +1105,21 @@ func (inst *Instance) Processes(ctx context.Context) ([]*agentapi.ProcessInfo, e
 	return guestProcesses(resp.Processes), nil
 }
 
+// ProcessDetail lists the container's processes with their /proc files
+// (procview's source).
+func (inst *Instance) ProcessDetail(ctx context.Context) (*agentapi.ListProcessesResponse, error) {
+	var resp *agentapi.ListProcessesResponse
+	err := inst.call(ctx, callTimeout, func(ctx context.Context) error {
+		var err error
+		resp, err = inst.Agent.ListProcesses(ctx, &agentapi.ListProcessesRequest{ContainerId: inst.containerID, Detail: true})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the processes of container %q: %w", inst.ID, err)
+	}
+	return resp, nil
+}
+
 // GuestStats reads the container's cgroup in the guest.
 func (inst *Instance) GuestStats(ctx context.Context) (*agentapi.StatsResponse, error) {
 	var resp *agentapi.StatsResponse

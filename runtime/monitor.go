@@ -22,6 +22,7 @@ import (
 	"github.com/initos-runtime/initos-runtime/agentapi"
 	"github.com/initos-runtime/initos-runtime/bundle"
 	"github.com/initos-runtime/initos-runtime/monitorapi"
+	"github.com/initos-runtime/initos-runtime/procview"
 	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
@@ -42,8 +43,9 @@ type MonitorOptions struct {
 	Log *log.Logger
 
 	// enterView moves the monitor's main thread into the container's view
-	// (MonitorMain); nil: it stays in the host's.
-	enterView func(rootfs string, mounts []specs.Mount) error
+	// (MonitorMain) and says how its /proc is to be served; nil: it stays
+	// in the host's.
+	enterView func(rootfs string, mounts []specs.Mount) (viewProc, error)
 }
 
 // monitor is the state of a running monitor process.
@@ -211,11 +213,27 @@ func (m *monitor) create(ctx context.Context, o MonitorOptions) (stdio Stdio, er
 	}
 	if o.enterView != nil && os.Getpid() == 1 {
 		// Only in the monitor's own namespaces (create's clone).
-		if err := o.enterView(b.Rootfs, b.Spec.Mounts); err != nil {
+		proc, err := o.enterView(b.Rootfs, b.Spec.Mounts)
+		if err != nil {
 			return stdio, fmt.Errorf("container %q: %w", o.ID, err)
+		}
+		if proc.fallback != nil {
+			m.log.Printf("monitor: container %q: the view's /proc is the monitor's (podman top lists the VM's host processes): %v", o.ID, proc.fallback)
+		}
+		if proc.fd >= 0 {
+			v := procview.New(inst.ProcessDetail, hostProcFile, m.log)
+			if _, err := procview.Serve(proc.fd, v); err != nil {
+				return stdio, fmt.Errorf("container %q: %w", o.ID, err)
+			}
 		}
 	}
 	return stdio, nil
+}
+
+// hostProcFile reads the host's /proc/NAME: a file that is the same in
+// every PID namespace (stat, uptime), for the view's /proc.
+func hostProcFile(name string) ([]byte, error) {
+	return os.ReadFile(filepath.Join("/proc", name))
 }
 
 // runHooks runs one stage of the spec's hooks on the host with the

@@ -7,6 +7,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/initos-runtime/initos-runtime/procview"
 )
 
 // The container's view. Engines treat the pid create reports (the
@@ -18,8 +20,10 @@ import (
 // created, the monitor's main thread (the thread group leader, whose
 // namespaces and root /proc/<pid>/ns/mnt and /proc/<pid>/root show) moves
 // into a mount namespace of its own whose root is the bundle's rootfs, with
-// the spec's host bind mounts at their destinations and a /proc of the
-// monitor's PID namespace; it does nothing else from then on. The
+// the spec's host bind mounts at their destinations and a /proc that lists
+// the container's processes in its VM (package procview, served by the
+// monitor from the agent's listing; a /proc of the monitor's PID namespace
+// where the host has no FUSE); it does nothing else from then on. The
 // monitor's work (VM, sockets, state, hooks) goes on in goroutines on the
 // other threads, which keep the host's view: the Go runtime starts new
 // threads from a template thread, never from a locked one.
@@ -28,7 +32,21 @@ import (
 type viewRequest struct {
 	rootfs string
 	mounts []specs.Mount
-	done   chan error
+	done   chan viewResult
+}
+
+// viewResult is how the main thread entered the view.
+type viewResult struct {
+	proc viewProc
+	err  error
+}
+
+// viewProc is the view's /proc: fd is the connection of its procview
+// mount, for the monitor to serve; -1 when the view has a procfs instead
+// (no /proc in the rootfs, or fallback says why FUSE could not be used).
+type viewProc struct {
+	fd       int
+	fallback error
 }
 
 // MonitorMain is RunMonitor for the monitor process: it must be called on
@@ -37,30 +55,64 @@ type viewRequest struct {
 // container's view when RunMonitor asks for it, before create returns.
 func MonitorMain(ctx context.Context, c Config, o MonitorOptions) int {
 	views := make(chan viewRequest)
-	o.enterView = func(rootfs string, mounts []specs.Mount) error {
-		r := viewRequest{rootfs: rootfs, mounts: mounts, done: make(chan error, 1)}
+	o.enterView = func(rootfs string, mounts []specs.Mount) (viewProc, error) {
+		r := viewRequest{rootfs: rootfs, mounts: mounts, done: make(chan viewResult, 1)}
 		views <- r
-		return <-r.done
+		res := <-r.done
+		return res.proc, res.err
 	}
 	status := make(chan int, 1)
 	go func() { status <- RunMonitor(ctx, c, o) }()
 	for {
 		select {
 		case r := <-views:
-			r.done <- EnterContainerView(r.rootfs, r.mounts)
+			r.done <- enterMonitorView(r)
 		case s := <-status:
 			return s
 		}
 	}
 }
 
+// enterMonitorView enters the view r asks for, its /proc served by
+// procview when the host has FUSE.
+func enterMonitorView(r viewRequest) viewResult {
+	res := viewResult{proc: viewProc{fd: -1}}
+	// Opened before the pivot: the rootfs's /dev has no fuse.
+	fd, err := procview.Open()
+	if err != nil {
+		res.proc.fallback = err
+	}
+	res.err = EnterContainerView(r.rootfs, r.mounts, func(target string) error {
+		if fd < 0 {
+			return MountProcfs(target)
+		}
+		if err := procview.Mount(fd, target); err != nil {
+			unix.Close(fd)
+			fd = -1
+			res.proc.fallback = err
+			return MountProcfs(target)
+		}
+		res.proc.fd, fd = fd, -1
+		return nil
+	})
+	if fd >= 0 {
+		unix.Close(fd) // no /proc in the rootfs, or an error before it
+	}
+	if res.err != nil && res.proc.fd >= 0 {
+		unix.Close(res.proc.fd)
+		res.proc.fd = -1
+	}
+	return res
+}
+
 // EnterContainerView moves the calling thread into a new mount namespace
 // whose root is rootfs, with mounts' host binds at their destinations
 // (resolved inside rootfs: a symlink in the image never leads out of it)
-// and a new /proc. Destinations that do not exist are skipped (the agent
-// made every one it mounted). On error the thread may be left in the new
-// namespace: the monitor then fails the create and ends.
-func EnterContainerView(rootfs string, mounts []specs.Mount) error {
+// and a /proc mounted by mountProc when the rootfs has that directory.
+// Destinations that do not exist are skipped (the agent made every one it
+// mounted). On error the thread may be left in the new namespace: the
+// monitor then fails the create and ends.
+func EnterContainerView(rootfs string, mounts []specs.Mount, mountProc func(target string) error) error {
 	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 		return fmt.Errorf("container view: unsharing the mount namespace: %w", err)
 	}
@@ -99,9 +151,18 @@ func EnterContainerView(rootfs string, mounts []specs.Mount) error {
 		return fmt.Errorf("container view: %w", err)
 	}
 	if fi, err := os.Lstat("/proc"); err == nil && fi.IsDir() {
-		if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-			return fmt.Errorf("container view: mounting /proc: %w", err)
+		if err := mountProc("/proc"); err != nil {
+			return fmt.Errorf("container view: %w", err)
 		}
+	}
+	return nil
+}
+
+// MountProcfs mounts a proc file system of the caller's PID namespace on
+// target.
+func MountProcfs(target string) error {
+	if err := unix.Mount("proc", target, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mounting a procfs on %q: %w", target, err)
 	}
 	return nil
 }

@@ -81,7 +81,7 @@ func enterView(v viewSpec) error {
 			return fmt.Errorf("joining network namespace %q: %w", v.Netns, err)
 		}
 	}
-	return runtime.EnterContainerView(v.Rootfs, v.Mounts)
+	return runtime.EnterContainerView(v.Rootfs, v.Mounts, runtime.MountProcfs)
 }
 
 // viewProcess is a running view process.

@@ -36,6 +36,9 @@ func monitorCommand() *cli.Command {
 				return fmt.Errorf("opening monitor log: %w", err)
 			}
 			defer logf.Close()
+			// Stderr is the container's (conmon's pipe): what a library
+			// logs through the standard logger goes to the monitor's log.
+			log.SetOutput(logf)
 			status := runtime.MonitorMain(context.Background(), c, runtime.MonitorOptions{
 				BundleDir:     ctx.String("bundle"),
 				ID:            id,

@@ -1684,9 +1684,7 @@ type ProcessInfo struct {
 	Ppid  uint32                 `protobuf:"varint,2,opt,name=ppid,proto3" json:"ppid,omitempty"`
 	Comm  string                 `protobuf:"bytes,3,opt,name=comm,proto3" json:"comm,omitempty"`
 	Args  []string               `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty"`
-	// With detail: the pid in the container's PID namespace (NSpid's
-	// last field), /proc/PID/stat and /proc/PID/status.
-	NsPid  uint32 `protobuf:"varint,5,opt,name=ns_pid,json=nsPid,proto3" json:"ns_pid,omitempty"`
+	// With detail: /proc/PID/stat and /proc/PID/status.
 	Stat   string `protobuf:"bytes,6,opt,name=stat,proto3" json:"stat,omitempty"`
 	Status string `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
 	// With detail: /proc/PID/ns/pid's target, e.g. "pid:[4026532210]".
@@ -1751,13 +1749,6 @@ func (x *ProcessInfo) GetArgs() []string {
 		return x.Args
 	}
 	return nil
-}
-
-func (x *ProcessInfo) GetNsPid() uint32 {
-	if x != nil {
-		return x.NsPid
-	}
-	return 0
 }
 
 func (x *ProcessInfo) GetStat() string {
@@ -2529,16 +2520,15 @@ const file_agent_proto_rawDesc = "" +
 	"exitStatus\x12-\n" +
 	"\x13exited_at_unix_nano\x18\x02 \x01(\x03R\x10exitedAtUnixNano\x12\x1d\n" +
 	"\n" +
-	"oom_killed\x18\x03 \x01(\bR\toomKilled\"\xb4\x01\n" +
+	"oom_killed\x18\x03 \x01(\bR\toomKilled\"\xa3\x01\n" +
 	"\vProcessInfo\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\rR\x04ppid\x12\x12\n" +
 	"\x04comm\x18\x03 \x01(\tR\x04comm\x12\x12\n" +
-	"\x04args\x18\x04 \x03(\tR\x04args\x12\x15\n" +
-	"\x06ns_pid\x18\x05 \x01(\rR\x05nsPid\x12\x12\n" +
+	"\x04args\x18\x04 \x03(\tR\x04args\x12\x12\n" +
 	"\x04stat\x18\x06 \x01(\tR\x04stat\x12\x16\n" +
 	"\x06status\x18\a \x01(\tR\x06status\x12\x14\n" +
-	"\x05pidns\x18\b \x01(\tR\x05pidns\"\x97\x01\n" +
+	"\x05pidns\x18\b \x01(\tR\x05pidnsJ\x04\b\x05\x10\x06\"\x97\x01\n" +
 	"\x15ListProcessesResponse\x12:\n" +
 	"\tprocesses\x18\x01 \x03(\v2\x1c.initos.agent.v1.ProcessInfoR\tprocesses\x12$\n" +
 	"\x0eboot_unix_nano\x18\x02 \x01(\x03R\fbootUnixNano\x12\x1c\n" +

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -705,9 +704,9 @@ func (s *Service) ListProcesses(_ context.Context, req *agentapi.ListProcessesRe
 // bound on it (512 KiB): about 300 processes of a 1.5 KiB status each.
 const maxDetailReply = 448 << 10
 
-// procDetail adds p's stat, status and pid in its PID namespace (NSpid's
-// last field; ListProcesses lists none of a deeper namespace). ok is false
-// when the process has exited.
+// procDetail adds p's stat and status (the host reads p's pid in its
+// container's PID namespace from status). ok is false when the process has
+// exited.
 func (s *Service) procDetail(p *agentapi.ProcessInfo) (ok bool, err error) {
 	dir := fmt.Sprintf("/proc/%d/", p.Pid)
 	stat, err := s.sys.ReadFile(dir + "stat")
@@ -724,23 +723,8 @@ func (s *Service) procDetail(p *agentapi.ProcessInfo) (ok bool, err error) {
 		}
 		return false, fmt.Errorf("reading %q: %w", dir+"status", err)
 	}
-	p.Stat, p.Status, p.NsPid = string(stat), string(status), p.Pid
-	if ns := statusField(string(status), "NSpid"); len(ns) > 0 {
-		if n, err := strconv.ParseUint(ns[len(ns)-1], 10, 32); err == nil {
-			p.NsPid = uint32(n)
-		}
-	}
+	p.Stat, p.Status = string(stat), string(status)
 	return true, nil
-}
-
-// statusField is the fields of the line of /proc/PID/status named key.
-func statusField(status, key string) []string {
-	for _, line := range strings.Split(status, "\n") {
-		if rest, ok := strings.CutPrefix(line, key+":"); ok {
-			return strings.Fields(rest)
-		}
-	}
-	return nil
 }
 
 // Shutdown stops every process (TERM, then KILL), syncs, unmounts, replies

@@ -63,10 +63,10 @@ func mountView(t *testing.T, src Source) (dir string, v *FS) {
 func TestServe(t *testing.T) {
 	var lists atomic.Int32
 	procs := []*agentapi.ProcessInfo{
-		{Pid: 57, Ppid: 1, NsPid: 1, Comm: "sh", Args: []string{"sh", "-c", "x"},
-			Stat: guestStat("57", "sh", "1", "57", "57", "-1", "250"), Status: "Name:\tsh\nPid:\t57\nUid:\t0\t0\t0\t0\n", Pidns: "pid:[4026532210]"},
-		{Pid: 60, Ppid: 57, NsPid: 2, Comm: "sleep", Args: []string{"sleep", "9"},
-			Stat: guestStat("60", "sleep", "57", "57", "57", "-1", "260"), Status: "Name:\tsleep\nPid:\t60\n", Pidns: "pid:[4026532210]"},
+		{Pid: 57, Ppid: 1, Comm: "sh", Args: []string{"sh", "-c", "x"},
+			Stat: guestStat("57", "sh", "1", "57", "57", "-1", "250"), Status: "Name:\tsh\nPid:\t57\nUid:\t0\t0\t0\t0\nNSpid:\t57\t1\n", Pidns: "pid:[4026532210]"},
+		{Pid: 60, Ppid: 57, Comm: "sleep", Args: []string{"sleep", "9"},
+			Stat: guestStat("60", "sleep", "57", "57", "57", "-1", "260"), Status: "Name:\tsleep\nPid:\t60\nNSpid:\t60\t2\n", Pidns: "pid:[4026532210]"},
 	}
 	dir, _ := mountView(t, func(ctx context.Context) (*agentapi.ListProcessesResponse, error) {
 		lists.Add(1)
@@ -86,7 +86,7 @@ func TestServe(t *testing.T) {
 	}
 	tests := []struct{ path, want string }{
 		{"1/stat", guestStat("1", "sh", "0", "1", "1", "-1", "1250")},
-		{"1/status", "Name:\tsh\nPid:\t1\nUid:\t0\t0\t0\t0\n"},
+		{"1/status", "Name:\tsh\nPid:\t1\nUid:\t0\t0\t0\t0\nNSpid:\t1\n"},
 		{"1/cmdline", "sh\x00-c\x00x\x00"},
 		{"2/stat", guestStat("2", "sleep", "1", "1", "1", "-1", "1260")},
 		{"stat", "cpu  1 2 3\nbtime 1764576000\n"},

@@ -47,21 +47,26 @@ func (s *Snapshot) Proc(pid int) *Proc {
 func Render(resp *agentapi.ListProcessesResponse, hostBoot int64) (*Snapshot, error) {
 	nsOf := map[int]int{} // guest pid -> ns pid
 	for _, p := range resp.GetProcesses() {
-		if p.NsPid == 0 {
-			return nil, fmt.Errorf("process %d (%q) has no pid in its namespace: the listing has no detail", p.Pid, p.Comm)
+		if p.Status == "" {
+			return nil, fmt.Errorf("process %d (%q) has no status: the listing has no detail", p.Pid, p.Comm)
 		}
-		nsOf[int(p.Pid)] = int(p.NsPid)
+		// NSpid's last field is the pid in the process's own namespace; a
+		// kernel without the line (before 4.1) has one namespace.
+		nsOf[int(p.Pid)] = int(p.Pid)
+		if n := lastOf(p.Status, "NSpid"); n > 0 {
+			nsOf[int(p.Pid)] = n
+		}
 	}
 	// The guest's boot moment on the host's time line, in ticks.
 	shift := (resp.GetBootUnixNano() - hostBoot*1e9) * userHZ / 1e9
 	s := &Snapshot{procs: map[int]*Proc{}}
 	for _, p := range resp.GetProcesses() {
-		pid := int(p.NsPid)
+		pid := nsOf[int(p.Pid)]
 		if s.procs[pid] != nil {
 			return nil, fmt.Errorf("processes %d and another have ns pid %d", p.Pid, pid)
 		}
 		ids := nsIDs{pid: pid, ppid: nsOf[int(p.Ppid)], nsOf: nsOf}
-		ids.pgrp, ids.sid = ids.lastOf(p.Status, "NSpgid"), ids.lastOf(p.Status, "NSsid")
+		ids.pgrp, ids.sid = lastOf(p.Status, "NSpgid"), lastOf(p.Status, "NSsid")
 		stat, err := renderStat(p.Stat, ids, shift)
 		if err != nil {
 			return nil, fmt.Errorf("process %d: %w", p.Pid, err)
@@ -85,7 +90,7 @@ type nsIDs struct {
 
 // lastOf is the last field of status's line key (its value in the
 // process's own namespace), -1 when there is none.
-func (nsIDs) lastOf(status, key string) int {
+func lastOf(status, key string) int {
 	f := statusFields(status, key)
 	if len(f) == 0 {
 		return -1
@@ -95,11 +100,6 @@ func (nsIDs) lastOf(status, key string) int {
 		return -1
 	}
 	return n
-}
-
-// mapped is guest pid g in the namespace: 0 for one outside it (or none).
-func (ids nsIDs) mapped(g int) int {
-	return ids.nsOf[g]
 }
 
 // statusFields is the fields of status's line key.
@@ -154,13 +154,14 @@ func renderStat(stat string, ids nsIDs, shift int64) ([]byte, error) {
 	return fmt.Appendf(nil, "%d %s %s\n", ids.pid, stat[open:closing+1], strings.Join(rest, " ")), nil
 }
 
-// fromGuest maps a guest pid in decimal to the namespace's.
+// fromGuest maps a guest pid in decimal to the namespace's: 0 for one
+// outside it (or none).
 func (ids nsIDs) fromGuest(s string) int {
 	g, err := strconv.Atoi(s)
 	if err != nil {
 		return 0
 	}
-	return ids.mapped(g)
+	return ids.nsOf[g]
 }
 
 // renderStatus rewrites the pid lines of status to ids: what the kernel

@@ -20,26 +20,30 @@ func TestRender(t *testing.T) {
 		// The guest booted 120.5 s after the host.
 		BootUnixNano: (hostBoot+120)*1e9 + 5e8,
 		Processes: []*agentapi.ProcessInfo{
-			{Pid: 57, Ppid: 1, NsPid: 1, Comm: "sh", Args: []string{"sh", "-c", "sleep 9 & wait"},
+			{Pid: 57, Ppid: 1, Comm: "sh", Args: []string{"sh", "-c", "sleep 9 & wait"},
 				Stat:   guestStat("57", "sh", "1", "57", "57", "-1", "250"),
 				Status: "Name:\tsh\nTgid:\t57\nPid:\t57\nPPid:\t1\nTracerPid:\t0\nUid:\t1000\t1000\t1000\t1000\nNStgid:\t57\t1\nNSpid:\t57\t1\nNSpgid:\t57\t1\nNSsid:\t57\t1\n",
 				Pidns:  "pid:[4026532210]"},
-			{Pid: 60, Ppid: 57, NsPid: 3, Comm: "sleep) (x", Args: []string{"sleep", "9"},
+			{Pid: 60, Ppid: 57, Comm: "sleep) (x", Args: []string{"sleep", "9"},
 				Stat:   guestStat("60", "sleep) (x", "57", "57", "57", "60", "260"),
 				Status: "Name:\tsleep\nTgid:\t60\nPid:\t60\nPPid:\t57\nTracerPid:\t57\nNSpid:\t60\t3\nNSpgid:\t57\t1\nNSsid:\t57\t1\n",
 				Pidns:  "pid:[4026532210]"},
-			{Pid: 61, Ppid: 57, NsPid: 4, Comm: "zombie",
-				// No NS lines: pgrp and session map through the listing.
+			{Pid: 61, Ppid: 57, Comm: "zombie",
+				// No NSpgid or NSsid: pgrp and session map through the listing.
 				Stat:   guestStat("61", "zombie", "57", "57", "99", "-1", "0"),
-				Status: "Name:\tzombie\nPid:\t61\nPPid:\t57\n"},
+				Status: "Name:\tzombie\nPid:\t61\nPPid:\t57\nNSpid:\t61\t4\n"},
+			{Pid: 70, Ppid: 1, Comm: "old",
+				// A kernel without NSpid (before 4.1) has one PID namespace.
+				Stat:   guestStat("70", "old", "1", "70", "70", "-1", "0"),
+				Status: "Name:\told\nPid:\t70\nPPid:\t1\n"},
 		},
 	}
 	s, err := Render(resp, hostBoot)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.Pids; len(got) != 3 || got[0] != 1 || got[1] != 3 || got[2] != 4 {
-		t.Fatalf("Pids = %v, want [1 3 4]", got)
+	if got := s.Pids; len(got) != 4 || got[0] != 1 || got[1] != 3 || got[2] != 4 || got[3] != 70 {
+		t.Fatalf("Pids = %v, want [1 3 4 70]", got)
 	}
 	tests := []struct {
 		pid                          int
@@ -54,7 +58,9 @@ func TestRender(t *testing.T) {
 			"sleep\x009\x00", "pid:[4026532210]"},
 		// Session 99 is outside the namespace: 0.
 		{4, guestStat("4", "zombie", "1", "1", "0", "-1", "12050"),
-			"Name:\tzombie\nPid:\t4\nPPid:\t1\n", "", ""},
+			"Name:\tzombie\nPid:\t4\nPPid:\t1\nNSpid:\t4\n", "", ""},
+		{70, guestStat("70", "old", "0", "70", "70", "-1", "12050"),
+			"Name:\told\nPid:\t70\nPPid:\t0\n", "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(strings.TrimSpace(tt.stat[:2]), func(t *testing.T) {
@@ -83,13 +89,13 @@ func TestRenderRefuses(t *testing.T) {
 		name, want string
 		p          []*agentapi.ProcessInfo
 	}{
-		{"no detail", "no pid in its namespace", []*agentapi.ProcessInfo{{Pid: 5, Comm: "sh"}}},
+		{"no detail", "no status", []*agentapi.ProcessInfo{{Pid: 5, Comm: "sh"}}},
 		{"same ns pid", "ns pid 1", []*agentapi.ProcessInfo{
-			{Pid: 5, NsPid: 1, Stat: guestStat("5", "a", "0", "5", "5", "-1", "1")},
-			{Pid: 6, NsPid: 1, Stat: guestStat("6", "b", "0", "6", "6", "-1", "1")}}},
-		{"short stat", "malformed stat", []*agentapi.ProcessInfo{{Pid: 5, NsPid: 1, Stat: "5 (sh) S 1 5 5"}}},
-		{"no comm", "malformed stat", []*agentapi.ProcessInfo{{Pid: 5, NsPid: 1, Stat: "5 sh S 1 5 5"}}},
-		{"bad starttime", "starttime", []*agentapi.ProcessInfo{{Pid: 5, NsPid: 1, Stat: guestStat("5", "a", "0", "5", "5", "-1", "x")}}},
+			{Pid: 5, Status: "NSpid:\t5\t1\n", Stat: guestStat("5", "a", "0", "5", "5", "-1", "1")},
+			{Pid: 6, Status: "NSpid:\t6\t1\n", Stat: guestStat("6", "b", "0", "6", "6", "-1", "1")}}},
+		{"short stat", "malformed stat", []*agentapi.ProcessInfo{{Pid: 5, Status: "Pid:\t5\n", Stat: "5 (sh) S 1 5 5"}}},
+		{"no comm", "malformed stat", []*agentapi.ProcessInfo{{Pid: 5, Status: "Pid:\t5\n", Stat: "5 sh S 1 5 5"}}},
+		{"bad starttime", "starttime", []*agentapi.ProcessInfo{{Pid: 5, Status: "Pid:\t5\n", Stat: guestStat("5", "a", "0", "5", "5", "-1", "x")}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"time"
@@ -85,21 +86,79 @@ func openVirtioPort(ctx context.Context, dev string) (streamDevice, error) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	// The kernel signals the port's owner (SIGIO) when the host opens or
+	// closes its side (virtio_console's send_sigio_to_port), so a clone's
+	// host connection is seen at once rather than at the next poll.
+	wake, stop := portEvents(f)
+	defer stop()
+	if err := waitHostConnected(ctx, func() (bool, error) { return hostConnected(f) }, wake, connectRepoll); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("waiting for the host on %q: %w", dev, err)
+	}
+	return f, nil
+}
+
+// connectRepoll bounds the wait for a host connection between checks, in
+// case the port's SIGIO never comes.
+const connectRepoll = 50 * time.Millisecond
+
+// waitHostConnected returns once connected says so: it checks again on
+// each wake and at least every repoll.
+func waitHostConnected(ctx context.Context, connected func() (bool, error), wake <-chan os.Signal, repoll time.Duration) error {
+	t := time.NewTimer(repoll)
+	defer t.Stop()
 	for {
-		connected, err := hostConnected(f)
+		ok, err := connected()
 		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("polling %q: %w", dev, err)
+			return err
 		}
-		if connected {
-			return f, nil
+		if ok {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+			return ctx.Err()
+		case <-wake:
+		case <-t.C:
 		}
+		t.Reset(repoll)
+	}
+}
+
+// portEvents asks for SIGIO when f's host side connects or disconnects
+// (fcntl F_SETOWN and O_ASYNC) and returns the channel that receives it.
+// stop clears O_ASYNC, so that data on a connected port raises no signal,
+// and stops the channel. Without the signal the channel stays quiet.
+func portEvents(f *os.File) (wake <-chan os.Signal, stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, unix.SIGIO)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return ch, func() { signal.Stop(ch) }
+	}
+	setAsync := func(on bool) {
+		_ = rc.Control(func(fd uintptr) {
+			if on {
+				if _, err := unix.FcntlInt(fd, unix.F_SETOWN, os.Getpid()); err != nil {
+					return
+				}
+			}
+			fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+			if err != nil {
+				return
+			}
+			if on {
+				fl |= unix.O_ASYNC
+			} else {
+				fl &^= unix.O_ASYNC
+			}
+			_, _ = unix.FcntlInt(fd, unix.F_SETFL, fl)
+		})
+	}
+	setAsync(true)
+	return ch, func() {
+		setAsync(false)
+		signal.Stop(ch)
 	}
 }
 

@@ -99,3 +99,92 @@ func TestSocketListener(t *testing.T) {
 		t.Fatal("Serve did not return after Close")
 	}
 }
+
+func TestWaitHostConnected(t *testing.T) {
+	errPoll := errors.New("poll failed")
+	tests := []struct {
+		name string
+		// answers are connected's replies, one per check; past the end it
+		// says connected.
+		answers []error
+		wakes   int
+		repoll  time.Duration
+		cancel  bool
+		want    error
+		checks  int
+	}{
+		// Each wake is a check: three signals bring the fourth check
+		// long before the hour's repoll.
+		{name: "woken", answers: []error{nil, nil, nil}, wakes: 3, repoll: time.Hour, checks: 4},
+		{name: "repolled", answers: []error{nil, nil}, repoll: time.Millisecond, checks: 3},
+		{name: "already", repoll: time.Hour, checks: 1},
+		{name: "poll error", answers: []error{nil, errPoll}, wakes: 1, repoll: time.Hour, want: errPoll, checks: 2},
+		{name: "cancelled", answers: []error{nil}, repoll: time.Hour, cancel: true, want: context.Canceled, checks: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tt.cancel {
+				cancel()
+			}
+			wake := make(chan os.Signal, 1)
+			checks := 0
+			connected := func() (bool, error) {
+				checks++
+				if checks > len(tt.answers) {
+					return true, nil
+				}
+				if err := tt.answers[checks-1]; err != nil {
+					return false, err
+				}
+				if checks <= tt.wakes {
+					wake <- unix.SIGIO
+				}
+				return false, nil
+			}
+			done := make(chan error, 1)
+			go func() { done <- waitHostConnected(ctx, connected, wake, tt.repoll) }()
+			select {
+			case err := <-done:
+				if !errors.Is(err, tt.want) {
+					t.Errorf("waitHostConnected = %v, want %v", err, tt.want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("waitHostConnected did not return in 10s")
+			}
+			if checks != tt.checks {
+				t.Errorf("%d checks, want %d", checks, tt.checks)
+			}
+		})
+	}
+}
+
+// TestPortEvents checks the SIGIO plumbing on a pipe, which signals its
+// owner when data arrives as a virtio-serial port does when the host
+// connects.
+func TestPortEvents(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	wake, stop := portEvents(r)
+	if _, err := w.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no SIGIO in 10s after a write")
+	}
+	stop()
+	fl, err := unix.FcntlInt(r.Fd(), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fl&unix.O_ASYNC != 0 {
+		t.Error("O_ASYNC is still set after stop")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -91,6 +92,10 @@ func init() {
 	// the startup thread.
 	if IsHelper() {
 		goruntime.LockOSThread()
+		// A helper lives until its exec and allocates little: a
+		// collection would only run the collector's code (under TCG, its
+		// first run in a clone costs tens of ms) and free nothing needed.
+		debug.SetGCPercent(-1)
 	}
 }
 

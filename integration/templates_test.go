@@ -125,8 +125,7 @@ func TestTemplates(t *testing.T) {
 	requireProgram(t, "aardvark-dns", "aardvark-dns", "/usr/lib/podman/aardvark-dns", "/usr/libexec/podman/aardvark-dns")
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano()%100000)
 	netName, srv := "initos-tpl-"+suffix, "initos-tpl-srv-"+suffix
-	p.ok(t, "network", "create", "--opt", "mtu=1400", netName)
-	t.Cleanup(func() { p.run(t, nil, "network", "rm", "-f", netName) })
+	p.createNetwork(t, netName, "--opt", "mtu=1400")
 	p.removeLater(t, srv)
 	const port = 18084
 	srvID := p.ok(t, "run", "-d", "--name", srv, "--network", netName, "-p", fmt.Sprintf("127.0.0.1:%d:80", port), podmanImage,

@@ -237,7 +237,6 @@ func (p *podman) ok(t testing.TB, args ...string) string {
 	return strings.TrimSuffix(string(r.stdout), "\n")
 }
 
-// removeLater removes container name (whatever its state) when t ends.
 // networkSubnets numbers the podman networks the tests create. Each podman
 // setup has a network configuration of its own, so two networks made in
 // parallel tests both took podman's first free subnet (10.89.0.0/24) and
@@ -273,6 +272,7 @@ func (p *podman) createNetwork(t testing.TB, name string, args ...string) {
 	}
 }
 
+// removeLater removes container name (whatever its state) when t ends.
 func (p *podman) removeLater(t testing.TB, name string) {
 	t.Cleanup(func() {
 		if r := p.run(t, nil, "rm", "--force", "--ignore", "--time", "0", name); r.code != 0 {

@@ -46,6 +46,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzSetupRequest$$' -fuzztime $(FUZZTIME) ./guestagent/
 	$(GO) test -run '^$$' -fuzz '^FuzzCreateProcessRequest$$' -fuzztime $(FUZZTIME) ./guestagent/
 	$(GO) test -run '^$$' -fuzz '^FuzzProcessJSON$$' -fuzztime $(FUZZTIME) ./guestagent/
+	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) ./guestagent/procinit/
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./bundle/
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateSpec$$' -fuzztime $(FUZZTIME) ./bundle/
 	$(GO) test -run '^$$' -fuzz '^FuzzHybridVsockHandshake$$' -fuzztime $(FUZZTIME) ./vmm/cloudhypervisor/

@@ -56,19 +56,10 @@ var CapabilityBits = map[string]int{
 	"CAP_CHECKPOINT_RESTORE": unix.CAP_CHECKPOINT_RESTORE,
 }
 
-// capMask is a set of capabilities, bit n for capability n.
-type capMask uint64
-
-// capSets are the spec's five sets as masks of the capabilities this
-// kernel has.
-type capSets struct {
-	Bounding, Effective, Permitted, Inheritable, Ambient capMask
-}
-
 // maskOf is the set of the named capabilities with a bit at most lastCap.
 // As runc, it skips unknown names and those the kernel lacks (runc warns).
-func maskOf(names []string, lastCap int) capMask {
-	var m capMask
+func maskOf(names []string, lastCap int) CapMask {
+	var m CapMask
 	for _, n := range names {
 		if b, ok := CapabilityBits[n]; ok && b <= lastCap {
 			m |= 1 << uint(b)
@@ -81,11 +72,11 @@ func maskOf(names []string, lastCap int) capMask {
 // capabilities in the spec) is every set empty, as runc does. Ambient keeps
 // only what is both permitted and inheritable: the kernel refuses to raise
 // anything else, and runc ignores that failure.
-func computeCapSets(c *specs.LinuxCapabilities, lastCap int) capSets {
+func computeCapSets(c *specs.LinuxCapabilities, lastCap int) CapSets {
 	if c == nil {
-		return capSets{}
+		return CapSets{}
 	}
-	s := capSets{
+	s := CapSets{
 		Bounding:    maskOf(c.Bounding, lastCap),
 		Effective:   maskOf(c.Effective, lastCap),
 		Permitted:   maskOf(c.Permitted, lastCap),
@@ -97,7 +88,7 @@ func computeCapSets(c *specs.LinuxCapabilities, lastCap int) capSets {
 }
 
 // capData is the two 32-bit words of capset for the three sets.
-func (s capSets) capData() [2]unix.CapUserData {
+func (s CapSets) capData() [2]unix.CapUserData {
 	var d [2]unix.CapUserData
 	for i := range d {
 		shift := uint(32 * i)
@@ -110,10 +101,10 @@ func (s capSets) capData() [2]unix.CapUserData {
 	return d
 }
 
-// lastCapability is the highest capability the running kernel knows:
+// LastCapability is the highest capability the running kernel knows:
 // /proc/sys/kernel/cap_last_cap, or, without /proc, the highest one
 // PR_CAPBSET_READ accepts.
-func lastCapability() int {
+func LastCapability() int {
 	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
 		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
 			return n
@@ -132,7 +123,7 @@ func lastCapability() int {
 // dropBounding drops from the calling thread's bounding set every
 // capability up to lastCap that s.Bounding does not hold. It needs
 // CAP_SETPCAP, so it runs before the user switch.
-func dropBounding(s capSets, lastCap int) error {
+func dropBounding(s CapSets, lastCap int) error {
 	for c := 0; c <= lastCap; c++ {
 		if s.Bounding&(1<<uint(c)) != 0 {
 			continue
@@ -146,7 +137,7 @@ func dropBounding(s capSets, lastCap int) error {
 
 // applyCaps sets the calling thread's effective, permitted and inheritable
 // sets, then its ambient set (cleared first), after the user switch.
-func applyCaps(s capSets) error {
+func applyCaps(s CapSets) error {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	data := s.capData()
 	if err := unix.Capset(&hdr, &data[0]); err != nil {

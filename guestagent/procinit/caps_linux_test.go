@@ -45,7 +45,7 @@ func TestMaskOf(t *testing.T) {
 		name    string
 		names   []string
 		lastCap int
-		want    capMask
+		want    CapMask
 	}{
 		{"none", nil, 40, 0},
 		{"one", []string{"CAP_KILL"}, 40, 1 << 5},
@@ -67,22 +67,22 @@ func TestMaskOf(t *testing.T) {
 func TestComputeCapSets(t *testing.T) {
 	podmanDefault := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
 		"CAP_NET_BIND_SERVICE", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT"}
-	const podmanMask capMask = 0x800405fb
+	const podmanMask CapMask = 0x800405fb
 	for _, tc := range []struct {
 		name string
 		caps *specs.LinuxCapabilities
-		want capSets
+		want CapSets
 	}{
-		{"absent is empty", nil, capSets{}},
-		{"empty", &specs.LinuxCapabilities{}, capSets{}},
+		{"absent is empty", nil, CapSets{}},
+		{"empty", &specs.LinuxCapabilities{}, CapSets{}},
 		{"podman default", &specs.LinuxCapabilities{
 			Bounding: podmanDefault, Effective: podmanDefault, Permitted: podmanDefault,
-		}, capSets{Bounding: podmanMask, Effective: podmanMask, Permitted: podmanMask}},
+		}, CapSets{Bounding: podmanMask, Effective: podmanMask, Permitted: podmanMask}},
 		{"ambient needs permitted and inheritable", &specs.LinuxCapabilities{
 			Permitted:   []string{"CAP_KILL", "CAP_NET_ADMIN", "CAP_CHOWN"},
 			Inheritable: []string{"CAP_KILL", "CAP_CHOWN", "CAP_MKNOD"},
 			Ambient:     []string{"CAP_KILL", "CAP_NET_ADMIN", "CAP_MKNOD"},
-		}, capSets{Permitted: 1<<5 | 1<<12 | 1<<0, Inheritable: 1<<5 | 1<<0 | 1<<27, Ambient: 1 << 5}},
+		}, CapSets{Permitted: 1<<5 | 1<<12 | 1<<0, Inheritable: 1<<5 | 1<<0 | 1<<27, Ambient: 1 << 5}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := computeCapSets(tc.caps, 40); got != tc.want {
@@ -95,19 +95,19 @@ func TestComputeCapSets(t *testing.T) {
 func TestCapData(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		sets capSets
+		sets CapSets
 		want [2]unix.CapUserData
 	}{
-		{"empty", capSets{}, [2]unix.CapUserData{}},
-		{"low word", capSets{Effective: 1 << 5, Permitted: 1<<5 | 1<<31, Inheritable: 1},
+		{"empty", CapSets{}, [2]unix.CapUserData{}},
+		{"low word", CapSets{Effective: 1 << 5, Permitted: 1<<5 | 1<<31, Inheritable: 1},
 			[2]unix.CapUserData{{Effective: 1 << 5, Permitted: 1<<5 | 1<<31, Inheritable: 1}, {}}},
-		{"high word", capSets{Effective: 1 << 32, Permitted: 1<<40 | 1<<32, Inheritable: 1 << 33},
+		{"high word", CapSets{Effective: 1 << 32, Permitted: 1<<40 | 1<<32, Inheritable: 1 << 33},
 			[2]unix.CapUserData{{}, {Effective: 1, Permitted: 1<<8 | 1, Inheritable: 1 << 1}}},
-		{"all of 0 to 40", capSets{Effective: 1<<41 - 1, Permitted: 1<<41 - 1, Inheritable: 1<<41 - 1},
+		{"all of 0 to 40", CapSets{Effective: 1<<41 - 1, Permitted: 1<<41 - 1, Inheritable: 1<<41 - 1},
 			[2]unix.CapUserData{
 				{Effective: 0xffffffff, Permitted: 0xffffffff, Inheritable: 0xffffffff},
 				{Effective: 0x1ff, Permitted: 0x1ff, Inheritable: 0x1ff}}},
-		{"bounding and ambient are not capset's", capSets{Bounding: 1<<41 - 1, Ambient: 1 << 5}, [2]unix.CapUserData{}},
+		{"bounding and ambient are not capset's", CapSets{Bounding: 1<<41 - 1, Ambient: 1 << 5}, [2]unix.CapUserData{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.sets.capData(); got != tc.want {

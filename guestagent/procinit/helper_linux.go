@@ -1,9 +1,9 @@
 package procinit
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,7 +13,6 @@ import (
 	"strings"
 	"syscall"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,7 +25,7 @@ const (
 
 // The helper's descriptors besides stdio.
 const (
-	ConfigFd = 3 // Config as JSON, then EOF
+	ConfigFd = 3 // Config as MarshalBinary encodes it, then EOF
 	StartFd  = 4 // one byte: exec now; EOF: give up
 	StatusFd = 5 // "ready\n" or "error <text>\n"; close-on-exec
 )
@@ -36,54 +35,6 @@ const (
 	Ready       = "ready"
 	ErrorPrefix = "error "
 )
-
-// Config is what the agent sends the helper on fd 3.
-type Config struct {
-	Process *specs.Process `json:"process"`
-	// Rootfs is the directory to chroot into, or with Pivot (the helper is
-	// in a mount namespace of its own) to pivot_root to; "" when it is
-	// already the helper's root (a joined mount namespace).
-	Rootfs string `json:"rootfs"`
-	Pivot  bool   `json:"pivot,omitempty"`
-	// RootPropagation is applied to the new root after the pivot
-	// (config-linux.md rootfsPropagation); 0 leaves it private.
-	RootPropagation uintptr `json:"rootPropagation,omitempty"`
-	// Ctty makes stdin the controlling terminal of the new session.
-	Ctty bool `json:"ctty,omitempty"`
-	// TryCtty does the same where it can (the console of sidecar mode).
-	TryCtty bool `json:"tryCtty,omitempty"`
-	// Console, when set, is the container's /dev/console (under Rootfs):
-	// its terminal (stdin) is bound there before the pivot, as runc does
-	// for a container's first process with a terminal.
-	Console string `json:"console,omitempty"`
-	// MountProc, when set, gets a new proc mount before the chroot: the
-	// helper is PID 1 of a new PID namespace (or the first process of a
-	// container that joined another's, in a mount namespace of its own)
-	// and the container's /proc must show that namespace.
-	MountProc string `json:"mountProc,omitempty"`
-	// Masked and Readonly are the spec's paths; those under /proc are
-	// applied again on the new proc mount.
-	Masked   []string `json:"masked,omitempty"`
-	Readonly []string `json:"readonly,omitempty"`
-	// Hostname is set in the helper's new UTS namespace, and Sysctls (of
-	// its new IPC and UTS namespaces) are written there.
-	Hostname string            `json:"hostname,omitempty"`
-	Sysctls  map[string]string `json:"sysctls,omitempty"`
-	// NewCgroupns: the helper, already in the container's cgroup, makes a
-	// cgroup namespace rooted there and mounts cgroup2 again on
-	// CgroupMount (a path under Rootfs; "" for none) inside it.
-	NewCgroupns    bool   `json:"newCgroupns,omitempty"`
-	CgroupMount    string `json:"cgroupMount,omitempty"`
-	CgroupReadonly bool   `json:"cgroupReadonly,omitempty"`
-	// Seccomp is the BPF program (sock_filter array) installed with
-	// SeccompFlags before the exec.
-	Seccomp      []byte `json:"seccomp,omitempty"`
-	SeccompFlags uint32 `json:"seccompFlags,omitempty"`
-	// UnshareMount: the helper makes its mount namespace itself, first
-	// (a spare, started in the agent's before the container's mounts
-	// were there); a helper started for its process has it from clone.
-	UnshareMount bool `json:"unshareMount,omitempty"`
-}
 
 func init() {
 	// The helper execs from its main thread: namespaces made for the exec
@@ -136,13 +87,16 @@ func Main() int {
 	}
 
 	cfgFile := os.NewFile(uintptr(cfgFd), "config")
-	var cfg Config
-	err := json.NewDecoder(cfgFile).Decode(&cfg)
+	b, err := io.ReadAll(io.LimitReader(cfgFile, maxConfigSize+1))
 	cfgFile.Close()
 	if err != nil {
 		return fail(fmt.Errorf("reading the process configuration: %w", err))
 	}
-	if cfg.Process == nil || len(cfg.Process.Args) == 0 {
+	var cfg Config
+	if err := cfg.UnmarshalBinary(b); err != nil {
+		return fail(err)
+	}
+	if len(cfg.Process.Args) == 0 {
 		return fail(errors.New("process args must not be empty"))
 	}
 	path, err := prepareExec(&cfg)
@@ -154,8 +108,8 @@ func Main() int {
 	}
 
 	start := os.NewFile(uintptr(startFd), "start")
-	var b [1]byte
-	if n, _ := start.Read(b[:]); n != 1 {
+	var one [1]byte
+	if n, _ := start.Read(one[:]); n != 1 {
 		return 127 // the agent dropped the process before starting it
 	}
 	start.Close()
@@ -170,16 +124,13 @@ func Main() int {
 // capability sets, the PATH lookup, then no_new_privs. It returns the path
 // to exec. It runs on the thread that execs (Main locks it).
 func prepareExec(cfg *Config) (string, error) {
-	p := cfg.Process
+	p := &cfg.Process
 	if cfg.UnshareMount {
 		// This thread's (CLONE_FS goes with it): the one that execs.
 		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 			return "", fmt.Errorf("making the mount namespace: %w", err)
 		}
 	}
-	// Read while the agent's /proc is there (before the chroot).
-	lastCap := lastCapability()
-	caps := computeCapSets(p.Capabilities, lastCap)
 	if p.OOMScoreAdj != nil {
 		// config.md "oomScoreAdj": "adjusts the oom-killer score in
 		// [pid]/oom_score_adj for the process's [pid] in a proc pseudo-filesystem."
@@ -245,7 +196,7 @@ func prepareExec(cfg *Config) (string, error) {
 			return "", err
 		}
 		if cfg.RootPropagation != 0 {
-			if err := unix.Mount("", "/", "", cfg.RootPropagation, ""); err != nil {
+			if err := unix.Mount("", "/", "", uintptr(cfg.RootPropagation), ""); err != nil {
 				return "", fmt.Errorf("setting the root's propagation: %w", err)
 			}
 		}
@@ -263,18 +214,14 @@ func prepareExec(cfg *Config) (string, error) {
 	// runc's init: "if we didn't get HOME already, set it based on the
 	// user's HOME" from the container's /etc/passwd, else "/". Read as
 	// root, inside the root, before the user switch.
-	p.Env = withHome(p.Env, p.User.UID, func() []byte {
+	p.Env = withHome(p.Env, p.UID, func() []byte {
 		b, _ := os.ReadFile("/etc/passwd")
 		return b
 	})
 	for _, r := range p.Rlimits {
-		res, ok := RlimitResources[r.Type]
-		if !ok {
-			return "", fmt.Errorf("rlimit %q is not a Linux resource limit", r.Type)
-		}
 		// syscall.Setrlimit (not the raw syscall) so that Go's exec does
 		// not restore its saved RLIMIT_NOFILE afterwards.
-		if err := syscall.Setrlimit(res, &syscall.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
+		if err := syscall.Setrlimit(r.Resource, &syscall.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
 			return "", fmt.Errorf("setting %s to %d:%d: %w", r.Type, r.Soft, r.Hard, err)
 		}
 	}
@@ -297,7 +244,7 @@ func prepareExec(cfg *Config) (string, error) {
 	// the sets of capabilities for the process." The bounding set first,
 	// while CAP_SETPCAP is still there; absent capabilities are empty sets,
 	// as in runc.
-	if err := dropBounding(caps, lastCap); err != nil {
+	if err := dropBounding(p.Caps, p.LastCap); err != nil {
 		return "", err
 	}
 	// Keep the permitted set across the switch from uid 0; applyCaps then
@@ -305,27 +252,27 @@ func prepareExec(cfg *Config) (string, error) {
 	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
 		return "", fmt.Errorf("setting keepcaps before the user switch: %w", err)
 	}
-	groups := make([]int, len(p.User.AdditionalGids))
-	for i, g := range p.User.AdditionalGids {
+	groups := make([]int, len(p.AdditionalGids))
+	for i, g := range p.AdditionalGids {
 		groups[i] = int(g)
 	}
 	// syscall's Setgroups/Setgid/Setuid change every thread of the process.
 	if err := syscall.Setgroups(groups); err != nil {
-		return "", fmt.Errorf("setting additional groups %v: %w", p.User.AdditionalGids, err)
+		return "", fmt.Errorf("setting additional groups %v: %w", p.AdditionalGids, err)
 	}
-	if err := syscall.Setgid(int(p.User.GID)); err != nil {
-		return "", fmt.Errorf("setting gid %d: %w", p.User.GID, err)
+	if err := syscall.Setgid(int(p.GID)); err != nil {
+		return "", fmt.Errorf("setting gid %d: %w", p.GID, err)
 	}
-	if err := syscall.Setuid(int(p.User.UID)); err != nil {
-		return "", fmt.Errorf("setting uid %d: %w", p.User.UID, err)
+	if err := syscall.Setuid(int(p.UID)); err != nil {
+		return "", fmt.Errorf("setting uid %d: %w", p.UID, err)
 	}
 	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 0, 0, 0, 0); err != nil {
 		return "", fmt.Errorf("clearing keepcaps after the user switch: %w", err)
 	}
-	if p.User.Umask != nil {
-		unix.Umask(int(*p.User.Umask))
+	if p.Umask != nil {
+		unix.Umask(int(*p.Umask))
 	}
-	if err := applyCaps(caps); err != nil {
+	if err := applyCaps(p.Caps); err != nil {
 		return "", err
 	}
 	path, err := LookPath(p.Args[0], envValue(p.Env, "PATH"))

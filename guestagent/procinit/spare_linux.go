@@ -1,12 +1,10 @@
 package procinit
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,7 +36,6 @@ func SpareFds() (cfg, start, status int, ok, gone bool, err error) {
 		return 0, 0, 0, false, false, fmt.Errorf("%s=%q: not a descriptor above stdio", SpareFdEnv, v)
 	}
 	defer unix.Close(sock)
-	WarmJSON()
 	if _, err := unix.Write(sock, []byte{SpareWaiting}); err != nil {
 		return 0, 0, 0, false, false, fmt.Errorf("telling the agent the spare waits: %w", err)
 	}
@@ -89,33 +86,4 @@ func spareRights(oob []byte) ([]int, error) {
 		return nil, fmt.Errorf("the spare received %d descriptors, want %d", len(fds), HandoffFiles)
 	}
 	return fds, nil
-}
-
-// WarmJSON encodes and decodes a configuration with every part a real one
-// may have, so that encoding/json's analysis of those types (a cache each
-// process builds on first use) is in memory before a template is saved: a
-// clone's spare then decodes its configuration, and a clone's agent
-// decodes a process and encodes a configuration, without it (decoding
-// alone took 22-52 ms of a clone's start under TCG, measured).
-func WarmJSON() {
-	adj, umask := 0, uint32(0o22)
-	caps := []string{"CAP_KILL"}
-	sample := Config{
-		Process: &specs.Process{
-			Terminal: true, ConsoleSize: &specs.Box{Height: 1, Width: 1},
-			User: specs.User{UID: 1, GID: 1, Umask: &umask, AdditionalGids: []uint32{1}},
-			Args: []string{"true"}, Env: []string{"PATH=/bin"}, Cwd: "/",
-			Capabilities: &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Inheritable: caps, Permitted: caps, Ambient: caps},
-			Rlimits:      []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1, Soft: 1}},
-			OOMScoreAdj:  &adj, NoNewPrivileges: true,
-		},
-		Rootfs: "/", Masked: []string{"/proc/kcore"}, Readonly: []string{"/proc/sys"},
-		Sysctls: map[string]string{"kernel.shmmax": "1"}, Seccomp: []byte{0},
-	}
-	b, err := json.Marshal(sample)
-	if err != nil {
-		return
-	}
-	var c Config
-	_ = json.Unmarshal(b, &c)
 }

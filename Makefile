@@ -51,7 +51,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateSpec$$' -fuzztime $(FUZZTIME) ./bundle/
 	$(GO) test -run '^$$' -fuzz '^FuzzHybridVsockHandshake$$' -fuzztime $(FUZZTIME) ./vmm/cloudhypervisor/
 
-# proto: regenerate agentapi from agent.proto (needs protoc, protoc-gen-go, protoc-gen-go-ttrpc)
+# proto: regenerate agentapi and monitorapi from their .proto (protoc and its Go plugins: scripts/setup.sh installs them)
 proto:
 	$(GO) generate ./agentapi/ ./monitorapi/
 

@@ -21,6 +21,10 @@ var (
 	ErrNotSupported = errors.New("not supported")
 )
 
+// errModuleLive: a module was not loaded because the kernel has it live
+// already (loadUnlessLive); the loaders skip it without an error.
+var errModuleLive = errors.New("module already live")
+
 // kindError is an error whose message is exactly its text (no sentinel text
 // appended) but that still matches its sentinel with errors.Is.
 type kindError struct {

@@ -30,10 +30,10 @@ func moduleLive(sys, name string) bool {
 }
 
 // loadUnlessLive loads the module file path with load unless sys (the
-// kernel's /sys/module) shows the module live already.
+// kernel's /sys/module) shows the module live already: errModuleLive.
 func loadUnlessLive(path, sys string, load func(path string) error) error {
 	if name, ok := initrd.ModuleName(filepath.Base(path)); ok && moduleLive(sys, name) {
-		return nil
+		return errModuleLive
 	}
 	return load(path)
 }

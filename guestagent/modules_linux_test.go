@@ -121,13 +121,13 @@ func TestLoadUnlessLive(t *testing.T) {
 				loaded = append(loaded, p)
 				return nil
 			})
-			if err != nil || (len(loaded) == 1) != tc.load {
+			if wantErr := map[bool]error{true: nil, false: errModuleLive}[tc.load]; err != wantErr || (len(loaded) == 1) != tc.load {
 				t.Fatalf("loadUnlessLive(%s) = %v, loaded %v; want a load: %v", tc.file, err, loaded, tc.load)
 			}
 		})
 	}
 	mk("9pnet_virtio", "live") // the kernel's name of 9pnet-virtio.ko
-	if err := loadUnlessLive("/lib/modules/9pnet-virtio.ko", sys, func(string) error { return errors.New("loaded") }); err != nil {
+	if err := loadUnlessLive("/lib/modules/9pnet-virtio.ko", sys, func(string) error { return errors.New("loaded") }); err != errModuleLive {
 		t.Fatalf("a live module with '-' in its file name was loaded again: %v", err)
 	}
 	want := errors.New("finit failed")

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 const sampleLoadOrder = `# generated
@@ -77,19 +78,29 @@ func TestParseLoadOrderErrors(t *testing.T) {
 }
 
 func TestLoadModules(t *testing.T) {
-	entries := []moduleEntry{{"a.ko", []string{"g"}}, {"b.ko", []string{"g"}}, {"c.ko", []string{"g"}}}
-	var loaded []string
+	entries := []moduleEntry{{"a.ko", []string{"g"}}, {"b.ko", []string{"g"}}, {"c.ko", []string{"g"}}, {"d.ko", []string{"g"}}}
+	var loaded, timed []string
 	errBad := errors.New("Unknown symbol in module")
 	load := func(path string) error {
 		loaded = append(loaded, path)
-		if filepath.Base(path) == "b.ko" {
+		switch filepath.Base(path) {
+		case "b.ko":
 			return errBad
+		case "d.ko":
+			return errModuleLive
 		}
 		return nil
 	}
-	err := loadModules("/lib/modules", entries, load, nil)
-	if want := []string{"/lib/modules/a.ko", "/lib/modules/b.ko", "/lib/modules/c.ko"}; !reflect.DeepEqual(loaded, want) {
+	err := loadModules("/lib/modules", entries, load, func(file string, _ time.Duration) { timed = append(timed, file) })
+	if want := []string{"/lib/modules/a.ko", "/lib/modules/b.ko", "/lib/modules/c.ko", "/lib/modules/d.ko"}; !reflect.DeepEqual(loaded, want) {
 		t.Errorf("loaded %v, want %v (order kept, going on after a failure)", loaded, want)
+	}
+	// A failed load and a module the kernel had live are not reported as loaded.
+	if want := []string{"a.ko", "c.ko"}; !reflect.DeepEqual(timed, want) {
+		t.Errorf("reported as loaded %v, want %v", timed, want)
+	}
+	if strings.Contains(err.Error(), "d.ko") {
+		t.Errorf("error %v names the live module", err)
 	}
 	if !errors.Is(err, errBad) || !strings.Contains(err.Error(), `"b.ko"`) {
 		t.Errorf("error %v should wrap the failure and name b.ko", err)

@@ -40,9 +40,11 @@ command -v go >/dev/null || { log "Go 1.26 is required (https://go.dev/dl) and w
 #                               with, and TestKernels its compressed modules (the runtime decodes
 #                               all of them in-process); dpkg-deb (dpkg, always there) unpacks
 #                               the packages of initos-runtime kernel add
+#   protobuf-compiler           protoc: make proto, and agentapi's test that the committed Go code
+#                               is what agent.proto and monitor.proto generate
 pkgs=(qemu-system-x86 qemu-system-common btrfs-progs busybox-static debootstrap debian-archive-keyring
   runc crun iproute2 ca-certificates podman conmon catatonit netavark aardvark-dns iptables
-  containernetworking-plugins dnsmasq-base make git jq zstd xz-utils lz4)
+  containernetworking-plugins dnsmasq-base make git jq zstd xz-utils lz4 protobuf-compiler)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -62,6 +64,11 @@ install -D -m 0755 bin/initos-runtime "$PREFIX/bin/initos-runtime"
 install -D -m 0755 bin/containerd-shim-initos-v2 "$PREFIX/bin/containerd-shim-initos-v2"
 install -D -m 0755 bin/initos-agent "$PREFIX/libexec/initos-runtime/initos-agent"
 install -D -m 0755 bin/initos-exec "$PREFIX/libexec/initos-runtime/initos-exec"
+
+# protoc's Go plugins, built from this module so that go.mod pins their versions (protobuf's and
+# ttrpc's, the ones the generated code was made with).
+log "installing protoc-gen-go and protoc-gen-go-ttrpc into $PREFIX/bin"
+GOBIN="$PREFIX/bin" go install google.golang.org/protobuf/cmd/protoc-gen-go github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc
 
 initos-runtime check
 

@@ -9,13 +9,13 @@ import (
 	"golang.org/x/net/bpf"
 )
 
-// The seccomp program, assembled as a plain list: for each architecture the
-// profile covers (x86_64, and i386 when it lists SCMP_ARCH_X86, as podman's
-// and containerd's defaults do: 32-bit programs' calls go by their own
-// numbers), one block per system call and alternative of its conditions, in
-// libseccomp's action precedence (the most restrictive of the rules that
-// match wins), then the default action. A block reloads the system call
-// number whenever the block before it loaded an argument.
+// The seccomp program: for each architecture the profile covers (x86_64,
+// and i386 when it lists SCMP_ARCH_X86, as podman's and containerd's
+// defaults do: 32-bit programs' calls go by their own numbers), a binary
+// search on the system call number (assemblePart), then the number's rules,
+// one block per alternative of its conditions, in libseccomp's action
+// precedence (the most restrictive of the rules that match wins), then the
+// default action.
 
 // Offsets in struct seccomp_data, and the size of an argument.
 const (
@@ -193,12 +193,73 @@ func conditionSteps(c seccomp.Condition, wide bool) (steps []condStep, never boo
 	return nil, true
 }
 
-// assemblePart assembles one architecture's rules; the part ends with the
-// default action def. It expects the system call number in the
-// accumulator.
+// assemblePart assembles one architecture's rules; the part ends in the
+// default action def for a call no rule decides. It expects the system
+// call number in the accumulator.
+//
+// A rule decides only calls of its own number, so rules of different
+// numbers never interact, and a number's rules keep their precedence order
+// among themselves (a rule without conditions ends its number's list).
+// The numbers are split into intervals whose calls all get the same code
+// (runs of numbers one action takes unconditionally, the gaps between
+// listed numbers, which get def, and each number with conditions alone),
+// and a binary search over the intervals' starts picks the code: a call
+// runs about log2(intervals) comparisons instead of one per rule before
+// its own, and so does the kernel, which runs the program once per system
+// call number when the filter is installed, to find the calls it allows
+// whatever their arguments (and then lets them through without running
+// the filter).
 func assemblePart(rules []archRule, def seccomp.Action, wide bool) ([]bpf.Instruction, error) {
-	var out []bpf.Instruction
-	nrLoaded := true
+	byNr := map[uint32][]archRule{}
+	var nrs []uint32
+	for _, r := range rules {
+		if _, ok := byNr[r.nr]; !ok {
+			nrs = append(nrs, r.nr)
+		}
+		byNr[r.nr] = append(byNr[r.nr], r)
+	}
+	sort.Slice(nrs, func(a, b int) bool { return nrs[a] < nrs[b] })
+
+	// interval is the numbers from lo up to the next interval's lo; simple
+	// is true when its code is one return of action.
+	type interval struct {
+		lo     uint32
+		simple bool
+		action seccomp.Action
+		code   []bpf.Instruction
+	}
+	var ivs []interval
+	add := func(iv interval) {
+		if n := len(ivs); n > 0 && iv.simple && ivs[n-1].simple && ivs[n-1].action == iv.action {
+			return // the same code as the interval before: one interval
+		}
+		if iv.simple {
+			iv.code = []bpf.Instruction{bpf.RetConstant{Val: uint32(iv.action)}}
+		}
+		ivs = append(ivs, iv)
+	}
+	add(interval{lo: 0, simple: true, action: def})
+	for _, nr := range nrs {
+		code, action, simple, err := numberCode(byNr[nr], def, wide)
+		if err != nil {
+			return nil, err
+		}
+		if len(ivs) > 0 && ivs[len(ivs)-1].lo == nr {
+			ivs = ivs[:len(ivs)-1] // the gap before nr was empty (nr 0)
+		}
+		add(interval{lo: nr, simple: simple, action: action, code: code})
+		if nr+1 != 0 {
+			add(interval{lo: nr + 1, simple: true, action: def})
+		}
+	}
+	return searchIntervals(len(ivs), func(i int) uint32 { return ivs[i].lo }, func(i int) []bpf.Instruction { return ivs[i].code }), nil
+}
+
+// numberCode is the code of one system call number's rules (in precedence
+// order): each rule's conditions, failing to the next rule, then its
+// action; def when none holds. simple: the code is a return of action,
+// whatever the arguments.
+func numberCode(rules []archRule, def seccomp.Action, wide bool) (code []bpf.Instruction, action seccomp.Action, simple bool, err error) {
 	for _, r := range rules {
 		var steps []condStep
 		never := false
@@ -210,37 +271,61 @@ func assemblePart(rules []archRule, def seccomp.Action, wide bool) ([]bpf.Instru
 		if never {
 			continue
 		}
-		// The block: load nr (unless the accumulator holds it), skip the
-		// block unless it is r's; each condition skips the rest unless it
-		// holds; return the action.
-		var block []bpf.Instruction
-		if !nrLoaded {
-			block = append(block, bpf.LoadAbsolute{Off: seccompNrOffset, Size: 4})
+		if len(steps) == 0 {
+			// It always holds: the rules after it are never reached.
+			if len(code) == 0 {
+				return nil, r.action, true, nil
+			}
+			return append(code, bpf.RetConstant{Val: uint32(r.action)}), 0, false, nil
 		}
-		first := len(block)
-		end := first + 1 + len(steps) + 1 // past the return
-		if end-first-1 > 255 {
-			return nil, fmt.Errorf("linux.seccomp: a rule of system call %d has too many conditions", r.nr)
+		// Each condition skips the rest of the rule unless it holds.
+		end := len(steps) + 1 // past the return, from the rule's start
+		if end > 256 {
+			return nil, 0, false, fmt.Errorf("linux.seccomp: a rule of system call %d has too many conditions", r.nr)
 		}
-		block = append(block, bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: r.nr, SkipTrue: uint8(end - first - 1)})
-		for _, st := range steps {
+		for i, st := range steps {
 			if st.load {
-				block = append(block, bpf.LoadAbsolute{Off: st.off, Size: 4})
+				code = append(code, bpf.LoadAbsolute{Off: st.off, Size: 4})
 				continue
 			}
 			skip := st.skip
 			if skip == failSkip {
-				skip = end - len(block) - 1
+				skip = end - i - 1
 			}
-			block = append(block, bpf.JumpIf{Cond: st.test, Val: st.val, SkipTrue: uint8(skip)})
+			code = append(code, bpf.JumpIf{Cond: st.test, Val: st.val, SkipTrue: uint8(skip)})
 		}
-		block = append(block, bpf.RetConstant{Val: uint32(r.action)})
-		out = append(out, block...)
-		// Past a block, the accumulator holds nr only if the block loaded
-		// no argument.
-		nrLoaded = len(steps) == 0
+		code = append(code, bpf.RetConstant{Val: uint32(r.action)})
 	}
-	return append(out, bpf.RetConstant{Val: uint32(def)}), nil
+	if len(code) == 0 {
+		return nil, def, true, nil
+	}
+	return append(code, bpf.RetConstant{Val: uint32(def)}), 0, false, nil
+}
+
+// searchIntervals is a binary search over n intervals, the ith starting at
+// lo(i) (lo(0) is 0, the starts ascending), that runs the code of the one
+// the accumulator falls in. A conditional jump reaches at most 255
+// instructions ahead; past that a JA takes the far branch.
+func searchIntervals(n int, lo func(int) uint32, code func(int) []bpf.Instruction) []bpf.Instruction {
+	var emit func(i, j int) []bpf.Instruction
+	emit = func(i, j int) []bpf.Instruction {
+		if j-i == 1 {
+			return code(i)
+		}
+		mid := (i + j) / 2
+		left, right := emit(i, mid), emit(mid, j)
+		var out []bpf.Instruction
+		if len(left) <= 255 {
+			out = append(out, bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: lo(mid), SkipTrue: uint8(len(left))})
+		} else {
+			out = append(out,
+				bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: lo(mid), SkipFalse: 1},
+				bpf.Jump{Skip: uint32(len(left))})
+		}
+		out = append(out, left...)
+		return append(out, right...)
+	}
+	return emit(0, n)
 }
 
 // seccompAssemble is the whole program: the architecture check, x86_64's

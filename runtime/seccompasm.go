@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"math"
 	"sort"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
@@ -238,19 +239,22 @@ func assemblePart(rules []archRule, def seccomp.Action, wide bool) ([]bpf.Instru
 		}
 		ivs = append(ivs, iv)
 	}
-	add(interval{lo: 0, simple: true, action: def})
+	// next is the first number no interval covers yet: the numbers
+	// before, between and after the listed ones get def.
+	var next uint64
 	for _, nr := range nrs {
 		code, action, simple, err := numberCode(byNr[nr], def, wide)
 		if err != nil {
 			return nil, err
 		}
-		if len(ivs) > 0 && ivs[len(ivs)-1].lo == nr {
-			ivs = ivs[:len(ivs)-1] // the gap before nr was empty (nr 0)
+		if uint64(nr) > next {
+			add(interval{lo: uint32(next), simple: true, action: def})
 		}
 		add(interval{lo: nr, simple: simple, action: action, code: code})
-		if nr+1 != 0 {
-			add(interval{lo: nr + 1, simple: true, action: def})
-		}
+		next = uint64(nr) + 1
+	}
+	if next <= math.MaxUint32 {
+		add(interval{lo: uint32(next), simple: true, action: def})
 	}
 	return searchIntervals(len(ivs), func(i int) uint32 { return ivs[i].lo }, func(i int) []bpf.Instruction { return ivs[i].code }), nil
 }

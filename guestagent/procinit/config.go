@@ -11,7 +11,7 @@ import (
 // of MarshalBinary: the helper decodes it with a few loops instead of
 // encoding/json, whose analysis of the types a helper, a new process each
 // time, would build afresh for every exec (under TCG that analysis and the
-// decode took 30-50 ms of each podman exec; docs/boot-budget.md).
+// decode took 11-28 ms of each podman exec; docs/boot-budget.md).
 type Config struct {
 	Process Process
 	// Rootfs is the directory to chroot into, or with Pivot (the helper is

@@ -352,14 +352,22 @@ func (a *agent) serve(svc *Service, required bool) error {
 		// before the save, each clone finds it done (35-60 ms of a
 		// clone's Setup under TCG, measured).
 		svc.setupCgroups()
-		svc.makeCgroup("")
+		cgroupDir := svc.makeCgroup("")
 		a.trace.mark("cgroups")
+		// The device program of the engines' default rules, which each
+		// clone's Setup then attaches instead of loading one.
+		if err := svc.preloadDevices(); err != nil {
+			a.log.Printf("template: %v", err)
+		}
+		a.trace.mark("devices")
 		warmCodecs()
 		a.trace.mark("codecs")
 		a.settleLinks()
 		// Before "ready", which is when the host saves the template.
 		if ss, ok := svc.launcher.(spareStarter); ok && a.pid1 == nil {
-			if err := ss.StartSpare(spareWait); err != nil {
+			// In the default container's cgroup: the clones' first
+			// process is that container's.
+			if err := ss.StartSpare(spareWait, cgroupDir); err != nil {
 				a.log.Printf("template: %v; its clones start their first process without a spare", err)
 			}
 			a.trace.mark("spare")

@@ -197,7 +197,11 @@ func (s *Service) Setup(ctx context.Context, req *agentapi.SetupRequest) (_ *age
 			s.removeCgroup(id)
 		}
 	}()
-	c.mounted, err = s.setupRoot(ctx, c.rootfs, dev, cgroupDir, req)
+	own := slices.Clone(c.newNs)
+	if c.ownPidns {
+		own = append(own, "pid")
+	}
+	c.mounted, err = s.setupRoot(ctx, c.rootfs, dev, cgroupDir, req, mountsOwnProc(own, c.joinNs))
 	if err != nil {
 		return nil, err
 	}

@@ -44,6 +44,9 @@ type fakeSystem struct {
 	// onWrite, when set, sees each WriteFile (under mu: it may change
 	// fileData, as a kernel file's write changes what another reads).
 	onWrite func(p string, data []byte)
+	// onMount, when set, sees each successful Mount (under mu: it may add
+	// the files a mounted filesystem shows).
+	onMount func(source, target string)
 }
 
 func newFakeSystem() *fakeSystem {
@@ -108,6 +111,9 @@ func (f *fakeSystem) Mount(source, target, fstype string, flags uintptr, data st
 		return err
 	}
 	f.mounted[target] = true
+	if f.onMount != nil {
+		f.onMount(source, target)
+	}
 	return nil
 }
 

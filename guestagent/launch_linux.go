@@ -40,10 +40,14 @@ type helperLauncher struct {
 	spare spareSlot
 	// lastCap caches procinit.LastCapability: the kernel's, read once.
 	lastCap func() int
+	// joinCgroup moves a started helper into its container's cgroup
+	// (the function joinCgroup; tests count the moves).
+	joinCgroup func(procs string, pid, main int) error
 }
 
 func newHelperLauncher(r *reaper, exe string) *helperLauncher {
-	l := &helperLauncher{reaper: r, exe: exe, readyTimeout: 10 * time.Second, lastCap: sync.OnceValue(procinit.LastCapability)}
+	l := &helperLauncher{reaper: r, exe: exe, readyTimeout: 10 * time.Second, lastCap: sync.OnceValue(procinit.LastCapability),
+		joinCgroup: joinCgroup}
 	// Close-on-exec: the helper's exec of /proc/self/fd/N opens the
 	// program before the descriptor goes.
 	if l.file, l.fileErr = os.Open(exe); l.fileErr != nil {
@@ -178,14 +182,7 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 			}
 		}
 	}
-	newPid := slices.Contains(req.NewNamespaces, "pid")
-	// A first process that joins another container's PID namespace (a
-	// pod's shared one) with a mount namespace of its own: Setup's /proc
-	// shows the agent's namespace, so it mounts one of the namespace it
-	// joined, in its own mount namespace.
-	joinedPid := slices.Contains(req.JoinNamespaces, "pid") && slices.Contains(req.NewNamespaces, "mount")
-	if (newPid || joinedPid) && req.Rootfs != "" {
-		// PID 1 of the new namespace mounts a /proc that shows it.
+	if mountsOwnProc(req.NewNamespaces, req.JoinNamespaces) && req.Rootfs != "" {
 		cfg.MountProc = filepath.Join(req.Rootfs, "proc")
 		cfg.Masked, cfg.Readonly = req.Masked, req.Readonly
 	}
@@ -270,6 +267,7 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	}
 	var pid int
 	var exited <-chan exitInfo
+	inCgroup := false
 	if sp := l.spare.take(); sp != nil {
 		switch {
 		case req.PID1 != nil || !sp.fits(req.JoinNamespacesOf, flags):
@@ -278,11 +276,11 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 		case sp.hand(files) == nil:
 			pid, exited = sp.pid, sp.exited
 			cfg.UnshareMount = flags&syscall.CLONE_NEWNS != 0
+			inCgroup = sp.procs != "" && sp.procs == req.CgroupProcs
 		}
 		// A spare that could not take its descriptors is gone (hand
 		// killed it): the process gets a helper of its own.
 	}
-	inCgroup := false
 	if pid == 0 && req.PID1 == nil && req.CgroupProcs != "" {
 		if pid, exited, inCgroup, err = l.spawnInCgroup(req, files, flags, req.CgroupProcs); err != nil {
 			return nil, err
@@ -298,7 +296,7 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	if req.CgroupProcs != "" && !inCgroup {
 		// Before the helper reads its configuration: all it does is in
 		// the container's cgroup, and its cgroup namespace is rooted there.
-		if err := joinCgroup(req.CgroupProcs, pid, req.JoinNamespacesOf); err != nil {
+		if err := l.joinCgroup(req.CgroupProcs, pid, req.JoinNamespacesOf); err != nil {
 			_ = unix.Kill(pid, unix.SIGKILL)
 			return nil, fmt.Errorf("moving the process helper (pid %d) into %s: %w", pid, req.CgroupProcs, err)
 		}
@@ -390,6 +388,17 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 		}
 	}
 	return h, nil
+}
+
+// mountsOwnProc reports whether a container's first process, started with
+// the namespaces newNs of its own and joining joinNs, mounts the /proc of
+// its PID namespace on its root's /proc (Launch's Config.MountProc), with
+// the spec's masks under it: PID 1 of a new PID namespace, and a process
+// that joins another container's (a pod's shared one) in a mount
+// namespace of its own, for which the agent's /proc would show the wrong
+// namespace. Setup then leaves the masks under /proc to it (setupRoot).
+func mountsOwnProc(newNs, joinNs []string) bool {
+	return slices.Contains(newNs, "pid") || slices.Contains(joinNs, "pid") && slices.Contains(newNs, "mount")
 }
 
 // helperError turns the helper's error text into an error, keeping "not

@@ -92,7 +92,9 @@ type Service struct {
 
 	cgroupOnce sync.Once
 	cgroups    bool // cgroup v2 is mounted: containers have cgroups
-	// setDevices is setCgroupDevices; tests replace it.
+	// devices keeps the device programs loaded; setDevices is its set
+	// (tests replace it).
+	devices    *devicePrograms
 	setDevices func(dir string, rules []*devconfig.Rule) error
 
 	// net configures the NIC in the late network mode (ConfigureNetwork).
@@ -107,6 +109,7 @@ type Service struct {
 var _ agentapi.AgentService = (*Service)(nil)
 
 func newService(cfg serviceConfig, sys system, l launcher, log *logger) *Service {
+	devices := newDevicePrograms(setCgroupDevices)
 	return &Service{
 		cfg:        cfg,
 		sys:        sys,
@@ -118,7 +121,8 @@ func newService(cfg serviceConfig, sys system, l launcher, log *logger) *Service
 		containers: make(map[string]*guestContainer),
 		selfPidns:  pidnsOf(sys, os.Getpid()),
 		net:        defaultLateNet(log),
-		setDevices: setCgroupDevices,
+		devices:    devices,
+		setDevices: devices.set,
 		ports:      newPortConns(),
 	}
 }

@@ -1082,6 +1082,76 @@ func TestSetupMasksPaths(t *testing.T) {
 	}
 }
 
+// TestSetupLeavesProcMasksToTheProcess: a container whose first process
+// mounts the /proc of its own PID namespace (mountsOwnProc) gets the spec's
+// /proc from Setup, in the spec's order, but not the masks under it, which
+// the process makes in its own; the masks elsewhere are Setup's. Without a
+// PID namespace of its own, Setup masks /proc too.
+func TestSetupLeavesProcMasksToTheProcess(t *testing.T) {
+	r := testRootfs
+	procMount := fmt.Sprintf("mount proc %s/proc proc %#x ", r, unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV)
+	kcore := fmt.Sprintf("mount /dev/null %s/proc/kcore  %#x ", r, unix.MS_BIND)
+	firmware := fmt.Sprintf("mount tmpfs %s/sys/firmware tmpfs %#x ", r, unix.MS_RDONLY)
+	procSys := fmt.Sprintf("mount %s/proc/sys %s/proc/sys  %#x ", r, r, unix.MS_BIND|unix.MS_REC)
+	tests := []struct {
+		name     string
+		ownPidns bool
+		want     []string // the mounts of these that Setup makes
+	}{
+		{"own PID namespace", true, []string{procMount, firmware}},
+		{"the VM's PID namespace", false, []string{procMount, kcore, firmware, procSys}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, sys, _ := newTestService(t)
+			// The image's files; /proc's appear with a proc mounted on it.
+			sys.files[r+"/sys/firmware"] = fs.ModeDir
+			sys.onMount = func(source, target string) {
+				if source == "proc" {
+					sys.files[target+"/kcore"] = 0o400
+					sys.files[target+"/sys"] = fs.ModeDir
+				}
+			}
+			req := &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs", OwnPidNamespace: tt.ownPidns,
+				Mounts:        podmanMounts()[:1],
+				MaskedPaths:   []string{"/proc/kcore", "/sys/firmware"},
+				ReadonlyPaths: []string{"/proc/sys"}}
+			if _, err := s.Setup(ctx5s(t), req); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, c := range sys.Calls("mount") {
+				if slices.Contains([]string{procMount, kcore, firmware, procSys}, c) {
+					got = append(got, c)
+				}
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("mounts:\n got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestMountsOwnProc: which first processes mount the /proc of their PID
+// namespace.
+func TestMountsOwnProc(t *testing.T) {
+	tests := []struct {
+		newNs, joinNs []string
+		want          bool
+	}{
+		{[]string{"uts", "ipc", "mount", "pid"}, nil, true}, // podman's
+		{[]string{"mount"}, []string{"pid", "ipc"}, true},   // a pod member sharing the sandbox's PID namespace
+		{[]string{"uts", "ipc", "mount"}, nil, false},       // the VM's PID namespace
+		{nil, []string{"pid"}, false},                       // no mount namespace of its own: Setup's /proc
+		{nil, []string{"pid", "mount", "uts"}, false},       // an exec
+	}
+	for _, tt := range tests {
+		if got := mountsOwnProc(tt.newNs, tt.joinNs); got != tt.want {
+			t.Errorf("mountsOwnProc(%q, %q) = %v, want %v", tt.newNs, tt.joinNs, got, tt.want)
+		}
+	}
+}
+
 // TestProcessNamespaces: a container's first process makes the namespaces
 // its spec asks for and joins those it shares with the default container;
 // its later processes join the first one's.

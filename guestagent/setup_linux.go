@@ -40,8 +40,10 @@ var devSymlinks = [][2]string{
 
 // setupRoot mounts the root disk dev and the spec's mounts under rootfs
 // and fixes up /dev. On failure everything it mounted is unmounted again.
-// It returns the mount points in mount order.
-func (s *Service) setupRoot(ctx context.Context, rootfs, dev, cgroupDir string, req *agentapi.SetupRequest) (mounted []string, err error) {
+// It returns the mount points in mount order. With procByProcess the
+// container's first process mounts a /proc of its own over the spec's and
+// masks the paths under it itself (mountsOwnProc).
+func (s *Service) setupRoot(ctx context.Context, rootfs, dev, cgroupDir string, req *agentapi.SetupRequest, procByProcess bool) (mounted []string, err error) {
 	defer func() {
 		if err != nil {
 			s.unmountAll(mounted)
@@ -137,7 +139,16 @@ func (s *Service) setupRoot(ctx context.Context, rootfs, dev, cgroupDir string, 
 			return mounted, fmt.Errorf("writing /etc/resolv.conf: %w", err)
 		}
 	}
-	masks, err := procinit.MaskPaths(s.sys, rootfs, req.MaskedPaths, req.ReadonlyPaths, "")
+	maskedPaths, readonlyPaths := req.MaskedPaths, req.ReadonlyPaths
+	if procByProcess {
+		// The /proc mounted above stays, where the spec's mounts are in
+		// order ("The runtime MUST mount entries in the listed order"),
+		// but the process's own covers it at once, and masks these
+		// there (Config.Masked): made here too they would be hidden
+		// (about 20 ms of a start under TCG, measured).
+		maskedPaths, readonlyPaths = outside(maskedPaths, "/proc"), outside(readonlyPaths, "/proc")
+	}
+	masks, err := procinit.MaskPaths(s.sys, rootfs, maskedPaths, readonlyPaths, "")
 	mounted = append(mounted, masks...)
 	if err != nil {
 		return mounted, err
@@ -150,6 +161,17 @@ func (s *Service) setupRoot(ctx context.Context, rootfs, dev, cgroupDir string, 
 		}
 	}
 	return mounted, nil
+}
+
+// outside are the paths of paths that are not dir or under it.
+func outside(paths []string, dir string) []string {
+	var out []string
+	for _, p := range paths {
+		if c := path.Clean("/" + p); c != dir && !strings.HasPrefix(c, dir+"/") {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // waitDevice waits up to wait for a device node to appear (devtmpfs creates

@@ -48,7 +48,7 @@ func TestHelperSpare(t *testing.T) {
 			c := s.containers[""]
 			c.newNs, c.ownPidns, c.hostname = []string{"uts", "ipc", "mount"}, tt.ownPidns, "spare-host"
 			l := s.launcher.(*helperLauncher)
-			if err := l.StartSpare(10 * time.Second); err != nil {
+			if err := l.StartSpare(10*time.Second, ""); err != nil {
 				t.Fatalf("StartSpare: %v", err)
 			}
 			sp := l.spare.spare
@@ -98,7 +98,7 @@ func TestHelperSpare(t *testing.T) {
 			if len(lines) != wantLines || lines[0] != wantPid || lines[1] != "spare-host" || wantLines == 3 && lines[2] == agentMnt {
 				t.Errorf("the process saw %q; want pid %s, hostname spare-host and a mount namespace other than %s", out, wantPid, agentMnt)
 			}
-			if l.spare.spare != nil || l.StartSpare(time.Second) != nil || l.spare.spare != nil {
+			if l.spare.spare != nil || l.StartSpare(time.Second, "") != nil || l.spare.spare != nil {
 				t.Error("a launcher's spare is not used once only")
 			}
 		})

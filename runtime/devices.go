@@ -7,26 +7,7 @@ import (
 )
 
 // anyDevice is a rule's wildcard major or minor.
-const anyDevice = -1
-
-// alwaysAllowedDevices are the devices every container may use whatever
-// its spec's rules say, appended after them as runc does: making any device
-// node (its permissions decide who opens it), config-linux.md's "Default
-// Devices" (/dev/null, zero, full, random, urandom, tty), /dev/console, and
-// the container's ptys (/dev/ptmx, /dev/pts/*).
-var alwaysAllowedDevices = []*agentapi.DeviceRule{
-	{Allow: true, Type: "c", Major: anyDevice, Minor: anyDevice, Access: "m"},
-	{Allow: true, Type: "b", Major: anyDevice, Minor: anyDevice, Access: "m"},
-	{Allow: true, Type: "c", Major: 1, Minor: 3, Access: "rwm"},           // null
-	{Allow: true, Type: "c", Major: 1, Minor: 5, Access: "rwm"},           // zero
-	{Allow: true, Type: "c", Major: 1, Minor: 7, Access: "rwm"},           // full
-	{Allow: true, Type: "c", Major: 1, Minor: 8, Access: "rwm"},           // random
-	{Allow: true, Type: "c", Major: 1, Minor: 9, Access: "rwm"},           // urandom
-	{Allow: true, Type: "c", Major: 5, Minor: 0, Access: "rwm"},           // tty
-	{Allow: true, Type: "c", Major: 5, Minor: 1, Access: "rwm"},           // console
-	{Allow: true, Type: "c", Major: 5, Minor: 2, Access: "rwm"},           // ptmx
-	{Allow: true, Type: "c", Major: 136, Minor: anyDevice, Access: "rwm"}, // pts
-}
+const anyDevice = agentapi.AnyDevice
 
 // specDevices are spec s's linux.devices as the agent makes them in the
 // container's /dev (config-linux.md devices: "the runtime MUST make the
@@ -55,7 +36,7 @@ func specDevices(s *specs.Spec) []*agentapi.DeviceNode {
 
 // deviceRules are the device cgroup rules of spec s for the guest (config-
 // linux.md "Allowed Device list"): its linux.resources.devices, then
-// alwaysAllowedDevices; nil (no filter) when it has none, as the VM is the
+// agentapi.AlwaysAllowedDevices; nil (no filter) when it has none, as the VM is the
 // boundary for a bundle that asks for nothing (`initos-runtime spec`'s).
 // bundle.Load has checked the types and the access strings.
 func deviceRules(s *specs.Spec) []*agentapi.DeviceRule {
@@ -79,5 +60,5 @@ func deviceRules(s *specs.Spec) []*agentapi.DeviceRule {
 		}
 		out = append(out, r)
 	}
-	return append(out, alwaysAllowedDevices...)
+	return append(out, agentapi.AlwaysAllowedDevices()...)
 }

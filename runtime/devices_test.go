@@ -6,7 +6,26 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/initos-runtime/initos-runtime/agentapi"
 )
+
+// TestDeviceRulesCommon: the engines' default device rules (every device
+// denied; podman's, containerd's, nerdctl's) are agentapi.CommonDeviceRules,
+// whose program a template's agent has loaded.
+func TestDeviceRulesCommon(t *testing.T) {
+	s := &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}}}}
+	got, want := deviceRules(s), agentapi.CommonDeviceRules()
+	if len(got) != len(want) {
+		t.Fatalf("%d rules, want %d: %v", len(got), len(want), got)
+	}
+	for i := range got {
+		if !proto.Equal(got[i], want[i]) {
+			t.Errorf("rule %d: %v, want %v", i, got[i], want[i])
+		}
+	}
+}
 
 func TestDeviceRules(t *testing.T) {
 	i64 := func(v int64) *int64 { return &v }
@@ -19,8 +38,8 @@ func TestDeviceRules(t *testing.T) {
 		{Allow: true, Type: "b", Major: i64(8)},
 	}}}}
 	r := deviceRules(s)
-	if len(r) != 3+len(alwaysAllowedDevices) {
-		t.Fatalf("%d rules, want the spec's 3 and the %d always allowed", len(r), len(alwaysAllowedDevices))
+	if len(r) != 3+len(agentapi.AlwaysAllowedDevices()) {
+		t.Fatalf("%d rules, want the spec's 3 and the %d always allowed", len(r), len(agentapi.AlwaysAllowedDevices()))
 	}
 	for i, want := range []string{"false a -1:-1 rwm", "true c 10:229 rw", "true b 8:-1 rwm"} {
 		if got := ruleString(r[i]); got != want {

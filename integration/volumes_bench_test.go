@@ -61,10 +61,11 @@ type volumeBenchResult struct {
 	fstype              string
 }
 
-// parseVolumeBench reads volumeBenchScript's output.
-func parseVolumeBench(out []byte) (volumeBenchResult, error) {
-	var r volumeBenchResult
-	marks := map[string]time.Duration{}
+// parseMarks reads the clock readings after each mark of a script's
+// output (`mark NAME` then /proc/timer_list's `now at NS nsecs`), and its
+// `fstype T` line; every one of want must be there.
+func parseMarks(out []byte, want ...string) (marks map[string]time.Duration, fstype string, err error) {
+	marks = map[string]time.Duration{}
 	var mark string
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
@@ -73,21 +74,32 @@ func parseVolumeBench(out []byte) (volumeBenchResult, error) {
 		case len(f) == 2 && f[0] == "mark":
 			mark = f[1]
 		case len(f) == 2 && f[0] == "fstype":
-			r.fstype = f[1]
+			fstype = f[1]
 		case len(f) == 4 && f[0] == "now" && f[1] == "at" && mark != "":
 			ns, err := strconv.ParseInt(f[2], 10, 64)
 			if err != nil {
-				return r, fmt.Errorf("the clock reading after mark %q: %w", mark, err)
+				return nil, "", fmt.Errorf("the clock reading after mark %q: %w", mark, err)
 			}
 			marks[mark] = time.Duration(ns)
 			mark = ""
 		}
 	}
-	for _, m := range []string{"start", "calibrate", "write", "read", "create"} {
+	for _, m := range want {
 		if _, ok := marks[m]; !ok {
-			return r, fmt.Errorf("no clock reading after mark %q in the output:\n%s", m, out)
+			return nil, "", fmt.Errorf("no clock reading after mark %q in the output:\n%s", m, out)
 		}
 	}
+	return marks, fstype, nil
+}
+
+// parseVolumeBench reads volumeBenchScript's output.
+func parseVolumeBench(out []byte) (volumeBenchResult, error) {
+	var r volumeBenchResult
+	marks, fstype, err := parseMarks(out, "start", "calibrate", "write", "read", "create")
+	if err != nil {
+		return r, err
+	}
+	r.fstype = fstype
 	overhead := marks["calibrate"] - marks["start"]
 	r.write = marks["write"] - marks["calibrate"] - overhead
 	r.read = marks["read"] - marks["write"] - overhead

@@ -176,6 +176,15 @@ func writeReport(path string) error {
 			f(row.key+".tpl.vfs", row.format), row.unit)
 	}
 
+	fmt.Fprintf(&b, "\n## Work in the container's root (ms, by the guest's clock)\n\n")
+	fmt.Fprintf(&b, "`BenchmarkRootfsWorkload`: one exec of `/bin/true` from a shell (the mean of %d), and an `ls -lR` of the image's directories.\n\n", rootfsExecs)
+	fmt.Fprintf(&b, "| root | exec | `ls -lR` |\n|---|---|---|\n")
+	for _, t := range rootfsBenchTargets {
+		what := map[string]string{"runc": "runc (the host's filesystem)", "share-virtiofs": "root share, virtiofs",
+			"share-9p": "root share, 9p", "disk": "btrfs disk"}[t.name]
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", what, f("rootfs.exec."+t.name, "%.1f"), f("rootfs.ls."+t.name, "%.0f"))
+	}
+
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		return err
 	}

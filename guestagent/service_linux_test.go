@@ -288,6 +288,27 @@ func TestSetupResolvesSymlinksInsideRootfs(t *testing.T) {
 	}
 }
 
+// TestSetupRefusesProcThroughSymlink: a proc mount whose destination a
+// symlink of the image leads elsewhere is refused, as runc refuses it,
+// with nothing left mounted.
+func TestSetupRefusesProcThroughSymlink(t *testing.T) {
+	s, sys, _ := newTestService(t)
+	r := testRootfs
+	sys.files[r+"/tmp"] = fs.ModeDir
+	sys.links[r+"/proc"] = "/tmp"
+	_, err := s.Setup(ctx5s(t), &agentapi.SetupRequest{RootDevice: "/dev/vda", RootFstype: "btrfs", OwnPidNamespace: true,
+		Mounts: podmanMounts()[:1]})
+	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), `proc would go on "/tmp"`) {
+		t.Errorf("Setup with /proc a symlink to /tmp = %v, want ErrInvalidArgument naming /tmp", err)
+	}
+	if got := sys.Calls("mount proc"); len(got) != 0 {
+		t.Errorf("proc mounted: %q", got)
+	}
+	if left := sys.mountedTargets(); len(left) > 1 { // the VM's cgroup2 stays
+		t.Errorf("mounts left: %q", left)
+	}
+}
+
 func TestSetupHostBindFailsAndRollsBack(t *testing.T) {
 	s, sys, _ := newTestService(t)
 	req := &agentapi.SetupRequest{

@@ -236,6 +236,21 @@ func (s *Service) mountOne(rootfs, cgroupDir string, m *agentapi.Mount) ([]strin
 	if m.Type == "" || m.Type == "none" {
 		return nil, errorf(ErrInvalidArgument, "mount %q: no type and not a bind mount", m.Destination)
 	}
+	if m.Type == "proc" {
+		// runc's checkProcMount: a proc goes where the spec says, never
+		// where a symlink of the image leads (the first process mounts
+		// its own over the spec's path; one elsewhere would show the
+		// VM's processes, unmasked).
+		dest := path.Clean("/" + m.Destination)
+		resolved, err := procinit.ScopedJoin(s.sys, rootfs, dest)
+		if err != nil {
+			return nil, fmt.Errorf("mount destination %q: %w", m.Destination, err)
+		}
+		if resolved != filepath.Join(rootfs, dest) {
+			return nil, errorf(ErrInvalidArgument, "mount %q: proc would go on %q, where a symlink of the root filesystem leads: refused",
+				m.Destination, "/"+strings.TrimPrefix(strings.TrimPrefix(resolved, rootfs), "/"))
+		}
+	}
 	target, err := s.mountTarget(rootfs, m.Destination, true)
 	if err != nil {
 		return nil, err

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,22 +169,10 @@ func BenchmarkRootfs(b *testing.B) {
 			b.ReportMetric(r.write, "write-MB/s")
 			b.ReportMetric(r.read, "read-MB/s")
 			b.ReportMetric(r.creates, "creates/s")
-			// The last run of a sub-benchmark (b.N as asked) is the one kept.
-			for i := range rows {
-				if rows[i].name == target.name {
-					rows = append(rows[:i], rows[i+1:]...)
-					break
-				}
-			}
-			rows = append(rows, r)
+			rows = keepLast(rows, r, func(r row) string { return r.name })
 		})
 	}
-	var runc *row
-	for i := range rows {
-		if rows[i].name == "runc" {
-			runc = &rows[i]
-		}
-	}
+	runc := rowOf(rows, "runc", func(r row) string { return r.name })
 	var tab strings.Builder
 	fmt.Fprintf(&tab, "rootfs: %d MiB write (fsync), %d MiB read (host-written), %d file creates in %s of the container's root; ready: disk= of run --timings\n",
 		rootfsBenchWriteMiB, rootfsBenchReadMiB, benchFiles, rootfsBenchDir)
@@ -293,17 +280,10 @@ func BenchmarkRootfsWorkload(b *testing.B) {
 			b.ReportMetric(ms(r.stat), "ls-lR-ms")
 			record("rootfs.exec."+target.name, ms(r.exec))
 			record("rootfs.ls."+target.name, ms(r.stat))
-			// The last run of a sub-benchmark (b.N as asked) is the one kept.
-			rows = slices.DeleteFunc(rows, func(o row) bool { return o.name == target.name })
-			rows = append(rows, r)
+			rows = keepLast(rows, r, func(r row) string { return r.name })
 		})
 	}
-	var runc *row
-	for i := range rows {
-		if rows[i].name == "runc" {
-			runc = &rows[i]
-		}
-	}
+	runc := rowOf(rows, "runc", func(r row) string { return r.name })
 	var tab strings.Builder
 	fmt.Fprintf(&tab, "rootfs workload: %d execs of /bin/true from a shell, ls -lR of the image's directories, in the container's root (guest clock)\n", rootfsExecs)
 	fmt.Fprintf(&tab, "%-15s %-9s %10s %10s\n", "target", "fstype", "exec ms", "ls -lR ms")
@@ -445,13 +425,8 @@ func BenchmarkRootfsReady(b *testing.B) {
 				}
 				second := sum / time.Duration(b.N)
 				b.ReportMetric(float64(second)/1e6, "ready-ms")
-				for i := range rows {
-					if rows[i].mode == mode && rows[i].image == img.name {
-						rows = append(rows[:i], rows[i+1:]...)
-						break
-					}
-				}
-				rows = append(rows, row{mode: mode, image: img.name, bytes: img.bytes, files: img.files, first: first, second: second})
+				rows = keepLast(rows, row{mode: mode, image: img.name, bytes: img.bytes, files: img.files, first: first, second: second},
+					func(r row) [2]string { return [2]string{r.mode, r.image} })
 			})
 		}
 	}

@@ -110,6 +110,24 @@ func parseVolumeBench(out []byte) (volumeBenchResult, error) {
 	return r, nil
 }
 
+// keepLast is rows with r in place of an earlier row of the same key: a
+// sub-benchmark runs again with the b.N asked for, and its last run is the
+// one its table keeps.
+func keepLast[R any, K comparable](rows []R, r R, key func(R) K) []R {
+	rows = slices.DeleteFunc(rows, func(o R) bool { return key(o) == key(r) })
+	return append(rows, r)
+}
+
+// rowOf is the row of rows whose key is k, or nil.
+func rowOf[R any, K comparable](rows []R, k K, key func(R) K) *R {
+	for i := range rows {
+		if key(rows[i]) == k {
+			return &rows[i]
+		}
+	}
+	return nil
+}
+
 // errClockStepped: the script's clock readings cannot be true (a step
 // took no time, or longer than the whole run); the run is repeated, at
 // most clockRetries times. (The wall clock, which the script read before,
@@ -209,21 +227,10 @@ func BenchmarkVolume(b *testing.B) {
 			b.ReportMetric(r.read, "read-MB/s")
 			b.ReportMetric(r.creates, "creates/s")
 			// The last run of a sub-benchmark (b.N as asked) is the one kept.
-			for i := range rows {
-				if rows[i].name == target {
-					rows = append(rows[:i], rows[i+1:]...)
-					break
-				}
-			}
-			rows = append(rows, r)
+			rows = keepLast(rows, r, func(r row) string { return r.name })
 		})
 	}
-	var host *row
-	for i := range rows {
-		if rows[i].name == "host" {
-			host = &rows[i]
-		}
-	}
+	host := rowOf(rows, "host", func(r row) string { return r.name })
 	var tab strings.Builder
 	fmt.Fprintf(&tab, "volume: %d MiB write (fsync), %d MiB read (host-written), %d file creates\n", benchWriteMiB, benchReadMiB, benchFiles)
 	fmt.Fprintf(&tab, "%-9s %12s %12s %12s\n", "target", "write MB/s", "read MB/s", "creates/s")

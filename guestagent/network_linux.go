@@ -7,12 +7,15 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // netlinker is the part of netlink the network setup uses.
 type netlinker interface {
 	LinkByName(name string) (netlink.Link, error)
 	LinkSetUp(link netlink.Link) error
+	// SetUpByName sets the link name up without netlink (setLinkUp).
+	SetUpByName(name string) error
 	LinkSetMTU(link netlink.Link, mtu int) error
 	LinkSetHardwareAddr(link netlink.Link, hwaddr net.HardwareAddr) error
 	AddrAdd(link netlink.Link, addr *netlink.Addr) error
@@ -24,6 +27,7 @@ type realNetlink struct{}
 
 func (realNetlink) LinkByName(name string) (netlink.Link, error) { return netlink.LinkByName(name) }
 func (realNetlink) LinkSetUp(l netlink.Link) error               { return netlink.LinkSetUp(l) }
+func (realNetlink) SetUpByName(name string) error                { return setLinkUp(name) }
 func (realNetlink) LinkSetMTU(l netlink.Link, mtu int) error     { return netlink.LinkSetMTU(l, mtu) }
 func (realNetlink) LinkSetHardwareAddr(l netlink.Link, mac net.HardwareAddr) error {
 	return netlink.LinkSetHardwareAddr(l, mac)
@@ -35,12 +39,12 @@ func (realNetlink) RouteAdd(r *netlink.Route) error               { return netli
 // link up and the default route via the gateway. wait bounds the wait for
 // eth0 to appear after virtio_net loads.
 func setupNetwork(nl netlinker, n *NetConfig, wait time.Duration) error {
-	lo, err := nl.LinkByName("lo")
-	if err != nil {
-		return fmt.Errorf("finding lo: %w", err)
-	}
-	if err := nl.LinkSetUp(lo); err != nil {
-		return fmt.Errorf("bringing lo up: %w", err)
+	// By ioctl: a VM without a NIC (--network none, the CLI's default)
+	// then runs no netlink code at boot, which under TCG is translated
+	// afresh in each boot (the step took 62-76 ms with netlink, 26-40 ms
+	// so, 5 boots each).
+	if err := nl.SetUpByName("lo"); err != nil {
+		return err
 	}
 	if n == nil {
 		return nil
@@ -110,4 +114,26 @@ func waitLink(nl netlinker, name string, wait time.Duration) (netlink.Link, erro
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// setLinkUp sets IFF_UP on the interface name: SIOCGIFFLAGS and
+// SIOCSIFFLAGS on a datagram socket, as ifconfig does.
+func setLinkUp(name string) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening a socket to set %s up: %w", name, err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return fmt.Errorf("setting %q up: %w", name, err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("reading the flags of %s: %w", name, err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("setting %s up: %w", name, err)
+	}
+	return nil
 }

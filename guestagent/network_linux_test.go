@@ -47,6 +47,11 @@ func (f *fakeNetlink) LinkSetUp(l netlink.Link) error {
 	return nil
 }
 
+func (f *fakeNetlink) SetUpByName(name string) error {
+	f.calls = append(f.calls, "up "+name)
+	return nil
+}
+
 func (f *fakeNetlink) AddrAdd(l netlink.Link, a *netlink.Addr) error {
 	f.calls = append(f.calls, fmt.Sprintf("addr %s %s", l.Attrs().Name, a.IPNet))
 	return nil

@@ -17,7 +17,7 @@ import (
 
 // formatVersion is hashed into every cache key: change it whenever the
 // layout Build writes changes for the same inputs.
-const formatVersion = "initos-initrd newc v3: dirs . dev lib lib/modules proc run sbin sys tmp, dev/console 5:1, " + ModIndexName + ", sbin/" + ModprobeName + " -> /init, sbin/" + HelperName
+const formatVersion = "initos-initrd newc v4, modules unsigned where the kernel allows: dirs . dev lib lib/modules proc run sbin sys tmp, dev/console 5:1, " + ModIndexName + ", sbin/" + ModprobeName + " -> /init, sbin/" + HelperName
 
 // ModprobeName is the agent's name as the guest kernel's modprobe: the
 // initrd's /sbin/<ModprobeName> is a symlink to /init (docs/contracts.md).
@@ -189,10 +189,16 @@ func build(opts Options) (string, error) {
 	hashField(h, agent)
 	hashField(h, helper)
 	var order strings.Builder
+	unsigned := !opts.Kernel.ModulesMustBeSigned()
 	for _, m := range mods {
 		data, err := ReadModule(m.Path)
 		if err != nil {
 			return "", fmt.Errorf("building initrd: %w", err)
+		}
+		if unsigned {
+			if data, err = StripSignature(data); err != nil {
+				return "", fmt.Errorf("building initrd: %s: %w", m.Path, err)
+			}
 		}
 		file := m.Name + ".ko"
 		hashField(h, []byte(file))

@@ -358,6 +358,59 @@ func TestBuildRealKernel(t *testing.T) {
 	t.Logf("initrd %d bytes (agent %d, modules %d), cold build %v, cached %v",
 		fi.Size(), len(agentData), fi.Size()-int64(len(agentData)), cold, cached)
 	t.Logf("load.order:\n%s", recs["lib/modules/load.order"].data)
+	unsigned := !k.ModulesMustBeSigned()
+	for name, r := range recs {
+		if strings.HasSuffix(name, ".ko") && bytes.HasSuffix(r.data, []byte(moduleSigMagic)) == unsigned {
+			t.Errorf("%s: its signature kept: %v, want %v (ModulesMustBeSigned)", name, unsigned, !unsigned)
+		}
+	}
+}
+
+// TestBuildStripsSignatures: a signed module goes into the initrd without
+// its signature unless the kernel's config forces signatures, or is not
+// there to say.
+func TestBuildStripsSignatures(t *testing.T) {
+	tests := []struct {
+		name   string
+		config string // "": none
+		signed bool
+	}{
+		{"not forced", "CONFIG_MODULE_SIG=y\n# CONFIG_MODULE_SIG_FORCE is not set\n", false},
+		{"forced", "CONFIG_MODULE_SIG=y\nCONFIG_MODULE_SIG_FORCE=y\n", true},
+		{"no config", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := fakeKernel(t)
+			ko := filepath.Join(k.ModulesDir, "kernel/drivers/virtio/virtio_ring.ko")
+			body, err := os.ReadFile(ko)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(ko, signed(body, 470, [moduleSigInfoLen]byte{2: 2}), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if tt.config != "" {
+				if err := os.WriteFile(filepath.Join(filepath.Dir(k.Vmlinuz), "config-"+k.Release), []byte(tt.config), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			agentData := []byte("\x7fELF pretend agent")
+			agent := writeAgent(t, agentData)
+			p, err := Build(Options{Kernel: k, AgentPath: agent, HelperPath: helperOf(agent), CacheDir: t.TempDir(), Groups: []string{"mmio"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := checkLayout(t, p, agentData)["lib/modules/virtio_ring.ko"].data
+			want := body
+			if tt.signed {
+				want = signed(body, 470, [moduleSigInfoLen]byte{2: 2})
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("virtio_ring.ko in the initrd: %d bytes, want %d (signed %v)", len(got), len(want), tt.signed)
+			}
+		})
+	}
 }
 
 // BenchmarkBuild builds the initrd of the real kernel with this test binary

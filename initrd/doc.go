@@ -20,7 +20,8 @@
 // are compiled into the kernel.
 //
 // Build writes the initrd of docs/contracts.md as an uncompressed, deterministic
-// newc cpio archive: /init is the agent, /lib/modules/<name>.ko the modules and
+// newc cpio archive: /init is the agent, /lib/modules/<name>.ko the modules
+// (without their signatures when the kernel allows it: StripSignature) and
 // /lib/modules/load.order the order the agent loads them in, each line naming
 // the module groups that need it. It also holds /lib/modules/modules.idx.gz,
 // the ModIndex of the kernel's whole module tree (every module's path,

@@ -302,6 +302,55 @@ func TestHelperPodMemberPidns(t *testing.T) {
 	}
 }
 
+// TestHelperKeepsProcMounts: a spec's mount under /proc (lxcfs's
+// /proc/meminfo, say), made by Setup on the spec's proc, is on the /proc
+// the container's first process mounts for its PID namespace, as runc
+// mounts it on the container's one /proc.
+func TestHelperKeepsProcMounts(t *testing.T) {
+	s := rootService(t)
+	root := s.containers[""].rootfs
+	proc := filepath.Join(root, "proc")
+	if err := os.MkdirAll(proc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for unix.Unmount(proc, unix.MNT_DETACH) == nil {
+		}
+	})
+	// What Setup makes: the spec's proc, then the bind on it.
+	if err := unix.Mount("proc", proc, "proc", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	fake := filepath.Join(t.TempDir(), "meminfo")
+	if err := os.WriteFile(fake, []byte("MemTotal: 42 kB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(fake, filepath.Join(proc, "meminfo"), "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	s.containers["m3"] = &guestContainer{id: "m3", rootfs: root, ownPidns: true,
+		mounted: []string{root, proc, filepath.Join(proc, "meminfo")}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p := specs.Process{Args: []string{"sh", "-c", "echo $$; cat /proc/meminfo"}, Env: []string{"PATH=/bin"}, Cwd: "/"}
+	if _, err := s.CreateProcess(ctx, &agentapi.CreateProcessRequest{Id: "m3-main", ContainerId: "m3", ProcessJson: processJSON(t, p)}); err != nil {
+		t.Fatalf("CreateProcess: %v", err)
+	}
+	if _, err := s.StartProcess(ctx, &agentapi.ProcessRequest{Id: "m3-main"}); err != nil {
+		t.Fatalf("StartProcess: %v", err)
+	}
+	out := readAllStream(t, s.ReadStdout, "m3-main")
+	if e := readAllStream(t, s.ReadStderr, "m3-main"); e != "" {
+		t.Logf("stderr: %s", e)
+	}
+	if want := "1\nMemTotal: 42 kB\n"; out != want {
+		t.Errorf("the process printed %q, want %q: PID 1 of its namespace, with the bind on its /proc/meminfo", out, want)
+	}
+	if w, err := s.WaitProcess(ctx, &agentapi.ProcessRequest{Id: "m3-main"}); err != nil || w.ExitStatus != 0 {
+		t.Errorf("WaitProcess = %v, %v", w, err)
+	}
+}
+
 // TestHelperPodSharedPidns: a pod member that joins the default
 // container's PID namespace (CRI shareProcessNamespace) sees the sandbox's
 // process as PID 1 and its own processes beside it, its execs join it, and

@@ -184,6 +184,7 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 	}
 	if mountsOwnProc(req.NewNamespaces, req.JoinNamespaces) && req.Rootfs != "" {
 		cfg.MountProc = filepath.Join(req.Rootfs, "proc")
+		cfg.ProcMounts = req.ProcMounts
 		cfg.Masked, cfg.Readonly = req.Masked, req.Readonly
 	}
 	switch {
@@ -399,6 +400,18 @@ func (l *helperLauncher) Launch(ctx context.Context, req launchRequest) (_ *laun
 // namespace. Setup then leaves the masks under /proc to it (setupRoot).
 func mountsOwnProc(newNs, joinNs []string) bool {
 	return slices.Contains(newNs, "pid") || slices.Contains(joinNs, "pid") && slices.Contains(newNs, "mount")
+}
+
+// mountsUnder are the mount points of mounted strictly below dir, in
+// order.
+func mountsUnder(mounted []string, dir string) []string {
+	var under []string
+	for _, m := range mounted {
+		if strings.HasPrefix(m, dir+"/") {
+			under = append(under, m)
+		}
+	}
+	return under
 }
 
 // helperError turns the helper's error text into an error, keeping "not

@@ -3,6 +3,7 @@ package guestagent
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -29,5 +30,15 @@ func TestLauncherMissingHelper(t *testing.T) {
 				t.Errorf("spawn = %v, want an error naming the process helper %q", err, missing)
 			}
 		})
+	}
+}
+
+func TestMountsUnder(t *testing.T) {
+	mounted := []string{"/r", "/r/proc", "/r/proc/meminfo", "/r/procfoo", "/r/dev", "/r/proc/sys/fs"}
+	if got, want := mountsUnder(mounted, "/r/proc"), []string{"/r/proc/meminfo", "/r/proc/sys/fs"}; !slices.Equal(got, want) {
+		t.Errorf("mountsUnder = %q, want %q", got, want)
+	}
+	if got := mountsUnder(mounted, "/r/sys"); got != nil {
+		t.Errorf("mountsUnder of none = %q", got)
 	}
 }

@@ -47,6 +47,9 @@ type launchRequest struct {
 	// Masked and Readonly are the spec's paths, applied again under the
 	// new /proc of a new PID namespace.
 	Masked, Readonly []string
+	// ProcMounts are the mount points Setup made below Rootfs/proc,
+	// which the process's own /proc keeps (procinit.Config.ProcMounts).
+	ProcMounts []string
 	// PID1, when set, makes the process PID 1 of the VM (handoff) instead
 	// of a child of the agent.
 	PID1 *pid1

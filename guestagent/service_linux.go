@@ -314,6 +314,7 @@ func (s *Service) namespacesOf(c *guestContainer, req *launchRequest) error {
 	if c.mainID == "" {
 		req.NewNamespaces, req.Hostname, req.Sysctls = own, c.hostname, c.sysctls
 		req.Masked, req.Readonly = c.masked, c.readonly
+		req.ProcMounts = mountsUnder(c.mounted, filepath.Join(c.rootfs, "proc"))
 		if len(c.joinNs) == 0 {
 			return nil
 		}

@@ -36,6 +36,7 @@ func TestPodman(t *testing.T) {
 	t.Run("preserve-fds", func(t *testing.T) { t.Parallel(); testPodmanPreserveFds(t, p) })
 	t.Run("cgroup-limits", func(t *testing.T) { t.Parallel(); testPodmanCgroupLimits(t, p) })
 	t.Run("masked-paths", func(t *testing.T) { t.Parallel(); testPodmanMaskedPaths(t, p) })
+	t.Run("proc-mounts", func(t *testing.T) { t.Parallel(); testPodmanProcMounts(t, p) })
 	t.Run("privileged-dev", func(t *testing.T) { t.Parallel(); testPodmanPrivilegedDev(t, p) })
 	t.Run("seccomp-sockets", func(t *testing.T) { t.Parallel(); testPodmanSeccompSockets(t, p) })
 	if p.initos {
@@ -157,6 +158,21 @@ func testPodmanMaskedPaths(t *testing.T, p *podman) {
 		`if echo x > /proc/sys/kernel/domainname 2>/dev/null; then echo sys-writable; else echo sys-read-only; fi`
 	r := p.run(t, nil, "run", "--rm", "--network", "none", podmanImage, "sh", "-c", script)
 	if want := "kcore 0\nfirmware 0\nsys-read-only\n"; r.code != 0 || string(r.stdout) != want {
+		t.Errorf("exit %d, stdout %q, stderr %q; want %q", r.code, r.stdout, r.stderr, want)
+	}
+}
+
+// testPodmanProcMounts: a volume on a file under /proc (lxcfs's way to
+// give a container a /proc/meminfo of its own) is what the container reads
+// there, as under runc, and the paths masked under /proc stay masked.
+func testPodmanProcMounts(t *testing.T, p *podman) {
+	f := filepath.Join(t.TempDir(), "meminfo")
+	if err := os.WriteFile(f, []byte("MemTotal: 42 kB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := p.run(t, nil, "run", "--rm", "--network", "none", "-v", f+":/proc/meminfo:ro", podmanImage,
+		"sh", "-c", "cat /proc/meminfo; echo kcore $(cat /proc/kcore | wc -c)")
+	if want := "MemTotal: 42 kB\nkcore 0\n"; r.code != 0 || string(r.stdout) != want {
 		t.Errorf("exit %d, stdout %q, stderr %q; want %q", r.code, r.stdout, r.stderr, want)
 	}
 }

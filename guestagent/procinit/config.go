@@ -35,6 +35,11 @@ type Config struct {
 	// container that joined another's, in a mount namespace of its own)
 	// and the container's /proc must show that namespace.
 	MountProc string
+	// ProcMounts are the mount points Setup made below MountProc (the
+	// spec's mounts under /proc, lxcfs's /proc/meminfo say), in mount
+	// order: the new proc mount would cover them, so they are kept
+	// across it.
+	ProcMounts []string
 	// Masked and Readonly are the spec's paths; those under /proc are
 	// applied again on the new proc mount.
 	Masked   []string
@@ -99,7 +104,7 @@ type CapSets struct {
 
 // configVersion is the first byte of an encoded Config: agent and helper
 // come from one initrd, so a mismatch is a build error, named as one.
-const configVersion = 1
+const configVersion = 2
 
 // maxConfigSize bounds what the helper reads: the spec's strings and the
 // largest seccomp program with room to spare.
@@ -153,6 +158,7 @@ func (c *Config) MarshalBinary() ([]byte, error) {
 	e.flag(c.TryCtty)
 	e.str(c.Console)
 	e.str(c.MountProc)
+	e.strs(c.ProcMounts)
 	e.strs(c.Masked)
 	e.strs(c.Readonly)
 	e.str(c.Hostname)
@@ -230,6 +236,7 @@ func (c *Config) UnmarshalBinary(b []byte) error {
 	c.TryCtty = d.flag("tryCtty")
 	c.Console = d.str("console")
 	c.MountProc = d.str("mountProc")
+	c.ProcMounts = d.strs("procMounts")
 	c.Masked = d.strs("masked")
 	c.Readonly = d.strs("readonly")
 	c.Hostname = d.str("hostname")

@@ -27,7 +27,8 @@ func TestConfigRoundTrip(t *testing.T) {
 			Process: Process{Args: []string{"/init"}, Cwd: "/"},
 			Rootfs:  "/run/c/rootfs", Pivot: true, RootPropagation: 1<<14 | 1<<20, Ctty: true, TryCtty: true,
 			Console: "/run/c/rootfs/dev/console", MountProc: "/run/c/rootfs/proc",
-			Masked: []string{"/proc/kcore", "/sys/firmware"}, Readonly: []string{"/proc/sys"},
+			ProcMounts: []string{"/run/c/rootfs/proc/meminfo", "/run/c/rootfs/proc/sys/fs"},
+			Masked:     []string{"/proc/kcore", "/sys/firmware"}, Readonly: []string{"/proc/sys"},
 			Hostname: "h", Sysctls: map[string]string{"kernel.shmmax": "1", "net.ipv4.ip_forward": "", "": "empty name"},
 			NewCgroupns: true, CgroupMount: "/run/c/rootfs/sys/fs/cgroup", CgroupReadonly: true,
 			Seccomp: bytes.Repeat([]byte{6, 0, 0, 0, 0, 0, 0xff, 0x7f}, 3), SeccompFlags: 1 << 2, UnshareMount: true,
@@ -77,12 +78,12 @@ func TestConfigDecodeErrors(t *testing.T) {
 		want string
 	}{
 		{"nothing", nil, "version: truncated"},
-		{"another version", []byte{2}, "version 2, want 1"},
+		{"another version", []byte{1}, "version 1, want 2"},
 		{"truncated in args", valid[:4], "args: 4 items in 1 bytes: truncated"},
 		{"cut short at the end", valid[:len(valid)-1], "unshareMount: truncated"},
 		{"left over", append(append([]byte{}, valid...), 0), "1 bytes after the last field"},
-		{"a count larger than the input", []byte{1, 0xff, 0xff, 0xff, 0xff, 0x0f}, "args: 4294967295 items in 0 bytes"},
-		{"a flag that is not 0 or 1", append([]byte{1, 0, 0, 0, 0, 0, 0}, 2), "umask: flag byte 2"},
+		{"a count larger than the input", []byte{configVersion, 0xff, 0xff, 0xff, 0xff, 0x0f}, "args: 4294967295 items in 0 bytes"},
+		{"a flag that is not 0 or 1", append([]byte{configVersion, 0, 0, 0, 0, 0, 0}, 2), "umask: flag byte 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var c Config

@@ -179,8 +179,19 @@ func prepareExec(cfg *Config) (string, error) {
 		return "", err
 	}
 	if cfg.MountProc != "" {
+		// runc mounts the spec's mounts under /proc on the container's
+		// one /proc; here the spec's is covered by this one, so they are
+		// cloned first and moved onto it.
+		kept, err := keepMounts(realTreeOps, cfg.ProcMounts)
+		if err != nil {
+			return "", err
+		}
 		if err := unix.Mount("proc", cfg.MountProc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			closeKept(realTreeOps, kept)
 			return "", fmt.Errorf("mounting the PID namespace's proc on %q: %w", cfg.MountProc, err)
+		}
+		if err := restoreMounts(realTreeOps, kept); err != nil {
+			return "", err
 		}
 		if _, err := MaskPaths(osMounter{}, cfg.Rootfs, cfg.Masked, cfg.Readonly, "/proc"); err != nil {
 			return "", err

@@ -407,7 +407,7 @@ func mountsOwnProc(newNs, joinNs []string) bool {
 func mountsUnder(mounted []string, dir string) []string {
 	var under []string
 	for _, m := range mounted {
-		if strings.HasPrefix(m, dir+"/") {
+		if m != dir && procinit.Within(m, dir) {
 			under = append(under, m)
 		}
 	}

@@ -167,7 +167,7 @@ func (s *Service) setupRoot(ctx context.Context, rootfs, dev, cgroupDir string, 
 func outside(paths []string, dir string) []string {
 	var out []string
 	for _, p := range paths {
-		if c := path.Clean("/" + p); c != dir && !strings.HasPrefix(c, dir+"/") {
+		if !procinit.Within(path.Clean("/"+p), dir) {
 			out = append(out, p)
 		}
 	}

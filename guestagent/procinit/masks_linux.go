@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,8 +38,7 @@ func (osMounter) Mount(source, target, fstype string, flags uintptr, data string
 // as runc does.
 func MaskPaths(sys Mounter, rootfs string, masked, readonly []string, under string) (mounted []string, err error) {
 	in := func(p string) bool {
-		p = path.Clean("/" + p)
-		return under == "" || p == under || strings.HasPrefix(p, under+"/")
+		return under == "" || Within(path.Clean("/"+p), under)
 	}
 	for _, p := range masked {
 		if !in(p) {

@@ -2,7 +2,7 @@ package procinit
 
 import (
 	"fmt"
-	"strings"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -78,14 +78,7 @@ func closeKept(ops treeOps, kept []keptMount) {
 func topMounts(paths []string) []string {
 	var tops []string
 	for _, p := range paths {
-		covered := false
-		for _, t := range tops {
-			if p == t || strings.HasPrefix(p, t+"/") {
-				covered = true
-				break
-			}
-		}
-		if !covered {
+		if !slices.ContainsFunc(tops, func(t string) bool { return Within(p, t) }) {
 			tops = append(tops, p)
 		}
 	}

@@ -78,3 +78,9 @@ func parentWithin(p string) string {
 	}
 	return ""
 }
+
+// Within reports whether the clean path p is dir or below it (not a
+// sibling that only shares its prefix, as /proc2 does /proc's).
+func Within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, dir+"/")
+}

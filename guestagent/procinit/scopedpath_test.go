@@ -64,3 +64,20 @@ func TestScopedJoin(t *testing.T) {
 		t.Errorf("symlink loop: got %v, want ErrTooManySymlinks", err)
 	}
 }
+
+func TestWithin(t *testing.T) {
+	for _, tc := range []struct {
+		p, dir string
+		want   bool
+	}{
+		{"/proc", "/proc", true},
+		{"/proc/sys/kernel", "/proc", true},
+		{"/proc2", "/proc", false},
+		{"/pro", "/proc", false},
+		{"/", "/proc", false},
+	} {
+		if got := Within(tc.p, tc.dir); got != tc.want {
+			t.Errorf("Within(%q, %q) = %v, want %v", tc.p, tc.dir, got, tc.want)
+		}
+	}
+}

@@ -29,7 +29,7 @@ type saver interface {
 
 // templateFormat is hashed into every template key: change it when what a
 // template holds changes for the same inputs.
-const templateFormat = "initos template v1"
+const templateFormat = "initos template v2"
 
 // retryFailedTemplate is how long a template whose build failed is not
 // tried again.

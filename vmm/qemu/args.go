@@ -19,6 +19,10 @@ const (
 // (docs/contracts.md).
 const AgentPortName = "org.initos.agent"
 
+// agentMaxPorts is the virtio-serial device's port count: port 0, which
+// qemu keeps for a console, and the agent's, port 1.
+const agentMaxPorts = 2
+
 // hostParams are the host-dependent inputs of the command line.
 type hostParams struct {
 	accel  string // vmm.AccelKVM or vmm.AccelTCG
@@ -144,8 +148,13 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 		}
 		a = append(a, "-drive", drive, "-device", dev)
 	}
+	// max_ports: the guest's virtio_console sets up a receive and a
+	// transmit queue per port the device may have (31 by default: 64
+	// queues) when it probes it; the agent's port is the only one (port 0
+	// is reserved for a console). The probe went from 47-70 to 34-44 ms of
+	// a cold boot under TCG (4 boots each).
 	a = append(a,
-		"-device", "virtio-serial-device",
+		"-device", "virtio-serial-device,max_ports="+strconv.Itoa(agentMaxPorts),
 		"-chardev", "socket,id=agent,path="+optValue(cfg.SocketPath(agentSocket))+",server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name="+AgentPortName,
 	)

@@ -28,7 +28,7 @@ func TestBuildArgs(t *testing.T) {
 	}
 	rootDisk := []string{"-drive", "id=d0,file=/d/root.img,format=raw,if=none", "-device", "virtio-blk-device,drive=d0"}
 	agent := []string{
-		"-device", "virtio-serial-device",
+		"-device", "virtio-serial-device,max_ports=2",
 		"-chardev", "socket,id=agent,path=/run/x/agent.sock,server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name=org.initos.agent",
 	}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // formatVersion is hashed into every cache key: change it whenever the
@@ -61,19 +62,24 @@ func Build(opts Options) (string, error) {
 	// names the initrd built from them last time.
 	stamp, stampErr := statStamp(opts)
 	if stampErr == nil {
-		if p, ok := readStamp(opts.CacheDir, stamp); ok {
+		if p, ok := readStampFile(opts.CacheDir, filepath.Join(opts.CacheDir, stampPrefix+stamp), "initrd-", ".cpio", time.Now()); ok {
 			return p, nil
 		}
 	}
-	out, err := build(opts)
-	if err == nil && stampErr == nil {
-		// A stamp that cannot be written only costs the next start a hash.
-		_ = writeFileAtomic(filepath.Join(opts.CacheDir, stampPrefix+stamp), func(w io.Writer) error {
-			_, err := io.WriteString(w, filepath.Base(out))
-			return err
-		})
+	out, used, err := build(opts)
+	if err != nil {
+		return "", err
 	}
-	return out, err
+	keep := append(used, filepath.Base(out))
+	if stampErr == nil {
+		// A stamp that cannot be written only costs the next start a hash.
+		_ = writeStamp(opts.CacheDir, stampPrefix+stamp, filepath.Base(out))
+		keep = append(keep, stampPrefix+stamp)
+	}
+	// New inputs (an upgrade): what older ones left goes once unused. Best
+	// effort: a cache that cannot be pruned still serves.
+	_ = pruneCache(opts.CacheDir, keep, time.Now())
+	return out, nil
 }
 
 // stampPrefix names the files that map a stat stamp to an initrd.
@@ -132,40 +138,25 @@ func hashStats(h hash.Hash, required, optional []string) error {
 	return nil
 }
 
-// readStamp returns the initrd the stamp file names, if both exist.
-func readStamp(cacheDir, stamp string) (string, bool) {
-	b, err := os.ReadFile(filepath.Join(cacheDir, stampPrefix+stamp))
-	if err != nil {
-		return "", false
-	}
-	name := string(b)
-	if !strings.HasPrefix(name, "initrd-") || !strings.HasSuffix(name, ".cpio") || strings.ContainsRune(name, '/') {
-		return "", false
-	}
-	p := filepath.Join(cacheDir, name)
-	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
-		return "", false
-	}
-	return p, true
-}
-
 // build is Build without the stat stamp: it reads and hashes every input.
-func build(opts Options) (string, error) {
+// used are the other files of the cache it read (the module index and
+// alias caches of the kernel).
+func build(opts Options) (out string, used []string, err error) {
 	agent, err := os.ReadFile(opts.AgentPath)
 	if err != nil {
-		return "", fmt.Errorf("building initrd: reading agent: %w", err)
+		return "", nil, fmt.Errorf("building initrd: reading agent: %w", err)
 	}
 	helper, err := os.ReadFile(opts.HelperPath)
 	if err != nil {
-		return "", fmt.Errorf("building initrd: reading the process helper: %w", err)
+		return "", nil, fmt.Errorf("building initrd: reading the process helper: %w", err)
 	}
 	ix, err := newIndex(opts.Kernel.ModulesDir, opts.CacheDir)
 	if err != nil {
-		return "", fmt.Errorf("building initrd: %w", err)
+		return "", nil, fmt.Errorf("building initrd: %w", err)
 	}
 	mods, err := ResolveGroups(ix, opts.Groups)
 	if err != nil {
-		return "", fmt.Errorf("building initrd: %w", err)
+		return "", nil, fmt.Errorf("building initrd: %w", err)
 	}
 	entries := []cpioEntry{
 		{name: ".", mode: modeDir | 0o755},
@@ -193,11 +184,11 @@ func build(opts Options) (string, error) {
 	for _, m := range mods {
 		data, err := ReadModule(m.Path)
 		if err != nil {
-			return "", fmt.Errorf("building initrd: %w", err)
+			return "", nil, fmt.Errorf("building initrd: %w", err)
 		}
 		if unsigned {
 			if data, err = StripSignature(data); err != nil {
-				return "", fmt.Errorf("building initrd: %s: %w", m.Path, err)
+				return "", nil, fmt.Errorf("building initrd: %s: %w", m.Path, err)
 			}
 		}
 		file := m.Name + ".ko"
@@ -212,22 +203,27 @@ func build(opts Options) (string, error) {
 	// later (from the kernel's modules share).
 	modIndex, err := cachedModIndex(ix, opts.CacheDir)
 	if err != nil {
-		return "", fmt.Errorf("building initrd: %w", err)
+		return "", nil, fmt.Errorf("building initrd: %w", err)
 	}
 	hashField(h, modIndex)
 	entries = append(entries, cpioEntry{name: "lib/modules/" + ModIndexName, mode: modeFile | 0o644, data: modIndex})
 
-	out := filepath.Join(opts.CacheDir, "initrd-"+hex.EncodeToString(h.Sum(nil))+".cpio")
+	for _, p := range []string{ix.aliasCache, modIndexCache(ix, opts.CacheDir)} {
+		if p != "" {
+			used = append(used, filepath.Base(p))
+		}
+	}
+	out = filepath.Join(opts.CacheDir, "initrd-"+hex.EncodeToString(h.Sum(nil))+".cpio")
 	if fi, err := os.Stat(out); err == nil && fi.Mode().IsRegular() {
-		return out, nil
+		return out, used, nil
 	}
 	if err := os.MkdirAll(opts.CacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("building initrd: creating cache directory: %w", err)
+		return "", nil, fmt.Errorf("building initrd: creating cache directory: %w", err)
 	}
 	if err := writeFileAtomic(out, func(w io.Writer) error { return writeCpio(w, entries) }); err != nil {
-		return "", fmt.Errorf("building initrd: %w", err)
+		return "", nil, fmt.Errorf("building initrd: %w", err)
 	}
-	return out, nil
+	return out, used, nil
 }
 
 // hashField hashes b with its length in front, so no two input lists hash

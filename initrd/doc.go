@@ -9,7 +9,8 @@
 // the xz container and the BCJ filter are decoded here, the LZMA2 data by
 // that module's lzma package. gzip, zstd (github.com/klauspost/compress/zstd)
 // and LZ4 legacy (blocks by github.com/pierrec/lz4/v4) payloads work too, all
-// in-process. Vmlinux caches the extraction by the content of the vmlinuz.
+// in-process. Vmlinux caches the extraction by the content of the vmlinuz,
+// found again by a stat stamp of it.
 //
 // Debian's package carries no modules.dep, so the module closure is computed
 // here from each .ko's .modinfo section (NewIndex, Resolve, ResolveGroups):
@@ -32,5 +33,6 @@
 // aliases, then built in) and loads the files from a share of the modules
 // directory. The archive is cached under a key derived
 // from its contents, so the same agent and modules give the same file and the
-// same bytes.
+// same bytes. Making a new vmlinux or initrd prunes the cache of what no start
+// has used for a month (cache.go).
 package initrd

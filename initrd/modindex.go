@@ -385,6 +385,17 @@ func (mi *ModIndex) lookup(name string) (lookupResult, error) {
 	return lookupResult{module: pickCandidate(files)}, nil
 }
 
+// modIndexCache is where cachedModIndex keeps ix's index in cacheDir,
+// named by a stat of its tree ("": the tree cannot be stat'ed).
+func modIndexCache(ix *Index, cacheDir string) string {
+	h := sha256.New()
+	hashField(h, []byte(modIndexVersion))
+	if err := hashStats(h, []string{ix.dir}, moduleTreeFiles(ix.dir)); err != nil {
+		return ""
+	}
+	return filepath.Join(cacheDir, modIndexPrefix+hex.EncodeToString(h.Sum(nil))+".gz")
+}
+
 // modIndexPrefix names the cached indexes: modindex-<stamp>.gz.
 const modIndexPrefix = "modindex-"
 
@@ -394,11 +405,8 @@ const modIndexPrefix = "modindex-"
 // next initrd of the same kernel (another agent) does not read them again.
 // A cache that cannot be written only costs the next build the reads.
 func cachedModIndex(ix *Index, cacheDir string) ([]byte, error) {
-	h := sha256.New()
-	hashField(h, []byte(modIndexVersion))
-	cached := ""
-	if err := hashStats(h, []string{ix.dir}, moduleTreeFiles(ix.dir)); err == nil {
-		cached = filepath.Join(cacheDir, modIndexPrefix+hex.EncodeToString(h.Sum(nil))+".gz")
+	cached := modIndexCache(ix, cacheDir)
+	if cached != "" {
 		if b, err := os.ReadFile(cached); err == nil {
 			return b, nil
 		} else if !errors.Is(err, fs.ErrNotExist) {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 )
 
 // compression is one format a bzImage payload may use.
@@ -187,21 +188,51 @@ func Vmlinux(k *Kernel, cacheDir string) (string, error) {
 	if k == nil {
 		return "", errors.New("vmlinux: no kernel given")
 	}
+	// The fast path, at every start: a stat of the vmlinuz (not a hash of
+	// its 8 MB) names the vmlinux made from it last time.
+	stamp, stampErr := vmlinuxStamp(k)
+	if stampErr == nil {
+		if p, ok := readStampFile(cacheDir, filepath.Join(cacheDir, vmlinuxStampPrefix+stamp), "vmlinux-"+k.Release+"-", "", time.Now()); ok {
+			return p, nil
+		}
+	}
 	sum, err := hashFile(k.Vmlinuz)
 	if err != nil {
 		return "", err
 	}
 	out := filepath.Join(cacheDir, "vmlinux-"+k.Release+"-"+hex.EncodeToString(sum[:12]))
-	if fi, err := os.Stat(out); err == nil && fi.Mode().IsRegular() {
-		return out, nil
+	if fi, err := os.Stat(out); err != nil || !fi.Mode().IsRegular() {
+		if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+			return "", fmt.Errorf("creating cache directory: %w", err)
+		}
+		if err := ExtractVmlinux(k.Vmlinuz, out); err != nil {
+			return "", err
+		}
 	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("creating cache directory: %w", err)
+	keep := []string{filepath.Base(out)}
+	if stampErr == nil {
+		// A stamp that cannot be written only costs the next start a hash.
+		_ = writeStamp(cacheDir, vmlinuxStampPrefix+stamp, filepath.Base(out))
+		keep = append(keep, vmlinuxStampPrefix+stamp)
 	}
-	if err := ExtractVmlinux(k.Vmlinuz, out); err != nil {
+	_ = pruneCache(cacheDir, keep, time.Now())
+	return out, nil
+}
+
+// vmlinuxStampPrefix names the stamps that map a stat of a vmlinuz to the
+// vmlinux made from it.
+const vmlinuxStampPrefix = "vmlinux-stat-"
+
+// vmlinuxStamp identifies k's vmlinuz by what stat says of it (a package
+// upgrade replaces the file) and its release.
+func vmlinuxStamp(k *Kernel) (string, error) {
+	h := sha256.New()
+	hashField(h, []byte("vmlinux stat stamp v1"))
+	hashField(h, []byte(k.Release))
+	if err := hashStats(h, []string{k.Vmlinuz}, nil); err != nil {
 		return "", err
 	}
-	return out, nil
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func hashFile(path string) ([]byte, error) {

@@ -233,6 +233,19 @@ func TestVmlinuxCache(t *testing.T) {
 	if got, _ := os.ReadFile(p2); string(got) != "cached" {
 		t.Error("cache hit extracted again")
 	}
+	// A start finds the file by the stat stamp of the vmlinuz, not by a
+	// hash of it: point the stamp elsewhere.
+	stamps, _ := filepath.Glob(filepath.Join(cache, vmlinuxStampPrefix+"*"))
+	if len(stamps) != 1 {
+		t.Fatalf("stamps %q, want one", stamps)
+	}
+	marked := filepath.Join(cache, "vmlinux-"+k.Release+"-marked")
+	os.WriteFile(marked, []byte("marked"), 0o644)
+	os.WriteFile(stamps[0], []byte(filepath.Base(marked)), 0o644)
+	if p, err := Vmlinux(k, cache); err != nil || p != marked {
+		t.Fatalf("with the stamp naming %q: %q, %v", marked, p, err)
+	}
+	os.WriteFile(stamps[0], []byte(filepath.Base(p1)), 0o644)
 	// Another kernel image of the same release: another file.
 	raw2 := fakeVmlinux(65 << 10)
 	os.WriteFile(k.Vmlinuz, fakeBzImage(compressXZ(t, raw2), len(raw2), true), 0o644)

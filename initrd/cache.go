@@ -1,0 +1,163 @@
+package initrd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The cache directory holds what Build and Vmlinux make (initrd-*.cpio,
+// vmlinux-*, the module indexes) and the stat stamps that find them again
+// (initrd-stat-*, vmlinux-stat-*). Every new agent and every new kernel
+// adds files of 15-65 MB; pruneCache removes those no start has used for
+// cacheMaxAge whenever a new one is made.
+
+const (
+	// stampRefresh: a stamp a start finds has its mtime brought up to date
+	// at most this often, so that its age says when it was last used
+	// without a write at every start.
+	stampRefresh = 24 * time.Hour
+	// cacheMaxAge: a stamp unused this long is removed, and then the files
+	// no stamp names.
+	cacheMaxAge = 30 * 24 * time.Hour
+	// orphanGrace: a file no stamp names is left this long, for the Build
+	// or Vmlinux that wrote it and writes its stamp next.
+	orphanGrace = time.Hour
+)
+
+// stampKinds are the prefixes of the stamps, each naming a file of the
+// cache by its base name.
+var stampKinds = []string{stampPrefix, vmlinuxStampPrefix}
+
+// cachedKinds are the prefixes of the files the cache keeps for stamps
+// (initrds, vmlinux files) or on its own (module aliases and indexes,
+// which a stat of their kernel's tree names).
+var cachedKinds = []string{"initrd-", "vmlinux-", "modaliases-", modIndexPrefix}
+
+// readStampFile returns the base name that the stamp file path names and
+// whether that file exists in cacheDir as a regular file whose name has
+// prefix and suffix. A stamp last refreshed more than stampRefresh before
+// now gets now as its mtime.
+func readStampFile(cacheDir, path, prefix, suffix string, now time.Time) (string, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 256))
+	if err != nil {
+		return "", false
+	}
+	name := string(b)
+	if !strings.HasPrefix(name, prefix) || !strings.HasSuffix(name, suffix) || strings.ContainsRune(name, '/') {
+		return "", false
+	}
+	p := filepath.Join(cacheDir, name)
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+		return "", false
+	}
+	if fi, err := f.Stat(); err == nil && now.Sub(fi.ModTime()) > stampRefresh {
+		// Best effort: a stamp that stays old is only pruned, and the
+		// next start makes it again.
+		_ = os.Chtimes(path, now, now)
+	}
+	return p, true
+}
+
+// writeStamp records that the stamp names file (a base name in cacheDir).
+func writeStamp(cacheDir, stampName, file string) error {
+	return writeFileAtomic(filepath.Join(cacheDir, stampName), func(w io.Writer) error {
+		_, err := io.WriteString(w, file)
+		return err
+	})
+}
+
+// pruneCache removes from dir the stamps last used more than cacheMaxAge
+// before now, then the cached files that no stamp names and that are older
+// than orphanGrace (module indexes and alias caches, which have no stamp,
+// once older than cacheMaxAge), except keep (base names). A file another
+// process still reads is unaffected (an open file outlives its name); a
+// start that found a stamp refreshed it first. Errors are collected: one
+// file that cannot be removed does not stop the others.
+func pruneCache(dir string, keep []string, now time.Time) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("pruning cache %s: %w", dir, err)
+	}
+	var errs []error
+	remove := func(name string) {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("pruning cache: %w", err))
+		}
+	}
+	age := func(e fs.DirEntry) (time.Duration, bool) {
+		fi, err := e.Info()
+		if err != nil || !fi.Mode().IsRegular() {
+			return 0, false
+		}
+		return now.Sub(fi.ModTime()), true
+	}
+	named := map[string]bool{}
+	for _, k := range keep {
+		named[k] = true
+	}
+	for _, e := range entries {
+		if !isStamp(e.Name()) {
+			continue
+		}
+		a, ok := age(e)
+		if !ok {
+			continue
+		}
+		if a > cacheMaxAge && !named[e.Name()] {
+			remove(e.Name())
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, e.Name())); err == nil {
+			named[string(b)] = true
+		}
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if isStamp(name) || named[name] || !isCached(name) {
+			continue
+		}
+		a, ok := age(e)
+		if !ok {
+			continue
+		}
+		grace := orphanGrace
+		if strings.HasPrefix(name, "modaliases-") || strings.HasPrefix(name, modIndexPrefix) {
+			grace = cacheMaxAge
+		}
+		if a > grace {
+			remove(name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isStamp(name string) bool {
+	for _, p := range stampKinds {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// isCached: a file the cache made (not a temporary file of a write in
+// progress, which starts with a dot).
+func isCached(name string) bool {
+	for _, p := range cachedKinds {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}

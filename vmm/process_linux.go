@@ -161,24 +161,21 @@ func (p *Process) Terminate(ctx context.Context, sig syscall.Signal) error {
 	}
 }
 
-// WaitForSocket waits until path exists as a socket, failing when p exits
-// first or ctx ends. It only looks at the file: connecting would count as
-// the one client of a vhost-user backend such as virtiofsd.
-func WaitForSocket(ctx context.Context, path string, p *Process) error {
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if fi, err := os.Stat(path); err == nil && fi.Mode()&fs.ModeSocket != 0 {
-			return nil
-		}
-		select {
-		case <-p.Done():
-			return fmt.Errorf("waiting for socket %q: %w", path, p.ExitError())
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for socket %q of %s (pid %d): %w", path, p.name, p.pid, ctx.Err())
-		case <-tick.C:
-		}
+// ListenSocket makes a Unix socket listening at path and returns it as a
+// file to hand to a child process; closing the file leaves path.
+func ListenSocket(path string) (*os.File, error) {
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listening on %q: %w", path, err)
 	}
+	l.SetUnlinkOnClose(false)
+	f, err := l.File()
+	l.Close()
+	if err != nil {
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("listening on %q: %w", path, err)
+	}
+	return f, nil
 }
 
 // RestrictSockets makes the sockets at paths that exist readable and

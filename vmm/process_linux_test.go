@@ -2,7 +2,9 @@ package vmm
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -162,44 +164,11 @@ func TestClaimSocket(t *testing.T) {
 	}
 }
 
-func TestWaitForSocket(t *testing.T) {
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "s.sock")
-	p, err := StartProcess("sleep", "/bin/sleep", []string{"60"}, filepath.Join(dir, "log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Kill()
-	go func() {
-		time.Sleep(50 * time.Millisecond)
-		if l, err := net.Listen("unix", sock); err == nil {
-			t.Cleanup(func() { l.Close() })
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := WaitForSocket(ctx, sock, p); err != nil {
-		t.Fatalf("WaitForSocket: %v", err)
-	}
-
-	short, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel2()
-	if err := WaitForSocket(short, filepath.Join(dir, "never.sock"), p); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("WaitForSocket(never) = %v, want deadline", err)
-	}
-
-	dead, err := StartProcess("false", "/bin/sh", []string{"-c", "echo cannot bind; exit 1"}, filepath.Join(dir, "dead.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = WaitForSocket(ctx, filepath.Join(dir, "never.sock"), dead)
-	if err == nil || !strings.Contains(err.Error(), "cannot bind") {
-		t.Errorf("WaitForSocket(dead process) = %v, want its log in the error", err)
-	}
-}
-
 // TestStartVirtiofsd runs the real virtiofsd on a directory whose name has
-// a comma, which the C virtiofsd only finds when it is escaped.
+// a comma, which the C virtiofsd only finds when it is escaped, on the
+// socket StartVirtiofsd made and handed it: a client that connects at once
+// (as the VMM does, before virtiofsd accepts) gets the answer of a
+// vhost-user backend.
 func TestStartVirtiofsd(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: virtiofsd sandboxes itself in namespaces")
@@ -220,14 +189,31 @@ func TestStartVirtiofsd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := StartVirtiofsd(ctx, bin, flavor, sock, Share{Dir: share, Cache: CacheAuto, Xattr: true}, filepath.Join(dir, "virtiofsd.log"))
+	p, err := StartVirtiofsd(bin, flavor, sock, Share{Tag: "t", Dir: share, Cache: CacheAuto, Xattr: true}, filepath.Join(dir, "virtiofsd.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // a bad source= makes it exit right after binding
-	if p.Exited() {
-		t.Fatalf("virtiofsd exited: %v", p.ExitError())
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("connecting to the handed socket: %v", err)
 	}
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	// VHOST_USER_GET_FEATURES (1), version 1, no payload; the reply has
+	// the reply flag (4) and the 8-byte feature mask.
+	msg := make([]byte, 12)
+	binary.LittleEndian.PutUint32(msg[0:], 1)
+	binary.LittleEndian.PutUint32(msg[4:], 1)
+	if _, err := conn.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	reply := make([]byte, 20)
+	if _, err := io.ReadFull(conn, reply); err != nil {
+		t.Fatalf("virtiofsd's answer: %v (its log: %s)", err, p.LogTail(10))
+	}
+	if req, flags, size := binary.LittleEndian.Uint32(reply[0:]), binary.LittleEndian.Uint32(reply[4:]), binary.LittleEndian.Uint32(reply[8:]); req != 1 || flags&4 == 0 || size != 8 {
+		t.Errorf("reply header: request %d, flags %#x, size %d", req, flags, size)
+	}
+	conn.Close()
 	if err := p.Terminate(ctx, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -235,12 +221,55 @@ func TestStartVirtiofsd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, err = StartVirtiofsd(ctx, bin, flavor, sock, Share{Dir: filepath.Join(dir, "missing")}, filepath.Join(dir, "virtiofsd2.log"))
-	if err == nil {
-		t.Fatal("StartVirtiofsd on a missing dir succeeded")
+	for _, tc := range []struct{ name, dir, want string }{
+		{"missing", filepath.Join(dir, "missing"), "no such file"},
+		{"a file", filepath.Join(dir, "virtiofsd.log"), "not a directory"},
+	} {
+		_, err = StartVirtiofsd(bin, flavor, sock, Share{Tag: "t", Dir: tc.dir}, filepath.Join(dir, "virtiofsd2.log"))
+		if err == nil || !strings.Contains(err.Error(), `share "t"`) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("StartVirtiofsd on %s: %v, want an error naming the share and %q", tc.name, err, tc.want)
+		}
+		if _, serr := os.Lstat(sock); !os.IsNotExist(serr) {
+			t.Errorf("%s: socket left behind after a failed start: %v", tc.name, serr)
+		}
 	}
-	if _, serr := os.Lstat(sock); !os.IsNotExist(serr) {
-		t.Errorf("socket left behind after a failed start: %v", serr)
+}
+
+func TestListenSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "l.sock")
+	f, err := ListenSocket(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another process (here: this one, through the file) accepts.
+	l, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	done := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	if _, err := os.Lstat(sock); err != nil {
+		t.Errorf("closing the file and the listener removed the socket: %v", err)
+	}
+	if _, err := ListenSocket(sock); err == nil {
+		t.Error("ListenSocket over an existing socket succeeded")
 	}
 }
 

@@ -110,7 +110,7 @@ func (s *Supervisor) Start(ctx context.Context) (err error) {
 		if s.Virtiofsd == "" || sh.Mode != ShareVirtiofs {
 			continue
 		}
-		p, err := StartVirtiofsd(ctx, s.Virtiofsd, flavor, s.Cfg.SocketPath(VirtiofsSocket(i)), sh, s.Cfg.SocketPath(VirtiofsdLog(i)))
+		p, err := StartVirtiofsd(s.Virtiofsd, flavor, s.Cfg.SocketPath(VirtiofsSocket(i)), sh, s.Cfg.SocketPath(VirtiofsdLog(i)))
 		if err != nil {
 			return fmt.Errorf("starting virtiofsd for share %q of vm %q: %w", sh.Tag, s.Cfg.ID, err)
 		}
@@ -131,7 +131,7 @@ func (s *Supervisor) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("vm %q: %w", s.Cfg.ID, err)
 	}
 	if err := s.waitReady(ctx); err != nil {
-		return fmt.Errorf("starting vm %q: %w", s.Cfg.ID, err)
+		return fmt.Errorf("starting vm %q: %w", s.Cfg.ID, s.virtiofsdFirst(err))
 	}
 	// Ready means the VMM's sockets exist: they are the owner's only.
 	if err := RestrictSockets(s.SocketPaths()...); err != nil {
@@ -169,6 +169,21 @@ func (s *Supervisor) watchVirtiofsd(p *Process, tag string, vm *Process) {
 	if s.lost.CompareAndSwap(nil, &err) {
 		_ = vm.Kill()
 	}
+}
+
+// virtiofsdFirst adds to err, the VMM's failure to start, the exit of a
+// virtiofsd that ended first: the VMM's connection to its socket then
+// failed, and virtiofsd's log says why.
+func (s *Supervisor) virtiofsdFirst(err error) error {
+	for i, p := range s.vfsd {
+		select {
+		case <-p.Done():
+		case <-time.After(100 * time.Millisecond):
+			continue // still serving: not the cause
+		}
+		return fmt.Errorf("%w; virtiofsd of share %q had ended: %w", err, s.vfsdTags[i], p.ExitError())
+	}
+	return err
 }
 
 // waitReady polls Ready until it succeeds, the VMM exits or ctx ends.

@@ -180,3 +180,26 @@ func TestSupervisorVirtiofsdLost(t *testing.T) {
 		})
 	}
 }
+
+// A virtiofsd that fails once started ends the VMM's connection to its
+// socket, and the VMM with it: Start says what virtiofsd said.
+func TestSupervisorVirtiofsdFailsFirst(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "virtiofsd")
+	script := "#!/bin/sh\ncase \"$1\" in --help) echo '    -o source=PATH'; exit 0;; esac\necho 'fuse: cannot serve this share' >&2\nexit 1\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := sleepSupervisor(t, func(context.Context) error { return errors.New("not yet") }, nil)
+	s.Bin, s.Args = "/bin/sh", []string{"-c", "sleep 0.3; echo 'Failed to read msg header' >&2; exit 1"}
+	s.StartTimeout = 5 * time.Second
+	s.Virtiofsd = fake
+	s.Cfg.Shares = []Share{{Tag: "initos-root", Mode: ShareVirtiofs, Dir: dir}}
+	err := s.Start(context.Background())
+	if !errors.Is(err, ErrVMExited) || !strings.Contains(err.Error(), `virtiofsd of share "initos-root" had ended`) || !strings.Contains(err.Error(), "cannot serve this share") {
+		t.Fatalf("Start = %v, want the VMM's exit and virtiofsd's reason", err)
+	}
+	if _, err := os.Lstat(s.Cfg.SocketPath(VirtiofsSocket(0))); !os.IsNotExist(err) {
+		t.Errorf("virtiofsd's socket left behind: %v", err)
+	}
+}

@@ -232,13 +232,13 @@ func TestVirtiofsdFlavor(t *testing.T) {
 		args       []string
 	}{
 		{"C", "    -o source=PATH             shared directory tree\n", Share{Dir: `/d/a,b\c`}, VirtiofsdC,
-			[]string{"--socket-path=/s/v.sock", "-o", `source=/d/a\,b\\c`, "-o", "cache=none"}},
+			[]string{"--fd=3", "-o", `source=/d/a\,b\\c`, "-o", "cache=none"}},
 		{"C cached with xattrs", "    -o source=PATH\n", Share{Dir: "/d", Cache: CacheAuto, Xattr: true}, VirtiofsdC,
-			[]string{"--socket-path=/s/v.sock", "-o", "source=/d", "-o", "cache=auto", "-o", "xattr"}},
+			[]string{"--fd=3", "-o", "source=/d", "-o", "cache=auto", "-o", "xattr"}},
 		{"Rust", "      --shared-dir <SHARED_DIR>  Shared directory path\n", Share{Dir: `/d/a,b\c`}, VirtiofsdRust,
-			[]string{"--socket-path=/s/v.sock", `--shared-dir=/d/a,b\c`, "--cache=never"}},
+			[]string{"--fd=3", `--shared-dir=/d/a,b\c`, "--cache=never"}},
 		{"Rust cached with xattrs", "  --shared-dir <SHARED_DIR>\n", Share{Dir: "/d", Cache: CacheAuto, Xattr: true}, VirtiofsdRust,
-			[]string{"--socket-path=/s/v.sock", "--shared-dir=/d", "--cache=auto", "--xattr"}},
+			[]string{"--fd=3", "--shared-dir=/d", "--cache=auto", "--xattr"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -246,7 +246,7 @@ func TestVirtiofsdFlavor(t *testing.T) {
 			if err != nil || f != tt.want {
 				t.Fatalf("VirtiofsdFlavorOf = %v, %v; want %v", f, err, tt.want)
 			}
-			got := VirtiofsdArgs(f, "/s/v.sock", tt.share)
+			got := VirtiofsdArgs(f, 3, tt.share)
 			if strings.Join(got, "|") != strings.Join(tt.args, "|") {
 				t.Errorf("VirtiofsdArgs = %q, want %q", got, tt.args)
 			}

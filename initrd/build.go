@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // formatVersion is hashed into every cache key: change it whenever the
@@ -60,26 +59,11 @@ func Build(opts Options) (string, error) {
 	}
 	// The fast path: the inputs' stat (not their 10+ MB of contents)
 	// names the initrd built from them last time.
-	stamp, stampErr := statStamp(opts)
-	if stampErr == nil {
-		if p, ok := readStampFile(opts.CacheDir, filepath.Join(opts.CacheDir, stampPrefix+stamp), "initrd-", ".cpio", time.Now()); ok {
-			return p, nil
-		}
+	stampName := ""
+	if stamp, err := statStamp(opts); err == nil {
+		stampName = stampPrefix + stamp
 	}
-	out, used, err := build(opts)
-	if err != nil {
-		return "", err
-	}
-	keep := append(used, filepath.Base(out))
-	if stampErr == nil {
-		// A stamp that cannot be written only costs the next start a hash.
-		_ = writeStamp(opts.CacheDir, stampPrefix+stamp, filepath.Base(out))
-		keep = append(keep, stampPrefix+stamp)
-	}
-	// New inputs (an upgrade): what older ones left goes once unused. Best
-	// effort: a cache that cannot be pruned still serves.
-	_ = pruneCache(opts.CacheDir, keep, time.Now())
-	return out, nil
+	return stamped(opts.CacheDir, stampName, "initrd-", ".cpio", func() (string, []string, error) { return build(opts) })
 }
 
 // stampPrefix names the files that map a stat stamp to an initrd.
@@ -201,14 +185,14 @@ func build(opts Options) (out string, used []string, err error) {
 	entries = append(entries, cpioEntry{name: "lib/modules/load.order", mode: modeFile | 0o644, data: []byte(order.String())})
 	// The whole tree's index, for the modules the guest's kernel asks for
 	// later (from the kernel's modules share).
-	modIndex, err := cachedModIndex(ix, opts.CacheDir)
+	modIndex, modIndexFile, err := cachedModIndex(ix, opts.CacheDir)
 	if err != nil {
 		return "", nil, fmt.Errorf("building initrd: %w", err)
 	}
 	hashField(h, modIndex)
 	entries = append(entries, cpioEntry{name: "lib/modules/" + ModIndexName, mode: modeFile | 0o644, data: modIndex})
 
-	for _, p := range []string{ix.aliasCache, modIndexCache(ix, opts.CacheDir)} {
+	for _, p := range []string{ix.aliasCache, modIndexFile} {
 		if p != "" {
 			used = append(used, filepath.Base(p))
 		}

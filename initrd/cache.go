@@ -39,11 +39,41 @@ var stampKinds = []string{stampPrefix, vmlinuxStampPrefix}
 // which a stat of their kernel's tree names).
 var cachedKinds = []string{"initrd-", "vmlinux-", "modaliases-", modIndexPrefix}
 
-// readStampFile returns the base name that the stamp file path names and
-// whether that file exists in cacheDir as a regular file whose name has
-// prefix and suffix. A stamp last refreshed more than stampRefresh before
-// now gets now as its mtime.
-func readStampFile(cacheDir, path, prefix, suffix string, now time.Time) (string, bool) {
+// stamped returns the file of cacheDir that the stamp stampName names (a
+// base name with prefix and suffix), or makes it with create, which returns
+// the file's path and the other cache files it used; the stamp is then
+// written to name the file, and what older inputs left is pruned. An empty
+// stampName (the inputs could not be stat'ed) skips the stamp: create runs
+// at every call.
+func stamped(cacheDir, stampName, prefix, suffix string, create func() (string, []string, error)) (string, error) {
+	now := time.Now()
+	if stampName != "" {
+		if p, ok := readStampFile(cacheDir, stampName, prefix, suffix, now); ok {
+			return p, nil
+		}
+	}
+	out, used, err := create()
+	if err != nil {
+		return "", err
+	}
+	keep := append(used, filepath.Base(out))
+	if stampName != "" {
+		// A stamp that cannot be written only costs the next start a hash.
+		_ = writeStamp(cacheDir, stampName, filepath.Base(out))
+		keep = append(keep, stampName)
+	}
+	// New inputs (an upgrade): what older ones left goes once unused. Best
+	// effort: a cache that cannot be pruned still serves.
+	_ = pruneCache(cacheDir, keep, now)
+	return out, nil
+}
+
+// readStampFile returns the path of the file that the stamp stampName (in
+// cacheDir) names and whether that file exists in cacheDir as a regular
+// file whose name has prefix and suffix. A stamp last refreshed more than
+// stampRefresh before now gets now as its mtime.
+func readStampFile(cacheDir, stampName, prefix, suffix string, now time.Time) (string, bool) {
+	path := filepath.Join(cacheDir, stampName)
 	f, err := os.Open(path)
 	if err != nil {
 		return "", false

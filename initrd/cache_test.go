@@ -169,7 +169,7 @@ func TestReadStampFile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := write("initrd-stat-x", tc.content, tc.age)
 			before := mtime(p)
-			got, ok := readStampFile(dir, p, "initrd-", ".cpio", now)
+			got, ok := readStampFile(dir, "initrd-stat-x", "initrd-", ".cpio", now)
 			if ok != tc.ok || ok && got != filepath.Join(dir, tc.content) {
 				t.Fatalf("readStampFile = %q, %v; want %v", got, ok, tc.ok)
 			}
@@ -178,7 +178,7 @@ func TestReadStampFile(t *testing.T) {
 			}
 		})
 	}
-	if _, ok := readStampFile(dir, filepath.Join(dir, "initrd-stat-none"), "initrd-", ".cpio", now); ok {
+	if _, ok := readStampFile(dir, "initrd-stat-none", "initrd-", ".cpio", now); ok {
 		t.Error("a missing stamp found something")
 	}
 }

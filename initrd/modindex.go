@@ -399,27 +399,28 @@ func modIndexCache(ix *Index, cacheDir string) string {
 // modIndexPrefix names the cached indexes: modindex-<stamp>.gz.
 const modIndexPrefix = "modindex-"
 
-// cachedModIndex returns the gzip'd index of ix's tree from cacheDir, or
+// cachedModIndex returns the gzip'd index of ix's tree from cacheDir, and
+// the file that keeps it there ("": none, the tree cannot be stat'ed), or
 // builds it (reading every module's .modinfo: about 0.3-0.5 s for Debian's
 // 4000 modules) and keeps it there under a stat stamp of the tree, so the
 // next initrd of the same kernel (another agent) does not read them again.
 // A cache that cannot be written only costs the next build the reads.
-func cachedModIndex(ix *Index, cacheDir string) ([]byte, error) {
+func cachedModIndex(ix *Index, cacheDir string) ([]byte, string, error) {
 	cached := modIndexCache(ix, cacheDir)
 	if cached != "" {
 		if b, err := os.ReadFile(cached); err == nil {
-			return b, nil
+			return b, cached, nil
 		} else if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("reading cached module index: %w", err)
+			return nil, "", fmt.Errorf("reading cached module index: %w", err)
 		}
 	}
 	ib, err := buildModIndex(ix)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	b, err := ib.encodeGzip()
 	if err != nil {
-		return nil, fmt.Errorf("encoding module index: %w", err)
+		return nil, "", fmt.Errorf("encoding module index: %w", err)
 	}
 	if cached != "" && os.MkdirAll(cacheDir, 0o755) == nil {
 		_ = writeFileAtomic(cached, func(w io.Writer) error {
@@ -427,5 +428,5 @@ func cachedModIndex(ix *Index, cacheDir string) ([]byte, error) {
 			return err
 		})
 	}
-	return b, nil
+	return b, cached, nil
 }

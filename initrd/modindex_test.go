@@ -270,19 +270,20 @@ func TestCachedModIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cachedModIndex(ix, cache); err != nil {
+	_, file, err := cachedModIndex(ix, cache)
+	if err != nil {
 		t.Fatal(err)
 	}
 	files, _ := filepath.Glob(filepath.Join(cache, modIndexPrefix+"*.gz"))
-	if len(files) != 1 {
-		t.Fatalf("cache holds %v", files)
+	if len(files) != 1 || files[0] != file {
+		t.Fatalf("cache holds %v; cachedModIndex named %q", files, file)
 	}
 	// A hit is found by the stamp and read, not rebuilt: mark it.
 	marked := gzipped(t, modIndexVersion+"\nb marked\n")
 	if err := os.WriteFile(files[0], marked, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := cachedModIndex(ix, cache); err != nil || !bytes.Equal(b, marked) {
+	if b, _, err := cachedModIndex(ix, cache); err != nil || !bytes.Equal(b, marked) {
 		t.Fatalf("cache hit: %d bytes, %v; want the marked file", len(b), err)
 	}
 	// A new package (modules.builtin rewritten) changes the stamp.
@@ -290,7 +291,7 @@ func TestCachedModIndex(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "modules.builtin"), []byte("kernel/lib/crc32.ko\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b2, err := cachedModIndex(ix, cache)
+	b2, _, err := cachedModIndex(ix, cache)
 	if err != nil {
 		t.Fatal(err)
 	}

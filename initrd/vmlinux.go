@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"time"
 )
 
 // compression is one format a bzImage payload may use.
@@ -179,44 +178,39 @@ func decodeGzip(dst io.Writer, src []byte) error {
 
 // Vmlinux returns the ELF vmlinux of k, extracting it into cacheDir once.
 //
-// The cache key is the SHA-256 of the vmlinuz: reading and hashing the 8 MB
-// costs about 10 ms against seconds for the extraction, and, unlike
-// size+mtime+name, it cannot be fooled by a rebuilt kernel of the same
-// release (dpkg-deb -x keeps the package's mtimes, so two builds of one
-// release can agree on all three).
+// The file is named by the SHA-256 of the vmlinuz, which, unlike
+// size+mtime+name, a rebuilt kernel of the same release cannot fool
+// (dpkg-deb -x keeps the package's mtimes, so two builds of one release can
+// agree on all three). A stat stamp of the vmlinuz (with its inode and
+// ctime, which unpacking a package changes) finds that file again without
+// reading the 8 MB.
 func Vmlinux(k *Kernel, cacheDir string) (string, error) {
 	if k == nil {
 		return "", errors.New("vmlinux: no kernel given")
 	}
 	// The fast path, at every start: a stat of the vmlinuz (not a hash of
 	// its 8 MB) names the vmlinux made from it last time.
-	stamp, stampErr := vmlinuxStamp(k)
-	if stampErr == nil {
-		if p, ok := readStampFile(cacheDir, filepath.Join(cacheDir, vmlinuxStampPrefix+stamp), "vmlinux-"+k.Release+"-", "", time.Now()); ok {
-			return p, nil
+	stampName := ""
+	if stamp, err := vmlinuxStamp(k); err == nil {
+		stampName = vmlinuxStampPrefix + stamp
+	}
+	return stamped(cacheDir, stampName, "vmlinux-"+k.Release+"-", "", func() (string, []string, error) {
+		sum, err := hashFile(k.Vmlinuz)
+		if err != nil {
+			return "", nil, err
 		}
-	}
-	sum, err := hashFile(k.Vmlinuz)
-	if err != nil {
-		return "", err
-	}
-	out := filepath.Join(cacheDir, "vmlinux-"+k.Release+"-"+hex.EncodeToString(sum[:12]))
-	if fi, err := os.Stat(out); err != nil || !fi.Mode().IsRegular() {
+		out := filepath.Join(cacheDir, "vmlinux-"+k.Release+"-"+hex.EncodeToString(sum[:12]))
+		if fi, err := os.Stat(out); err == nil && fi.Mode().IsRegular() {
+			return out, nil, nil
+		}
 		if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-			return "", fmt.Errorf("creating cache directory: %w", err)
+			return "", nil, fmt.Errorf("creating cache directory: %w", err)
 		}
 		if err := ExtractVmlinux(k.Vmlinuz, out); err != nil {
-			return "", err
+			return "", nil, err
 		}
-	}
-	keep := []string{filepath.Base(out)}
-	if stampErr == nil {
-		// A stamp that cannot be written only costs the next start a hash.
-		_ = writeStamp(cacheDir, vmlinuxStampPrefix+stamp, filepath.Base(out))
-		keep = append(keep, vmlinuxStampPrefix+stamp)
-	}
-	_ = pruneCache(cacheDir, keep, time.Now())
-	return out, nil
+		return out, nil, nil
+	})
 }
 
 // vmlinuxStampPrefix names the stamps that map a stat of a vmlinuz to the

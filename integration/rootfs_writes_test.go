@@ -404,6 +404,30 @@ func checkMounted(t *testing.T, p *podman, name, what string, files map[string]s
 	}
 }
 
+// checkHostRewrite: a file the container has written and read, then
+// rewritten in place on the host (the engine's storage: same inode, same
+// size, new content), shows its new content in the container within
+// rootfsGuestLag: a guest that kept the file's pages across opens (a
+// virtiofsd cache mode other than cache=auto's) would go on reading them.
+// The file is removed again, leaving podman diff as it was.
+func checkHostRewrite(t *testing.T, p *podman, name string, sh guestShell) {
+	t.Helper()
+	if got := sh.must(t, "echo guest-k > /data/k && cat /data/k && cat /data/k"); got != "guest-k\nguest-k\n" {
+		t.Errorf("/data/k written and read twice in the container: %q", got)
+	}
+	mnt := p.ok(t, "mount", name)
+	err := os.WriteFile(filepath.Join(mnt, "data/k"), []byte("host-kk\n"), 0o644)
+	p.ok(t, "umount", name)
+	if err != nil {
+		t.Fatalf("rewriting /data/k in the running container's storage: %v", err)
+	}
+	pollErr(t, rootfsGuestLag, "/data/k (rewritten in place on the host) in the container", func() (bool, string) {
+		r := sh(t, "cat /data/k")
+		return r.code == 0 && string(r.stdout) == "host-kk\n", fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	})
+	sh.must(t, "rm /data/k")
+}
+
 // pollErr is poll with an error of t instead of a fatal one after timeout.
 func pollErr(t *testing.T, timeout time.Duration, what string, f func() (bool, string)) {
 	t.Helper()
@@ -470,6 +494,7 @@ func testRootfsPersist(t *testing.T, p *podman) rootfsPersistResult {
 			return r.code == 0 && string(r.stdout) == "from-host\n", fmt.Sprintf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 		})
 	}
+	checkHostRewrite(t, p, name, sh)
 	res.diffRunning = diffLines(t, p, name)
 	checkDiff(t, "podman diff of the running container", res.diffRunning, append(rootfsDiffWant, "A /data/g"))
 

@@ -167,7 +167,23 @@ func TestCLIDeleteCreated(t *testing.T) {
 	dir := writeBundle(t, busyboxSpec(t, "true"))
 	defer assertNothingLeft(t, id)
 	defer runtimeCmd(t, nil, "delete", "--force", id)
-	// The monitor keeps the stdio it inherits: files, not pipes.
+	createContainer(t, dir, id)
+	if r := runtimeCmd(t, nil, "state", id); !strings.Contains(string(r.stdout), `"status": "created"`) {
+		t.Fatalf("state after create: %s %s", r.stdout, r.stderr)
+	}
+	if r := runtimeCmd(t, nil, "delete", id); r.code != 0 {
+		t.Fatalf("delete of a created container: exit %d, %s", r.code, r.stderr)
+	}
+	if r := runtimeCmd(t, nil, "state", id); r.code == 0 || !strings.Contains(string(r.stderr), "does not exist") {
+		t.Errorf("state after delete: exit %d, %s %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// createContainer runs `initos-runtime create` of bundle dir as id and
+// fails t if it fails. The monitor keeps the stdio it inherits: files,
+// not pipes (a pipe would keep the create's reader waiting).
+func createContainer(t *testing.T, dir, id string) {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "out")
 	out, err := os.Create(logPath)
 	if err != nil {
@@ -179,15 +195,6 @@ func TestCLIDeleteCreated(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		b, _ := os.ReadFile(logPath)
 		t.Fatalf("create: %v: %s", err, b)
-	}
-	if r := runtimeCmd(t, nil, "state", id); !strings.Contains(string(r.stdout), `"status": "created"`) {
-		t.Fatalf("state after create: %s %s", r.stdout, r.stderr)
-	}
-	if r := runtimeCmd(t, nil, "delete", id); r.code != 0 {
-		t.Fatalf("delete of a created container: exit %d, %s", r.code, r.stderr)
-	}
-	if r := runtimeCmd(t, nil, "state", id); r.code == 0 || !strings.Contains(string(r.stderr), "does not exist") {
-		t.Errorf("state after delete: exit %d, %s %s", r.code, r.stdout, r.stderr)
 	}
 }
 

@@ -33,6 +33,8 @@ func TestCheck(t *testing.T) {
 		kernelErr error
 		agentErr  error
 		fuseErr   error
+		hugeErr   error
+		noHuge    bool
 		wantOK    bool
 		lines     map[string]line
 	}{
@@ -48,7 +50,17 @@ func TestCheck(t *testing.T) {
 				"rootfs":           {true, []string{"shared with the VM over virtiofs", "engine's storage"}},
 				"boot slots":       {true, []string{"at most", "one per CPU", "/d/boot-slots"}},
 				"fuse":             {true, []string{"/dev/fuse", "list the container's processes"}},
+				"huge pages":       {true, []string{"shared with virtiofsd", "is on 2048 KiB huge pages (tmpfs /r/ram)"}},
 			},
+		},
+		{
+			name: "no huge pages for shared RAM", vmm: "auto", accel: pvm, installed: all, wantOK: true,
+			hugeErr: fmt.Errorf("%w: the host kernel has no transparent huge pages", errNoHugeRAM),
+			lines:   map[string]line{"huge pages": {false, []string{"no transparent huge pages", "is a memfd on the host's small pages"}}},
+		},
+		{
+			name: "huge pages off by config", vmm: "auto", accel: pvm, installed: all, wantOK: true, noHuge: true,
+			lines: map[string]line{"huge pages": {false, []string{"memfd on the host's small pages", "(config noHugePages)"}}},
 		},
 		{
 			name: "no fuse", vmm: "auto", accel: pvm, installed: all, wantOK: true,
@@ -134,7 +146,7 @@ func TestCheck(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := Config{VMM: tc.vmm, Rootfs: tc.rootfs, ShareFS: tc.shareFS, Templates: tc.templates, KernelRoot: "/k", DataDir: "/d"}
+			c := Config{VMM: tc.vmm, Rootfs: tc.rootfs, ShareFS: tc.shareFS, Templates: tc.templates, KernelRoot: "/k", DataDir: "/d", RAMDir: "/r/ram", NoHugePages: tc.noHuge}
 			lookPath := func(name string) (string, error) {
 				for _, i := range tc.installed {
 					if i == name {
@@ -168,6 +180,15 @@ func TestCheck(t *testing.T) {
 					return "/opt/initos-agent", nil
 				},
 				openFuse: func() error { return tc.fuseErr },
+				hugePages: func(dir string) (string, error) {
+					if dir != c.RAMDir {
+						t.Errorf("hugePages(%q), want the config's %q", dir, c.RAMDir)
+					}
+					if tc.hugeErr != nil {
+						return "", tc.hugeErr
+					}
+					return "on 2048 KiB huge pages (tmpfs " + dir + ")", nil
+				},
 			}
 			rs, ok := check(c, d)
 			if ok != tc.wantOK {
@@ -177,13 +198,13 @@ func TestCheck(t *testing.T) {
 			for _, r := range rs {
 				got[r.Name] = r
 			}
-			for _, name := range []string{"kvm", "qemu", "cloud-hypervisor", "vmm", "virtiofsd", "mkfs.btrfs", "rootfs", "fuse", "templates", "boot slots", "kernel", "agent"} {
+			for _, name := range []string{"kvm", "qemu", "cloud-hypervisor", "vmm", "virtiofsd", "mkfs.btrfs", "rootfs", "fuse", "huge pages", "templates", "boot slots", "kernel", "agent"} {
 				if _, ok := got[name]; !ok {
 					t.Errorf("no %q line in %+v", name, rs)
 				}
 			}
 			for name, r := range got {
-				want := name != "kvm" && name != "qemu" && name != "cloud-hypervisor" && name != "virtiofsd" && name != "templates" && name != "boot slots" && name != "fuse" &&
+				want := name != "kvm" && name != "qemu" && name != "cloud-hypervisor" && name != "virtiofsd" && name != "templates" && name != "boot slots" && name != "fuse" && name != "huge pages" &&
 					(name != "mkfs.btrfs" || c.Rootfs == RootfsDisk)
 				if r.Required != want {
 					t.Errorf("%s: Required = %v, want %v", name, r.Required, want)

@@ -23,6 +23,9 @@ var (
 	// ErrAgentReply: a reply of the guest agent broke the protocol's bounds
 	// (the host trusts nothing the guest sends).
 	ErrAgentReply = errors.New("agent reply out of bounds")
+	// errNoHugeRAM: guest RAM that must be shared goes in a memfd, on the
+	// host's small pages (hugeRAMHost); the wrapped reason says why.
+	errNoHugeRAM = errors.New("no huge pages for shared guest RAM")
 )
 
 // Lifecycle errors (runtime-spec runtime.md "Operations").

@@ -121,6 +121,9 @@ type bootDeps struct {
 	// lateNetwork makes the tap of the late network mode; nil unless the
 	// VMM runs in a network namespace of its own (the monitor's).
 	lateNetwork func() (*lateNetwork, error)
+	// hugeRAM readies a directory for guest RAM on huge pages and
+	// returns their size (hugeRAMHost.hugeRAMDir); nil: none.
+	hugeRAM func(dir string) (align int64, err error)
 }
 
 func defaultBootDeps() bootDeps {
@@ -129,6 +132,7 @@ func defaultBootDeps() bootDeps {
 		detectAccel: vmm.DetectAccel,
 		buildDisk:   bundle.BuildDisk,
 		assets:      holdAssets,
+		hugeRAM:     realHugeRAM().hugeRAMDir,
 	}
 }
 
@@ -321,6 +325,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		}
 	}
 	if !inst.Timings.Restored {
+		boot = withHugeRAM(boot, c, driver, d.hugeRAM)
 		if err := inst.startVM(ctx, d.newVM, driver, boot, c); err != nil {
 			return nil, err
 		}
@@ -462,6 +467,22 @@ func capConsole(path string, exited <-chan struct{}) {
 		}
 		done = d
 	}
+}
+
+// withHugeRAM gives a booted qemu VM whose RAM must be shared (virtiofsd
+// maps it) a file on huge pages in c.RAMDir (hugeRAMHost). A host without
+// them keeps the memfd, which costs only speed: `initos-runtime check`
+// says why.
+func withHugeRAM(vcfg vmm.Config, c Config, driver string, prepare func(string) (int64, error)) vmm.Config {
+	if c.NoHugePages || prepare == nil || driver != "qemu" || !vcfg.HasShares(vmm.ShareVirtiofs) {
+		return vcfg
+	}
+	align, err := prepare(c.RAMDir)
+	if err != nil {
+		return vcfg
+	}
+	vcfg.RAMDir, vcfg.RAMAlign = c.RAMDir, align
+	return vcfg
 }
 
 // startVM starts the VM and waits for its agent. A guest whose console

@@ -62,6 +62,9 @@ func TestValidate(t *testing.T) {
 		{"long share tag", func(c *Config) { c.Shares[0].Tag = strings.Repeat("t", 37) }, []string{"share tag"}},
 		{"share dir is a file", func(c *Config) { c.Shares[0].Dir = c.Kernel }, []string{"is not a directory"}},
 		{"bad share cache", func(c *Config) { c.Shares[0].Cache = "always" }, []string{`cache "always"`}},
+		{"relative RAM dir", func(c *Config) { c.RAMDir = "run/ram" }, []string{`RAM directory "run/ram" is not an absolute path`}},
+		{"RAM alignment not a power of two", func(c *Config) { c.RAMAlign = 3 << 20 }, []string{"RAM alignment 3145728"}},
+		{"RAM alignment below a page", func(c *Config) { c.RAMAlign = 2048 }, []string{"RAM alignment 2048"}},
 		{"share tag twice", func(c *Config) { c.Shares = append(c.Shares, c.Shares[0]) }, []string{`share tag "z" is used twice`}},
 		{"too many shares", func(c *Config) {
 			for i := 0; i < MaxShares; i++ {

@@ -120,6 +120,15 @@ func buildArgs(cfg *vmm.Config, h hostParams) []string {
 	case cfg.RestoreFrom != nil:
 		// Private: copy-on-write over the template's pages.
 		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=off", cfg.MemoryMiB, optValue(cfg.RestoreFrom.RAM)))
+	case virtiofs && cfg.RAMDir != "":
+		// A directory: qemu makes its file there and unlinks it at once.
+		// align: a huge-page boundary, without which the host maps the
+		// file with small pages whatever its tmpfs offers.
+		ram := fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=on", cfg.MemoryMiB, optValue(cfg.RAMDir))
+		if cfg.RAMAlign > 0 {
+			ram += ",align=" + strconv.FormatInt(cfg.RAMAlign, 10)
+		}
+		a = append(a, "-object", ram)
 	case virtiofs:
 		a = append(a, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", cfg.MemoryMiB))
 	}

@@ -95,6 +95,18 @@ func TestBuildArgs(t *testing.T) {
 				"-object", "memory-backend-memfd,id=mem,size=512M,share=on"},
 				common, rootDisk, agent,
 				[]string{"-chardev", "socket,id=vfs0,path=/run/x/virtiofs0.sock", "-device", "vhost-user-fs-device,chardev=vfs0,tag=z"})},
+		{"virtiofs share, RAM on huge pages", func(c *vmm.Config) {
+			c.Shares = []vmm.Share{{Dir: "/srv/vol", Tag: "z", Mode: vmm.ShareVirtiofs}}
+			c.RAMDir, c.RAMAlign = "/run/r,am", 2<<20
+		}, vmm.AccelTCG,
+			cat([]string{"-M", machine + ",memory-backend=mem", "-accel", "tcg,thread=multi,tb-size=32", "-cpu", "max", "-smp", "2", "-m", "512",
+				"-object", "memory-backend-file,id=mem,size=512M,mem-path=/run/r,,am,share=on,align=2097152"},
+				common, rootDisk, agent,
+				[]string{"-chardev", "socket,id=vfs0,path=/run/x/virtiofs0.sock", "-device", "vhost-user-fs-device,chardev=vfs0,tag=z"})},
+		{"RAMDir without virtiofs: anonymous memory (huge pages by madvise)", func(c *vmm.Config) {
+			c.RAMDir, c.RAMAlign = "/run/ram", 2<<20
+		}, vmm.AccelTCG,
+			cat(head(machine, "tcg,thread=multi,tb-size=32", "max"), common, rootDisk, agent)},
 		{"root and volume shares, no disk", func(c *vmm.Config) {
 			c.Disks = nil
 			c.Shares = []vmm.Share{{Dir: "/run/x/root", Tag: "r", Mode: vmm.ShareVirtiofs, Cache: vmm.CacheAuto, Xattr: true},

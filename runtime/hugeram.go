@@ -65,6 +65,10 @@ func (h hugeRAMHost) hugeRAMDir(dir string) (align int64, err error) {
 	if err != nil {
 		return 0, err
 	}
+	// Every boot after the first finds it mounted: no lock for that.
+	if mounted, huge, err := h.mountedHuge(dir); err == nil && mounted && huge {
+		return align, nil
+	}
 	if err := h.mkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return 0, fmt.Errorf("creating the parent of %q: %w", dir, err)
 	}

@@ -116,6 +116,9 @@ func TestHugeRAMDir(t *testing.T) {
 			if len(f.mounts) > 0 && (len(f.locked) != 1 || f.locked[0] != tt.dir+".lock") {
 				t.Errorf("mounted under locks %q, want %q", f.locked, tt.dir+".lock")
 			}
+			if tt.wantErr == "" && len(tt.wantMount) == 0 && len(f.locked)+len(f.mkdirs) != 0 {
+				t.Errorf("found mounted, yet locked %q and made %q", f.locked, f.mkdirs)
+			}
 		})
 	}
 }

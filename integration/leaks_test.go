@@ -60,8 +60,8 @@ func countHost(t *testing.T, roots ...string) hostCounts {
 	}
 	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			// The guest RAM tmpfs is the host's, mounted once at the
-			// first boot that needs it and kept, as /run/netns is.
+			// The guest RAM tmpfs: mounted by a foreground run in
+			// the host's namespace and kept for the next boot there.
 			if f := strings.Fields(l); len(f) > 4 && f[4] != env.cfg.RAMDir {
 				c["mounts"]++
 			}

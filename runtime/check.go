@@ -116,7 +116,8 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 		add("fuse", true, false, "/dev/fuse: podman top and pod top list the container's processes in its VM")
 	}
 
-	add("huge pages", hugeOK(c, d), false, hugeWords(c, d))
+	hugeOK, hugeWords := hugePagesLine(c, d)
+	add("huge pages", hugeOK, false, hugeWords)
 	tplOK, tplWords := templatesServe(c, driver, derr, d)
 	add("templates", tplOK, false, tplWords)
 	add("boot slots", true, false, bootSlotsWords(c, accel))
@@ -134,25 +135,19 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 	return rs, ok
 }
 
-// hugeOK reports whether a booted VM's RAM shared with virtiofsd is on
-// huge pages (withHugeRAM).
-func hugeOK(c Config, d checkDeps) bool {
-	_, err := d.hugePages(c.RAMDir)
-	return !c.NoHugePages && err == nil
-}
-
-// hugeWords says where a booted VM's RAM shared with virtiofsd lives.
-func hugeWords(c Config, d checkDeps) string {
+// hugePagesLine says whether and where a booted VM's RAM shared with
+// virtiofsd is on huge pages (withHugeRAM).
+func hugePagesLine(c Config, d checkDeps) (ok bool, words string) {
 	const what = "a booted VM's RAM shared with virtiofsd (qemu) "
 	const memfd = "is a memfd on the host's small pages: a cold boot 200-300 ms slower under TCG"
 	if c.NoHugePages {
-		return what + memfd + " (config noHugePages)"
+		return false, what + memfd + " (config noHugePages)"
 	}
 	state, err := d.hugePages(c.RAMDir)
 	if err != nil {
-		return fmt.Sprintf("%v: %s%s", err, what, memfd)
+		return false, fmt.Sprintf("%v: %s%s", err, what, memfd)
 	}
-	return what + "is " + state
+	return true, what + "is " + state
 }
 
 // bootSlotsWords says how many VMs may boot at once (bootslots.go).

@@ -91,7 +91,8 @@ type Config struct {
 	Rootfs string `json:"rootfs,omitempty"`
 	// RAMDir is where a booted qemu VM whose RAM virtiofsd must map gets
 	// it: a tmpfs with transparent huge pages that the runtime mounts there
-	// at the first such boot (default DefaultRAMDir). NoHugePages keeps
+	// in the mount namespace the VMM starts in (default DefaultRAMDir:
+	// a monitor's own ends with it). NoHugePages keeps
 	// that RAM in a memfd instead, on the host's small pages (a cold boot
 	// 200-300 ms slower under TCG).
 	RAMDir      string `json:"ramDir,omitempty"`

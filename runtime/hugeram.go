@@ -15,7 +15,10 @@ import (
 )
 
 // DefaultRAMDir is where a VM whose RAM must be shared (virtiofsd maps
-// it) gets it: a tmpfs the runtime mounts with transparent huge pages.
+// it) gets it: a tmpfs the runtime mounts with transparent huge pages in
+// the mount namespace the VMM starts in. That is a monitor's own (create,
+// so podman and nerdctl), where the tmpfs ends with the monitor, or the
+// caller's (run in the foreground), where it stays for the next boot.
 // Outside Root, whose entries are containers.
 const DefaultRAMDir = "/run/initos-runtime-ram"
 
@@ -61,13 +64,10 @@ func realHugeRAM() hugeRAMHost {
 // with huge pages (docs/boot-budget.md). A dir mounted by someone else
 // without huge pages is left as it is: errNoHugeRAM.
 func (h hugeRAMHost) hugeRAMDir(dir string) (align int64, err error) {
-	align, err = h.hugePageSize()
-	if err != nil {
-		return 0, err
-	}
 	// Every boot after the first finds it mounted: no lock for that.
-	if mounted, huge, err := h.mountedHuge(dir); err == nil && mounted && huge {
-		return align, nil
+	align, mounted, err := h.probe(dir)
+	if err != nil || mounted {
+		return align, err
 	}
 	if err := h.mkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return 0, fmt.Errorf("creating the parent of %q: %w", dir, err)
@@ -77,14 +77,9 @@ func (h hugeRAMHost) hugeRAMDir(dir string) (align int64, err error) {
 		return 0, err
 	}
 	defer unlock()
-	mounted, huge, err := h.mountedHuge(dir)
-	switch {
-	case err != nil:
-		return 0, err
-	case mounted && !huge:
-		return 0, fmt.Errorf("%w: %s is mounted, but not a tmpfs with huge=within_size or huge=always", errNoHugeRAM, dir)
-	case mounted:
-		return align, nil
+	// Another runtime may have mounted it while this one waited.
+	if align, mounted, err = h.probe(dir); err != nil || mounted {
+		return align, err
 	}
 	if err := h.mkdirAll(dir, 0o700); err != nil {
 		return 0, fmt.Errorf("creating %q: %w", dir, err)
@@ -98,20 +93,31 @@ func (h hugeRAMHost) hugeRAMDir(dir string) (align int64, err error) {
 // hugePageState says, without mounting anything, whether shared guest
 // RAM gets huge pages in dir (for `initos-runtime check`).
 func (h hugeRAMHost) hugePageState(dir string) (string, error) {
-	align, err := h.hugePageSize()
-	if err != nil {
+	align, mounted, err := h.probe(dir)
+	switch {
+	case err != nil:
 		return "", err
+	case mounted:
+		return fmt.Sprintf("on %d KiB huge pages (tmpfs %s)", align>>10, dir), nil
+	}
+	return fmt.Sprintf("on %d KiB huge pages (a tmpfs mounted on %s by the boot that needs it)", align>>10, dir), nil
+}
+
+// probe returns the host's huge page size and whether a tmpfs with huge
+// pages is mounted on dir; errNoHugeRAM when the host has none for tmpfs
+// or something else is mounted there.
+func (h hugeRAMHost) probe(dir string) (align int64, mounted bool, err error) {
+	if align, err = h.hugePageSize(); err != nil {
+		return 0, false, err
 	}
 	mounted, huge, err := h.mountedHuge(dir)
 	switch {
 	case err != nil:
-		return "", err
+		return 0, false, err
 	case mounted && !huge:
-		return "", fmt.Errorf("%w: %s is mounted, but not a tmpfs with huge=within_size or huge=always", errNoHugeRAM, dir)
-	case mounted:
-		return fmt.Sprintf("on %d KiB huge pages (tmpfs %s)", align>>10, dir), nil
+		return 0, false, fmt.Errorf("%w: %s is mounted, but not a tmpfs with huge=within_size or huge=always", errNoHugeRAM, dir)
 	}
-	return fmt.Sprintf("on %d KiB huge pages (a tmpfs mounted on %s at the first boot)", align>>10, dir), nil
+	return align, mounted, nil
 }
 
 // hugePageSize is the host's PMD huge page size, when its kernel has

@@ -127,7 +127,7 @@ func TestHugePageState(t *testing.T) {
 	for _, tt := range []struct {
 		name, mounts, want, wantErr string
 	}{
-		{"to be mounted", mountsPlain, "on 2048 KiB huge pages (a tmpfs mounted on /run/ram at the first boot)", ""},
+		{"to be mounted", mountsPlain, "on 2048 KiB huge pages (a tmpfs mounted on /run/ram by the boot that needs it)", ""},
 		{"mounted", mountsPlain + ramHuge, "on 2048 KiB huge pages (tmpfs /run/ram)", ""},
 		{"mounted small", ramSmall, "", "not a tmpfs with huge"},
 	} {

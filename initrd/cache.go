@@ -191,3 +191,46 @@ func isCached(name string) bool {
 	}
 	return false
 }
+
+// RemoveVmlinux removes from cacheDir the vmlinux files made from the
+// kernel of release, and the stamps that name them: what a removed kernel
+// leaves in the cache (65 MB each), which pruneCache would otherwise keep
+// until a new file is made. A missing cache is nothing to remove. The
+// caller holds the kernel so that no start can be making one meanwhile.
+func RemoveVmlinux(cacheDir, release string) error {
+	entries, err := os.ReadDir(cacheDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("removing the vmlinux of kernel %q from the cache: %w", release, err)
+	}
+	prefix := "vmlinux-" + release + "-"
+	var errs []error
+	remove := func(name string) {
+		if err := os.Remove(filepath.Join(cacheDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, vmlinuxStampPrefix) || !e.Type().IsRegular() {
+			continue
+		}
+		// A stamp first, then its file: a stamp never names what is gone.
+		if b, err := os.ReadFile(filepath.Join(cacheDir, name)); err == nil && strings.HasPrefix(string(b), prefix) {
+			remove(name)
+		}
+	}
+	for _, e := range entries {
+		// The release's own files; a stamp (vmlinux-stat-…) never has a
+		// release's prefix, which begins with its version number.
+		if name := e.Name(); strings.HasPrefix(name, prefix) && e.Type().IsRegular() {
+			remove(name)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("removing the vmlinux of kernel %q from the cache: %w", release, errors.Join(errs...))
+	}
+	return nil
+}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -113,15 +114,7 @@ func TestPruneCache(t *testing.T) {
 			if err := pruneCache(dir, tc.keep, now); err != nil {
 				t.Fatal(err)
 			}
-			entries, err := os.ReadDir(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, e := range entries {
-				got = append(got, e.Name())
-			}
-			if !slices.Equal(got, tc.want) {
+			if got := dirNames(t, dir); !slices.Equal(got, tc.want) {
 				t.Errorf("left %q, want %q", got, tc.want)
 			}
 		})
@@ -252,4 +245,81 @@ func TestBuildPrunes(t *testing.T) {
 	if p3 == p2 {
 		t.Fatal("a new agent gave the same initrd")
 	}
+}
+
+func TestRemoveVmlinux(t *testing.T) {
+	const release = "6.1.0-10-amd64"
+	for _, tc := range []struct {
+		name  string
+		files map[string]string // name: content
+		want  []string          // what is left
+	}{
+		{
+			name: "the release's vmlinux files and the stamps naming them go",
+			files: map[string]string{
+				"vmlinux-6.1.0-10-amd64-aaaa":  "",
+				"vmlinux-6.1.0-10-amd64-bbbb":  "",
+				"vmlinux-stat-1":               "vmlinux-6.1.0-10-amd64-aaaa",
+				"vmlinux-stat-2":               "vmlinux-6.1.0-10-amd64-bbbb",
+				"vmlinux-6.1.0-9-amd64-cccc":   "",
+				"vmlinux-stat-3":               "vmlinux-6.1.0-9-amd64-cccc",
+				"initrd-x.cpio":                "",
+				"initrd-stat-x":                "initrd-x.cpio",
+				"vmlinux-6.1.0-10-amd64x-dddd": "",
+			},
+			want: []string{"initrd-stat-x", "initrd-x.cpio", "vmlinux-6.1.0-10-amd64x-dddd", "vmlinux-6.1.0-9-amd64-cccc", "vmlinux-stat-3"},
+		},
+		{
+			name:  "a stamp of the release whose file is already gone goes too",
+			files: map[string]string{"vmlinux-stat-1": "vmlinux-6.1.0-10-amd64-aaaa"},
+		},
+		{
+			name:  "another release's stamp stays",
+			files: map[string]string{"vmlinux-stat-1": "vmlinux-6.1.0-11-amd64-aaaa"},
+			want:  []string{"vmlinux-stat-1"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, content := range tc.files {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := RemoveVmlinux(dir, release); err != nil {
+				t.Fatal(err)
+			}
+			if left := dirNames(t, dir); !slices.Equal(left, tc.want) {
+				t.Errorf("left %q, want %q", left, tc.want)
+			}
+		})
+	}
+	t.Run("no cache", func(t *testing.T) {
+		if err := RemoveVmlinux(filepath.Join(t.TempDir(), "none"), release); err != nil {
+			t.Errorf("RemoveVmlinux without a cache: %v", err)
+		}
+	})
+	t.Run("a cache that cannot be read", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "file")
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := RemoveVmlinux(f, release); err == nil || !strings.Contains(err.Error(), release) {
+			t.Errorf("RemoveVmlinux of a file = %v, want an error naming the release", err)
+		}
+	})
+}
+
+// dirNames lists dir's entries by name, in order.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
 }

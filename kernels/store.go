@@ -26,6 +26,9 @@ const (
 // several releases side by side, and which of them is the default.
 type Store struct {
 	Root string
+	// CacheDir is the initrd cache (initrd.Vmlinux's), whose vmlinux files
+	// of a removed kernel Remove removes too; empty: none.
+	CacheDir string
 	// extractDeb unpacks a .deb's files into dir (dpkg-deb -x).
 	extractDeb func(ctx context.Context, deb, dir string) error
 }
@@ -177,7 +180,8 @@ func (s *Store) lockFile(release string) (*os.File, error) {
 	return f, nil
 }
 
-// Remove deletes the kernel of release. It refuses a kernel a VM runs
+// Remove deletes the kernel of release, and the vmlinux made from it in
+// CacheDir. It refuses a kernel a VM runs
 // from, the default one (the next default would be a silent choice) and
 // the last one (no container could start); running VMs never need the
 // files again (their VMMs loaded kernel and initrd at start).
@@ -204,6 +208,11 @@ func (s *Store) Remove(release string) error {
 		return fmt.Errorf("locking kernel %q: %w", k.Release, err)
 	}
 	errs := s.removeFiles(k)
+	if s.CacheDir != "" {
+		if err := initrd.RemoveVmlinux(s.CacheDir, k.Release); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := os.Remove(f.Name()); err != nil {
 		errs = append(errs, err)
 	}

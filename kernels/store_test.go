@@ -81,8 +81,18 @@ func releases(t *testing.T, s *Store) string {
 func TestStore(t *testing.T) {
 	ctx := context.Background()
 	s := Open(filepath.Join(t.TempDir(), "kernels"))
+	s.CacheDir = t.TempDir()
 	if _, err := s.Find(""); err == nil {
 		t.Error("Find in an empty store succeeded")
+	}
+	// What starts cached of each kernel (initrd.Vmlinux's file and stamp).
+	for _, r := range []string{"6.1.0-9-amd64", "6.1.0-10-amd64"} {
+		if err := os.WriteFile(filepath.Join(s.CacheDir, "vmlinux-"+r+"-abcd"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(s.CacheDir, "vmlinux-stat-"+r), []byte("vmlinux-"+r+"-abcd"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	dir := t.TempDir()
 	fakeTree(t, dir, "6.1.0-9-amd64")
@@ -153,6 +163,9 @@ func TestStore(t *testing.T) {
 	}
 	if got := releases(t, s); got != "6.1.0-9-amd64*!" {
 		t.Errorf("List after Remove = %q", got)
+	}
+	if cached, _ := filepath.Glob(filepath.Join(s.CacheDir, "*")); len(cached) != 2 || !strings.Contains(strings.Join(cached, " "), "vmlinux-6.1.0-9-amd64-abcd") {
+		t.Errorf("cache after Remove: %q, want only the other kernel's vmlinux and stamp", cached)
 	}
 	// The last kernel stays: no container could start without one.
 	unhold()

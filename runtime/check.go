@@ -116,7 +116,7 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 		add("fuse", true, false, "/dev/fuse: podman top and pod top list the container's processes in its VM")
 	}
 
-	hugeOK, hugeWords := hugePagesLine(c, d)
+	hugeOK, hugeWords := hugePagesLine(c, driver, derr, d)
 	add("huge pages", hugeOK, false, hugeWords)
 	tplOK, tplWords := templatesServe(c, driver, derr, d)
 	add("templates", tplOK, false, tplWords)
@@ -136,10 +136,22 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 }
 
 // hugePagesLine says whether and where a booted VM's RAM shared with
-// virtiofsd is on huge pages (withHugeRAM).
-func hugePagesLine(c Config, d checkDeps) (ok bool, words string) {
+// virtiofsd is on huge pages (withHugeRAM), or why that does not apply: only
+// qemu maps its RAM from a file the runtime chooses, and only virtiofs
+// needs the RAM shared.
+func hugePagesLine(c Config, driver string, derr error, d checkDeps) (ok bool, words string) {
 	const what = "a booted VM's RAM shared with virtiofsd (qemu) "
 	const memfd = "is a memfd on the host's small pages: a cold boot 200-300 ms slower under TCG"
+	if derr != nil {
+		return false, "not known: no usable VMM"
+	}
+	if driver != "qemu" {
+		return true, "not used: " + driver + " maps the VM's RAM itself"
+	}
+	if fs, err := shareFSWith(c, driver, d.findVirtiofsd); err == nil && fs == vmm.Share9p {
+		return true, "not needed: the shares are 9p, served by qemu itself, so a booted VM's RAM is qemu's own anonymous memory " +
+			"(on huge pages as the host's transparent huge pages allow)"
+	}
 	if c.NoHugePages {
 		return false, what + memfd + " (config noHugePages)"
 	}

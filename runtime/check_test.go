@@ -63,6 +63,16 @@ func TestCheck(t *testing.T) {
 			lines: map[string]line{"huge pages": {false, []string{"memfd on the host's small pages", "(config noHugePages)"}}},
 		},
 		{
+			name: "huge pages not needed with 9p shares", vmm: "auto", shareFS: "9p", accel: pvm, installed: all, wantOK: true,
+			hugeErr: fmt.Errorf("%w: the host kernel has no transparent huge pages", errNoHugeRAM),
+			lines:   map[string]line{"huge pages": {true, []string{"not needed: the shares are 9p", "anonymous memory"}}},
+		},
+		{
+			name: "huge pages not used by cloud-hypervisor", vmm: "auto", accel: kvm, installed: all, wantOK: true,
+			hugeErr: fmt.Errorf("%w: the host kernel has no transparent huge pages", errNoHugeRAM),
+			lines:   map[string]line{"huge pages": {true, []string{"not used: cloud-hypervisor maps the VM's RAM itself"}}},
+		},
+		{
 			name: "no fuse", vmm: "auto", accel: pvm, installed: all, wantOK: true,
 			fuseErr: errors.New("opening /dev/fuse: no such file or directory"),
 			lines:   map[string]line{"fuse": {false, []string{"opening /dev/fuse: no such file", "lists its VM's host processes"}}},
@@ -114,8 +124,9 @@ func TestCheck(t *testing.T) {
 		{
 			name: "no vmm at all", vmm: "auto", accel: pvm, installed: []string{"mkfs.btrfs"}, wantOK: false,
 			lines: map[string]line{
-				"qemu": {false, []string{"qemu-system-x86_64 not found in PATH"}},
-				"vmm":  {false, []string{"no usable vmm", "qemu-system-x86_64 not found"}},
+				"qemu":       {false, []string{"qemu-system-x86_64 not found in PATH"}},
+				"vmm":        {false, []string{"no usable vmm", "qemu-system-x86_64 not found"}},
+				"huge pages": {false, []string{"not known: no usable VMM"}},
 			},
 		},
 		{

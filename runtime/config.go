@@ -234,6 +234,10 @@ func (c Config) Validate() error {
 // cacheDir holds the extracted vmlinux and the initrds.
 func (c Config) cacheDir() string { return filepath.Join(c.DataDir, "cache") }
 
+// CacheDir is where initrds and vmlinux files are cached (initrd.Build,
+// initrd.Vmlinux).
+func (c Config) CacheDir() string { return c.cacheDir() }
+
 // bootSlotsDir holds the boot slots' lock files.
 func (c Config) bootSlotsDir() string { return filepath.Join(c.DataDir, "boot-slots") }
 

@@ -16,7 +16,9 @@ func kernelCommand() *cli.Command {
 		if err != nil {
 			return nil, err
 		}
-		return kernels.Open(c.KernelRoot), nil
+		s := kernels.Open(c.KernelRoot)
+		s.CacheDir = c.CacheDir()
+		return s, nil
 	}
 	// onRelease is the action of a verb on one release.
 	onRelease := func(verb func(*kernels.Store, string) error) cli.ActionFunc {

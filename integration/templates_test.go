@@ -29,10 +29,10 @@ func TestTemplates(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(env.cfg.DataDir, "templates")); err != nil {
 		t.Fatal(err)
 	}
-	probe := `date +%s; cat /proc/sys/kernel/random/uuid; echo from-the-clone > /written; exit 7`
+	probe := `date +%s; cat /proc/sys/kernel/random/uuid /proc/sys/kernel/random/boot_id; echo from-the-clone > /written; exit 7`
 	type out struct {
-		clock int64
-		uuid  string
+		clock        int64
+		uuid, bootID string
 	}
 	run := func(id, wantOrigin string) out {
 		t.Helper()
@@ -51,7 +51,7 @@ func TestTemplates(t *testing.T) {
 			t.Errorf("%s: the template's guest phases lack its cgroups or its spare helper:\n%s", id, r.stderr)
 		}
 		lines := strings.Split(strings.TrimSpace(string(r.stdout)), "\n")
-		if len(lines) != 2 {
+		if len(lines) != 3 {
 			t.Fatalf("%s: stdout %q", id, r.stdout)
 		}
 		clock, err := strconv.ParseInt(lines[0], 10, 64)
@@ -65,7 +65,7 @@ func TestTemplates(t *testing.T) {
 			t.Errorf("%s: the container's write in its rootfs: %q, %v", id, b, err)
 		}
 		assertNothingLeft(t, id)
-		return out{clock, lines[1]}
+		return out{clock, lines[1], lines[2]}
 	}
 	first := run("tpl-1", "restored from a template booted and saved by this start")
 	// Older than the clock a clone restores from: a clone whose clock were
@@ -75,6 +75,11 @@ func TestTemplates(t *testing.T) {
 	third := run("tpl-3", "restored from a template; its guest")
 	if first.uuid == second.uuid || second.uuid == third.uuid || first.uuid == third.uuid {
 		t.Errorf("clones share their random generator: %q %q %q", first.uuid, second.uuid, third.uuid)
+	}
+	// The kernel makes boot_id at its first read: one the template read
+	// before its save would be every clone's.
+	if first.bootID == second.bootID || second.bootID == third.bootID || first.bootID == third.bootID {
+		t.Errorf("clones share their boot_id: %q %q %q", first.bootID, second.bootID, third.bootID)
 	}
 
 	// stdin and a larger output through a clone.

@@ -378,6 +378,13 @@ func (a *agent) serve(svc *Service, required bool) error {
 		return fmt.Errorf("creating the ttrpc server: %w", err)
 	}
 	agentapi.RegisterAgentService(srv, svc)
+	if c := a.cmdline; c != nil && c.Template {
+		// Before "ready", which is when the host saves the template.
+		if err := warmServe(srv, warmServeTimeout); err != nil {
+			a.log.Printf("template: %v", err)
+		}
+		a.trace.mark("serve")
+	}
 	ctx := context.Background()
 	var listeners []net.Listener
 	if _, err := os.Stat("/dev/vsock"); err == nil {

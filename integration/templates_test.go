@@ -45,10 +45,11 @@ func TestTemplates(t *testing.T) {
 		if !strings.Contains(string(r.stderr), wantOrigin) || strings.Contains(string(r.stderr), "warning") {
 			t.Fatalf("%s: stderr does not say %q (or warns):\n%s", id, wantOrigin, r.stderr)
 		}
-		// The template's agent set up the guest's cgroups and started a
-		// spare process helper before its save (guestagent/spare_linux.go).
-		if !strings.Contains(string(r.stderr), " cgroups=") || !strings.Contains(string(r.stderr), " spare=") {
-			t.Errorf("%s: the template's guest phases lack its cgroups or its spare helper:\n%s", id, r.stderr)
+		// The template's agent set up the guest's cgroups, started a
+		// spare process helper (guestagent/spare_linux.go) and served a
+		// Ping of its own (warmserve_linux.go) before its save.
+		if !strings.Contains(string(r.stderr), " cgroups=") || !strings.Contains(string(r.stderr), " spare=") || !strings.Contains(string(r.stderr), " serve=") {
+			t.Errorf("%s: the template's guest phases lack its cgroups, its spare helper or its warmed server:\n%s", id, r.stderr)
 		}
 		lines := strings.Split(strings.TrimSpace(string(r.stdout)), "\n")
 		if len(lines) != 3 {

@@ -181,10 +181,10 @@ func (s *Store) lockFile(release string) (*os.File, error) {
 }
 
 // Remove deletes the kernel of release, and the vmlinux made from it in
-// CacheDir. It refuses a kernel a VM runs
-// from, the default one (the next default would be a silent choice) and
-// the last one (no container could start); running VMs never need the
-// files again (their VMMs loaded kernel and initrd at start).
+// CacheDir. It refuses a kernel a VM runs from, the default one (the next
+// default would be a silent choice) and the last one (no container could
+// start); running VMs never need the files again (their VMMs loaded kernel
+// and initrd at start).
 func (s *Store) Remove(release string) error {
 	k, ks, def, err := s.find(release)
 	if err != nil {

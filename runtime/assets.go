@@ -131,7 +131,7 @@ func holdAssets(c Config, release string) (_ bootAssets, unhold func(), err erro
 // assetsOf extracts kernel k's vmlinux (once) and finds the agent and its
 // process helper.
 func assetsOf(c Config, k *initrd.Kernel) (*Assets, error) {
-	vmlinux, err := initrd.Vmlinux(k, c.cacheDir())
+	vmlinux, err := initrd.Vmlinux(k, c.CacheDir())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoKernel, err)
 	}
@@ -147,7 +147,7 @@ func assetsOf(c Config, k *initrd.Kernel) (*Assets, error) {
 // module group; each VM's kernel command line (initos.load=) picks the
 // groups its devices need.
 func (a *Assets) Initrd(c Config) (string, error) {
-	p, err := initrd.Build(initrd.Options{Kernel: a.Kernel, AgentPath: a.Agent, HelperPath: a.Helper, CacheDir: c.cacheDir()})
+	p, err := initrd.Build(initrd.Options{Kernel: a.Kernel, AgentPath: a.Agent, HelperPath: a.Helper, CacheDir: c.CacheDir()})
 	if err != nil {
 		return "", fmt.Errorf("building initrd: %w", err)
 	}

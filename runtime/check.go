@@ -91,6 +91,12 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 	disk := c.Rootfs == RootfsDisk
 	mp, merr := d.lookPath("mkfs.btrfs")
 	add("mkfs.btrfs", merr == nil, disk, found("mkfs.btrfs", mp, merr)+" (builds the disk images of config rootfs \"disk\"; Debian package btrfs-progs)")
+	// The shares' filesystem, found once: the rootfs, huge pages and
+	// templates lines all depend on it.
+	fs, fsErr := "", derr
+	if derr == nil {
+		fs, fsErr = shareFSWith(c, driver, d.findVirtiofsd)
+	}
 	switch {
 	case disk:
 		add("rootfs", merr == nil, true, "copied into a btrfs disk per container (config rootfs \"disk\"): "+
@@ -98,10 +104,9 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 	case derr != nil:
 		add("rootfs", false, true, "cannot share the rootfs with the VM: no usable VMM")
 	default:
-		fs, err := shareFSWith(c, driver, d.findVirtiofsd)
 		switch {
-		case err != nil:
-			add("rootfs", false, true, "cannot share the rootfs with the VM: "+err.Error())
+		case fsErr != nil:
+			add("rootfs", false, true, "cannot share the rootfs with the VM: "+fsErr.Error())
 		case fs == vmm.Share9p && verr != nil:
 			add("rootfs", true, true, "shared with the VM over 9p (no virtiofsd: slower; install qemu-system-common for virtiofs): "+
 				"the container's writes land in the engine's storage, as under runc")
@@ -116,9 +121,9 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 		add("fuse", true, false, "/dev/fuse: podman top and pod top list the container's processes in its VM")
 	}
 
-	hugeOK, hugeWords := hugePagesLine(c, driver, derr, d)
+	hugeOK, hugeWords := hugePagesLine(c, driver, derr, fs, d)
 	add("huge pages", hugeOK, false, hugeWords)
-	tplOK, tplWords := templatesServe(c, driver, derr, d)
+	tplOK, tplWords := templatesServe(c, driver, derr, fs, fsErr)
 	add("templates", tplOK, false, tplWords)
 	add("boot slots", true, false, bootSlotsWords(c, accel))
 
@@ -130,7 +135,7 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 	if a, err := d.findAgent(c); err != nil {
 		add("agent", false, true, err.Error())
 	} else {
-		add("agent", true, true, "guest agent for the initrd: "+a+", its process helper "+initrd.HelperName+" beside it (initrds are built from it on first use and cached in "+c.cacheDir()+")")
+		add("agent", true, true, "guest agent for the initrd: "+a+", its process helper "+initrd.HelperName+" beside it (initrds are built from it on first use and cached in "+c.CacheDir()+")")
 	}
 	return rs, ok
 }
@@ -138,8 +143,8 @@ func check(c Config, d checkDeps) ([]CheckResult, bool) {
 // hugePagesLine says whether and where a booted VM's RAM shared with
 // virtiofsd is on huge pages (withHugeRAM), or why that does not apply: only
 // qemu maps its RAM from a file the runtime chooses, and only virtiofs
-// needs the RAM shared.
-func hugePagesLine(c Config, driver string, derr error, d checkDeps) (ok bool, words string) {
+// needs the RAM shared. fs is the shares' filesystem ("" when unknown).
+func hugePagesLine(c Config, driver string, derr error, fs string, d checkDeps) (ok bool, words string) {
 	const what = "a booted VM's RAM shared with virtiofsd (qemu) "
 	const memfd = "is a memfd on the host's small pages: a cold boot 200-300 ms slower under TCG"
 	if derr != nil {
@@ -148,7 +153,7 @@ func hugePagesLine(c Config, driver string, derr error, d checkDeps) (ok bool, w
 	if driver != "qemu" {
 		return true, "not used: " + driver + " maps the VM's RAM itself"
 	}
-	if fs, err := shareFSWith(c, driver, d.findVirtiofsd); err == nil && fs == vmm.Share9p {
+	if fs == vmm.Share9p {
 		return true, "not needed: the shares are 9p, served by qemu itself, so a booted VM's RAM is qemu's own anonymous memory " +
 			"(on huge pages as the host's transparent huge pages allow)"
 	}
@@ -177,8 +182,9 @@ func bootSlotsWords(c Config, accel vmm.Accel) string {
 }
 
 // templatesServe says whether VM templates are on and serve, and, when they
-// are on but cannot serve, why.
-func templatesServe(c Config, driver string, derr error, d checkDeps) (bool, string) {
+// are on but cannot serve, why; fs and fsErr are the shares' filesystem
+// (shareFSWith).
+func templatesServe(c Config, driver string, derr error, fs string, fsErr error) (bool, string) {
 	if !c.Templates {
 		return false, "off: every container boots its VM (config \"templates\": true starts containers by restoring a saved VM)"
 	}
@@ -188,9 +194,8 @@ func templatesServe(c Config, driver string, derr error, d checkDeps) (bool, str
 	case cloneable(driver) != nil:
 		return false, "on, but " + cloneable(driver).Error() + ": containers boot"
 	}
-	fs, err := shareFSWith(c, driver, d.findVirtiofsd)
-	if err != nil {
-		return false, "on, but the shares have no filesystem: " + err.Error()
+	if fsErr != nil {
+		return false, "on, but the shares have no filesystem: " + fsErr.Error()
 	}
 	if driver == "cloud-hypervisor" {
 		return true, "on: containers start by restoring a saved VM of their shape (cloud-hypervisor: each clone's memory is a copy of the template's, " +

@@ -231,12 +231,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// cacheDir holds the extracted vmlinux and the initrds.
-func (c Config) cacheDir() string { return filepath.Join(c.DataDir, "cache") }
-
-// CacheDir is where initrds and vmlinux files are cached (initrd.Build,
-// initrd.Vmlinux).
-func (c Config) CacheDir() string { return c.cacheDir() }
+// CacheDir holds the extracted vmlinux files and the initrds
+// (initrd.Vmlinux, initrd.Build).
+func (c Config) CacheDir() string { return filepath.Join(c.DataDir, "cache") }
 
 // bootSlotsDir holds the boot slots' lock files.
 func (c Config) bootSlotsDir() string { return filepath.Join(c.DataDir, "boot-slots") }
@@ -254,7 +251,7 @@ func (c Config) HostsFile() string { return filepath.Join(c.DataDir, "dns", "hos
 // diskCache keeps the images of rootfs trees with a cache key (image
 // layers under containerd's snapshots).
 func (c Config) diskCache() bundle.DiskCache {
-	return bundle.DiskCache{Dir: filepath.Join(c.cacheDir(), "images")}
+	return bundle.DiskCache{Dir: filepath.Join(c.CacheDir(), "images")}
 }
 
 // disksDir holds the containers' disk images.

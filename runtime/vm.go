@@ -35,9 +35,9 @@ type newVMFunc func(driver string, cfg vmm.Config, c Config) (VM, error)
 func newVM(driver string, cfg vmm.Config, c Config) (VM, error) {
 	switch driver {
 	case "qemu":
-		return qemu.New(cfg, qemu.Options{Binary: c.QemuBinary, Virtiofsd: c.VirtiofsdBinary, VirtiofsdCache: c.cacheDir()})
+		return qemu.New(cfg, qemu.Options{Binary: c.QemuBinary, Virtiofsd: c.VirtiofsdBinary, VirtiofsdCache: c.CacheDir()})
 	case "cloud-hypervisor":
-		return cloudhypervisor.New(cfg, cloudhypervisor.Options{Binary: c.CloudHypervisorBinary, Virtiofsd: c.VirtiofsdBinary, VirtiofsdCache: c.cacheDir()})
+		return cloudhypervisor.New(cfg, cloudhypervisor.Options{Binary: c.CloudHypervisorBinary, Virtiofsd: c.VirtiofsdBinary, VirtiofsdCache: c.CacheDir()})
 	}
 	return nil, fmt.Errorf("unknown vmm driver %q", driver)
 }

@@ -81,7 +81,7 @@ func ExtractVmlinux(vmlinuz, out string) error {
 				if err := bw.Flush(); err != nil {
 					return fmt.Errorf("writing %q: %w", f.Name(), err)
 				}
-				return nil
+				return trimZeroTails(f)
 			}
 			tried = append(tried, fmt.Errorf("%s at offset %d: %w", c.c.name, c.offset, err))
 		}
@@ -178,10 +178,10 @@ func decodeGzip(dst io.Writer, src []byte) error {
 
 // Vmlinux returns the ELF vmlinux of k, extracting it into cacheDir once.
 //
-// The file is named by the SHA-256 of the vmlinuz, which, unlike
-// size+mtime+name, a rebuilt kernel of the same release cannot fool
-// (dpkg-deb -x keeps the package's mtimes, so two builds of one release can
-// agree on all three). A stat stamp of the vmlinuz (with its inode and
+// The file is named by the SHA-256 of the vmlinuz (and vmlinuxFormat),
+// which, unlike size+mtime+name, a rebuilt kernel of the same release
+// cannot fool (dpkg-deb -x keeps the package's mtimes, so two builds of one
+// release can agree on all three). A stat stamp of the vmlinuz (with its inode and
 // ctime, which unpacking a package changes) finds that file again without
 // reading the 8 MB.
 func Vmlinux(k *Kernel, cacheDir string) (string, error) {
@@ -199,7 +199,10 @@ func Vmlinux(k *Kernel, cacheDir string) (string, error) {
 		if err != nil {
 			return "", nil, err
 		}
-		out := filepath.Join(cacheDir, "vmlinux-"+k.Release+"-"+hex.EncodeToString(sum[:12]))
+		h := sha256.New()
+		hashField(h, []byte(vmlinuxFormat))
+		hashField(h, sum)
+		out := filepath.Join(cacheDir, "vmlinux-"+k.Release+"-"+hex.EncodeToString(h.Sum(nil)[:12]))
 		if fi, err := os.Stat(out); err == nil && fi.Mode().IsRegular() {
 			return out, nil, nil
 		}
@@ -213,6 +216,11 @@ func Vmlinux(k *Kernel, cacheDir string) (string, error) {
 	})
 }
 
+// vmlinuxFormat is what ExtractVmlinux makes of a vmlinuz; it names the
+// cached file and its stamps, so that a runtime that makes it otherwise
+// does not take an older one's file. v2: segments without their zero tails.
+const vmlinuxFormat = "vmlinux v2"
+
 // vmlinuxStampPrefix names the stamps that map a stat of a vmlinuz to the
 // vmlinux made from it.
 const vmlinuxStampPrefix = "vmlinux-stat-"
@@ -221,7 +229,7 @@ const vmlinuxStampPrefix = "vmlinux-stat-"
 // upgrade replaces the file) and its release.
 func vmlinuxStamp(k *Kernel) (string, error) {
 	h := sha256.New()
-	hashField(h, []byte("vmlinux stat stamp v1"))
+	hashField(h, []byte("stat stamp of "+vmlinuxFormat))
 	hashField(h, []byte(k.Release))
 	if err := hashStats(h, []string{k.Vmlinuz}, nil); err != nil {
 		return "", err

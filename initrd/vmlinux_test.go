@@ -371,6 +371,23 @@ func TestVmlinuxRealKernel(t *testing.T) {
 	if !hasPVHNote(t, ef) {
 		t.Error("no XEN_ELFNOTE_PHYS32_ENTRY note: qemu and cloud-hypervisor cannot boot it through PVH")
 	}
+	// Its loadable segments end at a non-zero byte in the file: the zeros
+	// of .bss and .init.scratch are left to the loader (trimZeroTails).
+	var inFile, inMemory uint64
+	for _, p := range ef.Progs {
+		if p.Type != elf.PT_LOAD || p.Filesz == 0 {
+			continue
+		}
+		inFile, inMemory = inFile+p.Filesz, inMemory+p.Memsz
+		last := make([]byte, 1)
+		if _, err := p.ReadAt(last, int64(p.Filesz)-1); err != nil {
+			t.Fatal(err)
+		}
+		if last[0] == 0 {
+			t.Errorf("segment at %#x: its %d bytes in the file end with a zero", p.Paddr, p.Filesz)
+		}
+	}
+	t.Logf("loadable: %d MB in the file, %d MB in memory", inFile>>20, inMemory>>20)
 }
 
 // hasPVHNote looks for the Xen PHYS32_ENTRY (type 18) ELF note that marks

@@ -39,6 +39,7 @@ type Timings struct {
 	Setup    time.Duration // mounts and device nodes in the guest
 	Run      time.Duration // process start → exit status
 	Teardown time.Duration // shutdown, VMM exit, cleanup
+	Quiesce  time.Duration // of Teardown: the agent ending the processes, syncing and unmounting
 	Boots    int           // VM boots it took: more than 1 after a stall (bootStalls)
 	Guest    GuestBoot     // the guest's own account of Boot, by its clock
 	// Restored: the VM started as a clone of a template (config
@@ -819,6 +820,7 @@ func (inst *Instance) Shutdown(ctx context.Context, timeout time.Duration) error
 				_, err := inst.Agent.Shutdown(ctx, &agentapi.Empty{})
 				return err
 			}) == nil
+			inst.Timings.Quiesce = time.Since(t0)
 		}
 	}
 	// A guest that said it is quiesced has nothing left to lose: the VMM

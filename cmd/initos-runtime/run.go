@@ -69,8 +69,8 @@ func runAction(ctx *cli.Context) error {
 	})
 	if ctx.Bool("timings") {
 		t := res.Timings
-		fmt.Fprintf(os.Stderr, "vmm=%s accel=%s disk=%s initrd=%s queued=%s boot=%s boots=%d network=%s setup=%s run=%s teardown=%s\n",
-			res.Driver, res.Accel, t.Disk, t.Initrd, t.Queued, t.Boot, t.Boots, t.Network, t.Setup, t.Run, t.Teardown)
+		fmt.Fprintf(os.Stderr, "vmm=%s accel=%s disk=%s initrd=%s queued=%s boot=%s boots=%d network=%s setup=%s run=%s teardown=%s quiesce=%s\n",
+			res.Driver, res.Accel, t.Disk, t.Initrd, t.Queued, t.Boot, t.Boots, t.Network, t.Setup, t.Run, t.Teardown, t.Quiesce)
 		switch {
 		case t.Restored && t.TemplateBuilt:
 			fmt.Fprintf(os.Stderr, "restored from a template booted and saved by this start; its guest: %s\n", t.Guest)

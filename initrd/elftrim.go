@@ -27,8 +27,8 @@ const (
 // file: an x86 vmlinux's last segment carries .bss, .brk and .init.scratch
 // as 24 MB of zeros in the file (.init.scratch, PROGBITS, follows the NOBITS
 // .bss, so the linker writes the hole), which qemu copied into the guest's
-// RAM at every cold boot: 109 instead of 122 ms from qemu's exec to its
-// monitor answering (medians of 20, TCG; docs/boot-budget.md).
+// RAM at every cold boot: qemu's exec until its monitor answered went from
+// 147-156 to 112-136 ms on our TCG host (docs/boot-budget.md).
 //
 // A file that is not a well-formed ELF64 is left alone: whatever loads it
 // reports what is wrong with it. Only I/O errors are returned.

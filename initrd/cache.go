@@ -194,9 +194,10 @@ func isCached(name string) bool {
 
 // RemoveVmlinux removes from cacheDir the vmlinux files made from the
 // kernel of release, and the stamps that name them: what a removed kernel
-// leaves in the cache (65 MB each), which pruneCache would otherwise keep
-// until a new file is made. A missing cache is nothing to remove. The
-// caller holds the kernel so that no start can be making one meanwhile.
+// leaves in the cache (65 MB each, 31 on disk), which pruneCache would
+// otherwise keep until a new file is made. A missing cache is nothing to
+// remove. The caller holds the kernel so that no start can be making one
+// meanwhile.
 func RemoveVmlinux(cacheDir, release string) error {
 	entries, err := os.ReadDir(cacheDir)
 	if errors.Is(err, fs.ErrNotExist) {

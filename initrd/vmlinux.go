@@ -1,7 +1,6 @@
 package initrd
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
@@ -68,18 +67,15 @@ func ExtractVmlinux(vmlinuz, out string) error {
 			if err := f.Truncate(0); err != nil {
 				return fmt.Errorf("truncating %q: %w", f.Name(), err)
 			}
-			if _, err := f.Seek(0, io.SeekStart); err != nil {
-				return fmt.Errorf("seeking in %q: %w", f.Name(), err)
-			}
-			bw := bufio.NewWriterSize(f, 1<<20)
-			ew := &elfCheckWriter{w: bw}
+			sw := newSparseWriter(f)
+			ew := &elfCheckWriter{w: sw}
 			err := c.c.decode(ew, c.data)
 			if err == nil && len(ew.head) < len(elfMagic) {
 				err = errNotELF
 			}
 			if err == nil {
-				if err := bw.Flush(); err != nil {
-					return fmt.Errorf("writing %q: %w", f.Name(), err)
+				if err := sw.finish(); err != nil {
+					return err
 				}
 				return trimZeroTails(f)
 			}

@@ -134,6 +134,10 @@ func TestRun(t *testing.T) {
 			if res.Timings.Teardown <= 0 || res.Timings.Boot <= 0 {
 				t.Errorf("timings %+v", res.Timings)
 			}
+			// The agent's shutdown is part of teardown, timed on its own.
+			if q := res.Timings.Quiesce; q <= 0 || q > res.Timings.Teardown {
+				t.Errorf("quiesce %v, want within teardown %v", q, res.Timings.Teardown)
+			}
 			if _, err := os.Stat(filepath.Join(c.Root, "run1")); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("state dir left behind: %v", err)
 			}

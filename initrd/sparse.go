@@ -17,7 +17,7 @@ const sparseBlock = 4096
 type sparseWriter struct {
 	f   *os.File
 	off int64  // where buf starts in f
-	buf []byte // less than a block, or a whole buffer before flush
+	buf []byte // not written yet: flushed when it reaches its capacity
 }
 
 func newSparseWriter(f *os.File) *sparseWriter {
@@ -31,7 +31,7 @@ func (w *sparseWriter) Write(p []byte) (int, error) {
 		w.buf = append(w.buf, p[:k]...)
 		p = p[k:]
 		if len(w.buf) == cap(w.buf) {
-			if err := w.flush(len(w.buf)); err != nil {
+			if err := w.flush(); err != nil {
 				return n - len(p), err
 			}
 		}
@@ -39,9 +39,10 @@ func (w *sparseWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// flush writes the first n bytes of buf (whole blocks, or the end of the
-// file) without their zero blocks, and keeps the rest.
-func (w *sparseWriter) flush(n int) error {
+// flush writes buf without its blocks of zeros. buf holds whole blocks
+// (its capacity is a multiple of sparseBlock) but at the end of the file.
+func (w *sparseWriter) flush() error {
+	n := len(w.buf)
 	for at := 0; at < n; {
 		end := min(at+sparseBlock, n)
 		if !allZero(w.buf[at:end]) {
@@ -56,14 +57,14 @@ func (w *sparseWriter) flush(n int) error {
 		at = end
 	}
 	w.off += int64(n)
-	w.buf = append(w.buf[:0], w.buf[n:]...)
+	w.buf = w.buf[:0]
 	return nil
 }
 
 // finish writes what is left and gives the file its whole size (a hole
 // at the end is not written either).
 func (w *sparseWriter) finish() error {
-	if err := w.flush(len(w.buf)); err != nil {
+	if err := w.flush(); err != nil {
 		return err
 	}
 	if err := w.f.Truncate(w.off); err != nil {

@@ -177,9 +177,9 @@ func decodeGzip(dst io.Writer, src []byte) error {
 // The file is named by the SHA-256 of the vmlinuz (and vmlinuxFormat),
 // which, unlike size+mtime+name, a rebuilt kernel of the same release
 // cannot fool (dpkg-deb -x keeps the package's mtimes, so two builds of one
-// release can agree on all three). A stat stamp of the vmlinuz (with its inode and
-// ctime, which unpacking a package changes) finds that file again without
-// reading the 8 MB.
+// release can agree on all three). A stat stamp of the vmlinuz (with its
+// inode and ctime, which unpacking a package changes) finds that file again
+// without reading the 8 MB.
 func Vmlinux(k *Kernel, cacheDir string) (string, error) {
 	if k == nil {
 		return "", errors.New("vmlinux: no kernel given")

@@ -194,6 +194,13 @@ func validateSpec(spec *specs.Spec) error {
 	if err := validateRlimits(p.Rlimits); err != nil {
 		return err
 	}
+	// "oomScoreAdj (int, OPTIONAL) adjusts the oom-killer score in
+	// [pid]/oom_score_adj" (config.md, process): the kernel takes
+	// OOM_SCORE_ADJ_MIN..OOM_SCORE_ADJ_MAX, and the runtime writes it for the
+	// guest's process and the VM's host processes both.
+	if a := p.OOMScoreAdj; a != nil && (*a < -1000 || *a > 1000) {
+		return fmt.Errorf("process.oomScoreAdj %d is out of range (oom_score_adj takes -1000 to 1000)", *a)
+	}
 
 	if err := validateSysctls(spec); err != nil {
 		return err

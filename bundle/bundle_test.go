@@ -274,6 +274,20 @@ func TestLoadInvalid(t *testing.T) {
 			want: []string{`process.rlimits[0]: unknown type "NOFILE"`, "RLIMIT_*"},
 		},
 		{
+			name: "oomScoreAdj above the kernel's range",
+			setup: func(t *testing.T) string {
+				return writeBundle(t, specMap(t, func(m map[string]any) { proc(m)["oomScoreAdj"] = 1001 }))
+			},
+			want: []string{"process.oomScoreAdj 1001 is out of range", "-1000 to 1000"},
+		},
+		{
+			name: "oomScoreAdj below the kernel's range",
+			setup: func(t *testing.T) string {
+				return writeBundle(t, specMap(t, func(m map[string]any) { proc(m)["oomScoreAdj"] = -1001 }))
+			},
+			want: []string{"process.oomScoreAdj -1001 is out of range"},
+		},
+		{
 			name: "duplicate rlimit",
 			setup: func(t *testing.T) string {
 				return writeBundle(t, specMap(t, func(m map[string]any) {

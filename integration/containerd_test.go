@@ -475,10 +475,14 @@ func TestContainerdShim(t *testing.T) {
 			// container a PID namespace of its own (NamespaceMode
 			// CONTAINER: kubelet's default; the CRI's zero value is POD,
 			// see "cri pod shared pid").
+			// Their oom_score_adj, as kubelet gives a Burstable pod's
+			// containers by their memory requests.
 			ownPid := map[string]any{"pid": 1}
-			a := c.startContainerWith(t, pod, "a", map[string]any{"security_context": map[string]any{"masked_paths": []string{"/proc/timer_list"}, "namespace_options": ownPid}},
+			a := c.startContainerWith(t, pod, "a", map[string]any{"security_context": map[string]any{"masked_paths": []string{"/proc/timer_list"}, "namespace_options": ownPid},
+				"resources": map[string]any{"oom_score_adj": 700}},
 				"sh", "-c", "echo hello-from-a; echo a > /tmp/who; while true; do sleep 1; done")
-			b := c.startContainerWith(t, pod, "b", map[string]any{"security_context": map[string]any{"namespace_options": ownPid}},
+			b := c.startContainerWith(t, pod, "b", map[string]any{"security_context": map[string]any{"namespace_options": ownPid},
+				"resources": map[string]any{"oom_score_adj": 300}},
 				"sh", "-c", "echo b > /tmp/who; while true; do sleep 1; done")
 			// One VM for the pod: the sandbox's; its members boot none.
 			if vmms := vmmsOf(c.shimStateDir(criNamespace, pod.id)); len(vmms) != 1 {
@@ -509,6 +513,25 @@ func TestContainerdShim(t *testing.T) {
 			poll(t, settleTimeout, "crictl logs of a", func() (bool, string) {
 				r := c.crictl(t, "logs", a)
 				return strings.Contains(string(r.stdout), "hello-from-a"), fmt.Sprintf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+			})
+			// The host's OOM killer weighs the pod's VM as its most
+			// protected member asks (the lowest value), each member's
+			// process in the guest as its own.
+			vmDir := c.shimStateDir(criNamespace, pod.id)
+			allEqual(t, "the pod's VM with members 700 and 300", hostOOMScores(t, 0, true, vmDir), 300)
+			if r := c.crictl(t, "exec", a, "cat", "/proc/1/oom_score_adj"); strings.TrimSpace(string(r.stdout)) != "700" {
+				t.Errorf("member a's process: oom_score_adj %q (exit %d, %s), want 700", r.stdout, r.code, r.stderr)
+			}
+			c.ok(t, "crictl", "stop", b)
+			c.ok(t, "crictl", "rm", b)
+			poll(t, settleTimeout, "the pod's VM weighed by a alone", func() (bool, string) {
+				scores := hostOOMScores(t, 0, true, vmDir)
+				for _, v := range scores {
+					if v != 700 {
+						return false, fmt.Sprint(scores)
+					}
+				}
+				return true, ""
 			})
 			c.removePod(t, pod, a, b)
 		})

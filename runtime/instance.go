@@ -104,6 +104,9 @@ type Instance struct {
 	// remote links a member to the VM of another monitor's container
 	// (member.go; nil: none).
 	remote *remoteSandbox
+	// oom weighs the VM's host processes for the host's OOM killer (nil:
+	// a pod member, whose VM is its sandbox's).
+	oom *hostOOM
 
 	exited  chan struct{} // closed once the VMM process has exited
 	waitErr error         // VMM exit error, valid after exited is closed
@@ -171,7 +174,7 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 		return nil, err
 	}
 	inst := &Instance{ID: id, Bundle: b, StateDir: stateDir, Driver: driver, Accel: accel, exited: make(chan struct{}),
-		consoleLog: filepath.Join(stateDir, consoleLogFile), switchRoot: handoff}
+		consoleLog: filepath.Join(stateDir, consoleLogFile), switchRoot: handoff, oom: newHostOOM(b.Spec.Process.OOMScoreAdj)}
 	defer func() {
 		if retErr != nil {
 			inst.destroy()
@@ -298,6 +301,8 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 	vcfg.Cmdline = guestCmdline(cloneGroups, c.Debug, len(disks) > 0, handoff) + " initos.template=1"
 	boot := vcfg
 	boot.Cmdline = guestCmdline(bootGroups, c.Debug, len(disks) > 0, handoff)
+	// The container's VM, not its template, which serves every container.
+	boot.OOMScoreAdj = b.Spec.Process.OOMScoreAdj
 	if att != nil {
 		boot.Cmdline += " " + att.KernelArg()
 	}
@@ -543,6 +548,7 @@ func (inst *Instance) startClone(ctx context.Context, newVM newVMFunc, driver st
 		return built, err
 	}
 	vcfg.RestoreFrom = snap
+	vcfg.OOMScoreAdj = inst.Bundle.Spec.Process.OOMScoreAdj
 	// A template its clone cannot start from is rebuilt by the next start
 	// (a running clone keeps its mapping of the removed file); a failure
 	// of this container's own (its network) leaves the template be.

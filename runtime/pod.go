@@ -72,6 +72,9 @@ func (inst *Instance) addContainer(ctx context.Context, c Config, b *bundle.Bund
 	if err := checkBinds(b.Spec); err != nil {
 		return nil, fmt.Errorf("adding container %q: %w", id, err)
 	}
+	if err := inst.oom.join(id, b.Spec.Process.OOMScoreAdj, inst.setOOMScoreAdj); err != nil {
+		return nil, fmt.Errorf("adding container %q to the VM of %q: %w", id, inst.ID, err)
+	}
 	name := "m-" + randomSuffix()
 	var msh *share
 	served := ""
@@ -114,6 +117,15 @@ func (inst *Instance) addContainer(ctx context.Context, c Config, b *bundle.Bund
 		return nil, fmt.Errorf("adding container %q to the VM of %q: %w", id, inst.ID, err)
 	}
 	return m, nil
+}
+
+// setOOMScoreAdj gives the VM's host processes adj (hostOOM).
+func (inst *Instance) setOOMScoreAdj(adj int) error {
+	a, ok := inst.vm.(oomAdjuster)
+	if !ok {
+		return fmt.Errorf("the %s driver cannot change its processes' oom_score_adj: %w", inst.Driver, ErrUnsupported)
+	}
+	return a.SetOOMScoreAdj(adj)
 }
 
 // takesMembers reports whether other monitors' containers can join the
@@ -160,6 +172,9 @@ func (m *Instance) removeMember(ctx context.Context) error {
 			if err := os.Remove(m.Disk); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("removing disk %q: %w", m.Disk, err))
 			}
+		}
+		if err := m.pod.oom.leave(m.ID, m.pod.setOOMScoreAdj); err != nil {
+			errs = append(errs, err)
 		}
 	})
 	return errors.Join(errs...)

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,6 +12,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/initos-runtime/initos-runtime/bundle"
 	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
@@ -171,5 +173,66 @@ func TestPodMemberSharedRoot(t *testing.T) {
 	}
 	if !reflect.DeepEqual(f.unmounts, []string{s.RootPath}) {
 		t.Errorf("unmounts %q, want only the member's entry", f.unmounts)
+	}
+}
+
+// TestPodOOMScore: a pod's VM starts with its sandbox's oomScoreAdj and
+// takes the lowest of its members' as they come and go; a member whose
+// value the host refuses is not added, and nothing of it is left.
+func TestPodOOMScore(t *testing.T) {
+	h, _, c := sharedRootHost(t)
+	withAdj := func(adj *int) *bundle.Bundle {
+		return loadBundle(t, func(s *specs.Spec) { s.Process.OOMScoreAdj = adj })
+	}
+	ctx := context.Background()
+	inst, err := boot(ctx, c, withAdj(intp(-998)), "pod", mkStateDir(t, c, "pod"), true, h.deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Shutdown(ctx, time.Second)
+	if adj := h.vmCfgs[0].OOMScoreAdj; adj == nil || *adj != -998 {
+		t.Errorf("the sandbox's VM starts with oomScoreAdj %v, want -998", adj)
+	}
+	vm := h.vm()
+	add := func(id string, adj *int) *Instance {
+		t.Helper()
+		m, err := inst.AddContainer(ctx, c, withAdj(adj), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a := add("a", intp(700))
+	b := add("b", intp(300))
+	add("c", nil)
+	if got, want := vm.oomAdjusted(), []int{700, 300}; !reflect.DeepEqual(got, want) {
+		t.Errorf("with members 700, 300 and none: the VM got %v, want %v", got, want)
+	}
+	if err := b.Shutdown(ctx, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := vm.oomAdjusted(), []int{700, 300, 700}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after the 300 member left: the VM got %v, want %v", got, want)
+	}
+
+	vm.mu.Lock()
+	vm.script.oomErr = errors.New("permission denied")
+	vm.mu.Unlock()
+	setups := len(h.agent.setups)
+	if _, err := inst.AddContainer(ctx, c, withAdj(intp(-500)), "d"); err == nil ||
+		!strings.Contains(err.Error(), `container "d"'s oomScoreAdj -500: permission denied`) {
+		t.Fatalf("adding a member the host refuses: error %v", err)
+	}
+	if n := len(h.agent.setups); n != setups {
+		t.Errorf("the refused member was set up in the guest (%d setups, was %d)", n, setups)
+	}
+	vm.mu.Lock()
+	vm.script.oomErr = nil
+	vm.mu.Unlock()
+	if err := a.Shutdown(ctx, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := vm.oomAdjusted(), []int{700, 300, 700, -998}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after the last member with a value left: the VM got %v, want %v", got, want)
 	}
 }

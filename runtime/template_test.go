@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
@@ -307,5 +309,25 @@ func TestBootFromTemplateDisk(t *testing.T) {
 	t.Cleanup(func() { _ = booted.Shutdown(context.Background(), 5*time.Second) })
 	if s := h.agent.setups[len(h.agent.setups)-1]; s.RootDevice != "/dev/vda" || s.RootSerial != "" {
 		t.Errorf("a booted vm's Setup: root device %q, serial %q", s.RootDevice, s.RootSerial)
+	}
+}
+
+// TestCloneOOMScoreAdj: a clone's VMM gets its container's oomScoreAdj;
+// the template's, which serves every container of its shape, does not.
+func TestCloneOOMScoreAdj(t *testing.T) {
+	h, _, c := sharedRootHost(t)
+	c.Templates, c.QemuBinary = true, "/bin/sh"
+	h.vmScript = fakeVMScript{console: []string{"initos-agent: ready"}}
+	b := loadBundle(t, func(s *specs.Spec) { s.Process.OOMScoreAdj = intp(500) })
+	inst, err := boot(context.Background(), c, b, "c1", mkStateDir(t, c, "c1"), false, h.deps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Shutdown(context.Background(), 5*time.Second)
+	if !inst.Timings.Restored || len(h.vmCfgs) != 2 {
+		t.Fatalf("timings %+v, %d vms: want a template and its clone", inst.Timings, len(h.vmCfgs))
+	}
+	if tpl, clone := h.vmCfgs[0].OOMScoreAdj, h.vmCfgs[1].OOMScoreAdj; tpl != nil || clone == nil || *clone != 500 {
+		t.Errorf("oomScoreAdj: the template's %v, want none; the clone's %v, want 500", tpl, clone)
 	}
 }

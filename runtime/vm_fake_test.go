@@ -29,6 +29,8 @@ type fakeVMScript struct {
 	// stalled makes the guest never serve its agent, as a guest that
 	// halted during boot.
 	stalled bool
+	// oomErr makes SetOOMScoreAdj fail.
+	oomErr error
 }
 
 // fakeVM implements VM without a VMM: DialAgent hands out one end of a
@@ -53,6 +55,8 @@ type fakeVM struct {
 	exited    chan struct{}
 	exitOnce  sync.Once
 	waitErr   error
+	// oomAdjs are the values SetOOMScoreAdj gave the VMM's processes.
+	oomAdjs []int
 }
 
 func newFakeVM(cfg vmm.Config, agent agentapi.AgentService, s fakeVMScript) *fakeVM {
@@ -196,6 +200,23 @@ func (v *fakeVM) Wait() error {
 }
 
 func (v *fakeVM) Pid() int { return 4242 }
+
+// SetOOMScoreAdj records adj, as the drivers give it to their processes.
+func (v *fakeVM) SetOOMScoreAdj(adj int) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.script.oomErr != nil {
+		return v.script.oomErr
+	}
+	v.oomAdjs = append(v.oomAdjs, adj)
+	return nil
+}
+
+func (v *fakeVM) oomAdjusted() []int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]int(nil), v.oomAdjs...)
+}
 
 // exit ends the fake VMM once: console lines, broken connections, then
 // Wait's return.

@@ -102,6 +102,12 @@ type Config struct {
 	// way; cloud-hypervisor's restore copies the RAM into each clone, and
 	// a clone's disks, shares and NICs are all hot-added after it.)
 	RestoreFrom *Snapshot
+	// OOMScoreAdj, when set, is the host OOM killer's adjustment of the
+	// VMM and its virtiofsd (SetOOMScoreAdj), written as each starts: the
+	// guest's RAM is the container's memory on the host, so the host
+	// weighs it as the spec's process.oomScoreAdj asks. nil: they keep
+	// the caller's.
+	OOMScoreAdj *int
 }
 
 // Snapshot is a saved VM: its guest RAM and its device and CPU state.

@@ -10,7 +10,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -245,6 +248,47 @@ func joinNetns(path string) error {
 	defer f.Close()
 	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
 		return fmt.Errorf("joining network namespace %q: %w", path, err)
+	}
+	return nil
+}
+
+// procRoot is where SetOOMScoreAdj finds processes; tests replace it.
+var procRoot = "/proc"
+
+// SetOOMScoreAdj sets the host OOM killer's adjustment (-1000..1000) of
+// process pid and of its descendants: pid's first, then those of the
+// children it has by then, whose own children follow (a process forked
+// after its parent's write inherits the new value, as one forked before
+// is listed). A process that has gone is skipped: nothing of it is left
+// to kill. Lowering a value below the process's floor needs
+// CAP_SYS_RESOURCE; without it the kernel refuses (EACCES), as it refuses
+// runc's init.
+func SetOOMScoreAdj(pid, adj int) error {
+	dir := filepath.Join(procRoot, strconv.Itoa(pid))
+	if err := os.WriteFile(filepath.Join(dir, "oom_score_adj"), []byte(strconv.Itoa(adj)), 0); err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+			return nil
+		}
+		return fmt.Errorf("setting the oom_score_adj of pid %d to %d: %w", pid, adj, err)
+	}
+	tasks, err := os.ReadDir(filepath.Join(dir, "task"))
+	if err != nil {
+		return nil // gone since
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, "task", task.Name(), "children"))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			child, err := strconv.Atoi(f)
+			if err != nil {
+				continue
+			}
+			if err := SetOOMScoreAdj(child, adj); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

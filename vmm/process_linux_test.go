@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -296,5 +297,71 @@ func TestRestrictSockets(t *testing.T) {
 	}
 	if err := RestrictSockets(file); err == nil {
 		t.Error("a regular file was taken for a socket")
+	}
+}
+
+// readOOMScoreAdj is pid's /proc oom_score_adj.
+func readOOMScoreAdj(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// raisedOOMScoreAdj is a value above this process's, which any process may
+// give its children (only lowering needs CAP_SYS_RESOURCE).
+func raisedOOMScoreAdj(t *testing.T) int {
+	if own := readOOMScoreAdj(t, os.Getpid()); own < 500 {
+		return 500
+	} else if own < 1000 {
+		return 1000
+	}
+	t.Skip("this process's oom_score_adj is 1000 already: none can be raised")
+	return 0
+}
+
+// TestSetOOMScoreAdj: a process and the child it forked before the write
+// get the value; a process that has gone is no error; a value the kernel
+// refuses is, naming the process.
+func TestSetOOMScoreAdj(t *testing.T) {
+	adj := raisedOOMScoreAdj(t)
+	dir := t.TempDir()
+	p, err := StartProcess("sh", "/bin/sh", []string{"-c", "sleep 60 & wait"}, filepath.Join(dir, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Kill()
+	var child int
+	deadline := time.Now().Add(10 * time.Second)
+	for child == 0 {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.Pid(), p.Pid()))
+		if f := strings.Fields(string(b)); len(f) == 1 {
+			child, _ = strconv.Atoi(f[0])
+		} else if time.Now().After(deadline) {
+			t.Fatalf("sh forked no child: %q", b)
+		} else {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if err := SetOOMScoreAdj(p.Pid(), adj); err != nil {
+		t.Fatal(err)
+	}
+	for what, pid := range map[string]int{"sh": p.Pid(), "its child": child} {
+		if got := readOOMScoreAdj(t, pid); got != adj {
+			t.Errorf("%s (pid %d): oom_score_adj %d, want %d", what, pid, got, adj)
+		}
+	}
+	if err := SetOOMScoreAdj(1<<30, adj); err != nil { // above any pid_max
+		t.Errorf("a process that has gone: %v", err)
+	}
+	err = SetOOMScoreAdj(p.Pid(), 1001)
+	if want := fmt.Sprintf("setting the oom_score_adj of pid %d to 1001: ", p.Pid()); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("an out-of-range value: error %v, want one starting %q", err, want)
 	}
 }

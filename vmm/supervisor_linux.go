@@ -116,6 +116,9 @@ func (s *Supervisor) Start(ctx context.Context) (err error) {
 		}
 		s.vfsd = append(s.vfsd, p)
 		s.vfsdTags = append(s.vfsdTags, sh.Tag)
+		if err := s.adjustOOM(p); err != nil {
+			return err
+		}
 	}
 	var extra []*os.File
 	if s.ExtraFiles != nil {
@@ -130,6 +133,9 @@ func (s *Supervisor) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("vm %q: %w", s.Cfg.ID, err)
 	}
+	if err := s.adjustOOM(s.proc); err != nil {
+		return err
+	}
 	if err := s.waitReady(ctx); err != nil {
 		return fmt.Errorf("starting vm %q: %w", s.Cfg.ID, s.virtiofsdFirst(err))
 	}
@@ -140,6 +146,37 @@ func (s *Supervisor) Start(ctx context.Context) (err error) {
 	s.started = true
 	for i, p := range s.vfsd {
 		go s.watchVirtiofsd(p, s.vfsdTags[i], s.proc)
+	}
+	return nil
+}
+
+// adjustOOM gives p Cfg.OOMScoreAdj, if set. It runs right after p's
+// start: the VMM touches the guest's RAM only as the guest boots.
+func (s *Supervisor) adjustOOM(p *Process) error {
+	if s.Cfg.OOMScoreAdj == nil {
+		return nil
+	}
+	if err := SetOOMScoreAdj(p.Pid(), *s.Cfg.OOMScoreAdj); err != nil {
+		return fmt.Errorf("starting vm %q: %s: %w", s.Cfg.ID, p.name, err)
+	}
+	return nil
+}
+
+// SetOOMScoreAdj changes the host OOM killer's adjustment of the running
+// VMM and its virtiofsd (a pod's VM, as its containers come and go).
+func (s *Supervisor) SetOOMScoreAdj(adj int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return fmt.Errorf("setting the oom_score_adj of vm %q: %w", s.Cfg.ID, ErrNotStarted)
+	}
+	for _, p := range append([]*Process{s.proc}, s.vfsd...) {
+		if p.Exited() {
+			continue // reaped: its pid may be another process's now
+		}
+		if err := SetOOMScoreAdj(p.Pid(), adj); err != nil {
+			return fmt.Errorf("vm %q: %s: %w", s.Cfg.ID, p.name, err)
+		}
 	}
 	return nil
 }

@@ -203,3 +203,34 @@ func TestSupervisorVirtiofsdFailsFirst(t *testing.T) {
 		t.Errorf("virtiofsd's socket left behind: %v", err)
 	}
 }
+
+// The VMM starts with Cfg.OOMScoreAdj; SetOOMScoreAdj changes it while it
+// runs, refuses before Start, and skips it once it has exited.
+func TestSupervisorOOMScoreAdj(t *testing.T) {
+	adj := raisedOOMScoreAdj(t)
+	s := sleepSupervisor(t, func(context.Context) error { return nil }, func(context.Context) error { return errors.New("no api") })
+	if err := s.SetOOMScoreAdj(adj); !errors.Is(err, ErrNotStarted) {
+		t.Errorf("SetOOMScoreAdj before Start = %v, want ErrNotStarted", err)
+	}
+	s.Cfg.OOMScoreAdj = &adj
+	ctx := context.Background()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(ctx)
+	if got := readOOMScoreAdj(t, s.Pid()); got != adj {
+		t.Errorf("the VMM started with oom_score_adj %d, want %d", got, adj)
+	}
+	if err := s.SetOOMScoreAdj(1000); err != nil {
+		t.Fatal(err)
+	}
+	if got := readOOMScoreAdj(t, s.Pid()); got != 1000 {
+		t.Errorf("after SetOOMScoreAdj(1000): %d", got)
+	}
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetOOMScoreAdj(1000); err != nil {
+		t.Errorf("SetOOMScoreAdj after the VMM exited: %v", err)
+	}
+}

@@ -148,6 +148,10 @@ func (v *VM) Wait() error { return v.sup.Wait() }
 // Pid is cloud-hypervisor's process id, 0 before Start.
 func (v *VM) Pid() int { return v.sup.Pid() }
 
+// SetOOMScoreAdj changes the host OOM killer's adjustment of the VMM and
+// its virtiofsd (vmm.Supervisor.SetOOMScoreAdj).
+func (v *VM) SetOOMScoreAdj(adj int) error { return v.sup.SetOOMScoreAdj(adj) }
+
 // DialAgent connects to the agent's vsock port (AgentPort) over hybrid
 // vsock, retrying until the agent listens or ctx ends.
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {

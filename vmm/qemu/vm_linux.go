@@ -156,6 +156,10 @@ func (v *VM) Wait() error { return v.sup.Wait() }
 // Pid is qemu's process id, 0 before Start.
 func (v *VM) Pid() int { return v.sup.Pid() }
 
+// SetOOMScoreAdj changes the host OOM killer's adjustment of the VMM and
+// its virtiofsd (vmm.Supervisor.SetOOMScoreAdj).
+func (v *VM) SetOOMScoreAdj(adj int) error { return v.sup.SetOOMScoreAdj(adj) }
+
 func (v *VM) ready(ctx context.Context) error {
 	if v.cfg.RestoreFrom != nil {
 		return v.restore(ctx)

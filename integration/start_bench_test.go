@@ -21,10 +21,19 @@ import (
 // PSS of each container's VMM, monitor and virtiofsd.
 //
 // It runs three times: VMs booted, and VMs restored from a template with
-// 9p shares (".tpl" figures) and with virtiofs shares (".tpl.vfs").
+// 9p shares (".tpl" figures) and with virtiofs shares (".tpl.vfs"); then
+// the same with runc (".runc"), which shows what starting ten at once on
+// this host's CPUs costs any runtime.
 func BenchmarkTenContainers(b *testing.B) {
 	needVMs(b)
-	b.Run("boot", func(b *testing.B) { tenContainers(b, env.config, "") })
+	initos := func(config string) tenRuntime {
+		return tenRuntime{
+			start:  func(bundle, id string) error { return runDetachedWith(b, config, bundle, id) },
+			remove: func(id string) { deleteOKWith(b, config, id) },
+			force:  func(id string) { runtimeCmdWith(b, config, nil, "delete", "--force", id) },
+		}
+	}
+	b.Run("boot", func(b *testing.B) { tenContainers(b, initos(env.config), "") })
 	for _, tpl := range templateVariants[:2] {
 		b.Run(tpl.name, func(b *testing.B) {
 			cfg := writeConfig(b, tpl.config)
@@ -33,27 +42,74 @@ func BenchmarkTenContainers(b *testing.B) {
 				b.Fatal(err)
 			}
 			deleteOKWith(b, cfg, "ten-warm")
-			tenContainers(b, cfg, ".tpl"+tpl.suffix)
+			tenContainers(b, initos(cfg), ".tpl"+tpl.suffix)
 		})
 	}
+	b.Run("runc", func(b *testing.B) {
+		if _, err := exec.LookPath("runc"); err != nil {
+			b.Skip("runc not installed (Debian's package runc)")
+		}
+		root := b.TempDir()
+		// The container keeps the stdio runc run --detach gives it: a
+		// file, not a pipe that would hold runc's caller until it exits.
+		runc := func(args ...string) error {
+			logPath := filepath.Join(b.TempDir(), "out")
+			out, err := os.Create(logPath)
+			if err != nil {
+				return err
+			}
+			defer out.Close()
+			cmd := exec.Command("runc", append([]string{"--root", root}, args...)...)
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Run(); err != nil {
+				o, _ := os.ReadFile(logPath)
+				return fmt.Errorf("runc %s: %w: %s", strings.Join(args, " "), err, o)
+			}
+			return nil
+		}
+		tenContainers(b, tenRuntime{
+			start: func(bundle, id string) error { return runc("run", "--detach", "--bundle", bundle, id) },
+			remove: func(id string) {
+				if err := runc("delete", "--force", id); err != nil {
+					b.Fatal(err)
+				}
+			},
+			force: func(id string) { _ = runc("delete", "--force", id) },
+			runc:  true,
+		}, ".runc")
+	})
 }
 
-func tenContainers(b *testing.B, config, suffix string) {
+// tenRuntime is how tenContainers starts and removes a container.
+type tenRuntime struct {
+	start  func(bundle, id string) error
+	remove func(id string) // fails the benchmark
+	force  func(id string) // at cleanup, quietly
+	// runc: the bundles get an engine's capabilities (runc applies them
+	// on the host), and there are no VM processes to measure.
+	runc bool
+}
+
+func tenContainers(b *testing.B, rt tenRuntime, suffix string) {
 	const n = 10
 	bundles := make([]string, n)
 	for i := range bundles {
-		bundles[i] = writeBundle(b, busyboxSpec(b, "sleep", "3600"))
+		s := busyboxSpec(b, "sleep", "3600")
+		if rt.runc {
+			withEngineCaps(s)
+		}
+		bundles[i] = writeBundle(b, s)
 	}
 	for iter := 0; iter < b.N; iter++ {
 		var serial []float64
 		for i := 0; i < n; i++ {
 			id := fmt.Sprintf("ten-s%d-%d", iter, i)
 			t0 := time.Now()
-			if err := runDetachedWith(b, config, bundles[i], id); err != nil {
+			if err := rt.start(bundles[i], id); err != nil {
 				b.Fatal(err)
 			}
 			serial = append(serial, ms(time.Since(t0)))
-			deleteOKWith(b, config, id)
+			rt.remove(id)
 		}
 		settle()
 		before, err := meminfo("MemAvailable")
@@ -70,7 +126,7 @@ func tenContainers(b *testing.B, config, suffix string) {
 			go func(i int) {
 				defer wg.Done()
 				t0 := time.Now()
-				errs[i] = runDetachedWith(b, config, bundles[i], ids[i])
+				errs[i] = rt.start(bundles[i], ids[i])
 				took[i] = ms(time.Since(t0))
 			}(i)
 		}
@@ -82,7 +138,7 @@ func tenContainers(b *testing.B, config, suffix string) {
 				continue
 			}
 			ok++
-			b.Cleanup(func() { runtimeCmdWith(b, config, nil, "delete", "--force", ids[i]) })
+			b.Cleanup(func() { rt.force(ids[i]) })
 		}
 		settle()
 		after, err := meminfo("MemAvailable")
@@ -91,23 +147,30 @@ func tenContainers(b *testing.B, config, suffix string) {
 		}
 		var vmmPSS, monPSS, fsdPSS float64
 		for _, id := range ids {
+			if rt.runc {
+				break
+			}
 			v, m, f := containerPSS(id)
 			vmmPSS, monPSS, fsdPSS = vmmPSS+v, monPSS+m, fsdPSS+f
 		}
 		for _, id := range ids {
-			deleteOKWith(b, config, id)
+			rt.remove(id)
 		}
 		record("start.serial.p50"+suffix, median(serial))
 		record("start.parallel.p50"+suffix, median(took))
 		record("start.parallel.ok"+suffix, float64(ok))
 		record("mem.per-container"+suffix, float64(before-after)/1024/n)
-		record("mem.vmm-pss"+suffix, vmmPSS/n)
-		record("mem.monitor-pss"+suffix, monPSS/n)
-		record("mem.virtiofsd-pss"+suffix, fsdPSS/n)
+		if !rt.runc {
+			record("mem.vmm-pss"+suffix, vmmPSS/n)
+			record("mem.monitor-pss"+suffix, monPSS/n)
+			record("mem.virtiofsd-pss"+suffix, fsdPSS/n)
+		}
 		b.ReportMetric(median(serial), "serial-p50-ms")
 		b.ReportMetric(median(took), "parallel-p50-ms")
 		b.ReportMetric(float64(before-after)/1024/n, "MiB/container")
-		b.ReportMetric(vmmPSS/n, "vmm-pss-MiB")
+		if !rt.runc {
+			b.ReportMetric(vmmPSS/n, "vmm-pss-MiB")
+		}
 	}
 }
 

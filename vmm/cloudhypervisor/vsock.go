@@ -90,7 +90,9 @@ func hybridVsockOnce(ctx context.Context, path string, port uint32) (_ net.Conn,
 	if !ok {
 		return nil, false, fmt.Errorf("%w: hybrid vsock %q port %d replied %q, want \"OK <port>\"", vmm.ErrHandshake, path, port, line)
 	}
-	if _, err := strconv.ParseUint(rest, 10, 32); err != nil {
+	// cloud-hypervisor writes the port as Rust's {} formats a u32: no sign,
+	// no leading zero.
+	if n, err := strconv.ParseUint(rest, 10, 32); err != nil || strconv.FormatUint(n, 10) != rest {
 		return nil, false, fmt.Errorf("%w: hybrid vsock %q port %d replied %q: bad host port", vmm.ErrHandshake, path, port, line)
 	}
 	if err := c.SetDeadline(time.Time{}); err != nil {

@@ -38,10 +38,10 @@ func expectHandshake(reply []byte) handshakeOutcome {
 }
 
 // wellFormedOK is the grammar of cloud-hypervisor's reply: "OK", a space,
-// and the decimal host port, a uint32.
+// and the decimal host port, a uint32 without leading zeros.
 func wellFormedOK(line string) bool {
 	digits, ok := bytes.CutPrefix([]byte(line), []byte("OK "))
-	if !ok || len(digits) == 0 {
+	if !ok || len(digits) == 0 || (len(digits) > 1 && digits[0] == '0') {
 		return false
 	}
 	for _, d := range digits {

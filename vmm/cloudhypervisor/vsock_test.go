@@ -79,6 +79,7 @@ func TestDialHybridVsock(t *testing.T) {
 		{"socket appears late", ok, 200 * time.Millisecond, 5 * time.Second, nil, 1},
 		{"garbage reply", func(_ int, c net.Conn) { c.Write([]byte("ERR connection refused\n")) }, 0, 5 * time.Second, vmm.ErrHandshake, 1},
 		{"bad host port", func(_ int, c net.Conn) { c.Write([]byte("OK port\n")) }, 0, 5 * time.Second, vmm.ErrHandshake, 1},
+		{"host port with a leading zero", func(_ int, c net.Conn) { c.Write([]byte("OK 0001\n")) }, 0, 5 * time.Second, vmm.ErrHandshake, 1},
 		{"overlong line", func(_ int, c net.Conn) { c.Write([]byte(strings.Repeat("O", 100))); time.Sleep(time.Second) }, 0, 5 * time.Second, vmm.ErrHandshake, 1},
 		{"always closes: deadline", func(int, net.Conn) {}, 0, 300 * time.Millisecond, vmm.ErrAgentTimeout, 0},
 		{"never replies: deadline", func(_ int, c net.Conn) { time.Sleep(2 * time.Second) }, 0, 300 * time.Millisecond, vmm.ErrAgentTimeout, 1},

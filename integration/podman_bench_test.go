@@ -4,52 +4,84 @@ import (
 	"fmt"
 	"os/exec"
 	"testing"
+	"time"
 )
+
+// podmanBenchRuntime is one runtime BenchmarkPodman times.
+type podmanBenchRuntime struct {
+	name string
+	p    *podman
+}
 
 // BenchmarkPodman times `podman run --rm IMG true` and `podman exec C true`
 // under runc, crun (where it runs: Debian's crun 1.8 fails under podman on
 // these hosts, and is skipped then), initos-runtime, and initos-runtime
 // with VM templates (9p shares; its warm-up run builds the template), in
-// one run.
+// one run. Each op runs the command once under every runtime, in an order
+// that turns with each op, and each runtime's figure is the median of its
+// runs: on a host whose speed drifts within minutes (this one's does), a
+// runtime timed in a block of its own would carry the drift into its ratio
+// to runc's.
 func BenchmarkPodman(b *testing.B) {
 	needVMs(b)
+	var rts []podmanBenchRuntime
 	for _, rt := range []string{"runc", "crun", "initos", "initos-tpl"} {
-		b.Run(rt, func(b *testing.B) {
-			var p *podman
-			switch rt {
-			case "initos":
-				p = newPodmanFor(b, rt)
-			case "initos-tpl":
-				p = newPodmanWithConfig(b, templatesConfig(b))
-			default:
-				if _, err := exec.LookPath(rt); err != nil {
-					b.Skipf("%s not installed", rt)
-				}
-				p = newPodmanFor(b, rt)
+		var p *podman
+		switch rt {
+		case "initos":
+			p = newPodmanFor(b, rt)
+		case "initos-tpl":
+			p = newPodmanWithConfig(b, templatesConfig(b))
+		default:
+			if _, err := exec.LookPath(rt); err != nil {
+				b.Logf("%s not installed: not timed", rt)
+				continue
 			}
-			if r := p.run(b, nil, "run", "--rm", "--network", "none", podmanImage, "true"); r.code != 0 {
-				if rt == "initos" || rt == "initos-tpl" {
-					b.Fatalf("initos-runtime under podman: exit %d: %s", r.code, r.stderr)
-				}
-				b.Skipf("%s does not run under podman here: exit %d: %s", rt, r.code, r.stderr)
+			p = newPodmanFor(b, rt)
+		}
+		if r := p.run(b, nil, "run", "--rm", "--network", "none", podmanImage, "true"); r.code != 0 {
+			if rt == "initos" || rt == "initos-tpl" {
+				b.Fatalf("initos-runtime under podman: exit %d: %s", r.code, r.stderr)
 			}
-			b.Run("run-rm-true", func(b *testing.B) {
-				for i := 0; i < b.N; i++ {
-					p.ok(b, "run", "--rm", "--network", "none", podmanImage, "true")
-				}
-				record("podman.run."+rt, ms(b.Elapsed())/float64(b.N))
-			})
-			b.Run("exec-true", func(b *testing.B) {
-				name := fmt.Sprintf("bench-exec-%s", rt)
-				p.detached(b, name, "sleep", "3600")
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					p.ok(b, "exec", name, "true")
-				}
-				b.StopTimer()
-				record("podman.exec."+rt, ms(b.Elapsed())/float64(b.N))
-				p.ok(b, "rm", "-f", "-t", "0", name)
-			})
+			b.Logf("%s does not run under podman here: exit %d: %s", rt, r.code, r.stderr)
+			continue
+		}
+		rts = append(rts, podmanBenchRuntime{rt, p})
+	}
+	b.Run("run-rm-true", func(b *testing.B) {
+		interleaved(b, rts, "podman.run.", func(b *testing.B, rt podmanBenchRuntime) {
+			rt.p.ok(b, "run", "--rm", "--network", "none", podmanImage, "true")
 		})
+	})
+	b.Run("exec-true", func(b *testing.B) {
+		for _, rt := range rts {
+			rt.p.detached(b, "bench-exec-"+rt.name, "sleep", "3600")
+		}
+		interleaved(b, rts, "podman.exec.", func(b *testing.B, rt podmanBenchRuntime) {
+			rt.p.ok(b, "exec", "bench-exec-"+rt.name, "true")
+		})
+		for _, rt := range rts {
+			rt.p.ok(b, "rm", "-f", "-t", "0", "bench-exec-"+rt.name)
+		}
+	})
+}
+
+// interleaved runs f once for every runtime in each of b.N ops, starting
+// each op one runtime further on, and records the median of each
+// runtime's times as prefix+name (ms).
+func interleaved(b *testing.B, rts []podmanBenchRuntime, prefix string, f func(*testing.B, podmanBenchRuntime)) {
+	took := make([][]float64, len(rts))
+	for i := 0; i < b.N; i++ {
+		for j := range rts {
+			k := (i + j) % len(rts)
+			t0 := time.Now()
+			f(b, rts[k])
+			took[k] = append(took[k], ms(time.Since(t0)))
+		}
+	}
+	for k, rt := range rts {
+		m := median(took[k])
+		record(prefix+rt.name, m)
+		b.ReportMetric(m, fmt.Sprintf("%s-ms", rt.name))
 	}
 }

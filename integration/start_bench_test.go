@@ -50,22 +50,8 @@ func BenchmarkTenContainers(b *testing.B) {
 			b.Skip("runc not installed (Debian's package runc)")
 		}
 		root := b.TempDir()
-		// The container keeps the stdio runc run --detach gives it: a
-		// file, not a pipe that would hold runc's caller until it exits.
 		runc := func(args ...string) error {
-			logPath := filepath.Join(b.TempDir(), "out")
-			out, err := os.Create(logPath)
-			if err != nil {
-				return err
-			}
-			defer out.Close()
-			cmd := exec.Command("runc", append([]string{"--root", root}, args...)...)
-			cmd.Stdout, cmd.Stderr = out, out
-			if err := cmd.Run(); err != nil {
-				o, _ := os.ReadFile(logPath)
-				return fmt.Errorf("runc %s: %w: %s", strings.Join(args, " "), err, o)
-			}
-			return nil
+			return runToFile(b, "runc", append([]string{"--root", root}, args...)...)
 		}
 		tenContainers(b, tenRuntime{
 			start: func(bundle, id string) error { return runc("run", "--detach", "--bundle", bundle, id) },
@@ -147,10 +133,7 @@ func tenContainers(b *testing.B, rt tenRuntime, suffix string) {
 		}
 		var vmmPSS, monPSS, fsdPSS float64
 		for _, id := range ids {
-			if rt.runc {
-				break
-			}
-			v, m, f := containerPSS(id)
+			v, m, f := containerPSS(id) // 0 for runc's: no VM processes
 			vmmPSS, monPSS, fsdPSS = vmmPSS+v, monPSS+m, fsdPSS+f
 		}
 		for _, id := range ids {
@@ -178,10 +161,15 @@ func tenContainers(b *testing.B, rt tenRuntime, suffix string) {
 // and the VMMs' startup allocations are freed.
 func settle() { time.Sleep(5 * time.Second) }
 
-// runDetachedWith is `initos-runtime run -d` with config. The monitor it
-// leaves keeps the stdio it inherits (the container's): it gets a file, not
-// the pipes runtimeCmd would wait on.
+// runDetachedWith is `initos-runtime run -d` with config (runToFile).
 func runDetachedWith(t testing.TB, config, bundle, id string) error {
+	return runToFile(t, env.bin, "--config", config, "run", "--detach", "--bundle", bundle, id)
+}
+
+// runToFile runs a runtime's command whose detached container keeps the
+// stdio it inherits: a file, not the pipes runtimeCmd would wait on until
+// the container exits. The file's text is in the error.
+func runToFile(t testing.TB, bin string, args ...string) error {
 	logPath := filepath.Join(t.TempDir(), "out")
 	out, err := os.Create(logPath)
 	if err != nil {
@@ -190,11 +178,11 @@ func runDetachedWith(t testing.TB, config, bundle, id string) error {
 	defer out.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), env.runTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, env.bin, "--config", config, "run", "--detach", "--bundle", bundle, id)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
 		b, _ := os.ReadFile(logPath)
-		return fmt.Errorf("run -d %s: %w: %s", id, err, b)
+		return fmt.Errorf("%s %s: %w: %s", filepath.Base(bin), strings.Join(args, " "), err, b)
 	}
 	return nil
 }

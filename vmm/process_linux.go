@@ -252,9 +252,6 @@ func joinNetns(path string) error {
 	return nil
 }
 
-// procRoot is where SetOOMScoreAdj finds processes; tests replace it.
-var procRoot = "/proc"
-
 // SetOOMScoreAdj sets the host OOM killer's adjustment (-1000..1000) of
 // process pid and of its descendants: pid's first, then those of the
 // children it has by then, whose own children follow (a process forked
@@ -264,7 +261,7 @@ var procRoot = "/proc"
 // CAP_SYS_RESOURCE; without it the kernel refuses (EACCES), as it refuses
 // runc's init.
 func SetOOMScoreAdj(pid, adj int) error {
-	dir := filepath.Join(procRoot, strconv.Itoa(pid))
+	dir := filepath.Join("/proc", strconv.Itoa(pid))
 	if err := os.WriteFile(filepath.Join(dir, "oom_score_adj"), []byte(strconv.Itoa(adj)), 0); err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
 			return nil

@@ -134,7 +134,7 @@ func writeReport(path string) error {
 	}
 
 	fmt.Fprintf(&b, "\n## Start, exec and stop beside runc (ms per operation)\n\n")
-	fmt.Fprintf(&b, "\"initos-runtime, templates\": VM templates on (9p shares), each VM restored from its shape's template instead of booted.\n\n")
+	fmt.Fprintf(&b, "\"initos-runtime, templates\": VM templates on (9p shares), each VM restored from its shape's template instead of booted. The podman and nerdctl rows are medians of interleaved runs: each op runs the command once under every runtime, in an order that turns with each op, so a drift of the host's speed reaches every column alike. The `initos-runtime run` row is a mean of runs timed one runtime after another.\n\n")
 	fmt.Fprintf(&b, "| operation | runc | crun | initos-runtime | initos-runtime, templates |\n|---|---|---|---|---|\n")
 	for _, op := range []struct{ name, key string }{
 		{"`podman run --rm --network none IMG true`", "podman.run"},

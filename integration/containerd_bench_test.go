@@ -8,34 +8,50 @@ import (
 	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
+// nerdctlBenchRuntime is one runtime BenchmarkContainerd's nerdctl run
+// times: its runtime type, and for the initos shim whether its config has
+// VM templates on.
+type nerdctlBenchRuntime struct {
+	name, typ string
+	templates bool
+}
+
+// Name is the runtime's name in the report's keys.
+func (rt nerdctlBenchRuntime) Name() string { return rt.name }
+
 // BenchmarkContainerd times, through one private containerd:
-// `nerdctl run --rm IMG true` under runc and under the initos shim, and a
+// `nerdctl run --rm IMG true` under runc, the initos shim, and the initos
+// shim with VM templates (9p shares; its warm-up run builds the template),
+// interleaved as BenchmarkPodman's are (each shim reads the config file at
+// its start, so the file is switched before each run, untimed); and a
 // container added to a running CRI pod (crictl create + start: a disk in
 // the pod's VM, no boot) beside a pod sandbox of its own (a VM boot).
 func BenchmarkContainerd(b *testing.B) {
 	c := newContainerd(b)
-	for _, rt := range []string{runcRuntimeType, initosRuntimeType} {
-		b.Run("nerdctl-run-rm-true/"+rt, func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				c.ok(b, "nerdctl", "run", "--rm", "--network", "none", "--runtime", rt, containerdImage, "true")
-			}
-			name := "initos"
-			if rt == runcRuntimeType {
-				name = "runc"
-			}
-			record("nerdctl.run."+name, ms(b.Elapsed())/float64(b.N))
-		})
-	}
-	b.Run("nerdctl-run-rm-true/initos-templates", func(b *testing.B) {
-		c.editInitosConfig(b, func(cfg *runtime.Config) { cfg.ShareFS, cfg.Templates = vmm.Share9p, true })
-		defer c.editInitosConfig(b, func(cfg *runtime.Config) { cfg.ShareFS, cfg.Templates = env.cfg.ShareFS, false })
-		// The shape's template, built before the timing.
-		c.ok(b, "nerdctl", "run", "--rm", "--network", "none", "--runtime", initosRuntimeType, containerdImage, "true")
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			c.ok(b, "nerdctl", "run", "--rm", "--network", "none", "--runtime", initosRuntimeType, containerdImage, "true")
+	b.Run("nerdctl-run-rm-true", func(b *testing.B) {
+		templates := func(b *testing.B, on bool) {
+			c.editInitosConfig(b, func(cfg *runtime.Config) {
+				cfg.ShareFS, cfg.Templates = env.cfg.ShareFS, false
+				if on {
+					cfg.ShareFS, cfg.Templates = vmm.Share9p, true
+				}
+			})
 		}
-		record("nerdctl.run.initos-tpl", ms(b.Elapsed())/float64(b.N))
+		defer templates(b, false)
+		run := func(b *testing.B, rt nerdctlBenchRuntime) {
+			c.ok(b, "nerdctl", "run", "--rm", "--network", "none", "--runtime", rt.typ, containerdImage, "true")
+		}
+		tpl := nerdctlBenchRuntime{"initos-tpl", initosRuntimeType, true}
+		// The shape's template, built before the timing.
+		templates(b, true)
+		run(b, tpl)
+		b.ResetTimer()
+		rts := []nerdctlBenchRuntime{{"runc", runcRuntimeType, false}, {"initos", initosRuntimeType, false}, tpl}
+		interleaved(b, rts, nerdctlBenchRuntime.Name, "nerdctl.run.", func(b *testing.B, rt nerdctlBenchRuntime) {
+			if rt.typ == initosRuntimeType {
+				templates(b, rt.templates)
+			}
+		}, run)
 	})
 	b.Run("cri-sandbox", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {

@@ -13,6 +13,9 @@ type podmanBenchRuntime struct {
 	p    *podman
 }
 
+// Name is the runtime's name in the report's keys.
+func (rt podmanBenchRuntime) Name() string { return rt.name }
+
 // BenchmarkPodman times `podman run --rm IMG true` and `podman exec C true`
 // under runc, crun (where it runs: Debian's crun 1.8 fails under podman on
 // these hosts, and is skipped then), initos-runtime, and initos-runtime
@@ -49,7 +52,7 @@ func BenchmarkPodman(b *testing.B) {
 		rts = append(rts, podmanBenchRuntime{rt, p})
 	}
 	b.Run("run-rm-true", func(b *testing.B) {
-		interleaved(b, rts, "podman.run.", func(b *testing.B, rt podmanBenchRuntime) {
+		interleaved(b, rts, podmanBenchRuntime.Name, "podman.run.", nil, func(b *testing.B, rt podmanBenchRuntime) {
 			rt.p.ok(b, "run", "--rm", "--network", "none", podmanImage, "true")
 		})
 	})
@@ -57,7 +60,7 @@ func BenchmarkPodman(b *testing.B) {
 		for _, rt := range rts {
 			rt.p.detached(b, "bench-exec-"+rt.name, "sleep", "3600")
 		}
-		interleaved(b, rts, "podman.exec.", func(b *testing.B, rt podmanBenchRuntime) {
+		interleaved(b, rts, podmanBenchRuntime.Name, "podman.exec.", nil, func(b *testing.B, rt podmanBenchRuntime) {
 			rt.p.ok(b, "exec", "bench-exec-"+rt.name, "true")
 		})
 		for _, rt := range rts {
@@ -68,12 +71,16 @@ func BenchmarkPodman(b *testing.B) {
 
 // interleaved runs f once for every runtime in each of b.N ops, starting
 // each op one runtime further on, and records the median of each
-// runtime's times as prefix+name (ms).
-func interleaved(b *testing.B, rts []podmanBenchRuntime, prefix string, f func(*testing.B, podmanBenchRuntime)) {
+// runtime's times as prefix+name(rt) (ms). setup, when set, runs untimed
+// before each f.
+func interleaved[T any](b *testing.B, rts []T, name func(T) string, prefix string, setup, f func(*testing.B, T)) {
 	took := make([][]float64, len(rts))
 	for i := 0; i < b.N; i++ {
 		for j := range rts {
 			k := (i + j) % len(rts)
+			if setup != nil {
+				setup(b, rts[k])
+			}
 			t0 := time.Now()
 			f(b, rts[k])
 			took[k] = append(took[k], ms(time.Since(t0)))
@@ -81,7 +88,7 @@ func interleaved(b *testing.B, rts []podmanBenchRuntime, prefix string, f func(*
 	}
 	for k, rt := range rts {
 		m := median(took[k])
-		record(prefix+rt.name, m)
-		b.ReportMetric(m, fmt.Sprintf("%s-ms", rt.name))
+		record(prefix+name(rt), m)
+		b.ReportMetric(m, fmt.Sprintf("%s-ms", name(rt)))
 	}
 }

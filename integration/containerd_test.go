@@ -68,7 +68,7 @@ func TestContainerdShim(t *testing.T) {
 		t.Run("nerdctl detached", func(t *testing.T) {
 			t.Parallel()
 			name := "ictd-detached"
-			c.ok(t, "nerdctl", "run", "-d", "--name", name, rt, containerdImage,
+			c.ok(t, "nerdctl", "run", "-d", "--name", name, rt, "--cap-add", "SYS_TIME", containerdImage,
 				"sh", "-c", `trap 'echo got-usr1' USR1; echo started; while true; do sleep 0.2; done`)
 			poll(t, settleTimeout, "logs of "+name, func() (bool, string) {
 				out := c.ok(t, "nerdctl", "logs", name)
@@ -94,6 +94,8 @@ func TestContainerdShim(t *testing.T) {
 				console, _ := os.ReadFile(filepath.Join(c.shimStateDir(nerdctlNamespace, id), "console.log"))
 				t.Errorf("ctr task metrics: no pids or memory usage: %s\nconsole: %s", metrics, console)
 			}
+			// The shim's VM follows a step of the host's clock.
+			checkClockFollowsHost(t, func(args ...string) string { return c.ok(t, "nerdctl", append([]string{"exec", name}, args...)...) })
 			c.ok(t, "nerdctl", "kill", "-s", "USR1", name)
 			poll(t, settleTimeout, "the USR1 trap", func() (bool, string) {
 				out := c.ok(t, "nerdctl", "logs", name)

@@ -40,6 +40,7 @@ func TestPodman(t *testing.T) {
 	t.Run("privileged-dev", func(t *testing.T) { t.Parallel(); testPodmanPrivilegedDev(t, p) })
 	t.Run("seccomp-sockets", func(t *testing.T) { t.Parallel(); testPodmanSeccompSockets(t, p) })
 	t.Run("oom-score-adj", func(t *testing.T) { t.Parallel(); testPodmanOOMScoreAdj(t, p) })
+	t.Run("clock-step", func(t *testing.T) { t.Parallel(); testPodmanClockStep(t, p) })
 	if p.initos {
 		t.Run("faults", func(t *testing.T) { t.Parallel(); testPodmanFaults(t, p) })
 	}

@@ -111,6 +111,9 @@ type Instance struct {
 	exited  chan struct{} // closed once the VMM process has exited
 	waitErr error         // VMM exit error, valid after exited is closed
 	once    sync.Once
+	// paused: Pause stopped the whole VM (its agent answers nothing
+	// until Resume).
+	paused atomic.Bool
 }
 
 // bootDeps are the side effects of Boot, injectable for tests.
@@ -1067,11 +1070,19 @@ func (inst *Instance) freeze(ctx context.Context, pause bool) error {
 		return fmt.Errorf("container %q: %w: the %s driver cannot pause", inst.ID, ErrUnsupported, inst.Driver)
 	}
 	if pause {
-		return p.Pause(ctx)
+		// Before the stop: a clock step meanwhile is not sent to a guest
+		// that cannot answer.
+		inst.paused.Store(true)
+		if err := p.Pause(ctx); err != nil {
+			inst.paused.Store(false)
+			return err
+		}
+		return nil
 	}
 	if err := p.Resume(ctx); err != nil {
 		return err
 	}
+	inst.paused.Store(false)
 	// The guest's clock stood still with its CPUs: it is the host's again
 	// before anything the container does reads it (runc's frozen cgroup
 	// never stops the clock).

@@ -171,6 +171,8 @@ func (m *monitor) create(ctx context.Context, o MonitorOptions) (stdio Stdio, er
 	}
 	inst.keepDisk = true
 	m.inst = inst
+	// A member's VM is its sandbox's monitor's, which follows for it.
+	inst.FollowHostClock(func(format string, args ...any) { m.log.Printf("monitor: "+format, args...) })
 	defer func() {
 		if err != nil {
 			inst.keepDisk = false

@@ -75,6 +75,11 @@ func run(ctx context.Context, c Config, o RunOptions, d bootDeps) (res RunResult
 		}
 	}
 	res.Driver, res.Accel = inst.Driver, inst.Accel.Name
+	inst.FollowHostClock(func(format string, args ...any) {
+		if o.Warn != nil {
+			o.Warn(fmt.Sprintf(format, args...))
+		}
+	})
 	defer func() {
 		serr := inst.Shutdown(context.Background(), 10*time.Second)
 		res.Timings = inst.Timings

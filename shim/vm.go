@@ -65,6 +65,8 @@ func bootInstance(ctx context.Context, c runtime.Config, b *bundle.Bundle, id, s
 		log.G(ctx).Warn(w)
 	}
 	logStart(ctx, "vm started", id, inst.Timings)
+	logger := log.G(ctx).WithField("id", id)
+	inst.FollowHostClock(logger.Warnf)
 	return instance{inst}, nil
 }
 

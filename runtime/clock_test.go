@@ -8,20 +8,25 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/initos-runtime/initos-runtime/vmm"
 )
 
-// fakeClockSteps is a clockStepsFunc whose steps the test sends: each send
-// returns once the follower has taken it, so a second send returns only
-// after the first was handled.
+// fakeClockSteps is a clockStepsFunc whose steps the test sends. With an
+// unbuffered channel each send returns once the follower has taken it, so
+// a second send returns only after the first was handled; with a buffer
+// of one (the real source's) a step may wait for the follower.
 type fakeClockSteps struct {
 	steps   chan struct{}
 	stopped chan struct{}
 	err     error
 	starts  int
+	// startsAtVM is starts when the boot made its VM (bootWithClock).
+	startsAtVM int
 }
 
-func newFakeClockSteps() *fakeClockSteps {
-	return &fakeClockSteps{steps: make(chan struct{}), stopped: make(chan struct{})}
+func newFakeClockSteps(buffer int) *fakeClockSteps {
+	return &fakeClockSteps{steps: make(chan struct{}, buffer), stopped: make(chan struct{})}
 }
 
 func (f *fakeClockSteps) start() (<-chan struct{}, func(), error) {
@@ -40,6 +45,34 @@ func (f *fakeClockSteps) step(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the follower took no step")
 	}
+}
+
+// waitStopped fails t unless the source is stopped.
+func (f *fakeClockSteps) waitStopped(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case <-f.stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the clock steps' source was not stopped %s", what)
+	}
+}
+
+// bootWithClock boots a fake VM whose host clock steps come from src.
+func bootWithClock(t *testing.T, h *fakeHost, id string, src *fakeClockSteps) *Instance {
+	t.Helper()
+	c := testConfig(t)
+	d := h.deps()
+	d.clockSteps = src.start
+	newVM := d.newVM
+	d.newVM = func(driver string, cfg vmm.Config, c Config) (VM, error) {
+		src.startsAtVM = src.starts
+		return newVM(driver, cfg, c)
+	}
+	inst, err := boot(context.Background(), c, loadBundle(t, nil), id, mkStateDir(t, c, id), false, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inst
 }
 
 // logs collects what the follower logs.
@@ -80,20 +113,17 @@ func waitRestored(t *testing.T, h *fakeHost, n int) {
 }
 
 // TestFollowHostClock: each step of the host's clock sets the guest's
-// (Restored, with the host's time and fresh randomness), not while the
-// VM is paused whole; a failure is logged; the follower stops with the
-// VMM; a pod member's VM is not its to follow; a source that cannot start
-// is logged.
+// (Restored, with the host's time and fresh randomness), a step during the
+// boot too, not while the VM is paused whole; a failure is logged; the
+// watch ends with the VMM, or with the VM's teardown when nobody followed
+// it; a pod member's VM is not its to follow; a host that cannot report
+// steps is a warning of the boot.
 func TestFollowHostClock(t *testing.T) {
 	t.Run("steps", func(t *testing.T) {
 		h := newFakeHost(t)
-		c := testConfig(t)
-		inst, err := boot(context.Background(), c, loadBundle(t, nil), "c1", mkStateDir(t, c, "c1"), false, h.deps())
-		if err != nil {
-			t.Fatal(err)
-		}
-		src, l := newFakeClockSteps(), &logs{}
-		inst.followClock(src.start, l.logf)
+		src, l := newFakeClockSteps(0), &logs{}
+		inst := bootWithClock(t, h, "c1", src)
+		inst.FollowHostClock(l.logf)
 		t0 := time.Now()
 		src.step(t)
 		waitRestored(t, h, 1)
@@ -132,27 +162,54 @@ func TestFollowHostClock(t *testing.T) {
 		if err := inst.Shutdown(context.Background(), 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case <-src.stopped:
-		case <-time.After(5 * time.Second):
-			t.Fatal("the follower did not stop with the VMM")
+		src.waitStopped(t, "with the VMM")
+	})
+	t.Run("step during the boot", func(t *testing.T) {
+		h := newFakeHost(t)
+		src := newFakeClockSteps(1)
+		inst := bootWithClock(t, h, "c2", src)
+		t.Cleanup(func() { _ = inst.Shutdown(context.Background(), 5*time.Second) })
+		if src.startsAtVM != 1 {
+			t.Errorf("the host's clock watched from after the VM's start (%d starts then)", src.startsAtVM)
 		}
+		src.step(t) // before the owner follows: kept
+		if n := restoredCount(h); n != 0 {
+			t.Fatalf("Restored calls before FollowHostClock: %d", n)
+		}
+		inst.FollowHostClock(t.Errorf)
+		waitRestored(t, h, 1)
+	})
+	t.Run("never followed", func(t *testing.T) {
+		h := newFakeHost(t)
+		src := newFakeClockSteps(0)
+		inst := bootWithClock(t, h, "c3", src)
+		if err := inst.Shutdown(context.Background(), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		src.waitStopped(t, "at the teardown")
 	})
 	t.Run("member", func(t *testing.T) {
-		src, l := newFakeClockSteps(), &logs{}
-		(&Instance{ID: "m1", remote: &remoteSandbox{}, exited: make(chan struct{})}).followClock(src.start, l.logf)
-		(&Instance{ID: "m2", pod: &Instance{}, exited: make(chan struct{})}).followClock(src.start, l.logf)
-		if src.starts != 0 || len(l.get()) != 0 {
-			t.Errorf("a member's follower started %d times, logged %q", src.starts, l.get())
+		src := newFakeClockSteps(0)
+		for _, m := range []*Instance{{ID: "m1", remote: &remoteSandbox{}}, {ID: "m2", pod: &Instance{}}} {
+			m.exited, m.clock = make(chan struct{}), &clockWatch{steps: src.steps, stop: func() {}}
+			m.FollowHostClock(t.Errorf)
+		}
+		select {
+		case src.steps <- struct{}{}:
+			t.Error("a member followed the host's clock")
+		case <-time.After(50 * time.Millisecond):
 		}
 	})
 	t.Run("no source", func(t *testing.T) {
-		src, l := newFakeClockSteps(), &logs{}
+		h := newFakeHost(t)
+		src := newFakeClockSteps(0)
 		src.err = errors.New("timerfd_create: function not implemented")
-		(&Instance{ID: "c2", exited: make(chan struct{})}).followClock(src.start, l.logf)
-		if got := l.get(); len(got) != 1 || !containsAll(got[0], `container "c2"`, "not implemented") {
-			t.Errorf("logged %q, want the source's error once", got)
+		inst := bootWithClock(t, h, "c4", src)
+		t.Cleanup(func() { _ = inst.Shutdown(context.Background(), 5*time.Second) })
+		if len(inst.Warnings) != 1 || !containsAll(inst.Warnings[0], `container "c4"`, "not implemented") {
+			t.Errorf("warnings %q, want the source's error", inst.Warnings)
 		}
+		inst.FollowHostClock(t.Errorf) // nothing to follow
 	})
 }
 

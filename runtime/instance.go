@@ -114,6 +114,9 @@ type Instance struct {
 	// paused: Pause stopped the whole VM (its agent answers nothing
 	// until Resume).
 	paused atomic.Bool
+	// clock reports the host's clock steps from the boot on (nil: not
+	// watched); FollowHostClock acts on it.
+	clock *clockWatch
 }
 
 // bootDeps are the side effects of Boot, injectable for tests.
@@ -131,6 +134,9 @@ type bootDeps struct {
 	// hugeRAM readies a directory for guest RAM on huge pages and
 	// returns their size (hugeRAMHost.hugeRAMDir); nil: none.
 	hugeRAM func(dir string) (align int64, err error)
+	// clockSteps reports the host's clock steps (hostClockSteps); nil:
+	// the guest's clock does not follow them.
+	clockSteps clockStepsFunc
 }
 
 func defaultBootDeps() bootDeps {
@@ -140,6 +146,7 @@ func defaultBootDeps() bootDeps {
 		buildDisk:   bundle.BuildDisk,
 		assets:      holdAssets,
 		hugeRAM:     realHugeRAM().hugeRAMDir,
+		clockSteps:  hostClockSteps,
 	}
 }
 
@@ -183,6 +190,11 @@ func boot(ctx context.Context, c Config, b *bundle.Bundle, id, stateDir string, 
 			inst.destroy()
 		}
 	}()
+	// From before the VMM's start: a step of the host's clock while the
+	// guest boots (its clock read from the RTC at the start) is followed
+	// too. The host's clock is often stepped early in its own boot, as
+	// its containers start.
+	inst.watchClock(d.clockSteps)
 
 	mounts, sh, err := guestMounts(b.Spec, stateDir, pod)
 	if err != nil {
@@ -860,6 +872,7 @@ type killer interface {
 func (inst *Instance) destroy() error {
 	var errs []error
 	inst.once.Do(func() {
+		inst.clock.close()
 		if inst.client != nil {
 			inst.client.Close()
 		}

@@ -34,7 +34,7 @@ type Options struct {
 	AgentPath  string   // the guest agent, installed as /init
 	HelperPath string   // the process helper, installed as /sbin/<HelperName>
 	Groups     []string // module groups to include; nil or empty: all groups
-	CacheDir   string   // where initrd-<sha256>.cpio files are kept
+	CacheDir   string   // where initrd-<release>-<sha256>.cpio files are kept
 }
 
 // Build returns the path of the initrd for opts, writing it when the cache
@@ -197,7 +197,7 @@ func build(opts Options) (out string, used []string, err error) {
 			used = append(used, filepath.Base(p))
 		}
 	}
-	out = filepath.Join(opts.CacheDir, "initrd-"+hex.EncodeToString(h.Sum(nil))+".cpio")
+	out = filepath.Join(opts.CacheDir, cacheFileName("initrd-", opts.Kernel.Release, hex.EncodeToString(h.Sum(nil)), ".cpio"))
 	if fi, err := os.Stat(out); err == nil && fi.Mode().IsRegular() {
 		return out, used, nil
 	}

@@ -229,6 +229,14 @@ func TestBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	recs := checkLayout(t, p1, agentData)
+	// Named for its kernel, as its module index and alias table are
+	// (RemoveKernel finds them by it).
+	for _, prefix := range []string{"initrd-", "modindex-", "modaliases-"} {
+		m, _ := filepath.Glob(filepath.Join(cache1, prefix+k.Release+"-*"))
+		if len(m) != 1 {
+			t.Errorf("%s files of release %s in the cache: %q, want one", prefix, k.Release, m)
+		}
+	}
 	order := string(recs["lib/modules/load.order"].data)
 	for _, line := range []string{"virtio_ring.ko mmio,pci,blk,console,net,virtiofs,9p,vsock\n", "btrfs.ko btrfs\n", "crc32c_generic.ko btrfs\n", "xxhash_generic.ko btrfs\n"} {
 		if !strings.Contains(order, line) {

@@ -37,7 +37,53 @@ var stampKinds = []string{stampPrefix, vmlinuxStampPrefix}
 // cachedKinds are the prefixes of the files the cache keeps for stamps
 // (initrds, vmlinux files) or on its own (module aliases and indexes,
 // which a stat of their kernel's tree names).
-var cachedKinds = []string{"initrd-", "vmlinux-", "modaliases-", modIndexPrefix}
+var cachedKinds = []string{"initrd-", "vmlinux-", aliasCachePrefix, modIndexPrefix}
+
+// aliasCachePrefix names the cached module alias tables:
+// modaliases-<release>-<stamp>.
+const aliasCachePrefix = "modaliases-"
+
+// releaseFiles are the kinds of cache files made for one kernel release
+// (cacheFileName): its vmlinux, the initrds with its modules, and its
+// modules' index and alias table.
+var releaseFiles = []struct{ kind, suffix string }{
+	{"vmlinux-", ""}, {"initrd-", ".cpio"}, {modIndexPrefix, ".gz"}, {aliasCachePrefix, ""},
+}
+
+// cacheFileName is the name of a cache file of kind made for the kernel
+// release (the base name of its modules directory), told apart by sum
+// (hex): kind, release, "-", sum, suffix. Without a release, kind, sum
+// and suffix.
+func cacheFileName(kind, release, sum, suffix string) string {
+	if release == "" {
+		return kind + sum + suffix
+	}
+	return kind + release + "-" + sum + suffix
+}
+
+// isCacheFileOf reports whether name is a cacheFileName of kind and suffix
+// for release: a release that extends it (6.1.0-custom beside 6.1.0) is
+// another's.
+func isCacheFileOf(name, kind, release, suffix string) bool {
+	rest, ok := strings.CutPrefix(name, kind+release+"-")
+	if !ok {
+		return false
+	}
+	if rest, ok = strings.CutSuffix(rest, suffix); !ok || rest == "" {
+		return false
+	}
+	return strings.Trim(rest, "0123456789abcdef") == ""
+}
+
+// isReleaseFile reports whether name is one of releaseFiles of release.
+func isReleaseFile(name, release string) bool {
+	for _, k := range releaseFiles {
+		if isCacheFileOf(name, k.kind, release, k.suffix) {
+			return true
+		}
+	}
+	return false
+}
 
 // stamped returns the file of cacheDir that the stamp stampName names (a
 // base name with prefix and suffix), or makes it with create, which returns
@@ -162,7 +208,7 @@ func pruneCache(dir string, keep []string, now time.Time) error {
 			continue
 		}
 		grace := orphanGrace
-		if strings.HasPrefix(name, "modaliases-") || strings.HasPrefix(name, modIndexPrefix) {
+		if strings.HasPrefix(name, aliasCachePrefix) || strings.HasPrefix(name, modIndexPrefix) {
 			grace = cacheMaxAge
 		}
 		if a > grace {
@@ -192,21 +238,22 @@ func isCached(name string) bool {
 	return false
 }
 
-// RemoveVmlinux removes from cacheDir the vmlinux files made from the
-// kernel of release, and the stamps that name them: what a removed kernel
-// leaves in the cache (65 MB each, 31 on disk), which pruneCache would
-// otherwise keep until a new file is made. A missing cache is nothing to
-// remove. The caller holds the kernel so that no start can be making one
-// meanwhile.
-func RemoveVmlinux(cacheDir, release string) error {
+// RemoveKernel removes from cacheDir what was made for the kernel of
+// release: its vmlinux files (65 MB each, 31 on disk), the initrds built
+// with its modules (15-20 MB each, one per agent), its modules' index and
+// alias table, and the stamps that name any of them; pruneCache would
+// keep them until a new file is made and 30 days have passed. Files of an
+// older runtime, whose names carry no release, are left to pruneCache. A
+// missing cache is nothing to remove. The caller holds the kernel so that
+// no start can be making one meanwhile.
+func RemoveKernel(cacheDir, release string) error {
 	entries, err := os.ReadDir(cacheDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("removing the vmlinux of kernel %q from the cache: %w", release, err)
+		return fmt.Errorf("removing the cache files of kernel %q: %w", release, err)
 	}
-	prefix := "vmlinux-" + release + "-"
 	var errs []error
 	remove := func(name string) {
 		if err := os.Remove(filepath.Join(cacheDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -215,23 +262,23 @@ func RemoveVmlinux(cacheDir, release string) error {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasPrefix(name, vmlinuxStampPrefix) || !e.Type().IsRegular() {
+		if !isStamp(name) || !e.Type().IsRegular() {
 			continue
 		}
 		// A stamp first, then its file: a stamp never names what is gone.
-		if b, err := os.ReadFile(filepath.Join(cacheDir, name)); err == nil && strings.HasPrefix(string(b), prefix) {
+		if b, err := os.ReadFile(filepath.Join(cacheDir, name)); err == nil && isReleaseFile(string(b), release) {
 			remove(name)
 		}
 	}
 	for _, e := range entries {
-		// The release's own files; a stamp (vmlinux-stat-…) never has a
-		// release's prefix, which begins with its version number.
-		if name := e.Name(); strings.HasPrefix(name, prefix) && e.Type().IsRegular() {
+		// A stamp's name (initrd-stat-…) is never a release's file name:
+		// a release begins with its version number.
+		if name := e.Name(); isReleaseFile(name, release) && e.Type().IsRegular() {
 			remove(name)
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("removing the vmlinux of kernel %q from the cache: %w", release, errors.Join(errs...))
+		return fmt.Errorf("removing the cache files of kernel %q: %w", release, errors.Join(errs...))
 	}
 	return nil
 }

@@ -247,7 +247,11 @@ func TestBuildPrunes(t *testing.T) {
 	}
 }
 
-func TestRemoveVmlinux(t *testing.T) {
+// TestRemoveKernel: what the cache made for a release goes (its vmlinux,
+// initrds, module index and alias table, and the stamps naming them);
+// another release's stays, one whose name extends it too, and files of an
+// older runtime, whose names carry no release.
+func TestRemoveKernel(t *testing.T) {
 	const release = "6.1.0-10-amd64"
 	for _, tc := range []struct {
 		name  string
@@ -255,23 +259,35 @@ func TestRemoveVmlinux(t *testing.T) {
 		want  []string          // what is left
 	}{
 		{
-			name: "the release's vmlinux files and the stamps naming them go",
+			name: "the release's files and the stamps naming them go",
 			files: map[string]string{
-				"vmlinux-6.1.0-10-amd64-aaaa":  "",
-				"vmlinux-6.1.0-10-amd64-bbbb":  "",
-				"vmlinux-stat-1":               "vmlinux-6.1.0-10-amd64-aaaa",
-				"vmlinux-stat-2":               "vmlinux-6.1.0-10-amd64-bbbb",
-				"vmlinux-6.1.0-9-amd64-cccc":   "",
-				"vmlinux-stat-3":               "vmlinux-6.1.0-9-amd64-cccc",
-				"initrd-x.cpio":                "",
-				"initrd-stat-x":                "initrd-x.cpio",
-				"vmlinux-6.1.0-10-amd64x-dddd": "",
+				"vmlinux-6.1.0-10-amd64-aaaa":           "",
+				"vmlinux-6.1.0-10-amd64-bbbb":           "",
+				"vmlinux-stat-1":                        "vmlinux-6.1.0-10-amd64-aaaa",
+				"vmlinux-stat-2":                        "vmlinux-6.1.0-10-amd64-bbbb",
+				"initrd-6.1.0-10-amd64-0a1b.cpio":       "",
+				"initrd-stat-1":                         "initrd-6.1.0-10-amd64-0a1b.cpio",
+				"modindex-6.1.0-10-amd64-77.gz":         "",
+				"modaliases-6.1.0-10-amd64-88":          "",
+				"vmlinux-6.1.0-9-amd64-cccc":            "",
+				"vmlinux-stat-3":                        "vmlinux-6.1.0-9-amd64-cccc",
+				"initrd-6.1.0-9-amd64-0a1b.cpio":        "",
+				"initrd-stat-2":                         "initrd-6.1.0-9-amd64-0a1b.cpio",
+				"modindex-6.1.0-9-amd64-77.gz":          "",
+				"initrd-ffff.cpio":                      "",
+				"initrd-stat-3":                         "initrd-ffff.cpio",
+				"modaliases-99":                         "",
+				"vmlinux-6.1.0-10-amd64x-dddd":          "",
+				"vmlinux-6.1.0-10-amd64-rt-dddd":        "",
+				"initrd-6.1.0-10-amd64-custom-0a1.cpio": "",
 			},
-			want: []string{"initrd-stat-x", "initrd-x.cpio", "vmlinux-6.1.0-10-amd64x-dddd", "vmlinux-6.1.0-9-amd64-cccc", "vmlinux-stat-3"},
+			want: []string{"initrd-6.1.0-10-amd64-custom-0a1.cpio", "initrd-6.1.0-9-amd64-0a1b.cpio", "initrd-ffff.cpio",
+				"initrd-stat-2", "initrd-stat-3", "modaliases-99", "modindex-6.1.0-9-amd64-77.gz",
+				"vmlinux-6.1.0-10-amd64-rt-dddd", "vmlinux-6.1.0-10-amd64x-dddd", "vmlinux-6.1.0-9-amd64-cccc", "vmlinux-stat-3"},
 		},
 		{
 			name:  "a stamp of the release whose file is already gone goes too",
-			files: map[string]string{"vmlinux-stat-1": "vmlinux-6.1.0-10-amd64-aaaa"},
+			files: map[string]string{"vmlinux-stat-1": "vmlinux-6.1.0-10-amd64-aaaa", "initrd-stat-1": "initrd-6.1.0-10-amd64-0a.cpio"},
 		},
 		{
 			name:  "another release's stamp stays",
@@ -286,7 +302,7 @@ func TestRemoveVmlinux(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := RemoveVmlinux(dir, release); err != nil {
+			if err := RemoveKernel(dir, release); err != nil {
 				t.Fatal(err)
 			}
 			if left := dirNames(t, dir); !slices.Equal(left, tc.want) {
@@ -295,8 +311,8 @@ func TestRemoveVmlinux(t *testing.T) {
 		})
 	}
 	t.Run("no cache", func(t *testing.T) {
-		if err := RemoveVmlinux(filepath.Join(t.TempDir(), "none"), release); err != nil {
-			t.Errorf("RemoveVmlinux without a cache: %v", err)
+		if err := RemoveKernel(filepath.Join(t.TempDir(), "none"), release); err != nil {
+			t.Errorf("RemoveKernel without a cache: %v", err)
 		}
 	})
 	t.Run("a cache that cannot be read", func(t *testing.T) {
@@ -304,8 +320,8 @@ func TestRemoveVmlinux(t *testing.T) {
 		if err := os.WriteFile(f, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := RemoveVmlinux(f, release); err == nil || !strings.Contains(err.Error(), release) {
-			t.Errorf("RemoveVmlinux of a file = %v, want an error naming the release", err)
+		if err := RemoveKernel(f, release); err == nil || !strings.Contains(err.Error(), release) {
+			t.Errorf("RemoveKernel of a file = %v, want an error naming the release", err)
 		}
 	})
 }

@@ -102,7 +102,7 @@ func newIndex(modulesDir, cacheDir string) (*Index, error) {
 		return nil, fmt.Errorf("indexing modules in %q: %w", modulesDir, err)
 	}
 	if cacheDir != "" {
-		ix.aliasCache = filepath.Join(cacheDir, "modaliases-"+hex.EncodeToString(fp.Sum(nil)))
+		ix.aliasCache = filepath.Join(cacheDir, cacheFileName(aliasCachePrefix, filepath.Base(modulesDir), hex.EncodeToString(fp.Sum(nil)), ""))
 	}
 	if err := ix.readBuiltin(); err != nil {
 		return nil, err

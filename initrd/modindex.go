@@ -393,10 +393,10 @@ func modIndexCache(ix *Index, cacheDir string) string {
 	if err := hashStats(h, []string{ix.dir}, moduleTreeFiles(ix.dir)); err != nil {
 		return ""
 	}
-	return filepath.Join(cacheDir, modIndexPrefix+hex.EncodeToString(h.Sum(nil))+".gz")
+	return filepath.Join(cacheDir, cacheFileName(modIndexPrefix, filepath.Base(ix.dir), hex.EncodeToString(h.Sum(nil)), ".gz"))
 }
 
-// modIndexPrefix names the cached indexes: modindex-<stamp>.gz.
+// modIndexPrefix names the cached indexes: modindex-<release>-<stamp>.gz.
 const modIndexPrefix = "modindex-"
 
 // cachedModIndex returns the gzip'd index of ix's tree from cacheDir, and

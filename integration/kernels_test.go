@@ -113,7 +113,22 @@ func TestKernels(t *testing.T) {
 		t.Errorf("kernel rm of the default: %q", out)
 	}
 	kernel(0, "default", current.Release)
+	// What the cache made for the removed kernel goes with it: its
+	// vmlinux, initrd, module index and alias table.
+	cached := func() []string {
+		m, err := filepath.Glob(filepath.Join(env.cfg.CacheDir(), "*-"+older.release+"-*"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if before := cached(); len(before) < 4 {
+		t.Errorf("the cache's files of %s before its rm: %q, want its vmlinux, initrd, module index and alias table", older.release, before)
+	}
 	kernel(0, "rm", older.release)
+	if left := cached(); len(left) != 0 {
+		t.Errorf("the cache's files of %s after its rm: %q", older.release, left)
+	}
 	if out := kernel(0, "list", "-q"); strings.TrimSpace(out) != current.Release {
 		t.Errorf("kernel list after rm: %q", out)
 	}

@@ -209,7 +209,7 @@ func (s *Store) Remove(release string) error {
 	}
 	errs := s.removeFiles(k)
 	if s.CacheDir != "" {
-		if err := initrd.RemoveVmlinux(s.CacheDir, k.Release); err != nil {
+		if err := initrd.RemoveKernel(s.CacheDir, k.Release); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -85,13 +85,17 @@ func TestStore(t *testing.T) {
 	if _, err := s.Find(""); err == nil {
 		t.Error("Find in an empty store succeeded")
 	}
-	// What starts cached of each kernel (initrd.Vmlinux's file and stamp).
+	// What starts cached of each kernel: initrd.Vmlinux's file and stamp,
+	// an initrd with its stamp, its module index and alias table.
 	for _, r := range []string{"6.1.0-9-amd64", "6.1.0-10-amd64"} {
-		if err := os.WriteFile(filepath.Join(s.CacheDir, "vmlinux-"+r+"-abcd"), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(s.CacheDir, "vmlinux-stat-"+r), []byte("vmlinux-"+r+"-abcd"), 0o644); err != nil {
-			t.Fatal(err)
+		for name, content := range map[string]string{
+			"vmlinux-" + r + "-abcd": "", "vmlinux-stat-" + r: "vmlinux-" + r + "-abcd",
+			"initrd-" + r + "-abcd.cpio": "", "initrd-stat-" + r: "initrd-" + r + "-abcd.cpio",
+			"modindex-" + r + "-abcd.gz": "", "modaliases-" + r + "-abcd": "",
+		} {
+			if err := os.WriteFile(filepath.Join(s.CacheDir, name), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	dir := t.TempDir()
@@ -164,8 +168,8 @@ func TestStore(t *testing.T) {
 	if got := releases(t, s); got != "6.1.0-9-amd64*!" {
 		t.Errorf("List after Remove = %q", got)
 	}
-	if cached, _ := filepath.Glob(filepath.Join(s.CacheDir, "*")); len(cached) != 2 || !strings.Contains(strings.Join(cached, " "), "vmlinux-6.1.0-9-amd64-abcd") {
-		t.Errorf("cache after Remove: %q, want only the other kernel's vmlinux and stamp", cached)
+	if cached, _ := filepath.Glob(filepath.Join(s.CacheDir, "*")); len(cached) != 6 || strings.Contains(strings.Join(cached, " "), "6.1.0-10-amd64") {
+		t.Errorf("cache after Remove: %q, want only the other kernel's six files", cached)
 	}
 	// The last kernel stays: no container could start without one.
 	unhold()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -82,10 +83,14 @@ func setup() (int, error) {
 		return 1, err
 	}
 	env.repo = repo
-	work, err := os.MkdirTemp("", "initos-integration-")
+	work, err := os.MkdirTemp("", workDirPrefix)
 	if err != nil {
 		return 1, err
 	}
+	if err := os.WriteFile(filepath.Join(work, workOwnerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return 1, err
+	}
+	sweepWorkDirs(filepath.Dir(work), work)
 	env.bin = filepath.Join(work, "bin", "initos-runtime")
 	build := func(extraEnv []string, out, pkg string) error {
 		cmd := exec.Command("go", "build", "-o", out, pkg)

@@ -198,7 +198,7 @@ func Vmlinux(k *Kernel, cacheDir string) (string, error) {
 		h := sha256.New()
 		hashField(h, []byte(vmlinuxFormat))
 		hashField(h, sum)
-		out := filepath.Join(cacheDir, "vmlinux-"+k.Release+"-"+hex.EncodeToString(h.Sum(nil)[:12]))
+		out := filepath.Join(cacheDir, cacheFileName("vmlinux-", k.Release, hex.EncodeToString(h.Sum(nil)[:12]), ""))
 		if fi, err := os.Stat(out); err == nil && fi.Mode().IsRegular() {
 			return out, nil, nil
 		}

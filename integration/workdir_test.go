@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -63,8 +62,8 @@ func processExists(pid int) bool {
 }
 
 // workDirInUse says what still uses dir: a mount under it, or a process
-// whose command line names it or whose working directory is in it ("":
-// nothing).
+// whose command line names it or that holds a file or its working
+// directory in it (processesOf) ("": nothing).
 func workDirInUse(dir string) string {
 	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
@@ -73,16 +72,8 @@ func workDirInUse(dir string) string {
 	if len(mounts) > 0 {
 		return "a mount on " + mounts[0].Mountpoint
 	}
-	procs, err := filepath.Glob("/proc/[0-9]*")
-	if err != nil {
-		return "listing the processes: " + err.Error()
-	}
-	for _, p := range procs {
-		cmd, _ := os.ReadFile(filepath.Join(p, "cmdline"))
-		cwd, _ := os.Readlink(filepath.Join(p, "cwd"))
-		if bytes.Contains(cmd, []byte(dir)) || cwd == dir || strings.HasPrefix(cwd, dir+"/") {
-			return "process " + filepath.Base(p)
-		}
+	if procs := processesOf(dir, dir); len(procs) > 0 {
+		return "process " + procs[0]
 	}
 	return ""
 }

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -88,13 +91,23 @@ func tenContainers(b *testing.B, rt tenRuntime, suffix string) {
 	}
 	for iter := 0; iter < b.N; iter++ {
 		var serial []float64
+		var cpu float64 // the host's busy CPU time over the serial starts
 		for i := 0; i < n; i++ {
 			id := fmt.Sprintf("ten-s%d-%d", iter, i)
+			busy0, err := hostBusyMS()
+			if err != nil {
+				b.Fatal(err)
+			}
 			t0 := time.Now()
 			if err := rt.start(bundles[i], id); err != nil {
 				b.Fatal(err)
 			}
 			serial = append(serial, ms(time.Since(t0)))
+			busy1, err := hostBusyMS()
+			if err != nil {
+				b.Fatal(err)
+			}
+			cpu += busy1 - busy0
 			rt.remove(id)
 		}
 		settle()
@@ -140,6 +153,8 @@ func tenContainers(b *testing.B, rt tenRuntime, suffix string) {
 			rt.remove(id)
 		}
 		record("start.serial.p50"+suffix, median(serial))
+		record("start.serial.cpu"+suffix, cpu/n)
+		record("start.parallel-floor"+suffix, parallelFloor(n, cpu/n, median(serial), runtime.NumCPU()))
 		record("start.parallel.p50"+suffix, median(took))
 		record("start.parallel.ok"+suffix, float64(ok))
 		record("mem.per-container"+suffix, float64(before-after)/1024/n)
@@ -155,6 +170,25 @@ func tenContainers(b *testing.B, rt tenRuntime, suffix string) {
 			b.ReportMetric(vmmPSS/n, "vmm-pss-MiB")
 		}
 	}
+}
+
+// parallelFloor is the lowest ratio of the p50 of n starts at once to the
+// serial p50 that cpus CPUs allow, when each start is cpuMS of the host's
+// CPU time: by a time t the CPUs have done at most cpus×t of work, so the
+// k-th start ends at k×cpuMS/cpus at the earliest whatever the order, and
+// the p50 of ten (the mean of the 5th and 6th) at 5.5×cpuMS/cpus. No start
+// is faster than alone, so the ratio is at least 1.
+func parallelFloor(n int, cpuMS, serialMS float64, cpus int) float64 {
+	if serialMS <= 0 || cpus <= 0 {
+		return 0
+	}
+	var mid float64 // the mean rank of the middle starts: 5.5 of 10
+	if n%2 == 0 {
+		mid = float64(n)/2 + 0.5
+	} else {
+		mid = float64(n+1) / 2
+	}
+	return max(1, mid*cpuMS/float64(cpus)/serialMS)
 }
 
 // settle lets the host's memory figures settle: idle guests have booted
@@ -236,4 +270,54 @@ func pssMiB(proc string) float64 {
 		}
 	}
 	return 0
+}
+
+func TestParallelFloor(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		n, cpus             int
+		cpuMS, serialMS, is float64
+	}{
+		// 2 CPUs, a start that keeps 1.15 CPUs busy: the 5th and 6th of
+		// ten end at 2.5 and 3 starts' CPU time at the earliest.
+		{"cpu-bound", 10, 2, 1150, 1000, 3.1625},
+		{"one cpu's worth", 10, 2, 1000, 1000, 2.75},
+		// A start that mostly waits lets ten overlap: the floor is 1.
+		{"waiting", 10, 2, 100, 1000, 1},
+		{"many cpus", 10, 64, 1000, 1000, 1},
+		{"odd n", 9, 1, 100, 100, 5},
+		{"no serial figure", 10, 2, 100, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := parallelFloor(tc.n, tc.cpuMS, tc.serialMS, tc.cpus); math.Abs(got-tc.is) > 1e-9 {
+				t.Errorf("parallelFloor(%d, %g, %g, %d) = %g, want %g", tc.n, tc.cpuMS, tc.serialMS, tc.cpus, got, tc.is)
+			}
+		})
+	}
+}
+
+func TestHostBusyMS(t *testing.T) {
+	a, err := hostBusyMS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spin until this process has used 200 ms more CPU time: the host's
+	// busy time grows by at least that (less its 10 ms ticks), however
+	// busy the host is or how much of its time its own host steals.
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	for end := cpu() + 200*time.Millisecond; cpu() < end; {
+	}
+	b, err := hostBusyMS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := b - a; d < 180 {
+		t.Errorf("the host's busy time grew by %g ms while this process used 200 ms of CPU, want at least 180", d)
+	}
 }

@@ -144,7 +144,9 @@ const (
 // Restored makes a VM restored from a template a clone of its own: the
 // clock, stopped at the template's save, is set to the host's, and the
 // random generator, whose state every clone of the template shares, is
-// reseeded from the host's randomness.
+// reseeded from the host's randomness. The host calls it too when the
+// guest's clock is behind for another reason: a VM resumed after a pause
+// of the whole VM, a step of the host's clock (runtime/clock.go).
 func (s *Service) Restored(_ context.Context, r *agentapi.RestoredRequest) (*agentapi.Empty, error) {
 	if n := len(r.Entropy); n < minRestoreEntropy || n > maxRestoreEntropy {
 		return nil, errorf(ErrInvalidArgument, "restored: %d bytes of entropy, want %d to %d", n, minRestoreEntropy, maxRestoreEntropy)
@@ -158,7 +160,7 @@ func (s *Service) Restored(_ context.Context, r *agentapi.RestoredRequest) (*age
 	if err := s.sys.SetClock(time.Unix(0, r.UnixNanos)); err != nil {
 		return nil, err
 	}
-	s.log.Debugf("restored from a template: clock set, random generator reseeded")
+	s.log.Debugf("restored: clock set to the host's, random generator reseeded")
 	return &agentapi.Empty{}, nil
 }
 

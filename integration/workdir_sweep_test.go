@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestNamesPath(t *testing.T) {
@@ -32,8 +34,8 @@ func TestNamesPath(t *testing.T) {
 	}
 }
 
-// TestSweepWorkDirs: a dead run's processes are killed and its directory
-// removed; a live run's, a directory another process works in and one
+// TestSweepWorkDirs: a dead run's processes are killed, its mounts (as
+// root) detached and its directory removed; a live run's, a directory another process works in and one
 // with no owner file stay, and so do their processes.
 func TestSweepWorkDirs(t *testing.T) {
 	sleepBin, err := exec.LookPath("sleep")
@@ -113,6 +115,26 @@ func TestSweepWorkDirs(t *testing.T) {
 	byEnv.Env = append(os.Environ(), "PATH="+filepath.Join(dead, "bin")+":/usr/bin:/bin")
 	byEnvDone := start(byEnv)
 
+	// A mount left under the dead run's directory (a root share): it is
+	// detached, and what it shows is not removed with the directory.
+	shown := filepath.Join(t.TempDir(), "rootfs")
+	if err := os.MkdirAll(shown, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(shown, "keep"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	share := filepath.Join(dead, "state", "c1", "root")
+	if os.Geteuid() == 0 {
+		if err := os.MkdirAll(share, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount(shown, share, "", unix.MS_BIND, ""); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(share, unix.MNT_DETACH) })
+	}
+
 	live := mkdir("live", os.Getpid())
 	ofLive := exec.Command("sleep", "600")
 	ofLive.Env = append(os.Environ(), "X="+live)
@@ -132,6 +154,7 @@ func TestSweepWorkDirs(t *testing.T) {
 	killed("a process naming the dead run's directory", byArg)
 	killed("a process whose environment names the dead run's directory", byEnvDone)
 	exists(dead, false)
+	exists(filepath.Join(shown, "keep"), true)
 	running("a process of a live run's", ofLiveDone)
 	exists(live, true)
 	running("a process working in a dead run's directory", inBusyDone)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
 )
 
 // workDirPrefix names the work directory of each run (TestMain's).
@@ -28,11 +29,13 @@ const workOwnerFile = "owner.pid"
 // host's CPUs busy, which slows every VM of the next run). A directory is
 // a dead run's when its owner's pid is gone; its processes are those that
 // run one of its programs or name it in their command line or
-// environment (runLeftBy), and they are killed. The directory is then
-// removed unless something else still uses it (a mount under it, a
-// process working there or holding a file in it: a shell someone left
-// there); a directory with no owner file (not this code's) stays. What it
-// kills, removes or leaves is said on stderr.
+// environment (runLeftBy), and they are killed; the mounts under it are
+// the run's too (a root share whose monitor was killed), and are detached
+// (unmountLeftOver). The directory is then removed unless something else
+// still uses it (a process working there or holding a file in it: a shell
+// someone left there; a mount that would not go). A directory with no
+// owner file (not this code's) stays. What it kills, unmounts, removes or
+// leaves is said on stderr.
 func sweepWorkDirs(tmp, own string) {
 	dirs, err := filepath.Glob(filepath.Join(tmp, workDirPrefix+"*"))
 	if err != nil {
@@ -51,6 +54,7 @@ func sweepWorkDirs(tmp, own string) {
 			continue
 		}
 		killLeftOver(dir)
+		unmountLeftOver(dir)
 		if why := workDirInUse(dir); why != "" {
 			fmt.Fprintf(os.Stderr, "integration: %s, left by an interrupted run, is still in use (%s): not removed\n", dir, why)
 			continue
@@ -76,6 +80,25 @@ func killLeftOver(dir string) {
 		if !slices.ContainsFunc(pids, processExists) {
 			return
 		}
+	}
+}
+
+// unmountLeftOver detaches the mounts a dead run left under dir (a
+// container's root share whose monitor was killed), the deepest first, so
+// that removing dir cannot reach through one into what it shows (the
+// bundle's rootfs).
+func unmountLeftOver(dir string) {
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return
+	}
+	slices.SortFunc(mounts, func(a, b *mountinfo.Info) int { return len(b.Mountpoint) - len(a.Mountpoint) })
+	for _, m := range mounts {
+		if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: unmounting %s, left by an interrupted run: %v\n", m.Mountpoint, err)
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "integration: unmounted %s, left by an interrupted run\n", m.Mountpoint)
 	}
 }
 

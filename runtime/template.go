@@ -98,6 +98,9 @@ func templateKey(c Config, driver string, accel vmm.Accel, vcfg vmm.Config) (str
 		field(fmt.Sprintf("%s %d %d %d %d.%d", p, st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec))
 	}
 	field(fmt.Sprintf("%d MiB %d cpus", vcfg.MemoryMiB, vcfg.CPUs))
+	// The kernel options every driver adds to vcfg's (a runtime whose
+	// agent is built the same, so its initrd too, may boot with others).
+	field(vmm.GuestKernelArgs)
 	field(vcfg.Cmdline)
 	for _, s := range vcfg.Shares {
 		field(fmt.Sprintf("%s %s %s %t", s.Tag, s.Mode, s.Cache, s.Xattr))

@@ -383,17 +383,25 @@ func (pr proc) alive() bool {
 	return fields[0] != "Z"
 }
 
+// otherPids lists the host's processes (in /proc), but this one.
+func otherPids() []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != os.Getpid() {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 // processesOf lists the processes whose command line names id, or (with
 // dir set) whose cwd or open files are under dir.
 func processesOf(id, dir string) []string {
 	var found []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+	for _, pid := range otherPids() {
+		proc := filepath.Join("/proc", strconv.Itoa(pid))
+		b, err := os.ReadFile(filepath.Join(proc, "cmdline"))
 		if err != nil {
 			continue
 		}
@@ -405,8 +413,8 @@ func processesOf(id, dir string) []string {
 		if dir == "" {
 			continue
 		}
-		links := []string{filepath.Join("/proc", e.Name(), "cwd")}
-		fds, _ := filepath.Glob(filepath.Join("/proc", e.Name(), "fd", "*"))
+		links := []string{filepath.Join(proc, "cwd")}
+		fds, _ := filepath.Glob(filepath.Join(proc, "fd", "*"))
 		for _, l := range append(links, fds...) {
 			if target, err := os.Readlink(l); err == nil && (target == dir || strings.HasPrefix(target, dir+"/")) {
 				found = append(found, fmt.Sprintf("%d (%s) holds %s", pid, cmdline, target))

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,8 +36,9 @@ func TestNamesPath(t *testing.T) {
 }
 
 // TestSweepWorkDirs: a dead run's processes are killed, its mounts (as
-// root) detached and its directory removed; a live run's, a directory another process works in and one
-// with no owner file stay, and so do their processes.
+// root) detached and its directory removed; a live run's, a directory
+// another process works in and one with no owner file stay, and so do
+// their processes.
 func TestSweepWorkDirs(t *testing.T) {
 	sleepBin, err := exec.LookPath("sleep")
 	if err != nil {
@@ -73,6 +75,8 @@ func TestSweepWorkDirs(t *testing.T) {
 		go func() { done <- cmd.Wait() }()
 		return done
 	}
+	// killed waits for the reaper: the sweep saw the process gone once
+	// it was reaped, a moment before Wait returns.
 	killed := func(name string, done <-chan error) {
 		t.Helper()
 		select {
@@ -81,7 +85,7 @@ func TestSweepWorkDirs(t *testing.T) {
 			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 				t.Errorf("%s ended with %v, want killed", name, err)
 			}
-		default:
+		case <-time.After(5 * time.Second):
 			t.Errorf("%s still runs", name)
 		}
 	}
@@ -110,7 +114,9 @@ func TestSweepWorkDirs(t *testing.T) {
 		t.Fatal(err)
 	}
 	byExe := start(exec.Command(copied, "600"))
-	byArg := start(exec.Command("sh", "-c", "sleep 600; true", filepath.Join(dead, "x")))
+	// The dir in its command line only (argv[0]); one process, not a shell
+	// whose child would outlive the test.
+	byArg := start(&exec.Cmd{Path: sleepBin, Args: []string{filepath.Join(dead, "x"), "600"}})
 	byEnv := exec.Command("sleep", "600")
 	byEnv.Env = append(os.Environ(), "PATH="+filepath.Join(dead, "bin")+":/usr/bin:/bin")
 	byEnvDone := start(byEnv)

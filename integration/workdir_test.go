@@ -103,18 +103,14 @@ func unmountLeftOver(dir string) {
 }
 
 // runLeftBy lists the processes that run a program in dir or name dir in
-// their command line or environment (but PWD): a run's VMs (their kernel is in its
-// data directory), monitors and shims (its binaries), and the containerd
-// it started (its PATH names its shims' directory). Not this process.
+// their command line or environment (but PWD): a run's VMs (their kernel
+// is in its data directory), monitors and shims (its binaries), and the
+// containerd it started (its PATH names its shims' directory). Not this
+// process.
 func runLeftBy(dir string) []int {
 	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		proc := filepath.Join("/proc", e.Name())
+	for _, pid := range otherPids() {
+		proc := filepath.Join("/proc", strconv.Itoa(pid))
 		exe, _ := os.Readlink(filepath.Join(proc, "exe"))
 		cmdline, _ := os.ReadFile(filepath.Join(proc, "cmdline"))
 		environ, _ := os.ReadFile(filepath.Join(proc, "environ"))
